@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The one list of Debian packages ncghl needs to build, test and benchmark.
+# Installs only what is missing, so a second run costs nothing.
+set -euo pipefail
+PACKAGES=(
+  build-essential cmake pkg-config python3 curl
+  liblua5.4-dev lua-cjson-dev libevent-dev libcurl4-openssl-dev
+  libsqlite3-dev libssl-dev libcmocka-dev sqlite3 wrk
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,123 @@
+/* store: everything ncghl must not lose, in one SQLite file (WAL,
+ * synchronous=FULL): the event queue with each attempt of each upstream call,
+ * idempotency (an event id is its own key), the NowCerts <-> GHL id
+ * cross-reference, write fingerprints for echo suppression, and small
+ * key/value cursors. The schema is versioned and migrated at open.
+ *
+ * Calls are synchronous and run inside whatever transaction is open on the
+ * connection (store_begin/store_commit), or in their own when none is; the
+ * group commit that batches many requests into one fsync is queue.c's job.
+ * Return values: 0 ok, -1 error (logged, with the SQLite message). */
+#ifndef NCGHL_STORE_H
+#define NCGHL_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "digest.h"
+
+enum ev_status { EV_PENDING = 0, EV_RUNNING, EV_DONE, EV_RETRY_WAIT, EV_DEAD };
+#define EV_STATUS_COUNT 5
+
+const char *store_status_name(enum ev_status s); /* "pending", "running", "done", "retry_wait", "dead" */
+int store_status_parse(const char *name);        /* -1 if unknown */
+
+struct store;
+
+struct store_event {
+  char id[EVENT_ID_MAX];
+  char source[16];  /* "nowcerts", "ghl", "manual", ... */
+  char *type;       /* descriptive event type, e.g. "INSURED_INSERT" */
+  char *payload;    /* the raw body as received */
+  size_t payload_len;
+  enum ev_status status;
+  int attempts;     /* times the event was started */
+  char *last_error; /* NULL if none */
+  char *result;     /* JSON the mapping returned, NULL if none */
+  double created_at, updated_at, next_at; /* unix seconds */
+};
+void store_event_free(struct store_event *e); /* frees the strings, not e */
+
+struct store_attempt {
+  long long seq;
+  char *service; /* "nowcerts" | "ghl" */
+  char *method;
+  char *url;     /* never carries a secret */
+  int status;    /* HTTP status, 0 for a transport error */
+  char *error;   /* NULL if none */
+  double duration_ms;
+  double at;
+  int event_attempt; /* which run of the event made the call */
+};
+
+/* Creates the file's directory if needed. err gets a one-line reason. */
+struct store *store_open(const char *path, char *err, size_t errlen);
+void store_close(struct store *s);
+
+int store_begin(struct store *s); /* BEGIN IMMEDIATE */
+int store_commit(struct store *s);
+int store_rollback(struct store *s);
+bool store_in_txn(struct store *s);
+/* True when a write transaction can be started and committed right now. */
+bool store_writable(struct store *s);
+int store_schema_version(struct store *s);
+
+enum store_put { STORE_PUT_NEW, STORE_PUT_DUPLICATE, STORE_PUT_REQUEUED };
+/* Intake. No row: insert with status `initial` (EV_PENDING, or EV_RUNNING
+ * when the caller starts it at once) -> NEW. A row that is dead: back to
+ * `initial`, keeping id, attempts and history -> REQUEUED. A row created more
+ * than ttl seconds ago: treated as a new event (status `initial`, created_at
+ * now, history kept) -> NEW. Otherwise -> DUPLICATE, *existing = its status. */
+int store_event_put(struct store *s, const char *id, const char *source, const char *type,
+                    const char *payload, size_t payload_len, enum ev_status initial, double now,
+                    double ttl, enum store_put *result, enum ev_status *existing);
+/* 0 found, 1 not found, -1 error. */
+int store_event_get(struct store *s, const char *id, struct store_event *out);
+/* Marks a pending or retry_wait event running and counts the attempt.
+ * Returns 1 if claimed, 0 if it was in another status, -1 on error. */
+int store_event_claim(struct store *s, const char *id, double now);
+/* Same for an event inserted as EV_RUNNING by the caller: counts the attempt. */
+int store_event_started(struct store *s, const char *id, double now);
+/* Claims up to `max` events that are pending, or retry_wait with
+ * next_at <= now, oldest first; *n gets how many. Caller frees each. */
+int store_claim_due(struct store *s, double now, int max, struct store_event *out, int *n);
+/* Ends a run: status done, retry_wait (with next_at) or dead; last_error and
+ * result may be NULL. */
+int store_event_finish(struct store *s, const char *id, enum ev_status st, double next_at,
+                       const char *last_error, const char *result, double now);
+/* Puts an event back in the queue (pending, next_at 0) whatever its status
+ * unless running. Returns 1 if requeued, 0 if not found or running. */
+int store_event_requeue(struct store *s, const char *id, double now);
+/* Start-up: every running event back to pending. *n gets how many. */
+int store_recover_running(struct store *s, int *n);
+/* Earliest next_at among retry_wait events, or 0 if none. */
+double store_next_due(struct store *s);
+/* Lists events, newest first; status NULL for all; cb returns non-zero to stop. */
+int store_event_list(struct store *s, const char *status, int limit,
+                     int (*cb)(void *ud, const struct store_event *e), void *ud);
+int store_count_by_status(struct store *s, long counts[EV_STATUS_COUNT]);
+
+int store_attempt_add(struct store *s, const char *event_id, int event_attempt, const char *service,
+                      const char *method, const char *url, int status, const char *error,
+                      double duration_ms, double at);
+int store_attempt_list(struct store *s, const char *event_id,
+                       int (*cb)(void *ud, const struct store_attempt *a), void *ud);
+
+/* ID cross-reference: kind is "contact", "policy", ...; one NowCerts id maps to
+ * one GHL id and back (a new pair replaces either side's old pair). */
+int store_link_put(struct store *s, const char *kind, const char *nowcerts_id, const char *ghl_id,
+                   double now);
+/* malloc'd id or NULL if unknown (or on error). */
+char *store_link_ghl(struct store *s, const char *kind, const char *nowcerts_id);
+char *store_link_nowcerts(struct store *s, const char *kind, const char *ghl_id);
+
+/* Echo suppression: the fields ncghl last wrote to a record, as JSON. side is
+ * "ghl" or "nowcerts". */
+int store_fp_put(struct store *s, const char *side, const char *record_id, const char *json,
+                 double now);
+char *store_fp_get(struct store *s, const char *side, const char *record_id); /* malloc'd or NULL */
+
+int store_kv_put(struct store *s, const char *key, const char *value);
+char *store_kv_get(struct store *s, const char *key); /* malloc'd or NULL */
+
+#endif

@@ -1,0 +1,66 @@
+/* upstream: one logical call to NowCerts or GHL, with everything that makes
+ * it trustworthy: the base URL and headers (GHL's Bearer token, Version and
+ * JSON; NowCerts' bearer token from tokens.c), the outbound rate limit, the
+ * retry policy with Retry-After, a forced token refresh and one retry on 401,
+ * and NowCerts' HTTP 200 with "status":0 counted as the failure it is.
+ * Every attempt is reported to the caller so it can be stored. */
+#ifndef NCGHL_UPSTREAM_H
+#define NCGHL_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct config;
+struct httpc;
+struct upstream;
+
+enum up_service { UP_NOWCERTS = 0, UP_GHL = 1 };
+const char *up_service_name(enum up_service s); /* "nowcerts", "ghl" */
+int up_service_parse(const char *name);         /* -1 if unknown */
+
+struct up_call {
+  enum up_service service;
+  const char *method;       /* "GET", "POST", "PUT", "DELETE" */
+  const char *path;         /* relative to the service's base URL, query included; starts with '/' */
+  const char *body;         /* NULL for none */
+  size_t body_len;
+  const char *content_type; /* NULL: application/json when there is a body */
+};
+
+struct up_attempt {
+  enum up_service service;
+  const char *method;
+  const char *url;    /* full URL; never holds a secret */
+  int status;         /* 0: no answer */
+  const char *error;  /* NULL on success */
+  double duration_ms;
+};
+
+struct up_result {
+  bool ok;            /* 2xx, and not NowCerts' "status":0 */
+  bool retryable;     /* when !ok: the failure was retryable (retries are used up) */
+  int status;         /* last HTTP status, 0 if no answer */
+  const char *body;   /* last response body, "" if none */
+  size_t body_len;
+  const char *error;  /* when !ok: one line, e.g. "HTTP 400: {...}" or "status 0: message" */
+  int attempts;       /* HTTP attempts made */
+};
+
+typedef void (*up_attempt_cb)(void *ud, const struct up_attempt *a);
+/* The result lives only during the callback. */
+typedef void (*up_done_cb)(void *ud, const struct up_result *r);
+
+struct upstream *up_new(struct event_base *base, const struct config *cfg, struct httpc *http);
+void up_free(struct upstream *u);
+/* Returns 0 when started (done is called exactly once, never from inside
+ * up_start), -1 on bad arguments. on_attempt may be NULL. */
+int up_start(struct upstream *u, const struct up_call *call, up_attempt_cb on_attempt,
+             up_done_cb done, void *ud);
+/* The NowCerts user id from the last token response (for skipping our own
+ * changes), NULL before the first login. */
+const char *up_nowcerts_user_id(const struct upstream *u);
+/* Calls in flight, retries waiting included. */
+int up_active(const struct upstream *u);
+
+#endif
