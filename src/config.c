@@ -1,0 +1,318 @@
+/* Configuration is read once at start-up. Lookup order per variable: the
+ * process environment, then the .env file, then the default. Every value is
+ * validated here, so the rest of the code trusts struct config. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+struct envfile {
+  char **keys, **vals;
+  size_t n;
+};
+
+static char *trim(char *s) {
+  while (*s == ' ' || *s == '\t')
+    s++;
+  char *e = s + strlen(s);
+  while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
+    *--e = 0;
+  return s;
+}
+
+/* KEY=VALUE lines; "export " prefixes, comments and matching quotes are
+ * tolerated because people copy these files from shell scripts. */
+static int envfile_read(struct envfile *f, const char *path, bool required, char *err,
+                        size_t errlen) {
+  FILE *fp = fopen(path, "r");
+  if (!fp) {
+    if (!required)
+      return 0;
+    snprintf(err, errlen, "--env: cannot read %s: %s", path, strerror(errno));
+    return -1;
+  }
+  char line[4096];
+  int lineno = 0;
+  while (fgets(line, sizeof line, fp)) {
+    lineno++;
+    char *s = trim(line);
+    if (!*s || *s == '#')
+      continue;
+    if (strncmp(s, "export ", 7) == 0)
+      s = trim(s + 7);
+    char *eq = strchr(s, '=');
+    if (!eq) {
+      snprintf(err, errlen, "%s:%d: expected NAME=value", path, lineno);
+      fclose(fp);
+      return -1;
+    }
+    *eq = 0;
+    char *k = trim(s), *v = trim(eq + 1);
+    size_t vl = strlen(v);
+    if (vl >= 2 && (v[0] == '"' || v[0] == '\'') && v[vl - 1] == v[0]) {
+      v[vl - 1] = 0;
+      v++;
+    } else {
+      char *hash = strstr(v, " #");
+      if (hash)
+        *trim(hash) = 0, v = trim(v);
+    }
+    char **nk = realloc(f->keys, (f->n + 1) * sizeof *nk);
+    if (nk)
+      f->keys = nk;
+    char **nv = realloc(f->vals, (f->n + 1) * sizeof *nv);
+    if (nv)
+      f->vals = nv;
+    if (!nk || !nv) {
+      fclose(fp);
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    f->keys[f->n] = strdup(k);
+    f->vals[f->n] = strdup(v);
+    f->n++;
+  }
+  fclose(fp);
+  return 0;
+}
+
+static void envfile_free(struct envfile *f) {
+  for (size_t i = 0; i < f->n; i++) {
+    free(f->keys[i]);
+    free(f->vals[i]);
+  }
+  free(f->keys);
+  free(f->vals);
+}
+
+struct loader {
+  struct envfile file;
+  char *err;
+  size_t errlen;
+  int failed;
+};
+
+static const char *lookup(struct loader *ld, const char *name) {
+  const char *v = getenv(name);
+  if (v)
+    return v;
+  for (size_t i = ld->file.n; i-- > 0;)
+    if (strcmp(ld->file.keys[i], name) == 0)
+      return ld->file.vals[i];
+  return NULL;
+}
+
+static void fail(struct loader *ld, const char *name, const char *why, const char *value) {
+  if (ld->failed++)
+    return; /* the first problem is the one reported */
+  if (value)
+    snprintf(ld->err, ld->errlen, "%s: %s (got '%.80s')", name, why, value);
+  else
+    snprintf(ld->err, ld->errlen, "%s: %s", name, why);
+}
+
+static char *get_str(struct loader *ld, const char *name, const char *def) {
+  const char *v = lookup(ld, name);
+  if (v && !*v)
+    v = NULL; /* NAME= means unset, as in the source design's .env.example */
+  v = v ? v : def;
+  return v ? strdup(v) : NULL;
+}
+
+static double get_num(struct loader *ld, const char *name, double def, double min, double max,
+                      bool integer) {
+  const char *v = lookup(ld, name);
+  if (!v || !*v)
+    return def;
+  char *end;
+  errno = 0;
+  double d = strtod(v, &end);
+  while (*end == ' ')
+    end++;
+  if (errno || end == v || *end || !isfinite(d)) {
+    fail(ld, name, integer ? "not a whole number" : "not a number", v);
+    return def;
+  }
+  if (integer && d != floor(d)) {
+    fail(ld, name, "not a whole number", v);
+    return def;
+  }
+  if (d < min || d > max) {
+    char why[96];
+    if (max >= 1e15)
+      snprintf(why, sizeof why, "must be at least %g", min);
+    else
+      snprintf(why, sizeof why, "must be between %g and %g", min, max);
+    fail(ld, name, why, v);
+    return def;
+  }
+  return d;
+}
+
+static bool get_bool(struct loader *ld, const char *name, bool def) {
+  const char *v = lookup(ld, name);
+  if (!v || !*v)
+    return def;
+  static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off"};
+  for (int i = 0; i < 4; i++) {
+    if (strcasecmp(v, yes[i]) == 0)
+      return true;
+    if (strcasecmp(v, no[i]) == 0)
+      return false;
+  }
+  fail(ld, name, "expected true or false", v);
+  return def;
+}
+
+static char *get_url(struct loader *ld, const char *name, const char *def) {
+  char *u = get_str(ld, name, def);
+  if (u && strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
+    fail(ld, name, "must start with http:// or https://", u);
+    return u;
+  }
+  size_t n = u ? strlen(u) : 0;
+  while (n > 0 && u[n - 1] == '/')
+    u[--n] = 0; /* paths are appended with their own leading '/' */
+  return u;
+}
+
+static bool is_dir(const char *p) {
+  struct stat st;
+  return p && stat(p, &st) == 0 && S_ISDIR(st.st_mode) && access(p, R_OK | X_OK) == 0;
+}
+
+/* A directory from the variable; unset, the default relative to the working
+ * directory, else the one beside the sources (so a build run from anywhere
+ * still finds the shipped scripts). A directory named explicitly must exist. */
+static char *get_dir(struct loader *ld, const char *name, const char *def) {
+  const char *v = lookup(ld, name);
+  if (v && *v) {
+    if (!is_dir(v))
+      fail(ld, name, "not a readable directory", v);
+    return strdup(v);
+  }
+  if (is_dir(def))
+    return strdup(def);
+  char alt[PATH_MAX];
+  snprintf(alt, sizeof alt, "%s/%s", NCGHL_SOURCE_DIR, def);
+  if (is_dir(alt))
+    return strdup(alt);
+  fail(ld, name, "not a readable directory", def);
+  return strdup(def);
+}
+
+bool config_is_secret(const char *name) {
+  static const char *marks[] = {"PASSWORD", "SECRET", "TOKEN", "API_KEY"};
+  for (size_t i = 0; i < sizeof marks / sizeof *marks; i++)
+    if (strstr(name, marks[i]))
+      return true;
+  return false;
+}
+
+int config_load(struct config *c, const char *env_file, bool sandbox, char *err, size_t errlen) {
+  memset(c, 0, sizeof *c);
+  struct loader ld = {.err = err, .errlen = errlen};
+  if (envfile_read(&ld.file, env_file ? env_file : ".env", env_file != NULL, err, errlen) != 0) {
+    envfile_free(&ld.file);
+    return -1;
+  }
+  const double BIG = 1e18;
+  c->sandbox = sandbox;
+  c->host = get_str(&ld, "HOST", "127.0.0.1");
+  c->port = (int)get_num(&ld, "PORT", 8001, 1, 65535, true);
+  c->debug = get_bool(&ld, "DEBUG", false);
+  char *lvl = get_str(&ld, "LOG_LEVEL", c->debug ? "DEBUG" : "INFO");
+  c->log_level = log_parse_level(lvl);
+  if (c->log_level < 0) {
+    fail(&ld, "LOG_LEVEL", "expected DEBUG, INFO, WARNING or ERROR", lvl);
+    c->log_level = LOGL_INFO;
+  }
+  free(lvl);
+  c->log_file = get_str(&ld, "LOG_FILE", NULL);
+
+  c->sandbox_nowcerts_port = (int)get_num(&ld, "SANDBOX_NOWCERTS_PORT", 9101, 1, 65535, true);
+  c->sandbox_ghl_port = (int)get_num(&ld, "SANDBOX_GHL_PORT", 9102, 1, 65535, true);
+  if (sandbox) {
+    /* The sandbox never talks to a real upstream, whatever the environment
+     * says: its credentials are the fakes'. */
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/api", c->sandbox_nowcerts_port);
+    c->nowcerts_base_url = strdup(url);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", c->sandbox_ghl_port);
+    c->ghl_base_url = strdup(url);
+    c->nowcerts_username = strdup("sandbox");
+    c->nowcerts_password = strdup("sandbox-password");
+    c->ghl_api_key = strdup("sandbox-token");
+    c->ghl_location_id = strdup("sandbox-location");
+  } else {
+    c->nowcerts_base_url = get_url(&ld, "NOWCERTS_BASE_URL", "https://api.nowcerts.com/api");
+    c->ghl_base_url = get_url(&ld, "GHL_BASE_URL", "https://services.leadconnectorhq.com");
+    c->nowcerts_username = get_str(&ld, "NOWCERTS_USERNAME", NULL);
+    c->nowcerts_password = get_str(&ld, "NOWCERTS_PASSWORD", NULL);
+    c->ghl_api_key = get_str(&ld, "GHL_API_KEY", NULL);
+    c->ghl_location_id = get_str(&ld, "GHL_LOCATION_ID", NULL);
+    c->ghl_client_id = get_str(&ld, "GHL_CLIENT_ID", NULL);
+    c->ghl_client_secret = get_str(&ld, "GHL_CLIENT_SECRET", NULL);
+    c->ghl_refresh_token = get_str(&ld, "GHL_REFRESH_TOKEN", NULL);
+  }
+
+  c->max_retries = (int)get_num(&ld, "MAX_RETRIES", 3, 0, 100, true);
+  c->retry_backoff_factor = get_num(&ld, "RETRY_BACKOFF_FACTOR", 2.0, 1.0, 100, false);
+  c->retry_initial_delay = get_num(&ld, "RETRY_INITIAL_DELAY", 1.0, 0, 3600, false);
+  c->upstream_timeout = get_num(&ld, "UPSTREAM_TIMEOUT", 10, 0.1, 3600, false);
+
+  c->db_path = get_str(&ld, "DB_PATH", "data/ncghl.db");
+  c->mappings_dir = get_dir(&ld, "MAPPINGS_DIR", "mappings");
+  c->lua_dir = get_dir(&ld, "LUA_DIR", "lua");
+  c->token_refresh_margin = get_num(&ld, "TOKEN_REFRESH_MARGIN", 300, 0, BIG, false);
+  c->idempotency_ttl = get_num(&ld, "IDEMPOTENCY_TTL", 86400, 1, BIG, false);
+  c->webhook_wait_ms = (int)get_num(&ld, "WEBHOOK_WAIT_MS", 3000, 0, 600000, true);
+  c->max_body_bytes = (long)get_num(&ld, "MAX_BODY_BYTES", 1048576, 64, 1 << 30, true);
+  c->rate_limit_per_minute = (int)get_num(&ld, "RATE_LIMIT_PER_MINUTE", 100, 0, 1e9, true);
+  c->ghl_rate_limit = (int)get_num(&ld, "GHL_RATE_LIMIT", 100, 0, 1e6, true);
+  c->event_concurrency = (int)get_num(&ld, "EVENT_CONCURRENCY", 64, 1, 100000, true);
+  c->admin_token = get_str(&ld, "ADMIN_TOKEN", NULL);
+  c->nowcerts_webhook_secret = get_str(&ld, "NOWCERTS_WEBHOOK_SECRET", NULL);
+  c->ghl_webhook_verify = get_bool(&ld, "GHL_WEBHOOK_VERIFY", !sandbox);
+  c->nowcerts_poll_interval = get_num(&ld, "NOWCERTS_POLL_INTERVAL", 60, 0, BIG, false);
+  c->lua_memory_mb = (int)get_num(&ld, "LUA_MEMORY_MB", 64, 1, 65536, true);
+  c->lua_instruction_budget =
+      (long)get_num(&ld, "LUA_INSTRUCTION_BUDGET", 10000000, 1000, 1e15, true);
+
+  if (!ld.failed && (c->ghl_client_id || c->ghl_client_secret || c->ghl_refresh_token) &&
+      !(c->ghl_client_id && c->ghl_client_secret && c->ghl_refresh_token))
+    fail(&ld, "GHL_REFRESH_TOKEN",
+         "OAuth refresh needs GHL_CLIENT_ID, GHL_CLIENT_SECRET and GHL_REFRESH_TOKEN together", NULL);
+
+  envfile_free(&ld.file);
+  /* Registered before anything can log, so no line ever carries them. */
+  const char *secrets[] = {c->nowcerts_password, c->ghl_api_key, c->ghl_client_secret,
+                           c->ghl_refresh_token, c->admin_token, c->nowcerts_webhook_secret};
+  for (size_t i = 0; i < sizeof secrets / sizeof *secrets; i++)
+    log_add_secret(secrets[i]);
+  if (ld.failed) {
+    config_free(c);
+    return -1;
+  }
+  return 0;
+}
+
+void config_free(struct config *c) {
+  char **strs[] = {&c->host, &c->log_file, &c->nowcerts_base_url, &c->nowcerts_username,
+                   &c->nowcerts_password, &c->ghl_base_url, &c->ghl_api_key, &c->ghl_location_id,
+                   &c->ghl_client_id, &c->ghl_client_secret, &c->ghl_refresh_token, &c->db_path,
+                   &c->mappings_dir, &c->lua_dir, &c->admin_token, &c->nowcerts_webhook_secret};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
+    free(*strs[i]);
+    *strs[i] = NULL;
+  }
+}

@@ -1,0 +1,357 @@
+/* The engine keeps one job per event that is queued or running in this
+ * process, in a hash by id, so the HTTP side can wait on it. Every status
+ * change joins the queue's group commit, and waiters hear of a run's end only
+ * after the commit that records it: an answer never gets ahead of the disk. */
+#include "engine.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "config.h"
+#include "log.h"
+#include "queue.h"
+#include "retry.h"
+
+#define ENGINE_BUCKETS 4096
+#define ENGINE_POLL_SECONDS 1
+
+struct engine_watch {
+  struct engine_watch *next;
+  struct job *job;
+  engine_watch_cb cb;
+  void *ud;
+};
+
+struct job {
+  struct job *next; /* hash chain */
+  struct engine *e;
+  char id[EVENT_ID_MAX];
+  char source[16];
+  char *type;
+  char *payload;
+  size_t payload_len;
+  int run;
+  bool starting; /* a start is scheduled after the commit */
+  bool running;  /* the Lua runtime has it */
+  struct engine_watch *watches;
+  /* The outcome, kept from the end of the run until its commit. */
+  enum ev_status status;
+  enum lrt_outcome outcome;
+  char *message, *data, *error;
+};
+
+struct engine {
+  struct event_base *base;
+  const struct config *cfg;
+  struct store *store;
+  struct queue *queue;
+  struct lrt *rt;
+  struct job *buckets[ENGINE_BUCKETS];
+  int active; /* jobs starting or running: the concurrency budget */
+  bool stopping;
+  bool backlog; /* events were left pending for lack of a slot */
+  struct event *poll_ev;
+  struct event *kick_ev;
+};
+
+static double wall_now(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+static unsigned hash_id(const char *s) {
+  unsigned h = 2166136261u; /* FNV-1a; ids are already uniform hex */
+  while (*s)
+    h = (h ^ (unsigned char)*s++) * 16777619u;
+  return h % ENGINE_BUCKETS;
+}
+
+static struct job *job_find(struct engine *e, const char *id) {
+  for (struct job *j = e->buckets[hash_id(id)]; j; j = j->next)
+    if (strcmp(j->id, id) == 0)
+      return j;
+  return NULL;
+}
+
+static struct job *job_add(struct engine *e, const char *id, const char *source, const char *type,
+                           const char *payload, size_t len) {
+  struct job *j = calloc(1, sizeof *j);
+  if (!j)
+    return NULL;
+  j->e = e;
+  snprintf(j->id, sizeof j->id, "%s", id);
+  snprintf(j->source, sizeof j->source, "%s", source);
+  j->type = strdup(type ? type : "");
+  j->payload = malloc(len + 1);
+  if (!j->type || !j->payload) {
+    free(j->type);
+    free(j->payload);
+    free(j);
+    return NULL;
+  }
+  memcpy(j->payload, payload, len);
+  j->payload[len] = 0;
+  j->payload_len = len;
+  unsigned b = hash_id(id);
+  j->next = e->buckets[b];
+  e->buckets[b] = j;
+  return j;
+}
+
+static void job_remove(struct engine *e, struct job *j) {
+  for (struct job **p = &e->buckets[hash_id(j->id)]; *p; p = &(*p)->next)
+    if (*p == j) {
+      *p = j->next;
+      break;
+    }
+  struct engine_watch *w = j->watches;
+  while (w) {
+    struct engine_watch *n = w->next;
+    free(w);
+    w = n;
+  }
+  free(j->type);
+  free(j->payload);
+  free(j->message);
+  free(j->data);
+  free(j->error);
+  free(j);
+}
+
+static void schedule_claim(struct engine *e) {
+  if (!e->stopping)
+    event_active(e->kick_ev, 0, 0);
+}
+
+static void on_finished(void *ud, bool committed) {
+  struct job *j = ud;
+  struct engine *e = j->e;
+  if (!committed)
+    log_error("event %s: its outcome could not be stored; it will run again", j->id);
+  struct engine_outcome o = {j->status, j->outcome, j->message ? j->message : "",
+                             j->data ? j->data : "{}", j->error};
+  /* Watchers may unwatch others (never themselves mid-call); detach the list
+   * first so each is called exactly once. */
+  struct engine_watch *w = j->watches;
+  j->watches = NULL;
+  while (w) {
+    struct engine_watch *n = w->next;
+    w->cb(w->ud, &o);
+    free(w);
+    w = n;
+  }
+  job_remove(e, j);
+  e->active--;
+  schedule_claim(e);
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static void on_run_done(void *ud, const struct lrt_result *r) {
+  struct job *j = ud;
+  struct engine *e = j->e;
+  double now = wall_now();
+  double next_at = 0;
+  j->running = false;
+  j->outcome = r->outcome;
+  switch (r->outcome) {
+  case LRT_DONE:
+  case LRT_IGNORED:
+    j->status = EV_DONE;
+    break;
+  case LRT_RETRY: {
+    double delay = retry_event_delay(j->run);
+    j->status = delay < 0 ? EV_DEAD : EV_RETRY_WAIT;
+    next_at = delay < 0 ? 0 : now + delay;
+    break;
+  }
+  case LRT_FAILED:
+  default:
+    j->status = EV_DEAD;
+    break;
+  }
+  j->message = dup_or_null(r->message);
+  j->data = dup_or_null(r->data);
+  j->error = dup_or_null(r->error);
+  if (j->status == EV_DONE)
+    log_info("event %s %s %s: %s", j->id, j->source, j->type,
+             r->outcome == LRT_IGNORED ? "ignored" : "done");
+  else
+    log_warn("event %s %s %s: %s after run %d: %s", j->id, j->source, j->type,
+             store_status_name(j->status), j->run, r->error ? r->error : "(no error text)");
+  if (queue_join(e->queue) != 0 ||
+      store_event_finish(e->store, j->id, j->status, next_at, j->error,
+                         j->status == EV_DONE ? j->data : NULL, now) != 0)
+    log_error("event %s: cannot record its outcome", j->id);
+  queue_after_commit(e->queue, on_finished, j);
+}
+
+static void start_job(void *ud, bool committed) {
+  struct job *j = ud;
+  struct engine *e = j->e;
+  j->starting = false;
+  if (!committed) {
+    /* The intake answer says 503 for these; nothing was acknowledged. */
+    struct engine_watch *w = j->watches;
+    j->watches = NULL;
+    while (w) {
+      struct engine_watch *n = w->next;
+      free(w);
+      w = n;
+    }
+    job_remove(e, j);
+    e->active--;
+    return;
+  }
+  struct lrt_event ev = {j->id, j->source, j->type, j->payload, j->payload_len, j->run};
+  j->running = true;
+  if (lrt_run(e->rt, &ev, on_run_done, j) != 0) {
+    struct lrt_result r = {LRT_RETRY, "", "{}", "the Lua runtime could not start the event"};
+    on_run_done(j, &r);
+  }
+}
+
+int engine_submit(struct engine *e, const char *id, const char *source, const char *type,
+                  const char *payload, size_t len, enum store_put *put, enum ev_status *existing) {
+  if (queue_join(e->queue) != 0)
+    return -1;
+  double now = wall_now();
+  bool start_now = !e->stopping && e->active < e->cfg->event_concurrency;
+  enum ev_status initial = start_now ? EV_RUNNING : EV_PENDING;
+  if (store_event_put(e->store, id, source, type, payload, len, initial, now,
+                      e->cfg->idempotency_ttl, put, existing) != 0)
+    return -1;
+  if (*put == STORE_PUT_DUPLICATE)
+    return 0;
+  struct job *j = job_find(e, id);
+  if (!j && !(j = job_add(e, id, source, type, payload, len)))
+    return -1;
+  if (!start_now) {
+    e->backlog = true;
+    return 0;
+  }
+  j->run = 1;
+  if (*put == STORE_PUT_REQUEUED) {
+    struct store_event se;
+    if (store_event_get(e->store, id, &se) == 0) {
+      j->run = se.attempts + 1;
+      store_event_free(&se);
+    }
+  }
+  if (store_event_started(e->store, id, now) != 0)
+    return -1;
+  j->starting = true;
+  e->active++;
+  queue_after_commit(e->queue, start_job, j);
+  return 0;
+}
+
+static void claim_due(struct engine *e) {
+  int room = e->cfg->event_concurrency - e->active;
+  if (e->stopping || room <= 0)
+    return;
+  if (room > 256)
+    room = 256;
+  struct store_event *evs = calloc((size_t)room, sizeof *evs);
+  int n = 0;
+  if (!evs || queue_join(e->queue) != 0 || store_claim_due(e->store, wall_now(), room, evs, &n) != 0) {
+    free(evs);
+    return;
+  }
+  e->backlog = n == room;
+  for (int i = 0; i < n; i++) {
+    struct store_event *se = &evs[i];
+    struct job *j = job_find(e, se->id);
+    if (!j)
+      j = job_add(e, se->id, se->source, se->type, se->payload ? se->payload : "",
+                  se->payload ? se->payload_len : 0);
+    if (j && !j->starting && !j->running) {
+      j->run = se->attempts;
+      j->starting = true;
+      e->active++;
+      queue_after_commit(e->queue, start_job, j);
+    }
+    store_event_free(se);
+  }
+  free(evs);
+}
+
+static void on_poll(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  claim_due(arg);
+}
+
+struct engine *engine_new(struct event_base *base, const struct config *cfg, struct store *store,
+                          struct queue *queue, struct lrt *rt) {
+  struct engine *e = calloc(1, sizeof *e);
+  if (!e)
+    return NULL;
+  e->base = base;
+  e->cfg = cfg;
+  e->store = store;
+  e->queue = queue;
+  e->rt = rt;
+  e->poll_ev = event_new(base, -1, EV_PERSIST, on_poll, e);
+  e->kick_ev = event_new(base, -1, 0, on_poll, e);
+  if (!e->poll_ev || !e->kick_ev) {
+    engine_free(e);
+    return NULL;
+  }
+  struct timeval tv = {ENGINE_POLL_SECONDS, 0};
+  event_add(e->poll_ev, &tv);
+  schedule_claim(e); /* work left from before a restart starts at once */
+  return e;
+}
+
+void engine_free(struct engine *e) {
+  if (!e)
+    return;
+  if (e->poll_ev)
+    event_free(e->poll_ev);
+  if (e->kick_ev)
+    event_free(e->kick_ev);
+  for (int b = 0; b < ENGINE_BUCKETS; b++)
+    while (e->buckets[b])
+      job_remove(e, e->buckets[b]);
+  free(e);
+}
+
+struct engine_watch *engine_watch(struct engine *e, const char *id, engine_watch_cb cb, void *ud) {
+  struct job *j = job_find(e, id);
+  if (!j)
+    return NULL;
+  struct engine_watch *w = calloc(1, sizeof *w);
+  if (!w)
+    return NULL;
+  w->job = j;
+  w->cb = cb;
+  w->ud = ud;
+  w->next = j->watches;
+  j->watches = w;
+  return w;
+}
+
+void engine_unwatch(struct engine *e, struct engine_watch *w) {
+  (void)e;
+  for (struct engine_watch **p = &w->job->watches; *p; p = &(*p)->next)
+    if (*p == w) {
+      *p = w->next;
+      free(w);
+      return;
+    }
+}
+
+void engine_kick(struct engine *e) { schedule_claim(e); }
+
+int engine_running(const struct engine *e) { return e->active; }
+
+int engine_stop(struct engine *e) {
+  e->stopping = true;
+  event_del(e->poll_ev);
+  event_del(e->kick_ev);
+  return e->active;
+}

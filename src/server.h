@@ -1,0 +1,29 @@
+/* server: the HTTP interface (SPEC §5) on libevent's evhttp. It validates a
+ * webhook, gives it its canonical id, hands it to the engine inside the
+ * group commit, and answers only after that commit: 200 when the event ran
+ * to its end within WEBHOOK_WAIT_MS, 202 while it still runs, and the
+ * SPEC's answers for duplicates, bad bodies and failures. Every answer is JSON. */
+#ifndef NCGHL_SERVER_H
+#define NCGHL_SERVER_H
+
+#include <stddef.h>
+
+struct event_base;
+struct config;
+struct store;
+struct queue;
+struct engine;
+struct lrt;
+struct server;
+
+struct server *server_new(struct event_base *base, const struct config *cfg, struct store *store,
+                          struct queue *queue, struct engine *engine, struct lrt *rt, char *err,
+                          size_t errlen);
+/* From now on new requests are answered 503 (shutting down); answers still
+ * owed are sent as their events end. */
+void server_drain(struct server *s);
+/* Answers still owed. */
+int server_pending(const struct server *s);
+void server_free(struct server *s);
+
+#endif
