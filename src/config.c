@@ -210,6 +210,26 @@ static char *get_dir(struct loader *ld, const char *name, const char *def) {
   return strdup(def);
 }
 
+static bool is_file(const char *p) {
+  struct stat st;
+  return p && stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, R_OK) == 0;
+}
+
+/* Same lookup as get_dir, for a file (the shipped public keys). */
+static char *get_file(struct loader *ld, const char *name, const char *def) {
+  const char *v = lookup(ld, name);
+  if (v && *v) {
+    if (!is_file(v))
+      fail(ld, name, "not a readable file", v);
+    return strdup(v);
+  }
+  if (is_file(def))
+    return strdup(def);
+  char alt[PATH_MAX];
+  snprintf(alt, sizeof alt, "%s/%s", NCGHL_SOURCE_DIR, def);
+  return strdup(is_file(alt) ? alt : def);
+}
+
 bool config_is_secret(const char *name) {
   static const char *marks[] = {"PASSWORD", "SECRET", "TOKEN", "API_KEY"};
   for (size_t i = 0; i < sizeof marks / sizeof *marks; i++)
@@ -283,6 +303,10 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   c->admin_token = get_str(&ld, "ADMIN_TOKEN", NULL);
   c->nowcerts_webhook_secret = get_str(&ld, "NOWCERTS_WEBHOOK_SECRET", NULL);
   c->ghl_webhook_verify = get_bool(&ld, "GHL_WEBHOOK_VERIFY", !sandbox);
+  c->ghl_webhook_ed25519_key =
+      get_file(&ld, "GHL_WEBHOOK_ED25519_KEY", "keys/ghl-webhook-ed25519-x-ghl-signature.pem");
+  c->ghl_webhook_rsa_key =
+      get_file(&ld, "GHL_WEBHOOK_RSA_KEY", "keys/ghl-webhook-rsa4096-x-wh-signature.pem");
   c->nowcerts_poll_interval = get_num(&ld, "NOWCERTS_POLL_INTERVAL", 60, 0, BIG, false);
   c->lua_memory_mb = (int)get_num(&ld, "LUA_MEMORY_MB", 64, 1, 65536, true);
   c->lua_instruction_budget =
@@ -310,7 +334,8 @@ void config_free(struct config *c) {
   char **strs[] = {&c->host, &c->log_file, &c->nowcerts_base_url, &c->nowcerts_username,
                    &c->nowcerts_password, &c->ghl_base_url, &c->ghl_api_key, &c->ghl_location_id,
                    &c->ghl_client_id, &c->ghl_client_secret, &c->ghl_refresh_token, &c->db_path,
-                   &c->mappings_dir, &c->lua_dir, &c->admin_token, &c->nowcerts_webhook_secret};
+                   &c->mappings_dir, &c->lua_dir, &c->admin_token, &c->nowcerts_webhook_secret,
+                   &c->ghl_webhook_ed25519_key, &c->ghl_webhook_rsa_key};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
     free(*strs[i]);
     *strs[i] = NULL;

@@ -42,6 +42,8 @@ struct config {
   char *admin_token;
   char *nowcerts_webhook_secret;
   bool ghl_webhook_verify;
+  char *ghl_webhook_ed25519_key; /* PEM path, X-GHL-Signature */
+  char *ghl_webhook_rsa_key;     /* PEM path, legacy x-wh-signature */
   double nowcerts_poll_interval;
 
   int lua_memory_mb;          /* per Lua state */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 #include "config.h"
@@ -22,9 +23,12 @@
 #include "log.h"
 #include "lua_rt.h"
 #include "queue.h"
+#include "sig.h"
 #include "store.h"
 
 #define SERVICE_NAME "NowCerts GHL Integration API"
+/* GHL's guidance: refuse a signed webhook whose timestamp is older than this. */
+#define REPLAY_WINDOW_SECONDS 300
 
 enum route { R_NOWCERTS, R_GHL, R_MANUAL };
 static const char *route_source[] = {"nowcerts", "ghl", "manual"};
@@ -50,6 +54,7 @@ struct server {
   struct engine *engine;
   struct lrt *rt;
   struct evhttp *http;
+  struct sig_keys *ghl_keys; /* NULL when GHL_WEBHOOK_VERIFY is off */
   struct answer *owed;
   int nowed;
   bool draining;
@@ -331,6 +336,17 @@ static void handle_event(struct server *s, struct evhttp_request *req, enum rout
   const char *body = (const char *)evbuffer_pullup(in, -1);
   if (!body)
     body = "";
+  if (r == R_GHL && s->ghl_keys) {
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    enum sig_result v = sig_verify_ghl(s->ghl_keys, body, len, evhttp_find_header(h, "X-GHL-Signature"),
+                                       evhttp_find_header(h, "x-wh-signature"));
+    if (v != SIG_OK) {
+      log_warn("ghl webhook refused: %s signature", v == SIG_MISSING ? "missing" : "invalid");
+      send_detail(req, 401, "Unauthorized",
+                  v == SIG_MISSING ? "Missing webhook signature" : "Invalid webhook signature");
+      return;
+    }
+  }
   char err[160];
   struct json *root = json_parse(body, len, err, sizeof err);
   if (!root) {
@@ -348,6 +364,16 @@ static void handle_event(struct server *s, struct evhttp_request *req, enum rout
   if (!type) {
     json_free(root);
     return;
+  }
+  if (r == R_GHL && s->ghl_keys) {
+    /* Signed bodies carry their own time; an old one is a replay. */
+    time_t ts = sig_parse_time(json_str(json_get(root, "timestamp")));
+    if (ts > 0 && ts < time(NULL) - REPLAY_WINDOW_SECONDS) {
+      free(type);
+      json_free(root);
+      send_detail(req, 401, "Unauthorized", "Webhook timestamp is older than 5 minutes (replay refused)");
+      return;
+    }
   }
   struct buf canon;
   buf_init(&canon, 0);
@@ -479,10 +505,22 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
   evhttp_set_timeout(s->http, 60);
   evhttp_set_default_content_type(s->http, "application/json");
   evhttp_set_gencb(s->http, on_request, s);
+  if (cfg->ghl_webhook_verify) {
+    s->ghl_keys = sig_keys_load(cfg->ghl_webhook_ed25519_key, cfg->ghl_webhook_rsa_key, err, errlen);
+    if (!s->ghl_keys) {
+      char why[400];
+      snprintf(why, sizeof why, "GHL_WEBHOOK_ED25519_KEY/GHL_WEBHOOK_RSA_KEY: %s", err);
+      snprintf(err, errlen, "%s", why);
+      evhttp_free(s->http);
+      free(s);
+      return NULL;
+    }
+  }
   if (evhttp_bind_socket(s->http, cfg->host, (ev_uint16_t)cfg->port) != 0) {
     snprintf(err, errlen, "cannot listen on %s:%d (HOST/PORT): address in use or not available",
              cfg->host, cfg->port);
     evhttp_free(s->http);
+    sig_keys_free(s->ghl_keys);
     free(s);
     return NULL;
   }
@@ -502,5 +540,6 @@ void server_free(struct server *s) {
     answer_free(a);
   }
   evhttp_free(s->http);
+  sig_keys_free(s->ghl_keys);
   free(s);
 }
