@@ -1,0 +1,1030 @@
+/* SQLite behind store.h. One connection per process, every statement prepared
+ * once at open. Other ncghl processes (replay, backfill) write the same file
+ * while the service runs, so every multi-statement operation takes the write
+ * lock up front (BEGIN IMMEDIATE) instead of upgrading a read, and the busy
+ * timeout absorbs their short transactions. */
+#include "store.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+
+#define STORE_BUSY_TIMEOUT_MS 5000
+
+/* The SQL below spells statuses as numbers; this keeps them honest. */
+_Static_assert(EV_PENDING == 0 && EV_RUNNING == 1 && EV_DONE == 2 && EV_RETRY_WAIT == 3 &&
+                   EV_DEAD == 4 && EV_STATUS_COUNT == 5,
+               "store.c SQL assumes these status numbers");
+#define S_PENDING "0"
+#define S_RUNNING "1"
+#define S_RETRY_WAIT "3"
+
+static const char *const status_names[EV_STATUS_COUNT] = {"pending", "running", "done",
+                                                          "retry_wait", "dead"};
+
+/* Migration i takes the file from schema version i to i + 1, in one
+ * transaction. A shipped migration is never edited: a schema change is a new
+ * string at the end. */
+static const char *const migrations[] = {
+    /* 1: the initial schema. */
+    "CREATE TABLE events ("
+    " id TEXT PRIMARY KEY,"
+    " source TEXT NOT NULL,"
+    " type TEXT NOT NULL DEFAULT '',"
+    " payload TEXT NOT NULL DEFAULT '',"
+    " status INTEGER NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " last_error TEXT,"
+    " result TEXT,"
+    " created_at REAL NOT NULL,"
+    " updated_at REAL NOT NULL,"
+    " next_at REAL NOT NULL DEFAULT 0);"
+    "CREATE INDEX events_status_next ON events (status, next_at);"
+    "CREATE INDEX events_created ON events (created_at);"
+    "CREATE TABLE attempts ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,"
+    " event_attempt INTEGER NOT NULL,"
+    " service TEXT NOT NULL,"
+    " method TEXT NOT NULL,"
+    " url TEXT NOT NULL,"
+    " status INTEGER NOT NULL,"
+    " error TEXT,"
+    " duration_ms REAL NOT NULL,"
+    " at REAL NOT NULL);"
+    "CREATE INDEX attempts_event ON attempts (event_id);"
+    /* Two unique keys: INSERT OR REPLACE then drops every old row holding
+     * either side of a new pair, which is the replacement rule store.h wants. */
+    "CREATE TABLE links ("
+    " kind TEXT NOT NULL,"
+    " nowcerts_id TEXT NOT NULL,"
+    " ghl_id TEXT NOT NULL,"
+    " updated_at REAL NOT NULL,"
+    " UNIQUE (kind, nowcerts_id),"
+    " UNIQUE (kind, ghl_id));"
+    "CREATE TABLE fingerprints ("
+    " side TEXT NOT NULL,"
+    " record_id TEXT NOT NULL,"
+    " json TEXT NOT NULL,"
+    " updated_at REAL NOT NULL,"
+    " PRIMARY KEY (side, record_id));"
+    "CREATE TABLE kv ("
+    " key TEXT PRIMARY KEY,"
+    " value TEXT NOT NULL);",
+};
+#define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
+
+#define EV_COLS                                                                                  \
+  "id, source, type, payload, status, attempts, last_error, result, created_at, updated_at, "   \
+  "next_at"
+
+enum stmt_id {
+  ST_BEGIN,
+  ST_COMMIT,
+  ST_ROLLBACK,
+  ST_SAVEPOINT,
+  ST_RELEASE,
+  ST_ROLLBACK_TO,
+  ST_USER_VERSION,
+  ST_EV_INSERT,
+  ST_EV_STATE,
+  ST_EV_REQUEUE_DEAD,
+  ST_EV_RENEW,
+  ST_EV_GET,
+  ST_EV_CLAIM,
+  ST_EV_STARTED,
+  ST_EV_CLAIM_DUE,
+  ST_EV_FINISH,
+  ST_EV_REQUEUE,
+  ST_EV_RECOVER,
+  ST_EV_NEXT_DUE,
+  ST_EV_LIST,
+  ST_EV_LIST_STATUS,
+  ST_EV_COUNT,
+  ST_AT_ADD,
+  ST_AT_LIST,
+  ST_LINK_PUT,
+  ST_LINK_GHL,
+  ST_LINK_NC,
+  ST_FP_PUT,
+  ST_FP_GET,
+  ST_FP_DEL,
+  ST_KV_PUT,
+  ST_KV_GET,
+  ST_KV_DEL,
+  ST_WRITABLE_PROBE,
+  ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT store_op",
+    [ST_RELEASE] = "RELEASE store_op",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO store_op",
+    [ST_USER_VERSION] = "PRAGMA user_version",
+    [ST_EV_INSERT] = "INSERT INTO events (id, source, type, payload, status, attempts, created_at,"
+                     " updated_at, next_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, 0)"
+                     " ON CONFLICT (id) DO NOTHING",
+    [ST_EV_STATE] = "SELECT status, created_at FROM events WHERE id = ?1",
+    [ST_EV_REQUEUE_DEAD] = "UPDATE events SET status = ?2, next_at = 0, updated_at = ?3"
+                           " WHERE id = ?1",
+    [ST_EV_RENEW] = "UPDATE events SET source = ?2, type = ?3, payload = ?4, status = ?5,"
+                    " last_error = NULL, result = NULL, created_at = ?6, updated_at = ?6,"
+                    " next_at = 0 WHERE id = ?1",
+    [ST_EV_GET] = "SELECT " EV_COLS " FROM events WHERE id = ?1",
+    [ST_EV_CLAIM] = "UPDATE events SET status = " S_RUNNING ", attempts = attempts + 1,"
+                    " updated_at = ?2 WHERE id = ?1 AND status IN (" S_PENDING ", " S_RETRY_WAIT
+                    ")",
+    [ST_EV_STARTED] = "UPDATE events SET attempts = attempts + 1, updated_at = ?2"
+                      " WHERE id = ?1 AND status = " S_RUNNING,
+    [ST_EV_CLAIM_DUE] = "UPDATE events SET status = " S_RUNNING ", attempts = attempts + 1,"
+                        " updated_at = ?1 WHERE id IN (SELECT id FROM events"
+                        " WHERE status = " S_PENDING " OR (status = " S_RETRY_WAIT
+                        " AND next_at <= ?1) ORDER BY created_at, rowid LIMIT ?2)"
+                        " RETURNING " EV_COLS,
+    [ST_EV_FINISH] = "UPDATE events SET status = ?2, next_at = ?3, last_error = ?4, result = ?5,"
+                     " updated_at = ?6 WHERE id = ?1",
+    [ST_EV_REQUEUE] = "UPDATE events SET status = " S_PENDING ", next_at = 0, updated_at = ?2"
+                      " WHERE id = ?1 AND status <> " S_RUNNING,
+    [ST_EV_RECOVER] = "UPDATE events SET status = " S_PENDING " WHERE status = " S_RUNNING,
+    [ST_EV_NEXT_DUE] = "SELECT MIN(next_at) FROM events WHERE status = " S_RETRY_WAIT,
+    [ST_EV_LIST] = "SELECT " EV_COLS " FROM events ORDER BY created_at DESC, rowid DESC"
+                   " LIMIT ?1",
+    [ST_EV_LIST_STATUS] = "SELECT " EV_COLS " FROM events WHERE status = ?2"
+                          " ORDER BY created_at DESC, rowid DESC LIMIT ?1",
+    [ST_EV_COUNT] = "SELECT status, COUNT(*) FROM events GROUP BY status",
+    [ST_AT_ADD] = "INSERT INTO attempts (event_id, event_attempt, service, method, url, status,"
+                  " error, duration_ms, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_AT_LIST] = "SELECT seq, service, method, url, status, error, duration_ms, at,"
+                   " event_attempt FROM attempts WHERE event_id = ?1 ORDER BY seq",
+    [ST_LINK_PUT] = "INSERT OR REPLACE INTO links (kind, nowcerts_id, ghl_id, updated_at)"
+                    " VALUES (?1, ?2, ?3, ?4)",
+    [ST_LINK_GHL] = "SELECT ghl_id FROM links WHERE kind = ?1 AND nowcerts_id = ?2",
+    [ST_LINK_NC] = "SELECT nowcerts_id FROM links WHERE kind = ?1 AND ghl_id = ?2",
+    [ST_FP_PUT] = "INSERT INTO fingerprints (side, record_id, json, updated_at)"
+                  " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (side, record_id)"
+                  " DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
+    [ST_FP_GET] = "SELECT json FROM fingerprints WHERE side = ?1 AND record_id = ?2",
+    [ST_FP_DEL] = "DELETE FROM fingerprints WHERE side = ?1 AND record_id = ?2",
+    [ST_KV_PUT] = "INSERT INTO kv (key, value) VALUES (?1, ?2)"
+                  " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    [ST_KV_GET] = "SELECT value FROM kv WHERE key = ?1",
+    [ST_KV_DEL] = "DELETE FROM kv WHERE key = ?1",
+    /* Always rolled back: it only proves the write lock and a write. */
+    [ST_WRITABLE_PROBE] = "INSERT OR REPLACE INTO kv (key, value)"
+                          " VALUES ('ncghl.writable_probe', '1')",
+};
+
+struct store {
+  sqlite3 *db;
+  sqlite3_stmt *st[ST_COUNT];
+};
+
+const char *store_status_name(enum ev_status s) {
+  return (unsigned)s < EV_STATUS_COUNT ? status_names[s] : "unknown";
+}
+
+int store_status_parse(const char *name) {
+  if (!name)
+    return -1;
+  for (int i = 0; i < EV_STATUS_COUNT; i++)
+    if (strcmp(name, status_names[i]) == 0)
+      return i;
+  return -1;
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static int fail(struct store *s, const char *what) {
+  log_error("store: %s: %s", what, sqlite3_errmsg(s->db));
+  return -1;
+}
+
+static int fail_arg(const char *what, const char *why) {
+  log_error("store: %s: %s", what, why);
+  return -1;
+}
+
+static void done_with(sqlite3_stmt *st) {
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+}
+
+/* Binds a string that must outlive only the step; NULL binds SQL NULL. */
+static int bind_str(sqlite3_stmt *st, int i, const char *v) {
+  return v ? sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+}
+
+/* Runs a statement whose rows, if any, are not wanted. Bindings are cleared
+ * either way; bind_rc carries the first binding error so a half-bound
+ * statement never runs. */
+static int run(struct store *s, enum stmt_id id, int bind_rc, const char *what) {
+  sqlite3_stmt *st = s->st[id];
+  int ret = 0;
+  if (bind_rc != SQLITE_OK) {
+    ret = fail(s, what);
+  } else {
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+      ret = fail(s, what);
+  }
+  done_with(st);
+  return ret;
+}
+
+/* A multi-statement operation must be all or nothing. With no transaction
+ * open it gets its own (IMMEDIATE, so it never has to upgrade a read lock,
+ * which SQLite answers with SQLITE_BUSY at once); inside the caller's batch
+ * it gets a savepoint, so its failure undoes only itself, not the batch. */
+static int op_begin(struct store *s, bool *own) {
+  *own = sqlite3_get_autocommit(s->db) != 0;
+  return run(s, *own ? ST_BEGIN : ST_SAVEPOINT, SQLITE_OK, *own ? "begin" : "savepoint");
+}
+
+static int op_end(struct store *s, bool own, bool ok) {
+  if (ok && run(s, own ? ST_COMMIT : ST_RELEASE, SQLITE_OK, own ? "commit" : "release") == 0)
+    return 0;
+  /* Some errors (I/O, full disk) make SQLite roll back the whole
+   * transaction itself; there is then nothing left to undo. */
+  if (sqlite3_get_autocommit(s->db))
+    return -1;
+  if (own) {
+    run(s, ST_ROLLBACK, SQLITE_OK, "rollback");
+  } else {
+    run(s, ST_ROLLBACK_TO, SQLITE_OK, "rollback to savepoint");
+    run(s, ST_RELEASE, SQLITE_OK, "release");
+  }
+  return -1;
+}
+
+/* Copies a text column; a NULL column gives *out = NULL. -1 on no memory. */
+static int col_dup(sqlite3_stmt *st, int i, char **out, size_t *len) {
+  *out = NULL;
+  if (len)
+    *len = 0;
+  if (sqlite3_column_type(st, i) == SQLITE_NULL)
+    return 0;
+  const unsigned char *t = sqlite3_column_text(st, i);
+  int n = sqlite3_column_bytes(st, i);
+  if (!t && n > 0)
+    return -1;
+  char *p = malloc((size_t)n + 1);
+  if (!p)
+    return -1;
+  if (n > 0)
+    memcpy(p, t, (size_t)n);
+  p[n] = '\0';
+  *out = p;
+  if (len)
+    *len = (size_t)n;
+  return 0;
+}
+
+static void col_copy(sqlite3_stmt *st, int i, char *dst, size_t cap) {
+  const unsigned char *t = sqlite3_column_text(st, i);
+  snprintf(dst, cap, "%s", t ? (const char *)t : "");
+}
+
+/* Reads a row laid out as EV_COLS. -1 (with e freed) on no memory. */
+static int read_event(sqlite3_stmt *st, struct store_event *e) {
+  memset(e, 0, sizeof *e);
+  col_copy(st, 0, e->id, sizeof e->id);
+  col_copy(st, 1, e->source, sizeof e->source);
+  int st_num = sqlite3_column_int(st, 4);
+  e->status = (st_num >= 0 && st_num < EV_STATUS_COUNT) ? (enum ev_status)st_num : EV_DEAD;
+  e->attempts = sqlite3_column_int(st, 5);
+  e->created_at = sqlite3_column_double(st, 8);
+  e->updated_at = sqlite3_column_double(st, 9);
+  e->next_at = sqlite3_column_double(st, 10);
+  if (col_dup(st, 2, &e->type, NULL) != 0 || col_dup(st, 3, &e->payload, &e->payload_len) != 0 ||
+      col_dup(st, 6, &e->last_error, NULL) != 0 || col_dup(st, 7, &e->result, NULL) != 0) {
+    store_event_free(e);
+    return -1;
+  }
+  /* Callers rely on these two being strings even when the row has none. */
+  if (!e->type && !(e->type = calloc(1, 1))) {
+    store_event_free(e);
+    return -1;
+  }
+  if (!e->payload && !(e->payload = calloc(1, 1))) {
+    store_event_free(e);
+    return -1;
+  }
+  return 0;
+}
+
+void store_event_free(struct store_event *e) {
+  if (!e)
+    return;
+  free(e->type);
+  free(e->payload);
+  free(e->last_error);
+  free(e->result);
+  e->type = e->payload = e->last_error = e->result = NULL;
+  e->payload_len = 0;
+}
+
+/* Runs a one-column lookup bound to a, and b unless it is NULL (for
+ * one-parameter statements); malloc'd value or NULL. */
+static char *lookup(struct store *s, enum stmt_id id, const char *a, const char *b,
+                    const char *what) {
+  sqlite3_stmt *st = s->st[id];
+  int brc = bind_str(st, 1, a);
+  if (b)
+    brc |= bind_str(st, 2, b);
+  char *out = NULL;
+  if (brc != SQLITE_OK) {
+    fail(s, what);
+  } else {
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      if (col_dup(st, 0, &out, NULL) != 0)
+        log_error("store: %s: out of memory", what);
+    } else if (rc != SQLITE_DONE) {
+      fail(s, what);
+    }
+  }
+  done_with(st);
+  return out;
+}
+
+/* ---- open, close, migrations ------------------------------------------ */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  log_error("store: %s", line);
+  if (err && errlen)
+    snprintf(err, errlen, "%s", line);
+}
+
+/* mkdir -p of the directory holding path. The store holds client data, so a
+ * directory we create is private to the service's user. */
+static int make_parent_dirs(const char *path, char *err, size_t errlen) {
+  char *dir = strdup(path);
+  if (!dir) {
+    set_err(err, errlen, "out of memory");
+    return -1;
+  }
+  char *slash = strrchr(dir, '/');
+  if (!slash || slash == dir) {
+    free(dir);
+    return 0;
+  }
+  *slash = '\0';
+  for (char *p = dir + 1;; p++) {
+    if (*p != '/' && *p != '\0')
+      continue;
+    char c = *p;
+    *p = '\0';
+    /* EEXIST is not the only answer for a directory that exists (a parent
+     * we may not write answers EACCES or EROFS), so ask stat. */
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+      int e = errno;
+      struct stat sb;
+      if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        set_err(err, errlen, "cannot create directory %s: %s", dir, strerror(e));
+        free(dir);
+        return -1;
+      }
+    }
+    if (c == '\0')
+      break;
+    *p = c;
+  }
+  free(dir);
+  return 0;
+}
+
+static int read_user_version(sqlite3 *db) {
+  sqlite3_stmt *st = NULL;
+  int v = -1;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+static int exec_sql(sqlite3 *db, const char *sql) {
+  return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+/* Brings the file to MIGRATION_COUNT. The version is read again once the
+ * write lock is held: another ncghl process may have migrated meanwhile. A
+ * file that only needs reading (current schema) never takes the lock, so a
+ * read-only file still opens. */
+static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen) {
+  for (;;) {
+    int v = read_user_version(db);
+    if (v < 0) {
+      set_err(err, errlen, "cannot read schema version of %s: %s", path, sqlite3_errmsg(db));
+      return -1;
+    }
+    if (v > MIGRATION_COUNT) {
+      set_err(err, errlen, "%s has schema version %d, newer than this build knows (%d)", path, v,
+              MIGRATION_COUNT);
+      return -1;
+    }
+    if (v == MIGRATION_COUNT)
+      return 0;
+    if (exec_sql(db, "BEGIN IMMEDIATE") != 0) {
+      set_err(err, errlen, "cannot migrate %s: %s", path, sqlite3_errmsg(db));
+      return -1;
+    }
+    v = read_user_version(db);
+    if (v < 0 || v >= MIGRATION_COUNT) {
+      exec_sql(db, "ROLLBACK");
+      continue;
+    }
+    char bump[64];
+    /* PRAGMA takes no parameters; the number is ours, not input. */
+    snprintf(bump, sizeof bump, "PRAGMA user_version = %d", v + 1);
+    if (exec_sql(db, migrations[v]) != 0 || exec_sql(db, bump) != 0 ||
+        exec_sql(db, "COMMIT") != 0) {
+      set_err(err, errlen, "migration %d of %s failed: %s", v + 1, path, sqlite3_errmsg(db));
+      if (!sqlite3_get_autocommit(db))
+        exec_sql(db, "ROLLBACK");
+      return -1;
+    }
+    log_info("store: %s migrated to schema version %d", path, v + 1);
+  }
+}
+
+static int configure(sqlite3 *db, const char *path, char *err, size_t errlen) {
+  /* Before the journal switch, which itself needs the lock. */
+  sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(db, "PRAGMA journal_mode = WAL", -1, &st, NULL) != SQLITE_OK ||
+      sqlite3_step(st) != SQLITE_ROW) {
+    set_err(err, errlen, "cannot set WAL on %s: %s", path, sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return -1;
+  }
+  const unsigned char *mode = sqlite3_column_text(st, 0);
+  if (!mode || strcmp((const char *)mode, "wal") != 0)
+    log_warn("store: %s stays in journal mode %s, not wal", path, mode ? (const char *)mode : "?");
+  sqlite3_finalize(st);
+  if (exec_sql(db, "PRAGMA synchronous = FULL") != 0 ||
+      exec_sql(db, "PRAGMA foreign_keys = ON") != 0) {
+    set_err(err, errlen, "cannot configure %s: %s", path, sqlite3_errmsg(db));
+    return -1;
+  }
+  return 0;
+}
+
+struct store *store_open(const char *path, char *err, size_t errlen) {
+  if (err && errlen)
+    err[0] = '\0';
+  if (!path || !*path) {
+    set_err(err, errlen, "no database path");
+    return NULL;
+  }
+  if (strcmp(path, ":memory:") != 0 && make_parent_dirs(path, err, errlen) != 0)
+    return NULL;
+  struct store *s = calloc(1, sizeof *s);
+  if (!s) {
+    set_err(err, errlen, "out of memory");
+    return NULL;
+  }
+  int rc = sqlite3_open_v2(path, &s->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    set_err(err, errlen, "cannot open %s: %s", path,
+            s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    goto fail;
+  }
+  if (configure(s->db, path, err, errlen) != 0 || migrate(s->db, path, err, errlen) != 0)
+    goto fail;
+  for (int i = 0; i < ST_COUNT; i++) {
+    if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
+        SQLITE_OK) {
+      set_err(err, errlen, "cannot prepare \"%s\": %s", stmt_sql[i], sqlite3_errmsg(s->db));
+      goto fail;
+    }
+  }
+  if (sqlite3_db_readonly(s->db, "main") == 1)
+    log_warn("store: %s is read-only", path);
+  return s;
+fail:
+  store_close(s);
+  return NULL;
+}
+
+void store_close(struct store *s) {
+  if (!s)
+    return;
+  if (s->db && !sqlite3_get_autocommit(s->db))
+    log_warn("store: closing with a transaction open; it is rolled back");
+  for (int i = 0; i < ST_COUNT; i++)
+    sqlite3_finalize(s->st[i]);
+  if (s->db && sqlite3_close(s->db) != SQLITE_OK)
+    log_error("store: close: %s", sqlite3_errmsg(s->db));
+  free(s);
+}
+
+/* ---- transactions ----------------------------------------------------- */
+
+int store_begin(struct store *s) { return run(s, ST_BEGIN, SQLITE_OK, "begin"); }
+
+/* A failed commit is rolled back here, so "failed" always means "nothing of
+ * it was written" and the caller never holds a half-dead transaction. */
+int store_commit(struct store *s) {
+  if (run(s, ST_COMMIT, SQLITE_OK, "commit") == 0)
+    return 0;
+  if (!sqlite3_get_autocommit(s->db))
+    run(s, ST_ROLLBACK, SQLITE_OK, "rollback");
+  return -1;
+}
+
+int store_rollback(struct store *s) {
+  if (sqlite3_get_autocommit(s->db))
+    return 0;
+  return run(s, ST_ROLLBACK, SQLITE_OK, "rollback");
+}
+
+bool store_in_txn(struct store *s) { return !sqlite3_get_autocommit(s->db); }
+
+/* A read-only or locked file only shows when a write is attempted, so try
+ * one: take the write lock, write, and roll back. */
+bool store_writable(struct store *s) {
+  if (!sqlite3_get_autocommit(s->db))
+    return true;
+  /* /health runs on the event loop: a lock held by another process (a CLI
+   * command) must not stall it for the full busy timeout. */
+  sqlite3_busy_timeout(s->db, 200);
+  sqlite3_stmt *begin = s->st[ST_BEGIN];
+  int rc = sqlite3_step(begin);
+  done_with(begin);
+  sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+  if (rc != SQLITE_DONE) {
+    log_warn("store: not writable: %s", sqlite3_errmsg(s->db));
+    return false;
+  }
+  sqlite3_stmt *probe = s->st[ST_WRITABLE_PROBE];
+  rc = sqlite3_step(probe);
+  if (rc != SQLITE_DONE)
+    log_warn("store: not writable: %s", sqlite3_errmsg(s->db));
+  done_with(probe);
+  store_rollback(s);
+  return rc == SQLITE_DONE;
+}
+
+int store_schema_version(struct store *s) {
+  sqlite3_stmt *st = s->st[ST_USER_VERSION];
+  int v = -1;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int(st, 0);
+  else
+    fail(s, "schema_version");
+  done_with(st);
+  return v;
+}
+
+/* ---- events ----------------------------------------------------------- */
+
+int store_event_put(struct store *s, const char *id, const char *source, const char *type,
+                    const char *payload, size_t payload_len, enum ev_status initial, double now,
+                    double ttl, enum store_put *result, enum ev_status *existing) {
+  const char *what = "event_put";
+  if (!id || !*id || strlen(id) >= EVENT_ID_MAX)
+    return fail_arg(what, "missing or overlong event id");
+  if (!source || !*source || strlen(source) >= sizeof ((struct store_event *)0)->source)
+    return fail_arg(what, "missing or overlong source");
+  if (initial != EV_PENDING && initial != EV_RUNNING)
+    return fail_arg(what, "initial status must be pending or running");
+  if (!type)
+    type = "";
+  if (!payload) {
+    payload = "";
+    payload_len = 0;
+  }
+  if (payload_len > (size_t)0x7fffffff)
+    return fail_arg(what, "payload too large");
+
+  /* The common case, a new id, is one INSERT: atomic without a transaction
+   * of its own, and cheap inside the group commit. */
+  sqlite3_stmt *st = s->st[ST_EV_INSERT];
+  int brc = bind_str(st, 1, id);
+  brc |= bind_str(st, 2, source);
+  brc |= bind_str(st, 3, type);
+  brc |= sqlite3_bind_text(st, 4, payload, (int)payload_len, SQLITE_STATIC);
+  brc |= sqlite3_bind_int(st, 5, initial);
+  brc |= sqlite3_bind_double(st, 6, now);
+  if (run(s, ST_EV_INSERT, brc, what) != 0)
+    return -1;
+  if (sqlite3_changes(s->db) == 1) {
+    if (result)
+      *result = STORE_PUT_NEW;
+    if (existing)
+      *existing = initial;
+    return 0;
+  }
+
+  /* The id is known: decide and update under one lock, so a concurrent
+   * claim or put cannot slip between the look and the change. */
+  bool own;
+  if (op_begin(s, &own) != 0)
+    return -1;
+  bool ok = false;
+  enum store_put res = STORE_PUT_DUPLICATE;
+  st = s->st[ST_EV_STATE];
+  int old = EV_PENDING;
+  double created = 0;
+  int rc = bind_str(st, 1, id) == SQLITE_OK ? sqlite3_step(st) : SQLITE_ERROR;
+  if (rc == SQLITE_ROW) {
+    old = sqlite3_column_int(st, 0);
+    created = sqlite3_column_double(st, 1);
+  } else {
+    fail(s, what); /* SQLITE_DONE too: nothing ever deletes an event */
+  }
+  done_with(st);
+  if (rc == SQLITE_ROW) {
+    if (old == EV_DEAD) {
+      st = s->st[ST_EV_REQUEUE_DEAD];
+      brc = bind_str(st, 1, id);
+      brc |= sqlite3_bind_int(st, 2, initial);
+      brc |= sqlite3_bind_double(st, 3, now);
+      ok = run(s, ST_EV_REQUEUE_DEAD, brc, what) == 0;
+      res = STORE_PUT_REQUEUED;
+    } else if (ttl > 0 && now - created > ttl && old != EV_RUNNING) {
+      /* Expired: a new event under an old id. A running row is left alone,
+       * whatever its age: resetting it would run the event twice at once. */
+      st = s->st[ST_EV_RENEW];
+      brc = bind_str(st, 1, id);
+      brc |= bind_str(st, 2, source);
+      brc |= bind_str(st, 3, type);
+      brc |= sqlite3_bind_text(st, 4, payload, (int)payload_len, SQLITE_STATIC);
+      brc |= sqlite3_bind_int(st, 5, initial);
+      brc |= sqlite3_bind_double(st, 6, now);
+      ok = run(s, ST_EV_RENEW, brc, what) == 0;
+      res = STORE_PUT_NEW;
+    } else {
+      ok = true;
+    }
+  }
+  if (op_end(s, own, ok) != 0)
+    return -1;
+  if (result)
+    *result = res;
+  if (existing)
+    *existing = (enum ev_status)old;
+  return 0;
+}
+
+int store_event_get(struct store *s, const char *id, struct store_event *out) {
+  memset(out, 0, sizeof *out);
+  if (!id)
+    return 1;
+  sqlite3_stmt *st = s->st[ST_EV_GET];
+  int ret;
+  int rc = bind_str(st, 1, id) == SQLITE_OK ? sqlite3_step(st) : SQLITE_ERROR;
+  if (rc == SQLITE_ROW)
+    ret = read_event(st, out) == 0 ? 0 : fail_arg("event_get", "out of memory");
+  else if (rc == SQLITE_DONE)
+    ret = 1;
+  else
+    ret = fail(s, "event_get");
+  done_with(st);
+  return ret;
+}
+
+/* Runs an UPDATE keyed by (id, now); returns the number of rows changed. */
+static int update_by_id(struct store *s, enum stmt_id sid, const char *id, double now,
+                        const char *what) {
+  if (!id)
+    return fail_arg(what, "missing event id");
+  sqlite3_stmt *st = s->st[sid];
+  int brc = bind_str(st, 1, id);
+  brc |= sqlite3_bind_double(st, 2, now);
+  if (run(s, sid, brc, what) != 0)
+    return -1;
+  return sqlite3_changes(s->db);
+}
+
+int store_event_claim(struct store *s, const char *id, double now) {
+  int n = update_by_id(s, ST_EV_CLAIM, id, now, "event_claim");
+  return n < 0 ? -1 : n > 0;
+}
+
+int store_event_started(struct store *s, const char *id, double now) {
+  int n = update_by_id(s, ST_EV_STARTED, id, now, "event_started");
+  if (n < 0)
+    return -1;
+  if (n == 0)
+    return fail_arg("event_started", "event is not running");
+  return 0;
+}
+
+static int cmp_event_age(const void *a, const void *b) {
+  const struct store_event *x = a, *y = b;
+  if (x->created_at != y->created_at)
+    return x->created_at < y->created_at ? -1 : 1;
+  return strcmp(x->id, y->id);
+}
+
+int store_claim_due(struct store *s, double now, int max, struct store_event *out, int *n) {
+  *n = 0;
+  if (max <= 0)
+    return 0;
+  /* RETURNING applies every change at the first step; the transaction makes
+   * sure a failure half-way through reading the rows leaves none of them
+   * marked running with nobody working on them. */
+  bool own;
+  if (op_begin(s, &own) != 0)
+    return -1;
+  sqlite3_stmt *st = s->st[ST_EV_CLAIM_DUE];
+  int k = 0;
+  bool ok = true;
+  int brc = sqlite3_bind_double(st, 1, now);
+  brc |= sqlite3_bind_int(st, 2, max);
+  if (brc != SQLITE_OK) {
+    ok = fail(s, "claim_due") == 0;
+  } else {
+    for (;;) {
+      int rc = sqlite3_step(st);
+      if (rc == SQLITE_DONE)
+        break;
+      if (rc != SQLITE_ROW) {
+        ok = fail(s, "claim_due") == 0;
+        break;
+      }
+      if (k >= max || read_event(st, &out[k]) != 0) {
+        ok = fail_arg("claim_due", k >= max ? "more rows than asked for" : "out of memory") == 0;
+        break;
+      }
+      k++;
+    }
+  }
+  done_with(st);
+  if (op_end(s, own, ok) != 0) {
+    for (int i = 0; i < k; i++)
+      store_event_free(&out[i]);
+    return -1;
+  }
+  /* RETURNING promises no order. */
+  qsort(out, (size_t)k, sizeof *out, cmp_event_age);
+  *n = k;
+  return 0;
+}
+
+int store_event_finish(struct store *s, const char *id, enum ev_status st_new, double next_at,
+                       const char *last_error, const char *result, double now) {
+  const char *what = "event_finish";
+  if (!id)
+    return fail_arg(what, "missing event id");
+  if (st_new != EV_DONE && st_new != EV_RETRY_WAIT && st_new != EV_DEAD)
+    return fail_arg(what, "a run ends done, retry_wait or dead");
+  sqlite3_stmt *st = s->st[ST_EV_FINISH];
+  int brc = bind_str(st, 1, id);
+  brc |= sqlite3_bind_int(st, 2, st_new);
+  brc |= sqlite3_bind_double(st, 3, st_new == EV_RETRY_WAIT ? next_at : 0);
+  brc |= bind_str(st, 4, last_error);
+  brc |= bind_str(st, 5, result);
+  brc |= sqlite3_bind_double(st, 6, now);
+  if (run(s, ST_EV_FINISH, brc, what) != 0)
+    return -1;
+  if (sqlite3_changes(s->db) == 0)
+    return fail_arg(what, "no such event");
+  return 0;
+}
+
+int store_event_requeue(struct store *s, const char *id, double now) {
+  int n = update_by_id(s, ST_EV_REQUEUE, id, now, "event_requeue");
+  return n < 0 ? -1 : n > 0;
+}
+
+int store_recover_running(struct store *s, int *n) {
+  if (n)
+    *n = 0;
+  if (run(s, ST_EV_RECOVER, SQLITE_OK, "recover_running") != 0)
+    return -1;
+  if (n)
+    *n = sqlite3_changes(s->db);
+  return 0;
+}
+
+double store_next_due(struct store *s) {
+  sqlite3_stmt *st = s->st[ST_EV_NEXT_DUE];
+  double t = 0;
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    t = sqlite3_column_double(st, 0); /* MIN of nothing is NULL, read as 0 */
+  else
+    fail(s, "next_due");
+  done_with(st);
+  return t;
+}
+
+/* cb runs while the statement is stepping, so it must not list again. */
+int store_event_list(struct store *s, const char *status, int limit,
+                     int (*cb)(void *ud, const struct store_event *e), void *ud) {
+  sqlite3_stmt *st;
+  int brc = SQLITE_OK;
+  if (status) {
+    int code = store_status_parse(status);
+    if (code < 0)
+      return fail_arg("event_list", "unknown status");
+    st = s->st[ST_EV_LIST_STATUS];
+    brc |= sqlite3_bind_int(st, 2, code);
+  } else {
+    st = s->st[ST_EV_LIST];
+  }
+  brc |= sqlite3_bind_int(st, 1, limit > 0 ? limit : -1); /* LIMIT -1: no limit */
+  int ret = 0;
+  if (brc != SQLITE_OK) {
+    ret = fail(s, "event_list");
+  } else {
+    for (;;) {
+      int rc = sqlite3_step(st);
+      if (rc == SQLITE_DONE)
+        break;
+      if (rc != SQLITE_ROW) {
+        ret = fail(s, "event_list");
+        break;
+      }
+      struct store_event e;
+      if (read_event(st, &e) != 0) {
+        ret = fail_arg("event_list", "out of memory");
+        break;
+      }
+      int stop = cb(ud, &e);
+      store_event_free(&e);
+      if (stop)
+        break;
+    }
+  }
+  done_with(st);
+  return ret;
+}
+
+int store_count_by_status(struct store *s, long counts[EV_STATUS_COUNT]) {
+  for (int i = 0; i < EV_STATUS_COUNT; i++)
+    counts[i] = 0;
+  sqlite3_stmt *st = s->st[ST_EV_COUNT];
+  int ret = 0;
+  for (;;) {
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+      break;
+    if (rc != SQLITE_ROW) {
+      ret = fail(s, "count_by_status");
+      break;
+    }
+    int code = sqlite3_column_int(st, 0);
+    if (code >= 0 && code < EV_STATUS_COUNT)
+      counts[code] = (long)sqlite3_column_int64(st, 1);
+  }
+  done_with(st);
+  return ret;
+}
+
+/* ---- attempts --------------------------------------------------------- */
+
+int store_attempt_add(struct store *s, const char *event_id, int event_attempt, const char *service,
+                      const char *method, const char *url, int status, const char *error,
+                      double duration_ms, double at) {
+  if (!event_id)
+    return fail_arg("attempt_add", "missing event id");
+  sqlite3_stmt *st = s->st[ST_AT_ADD];
+  int brc = bind_str(st, 1, event_id);
+  brc |= sqlite3_bind_int(st, 2, event_attempt);
+  brc |= bind_str(st, 3, service ? service : "");
+  brc |= bind_str(st, 4, method ? method : "");
+  brc |= bind_str(st, 5, url ? url : "");
+  brc |= sqlite3_bind_int(st, 6, status);
+  brc |= bind_str(st, 7, error);
+  brc |= sqlite3_bind_double(st, 8, duration_ms);
+  brc |= sqlite3_bind_double(st, 9, at);
+  return run(s, ST_AT_ADD, brc, "attempt_add");
+}
+
+static void attempt_free(struct store_attempt *a) {
+  free(a->service);
+  free(a->method);
+  free(a->url);
+  free(a->error);
+}
+
+int store_attempt_list(struct store *s, const char *event_id,
+                       int (*cb)(void *ud, const struct store_attempt *a), void *ud) {
+  if (!event_id)
+    return 0;
+  sqlite3_stmt *st = s->st[ST_AT_LIST];
+  int ret = 0;
+  if (bind_str(st, 1, event_id) != SQLITE_OK) {
+    ret = fail(s, "attempt_list");
+  } else {
+    for (;;) {
+      int rc = sqlite3_step(st);
+      if (rc == SQLITE_DONE)
+        break;
+      if (rc != SQLITE_ROW) {
+        ret = fail(s, "attempt_list");
+        break;
+      }
+      struct store_attempt a = {0};
+      a.seq = sqlite3_column_int64(st, 0);
+      a.status = sqlite3_column_int(st, 4);
+      a.duration_ms = sqlite3_column_double(st, 6);
+      a.at = sqlite3_column_double(st, 7);
+      a.event_attempt = sqlite3_column_int(st, 8);
+      if (col_dup(st, 1, &a.service, NULL) != 0 || col_dup(st, 2, &a.method, NULL) != 0 ||
+          col_dup(st, 3, &a.url, NULL) != 0 || col_dup(st, 5, &a.error, NULL) != 0) {
+        attempt_free(&a);
+        ret = fail_arg("attempt_list", "out of memory");
+        break;
+      }
+      int stop = cb(ud, &a);
+      attempt_free(&a);
+      if (stop)
+        break;
+    }
+  }
+  done_with(st);
+  return ret;
+}
+
+/* ---- links, fingerprints, kv ------------------------------------------ */
+
+int store_link_put(struct store *s, const char *kind, const char *nowcerts_id, const char *ghl_id,
+                   double now) {
+  if (!kind || !nowcerts_id || !ghl_id || !*nowcerts_id || !*ghl_id)
+    return fail_arg("link_put", "kind and both ids are required");
+  sqlite3_stmt *st = s->st[ST_LINK_PUT];
+  int brc = bind_str(st, 1, kind);
+  brc |= bind_str(st, 2, nowcerts_id);
+  brc |= bind_str(st, 3, ghl_id);
+  brc |= sqlite3_bind_double(st, 4, now);
+  return run(s, ST_LINK_PUT, brc, "link_put");
+}
+
+char *store_link_ghl(struct store *s, const char *kind, const char *nowcerts_id) {
+  if (!kind || !nowcerts_id)
+    return NULL;
+  return lookup(s, ST_LINK_GHL, kind, nowcerts_id, "link_ghl");
+}
+
+char *store_link_nowcerts(struct store *s, const char *kind, const char *ghl_id) {
+  if (!kind || !ghl_id)
+    return NULL;
+  return lookup(s, ST_LINK_NC, kind, ghl_id, "link_nowcerts");
+}
+
+/* json NULL forgets the fingerprint. */
+int store_fp_put(struct store *s, const char *side, const char *record_id, const char *json,
+                 double now) {
+  if (!side || !record_id)
+    return fail_arg("fp_put", "side and record id are required");
+  if (!json) {
+    sqlite3_stmt *st = s->st[ST_FP_DEL];
+    int brc = bind_str(st, 1, side);
+    brc |= bind_str(st, 2, record_id);
+    return run(s, ST_FP_DEL, brc, "fp_put");
+  }
+  sqlite3_stmt *st = s->st[ST_FP_PUT];
+  int brc = bind_str(st, 1, side);
+  brc |= bind_str(st, 2, record_id);
+  brc |= bind_str(st, 3, json);
+  brc |= sqlite3_bind_double(st, 4, now);
+  return run(s, ST_FP_PUT, brc, "fp_put");
+}
+
+char *store_fp_get(struct store *s, const char *side, const char *record_id) {
+  if (!side || !record_id)
+    return NULL;
+  return lookup(s, ST_FP_GET, side, record_id, "fp_get");
+}
+
+/* value NULL deletes the key. */
+int store_kv_put(struct store *s, const char *key, const char *value) {
+  if (!key)
+    return fail_arg("kv_put", "missing key");
+  if (!value) {
+    sqlite3_stmt *st = s->st[ST_KV_DEL];
+    return run(s, ST_KV_DEL, bind_str(st, 1, key), "kv_put");
+  }
+  sqlite3_stmt *st = s->st[ST_KV_PUT];
+  int brc = bind_str(st, 1, key);
+  brc |= bind_str(st, 2, value);
+  return run(s, ST_KV_PUT, brc, "kv_put");
+}
+
+char *store_kv_get(struct store *s, const char *key) {
+  if (!key)
+    return NULL;
+  return lookup(s, ST_KV_GET, key, NULL, "kv_get");
+}

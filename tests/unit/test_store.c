@@ -1,0 +1,998 @@
+/* store: every test runs on a real SQLite file in a fresh temp directory, so
+ * WAL, migrations, locking and persistence are the ones production gets. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <dirent.h>
+#include <grp.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "store.h"
+
+struct fx {
+  char dir[64];
+  char path[256];
+  struct store *s;
+};
+
+static void rm_rf(const char *path) {
+  struct stat sb;
+  if (lstat(path, &sb) != 0)
+    return;
+  if (S_ISDIR(sb.st_mode)) {
+    DIR *d = opendir(path);
+    if (d) {
+      struct dirent *de;
+      while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+          continue;
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
+        rm_rf(sub);
+      }
+      closedir(d);
+    }
+    rmdir(path);
+  } else {
+    unlink(path);
+  }
+}
+
+static int setup(void **state) {
+  struct fx *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  snprintf(f->dir, sizeof f->dir, "/tmp/ncghl-store-XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  /* Two levels that do not exist yet: store_open must create them. */
+  snprintf(f->path, sizeof f->path, "%s/data/sub/ncghl.db", f->dir);
+  char err[256];
+  f->s = store_open(f->path, err, sizeof err);
+  if (!f->s)
+    fail_msg("store_open: %s", err);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  struct fx *f = *state;
+  store_close(f->s);
+  chmod(f->path, 0600);
+  rm_rf(f->dir);
+  free(f);
+  return 0;
+}
+
+static void reopen(struct fx *f) {
+  store_close(f->s);
+  char err[256];
+  f->s = store_open(f->path, err, sizeof err);
+  if (!f->s)
+    fail_msg("store_open: %s", err);
+}
+
+static void put(struct store *s, const char *id, double now, enum store_put want) {
+  enum store_put r;
+  enum ev_status ex;
+  assert_int_equal(store_event_put(s, id, "nowcerts", "INSURED_INSERT", "{}", 2, EV_PENDING, now,
+                                   86400, &r, &ex),
+                   0);
+  assert_int_equal(r, want);
+}
+
+static enum ev_status status_of(struct store *s, const char *id) {
+  struct store_event e;
+  assert_int_equal(store_event_get(s, id, &e), 0);
+  enum ev_status st = e.status;
+  store_event_free(&e);
+  return st;
+}
+
+static int count_attempts_cb(void *ud, const struct store_attempt *a) {
+  (void)a;
+  (*(int *)ud)++;
+  return 0;
+}
+
+/* ---- status names ---- */
+
+static void test_status_names(void **state) {
+  (void)state;
+  const char *names[] = {"pending", "running", "done", "retry_wait", "dead"};
+  for (int i = 0; i < EV_STATUS_COUNT; i++) {
+    assert_string_equal(store_status_name((enum ev_status)i), names[i]);
+    assert_int_equal(store_status_parse(names[i]), i);
+  }
+  assert_int_equal(store_status_parse("bogus"), -1);
+  assert_int_equal(store_status_parse(NULL), -1);
+  assert_int_equal(store_status_parse("DONE"), -1);
+}
+
+/* ---- open and migrations ---- */
+
+static void test_open_creates_dirs_and_migrates_once(void **state) {
+  struct fx *f = *state;
+  struct stat sb;
+  assert_int_equal(stat(f->path, &sb), 0);
+  int v = store_schema_version(f->s);
+  assert_true(v >= 1);
+
+  reopen(f);
+  assert_int_equal(store_schema_version(f->s), v);
+  reopen(f);
+  assert_int_equal(store_schema_version(f->s), v);
+
+  /* Seen from outside: WAL is persistent in the file, and the version the
+   * store reports is the file's user_version. */
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+  sqlite3_finalize(st);
+  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int(st, 0), v);
+  sqlite3_finalize(st);
+  assert_int_equal(sqlite3_prepare_v2(db,
+                                      "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
+                                      " name IN ('events','attempts','links','fingerprints','kv')",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int(st, 0), 5);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+static void test_open_refuses_newer_schema(void **state) {
+  struct fx *f = *state;
+  store_close(f->s);
+  f->s = NULL;
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  char err[256] = "";
+  assert_null(store_open(f->path, err, sizeof err));
+  assert_non_null(strstr(err, "999"));
+}
+
+static void test_open_fails_on_unmakeable_dir(void **state) {
+  struct fx *f = *state;
+  /* A regular file where a directory should be. */
+  char file[256], path[320];
+  snprintf(file, sizeof file, "%s/plainfile", f->dir);
+  FILE *fp = fopen(file, "w");
+  assert_non_null(fp);
+  fclose(fp);
+  snprintf(path, sizeof path, "%s/sub/x.db", file);
+  char err[256] = "";
+  assert_null(store_open(path, err, sizeof err));
+  assert_true(err[0] != '\0');
+  assert_null(store_open("", err, sizeof err));
+}
+
+/* ---- intake ---- */
+
+static void test_put_new_then_duplicate(void **state) {
+  struct fx *f = *state;
+  enum store_put r;
+  enum ev_status ex;
+  const char body[] = "{\"a\":1}\0tail"; /* raw bytes survive, NUL included */
+  size_t blen = sizeof body - 1;
+  assert_int_equal(store_event_put(f->s, "nowcerts_aa", "nowcerts", "INSURED_INSERT", body, blen,
+                                   EV_PENDING, 1000, 86400, &r, &ex),
+                   0);
+  assert_int_equal(r, STORE_PUT_NEW);
+
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "nowcerts_aa", &e), 0);
+  assert_string_equal(e.id, "nowcerts_aa");
+  assert_string_equal(e.source, "nowcerts");
+  assert_string_equal(e.type, "INSURED_INSERT");
+  assert_int_equal(e.payload_len, blen);
+  assert_memory_equal(e.payload, body, blen);
+  assert_int_equal(e.payload[blen], '\0');
+  assert_int_equal(e.status, EV_PENDING);
+  assert_int_equal(e.attempts, 0);
+  assert_null(e.last_error);
+  assert_null(e.result);
+  assert_true(e.created_at == 1000 && e.updated_at == 1000 && e.next_at == 0);
+  store_event_free(&e);
+  assert_null(e.type);
+  assert_null(e.payload);
+
+  assert_int_equal(store_event_put(f->s, "nowcerts_aa", "nowcerts", "INSURED_INSERT", body, blen,
+                                   EV_PENDING, 1010, 86400, &r, &ex),
+                   0);
+  assert_int_equal(r, STORE_PUT_DUPLICATE);
+  assert_int_equal(ex, EV_PENDING);
+
+  assert_int_equal(store_event_claim(f->s, "nowcerts_aa", 1020), 1);
+  assert_int_equal(store_event_put(f->s, "nowcerts_aa", "nowcerts", "X", "{}", 2, EV_PENDING, 1030,
+                                   86400, &r, &ex),
+                   0);
+  assert_int_equal(r, STORE_PUT_DUPLICATE);
+  assert_int_equal(ex, EV_RUNNING);
+
+  assert_int_equal(store_event_finish(f->s, "nowcerts_aa", EV_DONE, 0, NULL, "{}", 1040), 0);
+  assert_int_equal(store_event_put(f->s, "nowcerts_aa", "nowcerts", "X", "{}", 2, EV_PENDING, 1050,
+                                   86400, &r, &ex),
+                   0);
+  assert_int_equal(r, STORE_PUT_DUPLICATE);
+  assert_int_equal(ex, EV_DONE);
+
+  /* The duplicate changed nothing. */
+  assert_int_equal(store_event_get(f->s, "nowcerts_aa", &e), 0);
+  assert_string_equal(e.type, "INSURED_INSERT");
+  assert_true(e.created_at == 1000);
+  assert_int_equal(e.attempts, 1);
+  store_event_free(&e);
+
+  assert_int_equal(store_event_get(f->s, "nope", &e), 1);
+}
+
+static void test_put_null_optionals_and_bad_args(void **state) {
+  struct fx *f = *state;
+  enum store_put r;
+  assert_int_equal(
+      store_event_put(f->s, "m_1", "manual", NULL, NULL, 0, EV_PENDING, 5, 100, &r, NULL), 0);
+  assert_int_equal(r, STORE_PUT_NEW);
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "m_1", &e), 0);
+  assert_string_equal(e.type, "");
+  assert_int_equal(e.payload_len, 0);
+  assert_string_equal(e.payload, "");
+  store_event_free(&e);
+
+  char longid[EVENT_ID_MAX + 8];
+  memset(longid, 'x', sizeof longid - 1);
+  longid[sizeof longid - 1] = '\0';
+  assert_int_equal(store_event_put(f->s, longid, "ghl", "t", "{}", 2, EV_PENDING, 1, 1, &r, NULL),
+                   -1);
+  assert_int_equal(store_event_put(f->s, NULL, "ghl", "t", "{}", 2, EV_PENDING, 1, 1, &r, NULL),
+                   -1);
+  assert_int_equal(store_event_put(f->s, "g_1", NULL, "t", "{}", 2, EV_PENDING, 1, 1, &r, NULL),
+                   -1);
+  assert_int_equal(
+      store_event_put(f->s, "g_1", "a-source-name-far-too-long", "t", "{}", 2, EV_PENDING, 1, 1,
+                      &r, NULL),
+      -1);
+  assert_int_equal(store_event_put(f->s, "g_1", "ghl", "t", "{}", 2, EV_DONE, 1, 1, &r, NULL), -1);
+  assert_int_equal(store_event_get(f->s, "g_1", &e), 1);
+}
+
+static void test_put_dead_is_requeued(void **state) {
+  struct fx *f = *state;
+  put(f->s, "ghl_d", 100, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "ghl_d", 110), 1);
+  assert_int_equal(store_attempt_add(f->s, "ghl_d", 1, "ghl", "POST", "https://x/contacts/", 400,
+                                     "bad request", 12.5, 111),
+                   0);
+  assert_int_equal(store_event_finish(f->s, "ghl_d", EV_DEAD, 0, "HTTP 400", NULL, 112), 0);
+
+  enum store_put r;
+  enum ev_status ex;
+  assert_int_equal(store_event_put(f->s, "ghl_d", "nowcerts", "INSURED_INSERT", "{}", 2,
+                                   EV_PENDING, 200, 86400, &r, &ex),
+                   0);
+  assert_int_equal(r, STORE_PUT_REQUEUED);
+  assert_int_equal(ex, EV_DEAD);
+
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "ghl_d", &e), 0);
+  assert_int_equal(e.status, EV_PENDING);
+  assert_int_equal(e.attempts, 1);
+  assert_true(e.created_at == 100);
+  assert_true(e.updated_at == 200);
+  assert_string_equal(e.last_error, "HTTP 400"); /* kept until the next run ends */
+  store_event_free(&e);
+
+  int n = 0;
+  assert_int_equal(store_attempt_list(f->s, "ghl_d", count_attempts_cb, &n), 0);
+  assert_int_equal(n, 1);
+}
+
+static void test_put_dead_keeps_history_and_can_start_running(void **state) {
+  struct fx *f = *state;
+  put(f->s, "ghl_h", 100, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "ghl_h", 110), 1);
+  assert_int_equal(
+      store_attempt_add(f->s, "ghl_h", 1, "ghl", "PUT", "https://x/c/1", 0, "timeout", 30000, 111),
+      0);
+  assert_int_equal(store_event_finish(f->s, "ghl_h", EV_DEAD, 0, "timeout", NULL, 112), 0);
+
+  enum store_put r;
+  assert_int_equal(store_event_put(f->s, "ghl_h", "nowcerts", "t", "{}", 2, EV_RUNNING, 300, 86400,
+                                   &r, NULL),
+                   0);
+  assert_int_equal(r, STORE_PUT_REQUEUED);
+  assert_int_equal(status_of(f->s, "ghl_h"), EV_RUNNING);
+  assert_int_equal(store_event_started(f->s, "ghl_h", 301), 0);
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "ghl_h", &e), 0);
+  assert_int_equal(e.attempts, 2);
+  store_event_free(&e);
+  int n = 0;
+  assert_int_equal(store_attempt_list(f->s, "ghl_h", count_attempts_cb, &n), 0);
+  assert_int_equal(n, 1);
+}
+
+static void test_put_ttl_expiry_is_new(void **state) {
+  struct fx *f = *state;
+  enum store_put r;
+  enum ev_status ex;
+  assert_int_equal(store_event_put(f->s, "nc_t", "nowcerts", "OLD", "{\"v\":1}", 7, EV_PENDING,
+                                   1000, 100, &r, &ex),
+                   0);
+  assert_int_equal(r, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "nc_t", 1001), 1);
+  assert_int_equal(store_attempt_add(f->s, "nc_t", 1, "ghl", "POST", "u", 200, NULL, 1, 1002), 0);
+  assert_int_equal(store_event_finish(f->s, "nc_t", EV_DONE, 0, NULL, "{\"ok\":true}", 1003), 0);
+
+  /* now - created_at == ttl is still inside the window. */
+  assert_int_equal(store_event_put(f->s, "nc_t", "nowcerts", "NEW", "{ \"v\": 1 }", 10, EV_PENDING,
+                                   1100, 100, &r, &ex),
+                   0);
+  assert_int_equal(r, STORE_PUT_DUPLICATE);
+  assert_int_equal(ex, EV_DONE);
+
+  assert_int_equal(store_event_put(f->s, "nc_t", "nowcerts", "NEW", "{ \"v\": 1 }", 10, EV_PENDING,
+                                   1100.5, 100, &r, &ex),
+                   0);
+  assert_int_equal(r, STORE_PUT_NEW);
+
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "nc_t", &e), 0);
+  assert_int_equal(e.status, EV_PENDING);
+  assert_true(e.created_at == 1100.5);
+  assert_string_equal(e.type, "NEW");
+  assert_int_equal(e.payload_len, 10);
+  assert_null(e.result);
+  assert_int_equal(e.attempts, 1); /* history kept */
+  store_event_free(&e);
+  int n = 0;
+  assert_int_equal(store_attempt_list(f->s, "nc_t", count_attempts_cb, &n), 0);
+  assert_int_equal(n, 1);
+
+  /* The TTL counts from the re-acceptance. */
+  assert_int_equal(store_event_put(f->s, "nc_t", "nowcerts", "NEW", "{}", 2, EV_PENDING, 1150, 100,
+                                   &r, &ex),
+                   0);
+  assert_int_equal(r, STORE_PUT_DUPLICATE);
+}
+
+static void test_put_ttl_never_resets_running_and_zero_ttl_never_expires(void **state) {
+  struct fx *f = *state;
+  enum store_put r;
+  enum ev_status ex;
+  put(f->s, "nc_r", 1000, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "nc_r", 1001), 1);
+  assert_int_equal(store_event_put(f->s, "nc_r", "nowcerts", "t", "{}", 2, EV_PENDING, 999999, 100,
+                                   &r, &ex),
+                   0);
+  assert_int_equal(r, STORE_PUT_DUPLICATE);
+  assert_int_equal(ex, EV_RUNNING);
+  assert_int_equal(status_of(f->s, "nc_r"), EV_RUNNING);
+
+  put(f->s, "nc_z", 1000, STORE_PUT_NEW);
+  assert_int_equal(
+      store_event_put(f->s, "nc_z", "nowcerts", "t", "{}", 2, EV_PENDING, 1e9, 0, &r, &ex), 0);
+  assert_int_equal(r, STORE_PUT_DUPLICATE);
+}
+
+/* ---- claiming and finishing ---- */
+
+static void test_claim_started_and_finish(void **state) {
+  struct fx *f = *state;
+  put(f->s, "e1", 10, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "e1", 11), 1);
+  assert_int_equal(store_event_claim(f->s, "e1", 12), 0); /* already running */
+  assert_int_equal(store_event_claim(f->s, "missing", 12), 0);
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "e1", &e), 0);
+  assert_int_equal(e.status, EV_RUNNING);
+  assert_int_equal(e.attempts, 1);
+  assert_true(e.updated_at == 11);
+  store_event_free(&e);
+
+  assert_int_equal(store_event_finish(f->s, "e1", EV_RETRY_WAIT, 500, "HTTP 503", NULL, 13), 0);
+  assert_int_equal(store_event_get(f->s, "e1", &e), 0);
+  assert_int_equal(e.status, EV_RETRY_WAIT);
+  assert_true(e.next_at == 500);
+  assert_string_equal(e.last_error, "HTTP 503");
+  assert_null(e.result);
+  store_event_free(&e);
+
+  /* retry_wait can be claimed explicitly (replay), whatever next_at says. */
+  assert_int_equal(store_event_claim(f->s, "e1", 14), 1);
+  assert_int_equal(
+      store_event_finish(f->s, "e1", EV_DONE, 999, NULL, "{\"contact_id\":\"c1\"}", 15), 0);
+  assert_int_equal(store_event_get(f->s, "e1", &e), 0);
+  assert_int_equal(e.status, EV_DONE);
+  assert_int_equal(e.attempts, 2);
+  assert_null(e.last_error);
+  assert_string_equal(e.result, "{\"contact_id\":\"c1\"}");
+  assert_true(e.next_at == 0); /* next_at only means something in retry_wait */
+  store_event_free(&e);
+  assert_int_equal(store_event_claim(f->s, "e1", 16), 0); /* done */
+
+  assert_int_equal(store_event_finish(f->s, "e1", EV_PENDING, 0, NULL, NULL, 17), -1);
+  assert_int_equal(store_event_finish(f->s, "missing", EV_DONE, 0, NULL, NULL, 17), -1);
+
+  /* started counts runs of an event the caller inserted as running. */
+  enum store_put r;
+  assert_int_equal(
+      store_event_put(f->s, "e2", "ghl", "t", "{}", 2, EV_RUNNING, 20, 86400, &r, NULL), 0);
+  assert_int_equal(r, STORE_PUT_NEW);
+  assert_int_equal(store_event_get(f->s, "e2", &e), 0);
+  assert_int_equal(e.status, EV_RUNNING);
+  assert_int_equal(e.attempts, 0);
+  store_event_free(&e);
+  assert_int_equal(store_event_started(f->s, "e2", 21), 0);
+  assert_int_equal(store_event_get(f->s, "e2", &e), 0);
+  assert_int_equal(e.attempts, 1);
+  assert_true(e.updated_at == 21);
+  store_event_free(&e);
+  assert_int_equal(store_event_started(f->s, "e1", 22), -1); /* not running */
+}
+
+static void test_claim_due_order_and_next_at(void **state) {
+  struct fx *f = *state;
+  /* Inserted out of age order on purpose. */
+  put(f->s, "c_new", 40, STORE_PUT_NEW);
+  put(f->s, "c_old", 10, STORE_PUT_NEW);
+  put(f->s, "c_mid", 20, STORE_PUT_NEW);
+  put(f->s, "c_wait_past", 5, STORE_PUT_NEW);
+  put(f->s, "c_wait_future", 1, STORE_PUT_NEW);
+  put(f->s, "c_done", 0, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "c_wait_past", 50), 1);
+  assert_int_equal(store_event_finish(f->s, "c_wait_past", EV_RETRY_WAIT, 90, "e", NULL, 51), 0);
+  assert_int_equal(store_event_claim(f->s, "c_wait_future", 50), 1);
+  assert_int_equal(store_event_finish(f->s, "c_wait_future", EV_RETRY_WAIT, 200, "e", NULL, 51),
+                   0);
+  assert_int_equal(store_event_claim(f->s, "c_done", 50), 1);
+  assert_int_equal(store_event_finish(f->s, "c_done", EV_DONE, 0, NULL, NULL, 51), 0);
+  assert_true(store_next_due(f->s) == 90);
+
+  struct store_event out[8];
+  int n = -1;
+  /* At 60 the retry_wait rows are not due yet. */
+  assert_int_equal(store_claim_due(f->s, 60, 2, out, &n), 0);
+  assert_int_equal(n, 2);
+  assert_string_equal(out[0].id, "c_old");
+  assert_string_equal(out[1].id, "c_mid");
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(out[i].status, EV_RUNNING);
+    assert_int_equal(out[i].attempts, 1);
+    assert_true(out[i].updated_at == 60);
+    assert_string_equal(out[i].payload, "{}");
+    assert_string_equal(out[i].type, "INSURED_INSERT");
+    store_event_free(&out[i]);
+  }
+  assert_int_equal(status_of(f->s, "c_old"), EV_RUNNING);
+
+  assert_int_equal(store_claim_due(f->s, 60, 8, out, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(out[0].id, "c_new");
+  store_event_free(&out[0]);
+  assert_int_equal(store_claim_due(f->s, 60, 8, out, &n), 0);
+  assert_int_equal(n, 0);
+
+  /* next_at <= now is due: exactly at 90 the first one comes. */
+  assert_int_equal(store_claim_due(f->s, 90, 8, out, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(out[0].id, "c_wait_past");
+  assert_int_equal(out[0].attempts, 2);
+  assert_string_equal(out[0].last_error, "e");
+  store_event_free(&out[0]);
+  assert_true(store_next_due(f->s) == 200);
+
+  assert_int_equal(store_claim_due(f->s, 1000, 8, out, &n), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(out[0].id, "c_wait_future");
+  store_event_free(&out[0]);
+  assert_true(store_next_due(f->s) == 0);
+
+  assert_int_equal(store_claim_due(f->s, 1000, 0, out, &n), 0);
+  assert_int_equal(n, 0);
+
+  /* One claim of several rows hands them back oldest first, whatever order
+   * they were inserted (and so updated) in. */
+  put(f->s, "z_new", 300, STORE_PUT_NEW);
+  put(f->s, "z_mid", 200, STORE_PUT_NEW);
+  put(f->s, "z_old", 100, STORE_PUT_NEW);
+  assert_int_equal(store_claim_due(f->s, 1000, 8, out, &n), 0);
+  assert_int_equal(n, 3);
+  assert_string_equal(out[0].id, "z_old");
+  assert_string_equal(out[1].id, "z_mid");
+  assert_string_equal(out[2].id, "z_new");
+  for (int i = 0; i < n; i++)
+    store_event_free(&out[i]);
+}
+
+static void test_claim_due_inside_caller_txn(void **state) {
+  struct fx *f = *state;
+  put(f->s, "t1", 1, STORE_PUT_NEW);
+  assert_int_equal(store_begin(f->s), 0);
+  struct store_event out[2];
+  int n = 0;
+  assert_int_equal(store_claim_due(f->s, 5, 2, out, &n), 0);
+  assert_int_equal(n, 1);
+  store_event_free(&out[0]);
+  assert_true(store_in_txn(f->s));
+  assert_int_equal(store_rollback(f->s), 0);
+  /* Rolled back with the caller's batch. */
+  assert_int_equal(status_of(f->s, "t1"), EV_PENDING);
+}
+
+static void test_recover_running_and_requeue(void **state) {
+  struct fx *f = *state;
+  put(f->s, "r1", 1, STORE_PUT_NEW);
+  put(f->s, "r2", 2, STORE_PUT_NEW);
+  put(f->s, "r3", 3, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "r1", 5), 1);
+  assert_int_equal(store_event_claim(f->s, "r2", 5), 1);
+  int n = -1;
+  assert_int_equal(store_recover_running(f->s, &n), 0);
+  assert_int_equal(n, 2);
+  assert_int_equal(status_of(f->s, "r1"), EV_PENDING);
+  assert_int_equal(status_of(f->s, "r2"), EV_PENDING);
+  assert_int_equal(status_of(f->s, "r3"), EV_PENDING);
+  assert_int_equal(store_recover_running(f->s, &n), 0);
+  assert_int_equal(n, 0);
+
+  /* requeue: any status but running. */
+  assert_int_equal(store_event_claim(f->s, "r1", 6), 1);
+  assert_int_equal(store_event_requeue(f->s, "r1", 7), 0);
+  assert_int_equal(status_of(f->s, "r1"), EV_RUNNING);
+  assert_int_equal(store_event_finish(f->s, "r1", EV_DONE, 0, NULL, NULL, 8), 0);
+  assert_int_equal(store_event_requeue(f->s, "r1", 9), 1);
+  assert_int_equal(status_of(f->s, "r1"), EV_PENDING);
+
+  assert_int_equal(store_event_claim(f->s, "r2", 10), 1);
+  assert_int_equal(store_event_finish(f->s, "r2", EV_RETRY_WAIT, 5000, "x", NULL, 11), 0);
+  assert_int_equal(store_event_requeue(f->s, "r2", 12), 1);
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "r2", &e), 0);
+  assert_int_equal(e.status, EV_PENDING);
+  assert_true(e.next_at == 0);
+  assert_true(e.updated_at == 12);
+  assert_int_equal(e.attempts, 2); /* claimed at 5 and at 10 */
+  store_event_free(&e);
+
+  assert_int_equal(store_event_requeue(f->s, "missing", 13), 0);
+}
+
+/* ---- listing and counting ---- */
+
+struct seen {
+  int n;
+  int stop_after;
+  char ids[8][EVENT_ID_MAX];
+};
+
+static int collect_cb(void *ud, const struct store_event *e) {
+  struct seen *sn = ud;
+  if (sn->n < 8)
+    snprintf(sn->ids[sn->n], EVENT_ID_MAX, "%s", e->id);
+  sn->n++;
+  return sn->stop_after && sn->n >= sn->stop_after;
+}
+
+static void test_list_and_counts(void **state) {
+  struct fx *f = *state;
+  put(f->s, "l1", 1, STORE_PUT_NEW);
+  put(f->s, "l2", 2, STORE_PUT_NEW);
+  put(f->s, "l3", 3, STORE_PUT_NEW);
+  put(f->s, "l4", 4, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "l1", 5), 1);
+  assert_int_equal(store_event_finish(f->s, "l1", EV_DEAD, 0, "boom", NULL, 6), 0);
+  assert_int_equal(store_event_claim(f->s, "l3", 5), 1);
+  assert_int_equal(store_event_finish(f->s, "l3", EV_DEAD, 0, "boom", NULL, 6), 0);
+  assert_int_equal(store_event_claim(f->s, "l4", 5), 1);
+
+  struct seen sn = {0};
+  assert_int_equal(store_event_list(f->s, NULL, 0, collect_cb, &sn), 0);
+  assert_int_equal(sn.n, 4);
+  assert_string_equal(sn.ids[0], "l4");
+  assert_string_equal(sn.ids[3], "l1");
+
+  memset(&sn, 0, sizeof sn);
+  assert_int_equal(store_event_list(f->s, "dead", 0, collect_cb, &sn), 0);
+  assert_int_equal(sn.n, 2);
+  assert_string_equal(sn.ids[0], "l3");
+  assert_string_equal(sn.ids[1], "l1");
+
+  memset(&sn, 0, sizeof sn);
+  assert_int_equal(store_event_list(f->s, "dead", 1, collect_cb, &sn), 0);
+  assert_int_equal(sn.n, 1);
+  assert_string_equal(sn.ids[0], "l3");
+
+  memset(&sn, 0, sizeof sn);
+  sn.stop_after = 2;
+  assert_int_equal(store_event_list(f->s, NULL, 10, collect_cb, &sn), 0);
+  assert_int_equal(sn.n, 2);
+
+  memset(&sn, 0, sizeof sn);
+  assert_int_equal(store_event_list(f->s, "done", 10, collect_cb, &sn), 0);
+  assert_int_equal(sn.n, 0);
+  assert_int_equal(store_event_list(f->s, "bogus", 10, collect_cb, &sn), -1);
+
+  long counts[EV_STATUS_COUNT];
+  assert_int_equal(store_count_by_status(f->s, counts), 0);
+  assert_int_equal(counts[EV_PENDING], 1);
+  assert_int_equal(counts[EV_RUNNING], 1);
+  assert_int_equal(counts[EV_DONE], 0);
+  assert_int_equal(counts[EV_RETRY_WAIT], 0);
+  assert_int_equal(counts[EV_DEAD], 2);
+}
+
+/* ---- attempts ---- */
+
+struct attempt_seen {
+  int n;
+  long long seq[4];
+  char url[4][64];
+  int status[4];
+  int has_error[4];
+  int event_attempt[4];
+  double duration[4];
+};
+
+static int attempt_cb(void *ud, const struct store_attempt *a) {
+  struct attempt_seen *as = ud;
+  if (as->n < 4) {
+    as->seq[as->n] = a->seq;
+    snprintf(as->url[as->n], sizeof as->url[0], "%s", a->url);
+    as->status[as->n] = a->status;
+    as->has_error[as->n] = a->error != NULL;
+    as->event_attempt[as->n] = a->event_attempt;
+    as->duration[as->n] = a->duration_ms;
+    assert_string_equal(a->service, as->n == 0 ? "nowcerts" : "ghl");
+  }
+  as->n++;
+  return 0;
+}
+
+static void test_attempts(void **state) {
+  struct fx *f = *state;
+  put(f->s, "a1", 1, STORE_PUT_NEW);
+  put(f->s, "a2", 2, STORE_PUT_NEW);
+  assert_int_equal(store_attempt_add(f->s, "a1", 1, "nowcerts", "GET", "https://nc/api/Insured",
+                                     0, "connection refused", 3.5, 10),
+                   0);
+  assert_int_equal(
+      store_attempt_add(f->s, "a2", 1, "ghl", "GET", "https://other", 200, NULL, 1, 11), 0);
+  assert_int_equal(store_attempt_add(f->s, "a1", 2, "ghl", "POST", "https://ghl/contacts/", 201,
+                                     NULL, 80.25, 12),
+                   0);
+  struct attempt_seen as = {0};
+  assert_int_equal(store_attempt_list(f->s, "a1", attempt_cb, &as), 0);
+  assert_int_equal(as.n, 2);
+  assert_true(as.seq[0] < as.seq[1]);
+  assert_string_equal(as.url[0], "https://nc/api/Insured");
+  assert_int_equal(as.status[0], 0);
+  assert_int_equal(as.has_error[0], 1);
+  assert_int_equal(as.event_attempt[0], 1);
+  assert_true(as.duration[0] == 3.5);
+  assert_int_equal(as.status[1], 201);
+  assert_int_equal(as.has_error[1], 0);
+  assert_int_equal(as.event_attempt[1], 2);
+  assert_true(as.duration[1] == 80.25);
+
+  /* NULL optional strings do not crash; an unknown event is refused. */
+  assert_int_equal(store_attempt_add(f->s, "a2", 2, NULL, NULL, NULL, 0, NULL, 0, 13), 0);
+  assert_int_equal(store_attempt_add(f->s, "nope", 1, "ghl", "GET", "u", 200, NULL, 1, 14), -1);
+  assert_int_equal(store_attempt_add(f->s, NULL, 1, "ghl", "GET", "u", 200, NULL, 1, 14), -1);
+  memset(&as, 0, sizeof as);
+  assert_int_equal(store_attempt_list(f->s, "nope", attempt_cb, &as), 0);
+  assert_int_equal(as.n, 0);
+}
+
+/* ---- links, fingerprints, kv ---- */
+
+static void assert_str_owned(char *got, const char *want) {
+  if (!want) {
+    assert_null(got);
+    return;
+  }
+  assert_non_null(got);
+  assert_string_equal(got, want);
+  free(got);
+}
+
+static void test_links(void **state) {
+  struct fx *f = *state;
+  assert_int_equal(store_link_put(f->s, "contact", "nc1", "g1", 1), 0);
+  assert_int_equal(store_link_put(f->s, "policy", "nc1", "opp1", 1), 0);
+  assert_str_owned(store_link_ghl(f->s, "contact", "nc1"), "g1");
+  assert_str_owned(store_link_nowcerts(f->s, "contact", "g1"), "nc1");
+  assert_str_owned(store_link_ghl(f->s, "policy", "nc1"), "opp1");
+  assert_str_owned(store_link_nowcerts(f->s, "policy", "g1"), NULL);
+  assert_str_owned(store_link_ghl(f->s, "contact", "unknown"), NULL);
+
+  /* The NowCerts side gets a new GHL id: the old GHL id is forgotten. */
+  assert_int_equal(store_link_put(f->s, "contact", "nc1", "g2", 2), 0);
+  assert_str_owned(store_link_ghl(f->s, "contact", "nc1"), "g2");
+  assert_str_owned(store_link_nowcerts(f->s, "contact", "g1"), NULL);
+  assert_str_owned(store_link_nowcerts(f->s, "contact", "g2"), "nc1");
+
+  /* The GHL side gets a new NowCerts id: the old NowCerts id is forgotten. */
+  assert_int_equal(store_link_put(f->s, "contact", "nc2", "g2", 3), 0);
+  assert_str_owned(store_link_nowcerts(f->s, "contact", "g2"), "nc2");
+  assert_str_owned(store_link_ghl(f->s, "contact", "nc1"), NULL);
+
+  /* A pair that crosses two old pairs removes both. */
+  assert_int_equal(store_link_put(f->s, "contact", "nc3", "g3", 4), 0);
+  assert_int_equal(store_link_put(f->s, "contact", "nc2", "g3", 5), 0);
+  assert_str_owned(store_link_ghl(f->s, "contact", "nc2"), "g3");
+  assert_str_owned(store_link_nowcerts(f->s, "contact", "g3"), "nc2");
+  assert_str_owned(store_link_ghl(f->s, "contact", "nc3"), NULL);
+  assert_str_owned(store_link_nowcerts(f->s, "contact", "g2"), NULL);
+
+  assert_int_equal(store_link_put(f->s, "contact", NULL, "g9", 6), -1);
+  assert_int_equal(store_link_put(f->s, "contact", "nc9", NULL, 6), -1);
+  assert_int_equal(store_link_put(f->s, NULL, "nc9", "g9", 6), -1);
+  assert_null(store_link_ghl(f->s, NULL, "nc2"));
+  assert_null(store_link_nowcerts(f->s, "contact", NULL));
+}
+
+static void test_fingerprints(void **state) {
+  struct fx *f = *state;
+  assert_int_equal(store_fp_put(f->s, "ghl", "c1", "{\"email\":\"a@b\"}", 1), 0);
+  assert_int_equal(store_fp_put(f->s, "nowcerts", "c1", "{\"x\":1}", 1), 0);
+  assert_str_owned(store_fp_get(f->s, "ghl", "c1"), "{\"email\":\"a@b\"}");
+  assert_str_owned(store_fp_get(f->s, "nowcerts", "c1"), "{\"x\":1}");
+  assert_int_equal(store_fp_put(f->s, "ghl", "c1", "{\"email\":\"c@d\"}", 2), 0);
+  assert_str_owned(store_fp_get(f->s, "ghl", "c1"), "{\"email\":\"c@d\"}");
+  assert_str_owned(store_fp_get(f->s, "ghl", "c2"), NULL);
+  assert_int_equal(store_fp_put(f->s, "ghl", "c1", NULL, 3), 0);
+  assert_str_owned(store_fp_get(f->s, "ghl", "c1"), NULL);
+  assert_str_owned(store_fp_get(f->s, "nowcerts", "c1"), "{\"x\":1}");
+  assert_null(store_fp_get(f->s, NULL, "c1"));
+  assert_int_equal(store_fp_put(f->s, NULL, "c1", "{}", 3), -1);
+}
+
+static void test_kv(void **state) {
+  struct fx *f = *state;
+  assert_str_owned(store_kv_get(f->s, "poll.cursor"), NULL);
+  assert_int_equal(store_kv_put(f->s, "poll.cursor", "2024-01-01T00:00:00Z"), 0);
+  assert_str_owned(store_kv_get(f->s, "poll.cursor"), "2024-01-01T00:00:00Z");
+  assert_int_equal(store_kv_put(f->s, "poll.cursor", "2024-02-01T00:00:00Z"), 0);
+  assert_str_owned(store_kv_get(f->s, "poll.cursor"), "2024-02-01T00:00:00Z");
+  assert_int_equal(store_kv_put(f->s, "empty", ""), 0);
+  assert_str_owned(store_kv_get(f->s, "empty"), "");
+  assert_int_equal(store_kv_put(f->s, "poll.cursor", NULL), 0);
+  assert_str_owned(store_kv_get(f->s, "poll.cursor"), NULL);
+  assert_null(store_kv_get(f->s, NULL));
+  assert_int_equal(store_kv_put(f->s, NULL, "v"), -1);
+}
+
+/* ---- transactions ---- */
+
+static void test_transactions(void **state) {
+  struct fx *f = *state;
+  assert_false(store_in_txn(f->s));
+  assert_int_equal(store_rollback(f->s), 0); /* nothing open: a no-op */
+  assert_int_equal(store_begin(f->s), 0);
+  assert_true(store_in_txn(f->s));
+  put(f->s, "x1", 1, STORE_PUT_NEW);
+  assert_int_equal(store_kv_put(f->s, "k", "v"), 0);
+  assert_int_equal(store_rollback(f->s), 0);
+  assert_false(store_in_txn(f->s));
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "x1", &e), 1);
+  assert_null(store_kv_get(f->s, "k"));
+
+  /* A failed call inside a batch undoes only itself. */
+  assert_int_equal(store_begin(f->s), 0);
+  put(f->s, "x2", 1, STORE_PUT_NEW);
+  assert_int_equal(store_attempt_add(f->s, "ghost", 1, "ghl", "GET", "u", 200, NULL, 1, 1), -1);
+  put(f->s, "x2", 2, STORE_PUT_DUPLICATE);
+  assert_true(store_in_txn(f->s));
+  assert_int_equal(store_commit(f->s), 0);
+  assert_false(store_in_txn(f->s));
+  assert_int_equal(status_of(f->s, "x2"), EV_PENDING);
+
+  assert_int_equal(store_commit(f->s), -1); /* nothing open */
+  assert_int_equal(store_begin(f->s), 0);
+  assert_int_equal(store_begin(f->s), -1); /* no nesting */
+  assert_true(store_in_txn(f->s));
+  assert_int_equal(store_rollback(f->s), 0);
+}
+
+static void test_errors_are_logged_with_sqlite_message(void **state) {
+  struct fx *f = *state;
+  char logpath[320];
+  snprintf(logpath, sizeof logpath, "%s/store.log", f->dir);
+  assert_int_equal(log_init(LOGL_ERROR, logpath), 0);
+  assert_int_equal(store_attempt_add(f->s, "ghost", 1, "ghl", "GET", "u", 200, NULL, 1, 1), -1);
+  log_init(LOGL_INFO, NULL);
+  FILE *fp = fopen(logpath, "r");
+  assert_non_null(fp);
+  char buf[2048] = "";
+  size_t n = fread(buf, 1, sizeof buf - 1, fp);
+  buf[n] = '\0';
+  fclose(fp);
+  assert_non_null(strstr(buf, "store: attempt_add: FOREIGN KEY constraint failed"));
+}
+
+/* ---- writability ---- */
+
+static void test_writable(void **state) {
+  struct fx *f = *state;
+  assert_true(store_writable(f->s));
+  assert_false(store_in_txn(f->s));
+  assert_null(store_kv_get(f->s, "ncghl.writable_probe")); /* the probe left nothing */
+
+  assert_int_equal(store_begin(f->s), 0);
+  assert_true(store_writable(f->s)); /* inside a txn: no nesting, true */
+  assert_true(store_in_txn(f->s));
+  assert_int_equal(store_rollback(f->s), 0);
+
+  /* Another process holds the write lock: the store waits its busy timeout
+   * (5 s), then reports not writable. */
+  sqlite3 *other;
+  assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+  assert_false(store_writable(f->s));
+  assert_false(store_in_txn(f->s));
+  /* Reads still work under WAL while someone else writes. */
+  long counts[EV_STATUS_COUNT];
+  assert_int_equal(store_count_by_status(f->s, counts), 0);
+  assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(other);
+  assert_true(store_writable(f->s));
+}
+
+/* Returns 0, or the line of the first failed check. Plain checks, not cmocka
+ * asserts: as root this runs in a forked child. */
+#define CHECK(c)                                                                                   \
+  do {                                                                                             \
+    if (!(c))                                                                                      \
+      return __LINE__;                                                                             \
+  } while (0)
+static int read_only_scenario(const char *dir) {
+  char path[320], err[256];
+  snprintf(path, sizeof path, "%s/ro.db", dir);
+  struct store *s = store_open(path, err, sizeof err);
+  CHECK(s);
+  enum store_put r;
+  int put_rc = store_event_put(s, "ro1", "ghl", "t", "{}", 2, EV_PENDING, 1, 100, &r, NULL);
+  store_close(s);
+  CHECK(put_rc == 0);
+  CHECK(chmod(path, 0444) == 0);
+  s = store_open(path, err, sizeof err);
+  CHECK(s); /* a read-only store still opens, for reading */
+  bool writable = store_writable(s);
+  struct store_event e;
+  int got = store_event_get(s, "ro1", &e);
+  enum ev_status st = e.status;
+  if (got == 0)
+    store_event_free(&e);
+  int kv = store_kv_put(s, "k", "v");
+  store_close(s);
+  CHECK(!writable);
+  CHECK(got == 0 && st == EV_PENDING);
+  CHECK(kv == -1);
+  return 0;
+}
+
+static void test_writable_false_on_read_only_file(void **state) {
+  struct fx *f = *state;
+  char dir[320];
+  snprintf(dir, sizeof dir, "%s/ro", f->dir);
+  assert_int_equal(mkdir(dir, 0700), 0);
+  if (geteuid() != 0) {
+    assert_int_equal(read_only_scenario(dir), 0);
+    return;
+  }
+  /* Root writes through any mode bits, so the scenario runs as nobody. */
+  assert_int_equal(chown(dir, 65534, 65534), 0);
+  assert_int_equal(chmod(f->dir, 0711), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+      _exit(77);
+    int line = read_only_scenario(dir);
+    if (line)
+      fprintf(stderr, "read_only_scenario failed at test_store.c:%d\n", line);
+    _exit(line ? 1 : 0);
+  }
+  int wst;
+  assert_int_equal(waitpid(pid, &wst, 0), pid);
+  assert_true(WIFEXITED(wst));
+  if (WEXITSTATUS(wst) == 77)
+    skip(); /* no privilege to drop privileges: the lock case in test_writable stands */
+  assert_int_equal(WEXITSTATUS(wst), 0);
+}
+
+/* ---- durability ---- */
+
+static void test_survives_reopen(void **state) {
+  struct fx *f = *state;
+  put(f->s, "p1", 1, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "p1", 2), 1);
+  assert_int_equal(store_attempt_add(f->s, "p1", 1, "ghl", "POST", "https://g/c", 201, NULL, 9, 3),
+                   0);
+  assert_int_equal(store_event_finish(f->s, "p1", EV_DONE, 0, NULL, "{\"id\":\"g1\"}", 4), 0);
+  put(f->s, "p2", 5, STORE_PUT_NEW);
+  assert_int_equal(store_begin(f->s), 0);
+  assert_int_equal(store_link_put(f->s, "contact", "nc1", "g1", 6), 0);
+  assert_int_equal(store_fp_put(f->s, "ghl", "g1", "{\"a\":1}", 6), 0);
+  assert_int_equal(store_kv_put(f->s, "cursor", "42"), 0);
+  assert_int_equal(store_commit(f->s), 0);
+
+  reopen(f);
+
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "p1", &e), 0);
+  assert_int_equal(e.status, EV_DONE);
+  assert_int_equal(e.attempts, 1);
+  assert_string_equal(e.result, "{\"id\":\"g1\"}");
+  store_event_free(&e);
+  assert_int_equal(status_of(f->s, "p2"), EV_PENDING);
+  int n = 0;
+  assert_int_equal(store_attempt_list(f->s, "p1", count_attempts_cb, &n), 0);
+  assert_int_equal(n, 1);
+  assert_str_owned(store_link_ghl(f->s, "contact", "nc1"), "g1");
+  assert_str_owned(store_link_nowcerts(f->s, "contact", "g1"), "nc1");
+  assert_str_owned(store_fp_get(f->s, "ghl", "g1"), "{\"a\":1}");
+  assert_str_owned(store_kv_get(f->s, "cursor"), "42");
+  put(f->s, "p1", 7, STORE_PUT_DUPLICATE); /* idempotency survives a restart */
+}
+
+static void test_uncommitted_batch_is_lost_on_close(void **state) {
+  struct fx *f = *state;
+  assert_int_equal(store_begin(f->s), 0);
+  put(f->s, "u1", 1, STORE_PUT_NEW);
+  reopen(f);
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "u1", &e), 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_status_names),
+      cmocka_unit_test_setup_teardown(test_open_creates_dirs_and_migrates_once, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_open_refuses_newer_schema, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_open_fails_on_unmakeable_dir, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_put_new_then_duplicate, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_put_null_optionals_and_bad_args, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_put_dead_is_requeued, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_put_dead_keeps_history_and_can_start_running, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_put_ttl_expiry_is_new, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_put_ttl_never_resets_running_and_zero_ttl_never_expires,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_claim_started_and_finish, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_claim_due_order_and_next_at, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_claim_due_inside_caller_txn, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_recover_running_and_requeue, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_list_and_counts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_attempts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_links, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fingerprints, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_errors_are_logged_with_sqlite_message, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_writable, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_writable_false_on_read_only_file, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_survives_reopen, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_uncommitted_batch_is_lost_on_close, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
