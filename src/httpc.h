@@ -1,6 +1,8 @@
 /* httpc: outbound HTTP on the event loop, libcurl's multi interface driven by
  * libevent (socket and timer callbacks, as in curl's hiperfifo example). No
- * call ever blocks the loop; each request ends in exactly one callback. */
+ * call ever blocks the loop; each request ends in exactly one callback.
+ * curl_global_init must be called once by the program (main) before
+ * httpc_new; httpc never touches curl's global state. */
 #ifndef NCGHL_HTTPC_H
 #define NCGHL_HTTPC_H
 
@@ -42,6 +44,9 @@ void httpc_free(struct httpc *h);
 /* Returns 0 when queued (cb will be called exactly once, never from inside
  * httpc_send), -1 if the request could not be set up. */
 int httpc_send(struct httpc *h, const struct httpc_request *req, httpc_cb cb, void *ud);
+/* Drops every request whose user data is ud, without calling back.
+ * Returns how many were dropped. */
+int httpc_cancel(struct httpc *h, const void *ud);
 /* Requests in flight. */
 int httpc_active(const struct httpc *h);
 

@@ -52,6 +52,7 @@ typedef void (*up_attempt_cb)(void *ud, const struct up_attempt *a);
 typedef void (*up_done_cb)(void *ud, const struct up_result *r);
 
 struct upstream *up_new(struct event_base *base, const struct config *cfg, struct httpc *http);
+/* Must run before httpc_free: calls in flight live in the httpc. */
 void up_free(struct upstream *u);
 /* Returns 0 when started (done is called exactly once, never from inside
  * up_start), -1 on bad arguments. on_attempt may be NULL. */

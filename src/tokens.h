@@ -1,0 +1,88 @@
+/* tokens: the bearer tokens ncghl sends upstream and their lifecycles, as a
+ * state machine with no I/O of its own: NowCerts' password login with
+ * rotating refresh tokens, GHL's static Private Integration token, or GHL's
+ * OAuth refresh. Time and the form POST are passed in, so every transition
+ * is unit-tested with a fake clock and a fake transport. At most one token
+ * request is in flight per instance; everyone who needs a token meanwhile
+ * waits for that one. Tokens live in memory only and are registered with
+ * the logger's redaction the moment they are known. */
+#ifndef NCGHL_TOKENS_H
+#define NCGHL_TOKENS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct tokens;
+
+enum tokens_kind {
+  TOKENS_NOWCERTS = 0, /* password login at <base>/token, refresh_token grant */
+  TOKENS_GHL_STATIC,   /* a fixed token (Private Integration token) */
+  TOKENS_GHL_OAUTH     /* refresh_token grant at <base>/oauth/token */
+};
+
+struct tokens_params {
+  enum tokens_kind kind;
+  const char *base_url;      /* NowCerts REST base ("/api" included) or GHL base */
+  const char *username;      /* NowCerts */
+  const char *password;      /* NowCerts */
+  const char *client_id;     /* GHL OAuth */
+  const char *client_secret; /* GHL OAuth */
+  const char *refresh_token; /* GHL OAuth: the configured (first) refresh token */
+  const char *static_token;  /* GHL static; with OAuth: an optional first access
+                              * token, used until it is refused */
+  double refresh_margin;     /* seconds before expiry to renew (NowCerts, OAuth) */
+};
+
+/* Called exactly once per request the transport accepted, never from inside
+ * post(). status 0 and error set: no answer. body is NUL-terminated. */
+typedef void (*tokens_reply_fn)(void *req_ud, int status, const char *body, size_t len,
+                                const char *error);
+
+/* The one piece of I/O the module needs: a form-encoded POST. post returns
+ * an opaque request handle (NULL if it could not be sent); cancel drops a
+ * request so that reply is never called. url and form are only valid
+ * during post. The form holds secrets: a transport must never log it. */
+struct tokens_io {
+  void *(*post)(void *io_ud, const char *url, const char *form, size_t form_len,
+                tokens_reply_fn reply, void *req_ud);
+  void (*cancel)(void *io_ud, void *request);
+  void *io_ud;
+};
+
+/* token is NULL on failure; then status is the token endpoint's HTTP status
+ * (0: no answer) and error one line without secrets. */
+typedef void (*tokens_cb)(void *ud, const char *token, int status, const char *error);
+
+/* NULL when a parameter the kind needs is missing or memory runs out.
+ * Registers the configured password, secret and tokens with the logger. */
+struct tokens *tokens_new(const struct tokens_params *p, const struct tokens_io *io);
+/* Cancels the request in flight and drops waiters without calling them. */
+void tokens_free(struct tokens *tk);
+
+/* The token to use at `now` without any I/O, or NULL when one must be
+ * fetched (none yet, inside the refresh margin, or refused by a 401). The
+ * string stays valid until the next call into this module. */
+const char *tokens_fresh(struct tokens *tk, double now);
+/* Waits for a token: joins the request in flight or starts one (refresh if
+ * possible, else login). cb is called exactly once, never from inside
+ * tokens_wait. Returns 0, or -1 when no request could be started (cb will
+ * not be called). */
+int tokens_wait(struct tokens *tk, double now, tokens_cb cb, void *ud);
+/* The upstream answered 401 to `token`. If it is still the current token it
+ * is dropped, so the next tokens_fresh returns NULL and tokens_wait renews
+ * it; if it was already replaced, nothing happens and the newer one is used.
+ * Returns true when a renewed token can be tried (false for a static token:
+ * a 401 there is final). */
+bool tokens_invalid(struct tokens *tk, const char *token);
+/* Whether this kind can renew tokens at all (false for a static token). */
+bool tokens_can_renew(const struct tokens *tk);
+/* NowCerts' userId from the last token response, NULL before the first. */
+const char *tokens_user_id(const struct tokens *tk);
+/* Token requests made so far (logins and refreshes). */
+long tokens_requests(const struct tokens *tk);
+
+/* application/x-www-form-urlencoded value encoding into out (NUL-terminated,
+ * at most outlen bytes). Returns the length, or -1 when out is too small. */
+long tokens_form_escape(const char *s, char *out, size_t outlen);
+
+#endif

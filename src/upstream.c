@@ -1,0 +1,602 @@
+/* upstream: one logical call to NowCerts or GHL (see upstream.h).
+ *
+ * A call is a small state machine driven by three kinds of event: a token
+ * arriving (tokens.c), an HTTP answer (httpc.c) and its own timer (a retry
+ * delay, a rate-limit pause, or a result waiting to be delivered outside
+ * up_start). Nothing here blocks: every wait is an evtimer or a callback.
+ *
+ *   attempt ─▶ token? ─(wait)─▶ rate limit? ─(timer)─▶ HTTP ─▶ classify
+ *      ▲                                                          │
+ *      └──── 401 once (fresh token) / retryable (backoff timer) ◀─┘
+ */
+#include "upstream.h"
+
+#include <event2/event.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "config.h"
+#include "httpc.h"
+#include "json.h"
+#include "log.h"
+#include "retry.h"
+#include "tokens.h"
+
+#define GHL_API_VERSION "2021-07-28"
+/* A Retry-After longer than this is not waited out inside one run: the call
+ * gives up (retryable) and the event goes to retry_wait, freeing its slot. */
+#define RETRY_AFTER_MAX 60.0
+#define GHL_RATE_WINDOW 10.0 /* seconds, GHL's burst window */
+#define ERROR_BODY_BYTES 300
+#define DEFAULT_TIMEOUT 30.0 /* seconds, when the config has none */
+#define RETRY_JITTER 0.1
+
+enum call_state { CS_IDLE = 0, CS_TOKEN, CS_TIMER, CS_HTTP };
+
+struct ucall {
+  struct upstream *u;
+  enum up_service svc;
+  char *method, *url, *body, *content_type;
+  size_t body_len;
+  up_attempt_cb on_attempt;
+  up_done_cb done;
+  void *ud;
+
+  enum call_state state;
+  struct event *timer;
+  char *token;       /* the token the attempt in flight carries (for a 401) */
+  int attempts;      /* HTTP attempts made */
+  int retries;       /* retries used, 401 retry excluded */
+  bool auth_retried; /* the one 401 retry is spent */
+  bool starting;     /* inside up_start: the result must wait for the loop */
+  bool finished;     /* the result is final; the timer delivers it */
+
+  bool ok, retryable;
+  int status;
+  struct buf resp; /* last response body */
+  char *error;
+
+  struct ucall *prev, *next;
+};
+
+struct upstream {
+  struct event_base *base;
+  const struct config *cfg;
+  struct httpc *http;
+  struct tokens *tk[2]; /* by enum up_service; NULL: not configured */
+  const char *missing[2]; /* why there are no tokens for that service */
+  char *base_url[2];
+  struct ratelimit ghl_rl;
+  struct retry_policy policy;
+  double timeout_s;
+  struct ucall *calls;
+  int active;
+  uint64_t rng;
+};
+
+/* A token request handed to httpc for tokens.c. */
+struct treq {
+  tokens_reply_fn reply;
+  void *req_ud;
+};
+
+const char *up_service_name(enum up_service s) {
+  return s == UP_GHL ? "ghl" : s == UP_NOWCERTS ? "nowcerts" : "?";
+}
+
+int up_service_parse(const char *name) {
+  if (!name)
+    return -1;
+  if (strcmp(name, "nowcerts") == 0)
+    return UP_NOWCERTS;
+  if (strcmp(name, "ghl") == 0)
+    return UP_GHL;
+  return -1;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* xorshift64*: jitter only needs to spread retries apart, not be secret. */
+static double rand01(struct upstream *u) {
+  u->rng ^= u->rng >> 12;
+  u->rng ^= u->rng << 25;
+  u->rng ^= u->rng >> 27;
+  return (double)((u->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+}
+
+static bool set(const char *s) { return s && *s; }
+
+/* ---- the token transport ---------------------------------------------------- */
+
+static void on_token_http(void *ud, const struct httpc_response *resp) {
+  struct treq *t = ud;
+  tokens_reply_fn reply = t->reply;
+  void *req_ud = t->req_ud;
+  free(t);
+  const char *err = resp->error;
+  if (resp->status == 0 && resp->timed_out)
+    err = "timed out";
+  reply(req_ud, resp->status, resp->body, resp->body_len, err);
+}
+
+static void *token_post(void *io_ud, const char *url, const char *form, size_t form_len,
+                        tokens_reply_fn reply, void *req_ud) {
+  struct upstream *u = io_ud;
+  struct treq *t = malloc(sizeof *t);
+  if (!t)
+    return NULL;
+  t->reply = reply;
+  t->req_ud = req_ud;
+  static const char *const headers[] = {"Content-Type: application/x-www-form-urlencoded",
+                                        "Accept: application/json", NULL};
+  struct httpc_request req = {.method = "POST", .url = url, .headers = headers, .body = form,
+                              .body_len = form_len, .timeout_ms = (long)(u->timeout_s * 1000)};
+  if (httpc_send(u->http, &req, on_token_http, t) != 0) {
+    free(t);
+    return NULL;
+  }
+  return t;
+}
+
+static void token_cancel(void *io_ud, void *request) {
+  struct upstream *u = io_ud;
+  httpc_cancel(u->http, request);
+  free(request);
+}
+
+/* ---- construction ---------------------------------------------------------- */
+
+static char *join_base(const char *base) {
+  size_t n = strlen(base);
+  while (n > 0 && base[n - 1] == '/')
+    n--;
+  char *s = malloc(n + 1);
+  if (s) {
+    memcpy(s, base, n);
+    s[n] = '\0';
+  }
+  return s;
+}
+
+struct upstream *up_new(struct event_base *base, const struct config *cfg, struct httpc *http) {
+  if (!base || !cfg || !http)
+    return NULL;
+  struct upstream *u = calloc(1, sizeof *u);
+  if (!u)
+    return NULL;
+  u->base = base;
+  u->cfg = cfg;
+  u->http = http;
+  u->timeout_s = cfg->upstream_timeout > 0 ? cfg->upstream_timeout : DEFAULT_TIMEOUT;
+  u->policy.max_retries = cfg->max_retries > 0 ? cfg->max_retries : 0;
+  u->policy.initial_delay = cfg->retry_initial_delay >= 0 ? cfg->retry_initial_delay : 0;
+  u->policy.factor = cfg->retry_backoff_factor > 0 ? cfg->retry_backoff_factor : 1;
+  u->policy.jitter = RETRY_JITTER;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  u->rng = ((uint64_t)ts.tv_sec * 1000000007ULL) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)u;
+  if (!u->rng)
+    u->rng = 0x9E3779B97F4A7C15ULL;
+
+  u->base_url[UP_NOWCERTS] = join_base(set(cfg->nowcerts_base_url) ? cfg->nowcerts_base_url : "");
+  u->base_url[UP_GHL] = join_base(set(cfg->ghl_base_url) ? cfg->ghl_base_url : "");
+  if (!u->base_url[UP_NOWCERTS] || !u->base_url[UP_GHL] ||
+      ratelimit_init(&u->ghl_rl, cfg->ghl_rate_limit, GHL_RATE_WINDOW) != 0) {
+    up_free(u);
+    return NULL;
+  }
+
+  struct tokens_io io = {.post = token_post, .cancel = token_cancel, .io_ud = u};
+  if (set(cfg->nowcerts_username) && set(cfg->nowcerts_password) && set(cfg->nowcerts_base_url)) {
+    struct tokens_params p = {.kind = TOKENS_NOWCERTS,
+                              .base_url = cfg->nowcerts_base_url,
+                              .username = cfg->nowcerts_username,
+                              .password = cfg->nowcerts_password,
+                              .refresh_margin = cfg->token_refresh_margin};
+    if (!(u->tk[UP_NOWCERTS] = tokens_new(&p, &io))) {
+      up_free(u);
+      return NULL;
+    }
+  } else {
+    u->missing[UP_NOWCERTS] =
+        "NowCerts credentials not configured (NOWCERTS_USERNAME, NOWCERTS_PASSWORD)";
+  }
+  if (set(cfg->ghl_client_id) && set(cfg->ghl_client_secret) && set(cfg->ghl_refresh_token) &&
+      set(cfg->ghl_base_url)) {
+    struct tokens_params p = {.kind = TOKENS_GHL_OAUTH,
+                              .base_url = cfg->ghl_base_url,
+                              .client_id = cfg->ghl_client_id,
+                              .client_secret = cfg->ghl_client_secret,
+                              .refresh_token = cfg->ghl_refresh_token,
+                              .static_token = cfg->ghl_api_key,
+                              .refresh_margin = cfg->token_refresh_margin};
+    u->tk[UP_GHL] = tokens_new(&p, &io);
+  } else if (set(cfg->ghl_api_key)) {
+    struct tokens_params p = {.kind = TOKENS_GHL_STATIC, .static_token = cfg->ghl_api_key};
+    u->tk[UP_GHL] = tokens_new(&p, &io);
+  } else {
+    u->missing[UP_GHL] = "GHL token not configured (GHL_API_KEY)";
+  }
+  if (!u->tk[UP_GHL] && !u->missing[UP_GHL]) {
+    up_free(u);
+    return NULL;
+  }
+  return u;
+}
+
+static void call_free(struct ucall *c) {
+  if (c->timer)
+    event_free(c->timer);
+  free(c->method);
+  free(c->url);
+  if (c->body)
+    memset(c->body, 0, c->body_len);
+  free(c->body);
+  free(c->content_type);
+  free(c->token);
+  buf_free(&c->resp);
+  free(c->error);
+  free(c);
+}
+
+void up_free(struct upstream *u) {
+  if (!u)
+    return;
+  /* Tokens first: their waiters point at calls, their requests at httpc. */
+  for (int i = 0; i < 2; i++) {
+    tokens_free(u->tk[i]);
+    u->tk[i] = NULL;
+  }
+  struct ucall *c;
+  while ((c = u->calls) != NULL) {
+    u->calls = c->next;
+    if (c->state == CS_HTTP)
+      httpc_cancel(u->http, c);
+    call_free(c);
+  }
+  u->active = 0;
+  ratelimit_free(&u->ghl_rl);
+  free(u->base_url[0]);
+  free(u->base_url[1]);
+  free(u);
+}
+
+const char *up_nowcerts_user_id(const struct upstream *u) {
+  return u && u->tk[UP_NOWCERTS] ? tokens_user_id(u->tk[UP_NOWCERTS]) : NULL;
+}
+
+int up_active(const struct upstream *u) { return u ? u->active : 0; }
+
+/* ---- one call --------------------------------------------------------------- */
+
+static void attempt(struct ucall *c);
+
+static void deliver(struct ucall *c) {
+  struct upstream *u = c->u;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    u->calls = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  u->active--;
+  struct up_result r = {
+      .ok = c->ok,
+      .retryable = !c->ok && c->retryable,
+      .status = c->status,
+      .body = c->resp.p ? c->resp.p : "",
+      .body_len = c->resp.len,
+      .error = c->ok ? NULL : (c->error ? c->error : "failed"),
+      .attempts = c->attempts,
+  };
+  /* c is unlinked: the callback may start calls or even free u. */
+  c->done(c->ud, &r);
+  call_free(c);
+}
+
+static void arm(struct ucall *c, double seconds) {
+  if (seconds < 0)
+    seconds = 0;
+  struct timeval tv;
+  tv.tv_sec = (time_t)seconds;
+  tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+  c->state = CS_TIMER;
+  evtimer_add(c->timer, &tv);
+}
+
+static void finish(struct ucall *c) {
+  c->finished = true;
+  c->state = CS_IDLE;
+  if (c->starting)
+    arm(c, 0); /* up_start promised never to call back from inside */
+  else
+    deliver(c);
+}
+
+static void set_error(struct ucall *c, const char *msg) {
+  free(c->error);
+  c->error = msg ? strdup(msg) : NULL;
+}
+
+/* A failed attempt (or token request): retry when allowed, else the end. */
+static void after_failure(struct ucall *c, double retry_after) {
+  struct upstream *u = c->u;
+  if (c->retryable && retry_after > RETRY_AFTER_MAX)
+    log_warn("upstream: %s %s %s: Retry-After %.0f s is too long to wait in this run",
+             up_service_name(c->svc), c->method, c->url, retry_after);
+  if (c->retryable && retry_after <= RETRY_AFTER_MAX && c->retries < u->policy.max_retries) {
+    double d = retry_delay(&u->policy, c->retries, retry_after, rand01(u));
+    c->retries++;
+    log_warn("upstream: %s %s %s: status %d; retry %d/%d in %.2f s", up_service_name(c->svc),
+             c->method, c->url, c->status, c->retries, u->policy.max_retries, d);
+    arm(c, d);
+    return;
+  }
+  finish(c);
+}
+
+static void on_call_timer(evutil_socket_t fd, short what, void *arg) {
+  struct ucall *c = arg;
+  c->state = CS_IDLE;
+  if (c->finished)
+    deliver(c);
+  else
+    attempt(c);
+}
+
+/* Makes s one line: control bytes (a body's newlines) become spaces. */
+static void one_line(char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 || *s == 0x7f)
+      *s = ' ';
+}
+
+static bool contains(const char *hay, size_t len, const char *needle) {
+  size_t n = strlen(needle);
+  for (size_t i = 0; i + n <= len; i++)
+    if (hay[i] == needle[0] && memcmp(hay + i, needle, n) == 0)
+      return true;
+  return false;
+}
+
+/* NowCerts answers many failures with HTTP 200 and {"status":0,"message"}.
+ * Returns true (and the message) for such a body. */
+static bool nowcerts_status0(const char *body, size_t len, char *msg, size_t msglen) {
+  const char *p = body;
+  while (p < body + len && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+    p++;
+  /* Only objects can carry it; skip parsing anything that cannot. */
+  if (p == body + len || *p != '{' || !contains(body, len, "\"status\""))
+    return false;
+  char err[64];
+  struct json *root = json_parse(body, len, err, sizeof err);
+  if (!root)
+    return false;
+  const struct json *st = json_get(root, "status");
+  bool failed = st && json_type(st) == JSON_NUMBER && json_num(st) == 0;
+  if (failed) {
+    const char *m = json_str(json_get(root, "message"));
+    snprintf(msg, msglen, "%s", m ? m : "");
+  }
+  json_free(root);
+  return failed;
+}
+
+static void on_http(void *ud, const struct httpc_response *resp) {
+  struct ucall *c = ud;
+  struct upstream *u = c->u;
+  c->state = CS_IDLE;
+  c->attempts++;
+  c->status = resp->status;
+  buf_reset(&c->resp);
+  if (resp->body_len && buf_append(&c->resp, resp->body, resp->body_len) != 0)
+    log_warn("upstream: out of memory keeping a response body");
+
+  if (c->svc == UP_GHL) {
+    double now = now_s();
+    ratelimit_observe(&u->ghl_rl, resp->ratelimit_remaining, resp->ratelimit_interval_ms, now);
+    /* A 429 holds back every GHL call, not just this one. */
+    if (resp->status == 429)
+      ratelimit_observe(&u->ghl_rl, 0,
+                        resp->retry_after > 0 ? (long)(resp->retry_after * 1000) : -1, now);
+  }
+
+  char msg[ERROR_BODY_BYTES + 96];
+  c->ok = false;
+  if (resp->status == 0) {
+    if (resp->timed_out)
+      snprintf(msg, sizeof msg, "timeout after %g s", u->timeout_s);
+    else
+      snprintf(msg, sizeof msg, "connection error: %s", resp->error ? resp->error : "no answer");
+    c->retryable = true;
+  } else if (resp->status >= 200 && resp->status < 300) {
+    char m[ERROR_BODY_BYTES + 1];
+    if (c->svc == UP_NOWCERTS && nowcerts_status0(resp->body, resp->body_len, m, sizeof m)) {
+      snprintf(msg, sizeof msg, "status 0: %s", m);
+      c->retryable = false;
+    } else {
+      c->ok = true;
+    }
+  } else {
+    int n = resp->body_len > ERROR_BODY_BYTES ? ERROR_BODY_BYTES : (int)resp->body_len;
+    snprintf(msg, sizeof msg, "HTTP %d: %.*s", resp->status, n, resp->body);
+    c->retryable = retry_is_retryable(resp->status);
+  }
+  if (!c->ok)
+    one_line(msg);
+  set_error(c, c->ok ? NULL : msg);
+
+  if (c->on_attempt) {
+    struct up_attempt a = {.service = c->svc, .method = c->method, .url = c->url,
+                           .status = resp->status, .error = c->error,
+                           .duration_ms = resp->duration_ms};
+    c->on_attempt(c->ud, &a);
+  }
+  log_debug("upstream: %s %s %s -> %d (%.1f ms)", up_service_name(c->svc), c->method, c->url,
+            resp->status, resp->duration_ms);
+
+  if (c->ok) {
+    finish(c);
+    return;
+  }
+  struct tokens *tk = u->tk[c->svc];
+  if (resp->status == 401 && !c->auth_retried && tk && tokens_invalid(tk, c->token)) {
+    /* The token may have expired early or been revoked: renew once and
+     * try again, outside the retry budget (the call itself is not at fault). */
+    c->auth_retried = true;
+    log_info("upstream: %s answered 401; renewing the token and retrying once",
+             up_service_name(c->svc));
+    attempt(c);
+    return;
+  }
+  after_failure(c, resp->retry_after);
+}
+
+static void send_with(struct ucall *c, const char *token) {
+  struct upstream *u = c->u;
+  if (c->svc == UP_GHL) {
+    double wait = ratelimit_take(&u->ghl_rl, now_s());
+    if (wait > 0) {
+      log_debug("upstream: ghl rate limit: %s %s waits %.2f s", c->method, c->url, wait);
+      arm(c, wait);
+      return;
+    }
+  }
+  char *tok = strdup(token);
+  size_t alen = strlen(token) + sizeof "Authorization: Bearer ";
+  char *auth = malloc(alen);
+  char ctype[160];
+  const char *headers[6];
+  int n = 0;
+  if (!tok || !auth) {
+    free(tok);
+    free(auth);
+    c->status = 0;
+    c->retryable = true;
+    set_error(c, "connection error: out of memory");
+    after_failure(c, -1);
+    return;
+  }
+  free(c->token);
+  c->token = tok;
+  snprintf(auth, alen, "Authorization: Bearer %s", token);
+  headers[n++] = auth;
+  headers[n++] = "Accept: application/json";
+  if (c->svc == UP_GHL)
+    headers[n++] = "Version: " GHL_API_VERSION;
+  if (c->body) {
+    snprintf(ctype, sizeof ctype, "Content-Type: %s",
+             c->content_type ? c->content_type : "application/json");
+    headers[n++] = ctype;
+  }
+  headers[n] = NULL;
+  struct httpc_request req = {.method = c->method, .url = c->url, .headers = headers,
+                              .body = c->body, .body_len = c->body_len,
+                              .timeout_ms = (long)(u->timeout_s * 1000)};
+  int rc = httpc_send(u->http, &req, on_http, c);
+  memset(auth, 0, alen);
+  free(auth);
+  if (rc != 0) {
+    c->status = 0;
+    c->retryable = true;
+    set_error(c, "connection error: request could not be queued");
+    after_failure(c, -1);
+    return;
+  }
+  c->state = CS_HTTP;
+}
+
+static void on_token(void *ud, const char *token, int status, const char *error) {
+  struct ucall *c = ud;
+  c->state = CS_IDLE;
+  if (token) {
+    send_with(c, token);
+    return;
+  }
+  /* Not an HTTP attempt of this call, but its failure is the call's. */
+  c->status = status;
+  c->retryable = retry_is_retryable(status);
+  set_error(c, error ? error : "token request failed");
+  after_failure(c, -1);
+}
+
+static void attempt(struct ucall *c) {
+  struct upstream *u = c->u;
+  struct tokens *tk = u->tk[c->svc];
+  if (!tk) {
+    c->status = 0;
+    c->retryable = false;
+    set_error(c, u->missing[c->svc] ? u->missing[c->svc] : "no credentials");
+    finish(c);
+    return;
+  }
+  double now = now_s();
+  const char *token = tokens_fresh(tk, now);
+  if (token) {
+    send_with(c, token);
+    return;
+  }
+  if (tokens_wait(tk, now, on_token, c) == 0) {
+    c->state = CS_TOKEN;
+    return;
+  }
+  c->status = 0;
+  c->retryable = true;
+  set_error(c, "token request: could not be sent");
+  after_failure(c, -1);
+}
+
+int up_start(struct upstream *u, const struct up_call *call, up_attempt_cb on_attempt,
+             up_done_cb done, void *ud) {
+  if (!u || !call || !done || !call->method || !*call->method || !call->path ||
+      call->path[0] != '/' || (call->service != UP_NOWCERTS && call->service != UP_GHL))
+    return -1;
+  struct ucall *c = calloc(1, sizeof *c);
+  if (!c)
+    return -1;
+  c->u = u;
+  c->svc = call->service;
+  c->on_attempt = on_attempt;
+  c->done = done;
+  c->ud = ud;
+  buf_init(&c->resp, 0);
+  const char *base = u->base_url[c->svc];
+  size_t ul = strlen(base) + strlen(call->path) + 1;
+  c->url = malloc(ul);
+  if (c->url)
+    snprintf(c->url, ul, "%s%s", base, call->path);
+  c->method = strdup(call->method);
+  if (call->body) {
+    c->body = malloc(call->body_len + 1);
+    if (c->body) {
+      memcpy(c->body, call->body, call->body_len);
+      c->body[call->body_len] = '\0';
+    }
+    c->body_len = call->body_len;
+  }
+  if (call->content_type)
+    c->content_type = strdup(call->content_type);
+  c->timer = evtimer_new(u->base, on_call_timer, c);
+  if (!c->url || !c->method || (call->body && !c->body) ||
+      (call->content_type && !c->content_type) || !c->timer) {
+    call_free(c);
+    return -1;
+  }
+  c->next = u->calls;
+  if (u->calls)
+    u->calls->prev = c;
+  u->calls = c;
+  u->active++;
+  c->starting = true;
+  attempt(c);
+  c->starting = false;
+  return 0;
+}
