@@ -1,0 +1,463 @@
+#!/usr/bin/env python3
+"""Self-test of fake_upstreams.py: starts the fakes on free ports and checks
+the behaviour ncghl's tests rely on, one line per check, then a closing line
+"N passed, N failed". Exits 1 if any check failed. Standard library only."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from urllib.parse import urlencode
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKES = os.path.join(HERE, "fake_upstreams.py")
+RATE_LIMIT = 40
+USER, PASSWORD, GHL_TOKEN, LOCATION = "agent@example.com", "s3cret", "pit-test-token", "LOC123"
+GHL_HEADERS = {"Authorization": "Bearer " + GHL_TOKEN, "Version": "2021-07-28"}
+
+
+class Response:
+    def __init__(self, status, headers, raw):
+        self.status = status
+        self.headers = headers
+        self.raw = raw
+        try:
+            self.json = json.loads(raw) if raw else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return f"<{self.status} {self.raw[:300]!r}>"
+
+
+def call(port, method, path, body=None, headers=None, form=None, timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    hdrs = dict(headers or {})
+    data = None
+    if form is not None:
+        data = form.encode()
+        hdrs.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    elif body is not None:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        data = data.encode() if isinstance(data, str) else data
+        hdrs.setdefault("Content-Type", "application/json")
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode())
+    finally:
+        conn.close()
+
+
+class Checker:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name, fn):
+        try:
+            fn()
+        except AssertionError as e:
+            self.failed += 1
+            print(f"FAIL {name}: {e}", flush=True)
+        except Exception as e:  # a crash in a check is a failure too
+            self.failed += 1
+            print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+        else:
+            self.passed += 1
+            print(f"ok   {name}", flush=True)
+
+
+def expect(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def start_fakes():
+    proc = subprocess.Popen(
+        [sys.executable, FAKES, "--nowcerts-port", "0", "--ghl-port", "0", "--quiet",
+         "--nowcerts-user", USER, "--nowcerts-pass", PASSWORD, "--ghl-token", GHL_TOKEN,
+         "--ghl-rate-limit", str(RATE_LIMIT), "--ghl-rate-window", "600"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    m = re.fullmatch(r"READY nowcerts=(\d+) ghl=(\d+)\n", line)
+    if not m:
+        proc.kill()
+        raise SystemExit(f"fakes did not start: {line!r} {proc.stderr.read()!r}")
+    return proc, int(m.group(1)), int(m.group(2))
+
+
+def main():
+    proc, nc, ghl = start_fakes()
+    c = Checker()
+    state = {}
+
+    def login(username=USER, password=PASSWORD, client_id="ngAuthApp"):
+        return call(nc, "POST", "/api/token", form=urlencode(
+            {"grant_type": "password", "username": username, "password": password, "client_id": client_id}))
+
+    def refresh(token):
+        return call(nc, "POST", "/api/token", form=urlencode(
+            {"grant_type": "refresh_token", "refresh_token": token, "client_id": "ngAuthApp"}))
+
+    def nc_auth():
+        return {"Authorization": "Bearer " + state["access"]}
+
+    def nc_get(path, params):
+        return call(nc, "GET", path + "?" + urlencode(params), headers=nc_auth())
+
+    def nc_post(path, body):
+        return call(nc, "POST", path, body=body, headers=nc_auth())
+
+    def ghl_call(method, path, body=None, headers=GHL_HEADERS):
+        return call(ghl, method, path, body=body, headers=headers)
+
+    # ---- NowCerts: tokens ---------------------------------------------------
+    def t_login():
+        r = login()
+        expect(r.status == 200, f"login answered {r}")
+        b = r.json
+        expect(b["token_type"] == "bearer" and b["expires_in"] == 3600, f"token fields {b}")
+        expect(re.fullmatch(r"[0-9a-f]{32}", b["refresh_token"]), "refresh_token is not 32 hex")
+        expect(b["as:client_id"] == "ngAuthApp" and b["userName"] == USER, "client id / userName")
+        expect(re.fullmatch(r"[0-9a-f-]{36}", b["userId"]), "userId is not a lowercase guid")
+        expect(login().json["userId"] == b["userId"], "userId is not fixed per username")
+        expect(b[".expires"].endswith("GMT") and "agencyId" in b, "RFC1123 .expires / agencyId")
+        state.update(access=b["access_token"], refresh=b["refresh_token"], user_id=b["userId"])
+    c.check("nowcerts: password login returns the documented token fields", t_login)
+
+    def t_login_errors():
+        r = login(client_id="other")
+        expect(r.status == 400 and r.json == {"error": "invalid_client",
+                                              "error_description": "Client id is not set."}, f"{r}")
+        r = login(password="wrong")
+        expect(r.status == 400 and r.json["error"] == "invalid_grant"
+               and r.json["error_description"] == "The user name or password is incorrect.", f"{r}")
+        # The form is parsed whatever the Content-Type says.
+        r = call(nc, "POST", "/api/token", body=urlencode({"grant_type": "password", "username": USER,
+                                                          "password": PASSWORD, "client_id": "ngAuthApp"}),
+                 headers={"Content-Type": "application/json"})
+        expect(r.status == 200, f"form sent as application/json refused: {r}")
+    c.check("nowcerts: bad client_id and bad credentials are 400 OAuth errors", t_login_errors)
+
+    def t_rotation():
+        first = state["refresh"]
+        r = refresh(first)
+        expect(r.status == 200, f"refresh answered {r}")
+        second = r.json["refresh_token"]
+        expect(second != first, "refresh token did not rotate")
+        r = refresh(first)
+        expect(r.status == 400 and r.json == {"error": "invalid_grant",
+                                              "error_description": "invalid refresh token"}, f"old token: {r}")
+        r = refresh(second)
+        expect(r.status == 200, f"latest refresh token refused: {r}")
+        state.update(access=r.json["access_token"], refresh=r.json["refresh_token"])
+    c.check("nowcerts: refresh tokens rotate; only the latest works", t_rotation)
+
+    def t_bearer():
+        r = call(nc, "GET", "/api/InsuredDetailList")
+        expect(r.status == 401 and r.json == {"Message": "Authorization has been denied for this request."}, f"{r}")
+        r = call(nc, "GET", "/api/InsuredDetailList", headers={"Authorization": "bearer " + state["access"]})
+        expect(r.status == 200, f"lowercase bearer scheme refused: {r}")
+        r = call(nc, "GET", "/api/InsuredDetailList", headers={"Authorization": "Bearer nope"})
+        expect(r.status == 401, f"unknown token accepted: {r}")
+    c.check("nowcerts: API routes need a live Bearer token (scheme in any case)", t_bearer)
+
+    def t_revoke():
+        expect(call(nc, "POST", "/_revoke").status == 200, "/_revoke failed")
+        r = call(nc, "GET", "/api/InsuredDetailList", headers=nc_auth())
+        expect(r.status == 401, f"revoked token still works: {r}")
+        r = refresh(state["refresh"])
+        expect(r.status == 200, f"refresh after revoke failed: {r}")
+        state.update(access=r.json["access_token"], refresh=r.json["refresh_token"])
+        expect(nc_get("/api/InsuredDetailList", {}).status == 200, "new token refused")
+    c.check("nowcerts: /_revoke kills access tokens, refresh still works", t_revoke)
+
+    # ---- NowCerts: insureds ----------------------------------------------------
+    def t_overwrite():
+        a = nc_post("/api/Insured/Insert", {"firstName": "Jane", "lastName": "Doe", "type": 1,
+                                            "insuredType": 1, "active": True, "eMail": "jane@one.com"})
+        expect(a.status == 200 and a.json["status"] == 1, f"create: {a}")
+        expect(a.json["message"] == "Insured 'Doe, Jane' has been imported", f"create message: {a.json}")
+        b = nc_post("/api/Insured/Insert", {"firstName": "JANE", "lastName": "doe", "type": 0,
+                                            "insuredType": 1, "active": True, "eMail": "other@two.com"})
+        expect(b.json["insuredDatabaseId"] == a.json["insuredDatabaseId"], "same name did not match")
+        expect("exists in database and has been overridden." in b.json["message"], f"message: {b.json}")
+        rows = json.loads(call(nc, "GET", "/_records/insureds").raw)
+        expect(len(rows) == 1, f"{len(rows)} insureds, want 1")
+        row = rows[0]
+        expect(row["eMail"] == "other@two.com" and row["type"] == "Insured"
+               and row["insuredType"] == "Personal", f"record not overwritten / enums not names: {row}")
+        expect(row["changeDate"].endswith("Z") and row["lastChangeUserId"] == state["user_id"], f"{row}")
+        state["jane"] = a.json["insuredDatabaseId"]
+    c.check("nowcerts: Insured/Insert overwrites a same-name record", t_overwrite)
+
+    def t_status0():
+        r = nc_post("/api/Insured/Insert", {"eMail": "x@y.com", "type": 1})
+        expect(r.status == 200 and r.json == {"status": 0, "message":
+               "At least CommercialName or FirstName and LastName or Id should be entered"}, f"{r}")
+        r = nc_post("/api/Insured/Insert", {"insured": {"firstName": "A", "lastName": "B"}})
+        expect(r.json["status"] == 0, f"wrapped body accepted: {r}")
+        r = nc_post("/api/Insured/Insert", {"databaseId": "11111111-2222-3333-4444-555555555555",
+                                            "firstName": "Jane", "lastName": "Doe"})
+        expect(r.status == 200 and r.json == {"status": 0, "message": "Insured not found"}, f"{r}")
+        r = nc_post("/api/Insured/Insert", b"{not json")
+        expect(r.status == 400 and "Message" in r.json, f"non-JSON body: {r}")
+    c.check("nowcerts: failures are HTTP 200 with status 0", t_status0)
+
+    def t_only_insert():
+        r = nc_post("/api/Insured/OnlyInsertInsured", {"firstName": "Jane", "lastName": "Doe", "type": 1,
+                                                       "insuredType": 1, "active": True,
+                                                       "eMail": "o'brien@three.com"})
+        expect(r.json["status"] == 1 and r.json["insuredDatabaseId"] != state["jane"], f"{r}")
+        state["jane2"] = r.json["insuredDatabaseId"]
+        expect(len(json.loads(call(nc, "GET", "/_records/insureds").raw)) == 2, "no second record")
+    c.check("nowcerts: Insured/OnlyInsertInsured always creates", t_only_insert)
+
+    def t_odata_filter():
+        r = nc_get("/api/InsuredDetailList", {"$filter": "eMail eq 'O''BRIEN@three.com'", "$count": "true"})
+        expect(r.status == 200 and r.json["@odata.count"] == 1
+               and r.json["value"][0]["id"] == state["jane2"], f"email filter: {r}")
+        expect(r.json["@odata.context"].endswith("/api/$metadata#InsuredDetailList"), "context")
+        r = nc_get("/api/InsuredDetailList", {"$filter": "tolower(eMail) eq 'other@two.com'"})
+        expect([x["id"] for x in r.json["value"]] == [state["jane"]], f"tolower: {r}")
+        expect("@odata.count" not in r.json, "count without $count=true")
+        r = nc_get("/api/InsuredDetailList", {"$filter": f"id eq {state['jane']}"})
+        expect(len(r.json["value"]) == 1, f"id eq guid: {r}")
+        r = nc_get("/api/InsuredDetailList", {"$filter": f"id eq '{state['jane']}'"})
+        expect(r.status == 400 and r.json["Message"].startswith(
+            "The query specified in the URI is not valid."), f"quoted guid accepted: {r}")
+        r = nc_get("/api/InsuredDetailList", {"$filter": "eMail eq"})
+        expect(r.status == 400, f"bad filter: {r}")
+        r = nc_get("/api/InsuredDetailList", {"$filter": "changeDate ge 2000-01-01T00:00:00Z and "
+                                                         "changeDate lt 2999-01-01T00:00:00Z"})
+        expect(len(r.json["value"]) == 2, f"changeDate window: {r}")
+        r = nc_get("/api/InsuredDetailList", {"$filter": "changeDate gt 2999-01-01T00:00:00Z"})
+        expect(r.json["value"] == [], f"future changeDate: {r}")
+    c.check("nowcerts: OData $filter (eq, tolower, guid, changeDate, errors)", t_odata_filter)
+
+    def t_odata_paging():
+        for i, minute in enumerate((5, 1, 3, 1)):
+            call(nc, "POST", "/_records/insureds", body={
+                "id": f"00000000-0000-0000-0000-00000000000{i}", "commercialName": f"Seed {i}",
+                "changeDate": f"2024-05-01T10:0{minute}:00Z"})
+        base = {"$filter": "changeDate ge 2024-05-01T10:00:00Z and changeDate le 2024-05-01T10:10:00Z",
+                "$orderby": "changeDate asc, id asc", "$count": "true", "$top": "2"}
+        p1 = nc_get("/api/InsuredDetailList", dict(base, **{"$skip": "0"})).json
+        p2 = nc_get("/api/InsuredDetailList", dict(base, **{"$skip": "2"})).json
+        ids = [x["id"][-1] for x in p1["value"] + p2["value"]]
+        expect(p1["@odata.count"] == 4 and ids == ["1", "3", "2", "0"], f"order/paging: {ids} {p1}")
+        r = nc_get("/api/InsuredDetailList", {"$top": "-1"})
+        expect(r.status == 400, f"$top=-1 accepted: {r}")
+    c.check("nowcerts: OData $orderby/$top/$skip/$count paging", t_odata_paging)
+
+    def t_policies():
+        r = nc_post("/api/Policy/Insert", {"insuredDatabaseId": state["jane"], "number": "POL-1",
+                                           "effectiveDate": "2024-01-01T00:00:00Z",
+                                           "expirationDate": "2025-01-01T00:00:00Z",
+                                           "lineOfBusinessName": "Auto", "carrierName": "Acme", "premium": 1200.5})
+        expect(r.json["status"] == 1 and r.json["insuredDatabaseId"] == state["jane"], f"{r}")
+        pid = r.json["policiesOrQuotes"][0]["policyOrQuoteId"]
+        r = nc_post("/api/Quote/Insert", {"insuredFirstName": "jane", "insuredLastName": "doe",
+                                          "number": "POL-1", "lineOfBusinessName": "Home", "premium": 50})
+        expect(r.json["status"] == 1 and r.json["policiesOrQuotes"][0]["isQuote"] is True, f"quote: {r}")
+        r = nc_post("/api/Policy/Insert", {"insuredDatabaseId": state["jane"], "number": "pol-1", "premium": 99})
+        expect(r.json["policiesOrQuotes"][0]["policyOrQuoteId"] == pid, f"number upsert: {r}")
+        r = nc_get("/api/PolicyDetailList", {"$filter": f"insuredDatabaseId eq {state['jane']} and isQuote eq false"})
+        rows = r.json["value"]
+        expect(len(rows) == 1 and rows[0]["id"] == rows[0]["databaseId"] == pid, f"{r}")
+        expect(rows[0]["totalPremium"] == 99 and rows[0]["lineOfBusinesses"] == [{"lineOfBusinessName": "Auto"}]
+               and rows[0]["insuredEmail"] == "other@two.com", f"read-back: {rows[0]}")
+        r = nc_get("/api/PolicyDetailList", {"$filter": "isQuote eq true and number eq 'POL-1'"})
+        expect(len(r.json["value"]) == 1, f"quote filter: {r}")
+        r = nc_post("/api/Policy/Insert", {"insuredDatabaseId": state["jane"]})
+        expect(r.status == 200 and r.json == {"status": 0, "message": "Policy number is required"}, f"{r}")
+    c.check("nowcerts: Policy/Quote Insert upsert and PolicyDetailList", t_policies)
+
+    # ---- GHL ------------------------------------------------------------------
+    call(ghl, "POST", "/_reset")
+
+    def t_ghl_headers():
+        r = ghl_call("GET", "/contacts/abc", headers={"Version": "2021-07-28"})
+        expect(r.status == 401 and r.json == {"statusCode": 401, "message": "Invalid token: access token is invalid",
+                                              "error": "Unauthorized"}, f"no token: {r}")
+        r = ghl_call("GET", "/contacts/abc", headers={"Authorization": "Bearer wrong", "Version": "2021-07-28"})
+        expect(r.status == 401, f"wrong token accepted: {r}")
+        r = ghl_call("GET", "/contacts/abc", headers={"Authorization": "Bearer " + GHL_TOKEN})
+        expect(r.status == 400 and r.json == {"statusCode": 400,
+                                              "message": "Version header is missing or invalid"}, f"{r}")
+        r = ghl_call("GET", "/contacts/abc", headers=dict(GHL_HEADERS, Version="2021-04-15"))
+        expect(r.status == 400, f"wrong Version accepted: {r}")
+        r = ghl_call("GET", "/nope")
+        expect(r.status == 404 and r.json["statusCode"] == 404, f"unknown route: {r}")
+    c.check("ghl: Bearer and Version headers are checked", t_ghl_headers)
+
+    def t_ghl_contacts():
+        r = ghl_call("POST", "/contacts/", {"locationId": LOCATION, "firstName": "Jane", "lastName": "Doe",
+                                            "email": "Jane@Example.com", "phone": "(555) 123-4567",
+                                            "tags": ["a", "b"], "companyName": "Doe LLC"})
+        expect(r.status == 201 and len(r.json["contact"]["id"]) == 20, f"create: {r}")
+        cid = r.json["contact"]["id"]
+        state["cid"] = cid
+        r = ghl_call("POST", "/contacts/", {"firstName": "NoLoc"})
+        expect(r.status == 422 and isinstance(r.json["message"], list), f"missing locationId: {r}")
+        r = ghl_call("POST", "/contacts/", {"locationId": LOCATION, "additionalEmails": []})
+        expect(r.status == 422 and "property additionalEmails should not exist" in r.json["message"], f"{r}")
+        r = ghl_call("PUT", f"/contacts/{cid}", {"gender": "female"})
+        expect(r.status == 422 and r.json == {"statusCode": 422, "message": ["property gender should not exist"],
+                                              "error": "Unprocessable Entity"}, f"gender on update: {r}")
+        r = ghl_call("PUT", f"/contacts/{cid}", {"locationId": LOCATION})
+        expect(r.status == 422, f"locationId on update: {r}")
+        r = ghl_call("PUT", f"/contacts/{cid}", {"tags": ["c"], "city": "Tampa"})
+        expect(r.status == 200 and r.json["succeded"] is True and r.json["contact"]["tags"] == ["c"]
+               and r.json["contact"]["firstName"] == "Jane" and r.json["contact"]["city"] == "Tampa", f"{r}")
+        r = ghl_call("PUT", "/contacts/doesnotexist00000000", {"city": "X"})
+        expect(r.status == 400 and r.json == {"statusCode": 400, "message": "Contact not found"}, f"{r}")
+        r = ghl_call("GET", f"/contacts/{cid}")
+        expect(r.status == 200 and r.json["contact"]["companyName"] == "Doe LLC", f"get: {r}")
+    c.check("ghl: contact create/update/get with 422 for undeclared properties", t_ghl_contacts)
+
+    def t_ghl_search():
+        r = ghl_call("POST", "/contacts/search", {"locationId": LOCATION, "pageLimit": 10, "page": 1,
+                                                  "filters": [{"field": "email", "operator": "eq",
+                                                               "value": "jane@EXAMPLE.com"}]})
+        expect(r.status == 200 and r.json["total"] == 1 and "traceId" in r.json, f"email search: {r}")
+        r = ghl_call("POST", "/contacts/search", {"locationId": LOCATION, "pageLimit": 10,
+                                                  "filters": [{"field": "phone", "operator": "eq",
+                                                               "value": "+1 555-123-4567"}]})
+        expect(r.json["total"] == 1 and r.json["contacts"][0]["id"] == state["cid"], f"phone search: {r}")
+        r = ghl_call("POST", "/contacts/search", {"locationId": LOCATION})
+        expect(r.status == 422, f"search without pageLimit: {r}")
+        r = ghl_call("GET", "/contacts/search/duplicate?" + urlencode({"locationId": LOCATION,
+                                                                       "email": "JANE@example.com"}))
+        expect(r.status == 200 and r.json["contact"]["id"] == state["cid"], f"duplicate: {r}")
+        r = ghl_call("GET", "/contacts/search/duplicate?" + urlencode({"locationId": LOCATION,
+                                                                       "email": "nobody@x.com"}))
+        expect(r.status == 200 and r.json == {"contact": None}, f"duplicate miss: {r}")
+        r = ghl_call("POST", "/contacts/upsert", {"locationId": LOCATION, "email": "jane@example.com",
+                                                  "lastName": "Smith"})
+        expect(r.json["new"] is False and r.json["contact"]["id"] == state["cid"]
+               and r.json["contact"]["lastName"] == "Smith", f"upsert existing: {r}")
+        r = ghl_call("POST", "/contacts/upsert", {"locationId": LOCATION, "email": "new@example.com"})
+        expect(r.status == 200 and r.json["new"] is True, f"upsert new: {r}")
+    c.check("ghl: contact search (email/phone), duplicate and upsert", t_ghl_search)
+
+    def t_ghl_opportunities():
+        r = ghl_call("GET", "/opportunities/pipelines?locationId=" + LOCATION)
+        pls = r.json["pipelines"]
+        expect(r.status == 200 and [p["name"] for p in pls] == ["Personal Lines", "Commercial Lines"], f"{r}")
+        expect([s["name"] for s in pls[0]["stages"]] == ["New", "Quoted", "Bound"], f"stages: {pls[0]}")
+        r = ghl_call("POST", "/opportunities/", {"locationId": LOCATION, "name": "x"})
+        expect(r.status == 422 and "pipelineId should not be empty" in r.json["message"], f"{r}")
+        r = ghl_call("POST", "/opportunities/", {"pipelineId": pls[0]["id"], "locationId": LOCATION,
+                                                 "name": "Auto Policy - POL-1", "status": "open",
+                                                 "contactId": state["cid"], "monetaryValue": 1200.5,
+                                                 "pipelineStageId": pls[0]["stages"][1]["id"]})
+        expect(r.status == 201 and r.json["opportunity"]["contact"]["id"] == state["cid"], f"create: {r}")
+        oid = r.json["opportunity"]["id"]
+        r = ghl_call("PUT", f"/opportunities/{oid}", {"contactId": state["cid"]})
+        expect(r.status == 422, f"contactId on update: {r}")
+        r = ghl_call("PUT", f"/opportunities/{oid}", {"monetaryValue": 99, "status": "won"})
+        expect(r.status == 200 and r.json["opportunity"]["monetaryValue"] == 99, f"update: {r}")
+        r = ghl_call("GET", "/opportunities/search?" + urlencode({"location_id": LOCATION,
+                                                                  "contact_id": state["cid"]}))
+        expect(r.status == 200 and r.json["meta"]["total"] == 1
+               and r.json["opportunities"][0]["id"] == oid, f"search: {r}")
+        r = ghl_call("GET", "/opportunities/search?locationId=" + LOCATION)
+        expect(r.status == 422, f"camelCase locationId accepted on search: {r}")
+    c.check("ghl: pipelines and opportunities", t_ghl_opportunities)
+
+    def t_ghl_rate_limit():
+        call(ghl, "POST", "/_reset")
+        statuses = [ghl_call("GET", "/contacts/none").status for _ in range(RATE_LIMIT)]
+        expect(statuses == [400] * RATE_LIMIT, f"within the limit: {sorted(set(statuses))}")
+        r = ghl_call("GET", "/contacts/none")
+        expect(r.status == 429 and r.json == {"statusCode": 429, "message": "Too many requests"}, f"{r}")
+        expect(int(r.headers.get("retry-after", "0")) >= 1, f"Retry-After missing: {r.headers}")
+        expect(r.headers.get("x-ratelimit-max") == str(RATE_LIMIT)
+               and r.headers.get("x-ratelimit-remaining") == "0"
+               and r.headers.get("x-ratelimit-interval-milliseconds") == "600000"
+               and "x-ratelimit-daily-remaining" in r.headers
+               and "x-ratelimit-limit-daily" in r.headers, f"rate headers: {r.headers}")
+        call(ghl, "POST", "/_reset")
+        r = ghl_call("GET", "/contacts/none")
+        expect(r.status == 400 and r.headers.get("x-ratelimit-remaining") == str(RATE_LIMIT - 1),
+               f"after reset: {r} {r.headers}")
+    c.check(f"ghl: rate limit {RATE_LIMIT} per window, then 429 with Retry-After", t_ghl_rate_limit)
+
+    # ---- faults and the request log ----------------------------------------------
+    def t_faults():
+        call(ghl, "POST", "/_reset")
+        r = call(ghl, "POST", "/_fault", body={"status": 503, "count": 2, "path": "^/contacts", "method": "POST"})
+        expect(r.status == 200 and r.json["pending"] == 2, f"queue fault: {r}")
+        body = {"locationId": LOCATION, "firstName": "F"}
+        expect(ghl_call("GET", "/opportunities/pipelines?locationId=" + LOCATION).status == 200,
+               "a fault matched the wrong method")
+        got = [ghl_call("POST", "/contacts/", body) for _ in range(3)]
+        expect([x.status for x in got] == [503, 503, 201], f"fault order: {[x.status for x in got]}")
+        # Faults without a path match any request, first queued first used.
+        call(ghl, "POST", "/_fault", body={"status": 429, "count": 1, "retry_after": 3})
+        call(ghl, "POST", "/_fault", body={"status": 502, "count": 1})
+        r = ghl_call("GET", "/opportunities/pipelines?locationId=" + LOCATION)
+        expect(r.status == 429 and r.headers.get("retry-after") == "3", f"429 fault: {r} {r.headers}")
+        expect(ghl_call("GET", "/opportunities/pipelines?locationId=" + LOCATION).status == 502, "second fault")
+        expect(ghl_call("GET", "/opportunities/pipelines?locationId=" + LOCATION).status == 200, "fault not used up")
+        statuses = [x["status"] for x in json.loads(call(ghl, "GET", "/_requests").raw)]
+        expect(statuses == [200, 503, 503, 201, 429, 502, 200], f"faulted requests not logged: {statuses}")
+        call(nc, "POST", "/_fault", body={"status": 500, "body": {"Message": "boom"}, "path": "DetailList"})
+        r = nc_get("/api/PolicyDetailList", {})
+        expect(r.status == 500 and r.json == {"Message": "boom"}, f"custom body: {r}")
+        # A hanging fault never answers; the client's own time-out ends it.
+        call(nc, "POST", "/_fault", body={"hang": True, "path": "InsuredDetailList"})
+        try:
+            call(nc, "GET", "/api/InsuredDetailList", headers=nc_auth(), timeout=1)
+            raise AssertionError("hanging fault answered")
+        except (socket.timeout, TimeoutError):
+            pass
+        expect(nc_get("/api/InsuredDetailList", {}).status == 200, "after the hang")
+    c.check("faults: queued in order, consumed per request, custom body, hang", t_faults)
+
+    def t_requests():
+        call(ghl, "POST", "/_reset")
+        ghl_call("POST", "/contacts/", {"locationId": LOCATION, "email": "log@x.com"})
+        ghl_call("GET", "/contacts/missing")
+        call(ghl, "GET", "/_stats")   # control requests are not logged
+        log = json.loads(call(ghl, "GET", "/_requests").raw)
+        expect([(x["method"], x["path"], x["status"]) for x in log]
+               == [("POST", "/contacts/", 201), ("GET", "/contacts/missing", 400)], f"log: {log}")
+        first = log[0]
+        expect(first["headers"] == {"authorization": "Bearer " + GHL_TOKEN, "version": "2021-07-28",
+                                    "content-type": "application/json"}, f"headers: {first['headers']}")
+        expect(json.loads(first["body"]) == {"locationId": LOCATION, "email": "log@x.com"}
+               and isinstance(first["at"], float) and first["query"] == "", f"entry: {first}")
+        stats = call(ghl, "GET", "/_stats").json
+        expect(stats["requests"] == 2 and stats["by_status"] == {"201": 1, "400": 1}
+               and stats["by_route"].get("POST /contacts/") == 1, f"stats: {stats}")
+        seeded = call(ghl, "POST", "/_records/contacts", body={"locationId": LOCATION, "email": "s@x.com"}).json
+        expect(len(seeded["id"]) == 20 and "dateAdded" in seeded, f"seed: {seeded}")
+        expect(len(json.loads(call(ghl, "GET", "/_records/contacts").raw)) == 2, "records after seed")
+        r = call(ghl, "POST", "/_config", body={"rate_limit": 7})
+        expect(r.status == 200 and r.json["rate_limit"] == 7, f"config: {r}")
+        expect(ghl_call("GET", "/contacts/x").headers.get("x-ratelimit-max") == "7", "config not applied")
+        expect(call(ghl, "POST", "/_config", body={"token_ttl": 5}).status == 400, "foreign setting accepted")
+    c.check("control: /_requests, /_stats, /_records seeding, /_config", t_requests)
+
+    def t_shutdown():
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
+        expect(rc == 0, f"exit status {rc} after SIGTERM")
+    c.check("process: SIGTERM exits cleanly", t_shutdown)
+
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    print(f"{c.passed} passed, {c.failed} failed", flush=True)
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
