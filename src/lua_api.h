@@ -1,0 +1,32 @@
+/* lua_api: the parts of the `ncghl` table that scripts call and that need no
+ * coroutine machinery: ID links, write fingerprints, logging, configuration,
+ * hashing, time and ncghl.fail. Internal to lua_rt.c, which adds the two
+ * functions that yield (ncghl.call and ncghl.lock) to the same table. */
+#ifndef NCGHL_LUA_API_H
+#define NCGHL_LUA_API_H
+
+#include <stdbool.h>
+
+#include <lua.h>
+
+struct lrt_host;
+
+/* One per Lua state, owned by lua_rt.c; the functions hold a pointer to it. */
+struct lapi_ctx {
+  const struct lrt_host *host;
+  const char *event_id; /* the event whose Lua code runs now, NULL at load */
+};
+
+/* Sets the globals `ncghl` (a table, left on no stack) and `print` (which
+ * logs instead of writing to stdout). Raises a Lua error on failure, so call
+ * it in protected mode. */
+void lapi_open(lua_State *L, struct lapi_ctx *ctx);
+
+/* Pushes the error value that ncghl.fail raises. */
+void lapi_push_fail(lua_State *L, bool retryable, const char *message);
+
+/* Whether the value at idx was raised by ncghl.fail; if so *retryable and
+ * *message (valid while the value stays on the stack) describe it. */
+bool lapi_is_fail(lua_State *L, int idx, bool *retryable, const char **message);
+
+#endif

@@ -1,0 +1,1464 @@
+/* The Lua runtime. Design in brief:
+ *  - A state (struct lrt_state) is counted: the runtime holds one reference
+ *    to the current state, and every event one to the state it started on.
+ *    A reload builds and checks a whole new state before swapping it in; the
+ *    old one is closed when its last event ends.
+ *  - Every event is a coroutine anchored in the registry. It yields only from
+ *    ncghl.call and ncghl.lock, and is only ever resumed from a loop callback
+ *    (a zero timer, "kick"), never from inside the C function that yielded.
+ *  - The memory cap and the instruction budget apply while script code runs;
+ *    the runtime's own pushes are not capped, so they cannot fail halfway. */
+#include "lua_rt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include <lua-cjson.h>
+
+#include "config.h"
+#include "digest.h"
+#include "log.h"
+#include "lua_api.h"
+#include "queue.h"
+#include "store.h"
+
+/* The count hook fires every HOOK_EVERY VM instructions: often enough to stop
+ * a loop within microseconds of its budget, rarely enough to cost nothing. */
+#define HOOK_EVERY 1000
+#define DEFAULT_BUDGET 10000000L
+#define DEFAULT_MEMORY_MB 64
+#define MAX_SCRIPT_BYTES (4u << 20)
+#define MAX_SCAN_DEPTH 4
+#define LOCK_BUCKETS 256
+#define SOURCES_KEY "ncghl.sources"
+
+static const char MSG_BUDGET[] = "instruction budget exceeded";
+static const char MSG_MEMORY[] = "not enough memory";
+
+/* What the Lua code running now counts against: an event, or a load. */
+struct guard {
+  long budget;
+  const char *killed; /* MSG_BUDGET or MSG_MEMORY once the code must stop */
+};
+
+struct lrt_state {
+  struct lrt *rt;
+  lua_State *L;
+  int refs; /* 1 while current, plus one per event started on it */
+  size_t used, limit;
+  bool limit_on; /* the cap applies to script code, not to the runtime's own pushes */
+  bool refused;  /* the last growing allocation was refused */
+  struct guard *guard;
+  struct lrt_ev *cur; /* the event whose coroutine runs now */
+  int entry_ref;      /* engine.run */
+  char version[13];
+  struct lapi_ctx api;
+};
+
+struct lock {
+  char *key;
+  struct lrt_ev *owner;
+  struct lock *next; /* bucket chain */
+};
+
+enum park { PARK_NONE, PARK_CALL, PARK_LOCK };
+enum wake { WAKE_START, WAKE_RESULT, WAKE_LOCKED };
+
+struct saved_result {
+  bool ok, retryable;
+  int status, attempts;
+  char *body;
+  size_t body_len;
+  char *error;
+};
+
+struct lrt_ev {
+  struct lrt *rt;
+  struct lrt_state *st;
+  lua_State *co;
+  int co_ref;
+  char *id, *source, *type; /* one allocation, id first */
+  int run;
+  lrt_done_cb done;
+  void *ud;
+  struct guard guard;
+
+  enum park park;
+  bool in_start;              /* inside host->start: a done callback now is synchronous */
+  struct saved_result *saved; /* an answer waiting for the loop */
+  char *call_buf;             /* the call's strings, alive until it ends */
+
+  struct lock **held;
+  int nheld, capheld;
+  struct lock **want; /* locks this event waits for, allocated up front */
+  int nwant;
+  struct lrt_ev *wait_prev, *wait_next;
+  bool waiting;
+  unsigned visit;
+
+  struct lrt_ev *ready_next;
+  enum wake wake;
+};
+
+struct lrt {
+  struct lrt_host host;
+  struct lrt_state *cur;
+  int running;
+  bool freeing;
+  struct event *kick;
+  struct lrt_ev *ready_head, *ready_tail;
+  struct lrt_ev *wait_head, *wait_tail;
+  bool locks_dirty;
+  unsigned visit_gen;
+  struct lock *buckets[LOCK_BUCKETS];
+};
+
+static void ev_finish(struct lrt_ev *e, int rc, int nres);
+
+static char *xstrdup(const char *s) {
+  if (!s)
+    return NULL;
+  size_t n = strlen(s) + 1;
+  char *p = malloc(n);
+  if (p)
+    memcpy(p, s, n);
+  return p;
+}
+
+static struct lrt_state *state_of(lua_State *L) {
+  void *ud;
+  lua_getallocf(L, &ud);
+  return ud;
+}
+
+static long budget_of(const struct config *cfg) {
+  return cfg->lua_instruction_budget > 0 ? cfg->lua_instruction_budget : DEFAULT_BUDGET;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Memory cap and instruction budget                                        */
+
+static void *st_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  struct lrt_state *st = ud;
+  if (!ptr)
+    osize = 0; /* then osize only tells the kind of object */
+  if (nsize == 0) {
+    free(ptr);
+    st->used -= osize;
+    return NULL;
+  }
+  if (nsize > osize && st->limit_on && st->used + (nsize - osize) > st->limit) {
+    /* Lua answers a refusal with an emergency collection and one more try.
+     * Only a second refusal in a row means the script really is out of
+     * memory; from then on the guard stops it even if it catches the error. */
+    if (st->refused && st->guard && !st->guard->killed)
+      st->guard->killed = MSG_MEMORY;
+    st->refused = true;
+    return NULL;
+  }
+  void *p = realloc(ptr, nsize);
+  if (!p)
+    return NULL;
+  if (nsize > osize)
+    st->refused = false;
+  st->used = st->used - osize + nsize;
+  return p;
+}
+
+/* Redis's luaMaskCountHook idea: once the budget is spent the hook re-arms
+ * itself for every instruction, so a script's pcall that catches the error
+ * gets one instruction further and is stopped again. */
+static void count_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  struct guard *g = state_of(L)->guard;
+  if (!g)
+    return;
+  if (!g->killed) {
+    g->budget -= lua_gethookcount(L);
+    if (g->budget > 0)
+      return;
+    g->killed = MSG_BUDGET;
+  }
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+  /* Level 0: a hook runs in the frame of the function it interrupted, so
+   * this names the line of the loop itself. */
+  luaL_where(L, 0);
+  lua_pushstring(L, g->killed);
+  lua_concat(L, 2);
+  lua_error(L);
+}
+
+static int on_panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  log_error("lua: unprotected error: %s", msg ? msg : "?");
+  return 0; /* Lua aborts */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scripts: read once at load, so scripts themselves never touch files      */
+
+struct script {
+  char *name; /* module name, e.g. "ncghl.ghl" or "contacts" */
+  char *path; /* for error messages: "<dir>/<rel>" */
+  char *text;
+  size_t len;
+};
+
+struct script_list {
+  struct script *v;
+  size_t n, cap;
+};
+
+static void scripts_free(struct script_list *l) {
+  for (size_t i = 0; i < l->n; i++) {
+    free(l->v[i].name);
+    free(l->v[i].path);
+    free(l->v[i].text);
+  }
+  free(l->v);
+  memset(l, 0, sizeof(*l));
+}
+
+static bool scripts_have(const struct script_list *l, const char *name) {
+  for (size_t i = 0; i < l->n; i++)
+    if (strcmp(l->v[i].name, name) == 0)
+      return true;
+  return false;
+}
+
+static int read_file(const char *path, char **text, size_t *len, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  char *buf = NULL;
+  size_t n = 0, cap = 0;
+  for (;;) {
+    if (cap - n < 4096) {
+      size_t ncap = cap ? cap * 2 : 8192;
+      char *nb = ncap <= MAX_SCRIPT_BYTES + 8192 ? realloc(buf, ncap) : NULL;
+      if (!nb) {
+        snprintf(err, errlen, "%s: too large or out of memory", path);
+        free(buf);
+        fclose(f);
+        return -1;
+      }
+      buf = nb;
+      cap = ncap;
+    }
+    size_t got = fread(buf + n, 1, cap - n - 1, f);
+    n += got;
+    if (got == 0)
+      break;
+  }
+  bool bad = ferror(f);
+  fclose(f);
+  if (bad || n > MAX_SCRIPT_BYTES) {
+    snprintf(err, errlen, "%s: %s", path, bad ? "read error" : "too large");
+    free(buf);
+    return -1;
+  }
+  buf[n] = '\0';
+  *text = buf;
+  *len = n;
+  return 0;
+}
+
+static int cmp_names(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int add_script(struct script_list *l, const char *path, const char *rel, char *err,
+                      size_t errlen) {
+  size_t rl = strlen(rel);
+  char *name = malloc(rl - 3);
+  if (!name) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < rl - 4; i++)
+    name[i] = rel[i] == '/' ? '.' : rel[i];
+  name[rl - 4] = '\0';
+  if (scripts_have(l, name)) {
+    /* The engine's library comes first and cannot be replaced by a mapping
+     * file of the same module name. */
+    log_warn("lua: %s ignored: module %s is already provided", path, name);
+    free(name);
+    return 0;
+  }
+  if (l->n == l->cap) {
+    size_t ncap = l->cap ? l->cap * 2 : 16;
+    struct script *nv = realloc(l->v, ncap * sizeof(*nv));
+    if (!nv) {
+      free(name);
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    l->v = nv;
+    l->cap = ncap;
+  }
+  struct script *s = &l->v[l->n];
+  memset(s, 0, sizeof(*s));
+  s->name = name;
+  s->path = xstrdup(path);
+  if (!s->path || read_file(path, &s->text, &s->len, err, errlen) != 0) {
+    if (!s->path)
+      snprintf(err, errlen, "out of memory");
+    free(s->name);
+    free(s->path);
+    return -1;
+  }
+  l->n++;
+  return 0;
+}
+
+/* Adds every *.lua under root/rel (sorted, so the order and the version hash
+ * never depend on the file system). `skip` names a top-level directory to
+ * leave out (the mapping test cases). */
+static int scan_dir(struct script_list *l, const char *root, const char *rel, int depth,
+                    const char *skip, char *err, size_t errlen) {
+  char dir[4096];
+  if (snprintf(dir, sizeof(dir), "%s%s%s", root, *rel ? "/" : "", rel) >= (int)sizeof(dir)) {
+    snprintf(err, errlen, "%s: path too long", root);
+    return -1;
+  }
+  DIR *d = opendir(dir);
+  if (!d) {
+    snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+    return -1;
+  }
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  int rc = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (de->d_name[0] == '.')
+      continue;
+    if (n == cap) {
+      size_t ncap = cap ? cap * 2 : 32;
+      char **nn = realloc(names, ncap * sizeof(*nn));
+      if (!nn) {
+        rc = -1;
+        break;
+      }
+      names = nn;
+      cap = ncap;
+    }
+    if (!(names[n] = xstrdup(de->d_name))) {
+      rc = -1;
+      break;
+    }
+    n++;
+  }
+  closedir(d);
+  if (rc != 0)
+    snprintf(err, errlen, "out of memory");
+  if (rc == 0 && n)
+    qsort(names, n, sizeof(*names), cmp_names);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    char path[4096], sub[4096];
+    if (snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= (int)sizeof(path) ||
+        snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "", names[i]) >= (int)sizeof(sub)) {
+      snprintf(err, errlen, "%s: path too long", dir);
+      rc = -1;
+      break;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+      continue; /* a dangling link is not a script */
+    size_t nl = strlen(names[i]);
+    if (S_ISDIR(sb.st_mode)) {
+      if (depth < MAX_SCAN_DEPTH && !(depth == 0 && skip && strcmp(names[i], skip) == 0) &&
+          !strchr(names[i], '.'))
+        rc = scan_dir(l, root, sub, depth + 1, skip, err, errlen);
+    } else if (S_ISREG(sb.st_mode) && nl > 4 && strcmp(names[i] + nl - 4, ".lua") == 0 &&
+               !memchr(names[i], '.', nl - 4)) {
+      rc = add_script(l, path, sub, err, errlen);
+    }
+  }
+  for (size_t i = 0; i < n; i++)
+    free(names[i]);
+  free(names);
+  return rc;
+}
+
+static void version_of(const struct script_list *l, char out[13]) {
+  size_t total = 0;
+  for (size_t i = 0; i < l->n; i++)
+    total += strlen(l->v[i].name) + 1 + l->v[i].len + 1;
+  char *buf = malloc(total + 1);
+  char hex[DIGEST_HEX_LEN + 1];
+  if (!buf) {
+    snprintf(out, 13, "unknown");
+    return;
+  }
+  size_t off = 0;
+  for (size_t i = 0; i < l->n; i++) {
+    size_t nl = strlen(l->v[i].name) + 1;
+    memcpy(buf + off, l->v[i].name, nl);
+    off += nl;
+    memcpy(buf + off, l->v[i].text, l->v[i].len);
+    off += l->v[i].len;
+    buf[off++] = '\0';
+  }
+  digest_sha256_hex(buf, off, hex);
+  free(buf);
+  memcpy(out, hex, 12);
+  out[12] = '\0';
+}
+
+/* ------------------------------------------------------------------------ */
+/* The sandbox                                                              */
+
+/* require: modules come only from the scripts read at load (lua_dir and
+ * mappings_dir), and only as text. */
+static int sb_require(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  lua_settop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* 2 */
+  if (lua_getfield(L, 2, name) != LUA_TNIL && lua_toboolean(L, -1))
+    return 1;
+  lua_pop(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, SOURCES_KEY); /* 3 */
+  if (lua_getfield(L, 3, name) != LUA_TTABLE)      /* 4 */
+    return luaL_error(L, "module '%s' not found in the lua or mappings directory", name);
+  lua_rawgeti(L, 4, 1); /* 5: path */
+  lua_rawgeti(L, 4, 2); /* 6: text */
+  size_t len;
+  const char *text = lua_tolstring(L, 6, &len);
+  const char *chunk = lua_pushfstring(L, "@%s", lua_tostring(L, 5)); /* 7 */
+  if (luaL_loadbufferx(L, text, len, chunk, "t") != LUA_OK)
+    return lua_error(L);
+  lua_pushstring(L, name);
+  lua_pushvalue(L, 5);
+  lua_call(L, 2, 1);
+  if (!lua_isnil(L, -1))
+    lua_setfield(L, 2, name);
+  else
+    lua_pop(L, 1);
+  if (lua_getfield(L, 2, name) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 2, name);
+  }
+  return 1;
+}
+
+/* load: text chunks only. The original load is upvalue 1. */
+static int sb_load(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, 1);
+  if (n >= 2)
+    lua_pushvalue(L, 2);
+  else
+    lua_pushnil(L);
+  lua_pushliteral(L, "t");
+  if (n >= 4)
+    lua_pushvalue(L, 4);
+  lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
+  return lua_gettop(L) - n;
+}
+
+static int sb_collectgarbage(lua_State *L) {
+  const char *opt = luaL_optstring(L, 1, "collect");
+  if (strcmp(opt, "count") != 0)
+    return luaL_error(L, "collectgarbage: only \"count\" is available to scripts");
+  lua_pushnumber(L, (lua_Number)lua_gc(L, LUA_GCCOUNT, 0) +
+                        (lua_Number)lua_gc(L, LUA_GCCOUNTB, 0) / 1024.0);
+  return 1;
+}
+
+/* Finalizers run with hooks off, outside any event's budget: a __gc that
+ * loops would hang the service, so scripts may not set one. */
+static int sb_setmetatable(lua_State *L) {
+  if (lua_istable(L, 2) && lua_getfield(L, 2, "__gc") != LUA_TNIL)
+    return luaL_error(L, "setmetatable: __gc is not available to scripts");
+  lua_settop(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+static void open_lib(lua_State *L, const char *name, lua_CFunction fn) {
+  luaL_requiref(L, name, fn, 1);
+  lua_pop(L, 1);
+}
+
+static void wrap_global(lua_State *L, const char *name, lua_CFunction fn) {
+  lua_getglobal(L, name);
+  lua_pushcclosure(L, fn, 1);
+  lua_setglobal(L, name);
+}
+
+static int api_call(lua_State *L);
+static int api_lock(lua_State *L);
+
+static void open_sandbox(lua_State *L, struct lrt_state *st) {
+  open_lib(L, LUA_GNAME, luaopen_base);
+  open_lib(L, LUA_TABLIBNAME, luaopen_table);
+  open_lib(L, LUA_STRLIBNAME, luaopen_string);
+  open_lib(L, LUA_MATHLIBNAME, luaopen_math);
+  open_lib(L, LUA_UTF8LIBNAME, luaopen_utf8);
+  open_lib(L, LUA_COLIBNAME, luaopen_coroutine);
+  /* Linked statically and registered as already loaded, so `require "cjson"`
+   * works without any C module loader in the sandbox. */
+  luaL_requiref(L, "cjson", luaopen_cjson, 0);
+  lua_pop(L, 1);
+
+  lua_pushnil(L);
+  lua_setglobal(L, "dofile");
+  lua_pushnil(L);
+  lua_setglobal(L, "loadfile");
+  wrap_global(L, "load", sb_load);
+  wrap_global(L, "setmetatable", sb_setmetatable);
+  lua_pushcfunction(L, sb_collectgarbage);
+  lua_setglobal(L, "collectgarbage");
+  lua_pushcfunction(L, sb_require);
+  lua_setglobal(L, "require");
+
+  lua_getglobal(L, LUA_STRLIBNAME);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "dump");
+  lua_pop(L, 1);
+
+  /* A tiny os: the clock and dates, nothing that reaches the system. */
+  lua_pushcfunction(L, luaopen_os);
+  lua_call(L, 0, 1);
+  lua_createtable(L, 0, 4);
+  static const char *const os_keep[] = {"time", "date", "clock", "difftime"};
+  for (size_t i = 0; i < sizeof(os_keep) / sizeof(*os_keep); i++) {
+    lua_getfield(L, -2, os_keep[i]);
+    lua_setfield(L, -2, os_keep[i]);
+  }
+  lua_setglobal(L, "os");
+  lua_pop(L, 1);
+
+  /* package.loaded only: no searchers, no paths, no C loaders. */
+  lua_createtable(L, 0, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_setfield(L, -2, "loaded");
+  lua_setglobal(L, "package");
+
+  lapi_open(L, &st->api);
+  lua_getglobal(L, "ncghl");
+  lua_pushcfunction(L, api_call);
+  lua_setfield(L, -2, "call");
+  lua_pushcfunction(L, api_lock);
+  lua_setfield(L, -2, "lock");
+  lua_pop(L, 1);
+}
+
+/* Runs in protected mode: builds the sandbox, registers the scripts and runs
+ * the engine (which loads routes.lua and everything it requires). */
+static int build_cb(lua_State *L) {
+  struct lrt_state *st = lua_touserdata(L, 1);
+  const struct script_list *scripts = lua_touserdata(L, 2);
+  open_sandbox(L, st);
+
+  /* Compile every script, required or not, so a syntax error anywhere fails
+   * the load (and `ncghl check`) instead of the first event that needs it. */
+  for (size_t i = 0; i < scripts->n; i++) {
+    const char *chunk = lua_pushfstring(L, "@%s", scripts->v[i].path);
+    if (luaL_loadbufferx(L, scripts->v[i].text, scripts->v[i].len, chunk, "t") != LUA_OK)
+      return lua_error(L);
+    lua_pop(L, 2);
+  }
+
+  lua_createtable(L, 0, (int)scripts->n);
+  for (size_t i = 0; i < scripts->n; i++) {
+    lua_createtable(L, 2, 0);
+    lua_pushstring(L, scripts->v[i].path);
+    lua_rawseti(L, -2, 1);
+    lua_pushlstring(L, scripts->v[i].text, scripts->v[i].len);
+    lua_rawseti(L, -2, 2);
+    lua_setfield(L, -2, scripts->v[i].name);
+  }
+  lua_setfield(L, LUA_REGISTRYINDEX, SOURCES_KEY);
+
+  st->limit_on = true;
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  lua_pushcfunction(L, sb_require);
+  lua_pushliteral(L, "ncghl.engine");
+  lua_call(L, 1, 1);
+  st->limit_on = false;
+  lua_sethook(L, NULL, 0, 0);
+  if (!lua_istable(L, -1) || lua_getfield(L, -1, "run") != LUA_TFUNCTION)
+    return luaL_error(L, "ncghl.engine must return a table with a run(ev) function");
+  st->entry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static void state_free(struct lrt_state *st) {
+  if (!st)
+    return;
+  if (st->L)
+    lua_close(st->L);
+  free(st);
+}
+
+static void state_unref(struct lrt_state *st) {
+  if (--st->refs == 0) {
+    log_debug("lua: state %s released", st->version);
+    state_free(st);
+  }
+}
+
+static struct lrt_state *state_build(struct lrt *rt, char *err, size_t errlen) {
+  const struct config *cfg = rt->host.cfg;
+  struct script_list scripts = {0};
+  if (!cfg->lua_dir || !cfg->mappings_dir) {
+    snprintf(err, errlen, "lua_dir and mappings_dir must be set");
+    return NULL;
+  }
+  if (scan_dir(&scripts, cfg->lua_dir, "", 0, NULL, err, errlen) != 0 ||
+      scan_dir(&scripts, cfg->mappings_dir, "", 0, "tests", err, errlen) != 0) {
+    scripts_free(&scripts);
+    return NULL;
+  }
+  struct lrt_state *st = calloc(1, sizeof(*st));
+  if (!st) {
+    snprintf(err, errlen, "out of memory");
+    scripts_free(&scripts);
+    return NULL;
+  }
+  st->rt = rt;
+  st->entry_ref = LUA_NOREF;
+  st->limit = (size_t)(cfg->lua_memory_mb > 0 ? cfg->lua_memory_mb : DEFAULT_MEMORY_MB) << 20;
+  st->api.host = &rt->host;
+  st->L = lua_newstate(st_alloc, st);
+  if (!st->L) {
+    snprintf(err, errlen, "cannot create a Lua state");
+    free(st);
+    scripts_free(&scripts);
+    return NULL;
+  }
+  lua_atpanic(st->L, on_panic);
+
+  struct guard load = {.budget = budget_of(cfg)};
+  st->guard = &load;
+  lua_pushcfunction(st->L, build_cb);
+  lua_pushlightuserdata(st->L, st);
+  lua_pushlightuserdata(st->L, &scripts);
+  int rc = lua_pcall(st->L, 2, 0, 0);
+  st->guard = NULL;
+  st->limit_on = false;
+  lua_sethook(st->L, NULL, 0, 0);
+  if (rc != LUA_OK) {
+    const char *msg = lua_tostring(st->L, -1);
+    bool retryable;
+    if (lapi_is_fail(st->L, -1, &retryable, &msg) || msg)
+      snprintf(err, errlen, "%s", msg);
+    else if (load.killed)
+      snprintf(err, errlen, "%s", load.killed);
+    else
+      snprintf(err, errlen, "error while loading the scripts");
+    state_free(st);
+    scripts_free(&scripts);
+    return NULL;
+  }
+  version_of(&scripts, st->version);
+  scripts_free(&scripts);
+  lua_gc(st->L, LUA_GCCOLLECT, 0);
+  return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scheduling: everything that resumes a coroutine goes through the loop    */
+
+static const struct timeval zero_tv = {0, 0};
+
+static void kick(struct lrt *rt) {
+  if (!evtimer_pending(rt->kick, NULL))
+    evtimer_add(rt->kick, &zero_tv);
+}
+
+static void ready_push(struct lrt_ev *e, enum wake w) {
+  struct lrt *rt = e->rt;
+  e->wake = w;
+  e->ready_next = NULL;
+  if (rt->ready_tail)
+    rt->ready_tail->ready_next = e;
+  else
+    rt->ready_head = e;
+  rt->ready_tail = e;
+  kick(rt);
+}
+
+static void ev_resume(struct lrt_ev *e, int nargs) {
+  struct lrt_state *st = e->st;
+  st->cur = e;
+  st->guard = &e->guard;
+  st->api.event_id = e->id;
+  st->refused = false;
+  st->limit_on = true;
+  int nres = 0;
+  int rc = lua_resume(e->co, NULL, nargs, &nres);
+  st->limit_on = false;
+  st->cur = NULL;
+  st->guard = NULL;
+  st->api.event_id = NULL;
+  if (rc == LUA_YIELD && e->park != PARK_NONE) {
+    lua_pop(e->co, nres);
+    return; /* parked on a call or a lock; the loop resumes it */
+  }
+  ev_finish(e, rc, nres);
+}
+
+/* Builds the answer table in the main thread under protection, then hands it
+ * to the coroutine, so an allocation failure here never panics. */
+static int push_result_cb(lua_State *L) {
+  const struct saved_result *r = lua_touserdata(L, 1);
+  lua_createtable(L, 0, 6);
+  lua_pushboolean(L, r->ok);
+  lua_setfield(L, -2, "ok");
+  lua_pushinteger(L, r->status);
+  lua_setfield(L, -2, "status");
+  lua_pushlstring(L, r->body ? r->body : "", r->body ? r->body_len : 0);
+  lua_setfield(L, -2, "body");
+  if (r->error) {
+    lua_pushstring(L, r->error);
+    lua_setfield(L, -2, "error");
+  }
+  lua_pushboolean(L, r->retryable);
+  lua_setfield(L, -2, "retryable");
+  lua_pushinteger(L, r->attempts);
+  lua_setfield(L, -2, "attempts");
+  return 1;
+}
+
+static void deliver_result(struct lrt_ev *e, const struct saved_result *r) {
+  lua_State *L = e->st->L;
+  if (e->guard.killed || !r) {
+    if (!e->guard.killed)
+      e->guard.killed = MSG_MEMORY;
+    ev_finish(e, LUA_OK, 0); /* the guard decides the outcome */
+    return;
+  }
+  lua_pushcfunction(L, push_result_cb);
+  lua_pushlightuserdata(L, (void *)r);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_checkstack(e->co, 2)) {
+    lua_settop(L, 0);
+    e->guard.killed = MSG_MEMORY;
+    ev_finish(e, LUA_OK, 0);
+    return;
+  }
+  lua_xmove(L, e->co, 1);
+  ev_resume(e, 1);
+}
+
+static void saved_free(struct saved_result *s) {
+  if (!s)
+    return;
+  free(s->body);
+  free(s->error);
+  free(s);
+}
+
+static void wake_waiters(struct lrt *rt);
+
+static void on_kick(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct lrt *rt = arg;
+  if (rt->locks_dirty) {
+    rt->locks_dirty = false;
+    wake_waiters(rt);
+  }
+  /* Only what is ready now; anything made ready meanwhile waits for the next
+   * turn of the loop, so sockets are served in between. */
+  struct lrt_ev *list = rt->ready_head;
+  rt->ready_head = rt->ready_tail = NULL;
+  while (list) {
+    struct lrt_ev *e = list;
+    list = e->ready_next;
+    e->ready_next = NULL;
+    switch (e->wake) {
+    case WAKE_START:
+      ev_resume(e, 1);
+      break;
+    case WAKE_LOCKED:
+      if (e->guard.killed)
+        ev_finish(e, LUA_OK, 0);
+      else
+        ev_resume(e, 0);
+      break;
+    case WAKE_RESULT: {
+      struct saved_result *s = e->saved;
+      e->saved = NULL;
+      e->park = PARK_NONE;
+      deliver_result(e, s);
+      saved_free(s);
+      break;
+    }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* ncghl.call                                                               */
+
+static int parse_service(const char *name) {
+  if (strcmp(name, "nowcerts") == 0)
+    return UP_NOWCERTS;
+  if (strcmp(name, "ghl") == 0)
+    return UP_GHL;
+  return -1;
+}
+
+static const char *service_name(enum up_service s) {
+  return s == UP_GHL ? "ghl" : "nowcerts";
+}
+
+static double now_unix(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void on_attempt(void *ud, const struct up_attempt *a) {
+  struct lrt_ev *e = ud;
+  struct store *s = e->rt->host.store;
+  if (!s)
+    return;
+  if (e->rt->host.queue)
+    queue_join(e->rt->host.queue);
+  if (store_attempt_add(s, e->id, e->run, service_name(a->service), a->method, a->url, a->status,
+                        a->error, a->duration_ms, now_unix()) != 0)
+    log_warn("lua event=%s: could not record an upstream attempt", e->id);
+}
+
+static struct saved_result *save_result(const struct up_result *r) {
+  struct saved_result *s = calloc(1, sizeof(*s));
+  if (!s)
+    return NULL;
+  s->ok = r->ok;
+  s->retryable = r->retryable;
+  s->status = r->status;
+  s->attempts = r->attempts;
+  s->body_len = r->body ? r->body_len : 0;
+  s->body = malloc(s->body_len + 1);
+  if (!s->body || (r->error && !(s->error = xstrdup(r->error)))) {
+    saved_free(s);
+    return NULL;
+  }
+  if (s->body_len)
+    memcpy(s->body, r->body, s->body_len);
+  s->body[s->body_len] = '\0';
+  return s;
+}
+
+static void on_call_done(void *ud, const struct up_result *r) {
+  struct lrt_ev *e = ud;
+  free(e->call_buf);
+  e->call_buf = NULL;
+  if (e->park != PARK_CALL) {
+    log_error("lua event=%s: an upstream answer came for an event not waiting for one", e->id);
+    return;
+  }
+  if (e->in_start) {
+    /* Answered from inside start(): the coroutine has not yielded yet. It
+     * stays parked (so ev_resume keeps it when it yields) and the answer is
+     * delivered through the loop. */
+    e->saved = save_result(r);
+    if (!e->saved)
+      e->guard.killed = MSG_MEMORY;
+    ready_push(e, WAKE_RESULT);
+    return;
+  }
+  e->park = PARK_NONE;
+  struct saved_result view = {
+    .ok = r->ok,
+    .retryable = r->retryable,
+    .status = r->status,
+    .attempts = r->attempts,
+    .body = (char *)(r->body ? r->body : ""),
+    .body_len = r->body ? r->body_len : 0,
+    .error = (char *)r->error,
+  };
+  deliver_result(e, &view);
+}
+
+/* The event that may yield from here: the one running, on its own coroutine
+ * (not one a script made), and not below a C boundary such as a metamethod
+ * or a sort comparator. Checked before anything starts, so an upstream call
+ * is never left running for a coroutine that cannot wait for it. */
+static struct lrt_ev *yielding_event(lua_State *L, const char *what) {
+  struct lrt_ev *e = state_of(L)->cur;
+  if (!e)
+    luaL_error(L, "%s is only available while an event runs", what);
+  else if (L != e->co)
+    luaL_error(L, "%s cannot be used inside a coroutine made by a script", what);
+  else if (!lua_isyieldable(L))
+    luaL_error(L, "%s cannot be used inside a metamethod, iterator or C callback", what);
+  return e;
+}
+
+/* ncghl.call(service, method, path [, body [, content_type]]) -> {ok, status,
+ * body, error, retryable, attempts}. Yields until the upstream (after its own
+ * retries and token handling) has answered. */
+static int api_call(lua_State *L) {
+  struct lrt_ev *e = yielding_event(L, "ncghl.call");
+  int service = parse_service(luaL_checkstring(L, 1));
+  if (service < 0)
+    return luaL_argerror(L, 1, "expected \"ghl\" or \"nowcerts\"");
+  const char *method = luaL_checkstring(L, 2);
+  if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0 &&
+      strcmp(method, "DELETE") != 0 && strcmp(method, "PATCH") != 0)
+    return luaL_argerror(L, 2, "expected GET, POST, PUT, PATCH or DELETE");
+  const char *path = luaL_checkstring(L, 3);
+  if (path[0] != '/')
+    return luaL_argerror(L, 3, "the path must start with '/'");
+  size_t body_len = 0;
+  const char *body = luaL_optlstring(L, 4, NULL, &body_len);
+  const char *ctype = luaL_optstring(L, 5, NULL);
+
+  size_t ml = strlen(method) + 1, pl = strlen(path) + 1, cl = ctype ? strlen(ctype) + 1 : 0;
+  char *buf = malloc(ml + pl + cl + body_len + 1);
+  if (!buf)
+    return luaL_error(L, "%s", MSG_MEMORY);
+  struct up_call call = {.service = (enum up_service)service};
+  char *p = buf;
+  memcpy(p, method, ml);
+  call.method = p;
+  p += ml;
+  memcpy(p, path, pl);
+  call.path = p;
+  p += pl;
+  if (ctype) {
+    memcpy(p, ctype, cl);
+    call.content_type = p;
+    p += cl;
+  }
+  if (body) {
+    memcpy(p, body, body_len);
+    p[body_len] = '\0';
+    call.body = p;
+    call.body_len = body_len;
+  }
+
+  const struct lrt_host *h = &e->rt->host;
+  e->call_buf = buf;
+  e->park = PARK_CALL;
+  e->in_start = true;
+  int rc = h->start ? h->start(h->start_ud, &call, on_attempt, on_call_done, e)
+                    : (h->up ? up_start(h->up, &call, on_attempt, on_call_done, e) : -1);
+  e->in_start = false;
+  if (rc != 0) {
+    e->park = PARK_NONE;
+    free(e->call_buf);
+    e->call_buf = NULL;
+    return luaL_error(L, "ncghl.call: could not start %s %s", method, path);
+  }
+  return lua_yield(L, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* ncghl.lock                                                               */
+
+static unsigned lock_hash(const char *k) {
+  unsigned h = 2166136261u;
+  for (; *k; k++)
+    h = (h ^ (unsigned char)*k) * 16777619u;
+  return h % LOCK_BUCKETS;
+}
+
+static struct lock *lock_find(struct lrt *rt, const char *key) {
+  for (struct lock *l = rt->buckets[lock_hash(key)]; l; l = l->next)
+    if (strcmp(l->key, key) == 0)
+      return l;
+  return NULL;
+}
+
+static bool can_acquire(struct lrt *rt, struct lrt_ev *e) {
+  for (int i = 0; i < e->nwant; i++) {
+    struct lock *l = lock_find(rt, e->want[i]->key);
+    if (l && l->owner != e)
+      return false;
+  }
+  return true;
+}
+
+/* Moves every wanted lock into the table, all at once. Never allocates: the
+ * nodes and the room in `held` were made when ncghl.lock was called. */
+static void acquire_all(struct lrt *rt, struct lrt_ev *e) {
+  for (int i = 0; i < e->nwant; i++) {
+    struct lock *l = e->want[i];
+    unsigned b = lock_hash(l->key);
+    l->owner = e;
+    l->next = rt->buckets[b];
+    rt->buckets[b] = l;
+    e->held[e->nheld++] = l;
+  }
+  free(e->want);
+  e->want = NULL;
+  e->nwant = 0;
+}
+
+static void want_free(struct lrt_ev *e) {
+  for (int i = 0; i < e->nwant; i++) {
+    free(e->want[i]->key);
+    free(e->want[i]);
+  }
+  free(e->want);
+  e->want = NULL;
+  e->nwant = 0;
+}
+
+static void waiter_unlink(struct lrt *rt, struct lrt_ev *e) {
+  if (!e->waiting)
+    return;
+  if (e->wait_prev)
+    e->wait_prev->wait_next = e->wait_next;
+  else
+    rt->wait_head = e->wait_next;
+  if (e->wait_next)
+    e->wait_next->wait_prev = e->wait_prev;
+  else
+    rt->wait_tail = e->wait_prev;
+  e->wait_prev = e->wait_next = NULL;
+  e->waiting = false;
+}
+
+static void wake_waiters(struct lrt *rt) {
+  struct lrt_ev *e = rt->wait_head;
+  while (e) {
+    struct lrt_ev *next = e->wait_next;
+    if (can_acquire(rt, e)) {
+      waiter_unlink(rt, e);
+      acquire_all(rt, e);
+      e->park = PARK_NONE;
+      ready_push(e, WAKE_LOCKED);
+    }
+    e = next;
+  }
+}
+
+static void release_locks(struct lrt_ev *e) {
+  struct lrt *rt = e->rt;
+  for (int i = 0; i < e->nheld; i++) {
+    struct lock *l = e->held[i];
+    struct lock **pp = &rt->buckets[lock_hash(l->key)];
+    while (*pp && *pp != l)
+      pp = &(*pp)->next;
+    if (*pp)
+      *pp = l->next;
+    free(l->key);
+    free(l);
+  }
+  free(e->held);
+  e->held = NULL;
+  e->nheld = e->capheld = 0;
+  if (rt->wait_head) {
+    rt->locks_dirty = true;
+    kick(rt);
+  }
+}
+
+/* Whether `from`, which waits, waits (through the owners of what it wants)
+ * for `target`. Each event is visited once per search. */
+static bool waits_for(struct lrt *rt, struct lrt_ev *from, struct lrt_ev *target) {
+  if (from->visit == rt->visit_gen)
+    return false;
+  from->visit = rt->visit_gen;
+  for (int i = 0; i < from->nwant; i++) {
+    struct lock *l = lock_find(rt, from->want[i]->key);
+    if (!l || l->owner == from)
+      continue;
+    if (l->owner == target)
+      return true;
+    if (l->owner->waiting && waits_for(rt, l->owner, target))
+      return true;
+  }
+  return false;
+}
+
+static int cmp_keys(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* ncghl.lock(key, ...): returns once the event holds every given key (nil
+ * and "" are skipped). Keys are taken all at once, so two events that want
+ * overlapping sets never each hold half; a key the event holds already is
+ * not taken twice. Everything is released when the event ends. */
+static int api_lock(lua_State *L) {
+  struct lrt_ev *e = yielding_event(L, "ncghl.lock");
+  struct lrt *rt = e->rt;
+  int n = lua_gettop(L);
+  for (int i = 1; i <= n; i++)
+    if (!lua_isnil(L, i) && !lua_isstring(L, i))
+      return luaL_argerror(L, i, "lock keys must be strings");
+
+  char **keys = calloc((size_t)n + 1, sizeof(*keys));
+  int nk = 0;
+  bool oom = !keys;
+  for (int i = 1; !oom && i <= n; i++) {
+    if (lua_isnil(L, i) || lua_rawlen(L, i) == 0)
+      continue;
+    size_t len;
+    const char *k = lua_tolstring(L, i, &len);
+    if (strlen(k) != len) /* a NUL inside: keys are C strings */
+      continue;
+    struct lock *mine = lock_find(rt, k);
+    if (mine && mine->owner == e)
+      continue;
+    if (!(keys[nk] = xstrdup(k)))
+      oom = true;
+    else
+      nk++;
+  }
+  if (!oom && nk > 1) {
+    qsort(keys, (size_t)nk, sizeof(*keys), cmp_keys);
+    int w = 1;
+    for (int i = 1; i < nk; i++) {
+      if (strcmp(keys[i], keys[w - 1]) == 0)
+        free(keys[i]);
+      else
+        keys[w++] = keys[i];
+    }
+    nk = w;
+  }
+  /* Room for the nodes and in `held`, made now so that acquiring later,
+   * from the loop, cannot fail. */
+  struct lock **want = NULL;
+  if (!oom && nk > 0) {
+    want = calloc((size_t)nk, sizeof(*want));
+    if (!want)
+      oom = true;
+    for (int i = 0; !oom && i < nk; i++) {
+      if (!(want[i] = calloc(1, sizeof(**want)))) {
+        oom = true;
+        break;
+      }
+      want[i]->key = keys[i];
+      keys[i] = NULL;
+    }
+    if (!oom && e->nheld + nk > e->capheld) {
+      int ncap = e->nheld + nk + 4;
+      struct lock **nh = realloc(e->held, (size_t)ncap * sizeof(*nh));
+      if (!nh)
+        oom = true;
+      else {
+        e->held = nh;
+        e->capheld = ncap;
+      }
+    }
+  }
+  if (oom) {
+    for (int i = 0; keys && i < nk; i++)
+      free(keys[i]);
+    for (int i = 0; want && i < nk; i++) {
+      if (want[i]) {
+        free(want[i]->key);
+        free(want[i]);
+      }
+    }
+    free(want);
+    free(keys);
+    return luaL_error(L, "%s", MSG_MEMORY);
+  }
+  free(keys);
+  if (nk == 0)
+    return 0;
+  e->want = want;
+  e->nwant = nk;
+  if (can_acquire(rt, e)) {
+    acquire_all(rt, e);
+    return 0;
+  }
+  rt->visit_gen++;
+  if (waits_for(rt, e, e)) {
+    want_free(e);
+    lapi_push_fail(L, true, "lock deadlock: events wait for each other's keys (lock all keys in one call)");
+    return lua_error(L);
+  }
+  e->waiting = true;
+  e->wait_prev = rt->wait_tail;
+  if (rt->wait_tail)
+    rt->wait_tail->wait_next = e;
+  else
+    rt->wait_head = e;
+  rt->wait_tail = e;
+  e->park = PARK_LOCK;
+  return lua_yield(L, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Events                                                                   */
+
+static void rt_destroy(struct lrt *rt) {
+  if (rt->cur)
+    state_unref(rt->cur);
+  if (rt->kick)
+    event_free(rt->kick);
+  free(rt);
+}
+
+static const char *type_name_of(lua_State *co, int idx) {
+  return lua_typename(co, lua_type(co, idx));
+}
+
+static void ev_free(struct lrt_ev *e) {
+  want_free(e);
+  free(e->held);
+  saved_free(e->saved);
+  free(e->call_buf);
+  free(e->id);
+  free(e);
+}
+
+/* Turns the coroutine's end into an outcome, releases everything the event
+ * held, and only then tells the caller (who may start more events, reload,
+ * or free the runtime from the callback). */
+static void ev_finish(struct lrt_ev *e, int rc, int nres) {
+  struct lrt *rt = e->rt;
+  struct lrt_state *st = e->st;
+  lua_State *co = e->co;
+  struct lrt_result r = {.outcome = LRT_FAILED};
+  char *message = NULL, *data = NULL, *error = NULL;
+  /* A coroutine that died of an error has no free stack slots left; looking
+   * at its error object (metatables, tracebacks) needs a few. */
+  bool room = lua_checkstack(co, 8);
+
+  if (e->guard.killed || rc == LUA_ERRMEM) {
+    const char *why = e->guard.killed ? e->guard.killed : MSG_MEMORY;
+    const char *top = rc != LUA_OK && rc != LUA_YIELD && lua_type(co, -1) == LUA_TSTRING
+                          ? lua_tostring(co, -1)
+                          : NULL;
+    /* The hook's own error says where the script was stopped; keep that. */
+    size_t tl = top ? strlen(top) : 0, wl = strlen(why);
+    error = xstrdup(tl >= wl && strcmp(top + tl - wl, why) == 0 ? top : why);
+    log_warn("lua event=%s failed: %s", e->id, error ? error : MSG_MEMORY);
+  } else if (rc == LUA_OK) {
+    int base = lua_gettop(co) - nres;
+    const char *kind = nres >= 1 ? lua_tostring(co, base + 1) : NULL;
+    const char *d = nres >= 2 ? lua_tostring(co, base + 2) : NULL;
+    const char *m = nres >= 3 ? lua_tostring(co, base + 3) : NULL;
+    if (kind && strcmp(kind, "done") == 0) {
+      r.outcome = LRT_DONE;
+      data = xstrdup(d ? d : "{}");
+      message = xstrdup(m ? m : "Event processed");
+    } else if (kind && strcmp(kind, "ignored") == 0) {
+      r.outcome = LRT_IGNORED;
+      message = xstrdup(m ? m : "No route for this event");
+    } else {
+      error = xstrdup("ncghl.engine: run(ev) returned no outcome");
+    }
+  } else if (rc == LUA_YIELD) {
+    error = xstrdup("a script yielded outside ncghl.call and ncghl.lock");
+  } else if (!room) {
+    error = xstrdup("script error (no stack left to describe it)");
+  } else {
+    bool retryable = false;
+    const char *msg = NULL;
+    if (lapi_is_fail(co, -1, &retryable, &msg)) {
+      r.outcome = retryable ? LRT_RETRY : LRT_FAILED;
+      error = xstrdup(msg);
+      log_info("lua event=%s %s: %s", e->id, retryable ? "will retry" : "failed", msg);
+    } else {
+      if (lua_type(co, -1) == LUA_TSTRING)
+        error = xstrdup(lua_tostring(co, -1));
+      else {
+        lua_pushfstring(co, "(error object is a %s value)", type_name_of(co, -1));
+        error = xstrdup(lua_tostring(co, -1));
+      }
+      log_warn("lua event=%s script error: %s", e->id, error ? error : "?");
+      if (log_enabled(LOGL_DEBUG)) {
+        luaL_traceback(st->L, co, NULL, 0);
+        log_debug("lua event=%s %s", e->id, lua_tostring(st->L, -1));
+        lua_pop(st->L, 1);
+      }
+    }
+  }
+  if (r.outcome == LRT_RETRY || r.outcome == LRT_FAILED) {
+    if (!error)
+      error = xstrdup(MSG_MEMORY);
+    message = xstrdup(error);
+  }
+  r.message = message ? message : "Event processed";
+  r.data = data ? data : "{}";
+  r.error = (r.outcome == LRT_RETRY || r.outcome == LRT_FAILED) ? (error ? error : MSG_MEMORY)
+                                                                : NULL;
+
+  bool out_of_memory = e->guard.killed == MSG_MEMORY || rc == LUA_ERRMEM;
+  release_locks(e);
+  waiter_unlink(rt, e);
+  /* Closing runs any pending __close handlers: script code, so it counts
+   * against the event's guard like the rest. */
+  st->guard = &e->guard;
+  st->limit_on = true;
+  lua_resetthread(co);
+  st->limit_on = false;
+  st->guard = NULL;
+  luaL_unref(st->L, LUA_REGISTRYINDEX, e->co_ref);
+  if (out_of_memory)
+    lua_gc(st->L, LUA_GCCOLLECT, 0);
+  lrt_done_cb done = e->done;
+  void *ud = e->ud;
+  ev_free(e);
+  rt->running--;
+  state_unref(st);
+  bool destroy = rt->freeing && rt->running == 0;
+
+  done(ud, &r);
+  free(message);
+  free(data);
+  free(error);
+  if (destroy)
+    rt_destroy(rt);
+}
+
+/* Runs in protected mode on the main thread: makes the coroutine, anchors it
+ * in the registry and puts engine.run and the event table on its stack. */
+static int setup_cb(lua_State *L) {
+  struct lrt_ev *e = lua_touserdata(L, 1);
+  const struct lrt_event *ev = lua_touserdata(L, 2);
+  lua_State *co = lua_newthread(L);
+  e->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  e->co = co;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->st->entry_ref);
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, e->id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, e->source);
+  lua_setfield(L, -2, "source");
+  lua_pushstring(L, e->type);
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, e->run);
+  lua_setfield(L, -2, "run");
+  lua_pushlstring(L, ev->payload ? ev->payload : "", ev->payload ? ev->payload_len : 0);
+  lua_setfield(L, -2, "raw");
+  lua_xmove(L, co, 2);
+  return 0;
+}
+
+int lrt_run(struct lrt *rt, const struct lrt_event *ev, lrt_done_cb done, void *ud) {
+  if (!rt || !ev || !done || rt->freeing || !rt->cur)
+    return -1;
+  struct lrt_state *st = rt->cur;
+  const char *id = ev->id ? ev->id : "";
+  const char *source = ev->source ? ev->source : "";
+  const char *type = ev->type ? ev->type : "";
+  size_t il = strlen(id) + 1, sl = strlen(source) + 1, tl = strlen(type) + 1;
+  struct lrt_ev *e = calloc(1, sizeof(*e));
+  char *strs = malloc(il + sl + tl);
+  if (!e || !strs) {
+    free(e);
+    free(strs);
+    return -1;
+  }
+  memcpy(strs, id, il);
+  memcpy(strs + il, source, sl);
+  memcpy(strs + il + sl, type, tl);
+  e->id = strs;
+  e->source = strs + il;
+  e->type = strs + il + sl;
+  e->rt = rt;
+  e->st = st;
+  e->run = ev->run > 0 ? ev->run : 1;
+  e->done = done;
+  e->ud = ud;
+  e->co_ref = LUA_NOREF;
+  e->guard.budget = budget_of(rt->host.cfg);
+
+  lua_State *L = st->L;
+  lua_pushcfunction(L, setup_cb);
+  lua_pushlightuserdata(L, e);
+  lua_pushlightuserdata(L, (void *)ev);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    log_error("lua event=%s: cannot start: %s", id, lua_tostring(L, -1));
+    lua_settop(L, 0);
+    if (e->co_ref != LUA_NOREF)
+      luaL_unref(L, LUA_REGISTRYINDEX, e->co_ref);
+    ev_free(e);
+    return -1;
+  }
+  lua_sethook(e->co, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  st->refs++;
+  rt->running++;
+  /* Started from the loop, so done is never called from inside lrt_run. */
+  ready_push(e, WAKE_START);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The runtime                                                              */
+
+struct lrt *lrt_new(const struct lrt_host *host, char *err, size_t errlen) {
+  if (!host || !host->base || !host->cfg) {
+    snprintf(err, errlen, "lrt_new: a host with an event base and a configuration is required");
+    return NULL;
+  }
+  struct lrt *rt = calloc(1, sizeof(*rt));
+  if (!rt) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  rt->host = *host;
+  rt->kick = evtimer_new(host->base, on_kick, rt);
+  if (!rt->kick) {
+    snprintf(err, errlen, "cannot create a timer");
+    free(rt);
+    return NULL;
+  }
+  rt->cur = state_build(rt, err, errlen);
+  if (!rt->cur) {
+    event_free(rt->kick);
+    free(rt);
+    return NULL;
+  }
+  rt->cur->refs = 1;
+  log_debug("lua: scripts loaded, version %s", rt->cur->version);
+  return rt;
+}
+
+void lrt_free(struct lrt *rt) {
+  if (!rt)
+    return;
+  if (rt->running > 0) {
+    /* Should not happen (the contract says events have finished); if it
+     * does, the last one to end frees the runtime instead of crashing. */
+    log_warn("lua: runtime freed with %d events still running", rt->running);
+    rt->freeing = true;
+    return;
+  }
+  rt_destroy(rt);
+}
+
+int lrt_reload(struct lrt *rt, char *err, size_t errlen) {
+  if (!rt || rt->freeing) {
+    snprintf(err, errlen, "no runtime");
+    return -1;
+  }
+  struct lrt_state *st = state_build(rt, err, errlen);
+  if (!st)
+    return -1; /* the caller reports err; the old state stays current */
+  st->refs = 1;
+  struct lrt_state *old = rt->cur;
+  rt->cur = st;
+  log_debug("lua: scripts reloaded, version %s (was %s, %d events still on it)", st->version,
+           old->version, old->refs - 1);
+  state_unref(old);
+  return 0;
+}
+
+const char *lrt_version(const struct lrt *rt) {
+  return rt && rt->cur ? rt->cur->version : "";
+}
+
+int lrt_running(const struct lrt *rt) {
+  return rt ? rt->running : 0;
+}
