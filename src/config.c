@@ -308,6 +308,7 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   c->ghl_webhook_rsa_key =
       get_file(&ld, "GHL_WEBHOOK_RSA_KEY", "keys/ghl-webhook-rsa4096-x-wh-signature.pem");
   c->nowcerts_poll_interval = get_num(&ld, "NOWCERTS_POLL_INTERVAL", 60, 0, BIG, false);
+  c->public_url = get_url(&ld, "PUBLIC_URL", NULL);
   c->lua_memory_mb = (int)get_num(&ld, "LUA_MEMORY_MB", 64, 1, 65536, true);
   c->lua_instruction_budget =
       (long)get_num(&ld, "LUA_INSTRUCTION_BUDGET", 10000000, 1000, 1e15, true);
@@ -335,7 +336,7 @@ void config_free(struct config *c) {
                    &c->nowcerts_password, &c->ghl_base_url, &c->ghl_api_key, &c->ghl_location_id,
                    &c->ghl_client_id, &c->ghl_client_secret, &c->ghl_refresh_token, &c->db_path,
                    &c->mappings_dir, &c->lua_dir, &c->admin_token, &c->nowcerts_webhook_secret,
-                   &c->ghl_webhook_ed25519_key, &c->ghl_webhook_rsa_key};
+                   &c->ghl_webhook_ed25519_key, &c->ghl_webhook_rsa_key, &c->public_url};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
     free(*strs[i]);
     *strs[i] = NULL;

@@ -45,6 +45,7 @@ struct config {
   char *ghl_webhook_ed25519_key; /* PEM path, X-GHL-Signature */
   char *ghl_webhook_rsa_key;     /* PEM path, legacy x-wh-signature */
   double nowcerts_poll_interval;
+  char *public_url; /* where NowCerts REST hooks reach us; NULL: unset */
 
   int lua_memory_mb;          /* per Lua state */
   long lua_instruction_budget; /* per event */
