@@ -17,6 +17,7 @@
 #include "httpc.h"
 #include "log.h"
 #include "lua_rt.h"
+#include "presence.h"
 #include "queue.h"
 #include "sandbox.h"
 #include "server.h"
@@ -47,6 +48,7 @@ struct app {
   struct lrt *rt;
   struct engine *engine;
   struct server *server;
+  struct presence *presence;
   struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
   double drain_deadline;
   pid_t fakes;
@@ -109,6 +111,8 @@ static int up_start_hook(void *ud, const struct up_call *call, up_attempt_cb on_
 static void app_free(struct app *a) {
   if (a->server)
     server_free(a->server);
+  if (a->presence)
+    presence_stop(a->presence);
   if (a->engine)
     engine_free(a->engine);
   if (a->queue)
@@ -211,6 +215,7 @@ static int cmd_serve(int argc, char **argv) {
     log_error("%s", err);
     goto out;
   }
+  a.presence = presence_start(a.base, a.store, a.queue);
   a.sig_term = evsignal_new(a.base, SIGTERM, on_stop_signal, &a);
   a.sig_int = evsignal_new(a.base, SIGINT, on_stop_signal, &a);
   a.sig_hup = evsignal_new(a.base, SIGHUP, on_hup, &a);
