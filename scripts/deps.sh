@@ -7,6 +7,10 @@ PACKAGES=(
   liblua5.4-dev lua-cjson-dev libevent-dev libcurl4-openssl-dev
   libsqlite3-dev libssl-dev libcmocka-dev sqlite3 wrk
 )
+# Only the benchmark needs these: the peer (the source design in Python) it
+# is compared against. `scripts/deps.sh --bench` adds them.
+BENCH_PACKAGES=(python3-fastapi python3-uvicorn python3-httpx python3-pydantic)
+[ "${1:-}" = "--bench" ] && PACKAGES+=("${BENCH_PACKAGES[@]}")
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,45 @@
+-- wrk: POST /api/v1/webhooks/nowcerts with a unique payload per request (the
+-- source design's Test 2 body; only the email changes), so idempotency never
+-- short-circuits and every request is a new event and a new GHL contact.
+-- usage: wrk -t2 -c32 -d10s --latency -s bench/unique.lua http://127.0.0.1:8001 -- RUN_ID
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+
+function init(args)
+  run_id = args[1] or tostring(math.random(1, 1e9))
+  counter = 0
+  statuses = {}
+end
+
+local headers = { ["Content-Type"] = "application/json" }
+local fmt = '{"event_type":"INSURED_INSERT","timestamp":"2024-01-15T10:30:00Z","data":{'
+  .. '"firstName":"Bench","lastName":"User","email":"bench-%s-t%d-%d@example.com",'
+  .. '"phone":"+1234567890","address":{"street":"123 Test St","city":"Miami","state":"FL","zip":"33101"}}}'
+
+function request()
+  counter = counter + 1
+  return wrk.format("POST", "/api/v1/webhooks/nowcerts", headers, string.format(fmt, run_id, tid, counter))
+end
+
+function response(status, hdrs, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local total = {}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("statuses")) do total[k] = (total[k] or 0) + v end
+  end
+  local parts = {}
+  for k, v in pairs(total) do parts[#parts + 1] = string.format("%s=%d", tostring(k), v) end
+  table.sort(parts)
+  io.write(string.format("RESULT rps=%.1f p50=%.2f p99=%.2f max=%.2f requests=%d errors=%d statuses=%s\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000, summary.requests,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status
+      + summary.errors.timeout, table.concat(parts, ",")))
+end
