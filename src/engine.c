@@ -145,7 +145,9 @@ static void on_finished(void *ud, bool committed) {
   }
   job_remove(e, j);
   e->active--;
-  schedule_claim(e);
+  /* Only when work was left waiting for a slot; the poll finds the rest. */
+  if (e->backlog)
+    schedule_claim(e);
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }

@@ -77,6 +77,9 @@ static const char *const migrations[] = {
     "CREATE TABLE kv ("
     " key TEXT PRIMARY KEY,"
     " value TEXT NOT NULL);",
+    /* 2: claiming pending work walks this index instead of every event ever
+     * received in created_at order. */
+    "CREATE INDEX events_status_created ON events (status, created_at);",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -145,11 +148,16 @@ static const char *const stmt_sql[ST_COUNT] = {
                     ")",
     [ST_EV_STARTED] = "UPDATE events SET attempts = attempts + 1, updated_at = ?2"
                       " WHERE id = ?1 AND status = " S_RUNNING,
+    /* Pending first, oldest first; then retry_wait rows whose time has come.
+     * Each branch is one index range, so a store full of done events costs
+     * nothing here. */
     [ST_EV_CLAIM_DUE] = "UPDATE events SET status = " S_RUNNING ", attempts = attempts + 1,"
-                        " updated_at = ?1 WHERE id IN (SELECT id FROM events"
-                        " WHERE status = " S_PENDING " OR (status = " S_RETRY_WAIT
-                        " AND next_at <= ?1) ORDER BY created_at, rowid LIMIT ?2)"
-                        " RETURNING " EV_COLS,
+                        " updated_at = ?1 WHERE id IN ("
+                        "SELECT id FROM (SELECT id FROM events WHERE status = " S_PENDING
+                        " ORDER BY created_at LIMIT ?2)"
+                        " UNION ALL SELECT id FROM (SELECT id FROM events WHERE status = "
+                        S_RETRY_WAIT " AND next_at <= ?1 ORDER BY next_at LIMIT ?2)"
+                        " LIMIT ?2) RETURNING " EV_COLS,
     [ST_EV_FINISH] = "UPDATE events SET status = ?2, next_at = ?3, last_error = ?4, result = ?5,"
                      " updated_at = ?6 WHERE id = ?1",
     [ST_EV_REQUEUE] = "UPDATE events SET status = " S_PENDING ", next_at = 0, updated_at = ?2"
@@ -478,7 +486,11 @@ static int configure(sqlite3 *db, const char *path, char *err, size_t errlen) {
   if (!mode || strcmp((const char *)mode, "wal") != 0)
     log_warn("store: %s stays in journal mode %s, not wal", path, mode ? (const char *)mode : "?");
   sqlite3_finalize(st);
+  /* A bigger page cache than SQLite's 2 MiB default: intake reads the
+   * events index on every insert, and re-reading pages from the file showed
+   * up as a tenth of the CPU time under load. */
   if (exec_sql(db, "PRAGMA synchronous = FULL") != 0 ||
+      exec_sql(db, "PRAGMA cache_size = -16384") != 0 ||
       exec_sql(db, "PRAGMA foreign_keys = ON") != 0) {
     set_err(err, errlen, "cannot configure %s: %s", path, sqlite3_errmsg(db));
     return -1;
