@@ -1,6 +1,10 @@
 -- wrk: POST /api/v1/webhooks/nowcerts with a unique payload per request (the
--- source design's Test 2 body; only the email changes), so idempotency never
--- short-circuits and every request is a new event and a new GHL contact.
+-- source design's Test 2 body; the email and the phone change), so idempotency
+-- never short-circuits and every request is a new person: a new event and a
+-- new GHL contact. (The peer's own script varied only the email; a shared
+-- phone makes every request the same household to ncghl, whose upserts must
+-- then take them one at a time. The peer does no lookups, so it is
+-- indifferent to the phone.)
 -- usage: wrk -t2 -c32 -d10s --latency -s bench/unique.lua http://127.0.0.1:8001 -- RUN_ID
 local threads = {}
 
@@ -18,11 +22,11 @@ end
 local headers = { ["Content-Type"] = "application/json" }
 local fmt = '{"event_type":"INSURED_INSERT","timestamp":"2024-01-15T10:30:00Z","data":{'
   .. '"firstName":"Bench","lastName":"User","email":"bench-%s-t%d-%d@example.com",'
-  .. '"phone":"+1234567890","address":{"street":"123 Test St","city":"Miami","state":"FL","zip":"33101"}}}'
+  .. '"phone":"+1%03d%07d","address":{"street":"123 Test St","city":"Miami","state":"FL","zip":"33101"}}}'
 
 function request()
   counter = counter + 1
-  return wrk.format("POST", "/api/v1/webhooks/nowcerts", headers, string.format(fmt, run_id, tid, counter))
+  return wrk.format("POST", "/api/v1/webhooks/nowcerts", headers, string.format(fmt, run_id, tid, counter, tid, counter % 10000000))
 end
 
 function response(status, hdrs, body)

@@ -108,6 +108,15 @@ local function load_fp(side, id)
   return fp
 end
 
+-- What ncghl last wrote to record `id` on `side`, as {field = normalised
+-- value}, or nil if it never wrote it.
+function echo.last_written(side, id)
+  if not id then
+    return nil
+  end
+  return load_fp(side, id)
+end
+
 function echo.is_echo(side, id, rec)
   if not id or type(rec) ~= "table" then
     return false

@@ -13,13 +13,33 @@ local json = require "ncghl.json"
 
 local engine = {}
 
--- Returned by handle() when no route takes the event.
+-- Returned by handle() when no route takes the event. A route may return it
+-- too (with a message after it) for an event it looked at and chose to leave.
 engine.IGNORED = setmetatable({}, { __name = "ncghl.engine.IGNORED" })
+
+-- Registered before the helpers and routes load, so that they can reach
+-- engine.IGNORED with require "ncghl.engine" while this file still runs.
+package.loaded["ncghl.engine"] = engine
 
 local helpers = {
   nowcerts = require "ncghl.nowcerts",
   ghl = require "ncghl.ghl",
 }
+-- Adds ghl.upsert_opportunity and ghl.opportunity_echo (policies and quotes).
+require "ncghl.opportunities"
+
+-- Forgets what the helpers cached in this Lua state (GHL's pipelines). For
+-- a test runner: call it before each case if cases share one state, and
+-- before a state that ran test cases serves real events, so that no
+-- fixture's answer ever stands in for the real API's.
+function engine.reset()
+  for _, h in pairs(helpers) do
+    if type(h.reset_cache) == "function" then
+      h.reset_cache()
+    end
+  end
+end
+
 local routes = { nowcerts = {}, ghl = {} }
 
 local function side(name)

@@ -25,14 +25,16 @@ local function answer_of(res)
   return ("HTTP %s: %s"):format(tostring(res.status), body)
 end
 
--- request(method, path, body_table [, opts]) -> decoded answer, raw result.
--- opts.not_found = true: a 404 returns nil instead of failing.
-function ghl.request(method, path, body, opts)
-  local res = ncghl.call("ghl", method, path, body ~= nil and json.encode(body) or nil)
+-- call(method, path, body_table) -> the raw result, failed or not: for the
+-- callers that handle some failures themselves (see ncghl.opportunities).
+function ghl.call(method, path, body)
+  return ncghl.call("ghl", method, path, body ~= nil and json.encode(body) or nil)
+end
+
+-- The decoded answer of a result from ghl.call; a failed call raises
+-- ncghl.fail with the upstream's answer.
+function ghl.check(method, path, res)
   if not res.ok then
-    if opts and opts.not_found and res.status == 404 then
-      return nil, res
-    end
     ncghl.fail({
       retryable = res.retryable,
       message = ("GHL %s %s failed: %s"):format(method, path, answer_of(res)),
@@ -50,6 +52,16 @@ function ghl.request(method, path, body, opts)
     })
   end
   return decoded, res
+end
+
+-- request(method, path, body_table [, opts]) -> decoded answer, raw result.
+-- opts.not_found = true: a 404 returns nil instead of failing.
+function ghl.request(method, path, body, opts)
+  local res = ghl.call(method, path, body)
+  if not res.ok and opts and opts.not_found and res.status == 404 then
+    return nil, res
+  end
+  return ghl.check(method, path, res), res
 end
 
 function ghl.location_id()
@@ -121,6 +133,35 @@ function ghl.search_contact(q)
   return nil
 end
 
+-- The contacts named exactly first + last (compared trimmed, without case).
+-- For records that name a person no other way (a policy's insured): the
+-- caller decides what more than one means.
+function ghl.search_contacts_by_name(first, last)
+  local f, l = util.trim(util.str(first) or ""):lower(), util.trim(util.str(last) or ""):lower()
+  if f == "" or l == "" then
+    return {}
+  end
+  local filters = ghl.search_filters("firstName", util.trim(util.str(first)))
+  for _, flt in ipairs(ghl.search_filters("lastName", util.trim(util.str(last)))) do
+    filters[#filters + 1] = flt
+  end
+  local found = ghl.request("POST", "/contacts/search", {
+    locationId = ghl.location_id(),
+    pageLimit = 10,
+    page = 1,
+    filters = filters,
+  })
+  local out = {}
+  for _, c in ipairs(type(found.contacts) == "table" and found.contacts or {}) do
+    if type(c) == "table" and not util.empty(c.id)
+        and util.trim(util.str(c.firstName) or ""):lower() == f
+        and util.trim(util.str(c.lastName) or ""):lower() == l then
+      out[#out + 1] = c
+    end
+  end
+  return out
+end
+
 -- The contact, or nil when GHL no longer has it (a stale link).
 function ghl.get_contact(id)
   local found = ghl.request("GET", "/contacts/" .. util.pct(id), nil, { not_found = true })
@@ -171,8 +212,18 @@ end
 
 -- upsert_contact(src, map, opts): the NowCerts record `src`, mapped with
 -- `map`, written to GHL without ever creating a duplicate: by the id link
--- first, then by email, then by phone; updated if found, created if not.
+-- first, then by email, then by phone (a phone match with another email is
+-- another person); updated if found, created if not.
 -- opts.nowcerts_id: the insured's NowCerts id (for the link and echoes).
+-- For callers that only name a person (a policy's insured), three more:
+-- opts.update = false: a contact that is found is used as it is; only a
+--   missing one is created (action "found" or "created").
+-- opts.match_name = true: when the record has neither email nor phone, look
+--   for a contact with exactly this firstName and lastName; more than one
+--   such contact fails the event rather than picking one.
+-- opts.echo = false: no echo check and no fingerprint update for the
+--   NowCerts record, because `src` is not that record (the caller needs the
+--   contact's id, and a policy must not overwrite its insured's fingerprint).
 function ghl.upsert_contact(src, m, opts)
   opts = opts or {}
   if type(src) ~= "table" then
@@ -183,13 +234,22 @@ function ghl.upsert_contact(src, m, opts)
   nc_id = nc_id and nc_id:lower() -- NowCerts ids are GUIDs: case carries no meaning
   local email = util.email(body.email)
   local phone = util.phone10(body.phone)
+  local use_echo = opts.echo ~= false
+  local name
+  -- A name identifies a person only when nothing better does: with an email
+  -- or a phone that GHL does not know, another person of that name must not
+  -- be taken for them.
+  if opts.match_name and not email and not phone and not util.empty(body.firstName)
+      and not util.empty(body.lastName) then
+    name = (util.str(body.firstName) .. " " .. util.str(body.lastName)):lower()
+  end
 
   -- Two events about the same person (same id, email or phone) run one after
   -- the other from here on, so the second finds what the first created.
   ncghl.lock(nc_id and "contact:nowcerts:" .. nc_id, email and "contact:email:" .. email,
-    phone and "contact:phone:" .. phone)
+    phone and "contact:phone:" .. phone, name and "contact:name:" .. name)
 
-  if nc_id and echo.is_echo("nowcerts", nc_id, src) then
+  if use_echo and nc_id and echo.is_echo("nowcerts", nc_id, src) then
     return skipped()
   end
 
@@ -205,6 +265,37 @@ function ghl.upsert_contact(src, m, opts)
   end
   if not existing and phone then
     existing, found_by = ghl.search_contact({ phone = body.phone }), "phone"
+    -- A phone is shared by families and offices: a record with an email is
+    -- only taken for a phone match that has no email of its own, so two
+    -- people who share a number are never merged into one contact.
+    if existing and email and not util.empty(existing.email) then
+      existing, found_by = nil, nil
+    end
+  end
+  if not existing and name then
+    local same = ghl.search_contacts_by_name(body.firstName, body.lastName)
+    if #same > 1 then
+      ncghl.fail({
+        retryable = false,
+        message = ("%d GHL contacts are named %s %s and nothing else tells them apart: "
+          .. "give the record an email or link the contact"):format(#same,
+          util.str(body.firstName), util.str(body.lastName)),
+      })
+    end
+    existing, found_by = same[1], "name"
+  end
+
+  if existing and opts.update == false then
+    if nc_id then
+      ncghl.link_put("contact", nc_id, existing.id)
+    end
+    return {
+      action = "found",
+      contact_id = existing.id,
+      found_by = found_by,
+      contact = existing,
+      message = ("GHL contact %s found"):format(existing.id),
+    }
   end
 
   local action, id, contact, sent
@@ -229,7 +320,9 @@ function ghl.upsert_contact(src, m, opts)
 
   if nc_id then
     ncghl.link_put("contact", nc_id, id)
-    echo.observe("nowcerts", nc_id, src)
+    if use_echo then
+      echo.observe("nowcerts", nc_id, src)
+    end
   end
   echo.record("ghl", id, sent, trace)
   return {
@@ -239,6 +332,119 @@ function ghl.upsert_contact(src, m, opts)
     contact = contact,
     message = ("GHL contact %s %s"):format(id, action),
   }
+end
+
+-- Opportunities and pipelines -------------------------------------------
+
+-- The fields UpdateOpportunityDto declares. Anything else on a PUT
+-- /opportunities/{id} (contactId, locationId) is answered 422.
+ghl.opportunity_update_fields = { "pipelineId", "name", "pipelineStageId", "status", "monetaryValue",
+  "assignedTo", "customFields" }
+
+-- GHL's pipelines per location, as last read. Kept in the Lua state, so one
+-- GET serves every event until a name is missing (then read again, once) or
+-- the state is replaced by a reload. engine.reset() empties it.
+local pipelines_cache = {}
+
+function ghl.reset_cache()
+  pipelines_cache = {}
+end
+
+-- The location's pipelines [{id, name, stages = [{id, name}]}] and whether
+-- they were just read. refresh = true reads them again.
+function ghl.pipelines(refresh)
+  local loc = ghl.location_id()
+  local cached = pipelines_cache[loc]
+  if cached and not refresh then
+    return cached, false
+  end
+  local found = ghl.request("GET", "/opportunities/pipelines?locationId=" .. util.pct(loc))
+  local list = type(found.pipelines) == "table" and found.pipelines or {}
+  pipelines_cache[loc] = list
+  return list, true
+end
+
+local function fold(s)
+  return util.trim(util.str(s) or ""):lower()
+end
+
+-- Names are compared trimmed and without case. The stage item's shape is
+-- not confirmed (ref/ghl/NOTES.md section 3): items without an id and a
+-- name are passed over.
+local function named(list, name)
+  for _, item in ipairs(type(list) == "table" and list or {}) do
+    if type(item) == "table" and fold(item.name) == name and not util.empty(item.id) then
+      return item
+    end
+  end
+  return nil
+end
+
+local function names_of(list)
+  local out = {}
+  for _, item in ipairs(type(list) == "table" and list or {}) do
+    if type(item) == "table" and not util.empty(item.name) then
+      out[#out + 1] = '"' .. util.str(item.name) .. '"'
+    end
+  end
+  return #out > 0 and table.concat(out, ", ") or "none"
+end
+
+-- resolve_pipeline("Personal Lines", "Bound") -> pipeline id, stage id (nil
+-- when no stage is asked for: GHL then uses the pipeline's first stage).
+-- A name that is still missing after reading the pipelines again fails the
+-- event for good, naming what GHL has. opts.known_only = true: only the
+-- pipelines already read are searched, and a missing name gives nil.
+function ghl.resolve_pipeline(pipeline_name, stage_name, opts)
+  local known_only = opts and opts.known_only
+  local want_p = fold(pipeline_name)
+  local want_s = stage_name ~= nil and fold(stage_name) or ""
+  if want_p == "" and known_only then
+    return nil, nil
+  elseif want_p == "" then
+    ncghl.fail({ retryable = false, message = "no pipeline was chosen for this record (pipelines.lua)" })
+  end
+  local function lookup(list)
+    local p = named(list, want_p)
+    if not p or want_s == "" then
+      return p, nil
+    end
+    return p, named(p.stages, want_s)
+  end
+  if known_only then
+    local p, s = lookup(pipelines_cache[ghl.location_id()])
+    return p and util.str(p.id), s and util.str(s.id) or nil
+  end
+  local list, fresh = ghl.pipelines(false)
+  local p, s = lookup(list)
+  if (not p or (want_s ~= "" and not s)) and not fresh then
+    list = ghl.pipelines(true)
+    p, s = lookup(list)
+  end
+  if not p then
+    ncghl.fail({
+      retryable = false,
+      message = ('GHL has no pipeline named "%s" (it has: %s); change pipelines.lua or add it in GHL')
+        :format(util.str(pipeline_name), names_of(list)),
+    })
+  end
+  if want_s ~= "" and not s then
+    ncghl.fail({
+      retryable = false,
+      message = ('GHL pipeline "%s" has no stage named "%s" (it has: %s); change pipelines.lua or add it in GHL')
+        :format(util.str(p.name), util.str(stage_name), names_of(p.stages)),
+    })
+  end
+  return util.str(p.id), s and util.str(s.id) or nil
+end
+
+-- The contact's opportunities whose name contains `q` (GET search; its
+-- parameters are snake_case). An answer that is not found is an empty list.
+function ghl.search_opportunities(contact_id, q)
+  local path = ("/opportunities/search?location_id=%s&contact_id=%s&q=%s&limit=20"):format(
+    util.pct(ghl.location_id()), util.pct(contact_id), util.pct(q))
+  local found = ghl.request("GET", path, nil, { not_found = true })
+  return found and type(found.opportunities) == "table" and found.opportunities or {}
 end
 
 return ghl

@@ -90,6 +90,20 @@ function util.pct(s)
   end))
 end
 
+-- require(name) for a mapping file an agency may delete: nil when there is
+-- no such file. Any other error (one inside that file, or a file it needs
+-- that is missing) is raised as usual, so a broken file still fails the load.
+function util.require_optional(name)
+  local ok, mod = pcall(require, name)
+  if ok then
+    return mod
+  end
+  if type(mod) == "string" and mod:find("module '" .. name .. "' not found", 1, true) then
+    return nil
+  end
+  error(mod, 0)
+end
+
 -- A shallow copy without the listed keys.
 function util.without(t, keys)
   local out = {}

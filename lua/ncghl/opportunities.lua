@@ -1,0 +1,320 @@
+-- ncghl.opportunities: a NowCerts policy or quote becomes a GHL opportunity
+-- on its insured's contact (SPEC section 6). Adds two helpers to the GHL
+-- side: ghl.upsert_opportunity (the route's work) and ghl.opportunity_echo
+-- (the route for GHL's Opportunity* webhooks). What is mapped, and to which
+-- pipeline, is the agency's: mappings/policies.lua and mappings/pipelines.lua.
+--
+-- The rules that matter: the contact is found (or, if GHL has none,
+-- created) before the opportunity; one NowCerts record is one opportunity,
+-- found again through the stored links, so an update PUTs the same one and a
+-- quote that becomes a policy moves its opportunity instead of adding one;
+-- an update never sends what UpdateOpportunityDto does not declare.
+local util = require "ncghl.util"
+local map = require "ncghl.map"
+local echo = require "ncghl.echo"
+local ghl = require "ncghl.ghl"
+local nowcerts = require "ncghl.nowcerts"
+
+local function fail(message)
+  ncghl.fail({ retryable = false, message = message })
+end
+
+-- NowCerts ids are GUIDs and policy numbers match without case in NowCerts:
+-- neither's case carries meaning, so links and locks use lower case.
+local function key_of(v)
+  local s = util.str(v)
+  if not s then
+    return nil
+  end
+  s = util.trim(s):lower()
+  return s ~= "" and s or nil
+end
+
+local function fold(s)
+  return util.trim(util.str(s) or ""):lower()
+end
+
+local function pick(t, keys)
+  local out = {}
+  for _, k in ipairs(keys) do
+    out[k] = t[k]
+  end
+  return out
+end
+
+-- The contact a record's insured is, found or created (never a blind
+-- create: ghl.upsert_contact looks it up first). Returns its id and how.
+local function contact_for(src, m)
+  local ins_id = key_of(map.get(src, m.insured_id))
+  if ins_id then
+    local linked = ncghl.link_get("contact", "ghl", ins_id)
+    if linked then
+      return linked, "link"
+    end
+  end
+  local view = map.apply(m.insured_to_contact, src)
+  local named = util.email(view.email) ~= nil or util.phone10(view.phone) ~= nil
+    or (not util.empty(view.firstName) and not util.empty(view.lastName))
+  if ins_id and not named then
+    -- Only the id: the insured itself, read from NowCerts, makes the contact.
+    local insured = nowcerts.get_insured(ins_id)
+    if not insured then
+      fail(("NowCerts has no insured %s (the record's insuredDatabaseId)"):format(ins_id))
+    end
+    local r = ghl.upsert_contact(insured, m.insured_contact, { nowcerts_id = ins_id, echo = false })
+    return r.contact_id, "nowcerts"
+  end
+  if not named then
+    fail("the record names no insured: it needs insuredDatabaseId, insuredEmail (or email), "
+      .. "or insuredFirstName and insuredLastName")
+  end
+  local r = ghl.upsert_contact(src, m.insured_to_contact, {
+    nowcerts_id = ins_id, update = false, match_name = true, echo = false,
+  })
+  return r.contact_id, r.found_by or r.action
+end
+
+-- An opportunity of the contact with exactly this name that no NowCerts
+-- record is linked to: one ncghl made just before a crash lost its link, or
+-- one made by hand. Taking it over is what keeps a re-run from duplicating.
+local function adoptable(contact_id, name, number)
+  for _, o in ipairs(ghl.search_opportunities(contact_id, number)) do
+    local id = type(o) == "table" and util.str(o.id)
+    if id and id ~= "" and fold(o.name) == fold(name)
+        and (o.contactId == nil or util.str(o.contactId) == contact_id)
+        and not ncghl.link_get("policy", "nowcerts", id)
+        and not ncghl.link_get("policy_number", "nowcerts", id) then
+      return id
+    end
+  end
+  return nil
+end
+
+-- GHL refused the pipeline or stage id. The ids came from the pipelines
+-- read earlier, which may be stale (a pipeline rebuilt in GHL): worth one
+-- more try with the list read again. The wording of GHL's refusal is not
+-- documented, so any 400/404/422 that mentions a pipeline counts.
+local function pipeline_refused(res)
+  if res.ok or res.retryable or (res.status ~= 400 and res.status ~= 404 and res.status ~= 422) then
+    return false
+  end
+  return (res.body or ""):lower():find("pipeline", 1, true) ~= nil
+end
+
+-- The linked opportunity is gone (deleted in GHL): make a new one.
+local function opportunity_gone(res)
+  if res.ok or res.retryable then
+    return false
+  end
+  if res.status == 404 then
+    return true
+  end
+  return (res.status == 400 or res.status == 422)
+    and (res.body or ""):lower():find("opportunity not found", 1, true) ~= nil
+end
+
+local function choose(m, src, ctx)
+  local t = m.pipeline(src, ctx)
+  if type(t) ~= "table" then
+    fail("pipelines.lua chose no pipeline for this record")
+  end
+  local pipeline_id, stage_id = ghl.resolve_pipeline(t.pipeline, t.stage)
+  return t, pipeline_id, stage_id
+end
+
+-- upsert_opportunity(src, m, opts): the NowCerts policy or quote `src`,
+-- mapped with `m` (mappings/policies.lua), written to GHL as one
+-- opportunity. opts.quote: true for a quote, false for a policy (the
+-- record's own isQuote wins when it has one).
+--
+-- The opportunity is looked for, in this order:
+--   1. the link of the record's NowCerts id (kind "policy");
+--   2. the link of its number (kind "policy_number"): taken as is when the
+--      record has no NowCerts id (the source design's payloads), and taken
+--      over by another NowCerts record with that number only while it is
+--      still a quote (a quote that became a policy; a renewal that keeps its
+--      number gets an opportunity of its own);
+--   3. the contact's opportunity with exactly this name and no link;
+-- and created when none is found. A quote never moves an opportunity ncghl
+-- already put at the policy stage: that event is skipped. "Still a quote"
+-- and "at the policy stage" mean the stage ncghl last wrote there (its echo
+-- fingerprint), so an agent moving the opportunity in GHL changes neither.
+function ghl.upsert_opportunity(src, m, opts)
+  opts = opts or {}
+  if type(src) ~= "table" then
+    src = {}
+  end
+  local number = util.str((map.get(src, m.number)))
+  if not number or util.trim(number) == "" then
+    fail("the record has no policy number (policyNumber or number)")
+  end
+  local number_key = key_of(number)
+  local quote = map.get(src, m.is_quote)
+  if type(quote) ~= "boolean" then
+    quote = opts.quote == true
+  end
+  local pid = key_of((map.get(src, m.policy_id)))
+  local ctx = { quote = quote, line = util.str((map.get(src, m.line_of_business))) }
+
+  -- Two events about the same policy run one after the other from here on.
+  ncghl.lock(pid and "policy:nowcerts:" .. pid, "policy:number:" .. number_key)
+
+  local target, pipeline_id, stage_id = choose(m, src, ctx)
+  -- The stage id this record's line would have as the other kind (quote or
+  -- policy); nil when GHL has no such stage, which then cannot match.
+  local function other_stage()
+    local t = m.pipeline(src, { quote = not quote, line = ctx.line })
+    if type(t) ~= "table" then
+      return nil
+    end
+    local _, s = ghl.resolve_pipeline(t.pipeline, t.stage, { known_only = true })
+    return s
+  end
+  local function written_stage(id)
+    local last = echo.last_written("ghl", id)
+    return last and last.pipelineStageId
+  end
+
+  local opp_id, found_by
+  if pid then
+    opp_id = ncghl.link_get("policy", "ghl", pid)
+    found_by = opp_id and "link"
+  end
+  if not opp_id then
+    local by_number = ncghl.link_get("policy_number", "ghl", number_key)
+    if by_number and not pid then
+      opp_id, found_by = by_number, "number"
+    elseif by_number then
+      local written = written_stage(by_number)
+      local quote_stage, policy_stage
+      if quote then
+        quote_stage, policy_stage = stage_id, other_stage()
+      else
+        quote_stage, policy_stage = other_stage(), stage_id
+      end
+      if quote_stage and written == quote_stage then
+        opp_id, found_by = by_number, "quote"
+      elseif quote and policy_stage and written == policy_stage then
+        -- A quote whose number is already bound (a late update of the quote
+        -- that became that policy): found here so that it is skipped below.
+        opp_id, found_by = by_number, "number"
+      end
+    end
+  end
+  if opp_id and quote then
+    local policy_stage = other_stage()
+    if policy_stage and policy_stage ~= stage_id and written_stage(opp_id) == policy_stage then
+      return {
+        action = "skipped",
+        reason = "the opportunity is already at the policy stage",
+        opportunity_id = opp_id,
+        message = ("Skipped: GHL opportunity %s is already a bound policy"):format(opp_id),
+      }
+    end
+  end
+
+  local body, trace = map.apply(m.opportunity, src, ctx)
+  if util.empty(body.name) then
+    fail("the opportunity map (policies.lua) gave no name")
+  end
+  body.pipelineId, body.pipelineStageId, body.status = pipeline_id, stage_id, target.status or "open"
+  trace.pipelineId, trace.pipelineStageId, trace.status = "pipelines.lua", "pipelines.lua", "pipelines.lua"
+
+  -- One write, tried once more with fresh pipeline ids if GHL refused ours.
+  local function send(method, path, b)
+    local res = ghl.call(method, path, b)
+    if pipeline_refused(res) and (b.pipelineId or b.pipelineStageId) then
+      ghl.pipelines(true)
+      local t2, p2, s2 = choose(m, src, ctx)
+      if p2 ~= pipeline_id or s2 ~= stage_id then
+        target, pipeline_id, stage_id = t2, p2, s2
+        body.pipelineId, body.pipelineStageId = p2, s2
+        b.pipelineId, b.pipelineStageId = p2, s2
+        res = ghl.call(method, path, b)
+      end
+    end
+    return res
+  end
+
+  local action, contact_id, contact_by
+  if opp_id then
+    local sent = pick(body, ghl.opportunity_update_fields)
+    -- Pipeline, stage and status stay as GHL has them when they are what
+    -- ncghl last wrote: an agent may have moved the opportunity since (won,
+    -- another stage) and a premium change must not undo that. A new target
+    -- (a quote bound, a pipelines.lua change) is sent.
+    local last = echo.last_written("ghl", opp_id)
+    if last then
+      if last.pipelineId == sent.pipelineId and last.pipelineStageId == sent.pipelineStageId then
+        sent.pipelineId, sent.pipelineStageId = nil, nil
+      end
+      if last.status == sent.status then
+        sent.status = nil
+      end
+    end
+    local path = "/opportunities/" .. util.pct(opp_id)
+    local res = send("PUT", path, sent)
+    if opportunity_gone(res) then
+      opp_id, found_by = nil, nil
+    else
+      ghl.check("PUT", path, res)
+      action = "updated"
+    end
+  end
+  if not opp_id then
+    contact_id, contact_by = contact_for(src, m)
+    local adopted = adoptable(contact_id, body.name, number)
+    if adopted then
+      opp_id, found_by = adopted, "search"
+      local path = "/opportunities/" .. util.pct(opp_id)
+      ghl.check("PUT", path, send("PUT", path, pick(body, ghl.opportunity_update_fields)))
+      action = "updated"
+    else
+      local b = util.without(body)
+      b.contactId, b.locationId = contact_id, ghl.location_id()
+      local created = ghl.check("POST", "/opportunities/", send("POST", "/opportunities/", b))
+      local o = type(created.opportunity) == "table" and created.opportunity or created
+      opp_id = util.str(o.id)
+      if util.empty(opp_id) then
+        fail("GHL created an opportunity but its answer has no id")
+      end
+      action = "created"
+    end
+  end
+
+  if pid then
+    ncghl.link_put("policy", pid, opp_id)
+  end
+  ncghl.link_put("policy_number", number_key, opp_id)
+  echo.record("ghl", opp_id, body, trace)
+  return {
+    action = action,
+    opportunity_id = opp_id,
+    found_by = found_by,
+    contact_id = contact_id,
+    contact_found_by = contact_by,
+    kind = quote and "quote" or "policy",
+    pipeline = target.pipeline,
+    stage = target.stage,
+    message = ("GHL opportunity %s %s"):format(opp_id, action),
+  }
+end
+
+-- The route for GHL's Opportunity* webhooks: ncghl's own write coming back
+-- is skipped; any other change is not sent to NowCerts and is "ignored".
+function ghl.opportunity_echo(ev)
+  local d = type(ev.data) == "table" and ev.data or {}
+  local id = util.str(d.id)
+  if id and echo.is_echo("ghl", id, d) then
+    return {
+      action = "skipped",
+      reason = "echo of ncghl's own write",
+      message = "Skipped: echo of ncghl's own write",
+    }
+  end
+  return require("ncghl.engine").IGNORED,
+    ("GHL %s for opportunity %s: opportunity changes are not sent to NowCerts"):format(
+      tostring(ev.type), tostring(id))
+end
+
+return ghl

@@ -1,0 +1,433 @@
+-- Mapping test cases for policies and quotes (routes.lua, policies.lua,
+-- pipelines.lua). Run them with `ncghl test`; the format is described in
+-- docs/mapping-guide.md.
+--
+-- Every case answers GET /opportunities/pipelines itself, always with the
+-- same list for one location: ncghl keeps the pipelines it read (per
+-- location, in the Lua state the cases share), so a case must not depend on
+-- which case ran before it. The cases about a missing pipeline or stage use
+-- a location of their own, whose list lacks them.
+
+-- The pipelines GHL answers: the names pipelines.lua chooses, with our ids.
+local function stages(prefix, names)
+  local out = {}
+  for _, n in ipairs(names) do
+    out[#out + 1] = { id = prefix .. "-" .. n:lower(), name = n }
+  end
+  return out
+end
+
+local PIPELINES = {
+  service = "ghl", method = "GET", path = "/opportunities/pipelines", status = 200,
+  body = { pipelines = {
+    { id = "pl-personal", name = "Personal Lines", stages = stages("st-personal", { "New", "Quoted", "Bound" }) },
+    { id = "pl-commercial", name = "Commercial Lines", stages = stages("st-commercial", { "New", "Quoted", "Bound" }) },
+  } },
+}
+
+-- The location "loc-short" has only a personal pipeline, and that without a
+-- "Bound" stage.
+local PIPELINES_SHORT = {
+  service = "ghl", method = "GET", path = "/opportunities/pipelines", status = 200,
+  body = { pipelines = {
+    { id = "pl-personal", name = "Personal Lines", stages = stages("st-personal", { "New", "Quoted" }) },
+  } },
+}
+
+local INSURED_ID = "7a0c1b2e-3d4f-4a5b-8c6d-7e8f9a0b1c2d"
+
+-- The first case also lends its answers to a dry run:
+--   ncghl map --source nowcerts policy.json --fixtures mappings/tests/policies.lua
+return {
+  { name = "policy insert creates the contact, then the opportunity (source design names)",
+    source = "nowcerts",
+    body = { event_type = "POLICY_INSERT", timestamp = "2024-01-15T10:30:00Z", data = {
+      policyNumber = "POL-1", policyType = "Auto", premium = 1200, carrier = "Progressive",
+      effectiveDate = "2024-01-01", expirationDate = "2025-01-01",
+      insuredEmail = "Jane.Doe@Example.com", insuredFirstName = "Jane", insuredLastName = "Doe" } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "POST", path = "/contacts/search", status = 200, body = { contacts = {}, total = 0 } },
+      { service = "ghl", method = "POST", path = "/contacts/", status = 201, body = { contact = { id = "c-new" } } },
+      { service = "ghl", method = "GET", path = "/opportunities/search", status = 200,
+        body = { opportunities = {}, meta = { total = 0 } } },
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-1" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "POST", path = "/contacts/search",
+          body = { filters = { { field = "email", operator = "eq", value = "jane.doe@example.com" } } } },
+        { service = "ghl", method = "POST", path = "/contacts/",
+          body = { email = "Jane.Doe@Example.com", firstName = "Jane", lastName = "Doe", source = "NowCerts" } },
+        { service = "ghl", method = "GET", path = "/opportunities/search",
+          query = { contact_id = "c-new", q = "POL-1" } },
+        { service = "ghl", method = "POST", path = "/opportunities/",
+          body = { name = "Auto Policy - POL-1", monetaryValue = 1200, contactId = "c-new", locationId = "loc-1",
+            pipelineId = "pl-personal", pipelineStageId = "st-personal-bound", status = "open",
+            customFields = {
+              { key = "policy_number", field_value = "POL-1" },
+              { key = "carrier", field_value = "Progressive" },
+              { key = "effective_date", field_value = "2024-01-01" },
+              { key = "expiration_date", field_value = "2025-01-01" },
+            } } },
+      },
+      data = { action = "created", opportunity_id = "o-1", contact_id = "c-new", kind = "policy",
+        pipeline = "Personal Lines", stage = "Bound" },
+    } },
+
+  { name = "a line whose pipeline GHL lacks fails for good, naming the pipeline",
+    source = "nowcerts",
+    config = { GHL_LOCATION_ID = "loc-short" },
+    body = { event_type = "POLICY_INSERT", data = {
+      policyNumber = "GL-9", policyType = "Commercial General Liability", premium = 5000,
+      insuredEmail = "owner@acme.example" } },
+    answers = { PIPELINES_SHORT, PIPELINES_SHORT },
+    expect = {
+      outcome = "failed",
+      error = 'GHL has no pipeline named "Commercial Lines"',
+      requests = {
+        { service = "ghl", method = "GET", path = "/opportunities/pipelines", query = { locationId = "loc-short" } },
+      },
+      -- Nothing is written when the pipeline is unknown: not even the contact.
+      request_count = 1,
+    } },
+
+  { name = "a stage GHL lacks fails for good, naming the stage and the pipeline",
+    source = "nowcerts",
+    config = { GHL_LOCATION_ID = "loc-short" },
+    body = { event_type = "POLICY_INSERT", data = {
+      policyNumber = "POL-8", policyType = "Auto", premium = 800, insuredEmail = "jo@example.com" } },
+    answers = { PIPELINES_SHORT, PIPELINES_SHORT },
+    expect = {
+      outcome = "failed",
+      error = 'pipeline "Personal Lines" has no stage named "Bound"',
+      requests = {
+        { service = "ghl", method = "GET", path = "/opportunities/pipelines" },
+      },
+      request_count = 1,
+    } },
+
+  { name = "NowCerts' own names: number, lineOfBusinesses, totalPremium, carrierName, dates with offsets",
+    source = "nowcerts",
+    body = { event_type = "POLICY_INSERT", data = {
+      databaseId = "0B1C2D3E-4F50-4617-8293-A4B5C6D7E8F9", number = "H-77", isQuote = false,
+      lineOfBusinesses = { { lineOfBusinessName = "Homeowners" } }, totalPremium = 980.5,
+      carrierName = "Citizens", effectiveDate = "2024-02-01T00:00:00-05:00",
+      expirationDate = "2025-02-01T00:00:00-05:00", insuredEmail = "ann@example.com" } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "POST", path = "/contacts/search", status = 200,
+        body = { contacts = { { id = "c-ann", email = "ann@example.com" } }, total = 1 } },
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-77" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "POST", path = "/opportunities/",
+          body = { name = "Homeowners Policy - H-77", monetaryValue = 980.5, contactId = "c-ann",
+            customFields = {
+              { key = "policy_number", field_value = "H-77" },
+              { key = "carrier", field_value = "Citizens" },
+              { key = "effective_date", field_value = "2024-02-01" },
+              { key = "expiration_date", field_value = "2025-02-01" },
+            } } },
+      },
+      -- The contact is only used: a policy never changes it.
+      data = { action = "created", opportunity_id = "o-77", contact_id = "c-ann", contact_found_by = "email" },
+    } },
+
+  { name = "an update follows the link and PUTs the same opportunity, without create-only fields",
+    source = "nowcerts",
+    links = { { kind = "policy", nowcerts = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ghl = "o-77" } },
+    body = { event_type = "POLICY_UPDATE", data = {
+      databaseId = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", number = "H-77",
+      lineOfBusinessName = "Homeowners", totalPremium = 1100, insuredEmail = "ann@example.com" } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "PUT", path = "/opportunities/o-77", status = 200, body = { opportunity = { id = "o-77" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/opportunities/o-77",
+          body = { name = "Homeowners Policy - H-77", monetaryValue = 1100, pipelineId = "pl-personal",
+            pipelineStageId = "st-personal-bound", status = "open" } },
+      },
+      data = { action = "updated", opportunity_id = "o-77", found_by = "link" },
+    } },
+
+  { name = "a resend without a NowCerts id finds the opportunity by the policy number's link",
+    source = "nowcerts",
+    links = { { kind = "policy_number", nowcerts = "pol-2", ghl = "o-2" } },
+    body = { event_type = "POLICY_UPDATE", data = {
+      policyNumber = "POL-2", policyType = "Auto", premium = 640, insuredEmail = "kim@example.com" } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "PUT", path = "/opportunities/o-2", status = 200, body = { opportunity = { id = "o-2" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/opportunities/o-2",
+          body = { name = "Auto Policy - POL-2", monetaryValue = 640 } },
+      },
+      data = { action = "updated", opportunity_id = "o-2", found_by = "number" },
+    } },
+
+  { name = "a quote goes to the Quoted stage",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = INSURED_ID, ghl = "c-9" } },
+    body = { event_type = "QUOTE_INSERT", data = {
+      databaseId = "5f0e1d2c-3b4a-4968-8776-655443322110", number = "Q-5", lineOfBusinessName = "Personal Auto",
+      premium = 455.25, insuredDatabaseId = INSURED_ID } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-q5" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "GET", path = "/opportunities/search", query = { contact_id = "c-9" } },
+        { service = "ghl", method = "POST", path = "/opportunities/",
+          body = { name = "Personal Auto Policy - Q-5", monetaryValue = 455.25, contactId = "c-9",
+            pipelineId = "pl-personal", pipelineStageId = "st-personal-quoted", status = "open" } },
+      },
+      data = { action = "created", opportunity_id = "o-q5", kind = "quote", stage = "Quoted",
+        contact_found_by = "link" },
+    } },
+
+  { name = "a quote that becomes a policy moves its opportunity to Bound (same NowCerts id)",
+    source = "nowcerts",
+    links = { { kind = "policy", nowcerts = "5f0e1d2c-3b4a-4968-8776-655443322110", ghl = "o-q5" } },
+    body = { event_type = "POLICY_UPDATE", data = {
+      databaseId = "5f0e1d2c-3b4a-4968-8776-655443322110", number = "Q-5", isQuote = false,
+      lineOfBusinessName = "Personal Auto", totalPremium = 470, insuredDatabaseId = INSURED_ID } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "PUT", path = "/opportunities/o-q5", status = 200, body = { opportunity = { id = "o-q5" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/opportunities/o-q5",
+          body = { pipelineId = "pl-personal", pipelineStageId = "st-personal-bound", monetaryValue = 470 } },
+      },
+      data = { action = "updated", opportunity_id = "o-q5", kind = "policy", stage = "Bound" },
+    } },
+
+  { name = "a quote bound as a new NowCerts record moves the quote's opportunity",
+    source = "nowcerts",
+    links = { { kind = "policy_number", nowcerts = "q-6", ghl = "o-q6" } },
+    -- What ncghl last wrote to o-q6: the quote stage.
+    fingerprints = { { side = "ghl", id = "o-q6", fields = {
+      name = "Auto Policy - Q-6", pipelineId = "pl-personal", pipelineStageId = "st-personal-quoted",
+      status = "open" } } },
+    body = { event_type = "POLICY_INSERT", data = {
+      databaseId = "11111111-2222-4333-8444-555555555555", number = "Q-6", isQuote = false,
+      lineOfBusinessName = "Auto", totalPremium = 820, insuredEmail = "ray@example.com" } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "PUT", path = "/opportunities/o-q6", status = 200, body = { opportunity = { id = "o-q6" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/opportunities/o-q6",
+          body = { pipelineStageId = "st-personal-bound", monetaryValue = 820, status = ABSENT,
+            contactId = ABSENT, locationId = ABSENT } },
+      },
+      data = { action = "updated", opportunity_id = "o-q6", found_by = "quote", stage = "Bound" },
+    } },
+
+  { name = "a late update of a quote whose number is already bound is skipped",
+    source = "nowcerts",
+    links = { { kind = "policy_number", nowcerts = "q-6", ghl = "o-q6" } },
+    fingerprints = { { side = "ghl", id = "o-q6", fields = {
+      name = "Auto Policy - Q-6", pipelineId = "pl-personal", pipelineStageId = "st-personal-bound",
+      status = "open" } } },
+    body = { event_type = "QUOTE_UPDATE", data = {
+      databaseId = "66666666-7777-4888-8999-000000000000", number = "Q-6", isQuote = true,
+      lineOfBusinessName = "Auto", totalPremium = 790, insuredEmail = "ray@example.com" } },
+    answers = { PIPELINES },
+    expect = {
+      outcome = "done",
+      data = { action = "skipped", opportunity_id = "o-q6" },
+    } },
+
+  { name = "a renewal (a new NowCerts record, same number as a bound policy) gets its own opportunity",
+    source = "nowcerts",
+    links = { { kind = "policy_number", nowcerts = "r-1", ghl = "o-r1" },
+      { kind = "contact", nowcerts = INSURED_ID, ghl = "c-9" } },
+    fingerprints = { { side = "ghl", id = "o-r1", fields = {
+      name = "Auto Policy - R-1", pipelineId = "pl-personal", pipelineStageId = "st-personal-bound",
+      status = "open" } } },
+    body = { event_type = "POLICY_INSERT", data = {
+      databaseId = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee", number = "R-1", lineOfBusinessName = "Auto",
+      totalPremium = 1300, insuredDatabaseId = INSURED_ID } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-r2" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "POST", path = "/opportunities/",
+          body = { name = "Auto Policy - R-1", contactId = "c-9", monetaryValue = 1300 } },
+      },
+      data = { action = "created", opportunity_id = "o-r2" },
+    } },
+
+  { name = "an update leaves stage and status as GHL has them when they are what ncghl last wrote",
+    source = "nowcerts",
+    links = { { kind = "policy", nowcerts = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ghl = "o-77" } },
+    fingerprints = { { side = "ghl", id = "o-77", fields = {
+      name = "Homeowners Policy - H-77", monetaryValue = "980.5", pipelineId = "pl-personal",
+      pipelineStageId = "st-personal-bound", status = "open" } } },
+    body = { event_type = "POLICY_UPDATE", data = {
+      databaseId = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", number = "H-77",
+      lineOfBusinessName = "Homeowners", totalPremium = 1010 } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "PUT", path = "/opportunities/o-77", status = 200, body = { opportunity = { id = "o-77" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/opportunities/o-77",
+          body = { monetaryValue = 1010, pipelineId = ABSENT, pipelineStageId = ABSENT, status = ABSENT } },
+      },
+      data = { action = "updated" },
+    } },
+
+  { name = "GHL's webhook about an opportunity ncghl just wrote is skipped as an echo",
+    source = "ghl",
+    fingerprints = { { side = "ghl", id = "o-77", fields = {
+      name = "Homeowners Policy - H-77", monetaryValue = "1010", pipelineId = "pl-personal",
+      pipelineStageId = "st-personal-bound", status = "open" } } },
+    body = { type = "OpportunityUpdate", locationId = "loc-1", id = "o-77", name = "Homeowners Policy - H-77",
+      monetaryValue = 1010, pipelineId = "pl-personal", pipelineStageId = "st-personal-bound", status = "open",
+      contactId = "c-ann", source = "" },
+    expect = { outcome = "done", data = { action = "skipped" }, request_count = 0 } },
+
+  { name = "a commercial line goes to the Commercial Lines pipeline",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = INSURED_ID, ghl = "c-9" } },
+    body = { event_type = "POLICY_INSERT", data = {
+      number = "BOP-1", lineOfBusinessName = "Business Owners Policy (BOP)", premium = "2,400.00",
+      insuredDatabaseId = INSURED_ID } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-bop" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "POST", path = "/opportunities/",
+          body = { name = "Business Owners Policy (BOP) Policy - BOP-1", monetaryValue = 2400,
+            pipelineId = "pl-commercial", pipelineStageId = "st-commercial-bound" } },
+      },
+      data = { action = "created", pipeline = "Commercial Lines" },
+    } },
+
+  { name = "only insuredDatabaseId and no link: the insured is read from NowCerts and its contact written first",
+    source = "nowcerts",
+    body = { event_type = "POLICY_INSERT", data = {
+      number = "A-300", lineOfBusinessName = "Auto", premium = 300, insuredDatabaseId = INSURED_ID } },
+    answers = {
+      PIPELINES,
+      { service = "nowcerts", method = "GET", path = "/InsuredDetailList", status = 200,
+        body = { value = { { id = INSURED_ID, firstName = "Lee", lastName = "Park", eMail = "lee@example.com",
+          cellPhone = "(555) 010-2030", city = "Tampa" } } } },
+      { service = "ghl", method = "POST", path = "/contacts/search", status = 200, body = { contacts = {} } },
+      { service = "ghl", method = "POST", path = "/contacts/search", status = 200, body = { contacts = {} } },
+      { service = "ghl", method = "POST", path = "/contacts/", status = 201, body = { contact = { id = "c-lee" } } },
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-300" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "nowcerts", method = "GET", path = "/InsuredDetailList",
+          query = { ["$filter"] = "id eq " .. INSURED_ID } },
+        { service = "ghl", method = "POST", path = "/contacts/",
+          body = { firstName = "Lee", lastName = "Park", email = "lee@example.com", city = "Tampa" } },
+        { service = "ghl", method = "POST", path = "/opportunities/",
+          body = { name = "Auto Policy - A-300", contactId = "c-lee" } },
+      },
+      data = { action = "created", contact_id = "c-lee", contact_found_by = "nowcerts" },
+    } },
+
+  { name = "an insured named only by name is found by first and last name",
+    source = "nowcerts",
+    body = { event_type = "POLICY_INSERT", data = {
+      policyNumber = "POL-N1", policyType = "Renters", premium = 150,
+      insuredFirstName = "Maria", insuredLastName = "Lopez" } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "POST", path = "/contacts/search", status = 200,
+        body = { contacts = { { id = "c-maria", firstName = "Maria", lastName = "Lopez" } } } },
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-n1" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "POST", path = "/contacts/search",
+          body = { filters = { { field = "firstName", value = "Maria" }, { field = "lastName", value = "Lopez" } } } },
+        { service = "ghl", method = "POST", path = "/opportunities/", body = { contactId = "c-maria" } },
+      },
+      data = { action = "created", contact_found_by = "name" },
+    } },
+
+  { name = "two GHL contacts with the insured's name fail the event instead of picking one",
+    source = "nowcerts",
+    body = { event_type = "POLICY_INSERT", data = {
+      policyNumber = "POL-N2", policyType = "Renters", insuredFirstName = "Maria", insuredLastName = "Lopez" } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "POST", path = "/contacts/search", status = 200,
+        body = { contacts = { { id = "c-m1", firstName = "Maria", lastName = "Lopez" },
+          { id = "c-m2", firstName = "maria", lastName = "LOPEZ" } } } },
+    },
+    expect = { outcome = "failed", error = "2 GHL contacts are named Maria Lopez" } },
+
+  { name = "a policy that names no insured fails for good",
+    source = "nowcerts",
+    body = { event_type = "POLICY_INSERT", data = { policyNumber = "POL-X", policyType = "Auto" } },
+    answers = { PIPELINES },
+    expect = { outcome = "failed", error = "names no insured" } },
+
+  { name = "a policy without a number fails for good",
+    source = "nowcerts",
+    body = { event_type = "POLICY_INSERT", data = { policyType = "Auto", insuredEmail = "a@example.com" } },
+    expect = { outcome = "failed", error = "has no policy number", request_count = 0 } },
+
+  { name = "GHL answering 400 to the opportunity fails the event for good",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = INSURED_ID, ghl = "c-9" } },
+    body = { event_type = "POLICY_INSERT", data = {
+      number = "E-400", lineOfBusinessName = "Auto", premium = 1, insuredDatabaseId = INSURED_ID } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 400,
+        body = { statusCode = 400, message = "Bad Request" } },
+    },
+    expect = { outcome = "failed", error = "GHL POST /opportunities/ failed" } },
+
+  { name = "GHL answering 503 to the opportunity asks for a retry",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = INSURED_ID, ghl = "c-9" } },
+    body = { event_type = "POLICY_INSERT", data = {
+      number = "E-503", lineOfBusinessName = "Auto", premium = 1, insuredDatabaseId = INSURED_ID } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 503,
+        body = { statusCode = 503, message = "Service Unavailable" } },
+    },
+    expect = { outcome = "retry", error = "GHL POST /opportunities/ failed" } },
+
+  { name = "an opportunity change in GHL that ncghl did not write is ignored",
+    source = "ghl",
+    body = { type = "OpportunityStageUpdate", locationId = "loc-1", id = "o-elsewhere", name = "Boat - B1",
+      pipelineId = "pl-personal", pipelineStageId = "st-personal-new", status = "open", monetaryValue = 10 },
+    expect = { outcome = "ignored", request_count = 0 } },
+}

@@ -1,0 +1,414 @@
+"""SPEC section 6: policies and quotes become GHL opportunities, attached to
+the insured's contact (found, or created first): every event type, both
+naming schemes, one opportunity per NowCerts record (updates, quotes bound
+as policies, renewals), pipelines by line of business, echoes, upstream
+errors, and NowCerts REST-hook deliveries."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.dont_write_bytecode = True  # keep the source tree clean
+import harness  # noqa: E402
+from harness import IntegTest, insured_data, nowcerts_event, uniq  # noqa: E402
+
+
+def guid():
+    return "6d45d106-%s-4%s-8%s-%s" % (uniq(4), uniq(3), uniq(3), uniq(12))
+
+
+class Policies(IntegTest):
+    def _post(self, s, event_type, data):
+        ans = self.assertJSONAnswer(s.nowcerts(nowcerts_event(event_type, data)), 200)
+        self.assertIs(ans.get("success"), True, ans)
+        self.assertNotEqual(ans.get("status"), "ignored", "no route handles %s" % event_type)
+        return ans
+
+    def _opps(self):
+        return self.fakes.records("ghl", "opportunities")
+
+    def _one_opp(self, name):
+        opps = [o for o in self._opps() if o.get("name") == name]
+        self.assertEqual(len(opps), 1, "opportunities: %r" % self._opps())
+        return opps[0]
+
+    def test_policy_becomes_an_opportunity_on_the_existing_contact(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = "POL-" + uniq(6)
+        data = {"policyNumber": number, "policyType": "Auto", "premium": 1500.0,
+                "carrier": "Progressive", "effectiveDate": "2024-01-01",
+                "expirationDate": "2025-01-01", "insuredEmail": c["email"]}
+        self._post(s, "POLICY_INSERT", data)
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual(float(opp.get("monetaryValue")), 1500.0)
+        self.assertEqual(opp.get("contactId"), c["id"])
+        self.assertTrue(opp.get("pipelineId"), opp)
+        custom = json.dumps(opp.get("customFields"))
+        self.assertIn(number, custom)
+        self.assertIn("Progressive", custom)
+        self.assertEqual(len(self.contacts_with_email(c["email"])), 1)
+
+    def test_nowcerts_real_policy_names(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = "H-" + uniq(6)
+        data = {"databaseId": guid(), "number": number, "lineOfBusinessName": "Homeowners",
+                "totalPremium": 980.5, "carrierName": "Citizens",
+                "effectiveDate": "2024-02-01T00:00:00-05:00",
+                "expirationDate": "2025-02-01T00:00:00-05:00", "insuredEmail": c["email"]}
+        self._post(s, "POLICY_INSERT", data)
+        opp = self._one_opp("Homeowners Policy - %s" % number)
+        self.assertEqual(float(opp.get("monetaryValue")), 980.5)
+        self.assertEqual(opp.get("contactId"), c["id"])
+
+    def test_policy_for_an_unknown_insured_creates_the_contact_first(self):
+        s = self.server()
+        email = "newpol.%s@example.com" % uniq()
+        number = "POL-" + uniq(6)
+        data = {"policyNumber": number, "policyType": "Auto", "premium": 700,
+                "insuredEmail": email, "insuredFirstName": "Nia", "insuredLastName": "Q" + uniq(4)}
+        self._post(s, "POLICY_INSERT", data)
+        contacts = self.contacts_with_email(email)
+        self.assertEqual(len(contacts), 1, self.fakes.records("ghl", "contacts"))
+        self.assertEqual(self._one_opp("Auto Policy - %s" % number).get("contactId"),
+                         contacts[0]["id"])
+
+    def test_policy_names_its_insured_by_database_id(self):
+        s = self.server()
+        ins_id = guid()
+        a = self.assertJSONAnswer(
+            s.nowcerts(nowcerts_event("INSURED_INSERT", insured_data(id=ins_id))), 200)
+        cid = a["data"]["contact_id"]
+        number = "POL-" + uniq(6)
+        data = {"policyNumber": number, "policyType": "Auto", "premium": 321,
+                "insuredDatabaseId": ins_id}
+        self._post(s, "POLICY_INSERT", data)
+        self.assertEqual(self._one_opp("Auto Policy - %s" % number).get("contactId"), cid)
+        self.assertEqual(len(self.fakes.records("ghl", "contacts")), 1)
+
+    def test_policy_update_updates_the_same_opportunity(self):
+        s = self.server()
+        c = self.seed_contact()
+        pid, number = guid(), "POL-" + uniq(6)
+        data = {"id": pid, "policyNumber": number, "policyType": "Auto", "premium": 1000,
+                "insuredEmail": c["email"]}
+        self._post(s, "POLICY_INSERT", data)
+        first = self._one_opp("Auto Policy - %s" % number)
+        self._post(s, "POLICY_UPDATE", dict(data, premium=1250))
+        self.assertEqual(len(self._opps()), 1, self._opps())
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual(opp.get("id"), first.get("id"))
+        self.assertEqual(float(opp.get("monetaryValue")), 1250.0)
+        self.assertEqual(len(self.fakes.calls("ghl", "POST", r"^/opportunities/?$")), 1)
+
+    def test_quote_becomes_an_opportunity(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = "Q-" + uniq(6)
+        data = {"policyNumber": number, "policyType": "Auto", "premium": 450,
+                "insuredEmail": c["email"]}
+        self._post(s, "QUOTE_INSERT", data)
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual(opp.get("contactId"), c["id"])
+        # A quote update (no NowCerts id: found by its number) changes the
+        # same opportunity, which stays at the quote stage.
+        self._post(s, "QUOTE_UPDATE", dict(data, premium=475))
+        again = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual(again["id"], opp["id"])
+        self.assertEqual(float(again["monetaryValue"]), 475.0)
+        self.assertEqual((again["pipelineId"], again["pipelineStageId"]),
+                         self._stage("Personal Lines", "Quoted"))
+
+    # -- helpers for the tests below ------------------------------------------
+
+    def _stage(self, pipeline, stage):
+        """(pipeline id, stage id) of the fake GHL's seeded pipelines."""
+        for pl in self.fakes.records("ghl", "pipelines"):
+            if pl.get("name") == pipeline:
+                for st in pl.get("stages") or []:
+                    if st.get("name") == stage:
+                        return pl["id"], st["id"]
+        raise AssertionError("the fake GHL has no %s / %s" % (pipeline, stage))
+
+    def _ghl_put(self, path, body):
+        """A change made in GHL by a person (straight to the fake's API)."""
+        r = harness.http("PUT", self.fakes.base("ghl") + path, body,
+                         {"Authorization": "Bearer agent", "Version": harness.GHL_VERSION})
+        self.assertEqual(r.status, 200, r)
+        return r.json()
+
+    # -- quotes, policies and the same opportunity ----------------------------
+
+    def test_quote_that_becomes_a_policy_moves_its_opportunity(self):
+        s = self.server()
+        c = self.seed_contact()
+        qid, number = guid(), "Q-" + uniq(6)
+        quote = {"databaseId": qid, "number": number, "isQuote": True,
+                 "lineOfBusinessName": "Auto", "totalPremium": 600, "insuredEmail": c["email"]}
+        self._post(s, "QUOTE_INSERT", quote)
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual((opp["pipelineId"], opp["pipelineStageId"]), self._stage("Personal Lines", "Quoted"))
+        ans = self._post(s, "POLICY_UPDATE", dict(quote, isQuote=False, totalPremium=640))
+        self.assertEqual(ans["data"]["action"], "updated", ans)
+        self.assertEqual(len(self._opps()), 1, self._opps())
+        moved = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual(moved["id"], opp["id"])
+        self.assertEqual((moved["pipelineId"], moved["pipelineStageId"]), self._stage("Personal Lines", "Bound"))
+        self.assertEqual(float(moved["monetaryValue"]), 640.0)
+        self.assertEqual(len(self.fakes.calls("ghl", "POST", r"^/opportunities/?$")), 1)
+
+    def test_quote_bound_as_a_new_policy_record_moves_and_stays_bound(self):
+        """NowCerts may bind a quote as a new record with the same number:
+        the quote's opportunity moves; the quote's late update does not move
+        it back."""
+        s = self.server()
+        c = self.seed_contact()
+        number = "Q-" + uniq(6)
+        quote = {"databaseId": guid(), "number": number, "lineOfBusinessName": "Homeowners",
+                 "premium": 900, "insuredEmail": c["email"]}
+        self._post(s, "QUOTE_INSERT", quote)
+        policy = dict(quote, databaseId=guid(), premium=950)
+        ans = self._post(s, "POLICY_INSERT", policy)
+        self.assertEqual(ans["data"]["found_by"], "quote", ans)
+        bound = self._stage("Personal Lines", "Bound")
+        opp = self._one_opp("Homeowners Policy - %s" % number)
+        self.assertEqual((opp["pipelineId"], opp["pipelineStageId"]), bound)
+        late = self._post(s, "QUOTE_UPDATE", dict(quote, premium=905))
+        self.assertEqual(late["data"]["action"], "skipped", late)
+        opp = self._one_opp("Homeowners Policy - %s" % number)
+        self.assertEqual((opp["pipelineId"], opp["pipelineStageId"]), bound)
+        self.assertEqual(float(opp["monetaryValue"]), 950.0)
+        self.assertEqual(len(self._opps()), 1, self._opps())
+
+    def test_renewal_with_the_same_number_gets_its_own_opportunity(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = "R-" + uniq(6)
+        term1 = {"databaseId": guid(), "number": number, "lineOfBusinessName": "Auto",
+                 "premium": 1000, "insuredEmail": c["email"], "effectiveDate": "2024-01-01"}
+        self._post(s, "POLICY_INSERT", term1)
+        self._post(s, "POLICY_INSERT", dict(term1, databaseId=guid(), premium=1100,
+                                            effectiveDate="2025-01-01"))
+        opps = [o for o in self._opps() if o.get("name") == "Auto Policy - %s" % number]
+        self.assertEqual(sorted(float(o["monetaryValue"]) for o in opps), [1000.0, 1100.0], opps)
+
+    def test_resend_without_a_nowcerts_id_updates_by_number(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = "POL-" + uniq(6)
+        data = {"policyNumber": number, "policyType": "Auto", "premium": 500,
+                "insuredEmail": c["email"]}
+        self._post(s, "POLICY_INSERT", data)
+        ans = self._post(s, "POLICY_UPDATE", dict(data, premium=525))
+        self.assertEqual(ans["data"]["found_by"], "number", ans)
+        self.assertEqual(float(self._one_opp("Auto Policy - %s" % number)["monetaryValue"]), 525.0)
+        self.assertEqual(len(self.fakes.calls("ghl", "POST", r"^/opportunities/?$")), 1)
+        # The update is an UpdateOpportunityDto: no contactId or locationId
+        # (the fake answers 422 to them, as GHL does).
+        put = self.fakes.calls("ghl", "PUT", r"^/opportunities/")
+        self.assertEqual(len(put), 1, put)
+        body = harness.req_body(put[0])
+        self.assertNotIn("contactId", body)
+        self.assertNotIn("locationId", body)
+
+    def test_an_update_keeps_a_stage_and_status_an_agent_set_in_ghl(self):
+        s = self.server()
+        c = self.seed_contact()
+        pid, number = guid(), "POL-" + uniq(6)
+        data = {"databaseId": pid, "number": number, "lineOfBusinessName": "Auto",
+                "totalPremium": 700, "insuredEmail": c["email"]}
+        self._post(s, "POLICY_INSERT", data)
+        opp = self._one_opp("Auto Policy - %s" % number)
+        _, new_stage = self._stage("Personal Lines", "New")
+        self._ghl_put("/opportunities/%s" % opp["id"], {"pipelineStageId": new_stage, "status": "won"})
+        self._post(s, "POLICY_UPDATE", dict(data, totalPremium=720))
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual(float(opp["monetaryValue"]), 720.0)
+        self.assertEqual(opp["pipelineStageId"], new_stage)
+        self.assertEqual(opp["status"], "won")
+
+    # -- pipelines -------------------------------------------------------------
+
+    def test_commercial_lines_go_to_the_commercial_pipeline(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = "GL-" + uniq(6)
+        self._post(s, "POLICY_INSERT", {"number": number, "lineOfBusinessName": "General Liability",
+                                        "totalPremium": 2500, "insuredEmail": c["email"]})
+        opp = self._one_opp("General Liability Policy - %s" % number)
+        self.assertEqual((opp["pipelineId"], opp["pipelineStageId"]),
+                         self._stage("Commercial Lines", "Bound"))
+        # The pipelines were read once, not once per event.
+        self._post(s, "POLICY_INSERT", {"number": number + "-2", "lineOfBusinessName": "Auto",
+                                        "totalPremium": 1, "insuredEmail": c["email"]})
+        self.assertEqual(len(self.fakes.calls("ghl", "GET", r"^/opportunities/pipelines")), 1)
+
+    def test_a_pipeline_ghl_does_not_have_fails_the_event_naming_it(self):
+        mapdir = self.tmp / "mappings"
+        shutil.copytree(harness.ROOT / "mappings", mapdir)
+        p = mapdir / "pipelines.lua"
+        p.write_text(p.read_text().replace('{ pipeline = "Personal Lines" }',
+                                           '{ pipeline = "Life and Health" }'))
+        s = self.server(env={"MAPPINGS_DIR": str(mapdir)})
+        c = self.seed_contact()
+        r = s.nowcerts(nowcerts_event("POLICY_INSERT", {
+            "policyNumber": "L-" + uniq(6), "policyType": "Auto", "premium": 1,
+            "insuredEmail": c["email"]}))
+        body = self.assertJSONAnswer(r, 502)
+        self.assertEqual(body.get("status"), "dead", body)
+        self.assertIn('no pipeline named "Life and Health"', body.get("error", ""))
+        self.assertIn("Personal Lines", body.get("error", ""))
+        self.assertEqual(self._opps(), [])
+        # Read once at the miss... and once more: the names GHL has may just
+        # have changed.
+        self.assertEqual(len(self.fakes.calls("ghl", "GET", r"^/opportunities/pipelines")), 1)
+
+    # -- the insured -----------------------------------------------------------
+
+    def test_insured_known_only_by_id_is_read_from_nowcerts(self):
+        s = self.server()
+        email = "only.id.%s@example.com" % uniq()
+        ins = self.fakes.seed("nowcerts", "insureds", {
+            "firstName": "Omar", "lastName": "Idd" + uniq(4), "eMail": email,
+            "cellPhone": "555-010-%04d" % (int(uniq(4), 16) % 10000), "type": 0, "insuredType": 1,
+            "active": True})
+        ins_id = harness.rid(ins)
+        number = "POL-" + uniq(6)
+        self._post(s, "POLICY_INSERT", {"number": number, "lineOfBusinessName": "Auto",
+                                        "premium": 10, "insuredDatabaseId": ins_id})
+        contacts = self.contacts_with_email(email)
+        self.assertEqual(len(contacts), 1, self.fakes.records("ghl", "contacts"))
+        self.assertEqual(contacts[0].get("firstName"), "Omar")
+        self.assertEqual(self._one_opp("Auto Policy - %s" % number)["contactId"], contacts[0]["id"])
+        self.assertEqual(len(self.fakes.calls("nowcerts", "GET", r"InsuredDetailList")), 1)
+        # The link is stored: the next policy of that insured asks nobody.
+        self._post(s, "POLICY_INSERT", {"number": number + "-B", "lineOfBusinessName": "Auto",
+                                        "premium": 20, "insuredDatabaseId": ins_id.upper()})
+        self.assertEqual(len(self.fakes.calls("nowcerts", "GET", r"InsuredDetailList")), 1)
+        self.assertEqual(len(self.contacts_with_email(email)), 1)
+
+    def test_insured_named_only_by_name_is_not_created_twice(self):
+        s = self.server()
+        last = "Nm" + uniq(6)
+        data = {"policyNumber": "POL-" + uniq(6), "policyType": "Renters", "premium": 90,
+                "insuredFirstName": "Ana", "insuredLastName": last}
+        self._post(s, "POLICY_INSERT", data)
+        self._post(s, "POLICY_INSERT", dict(data, policyNumber="POL-" + uniq(6)))
+        named = [c for c in self.fakes.records("ghl", "contacts") if c.get("lastName") == last]
+        self.assertEqual(len(named), 1, named)
+        self.assertEqual(len([o for o in self._opps() if o.get("contactId") == named[0]["id"]]), 2)
+
+    # -- echoes ------------------------------------------------------------------
+
+    def test_ghl_opportunity_webhook_of_our_own_write_is_skipped(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = "POL-" + uniq(6)
+        self._post(s, "POLICY_INSERT", {"policyNumber": number, "policyType": "Auto",
+                                        "premium": 1500, "insuredEmail": c["email"]})
+        opp = self._one_opp("Auto Policy - %s" % number)
+        fields = {k: opp[k] for k in ("id", "name", "monetaryValue", "pipelineId",
+                                      "pipelineStageId", "status", "contactId", "assignedTo",
+                                      "source")}
+        echo = self.assertJSONAnswer(s.ghl(harness.ghl_event("OpportunityCreate", fields)), 200)
+        self.assertEqual(echo.get("data", {}).get("action"), "skipped", echo)
+        # A change a person made in GHL is not ours: ignored, nothing written.
+        before = len(self.fakes.requests("ghl"))
+        _, new_stage = self._stage("Personal Lines", "New")
+        other = self.assertJSONAnswer(s.ghl(harness.ghl_event(
+            "OpportunityStageUpdate", dict(fields, pipelineStageId=new_stage))), 200)
+        self.assertEqual(other.get("status"), "ignored", other)
+        self.assertEqual(len(self.fakes.requests("ghl")), before)
+
+    # -- upstream errors ---------------------------------------------------------
+
+    def test_ghl_refusing_the_opportunity_makes_the_event_dead(self):
+        s = self.server()
+        c = self.seed_contact()
+        self.fakes.fault("ghl", status=400, count=1, method="POST", path=r"^/opportunities/?$",
+                         body={"statusCode": 400, "message": "Bad Request"})
+        r = s.nowcerts(nowcerts_event("POLICY_INSERT", {
+            "policyNumber": "POL-" + uniq(6), "policyType": "Auto", "premium": 1,
+            "insuredEmail": c["email"]}))
+        body = self.assertJSONAnswer(r, 502)
+        self.assertIn("GHL POST /opportunities/ failed: HTTP 400", body.get("error", ""))
+        self.assertEqual(len(self.fakes.calls("ghl", "POST", r"^/opportunities/?$")), 1)
+
+
+class RestHooks(IntegTest):
+    """NowCerts REST-hook deliveries (?hook=<EventName>; payload unconfirmed,
+    snake_case as NowCerts' Zapier models) go through normalize.lua into the
+    same routes as every other NowCerts event."""
+
+    def _hook(self, s, name, body):
+        r = s.post("/api/v1/webhooks/nowcerts?hook=%s" % name, body)
+        ans = self.assertJSONAnswer(r, 200)
+        self.assertIs(ans.get("success"), True, ans)
+        self.assertNotEqual(ans.get("status"), "ignored", ans)
+        return ans
+
+    def test_create_policy_delivery_becomes_an_opportunity(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = "HO-" + uniq(6)
+        ans = self._hook(s, "CreatePolicy", [{
+            "database_id": guid(), "number": number, "line_of_business_name": "Homeowners",
+            "premium": "1,310.50", "carrier_name": "Citizens", "insured_email": c["email"],
+            "effective_date": "2024-03-01T00:00:00-05:00",
+            "expiration_date": "2025-03-01T00:00:00-05:00"}])
+        self.assertEqual(ans["data"]["action"], "created", ans)
+        opps = [o for o in self.fakes.records("ghl", "opportunities")
+                if o.get("name") == "Homeowners Policy - %s" % number]
+        self.assertEqual(len(opps), 1, self.fakes.records("ghl", "opportunities"))
+        self.assertEqual(float(opps[0]["monetaryValue"]), 1310.5)
+        self.assertEqual(opps[0]["contactId"], c["id"])
+        values = [cf.get("fieldValue") for cf in opps[0].get("customFields") or []]
+        self.assertIn("2024-03-01", values)
+        self.assertIn("Citizens", values)
+        # The raw delivery is logged at DEBUG, so an agency can adjust the
+        # normaliser to what NowCerts really sends.
+        self.assertIn("nowcerts REST hook CreatePolicy, raw body:", s.log_text())
+        self.assertIn(number, s.log_text())
+
+    def test_create_prospect_delivery_creates_the_contact_once(self):
+        s = self.server()
+        email = "hook.%s@example.com" % uniq()
+        ins_id = guid()
+        record = {"database_id": ins_id, "first_name": "Pat", "last_name": "Q" + uniq(4),
+                  "email": email, "cell_phone": "555-010-%04d" % (int(uniq(4), 16) % 10000),
+                  "address_line_1": "9 Bay Rd", "city": "Tampa", "state": "FL", "zip_code": "33602"}
+        self._hook(s, "CreateProspect", record)
+        self._hook(s, "UpdateProspect", dict(record, city="Orlando"))
+        contacts = self.contacts_with_email(email)
+        self.assertEqual(len(contacts), 1, self.fakes.records("ghl", "contacts"))
+        self.assertEqual(contacts[0].get("city"), "Orlando")
+        self.assertEqual(contacts[0].get("postalCode"), "33602")
+        self.assertEqual(contacts[0].get("address1"), "9 Bay Rd")
+
+    def test_quote_then_policy_deliveries_move_one_opportunity(self):
+        s = self.server()
+        c = self.seed_contact()
+        pid, number = guid(), "Q-" + uniq(6)
+        rec = {"id": pid, "number": number, "line_of_business_name": "Auto", "premium": 400,
+               "insured_email": c["email"]}
+        self._hook(s, "CreateQuote", rec)
+        self._hook(s, "UpdatePolicy", dict(rec, premium=410))
+        opps = self.fakes.records("ghl", "opportunities")
+        self.assertEqual(len(opps), 1, opps)
+        bound = [st["id"] for pl in self.fakes.records("ghl", "pipelines")
+                 if pl["name"] == "Personal Lines" for st in pl["stages"] if st["name"] == "Bound"]
+        self.assertEqual(opps[0]["pipelineStageId"], bound[0])
+
+    def test_a_delivery_of_several_records_is_dead_with_a_clear_error(self):
+        s = self.server()
+        r = s.post("/api/v1/webhooks/nowcerts?hook=UpdatePolicy", [{"number": "A"}, {"number": "B"}])
+        body = self.assertJSONAnswer(r, 502)
+        self.assertIn("UpdatePolicy delivered 2 records", body.get("error", ""))
+        self.assertEqual(self.fakes.records("ghl", "opportunities"), [])
+
+
+if __name__ == "__main__":
+    harness.main()
