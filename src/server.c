@@ -2,17 +2,26 @@
  * route needs, canonicalise, hash. Nothing is answered before the batch that
  * holds the event commits; a request that must wait for its event parks a
  * struct answer, which the engine's watch or the WEBHOOK_WAIT_MS timer
- * completes, whichever comes first. */
+ * completes, whichever comes first.
+ *
+ * Every answer on a webhook route goes through send_json with the request's
+ * struct track, which is where webhook_requests_total and
+ * webhook_duration_seconds are counted: one place, so no answer escapes the
+ * metrics. The cheap refusals (rate limit, size, signature) come before the
+ * body is parsed. */
 #include "server.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "buf.h"
@@ -22,6 +31,7 @@
 #include "json.h"
 #include "log.h"
 #include "lua_rt.h"
+#include "metrics.h"
 #include "queue.h"
 #include "sig.h"
 #include "store.h"
@@ -30,15 +40,50 @@
 /* GHL's guidance: refuse a signed webhook whose timestamp is older than this. */
 #define REPLAY_WINDOW_SECONDS 300
 
-enum route { R_NOWCERTS, R_GHL, R_MANUAL };
-static const char *route_source[] = {"nowcerts", "ghl", "manual"};
+/* The inbound rate limiter forgets a client idle this long: by then its
+ * bucket is full again, so forgetting it loses nothing. */
+#define RL_IDLE_SECONDS 60.0
+#define RL_BUCKETS 1024
+/* At most this many client addresses are remembered (about 80 bytes each). */
+#define RL_MAX_CLIENTS 4096
+#define ADMIN_LIST_DEFAULT 100
+#define ADMIN_LIST_MAX 10000
+
+/* R_HOOK is a NowCerts REST-hook delivery: the nowcerts path with ?hook=. */
+enum route { R_NOWCERTS, R_GHL, R_MANUAL, R_HOOK };
+static const char *const route_source[] = {"nowcerts", "ghl", "manual", "nowcerts"};
+
+/* NowCerts' Zapier REST-hook events we accept (ref/nowcerts/NOTES.md §6). */
+static const char *const hook_names[] = {"CreateInsured",  "UpdateInsured",
+                                         "CreateProspect", "UpdateProspect",
+                                         "ConvertProspectToInsured",
+                                         "CreatePolicy",   "UpdatePolicy",
+                                         "CreateQuote",    "UpdateQuote",
+                                         NULL};
+
+struct server;
+
+/* Who is being answered on a webhook route, and since when: what the
+ * webhook metrics need at the moment the answer goes out. */
+struct track {
+  struct server *srv;
+  enum route route;
+  double t0; /* monotonic seconds at arrival */
+};
+
+struct rl_client {
+  struct rl_client *next;
+  double tokens;
+  double last; /* monotonic seconds of the last request */
+  char addr[48]; /* an IPv6 address in text fits */
+};
 
 struct answer {
   struct answer *prev, *next; /* the server's list of answers owed */
   struct server *srv;
+  struct track track; /* its route, and when it arrived */
   struct evhttp_request *req;
   struct evhttp_connection *conn;
-  enum route route;
   char id[EVENT_ID_MAX];
   enum store_put put;
   enum ev_status existing;
@@ -58,33 +103,69 @@ struct server {
   struct answer *owed;
   int nowed;
   bool draining;
+
+  struct metrics *metrics;     /* the registry /metrics renders */
+  struct metrics *own_metrics; /* ours until server_set_metrics hands one over */
+  struct metric *m_requests, *m_duration, *m_events;
+
+  struct rl_client *rl[RL_BUCKETS]; /* inbound rate limit, by client address */
+  int rl_count;
+  double rl_swept;
 };
 
-static void send_json(struct evhttp_request *req, int code, const char *reason, const char *body,
-                      size_t len) {
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double wall_now(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+static void track_answered(const struct track *t, int code) {
+  struct server *s = t->srv;
+  if (!s->m_requests)
+    return;
+  char status[16];
+  snprintf(status, sizeof status, "%d", code);
+  const char *src = route_source[t->route];
+  metric_inc(s->m_requests, METRIC_LABELS(src, status));
+  metric_observe(s->m_duration, METRIC_LABELS(src), mono_now() - t->t0);
+}
+
+/* t is NULL for answers outside the webhook routes. */
+static void send_json(struct evhttp_request *req, const struct track *t, int code,
+                      const char *reason, const char *body, size_t len) {
   struct evkeyvalq *h = evhttp_request_get_output_headers(req);
   evhttp_add_header(h, "Content-Type", "application/json");
   struct evbuffer *out = evhttp_request_get_output_buffer(req);
   evbuffer_add(out, body, len);
   evhttp_send_reply(req, code, reason, NULL);
+  if (t)
+    track_answered(t, code);
 }
 
-static void send_buf(struct evhttp_request *req, int code, const char *reason, struct buf *b) {
+static void send_buf(struct evhttp_request *req, const struct track *t, int code,
+                     const char *reason, struct buf *b) {
   if (!b->p) {
-    send_json(req, 500, "Internal Server Error", "{\"detail\":\"out of memory\"}", 26);
+    send_json(req, t, 500, "Internal Server Error", "{\"detail\":\"out of memory\"}", 26);
     return;
   }
-  send_json(req, code, reason, b->p, b->len);
+  send_json(req, t, code, reason, b->p, b->len);
 }
 
 /* {"detail": "<text>"} — FastAPI's shape for every plain error. */
-static void send_detail(struct evhttp_request *req, int code, const char *reason, const char *text) {
+static void send_detail(struct evhttp_request *req, const struct track *t, int code,
+                        const char *reason, const char *text) {
   struct buf b;
   buf_init(&b, 0);
   buf_puts(&b, "{\"detail\":");
   buf_json_str(&b, text, strlen(text));
   buf_putc(&b, '}');
-  send_buf(req, code, reason, &b);
+  send_buf(req, t, code, reason, &b);
   buf_free(&b);
 }
 
@@ -94,9 +175,11 @@ struct problems {
   int n;
 };
 
-static void problem(struct problems *p, const char *field, const char *msg, const char *type) {
+/* loc is ["body"] or ["body", field]; a query parameter's is ["query", name]. */
+static void problem_at(struct problems *p, const char *where, const char *field, const char *msg,
+                       const char *type) {
   buf_puts(&p->b, p->n++ ? "," : "[");
-  buf_puts(&p->b, "{\"loc\":[\"body\"");
+  buf_printf(&p->b, "{\"loc\":[\"%s\"", where);
   if (field) {
     buf_putc(&p->b, ',');
     buf_json_str(&p->b, field, strlen(field));
@@ -108,14 +191,29 @@ static void problem(struct problems *p, const char *field, const char *msg, cons
   buf_putc(&p->b, '}');
 }
 
-static void send_problems(struct evhttp_request *req, struct problems *p) {
+static void problem(struct problems *p, const char *field, const char *msg, const char *type) {
+  problem_at(p, "body", field, msg, type);
+}
+
+static void send_problems(struct evhttp_request *req, const struct track *t, struct problems *p) {
   struct buf b;
   buf_init(&b, 0);
   buf_puts(&b, "{\"detail\":");
   buf_append(&b, p->b.p, p->b.len);
   buf_puts(&b, "]}");
-  send_buf(req, 422, "Unprocessable Entity", &b);
+  send_buf(req, t, 422, "Unprocessable Entity", &b);
   buf_free(&b);
+}
+
+/* One 422 with a single problem. */
+static void send_problem(struct evhttp_request *req, const struct track *t, const char *where,
+                         const char *field, const char *msg, const char *type) {
+  struct problems p;
+  buf_init(&p.b, 0);
+  p.n = 0;
+  problem_at(&p, where, field, msg, type);
+  send_problems(req, t, &p);
+  buf_free(&p.b);
 }
 
 static void require_str(struct problems *p, const struct json *root, const char *field) {
@@ -134,6 +232,20 @@ static void require_obj(struct problems *p, const struct json *root, const char 
     problem(p, field, "value is not a valid dict", "type_error.dict");
 }
 
+static bool one_of(const char *s, const char *const *allowed) {
+  for (int i = 0; s && allowed[i]; i++)
+    if (strcmp(s, allowed[i]) == 0)
+      return true;
+  return false;
+}
+
+/* "unexpected value; permitted: 'a', 'b'" */
+static void permitted(char *msg, size_t len, const char *const *allowed) {
+  snprintf(msg, len, "unexpected value; permitted: ");
+  for (int i = 0; allowed[i]; i++)
+    snprintf(msg + strlen(msg), len - strlen(msg), "%s'%s'", i ? ", " : "", allowed[i]);
+}
+
 static void require_enum(struct problems *p, const struct json *root, const char *field,
                          const char *const *allowed) {
   const struct json *v = json_get(root, field);
@@ -141,19 +253,17 @@ static void require_enum(struct problems *p, const struct json *root, const char
     problem(p, field, "field required", "value_error.missing");
     return;
   }
-  const char *s = json_type(v) == JSON_STRING ? json_str(v) : NULL;
-  for (int i = 0; s && allowed[i]; i++)
-    if (strcmp(s, allowed[i]) == 0)
-      return;
-  char msg[160] = "unexpected value; permitted: ";
-  for (int i = 0; allowed[i]; i++)
-    snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "%s'%s'", i ? ", " : "", allowed[i]);
+  if (one_of(json_type(v) == JSON_STRING ? json_str(v) : NULL, allowed))
+    return;
+  char msg[160];
+  permitted(msg, sizeof msg, allowed);
   problem(p, field, msg, "value_error.const");
 }
 
 /* Checks the body against the route's model; on success returns the event
  * type to store (malloc'd). On failure it has answered and returns NULL. */
-static char *validate(struct evhttp_request *req, enum route r, const struct json *root) {
+static char *validate(struct evhttp_request *req, const struct track *tr, const struct json *root) {
+  enum route r = tr->route;
   struct problems p;
   buf_init(&p.b, 0);
   p.n = 0;
@@ -192,7 +302,7 @@ static char *validate(struct evhttp_request *req, enum route r, const struct jso
         char msg[128];
         snprintf(msg, sizeof msg, "Invalid combination: source=%s direction=%s", src, dir);
         buf_free(&p.b);
-        send_detail(req, 400, "Bad Request", msg);
+        send_detail(req, tr, 400, "Bad Request", msg);
         return NULL;
       }
       struct buf t;
@@ -202,7 +312,7 @@ static char *validate(struct evhttp_request *req, enum route r, const struct jso
     }
   }
   if (p.n)
-    send_problems(req, &p);
+    send_problems(req, tr, &p);
   buf_free(&p.b);
   return type;
 }
@@ -234,7 +344,7 @@ static void send_queued(struct answer *a) {
   struct buf b;
   buf_init(&b, 0);
   buf_printf(&b, "{\"success\":true,\"status\":\"queued\",\"event_id\":\"%s\"}", a->id);
-  send_buf(a->req, 202, "Accepted", &b);
+  send_buf(a->req, &a->track, 202, "Accepted", &b);
   buf_free(&b);
 }
 
@@ -247,12 +357,12 @@ static void on_outcome(void *ud, const struct engine_outcome *o) {
     buf_printf(&b, "{\"success\":true,\"status\":\"ignored\",\"message\":");
     buf_json_str(&b, o->message, strlen(o->message));
     buf_printf(&b, ",\"event_id\":\"%s\"}", a->id);
-    send_buf(a->req, 200, "OK", &b);
+    send_buf(a->req, &a->track, 200, "OK", &b);
   } else if (o->status == EV_DONE) {
     buf_puts(&b, "{\"success\":true,\"message\":");
     buf_json_str(&b, o->message, strlen(o->message));
     buf_printf(&b, ",\"event_id\":\"%s\",\"data\":%s}", a->id, o->data && *o->data ? o->data : "{}");
-    send_buf(a->req, 200, "OK", &b);
+    send_buf(a->req, &a->track, 200, "OK", &b);
   } else if (o->status == EV_DEAD) {
     const char *err = o->error ? o->error : "failed";
     buf_printf(&b, "{\"success\":false,\"status\":\"dead\",\"event_id\":\"%s\",\"error\":", a->id);
@@ -260,10 +370,10 @@ static void on_outcome(void *ud, const struct engine_outcome *o) {
     buf_putc(&b, '}');
     /* GHL retries any non-2xx twelve times and pauses endpoints that fail;
      * the event is kept for replay, so GHL is told 200. */
-    if (a->route == R_GHL)
-      send_buf(a->req, 200, "OK", &b);
+    if (a->track.route == R_GHL)
+      send_buf(a->req, &a->track, 200, "OK", &b);
     else
-      send_buf(a->req, 502, "Bad Gateway", &b);
+      send_buf(a->req, &a->track, 502, "Bad Gateway", &b);
   } else {
     send_queued(a); /* retry_wait: it goes on in the background */
   }
@@ -290,20 +400,20 @@ static void on_committed(void *ud, bool committed) {
   struct answer *a = ud;
   struct server *s = a->srv;
   if (!committed) {
-    send_detail(a->req, 503, "Service Unavailable", "The event could not be stored; try again");
+    send_detail(a->req, &a->track, 503, "Service Unavailable", "The event could not be stored; try again");
     answer_free(a);
     return;
   }
   if (a->put == STORE_PUT_DUPLICATE) {
     struct buf b;
     buf_init(&b, 0);
-    if (a->route == R_GHL) {
+    if (a->track.route == R_GHL) {
       buf_printf(&b, "{\"success\":true,\"status\":\"duplicate\",\"event_id\":\"%s\"}", a->id);
-      send_buf(a->req, 200, "OK", &b);
+      send_buf(a->req, &a->track, 200, "OK", &b);
     } else {
       buf_printf(&b, "Event already processed: %s", a->id);
       char *text = buf_steal(&b);
-      send_detail(a->req, 409, "Conflict", text);
+      send_detail(a->req, &a->track, 409, "Conflict", text);
       free(text);
     }
     buf_free(&b);
@@ -324,43 +434,220 @@ static void on_committed(void *ud, bool committed) {
   evhttp_connection_set_closecb(a->conn, on_conn_close, a);
 }
 
-static void handle_event(struct server *s, struct evhttp_request *req, enum route r) {
+/* ---- inbound rate limit ---------------------------------------------------- */
+
+static unsigned rl_hash(const char *s) {
+  unsigned h = 2166136261u;
+  while (*s)
+    h = (h ^ (unsigned char)*s++) * 16777619u;
+  return h % RL_BUCKETS;
+}
+
+/* Forgets clients idle for RL_IDLE_SECONDS (their buckets are full again);
+ * when that is not enough to make room, also the least recently seen. */
+static void rl_sweep(struct server *s, double now, bool make_room) {
+  for (int b = 0; b < RL_BUCKETS; b++)
+    for (struct rl_client **p = &s->rl[b]; *p;) {
+      if (now - (*p)->last >= RL_IDLE_SECONDS) {
+        struct rl_client *gone = *p;
+        *p = gone->next;
+        free(gone);
+        s->rl_count--;
+      } else {
+        p = &(*p)->next;
+      }
+    }
+  s->rl_swept = now;
+  if (!make_room || s->rl_count < RL_MAX_CLIENTS)
+    return;
+  struct rl_client **oldest = NULL;
+  for (int b = 0; b < RL_BUCKETS; b++)
+    for (struct rl_client **p = &s->rl[b]; *p; p = &(*p)->next)
+      if (!oldest || (*p)->last < (*oldest)->last)
+        oldest = p;
+  if (oldest) {
+    struct rl_client *gone = *oldest;
+    *oldest = gone->next;
+    free(gone);
+    s->rl_count--;
+  }
+}
+
+/* A token bucket per client address: RATE_LIMIT_PER_MINUTE requests at
+ * once, refilled evenly over a minute. Returns 0 when the request may go on,
+ * else the whole seconds after which it may be sent again. */
+static long rl_check(struct server *s, struct evhttp_request *req) {
+  int limit = s->cfg->rate_limit_per_minute;
+  if (limit <= 0)
+    return 0;
+  char *addr = NULL;
+  ev_uint16_t port = 0;
+  struct evhttp_connection *conn = evhttp_request_get_connection(req);
+  if (conn)
+    evhttp_connection_get_peer(conn, &addr, &port);
+  if (!addr)
+    addr = "";
+  double now = mono_now();
+  double rate = limit / 60.0;
+  if (now - s->rl_swept >= RL_IDLE_SECONDS)
+    rl_sweep(s, now, false);
+  unsigned b = rl_hash(addr);
+  struct rl_client *c = s->rl[b];
+  while (c && strcmp(c->addr, addr) != 0)
+    c = c->next;
+  if (!c) {
+    if (s->rl_count >= RL_MAX_CLIENTS)
+      rl_sweep(s, now, true);
+    c = calloc(1, sizeof *c);
+    if (!c)
+      return 0; /* out of memory is no reason to refuse a webhook */
+    snprintf(c->addr, sizeof c->addr, "%s", addr);
+    c->tokens = limit;
+    c->last = now;
+    c->next = s->rl[b];
+    s->rl[b] = c;
+    s->rl_count++;
+  }
+  c->tokens += (now - c->last) * rate;
+  if (c->tokens > limit)
+    c->tokens = limit;
+  c->last = now;
+  if (c->tokens >= 1) {
+    c->tokens -= 1;
+    return 0;
+  }
+  long wait = (long)ceil((1 - c->tokens) / rate);
+  return wait < 1 ? 1 : wait;
+}
+
+/* ---- webhook intake -------------------------------------------------------- */
+
+/* The secret checks that can run on the raw bytes; 0 when the request may
+ * go on, else it has been answered. */
+static int check_signatures(struct server *s, struct evhttp_request *req, const struct track *t,
+                            const char *body, size_t len) {
+  struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+  enum route r = t->route;
+  if (r == R_GHL && s->ghl_keys) {
+    enum sig_result v = sig_verify_ghl(s->ghl_keys, body, len, evhttp_find_header(h, "X-GHL-Signature"),
+                                       evhttp_find_header(h, "x-wh-signature"));
+    if (v != SIG_OK) {
+      log_warn("ghl webhook refused: %s signature", v == SIG_MISSING ? "missing" : "invalid");
+      send_detail(req, t, 401, "Unauthorized",
+                  v == SIG_MISSING ? "Missing webhook signature" : "Invalid webhook signature");
+      return -1;
+    }
+  }
+  const char *secret = s->cfg->nowcerts_webhook_secret;
+  if ((r == R_NOWCERTS || r == R_HOOK) && secret && *secret) {
+    enum sig_result v = sig_verify_hmac(secret, body, len, evhttp_find_header(h, "X-NCGHL-Signature"));
+    if (v != SIG_OK) {
+      log_warn("nowcerts webhook refused: %s X-NCGHL-Signature",
+               v == SIG_MISSING ? "missing" : "invalid");
+      send_detail(req, t, 401, "Unauthorized",
+                  v == SIG_MISSING ? "Missing X-NCGHL-Signature (sha256=<hex HMAC of the body>)"
+                                   : "Invalid X-NCGHL-Signature");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Stores the event (payload as given, id over `canon`) and parks its answer
+ * until the commit. Takes nothing over from the caller. */
+static void submit(struct server *s, struct evhttp_request *req, const struct track *t,
+                   const char *type, const char *payload, size_t len, const struct buf *canon) {
+  struct answer *a = calloc(1, sizeof *a);
+  if (!a) {
+    send_detail(req, t, 500, "Internal Server Error", "out of memory");
+    return;
+  }
+  a->srv = s;
+  a->req = req;
+  a->track = *t;
+  digest_event_id(route_source[t->route], canon->p ? canon->p : "", canon->len, a->id);
+  log_debug("intake %s %s %s (%zu bytes)", route_source[t->route], type, a->id, len);
+  if (engine_submit(s->engine, a->id, route_source[t->route], type, payload, len, &a->put,
+                    &a->existing) != 0) {
+    free(a);
+    send_detail(req, t, 503, "Service Unavailable", "The event could not be stored; try again");
+    return;
+  }
+  a->next = s->owed;
+  if (s->owed)
+    s->owed->prev = a;
+  s->owed = a;
+  s->nowed++;
+  queue_after_commit(s->queue, on_committed, a);
+}
+
+/* NowCerts REST hook (?hook=<EventName>): the delivery's shape is not
+ * documented, so any JSON object or array is taken as it is, wrapped as
+ * {"hook":<name>,"data":<body>} for the mappings to normalise. */
+static void handle_hook(struct server *s, struct evhttp_request *req, const struct track *t,
+                        const char *hook, const struct json *root, const char *body, size_t len) {
+  if (json_type(root) != JSON_OBJECT && json_type(root) != JSON_ARRAY) {
+    send_problem(req, t, "body", NULL, "a REST-hook body must be a JSON object or array",
+                 "type_error.dict");
+    return;
+  }
+  struct buf canon, payload;
+  buf_init(&canon, 0);
+  buf_init(&payload, 0);
+  /* The wrapper's canonical form, written directly: "data" sorts before
+   * "hook", and a hook name is plain letters that need no escaping. */
+  int rc = buf_puts(&canon, "{\"data\":");
+  rc |= json_canonical(root, &canon);
+  rc |= buf_printf(&canon, ",\"hook\":\"%s\"}", hook);
+  rc |= buf_printf(&payload, "{\"hook\":\"%s\",\"data\":", hook);
+  rc |= buf_append(&payload, body, len);
+  rc |= buf_putc(&payload, '}');
+  char type[64];
+  snprintf(type, sizeof type, "hook:%s", hook);
+  if (rc != 0)
+    send_detail(req, t, 500, "Internal Server Error", "out of memory");
+  else
+    submit(s, req, t, type, payload.p, payload.len, &canon);
+  buf_free(&canon);
+  buf_free(&payload);
+}
+
+static void handle_event(struct server *s, struct evhttp_request *req, const struct track *t,
+                         const char *hook) {
+  enum route r = t->route;
+  if (r == R_HOOK && !one_of(hook, hook_names)) {
+    char msg[320];
+    permitted(msg, sizeof msg, hook_names);
+    send_problem(req, t, "query", "hook", msg, "value_error.const");
+    return;
+  }
   struct evbuffer *in = evhttp_request_get_input_buffer(req);
   size_t len = evbuffer_get_length(in);
   if ((long)len > s->cfg->max_body_bytes) {
     char msg[96];
     snprintf(msg, sizeof msg, "Request body too large (limit %ld bytes)", s->cfg->max_body_bytes);
-    send_detail(req, 413, "Payload Too Large", msg);
+    send_detail(req, t, 413, "Payload Too Large", msg);
     return;
   }
   const char *body = (const char *)evbuffer_pullup(in, -1);
   if (!body)
     body = "";
-  if (r == R_GHL && s->ghl_keys) {
-    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-    enum sig_result v = sig_verify_ghl(s->ghl_keys, body, len, evhttp_find_header(h, "X-GHL-Signature"),
-                                       evhttp_find_header(h, "x-wh-signature"));
-    if (v != SIG_OK) {
-      log_warn("ghl webhook refused: %s signature", v == SIG_MISSING ? "missing" : "invalid");
-      send_detail(req, 401, "Unauthorized",
-                  v == SIG_MISSING ? "Missing webhook signature" : "Invalid webhook signature");
-      return;
-    }
-  }
+  if (check_signatures(s, req, t, body, len) != 0)
+    return;
   char err[160];
   struct json *root = json_parse(body, len, err, sizeof err);
   if (!root) {
-    struct problems p;
-    buf_init(&p.b, 0);
-    p.n = 0;
     char msg[200];
     snprintf(msg, sizeof msg, "Invalid JSON: %s", err);
-    problem(&p, NULL, msg, "value_error.jsondecode");
-    send_problems(req, &p);
-    buf_free(&p.b);
+    send_problem(req, t, "body", NULL, msg, "value_error.jsondecode");
     return;
   }
-  char *type = validate(req, r, root);
+  if (r == R_HOOK) {
+    handle_hook(s, req, t, hook, root, body, len);
+    json_free(root);
+    return;
+  }
+  char *type = validate(req, t, root);
   if (!type) {
     json_free(root);
     return;
@@ -371,42 +658,23 @@ static void handle_event(struct server *s, struct evhttp_request *req, enum rout
     if (ts > 0 && ts < time(NULL) - REPLAY_WINDOW_SECONDS) {
       free(type);
       json_free(root);
-      send_detail(req, 401, "Unauthorized", "Webhook timestamp is older than 5 minutes (replay refused)");
+      send_detail(req, t, 401, "Unauthorized",
+                  "Webhook timestamp is older than 5 minutes (replay refused)");
       return;
     }
   }
   struct buf canon;
   buf_init(&canon, 0);
-  struct answer *a = calloc(1, sizeof *a);
-  if (!a || json_canonical(root, &canon) != 0) {
-    free(a);
-    free(type);
-    json_free(root);
-    buf_free(&canon);
-    send_detail(req, 500, "Internal Server Error", "out of memory");
-    return;
-  }
-  json_free(root);
-  a->srv = s;
-  a->req = req;
-  a->route = r;
-  digest_event_id(route_source[r], canon.p, canon.len, a->id);
-  buf_free(&canon);
-  log_debug("intake %s %s %s (%zu bytes)", route_source[r], type, a->id, len);
-  if (engine_submit(s->engine, a->id, route_source[r], type, body, len, &a->put, &a->existing) != 0) {
-    free(type);
-    free(a);
-    send_detail(req, 503, "Service Unavailable", "The event could not be stored; try again");
-    return;
-  }
+  if (json_canonical(root, &canon) != 0)
+    send_detail(req, t, 500, "Internal Server Error", "out of memory");
+  else
+    submit(s, req, t, type, body, len, &canon);
   free(type);
-  a->next = s->owed;
-  if (s->owed)
-    s->owed->prev = a;
-  s->owed = a;
-  s->nowed++;
-  queue_after_commit(s->queue, on_committed, a);
+  json_free(root);
+  buf_free(&canon);
 }
+
+/* ---- health, metrics, OpenAPI ---------------------------------------------- */
 
 static void handle_health(struct server *s, struct evhttp_request *req) {
   bool ok = store_writable(s->store);
@@ -419,15 +687,888 @@ static void handle_health(struct server *s, struct evhttp_request *req) {
              ok ? "healthy" : "unhealthy", ok ? "true" : "false", store_schema_version(s->store),
              engine_running(s->engine), lrt_version(s->rt));
   buf_json_str(&b, s->cfg->mappings_dir, strlen(s->cfg->mappings_dir));
+  /* Kept apart from "mappings": a failed reload changes nothing there. */
+  bool reload_ok = false;
+  double reload_at = 0;
+  const char *msg = lrt_last_reload(s->rt, &reload_ok, &reload_at);
+  char at[32] = "";
+  time_t secs = (time_t)reload_at;
+  struct tm tm;
+  if (gmtime_r(&secs, &tm))
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  buf_printf(&b, "},\"last_reload\":{\"result\":\"%s\",\"at\":\"%s\",\"message\":",
+             reload_ok ? "ok" : "error", at);
+  buf_json_str(&b, msg ? msg : "", msg ? strlen(msg) : 0);
   buf_puts(&b, "}}");
-  send_buf(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", &b);
+  send_buf(req, NULL, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", &b);
   buf_free(&b);
+}
+
+static void handle_metrics(struct server *s, struct evhttp_request *req) {
+  long counts[EV_STATUS_COUNT];
+  /* A scrape reads the queue as it is now; a store that cannot answer
+   * leaves the last values rather than zeros that would look like news. */
+  if (store_count_by_status(s->store, counts) == 0)
+    for (int i = 0; i < EV_STATUS_COUNT; i++)
+      metric_set(s->m_events, METRIC_LABELS(store_status_name((enum ev_status)i)), (double)counts[i]);
+  struct buf b;
+  buf_init(&b, 0);
+  if (metrics_render(s->metrics, &b) != 0 || !b.p) {
+    buf_free(&b);
+    send_detail(req, NULL, 500, "Internal Server Error", "out of memory");
+    return;
+  }
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                    "text/plain; version=0.0.4; charset=utf-8");
+  evbuffer_add(evhttp_request_get_output_buffer(req), b.p, b.len);
+  evhttp_send_reply(req, 200, "OK", NULL);
+  buf_free(&b);
+}
+
+/* Generated once from a checked structure and kept here as one string, so
+ * the binary serves its own description with nothing to install. Every
+ * route and answer of SPEC §5 is in it; test_operability.py parses it. */
+static const char openapi_json[] =
+    "{"
+      "\"openapi\":\"3.0.3\","
+      "\"info\":{"
+        "\"title\":\"NowCerts GHL Integration API\","
+        "\"version\":\"" NCGHL_VERSION "\","
+        "\"description\":\"ncghl keeps NowCerts and GoHighLevel in step. Every webhook is stored durably (SQLite commit) before it is answered. Every answer, errors included, is JSON.\""
+      "},"
+      "\"paths\":{"
+        "\"/health\":{"
+          "\"get\":{"
+            "\"summary\":\"Service, store and mapping state\","
+            "\"responses\":{"
+              "\"200\":{"
+                "\"description\":\"Healthy\","
+                "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Health\"}}}"
+              "},"
+              "\"503\":{"
+                "\"description\":\"Unhealthy: the store cannot be written\","
+                "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Health\"}}}"
+              "}"
+            "}"
+          "}"
+        "},"
+        "\"/metrics\":{"
+          "\"get\":{"
+            "\"summary\":\"Prometheus metrics (text format 0.0.4)\","
+            "\"responses\":{"
+              "\"200\":{"
+                "\"description\":\"webhook_requests_total, webhook_duration_seconds, upstream_requests_total, upstream_duration_seconds, events, retries_total, token_refreshes_total, mapping_reloads_total\","
+                "\"content\":{\"text/plain\":{\"schema\":{\"type\":\"string\"}}}"
+              "}"
+            "}"
+          "}"
+        "},"
+        "\"/openapi.json\":{"
+          "\"get\":{"
+            "\"summary\":\"This document\","
+            "\"responses\":{"
+              "\"200\":{"
+                "\"description\":\"OpenAPI 3 document\","
+                "\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\"}}}"
+              "}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/webhooks/nowcerts\":{"
+          "\"post\":{"
+            "\"summary\":\"A NowCerts change relayed by Zapier, Make, n8n or middleware, or a NowCerts REST-hook delivery (?hook=)\","
+            "\"parameters\":["
+              "{"
+                "\"name\":\"hook\","
+                "\"in\":\"query\","
+                "\"required\":false,"
+                "\"description\":\"NowCerts REST-hook event name (Zapier/Subscribe). With it, any JSON object or array is accepted and stored as type hook:<name> with payload {\\\"hook\\\":<name>,\\\"data\\\":<body>}.\","
+                "\"schema\":{"
+                  "\"type\":\"string\","
+                  "\"enum\":["
+                    "\"CreateInsured\","
+                    "\"UpdateInsured\","
+                    "\"CreateProspect\","
+                    "\"UpdateProspect\","
+                    "\"ConvertProspectToInsured\","
+                    "\"CreatePolicy\","
+                    "\"UpdatePolicy\","
+                    "\"CreateQuote\","
+                    "\"UpdateQuote\""
+                  "]"
+                "}"
+              "},"
+              "{\"$ref\":\"#/components/parameters/NcghlSignature\"}"
+            "],"
+            "\"requestBody\":{"
+              "\"required\":true,"
+              "\"content\":{"
+                "\"application/json\":{"
+                  "\"schema\":{"
+                    "\"oneOf\":["
+                      "{\"$ref\":\"#/components/schemas/NowcertsWebhook\"},"
+                      "{\"type\":\"object\",\"description\":\"REST-hook delivery (with ?hook=)\"},"
+                      "{"
+                        "\"type\":\"array\","
+                        "\"items\":{},"
+                        "\"description\":\"REST-hook delivery (with ?hook=)\""
+                      "}"
+                    "]"
+                  "}"
+                "}"
+              "}"
+            "},"
+            "\"responses\":{"
+              "\"200\":{\"$ref\":\"#/components/responses/Processed\"},"
+              "\"202\":{\"$ref\":\"#/components/responses/Queued\"},"
+              "\"401\":{\"$ref\":\"#/components/responses/Unauthorized\"},"
+              "\"409\":{\"$ref\":\"#/components/responses/Duplicate\"},"
+              "\"413\":{\"$ref\":\"#/components/responses/TooLarge\"},"
+              "\"422\":{\"$ref\":\"#/components/responses/Invalid\"},"
+              "\"429\":{\"$ref\":\"#/components/responses/RateLimited\"},"
+              "\"502\":{\"$ref\":\"#/components/responses/Dead\"},"
+              "\"503\":{\"$ref\":\"#/components/responses/Unavailable\"}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/webhooks/ghl\":{"
+          "\"post\":{"
+            "\"summary\":\"A GoHighLevel webhook (GHL's flat or nested format, or the source design's format)\","
+            "\"parameters\":["
+              "{"
+                "\"name\":\"X-GHL-Signature\","
+                "\"in\":\"header\","
+                "\"required\":false,"
+                "\"description\":\"Ed25519 signature of the raw body, base64 (\\\"N/A\\\" counts as missing). Required when GHL_WEBHOOK_VERIFY is on, unless x-wh-signature is given.\","
+                "\"schema\":{\"type\":\"string\"}"
+              "},"
+              "{"
+                "\"name\":\"x-wh-signature\","
+                "\"in\":\"header\","
+                "\"required\":false,"
+                "\"description\":\"Legacy RSA-SHA256 signature of the raw body, base64.\","
+                "\"schema\":{\"type\":\"string\"}"
+              "}"
+            "],"
+            "\"requestBody\":{"
+              "\"required\":true,"
+              "\"content\":{"
+                "\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/GhlWebhook\"}}"
+              "}"
+            "},"
+            "\"responses\":{"
+              "\"200\":{"
+                "\"description\":\"Processed, ignored, a duplicate, or dead (GHL is answered 200 so it does not resend; the event is kept for replay)\","
+                "\"content\":{"
+                  "\"application/json\":{"
+                    "\"schema\":{"
+                      "\"oneOf\":["
+                        "{\"$ref\":\"#/components/schemas/Processed\"},"
+                        "{\"$ref\":\"#/components/schemas/Ignored\"},"
+                        "{\"$ref\":\"#/components/schemas/DuplicateGhl\"},"
+                        "{\"$ref\":\"#/components/schemas/DeadBody\"}"
+                      "]"
+                    "}"
+                  "}"
+                "}"
+              "},"
+              "\"202\":{\"$ref\":\"#/components/responses/Queued\"},"
+              "\"401\":{\"$ref\":\"#/components/responses/Unauthorized\"},"
+              "\"413\":{\"$ref\":\"#/components/responses/TooLarge\"},"
+              "\"422\":{\"$ref\":\"#/components/responses/Invalid\"},"
+              "\"429\":{\"$ref\":\"#/components/responses/RateLimited\"},"
+              "\"503\":{\"$ref\":\"#/components/responses/Unavailable\"}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/sync/manual\":{"
+          "\"post\":{"
+            "\"summary\":\"Sync one record by hand\","
+            "\"requestBody\":{"
+              "\"required\":true,"
+              "\"content\":{"
+                "\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/ManualSync\"}}"
+              "}"
+            "},"
+            "\"responses\":{"
+              "\"200\":{\"$ref\":\"#/components/responses/Processed\"},"
+              "\"202\":{\"$ref\":\"#/components/responses/Queued\"},"
+              "\"400\":{"
+                "\"description\":\"source and direction do not fit together\","
+                "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+              "},"
+              "\"409\":{\"$ref\":\"#/components/responses/Duplicate\"},"
+              "\"413\":{\"$ref\":\"#/components/responses/TooLarge\"},"
+              "\"422\":{\"$ref\":\"#/components/responses/Invalid\"},"
+              "\"429\":{\"$ref\":\"#/components/responses/RateLimited\"},"
+              "\"502\":{\"$ref\":\"#/components/responses/Dead\"},"
+              "\"503\":{\"$ref\":\"#/components/responses/Unavailable\"}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/events\":{"
+          "\"get\":{"
+            "\"summary\":\"List stored events, newest first (admin)\","
+            "\"security\":[{\"adminBearer\":[]}],"
+            "\"parameters\":["
+              "{"
+                "\"name\":\"status\","
+                "\"in\":\"query\","
+                "\"required\":false,"
+                "\"schema\":{"
+                  "\"type\":\"string\","
+                  "\"enum\":[\"pending\",\"running\",\"done\",\"retry_wait\",\"dead\"]"
+                "}"
+              "},"
+              "{"
+                "\"name\":\"limit\","
+                "\"in\":\"query\","
+                "\"required\":false,"
+                "\"schema\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":10000,\"default\":100}"
+              "}"
+            "],"
+            "\"responses\":{"
+              "\"200\":{"
+                "\"description\":\"The events\","
+                "\"content\":{"
+                  "\"application/json\":{"
+                    "\"schema\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Event\"}}"
+                  "}"
+                "}"
+              "},"
+              "\"401\":{\"$ref\":\"#/components/responses/AdminUnauthorized\"},"
+              "\"404\":{\"$ref\":\"#/components/responses/AdminOff\"},"
+              "\"422\":{\"$ref\":\"#/components/responses/Invalid\"}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/events/{id}\":{"
+          "\"get\":{"
+            "\"summary\":\"One event with its payload, result and every upstream attempt (admin)\","
+            "\"security\":[{\"adminBearer\":[]}],"
+            "\"parameters\":[{\"$ref\":\"#/components/parameters/EventId\"}],"
+            "\"responses\":{"
+              "\"200\":{"
+                "\"description\":\"The event\","
+                "\"content\":{"
+                  "\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/EventDetail\"}}"
+                "}"
+              "},"
+              "\"401\":{\"$ref\":\"#/components/responses/AdminUnauthorized\"},"
+              "\"404\":{"
+                "\"description\":\"No such event, or the admin API is off\","
+                "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+              "}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/events/{id}/replay\":{"
+          "\"post\":{"
+            "\"summary\":\"Put an event back in the queue, keeping its id and history (admin)\","
+            "\"security\":[{\"adminBearer\":[]}],"
+            "\"parameters\":[{\"$ref\":\"#/components/parameters/EventId\"}],"
+            "\"responses\":{"
+              "\"202\":{"
+                "\"description\":\"Queued again; the service starts it at once\","
+                "\"content\":{"
+                  "\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Replayed\"}}"
+                "}"
+              "},"
+              "\"401\":{\"$ref\":\"#/components/responses/AdminUnauthorized\"},"
+              "\"404\":{"
+                "\"description\":\"No such event, or the admin API is off\","
+                "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+              "},"
+              "\"409\":{"
+                "\"description\":\"The event is running right now\","
+                "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+              "},"
+              "\"503\":{\"$ref\":\"#/components/responses/Unavailable\"}"
+            "}"
+          "}"
+        "}"
+      "},"
+      "\"components\":{"
+        "\"securitySchemes\":{"
+          "\"adminBearer\":{"
+            "\"type\":\"http\","
+            "\"scheme\":\"bearer\","
+            "\"description\":\"Authorization: Bearer $ADMIN_TOKEN. Every admin route answers 404 when ADMIN_TOKEN is unset.\""
+          "}"
+        "},"
+        "\"parameters\":{"
+          "\"EventId\":{"
+            "\"name\":\"id\","
+            "\"in\":\"path\","
+            "\"required\":true,"
+            "\"schema\":{\"type\":\"string\"},"
+            "\"description\":\"<source>_<sha256 hex>\""
+          "},"
+          "\"NcghlSignature\":{"
+            "\"name\":\"X-NCGHL-Signature\","
+            "\"in\":\"header\","
+            "\"required\":false,"
+            "\"description\":\"sha256=<hex of HMAC-SHA256(NOWCERTS_WEBHOOK_SECRET, raw body)> (the bare hex is accepted too). Required when NOWCERTS_WEBHOOK_SECRET is set.\","
+            "\"schema\":{\"type\":\"string\"}"
+          "}"
+        "},"
+        "\"responses\":{"
+          "\"Processed\":{"
+            "\"description\":\"Processed within WEBHOOK_WAIT_MS, or ignored (no route handles this event type)\","
+            "\"content\":{"
+              "\"application/json\":{"
+                "\"schema\":{"
+                  "\"oneOf\":["
+                    "{\"$ref\":\"#/components/schemas/Processed\"},"
+                    "{\"$ref\":\"#/components/schemas/Ignored\"}"
+                  "]"
+                "}"
+              "}"
+            "}"
+          "},"
+          "\"Queued\":{"
+            "\"description\":\"Stored; still being worked on in the background\","
+            "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Queued\"}}}"
+          "},"
+          "\"Duplicate\":{"
+            "\"description\":\"Event already processed: <event_id> (a copy within IDEMPOTENCY_TTL)\","
+            "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+          "},"
+          "\"Dead\":{"
+            "\"description\":\"The event failed for good within WEBHOOK_WAIT_MS; it is kept for replay\","
+            "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/DeadBody\"}}}"
+          "},"
+          "\"Invalid\":{"
+            "\"description\":\"The body is not JSON, not an object, or misses a required field\","
+            "\"content\":{"
+              "\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/ValidationError\"}}"
+            "}"
+          "},"
+          "\"TooLarge\":{"
+            "\"description\":\"The body is over MAX_BODY_BYTES\","
+            "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+          "},"
+          "\"Unauthorized\":{"
+            "\"description\":\"A signature is required and is missing or wrong, or a signed GHL timestamp is older than 5 minutes\","
+            "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+          "},"
+          "\"AdminUnauthorized\":{"
+            "\"description\":\"No or a wrong admin token\","
+            "\"headers\":{\"WWW-Authenticate\":{\"schema\":{\"type\":\"string\"}}},"
+            "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+          "},"
+          "\"AdminOff\":{"
+            "\"description\":\"The admin API is off (ADMIN_TOKEN unset)\","
+            "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+          "},"
+          "\"RateLimited\":{"
+            "\"description\":\"Over RATE_LIMIT_PER_MINUTE for this client address\","
+            "\"headers\":{\"Retry-After\":{\"description\":\"seconds\",\"schema\":{\"type\":\"integer\"}}},"
+            "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+          "},"
+          "\"Unavailable\":{"
+            "\"description\":\"The event could not be stored, or the service is shutting down; send it again\","
+            "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
+          "}"
+        "},"
+        "\"schemas\":{"
+          "\"NowcertsWebhook\":{"
+            "\"type\":\"object\","
+            "\"required\":[\"event_type\",\"data\"],"
+            "\"properties\":{"
+              "\"event_type\":{"
+                "\"type\":\"string\","
+                "\"example\":\"INSURED_INSERT\","
+                "\"description\":\"INSURED_INSERT, INSURED_UPDATE, POLICY_INSERT, POLICY_UPDATE, QUOTE_INSERT, QUOTE_UPDATE, ...\""
+              "},"
+              "\"timestamp\":{\"type\":\"string\"},"
+              "\"data\":{\"type\":\"object\"}"
+            "}"
+          "},"
+          "\"GhlWebhook\":{"
+            "\"type\":\"object\","
+            "\"description\":\"GHL's format names the event in type (fields flat or under data); the source design's in event.\","
+            "\"properties\":{"
+              "\"type\":{\"type\":\"string\",\"example\":\"ContactCreate\"},"
+              "\"event\":{\"type\":\"string\",\"example\":\"contact.created\"},"
+              "\"locationId\":{\"type\":\"string\"},"
+              "\"id\":{\"type\":\"string\"},"
+              "\"timestamp\":{\"type\":\"string\"},"
+              "\"webhookId\":{\"type\":\"string\"},"
+              "\"data\":{\"type\":\"object\"},"
+              "\"contact\":{\"type\":\"object\"}"
+            "}"
+          "},"
+          "\"ManualSync\":{"
+            "\"type\":\"object\","
+            "\"required\":[\"source\",\"entity_type\",\"direction\",\"data\"],"
+            "\"properties\":{"
+              "\"source\":{\"type\":\"string\",\"enum\":[\"nowcerts\",\"ghl\"]},"
+              "\"entity_type\":{\"type\":\"string\",\"enum\":[\"contact\",\"policy\",\"quote\"]},"
+              "\"direction\":{\"type\":\"string\",\"enum\":[\"to_ghl\",\"to_nowcerts\"]},"
+              "\"data\":{\"type\":\"object\"}"
+            "}"
+          "},"
+          "\"Processed\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"success\":{\"type\":\"boolean\"},"
+              "\"message\":{\"type\":\"string\"},"
+              "\"event_id\":{\"type\":\"string\"},"
+              "\"data\":{\"type\":\"object\"}"
+            "}"
+          "},"
+          "\"Ignored\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"success\":{\"type\":\"boolean\"},"
+              "\"status\":{\"type\":\"string\",\"enum\":[\"ignored\"]},"
+              "\"message\":{\"type\":\"string\"},"
+              "\"event_id\":{\"type\":\"string\"}"
+            "}"
+          "},"
+          "\"Queued\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"success\":{\"type\":\"boolean\"},"
+              "\"status\":{\"type\":\"string\",\"enum\":[\"queued\"]},"
+              "\"event_id\":{\"type\":\"string\"}"
+            "}"
+          "},"
+          "\"DuplicateGhl\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"success\":{\"type\":\"boolean\"},"
+              "\"status\":{\"type\":\"string\",\"enum\":[\"duplicate\"]},"
+              "\"event_id\":{\"type\":\"string\"}"
+            "}"
+          "},"
+          "\"DeadBody\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"success\":{\"type\":\"boolean\"},"
+              "\"status\":{\"type\":\"string\",\"enum\":[\"dead\"]},"
+              "\"event_id\":{\"type\":\"string\"},"
+              "\"error\":{\"type\":\"string\"}"
+            "}"
+          "},"
+          "\"Detail\":{\"type\":\"object\",\"properties\":{\"detail\":{\"type\":\"string\"}}},"
+          "\"ValidationError\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"detail\":{"
+                "\"type\":\"array\","
+                "\"items\":{"
+                  "\"type\":\"object\","
+                  "\"properties\":{"
+                    "\"loc\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
+                    "\"msg\":{\"type\":\"string\"},"
+                    "\"type\":{\"type\":\"string\"}"
+                  "}"
+                "}"
+              "}"
+            "}"
+          "},"
+          "\"Health\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"status\":{\"type\":\"string\",\"enum\":[\"healthy\",\"unhealthy\"]},"
+              "\"service\":{\"type\":\"string\"},"
+              "\"version\":{\"type\":\"string\"},"
+              "\"store\":{"
+                "\"type\":\"object\","
+                "\"properties\":{\"writable\":{\"type\":\"boolean\"},\"schema_version\":{\"type\":\"integer\"}}"
+              "},"
+              "\"events_running\":{\"type\":\"integer\"},"
+              "\"mappings\":{"
+                "\"type\":\"object\","
+                "\"properties\":{\"version\":{\"type\":\"string\"},\"dir\":{\"type\":\"string\"}}"
+              "},"
+              "\"last_reload\":{"
+                "\"type\":\"object\","
+                "\"description\":\"The last load of the mappings: at start-up, then each SIGHUP reload\","
+                "\"properties\":{"
+                  "\"result\":{\"type\":\"string\",\"enum\":[\"ok\",\"error\"]},"
+                  "\"message\":{\"type\":\"string\"},"
+                  "\"at\":{\"type\":\"string\",\"description\":\"ISO-8601 UTC\"}"
+                "}"
+              "}"
+            "}"
+          "},"
+          "\"Event\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"id\":{\"type\":\"string\"},"
+              "\"source\":{\"type\":\"string\"},"
+              "\"type\":{\"type\":\"string\"},"
+              "\"status\":{"
+                "\"type\":\"string\","
+                "\"enum\":[\"pending\",\"running\",\"done\",\"retry_wait\",\"dead\"]"
+              "},"
+              "\"attempts\":{\"type\":\"integer\",\"description\":\"times the event was started\"},"
+              "\"last_error\":{\"type\":\"string\",\"nullable\":true},"
+              "\"created_at\":{\"type\":\"number\",\"description\":\"unix seconds\"},"
+              "\"updated_at\":{\"type\":\"number\"},"
+              "\"next_at\":{\"type\":\"number\",\"description\":\"retry_wait: when it runs again\"}"
+            "}"
+          "},"
+          "\"Attempt\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"service\":{\"type\":\"string\",\"enum\":[\"nowcerts\",\"ghl\"]},"
+              "\"method\":{\"type\":\"string\"},"
+              "\"url\":{\"type\":\"string\"},"
+              "\"status\":{"
+                "\"type\":\"integer\","
+                "\"description\":\"HTTP status, 0 when there was no answer\""
+              "},"
+              "\"error\":{\"type\":\"string\",\"nullable\":true},"
+              "\"duration_ms\":{\"type\":\"number\"},"
+              "\"at\":{\"type\":\"number\",\"description\":\"unix seconds\"},"
+              "\"event_attempt\":{"
+                "\"type\":\"integer\","
+                "\"description\":\"which run of the event made the call\""
+              "}"
+            "}"
+          "},"
+          "\"EventDetail\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"event\":{"
+                "\"allOf\":["
+                  "{\"$ref\":\"#/components/schemas/Event\"},"
+                  "{"
+                    "\"type\":\"object\","
+                    "\"properties\":{"
+                      "\"payload\":{\"description\":\"the body as received\"},"
+                      "\"result\":{\"nullable\":true,\"description\":\"what the mapping returned\"}"
+                    "}"
+                  "}"
+                "]"
+              "},"
+              "\"attempts\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Attempt\"}}"
+            "}"
+          "},"
+          "\"Replayed\":{"
+            "\"type\":\"object\","
+            "\"properties\":{"
+              "\"success\":{\"type\":\"boolean\"},"
+              "\"status\":{\"type\":\"string\",\"enum\":[\"queued\"]},"
+              "\"event_id\":{\"type\":\"string\"},"
+              "\"previous_status\":{\"type\":\"string\"}"
+            "}"
+          "}"
+        "}"
+      "}"
+    "}";
+
+static void handle_openapi(struct evhttp_request *req) {
+  send_json(req, NULL, 200, "OK", openapi_json, sizeof openapi_json - 1);
+}
+
+/* ---- admin API ------------------------------------------------------------- */
+
+static bool admin_authorized(struct server *s, struct evhttp_request *req) {
+  const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+  const char *token = NULL;
+  if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+    token = h + 7;
+    while (*token == ' ')
+      token++;
+  }
+  if (token && sig_secret_equal(token, s->cfg->admin_token))
+    return true;
+  evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+  send_detail(req, NULL, 401, "Unauthorized",
+              h ? "Invalid admin token" : "Not authenticated: send Authorization: Bearer <ADMIN_TOKEN>");
+  return false;
+}
+
+static void put_event_fields(struct buf *b, const struct store_event *e) {
+  buf_puts(b, "\"id\":");
+  buf_json_str(b, e->id, strlen(e->id));
+  buf_puts(b, ",\"source\":");
+  buf_json_str(b, e->source, strlen(e->source));
+  buf_puts(b, ",\"type\":");
+  buf_json_str(b, e->type ? e->type : "", e->type ? strlen(e->type) : 0);
+  buf_printf(b, ",\"status\":\"%s\",\"attempts\":%d,\"last_error\":", store_status_name(e->status),
+             e->attempts);
+  if (e->last_error)
+    buf_json_str(b, e->last_error, strlen(e->last_error));
+  else
+    buf_puts(b, "null");
+  buf_printf(b, ",\"created_at\":%.3f,\"updated_at\":%.3f,\"next_at\":%.3f", e->created_at,
+             e->updated_at, e->next_at);
+}
+
+struct listing {
+  struct buf b;
+  int n;
+};
+
+static int list_one(void *ud, const struct store_event *e) {
+  struct listing *l = ud;
+  buf_putc(&l->b, l->n++ ? ',' : '[');
+  buf_putc(&l->b, '{');
+  put_event_fields(&l->b, e);
+  buf_putc(&l->b, '}');
+  return 0;
+}
+
+static void admin_list(struct server *s, struct evhttp_request *req, const char *query) {
+  struct evkeyvalq q;
+  /* It initialises q even when the query cannot be parsed. */
+  evhttp_parse_query_str(query ? query : "", &q);
+  const char *status = evhttp_find_header(&q, "status");
+  const char *limit_s = evhttp_find_header(&q, "limit");
+  static const char *const statuses[] = {"pending", "running", "done", "retry_wait", "dead", NULL};
+  long limit = ADMIN_LIST_DEFAULT;
+  if (status && !one_of(status, statuses)) {
+    char msg[160];
+    permitted(msg, sizeof msg, statuses);
+    send_problem(req, NULL, "query", "status", msg, "value_error.const");
+    evhttp_clear_headers(&q);
+    return;
+  }
+  if (limit_s) {
+    char *end;
+    limit = strtol(limit_s, &end, 10);
+    if (!*limit_s || *end || limit < 1 || limit > ADMIN_LIST_MAX) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "limit must be a whole number from 1 to %d", ADMIN_LIST_MAX);
+      send_problem(req, NULL, "query", "limit", msg, "value_error.number");
+      evhttp_clear_headers(&q);
+      return;
+    }
+  }
+  struct listing l;
+  buf_init(&l.b, 0);
+  l.n = 0;
+  int rc = store_event_list(s->store, status, (int)limit, list_one, &l);
+  evhttp_clear_headers(&q);
+  if (rc != 0) {
+    buf_free(&l.b);
+    send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
+    return;
+  }
+  buf_puts(&l.b, l.n ? "]" : "[]");
+  send_buf(req, NULL, 200, "OK", &l.b);
+  buf_free(&l.b);
+}
+
+/* A stored JSON text as a JSON value: as it is when it parses (it was
+ * checked at intake), as a string otherwise, null when absent. */
+static void put_json_value(struct buf *b, const char *text, size_t len) {
+  if (!text) {
+    buf_puts(b, "null");
+    return;
+  }
+  char err[64];
+  struct json *v = json_parse(text, len, err, sizeof err);
+  if (v)
+    buf_append(b, text, len);
+  else
+    buf_json_str(b, text, len);
+  json_free(v);
+}
+
+static int attempt_one(void *ud, const struct store_attempt *a) {
+  struct listing *l = ud;
+  struct buf *b = &l->b;
+  buf_puts(b, l->n++ ? ",{" : "{");
+  buf_puts(b, "\"service\":");
+  buf_json_str(b, a->service ? a->service : "", a->service ? strlen(a->service) : 0);
+  buf_puts(b, ",\"method\":");
+  buf_json_str(b, a->method ? a->method : "", a->method ? strlen(a->method) : 0);
+  buf_puts(b, ",\"url\":");
+  buf_json_str(b, a->url ? a->url : "", a->url ? strlen(a->url) : 0);
+  buf_printf(b, ",\"status\":%d,\"error\":", a->status);
+  if (a->error)
+    buf_json_str(b, a->error, strlen(a->error));
+  else
+    buf_puts(b, "null");
+  buf_printf(b, ",\"duration_ms\":%.1f,\"at\":%.3f,\"event_attempt\":%d}", a->duration_ms, a->at,
+             a->event_attempt);
+  return 0;
+}
+
+/* ids are "<source>_<hex>"; anything else cannot name an event. */
+static bool id_ok(const char *id) {
+  if (!*id || strlen(id) >= EVENT_ID_MAX)
+    return false;
+  for (const char *p = id; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '_' || *p == '-' || *p == ':' || *p == '.'))
+      return false;
+  return true;
+}
+
+static void send_not_found_event(struct evhttp_request *req, const char *id) {
+  char msg[EVENT_ID_MAX + 32];
+  snprintf(msg, sizeof msg, "Event not found: %s", id);
+  send_detail(req, NULL, 404, "Not Found", msg);
+}
+
+static void admin_show(struct server *s, struct evhttp_request *req, const char *id) {
+  struct store_event e;
+  int rc = store_event_get(s->store, id, &e);
+  if (rc != 0) {
+    if (rc > 0)
+      send_not_found_event(req, id);
+    else
+      send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
+    return;
+  }
+  struct listing l;
+  buf_init(&l.b, 0);
+  l.n = 0;
+  buf_puts(&l.b, "{\"event\":{");
+  put_event_fields(&l.b, &e);
+  buf_puts(&l.b, ",\"payload\":");
+  put_json_value(&l.b, e.payload, e.payload ? e.payload_len : 0);
+  buf_puts(&l.b, ",\"result\":");
+  put_json_value(&l.b, e.result, e.result ? strlen(e.result) : 0);
+  buf_puts(&l.b, "},\"attempts\":[");
+  rc = store_attempt_list(s->store, id, attempt_one, &l);
+  buf_puts(&l.b, "]}");
+  store_event_free(&e);
+  if (rc != 0)
+    send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
+  else
+    send_buf(req, NULL, 200, "OK", &l.b);
+  buf_free(&l.b);
+}
+
+struct replay {
+  struct server *srv;
+  struct evhttp_request *req;
+  char id[EVENT_ID_MAX];
+  enum ev_status was;
+};
+
+static void on_replay_committed(void *ud, bool committed) {
+  struct replay *r = ud;
+  if (!committed) {
+    send_detail(r->req, NULL, 503, "Service Unavailable", "The replay could not be stored; try again");
+  } else {
+    engine_kick(r->srv->engine); /* the poll would find it too, a second later */
+    log_info("event %s: replayed through the admin API (was %s)", r->id, store_status_name(r->was));
+    struct buf b;
+    buf_init(&b, 0);
+    buf_printf(&b, "{\"success\":true,\"status\":\"queued\",\"event_id\":\"%s\",\"previous_status\":\"%s\"}",
+               r->id, store_status_name(r->was));
+    send_buf(r->req, NULL, 202, "Accepted", &b);
+    buf_free(&b);
+  }
+  free(r);
+}
+
+static void admin_replay(struct server *s, struct evhttp_request *req, const char *id) {
+  if (s->draining) {
+    send_detail(req, NULL, 503, "Service Unavailable", "Shutting down; replay it after the restart");
+    return;
+  }
+  struct store_event e;
+  int rc = store_event_get(s->store, id, &e);
+  if (rc > 0) {
+    send_not_found_event(req, id);
+    return;
+  }
+  if (rc < 0) {
+    send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
+    return;
+  }
+  enum ev_status was = e.status;
+  store_event_free(&e);
+  if (was == EV_RUNNING) {
+    char msg[EVENT_ID_MAX + 64];
+    snprintf(msg, sizeof msg, "Event is running now; replay it once it ends: %s", id);
+    send_detail(req, NULL, 409, "Conflict", msg);
+    return;
+  }
+  struct replay *r = calloc(1, sizeof *r);
+  if (!r || queue_join(s->queue) != 0 || store_event_requeue(s->store, id, wall_now()) != 1) {
+    free(r);
+    send_detail(req, NULL, 503, "Service Unavailable", "The replay could not be stored; try again");
+    return;
+  }
+  r->srv = s;
+  r->req = req;
+  r->was = was;
+  snprintf(r->id, sizeof r->id, "%s", id);
+  /* Like a webhook: the answer goes out after the commit that holds it. */
+  queue_after_commit(s->queue, on_replay_committed, r);
+}
+
+/* Routes under /api/v1/events. Every one of them is 404 while ADMIN_TOKEN
+ * is unset, before anything else is looked at. */
+static void handle_admin(struct server *s, struct evhttp_request *req, const char *path,
+                         const char *query, enum evhttp_cmd_type cmd) {
+  if (!s->cfg->admin_token || !*s->cfg->admin_token) {
+    send_detail(req, NULL, 404, "Not Found", "Not Found");
+    return;
+  }
+  const char *rest = path + strlen("/api/v1/events");
+  char id[EVENT_ID_MAX + 1];
+  enum { A_LIST, A_SHOW, A_REPLAY } what;
+  if (!*rest) {
+    what = A_LIST;
+  } else {
+    rest++; /* the '/' */
+    const char *slash = strchr(rest, '/');
+    size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (n == 0 || n >= sizeof id || (slash && strcmp(slash, "/replay") != 0)) {
+      send_detail(req, NULL, 404, "Not Found", "Not Found");
+      return;
+    }
+    memcpy(id, rest, n);
+    id[n] = 0;
+    what = slash ? A_REPLAY : A_SHOW;
+  }
+  enum evhttp_cmd_type want = what == A_REPLAY ? EVHTTP_REQ_POST : EVHTTP_REQ_GET;
+  if (cmd != want && !(cmd == EVHTTP_REQ_HEAD && want == EVHTTP_REQ_GET)) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                      want == EVHTTP_REQ_GET ? "GET" : "POST");
+    send_detail(req, NULL, 405, "Method Not Allowed", "Method Not Allowed");
+    return;
+  }
+  if (!admin_authorized(s, req))
+    return;
+  if (what == A_LIST)
+    admin_list(s, req, query);
+  else if (!id_ok(id))
+    send_not_found_event(req, id);
+  else if (what == A_SHOW)
+    admin_show(s, req, id);
+  else
+    admin_replay(s, req, id);
+}
+
+/* ---- routing --------------------------------------------------------------- */
+
+enum handler { H_HEALTH, H_METRICS, H_OPENAPI, H_EVENT };
+
+static bool has_param(const char *query, const char *name, char *value, size_t len) {
+  if (!query)
+    return false;
+  struct evkeyvalq q;
+  if (evhttp_parse_query_str(query, &q) != 0) {
+    evhttp_clear_headers(&q);
+    return false;
+  }
+  const char *v = evhttp_find_header(&q, name);
+  if (v)
+    snprintf(value, len, "%s", v);
+  evhttp_clear_headers(&q);
+  return v != NULL;
 }
 
 static void on_request(struct evhttp_request *req, void *arg) {
   struct server *s = arg;
+  double t0 = mono_now();
   const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
   const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+  const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
   if (!path || !*path)
     path = "/";
   char clean[256];
@@ -440,15 +1581,23 @@ static void on_request(struct evhttp_request *req, void *arg) {
     clean[--n] = 0; /* "/health/" is "/health" */
   enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 
+  if (strcmp(clean, "/api/v1/events") == 0 || strncmp(clean, "/api/v1/events/", 15) == 0) {
+    handle_admin(s, req, clean, query, cmd);
+    return;
+  }
+
   static const struct {
     const char *path;
     enum evhttp_cmd_type method;
-    int route; /* -1 health, else enum route */
+    enum handler handler;
+    enum route route; /* H_EVENT only */
   } routes[] = {
-      {"/health", EVHTTP_REQ_GET, -1},
-      {"/api/v1/webhooks/nowcerts", EVHTTP_REQ_POST, R_NOWCERTS},
-      {"/api/v1/webhooks/ghl", EVHTTP_REQ_POST, R_GHL},
-      {"/api/v1/sync/manual", EVHTTP_REQ_POST, R_MANUAL},
+      {"/health", EVHTTP_REQ_GET, H_HEALTH, R_NOWCERTS},
+      {"/metrics", EVHTTP_REQ_GET, H_METRICS, R_NOWCERTS},
+      {"/openapi.json", EVHTTP_REQ_GET, H_OPENAPI, R_NOWCERTS},
+      {"/api/v1/webhooks/nowcerts", EVHTTP_REQ_POST, H_EVENT, R_NOWCERTS},
+      {"/api/v1/webhooks/ghl", EVHTTP_REQ_POST, H_EVENT, R_GHL},
+      {"/api/v1/sync/manual", EVHTTP_REQ_POST, H_EVENT, R_MANUAL},
   };
   for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
     if (strcmp(clean, routes[i].path) != 0)
@@ -457,21 +1606,58 @@ static void on_request(struct evhttp_request *req, void *arg) {
     if (cmd != routes[i].method && !head) {
       evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
                         routes[i].method == EVHTTP_REQ_GET ? "GET" : "POST");
-      send_detail(req, 405, "Method Not Allowed", "Method Not Allowed");
+      send_detail(req, NULL, 405, "Method Not Allowed", "Method Not Allowed");
       return;
     }
-    if (routes[i].route < 0) {
+    switch (routes[i].handler) {
+    case H_HEALTH:
       handle_health(s, req);
       return;
+    case H_METRICS:
+      handle_metrics(s, req);
+      return;
+    case H_OPENAPI:
+      handle_openapi(req);
+      return;
+    case H_EVENT:
+      break;
     }
+    char hook[64] = "";
+    struct track t = {s, routes[i].route, t0};
+    if (t.route == R_NOWCERTS && has_param(query, "hook", hook, sizeof hook))
+      t.route = R_HOOK;
     if (s->draining) {
-      send_detail(req, 503, "Service Unavailable", "Shutting down; send it again shortly");
+      send_detail(req, &t, 503, "Service Unavailable", "Shutting down; send it again shortly");
       return;
     }
-    handle_event(s, req, (enum route)routes[i].route);
+    long wait = rl_check(s, req);
+    if (wait > 0) {
+      char secs[24], msg[128];
+      snprintf(secs, sizeof secs, "%ld", wait);
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", secs);
+      snprintf(msg, sizeof msg, "Rate limit exceeded (%d requests a minute); retry after %ld s",
+               s->cfg->rate_limit_per_minute, wait);
+      send_detail(req, &t, 429, "Too Many Requests", msg);
+      return;
+    }
+    handle_event(s, req, &t, hook);
     return;
   }
-  send_detail(req, 404, "Not Found", "Not Found");
+  send_detail(req, NULL, 404, "Not Found", "Not Found");
+}
+
+/* The families this module counts into, in registry m. */
+static void use_metrics(struct server *s, struct metrics *m) {
+  s->metrics = m;
+  s->m_requests = metrics_counter(m, "webhook_requests_total",
+                                  "Webhook and manual-sync requests answered, by HTTP status.",
+                                  METRIC_LABELS("source", "status"));
+  s->m_duration = metrics_histogram(m, "webhook_duration_seconds",
+                                    "Time from a webhook's arrival to its answer.",
+                                    METRIC_LABELS("source"), metrics_webhook_buckets,
+                                    metrics_webhook_nbuckets);
+  s->m_events = metrics_gauge(m, "events", "Stored events by status, read at each scrape.",
+                              METRIC_LABELS("status"));
 }
 
 struct server *server_new(struct event_base *base, const struct config *cfg, struct store *store,
@@ -488,12 +1674,16 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
   s->queue = queue;
   s->engine = engine;
   s->rt = rt;
-  s->http = evhttp_new(base);
+  s->rl_swept = mono_now();
+  s->own_metrics = metrics_new();
+  s->http = s->own_metrics ? evhttp_new(base) : NULL;
   if (!s->http) {
     snprintf(err, errlen, "cannot create the HTTP server");
+    metrics_free(s->own_metrics);
     free(s);
     return NULL;
   }
+  use_metrics(s, s->own_metrics);
   /* Every method reaches our handler, so a wrong one gets a JSON 405 rather
    * than libevent's own page. Bodies up to 8x the limit are read and refused
    * with a JSON 413; beyond that libevent closes the connection itself. */
@@ -512,6 +1702,7 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
       snprintf(why, sizeof why, "GHL_WEBHOOK_ED25519_KEY/GHL_WEBHOOK_RSA_KEY: %s", err);
       snprintf(err, errlen, "%s", why);
       evhttp_free(s->http);
+      metrics_free(s->own_metrics);
       free(s);
       return NULL;
     }
@@ -521,10 +1712,19 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
              cfg->host, cfg->port);
     evhttp_free(s->http);
     sig_keys_free(s->ghl_keys);
+    metrics_free(s->own_metrics);
     free(s);
     return NULL;
   }
   return s;
+}
+
+void server_set_metrics(struct server *s, struct metrics *m) {
+  if (!s || !m || m == s->metrics)
+    return;
+  use_metrics(s, m);
+  metrics_free(s->own_metrics);
+  s->own_metrics = NULL;
 }
 
 void server_drain(struct server *s) { s->draining = true; }
@@ -541,5 +1741,12 @@ void server_free(struct server *s) {
   }
   evhttp_free(s->http);
   sig_keys_free(s->ghl_keys);
+  for (int b = 0; b < RL_BUCKETS; b++)
+    while (s->rl[b]) {
+      struct rl_client *c = s->rl[b];
+      s->rl[b] = c->next;
+      free(c);
+    }
+  metrics_free(s->own_metrics);
   free(s);
 }

@@ -2,7 +2,10 @@
  * webhook, gives it its canonical id, hands it to the engine inside the
  * group commit, and answers only after that commit: 200 when the event ran
  * to its end within WEBHOOK_WAIT_MS, 202 while it still runs, and the
- * SPEC's answers for duplicates, bad bodies and failures. Every answer is JSON. */
+ * SPEC's answers for duplicates, bad bodies and failures. Around that: the
+ * inbound rate limit, webhook signatures (GHL's keys, our NowCerts HMAC),
+ * NowCerts REST-hook intake, /health, /metrics, /openapi.json and the admin
+ * API. Every answer but /metrics is JSON. */
 #ifndef NCGHL_SERVER_H
 #define NCGHL_SERVER_H
 
@@ -19,6 +22,12 @@ struct server;
 struct server *server_new(struct event_base *base, const struct config *cfg, struct store *store,
                           struct queue *queue, struct engine *engine, struct lrt *rt, char *err,
                           size_t errlen);
+/* Counts webhook answers (webhook_requests_total, webhook_duration_seconds)
+ * into m and serves m at GET /metrics, with the events{status} gauge read
+ * from the store at each scrape. Until then the server counts into a
+ * registry of its own. */
+struct metrics;
+void server_set_metrics(struct server *s, struct metrics *m);
 /* From now on new requests are answered 503 (shutting down); answers still
  * owed are sent as their events end. */
 void server_drain(struct server *s);

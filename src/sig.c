@@ -2,12 +2,16 @@
  * Ed25519 (no separate digest) and RSA with SHA-256 behind one interface. */
 #include "sig.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct sig_keys {
   EVP_PKEY *ed25519;
@@ -91,6 +95,71 @@ enum sig_result sig_verify_ghl(const struct sig_keys *k, const void *body, size_
   if (present(wh_sig))
     return verify(k->rsa, true, body, len, wh_sig) ? SIG_OK : SIG_BAD;
   return SIG_MISSING;
+}
+
+void sig_hmac_sha256_hex(const char *secret, const void *body, size_t len, char out[65]) {
+  static const char hex[] = "0123456789abcdef";
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), body, len, mac, &n) || n != 32) {
+    out[0] = '\0';
+    return;
+  }
+  for (unsigned i = 0; i < n; i++) {
+    out[2 * i] = hex[mac[i] >> 4];
+    out[2 * i + 1] = hex[mac[i] & 15];
+  }
+  out[64] = '\0';
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+enum sig_result sig_verify_hmac(const char *secret, const void *body, size_t len,
+                                const char *header) {
+  if (!header)
+    return SIG_MISSING;
+  while (*header == ' ' || *header == '\t')
+    header++;
+  if (!*header)
+    return SIG_MISSING;
+  if (strncasecmp(header, "sha256=", 7) == 0)
+    header += 7;
+  size_t n = strlen(header);
+  while (n && (header[n - 1] == ' ' || header[n - 1] == '\t'))
+    n--;
+  unsigned char given[32];
+  if (n != 64 || !secret)
+    return SIG_BAD;
+  for (size_t i = 0; i < 32; i++) {
+    int hi = hexval(header[2 * i]), lo = hexval(header[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return SIG_BAD;
+    given[i] = (unsigned char)(hi << 4 | lo);
+  }
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int maclen = 0;
+  if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), body, len, mac, &maclen) || maclen != 32)
+    return SIG_BAD;
+  /* CRYPTO_memcmp takes the same time wherever the first difference is, so
+   * a sender cannot find the MAC byte by byte. */
+  return CRYPTO_memcmp(given, mac, 32) == 0 ? SIG_OK : SIG_BAD;
+}
+
+bool sig_secret_equal(const char *given, const char *expected) {
+  if (!given || !expected)
+    return false;
+  unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+  SHA256((const unsigned char *)given, strlen(given), a);
+  SHA256((const unsigned char *)expected, strlen(expected), b);
+  return CRYPTO_memcmp(a, b, sizeof a) == 0;
 }
 
 time_t sig_parse_time(const char *iso) {

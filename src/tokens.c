@@ -50,6 +50,8 @@ struct tokens {
   double req_started;   /* lifetimes count from here: never later than issue */
   struct waiter *waiters, **waiters_tail;
   long requests;
+  tokens_observer_fn observer;
+  void *observer_ud;
 
   /* tokens_free called from inside a waiter's callback: the dispatch loop
    * finishes the job, since it still holds the struct. */
@@ -259,6 +261,16 @@ const char *tokens_user_id(const struct tokens *tk) { return tk->user_id; }
 
 long tokens_requests(const struct tokens *tk) { return tk->requests; }
 
+void tokens_set_observer(struct tokens *tk, tokens_observer_fn fn, void *ud) {
+  tk->observer = fn;
+  tk->observer_ud = ud;
+}
+
+static void observe(struct tokens *tk, bool ok) {
+  if (tk->observer)
+    tk->observer(tk->observer_ud, ok);
+}
+
 static void on_reply(void *req_ud, int status, const char *body, size_t len, const char *error);
 
 /* Builds the form for `what` and hands it to the transport. */
@@ -460,6 +472,7 @@ static void on_reply(void *req_ud, int status, const char *body, size_t len, con
     if (take_response(tk, body, len, bad, sizeof bad) == 0) {
       log_info("tokens: %s %s ok, renewing in %.0f s", kind_name(tk->kind),
                what == REQ_LOGIN ? "login" : "refresh", tk->renew_at - tk->req_started);
+      observe(tk, true);
       dispatch(tk, tk->access, status, NULL);
       return;
     }
@@ -467,6 +480,7 @@ static void on_reply(void *req_ud, int status, const char *body, size_t len, con
   } else {
     describe_failure(status, body, len, error, why, sizeof why);
   }
+  observe(tk, false);
 
   if (what == REQ_REFRESH && tk->kind == TOKENS_NOWCERTS) {
     /* NowCerts refresh tokens rotate and their lifetime is undocumented:

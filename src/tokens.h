@@ -81,6 +81,11 @@ const char *tokens_user_id(const struct tokens *tk);
 /* Token requests made so far (logins and refreshes). */
 long tokens_requests(const struct tokens *tk);
 
+/* Told of the end of every token request (login or refresh), e.g. to count
+ * it in a metric; called before any waiter hears of it. fn NULL: none. */
+typedef void (*tokens_observer_fn)(void *ud, bool ok);
+void tokens_set_observer(struct tokens *tk, tokens_observer_fn fn, void *ud);
+
 /* application/x-www-form-urlencoded value encoding into out (NUL-terminated,
  * at most outlen bytes). Returns the length, or -1 when out is too small. */
 long tokens_form_escape(const char *s, char *out, size_t outlen);

@@ -23,6 +23,7 @@
 #include "httpc.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "retry.h"
 #include "tokens.h"
 
@@ -63,6 +64,12 @@ struct ucall {
   struct ucall *prev, *next;
 };
 
+/* What a token observer needs to label its count. */
+struct token_obs {
+  struct upstream *u;
+  enum up_service svc;
+};
+
 struct upstream {
   struct event_base *base;
   const struct config *cfg;
@@ -76,6 +83,9 @@ struct upstream {
   struct ucall *calls;
   int active;
   uint64_t rng;
+  /* NULL until up_set_metrics; the metric functions ignore NULL. */
+  struct metric *m_requests, *m_duration, *m_retries, *m_tokens;
+  struct token_obs obs[2];
 };
 
 /* A token request handed to httpc for tokens.c. */
@@ -275,6 +285,41 @@ const char *up_nowcerts_user_id(const struct upstream *u) {
 
 int up_active(const struct upstream *u) { return u ? u->active : 0; }
 
+static void on_token_result(void *ud, bool ok) {
+  struct token_obs *o = ud;
+  metric_inc(o->u->m_tokens, METRIC_LABELS(up_service_name(o->svc), ok ? "ok" : "error"));
+}
+
+void up_set_metrics(struct upstream *u, struct metrics *m) {
+  if (!u || !m)
+    return;
+  u->m_requests = metrics_counter(m, "upstream_requests_total",
+                                  "HTTP attempts to NowCerts and GHL, by HTTP status (0: no answer).",
+                                  METRIC_LABELS("service", "status"));
+  u->m_duration = metrics_histogram(m, "upstream_duration_seconds",
+                                    "Time of one HTTP attempt to NowCerts or GHL.",
+                                    METRIC_LABELS("service"), metrics_upstream_buckets,
+                                    metrics_upstream_nbuckets);
+  u->m_retries = metrics_counter(m, "retries_total",
+                                 "Upstream calls tried again after a 5xx, 429 or no answer.",
+                                 METRIC_LABELS("service"));
+  u->m_tokens = metrics_counter(m, "token_refreshes_total",
+                                "Token requests (NowCerts login or refresh, GHL OAuth refresh).",
+                                METRIC_LABELS("service", "result"));
+  for (int i = 0; i < 2; i++) {
+    const char *svc = up_service_name((enum up_service)i);
+    /* Zero series exist from the start, so rate() and alerts see them. */
+    metric_add(u->m_retries, METRIC_LABELS(svc), 0);
+    u->obs[i].u = u;
+    u->obs[i].svc = (enum up_service)i;
+    if (u->tk[i] && tokens_can_renew(u->tk[i])) {
+      metric_add(u->m_tokens, METRIC_LABELS(svc, "ok"), 0);
+      metric_add(u->m_tokens, METRIC_LABELS(svc, "error"), 0);
+      tokens_set_observer(u->tk[i], on_token_result, &u->obs[i]);
+    }
+  }
+}
+
 /* ---- one call --------------------------------------------------------------- */
 
 static void attempt(struct ucall *c);
@@ -335,6 +380,7 @@ static void after_failure(struct ucall *c, double retry_after) {
   if (c->retryable && retry_after <= RETRY_AFTER_MAX && c->retries < u->policy.max_retries) {
     double d = retry_delay(&u->policy, c->retries, retry_after, rand01(u));
     c->retries++;
+    metric_inc(u->m_retries, METRIC_LABELS(up_service_name(c->svc)));
     log_warn("upstream: %s %s %s: status %d; retry %d/%d in %.2f s", up_service_name(c->svc),
              c->method, c->url, c->status, c->retries, u->policy.max_retries, d);
     arm(c, d);
@@ -442,6 +488,13 @@ static void on_http(void *ud, const struct httpc_response *resp) {
   }
   log_debug("upstream: %s %s %s -> %d (%.1f ms)", up_service_name(c->svc), c->method, c->url,
             resp->status, resp->duration_ms);
+  if (u->m_requests) {
+    char code[16];
+    snprintf(code, sizeof code, "%d", resp->status);
+    metric_inc(u->m_requests, METRIC_LABELS(up_service_name(c->svc), code));
+    metric_observe(u->m_duration, METRIC_LABELS(up_service_name(c->svc)),
+                   resp->duration_ms / 1000.0);
+  }
 
   if (c->ok) {
     finish(c);

@@ -109,11 +109,55 @@ static void test_parse_time(void **state) {
   assert_int_equal(sig_parse_time(NULL), -1);
 }
 
+/* RFC 4231 test case 2 pins the HMAC itself; the rest is the header's
+ * forms and the ways it can be wrong. */
+static void test_hmac(void **state) {
+  (void)state;
+  char hex[65];
+  sig_hmac_sha256_hex("Jefe", "what do ya want for nothing?", 28, hex);
+  assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+
+  const char *secret = "relay-secret-1";
+  const char *body = "{\"event_type\":\"INSURED_INSERT\",\"data\":{}}";
+  size_t len = strlen(body);
+  sig_hmac_sha256_hex(secret, body, len, hex);
+  char header[80], upper[80];
+  snprintf(header, sizeof header, "sha256=%s", hex);
+  assert_int_equal(sig_verify_hmac(secret, body, len, header), SIG_OK);
+  assert_int_equal(sig_verify_hmac(secret, body, len, hex), SIG_OK); /* bare hex */
+  for (size_t i = 0; i < sizeof upper && header[i]; i++)
+    upper[i] = (char)(header[i] >= 'a' && header[i] <= 'z' ? header[i] - 32 : header[i]);
+  upper[strlen(header)] = 0;
+  assert_int_equal(sig_verify_hmac(secret, body, len, upper), SIG_OK); /* SHA256=<HEX> */
+
+  assert_int_equal(sig_verify_hmac(secret, body, len, NULL), SIG_MISSING);
+  assert_int_equal(sig_verify_hmac(secret, body, len, ""), SIG_MISSING);
+  assert_int_equal(sig_verify_hmac(secret, body, len - 1, header), SIG_BAD); /* tampered */
+  assert_int_equal(sig_verify_hmac("other-secret", body, len, header), SIG_BAD);
+  header[strlen(header) - 1] ^= 1; /* one bit off */
+  assert_int_equal(sig_verify_hmac(secret, body, len, header), SIG_BAD);
+  assert_int_equal(sig_verify_hmac(secret, body, len, "sha256=abc"), SIG_BAD); /* short */
+  char nothex[] = "sha256=zz00000000000000000000000000000000000000000000000000000000000000";
+  assert_int_equal(sig_verify_hmac(secret, body, len, nothex), SIG_BAD);
+}
+
+static void test_secret_equal(void **state) {
+  (void)state;
+  assert_true(sig_secret_equal("adm-token-123", "adm-token-123"));
+  assert_false(sig_secret_equal("adm-token-124", "adm-token-123"));
+  assert_false(sig_secret_equal("adm-token-12", "adm-token-123"));
+  assert_false(sig_secret_equal("", "adm-token-123"));
+  assert_false(sig_secret_equal(NULL, "adm-token-123"));
+  assert_false(sig_secret_equal("x", NULL));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_both_schemes),
       cmocka_unit_test(test_shipped_keys_load),
       cmocka_unit_test(test_parse_time),
+      cmocka_unit_test(test_hmac),
+      cmocka_unit_test(test_secret_equal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
