@@ -14,6 +14,8 @@
 #include "store.h"
 
 #define FAIL_MT "ncghl.fail"
+#define MEMORY_KEY "ncghl.memory"
+#define CONFIG_KEY "ncghl.config_override"
 
 static struct lapi_ctx *ctx_of(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(1));
@@ -95,6 +97,49 @@ static int fail_tostring(lua_State *L) {
   return 1;
 }
 
+/* Without a store (the offline runner, unit tests) links and fingerprints
+ * live in one Lua table in the registry, so a mapping that stores a link and
+ * reads it back behaves as it would against SQLite. Keys are
+ * "<what>\x1f<kind or side>\x1f<id>"; the table is the state's, never shared. */
+static void push_memory(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, MEMORY_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, MEMORY_KEY);
+  }
+}
+
+/* Pushes memory[what|a|b] (nil if unknown). */
+static void mem_get(lua_State *L, const char *what, const char *a, const char *b) {
+  push_memory(L);
+  lua_pushfstring(L, "%s\x1f%s\x1f%s", what, a, b);
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+}
+
+/* memory[what|a|b] = the value on top (popped; nil deletes). */
+static void mem_set(lua_State *L, const char *what, const char *a, const char *b) {
+  push_memory(L);
+  lua_pushfstring(L, "%s\x1f%s\x1f%s", what, a, b);
+  lua_pushvalue(L, -3);
+  lua_rawset(L, -3);
+  lua_pop(L, 2);
+}
+
+void lapi_memory_reset(lua_State *L) {
+  lua_newtable(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, MEMORY_KEY);
+}
+
+void lapi_set_config_override(lua_State *L, int idx) {
+  if (lua_istable(L, idx))
+    lua_pushvalue(L, idx);
+  else
+    lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, CONFIG_KEY);
+}
+
 /* ncghl.link_get(kind, want, id): `want` names the side whose id you want.
  * link_get("contact", "ghl", insured_id) -> the GHL contact id linked to that
  * NowCerts insured; link_get("contact", "nowcerts", contact_id) -> the
@@ -105,12 +150,17 @@ static int api_link_get(lua_State *L) {
   const char *want = luaL_checkstring(L, 2);
   const char *id = luaL_checkstring(L, 3);
   char *other;
-  if (strcmp(want, "ghl") == 0)
-    other = c->host->store ? store_link_ghl(c->host->store, kind, id) : NULL;
-  else if (strcmp(want, "nowcerts") == 0)
-    other = c->host->store ? store_link_nowcerts(c->host->store, kind, id) : NULL;
-  else
+  bool to_ghl = strcmp(want, "ghl") == 0;
+  if (!to_ghl && strcmp(want, "nowcerts") != 0)
     return luaL_argerror(L, 2, "expected \"ghl\" or \"nowcerts\"");
+  if (!c->host->store) {
+    mem_get(L, to_ghl ? "g" : "n", kind, id);
+    return 1;
+  }
+  if (to_ghl)
+    other = store_link_ghl(c->host->store, kind, id);
+  else
+    other = store_link_nowcerts(c->host->store, kind, id);
   if (!other) {
     lua_pushnil(L);
     return 1;
@@ -127,8 +177,26 @@ static int api_link_put(lua_State *L) {
   const char *ghl_id = luaL_checkstring(L, 3);
   if (!*nowcerts_id || !*ghl_id)
     return luaL_error(L, "ncghl.link_put: empty id");
-  if (!c->host->store)
+  if (!c->host->store) {
+    /* Either side's old pair goes, as in the store: one id links to one id. */
+    mem_get(L, "g", kind, nowcerts_id);
+    if (lua_isstring(L, -1)) {
+      lua_pushnil(L);
+      mem_set(L, "n", kind, lua_tostring(L, -2));
+    }
+    lua_pop(L, 1);
+    mem_get(L, "n", kind, ghl_id);
+    if (lua_isstring(L, -1)) {
+      lua_pushnil(L);
+      mem_set(L, "g", kind, lua_tostring(L, -2));
+    }
+    lua_pop(L, 1);
+    lua_pushstring(L, ghl_id);
+    mem_set(L, "g", kind, nowcerts_id);
+    lua_pushstring(L, nowcerts_id);
+    mem_set(L, "n", kind, ghl_id);
     return 0;
+  }
   join_batch(c);
   if (store_link_put(c->host->store, kind, nowcerts_id, ghl_id, now_unix()) != 0)
     return raise_store_error(L, "store: could not save the id link");
@@ -146,7 +214,11 @@ static int api_fp_get(lua_State *L) {
   struct lapi_ctx *c = ctx_of(L);
   const char *side = check_side(L, 1);
   const char *id = luaL_checkstring(L, 2);
-  char *fp = c->host->store ? store_fp_get(c->host->store, side, id) : NULL;
+  if (!c->host->store) {
+    mem_get(L, "f", side, id);
+    return 1;
+  }
+  char *fp = store_fp_get(c->host->store, side, id);
   if (!fp) {
     lua_pushnil(L);
     return 1;
@@ -160,9 +232,13 @@ static int api_fp_put(lua_State *L) {
   struct lapi_ctx *c = ctx_of(L);
   const char *side = check_side(L, 1);
   const char *id = luaL_checkstring(L, 2);
-  const char *json = luaL_checkstring(L, 3);
-  if (!c->host->store)
+  luaL_checkstring(L, 3);
+  if (!c->host->store) {
+    lua_pushvalue(L, 3);
+    mem_set(L, "f", side, id);
     return 0;
+  }
+  const char *json = lua_tostring(L, 3);
   join_batch(c);
   if (store_fp_put(c->host->store, side, id, json, now_unix()) != 0)
     return raise_store_error(L, "store: could not save the write fingerprint");
@@ -269,6 +345,13 @@ static int api_config(lua_State *L) {
     lua_pushnil(L);
     return 1;
   }
+  /* The offline runner's values (a test case's `config`) come first. */
+  if (lua_getfield(L, LUA_REGISTRYINDEX, CONFIG_KEY) == LUA_TTABLE) {
+    if (lua_getfield(L, -1, name) != LUA_TNIL)
+      return 1;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
   return push_config(L, c->host->cfg, name);
 }
 

@@ -12,6 +12,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 #include "log.h"
 #include "lua_api.h"
 #include "queue.h"
+#include "runner.h"
 #include "store.h"
 
 /* The count hook fires every HOOK_EVERY VM instructions: often enough to stop
@@ -119,11 +121,19 @@ struct lrt {
   struct lrt_ev *ready_head, *ready_tail;
   struct lrt_ev *wait_head, *wait_tail;
   bool locks_dirty;
+  bool draining; /* lrt_drain runs the ready list itself: no timer needed */
+  bool quiet;
   unsigned visit_gen;
   struct lock *buckets[LOCK_BUCKETS];
+
+  /* The last load or reload, for /health. */
+  bool last_ok;
+  double last_at;
+  char last_msg[512];
 };
 
 static void ev_finish(struct lrt_ev *e, int rc, int nres);
+static double now_unix(void);
 
 static char *xstrdup(const char *s) {
   if (!s)
@@ -617,22 +627,28 @@ static void state_unref(struct lrt_state *st) {
   }
 }
 
-static struct lrt_state *state_build(struct lrt *rt, char *err, size_t errlen) {
-  const struct config *cfg = rt->host.cfg;
-  struct script_list scripts = {0};
+/* Reads every script once: the engine's library, then the mappings (their
+ * tests/ directory holds test cases, not scripts). */
+static int scripts_read(const struct config *cfg, struct script_list *scripts, char *err,
+                        size_t errlen) {
   if (!cfg->lua_dir || !cfg->mappings_dir) {
     snprintf(err, errlen, "lua_dir and mappings_dir must be set");
-    return NULL;
+    return -1;
   }
-  if (scan_dir(&scripts, cfg->lua_dir, "", 0, NULL, err, errlen) != 0 ||
-      scan_dir(&scripts, cfg->mappings_dir, "", 0, "tests", err, errlen) != 0) {
-    scripts_free(&scripts);
-    return NULL;
+  if (scan_dir(scripts, cfg->lua_dir, "", 0, NULL, err, errlen) != 0 ||
+      scan_dir(scripts, cfg->mappings_dir, "", 0, "tests", err, errlen) != 0) {
+    scripts_free(scripts);
+    return -1;
   }
+  return 0;
+}
+
+static struct lrt_state *state_build(struct lrt *rt, const struct script_list *scripts, char *err,
+                                     size_t errlen) {
+  const struct config *cfg = rt->host.cfg;
   struct lrt_state *st = calloc(1, sizeof(*st));
   if (!st) {
     snprintf(err, errlen, "out of memory");
-    scripts_free(&scripts);
     return NULL;
   }
   st->rt = rt;
@@ -643,7 +659,6 @@ static struct lrt_state *state_build(struct lrt *rt, char *err, size_t errlen) {
   if (!st->L) {
     snprintf(err, errlen, "cannot create a Lua state");
     free(st);
-    scripts_free(&scripts);
     return NULL;
   }
   lua_atpanic(st->L, on_panic);
@@ -652,7 +667,7 @@ static struct lrt_state *state_build(struct lrt *rt, char *err, size_t errlen) {
   st->guard = &load;
   lua_pushcfunction(st->L, build_cb);
   lua_pushlightuserdata(st->L, st);
-  lua_pushlightuserdata(st->L, &scripts);
+  lua_pushlightuserdata(st->L, (void *)scripts);
   int rc = lua_pcall(st->L, 2, 0, 0);
   st->guard = NULL;
   st->limit_on = false;
@@ -667,11 +682,9 @@ static struct lrt_state *state_build(struct lrt *rt, char *err, size_t errlen) {
     else
       snprintf(err, errlen, "error while loading the scripts");
     state_free(st);
-    scripts_free(&scripts);
     return NULL;
   }
-  version_of(&scripts, st->version);
-  scripts_free(&scripts);
+  version_of(scripts, st->version);
   lua_gc(st->L, LUA_GCCOLLECT, 0);
   return st;
 }
@@ -682,6 +695,8 @@ static struct lrt_state *state_build(struct lrt *rt, char *err, size_t errlen) {
 static const struct timeval zero_tv = {0, 0};
 
 static void kick(struct lrt *rt) {
+  if (rt->draining)
+    return;
   if (!evtimer_pending(rt->kick, NULL))
     evtimer_add(rt->kick, &zero_tv);
 }
@@ -1241,7 +1256,8 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
     /* The hook's own error says where the script was stopped; keep that. */
     size_t tl = top ? strlen(top) : 0, wl = strlen(why);
     error = xstrdup(tl >= wl && strcmp(top + tl - wl, why) == 0 ? top : why);
-    log_warn("lua event=%s failed: %s", e->id, error ? error : MSG_MEMORY);
+    if (!rt->quiet)
+      log_warn("lua event=%s failed: %s", e->id, error ? error : MSG_MEMORY);
   } else if (rc == LUA_OK) {
     int base = lua_gettop(co) - nres;
     const char *kind = nres >= 1 ? lua_tostring(co, base + 1) : NULL;
@@ -1267,7 +1283,8 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
     if (lapi_is_fail(co, -1, &retryable, &msg)) {
       r.outcome = retryable ? LRT_RETRY : LRT_FAILED;
       error = xstrdup(msg);
-      log_info("lua event=%s %s: %s", e->id, retryable ? "will retry" : "failed", msg);
+      if (!rt->quiet)
+        log_info("lua event=%s %s: %s", e->id, retryable ? "will retry" : "failed", msg);
     } else {
       if (lua_type(co, -1) == LUA_TSTRING)
         error = xstrdup(lua_tostring(co, -1));
@@ -1275,8 +1292,9 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
         lua_pushfstring(co, "(error object is a %s value)", type_name_of(co, -1));
         error = xstrdup(lua_tostring(co, -1));
       }
-      log_warn("lua event=%s script error: %s", e->id, error ? error : "?");
-      if (log_enabled(LOGL_DEBUG)) {
+      if (!rt->quiet)
+        log_warn("lua event=%s script error: %s", e->id, error ? error : "?");
+      if (!rt->quiet && log_enabled(LOGL_DEBUG)) {
         luaL_traceback(st->L, co, NULL, 0);
         log_debug("lua event=%s %s", e->id, lua_tostring(st->L, -1));
         lua_pop(st->L, 1);
@@ -1397,11 +1415,21 @@ int lrt_run(struct lrt *rt, const struct lrt_event *ev, lrt_done_cb done, void *
 /* ------------------------------------------------------------------------ */
 /* The runtime                                                              */
 
-struct lrt *lrt_new(const struct lrt_host *host, char *err, size_t errlen) {
-  if (!host || !host->base || !host->cfg) {
-    snprintf(err, errlen, "lrt_new: a host with an event base and a configuration is required");
-    return NULL;
-  }
+static void set_last(struct lrt *rt, bool ok, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_last(struct lrt *rt, bool ok, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(rt->last_msg, sizeof(rt->last_msg), fmt, ap);
+  va_end(ap);
+  rt->last_ok = ok;
+  rt->last_at = now_unix();
+}
+
+/* A runtime around a state built from scripts already read. */
+static struct lrt *rt_create(const struct lrt_host *host, const struct script_list *scripts,
+                             char *err, size_t errlen) {
   struct lrt *rt = calloc(1, sizeof(*rt));
   if (!rt) {
     snprintf(err, errlen, "out of memory");
@@ -1414,14 +1442,29 @@ struct lrt *lrt_new(const struct lrt_host *host, char *err, size_t errlen) {
     free(rt);
     return NULL;
   }
-  rt->cur = state_build(rt, err, errlen);
+  rt->cur = state_build(rt, scripts, err, errlen);
   if (!rt->cur) {
     event_free(rt->kick);
     free(rt);
     return NULL;
   }
   rt->cur->refs = 1;
-  log_debug("lua: scripts loaded, version %s", rt->cur->version);
+  set_last(rt, true, "loaded at start, version %s", rt->cur->version);
+  return rt;
+}
+
+struct lrt *lrt_new(const struct lrt_host *host, char *err, size_t errlen) {
+  if (!host || !host->base || !host->cfg) {
+    snprintf(err, errlen, "lrt_new: a host with an event base and a configuration is required");
+    return NULL;
+  }
+  struct script_list scripts = {0};
+  if (scripts_read(host->cfg, &scripts, err, errlen) != 0)
+    return NULL;
+  struct lrt *rt = rt_create(host, &scripts, err, errlen);
+  scripts_free(&scripts);
+  if (rt)
+    log_debug("lua: scripts loaded, version %s", rt->cur->version);
   return rt;
 }
 
@@ -1438,21 +1481,120 @@ void lrt_free(struct lrt *rt) {
   rt_destroy(rt);
 }
 
+/* The runner's twin: a runtime on the offline host, from the same bytes. */
+static struct lrt *build_twin(void *ud, const struct lrt_host *host, char *err, size_t errlen) {
+  return rt_create(host, ud, err, errlen);
+}
+
+static double mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The scripts are read once. From those bytes two states are built: the one
+ * that may become current, on the service's host, and a twin on the offline
+ * runner's host (fixtures, links in memory) that runs every test case under
+ * MAPPINGS_DIR/tests and is then thrown away. The cases therefore test
+ * exactly the code that is swapped in, and nothing a case did (fixture ids a
+ * module cached, links, fingerprints) can reach the live state. */
 int lrt_reload(struct lrt *rt, char *err, size_t errlen) {
   if (!rt || rt->freeing) {
     snprintf(err, errlen, "no runtime");
     return -1;
   }
-  struct lrt_state *st = state_build(rt, err, errlen);
-  if (!st)
-    return -1; /* the caller reports err; the old state stays current */
+  double t0 = mono_ms();
+  struct script_list scripts = {0};
+  struct lrt_state *st = NULL;
+  int ncases = 0;
+  int rc = scripts_read(rt->host.cfg, &scripts, err, errlen);
+  if (rc == 0 && !(st = state_build(rt, &scripts, err, errlen)))
+    rc = -1;
+  double t1 = mono_ms();
+  if (rc == 0)
+    rc = runner_check(rt->host.cfg, rt->host.base, build_twin, &scripts, &ncases, err, errlen);
+  scripts_free(&scripts);
+  double t2 = mono_ms();
+  if (rc != 0) {
+    if (st)
+      state_free(st); /* the caller reports err; the old state stays current */
+    set_last(rt, false, "%s", err);
+    return -1;
+  }
   st->refs = 1;
   struct lrt_state *old = rt->cur;
   rt->cur = st;
-  log_debug("lua: scripts reloaded, version %s (was %s, %d events still on it)", st->version,
-           old->version, old->refs - 1);
+  set_last(rt, true, "version %s, %d test case%s passed, %.1f ms", st->version, ncases,
+           ncases == 1 ? "" : "s", t2 - t0);
+  log_debug("lua: scripts reloaded, version %s (was %s, %d events still on it); load %.1f ms, "
+            "%d test cases %.1f ms",
+            st->version, old->version, old->refs - 1, t1 - t0, ncases, t2 - t1);
   state_unref(old);
   return 0;
+}
+
+const char *lrt_last_reload(const struct lrt *rt, bool *ok, double *when) {
+  if (!rt) {
+    if (ok)
+      *ok = false;
+    if (when)
+      *when = 0;
+    return "no runtime";
+  }
+  if (ok)
+    *ok = rt->last_ok;
+  if (when)
+    *when = rt->last_at;
+  return rt->last_msg;
+}
+
+int lrt_drain(struct lrt *rt) {
+  if (!rt)
+    return 0;
+  bool was = rt->draining;
+  rt->draining = true;
+  while (rt->ready_head || rt->locks_dirty)
+    on_kick(-1, 0, rt);
+  rt->draining = was;
+  if (!was && rt->kick && evtimer_pending(rt->kick, NULL))
+    evtimer_del(rt->kick);
+  return rt->running;
+}
+
+int lrt_pcall(struct lrt *rt, int nargs, int nresults) {
+  struct lrt_state *st = rt->cur;
+  lua_State *L = st->L;
+  /* Also called from inside an event (the runner answers ncghl.call): the
+   * event's own guard, cap and hook are put back afterwards, and what runs
+   * here does not count against that event's budget. */
+  struct guard g = {.budget = budget_of(rt->host.cfg)};
+  struct guard *saved_guard = st->guard;
+  bool saved_limit = st->limit_on, saved_refused = st->refused;
+  lua_Hook saved_hook = lua_gethook(L);
+  int saved_mask = lua_gethookmask(L), saved_count = lua_gethookcount(L);
+  st->guard = &g;
+  st->limit_on = true;
+  st->refused = false;
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  int rc = lua_pcall(L, nargs, nresults, 0);
+  lua_sethook(L, saved_hook, saved_mask, saved_count);
+  st->guard = saved_guard;
+  st->limit_on = saved_limit;
+  st->refused = saved_refused;
+  if (rc != LUA_OK && g.killed && !lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushstring(L, g.killed);
+  }
+  return rc;
+}
+
+void lrt_set_quiet(struct lrt *rt, bool quiet) {
+  if (rt)
+    rt->quiet = quiet;
+}
+
+struct lua_State *lrt_lua_state(struct lrt *rt) {
+  return rt && rt->cur ? rt->cur->L : NULL;
 }
 
 const char *lrt_version(const struct lrt *rt) {

@@ -6,7 +6,8 @@
  * Guarantees: no os/io/debug, no binary chunks, no C modules; an instruction
  * budget per event and a memory cap per state, each failing that event and
  * never the service; events that run on a state keep it alive, so a reload
- * can swap in a new state while they finish on the old one. */
+ * can swap in a new state while they finish on the old one, and a reload
+ * only swaps in scripts whose mapping test cases pass (runner.h). */
 #ifndef NCGHL_LUA_RT_H
 #define NCGHL_LUA_RT_H
 
@@ -16,13 +17,21 @@
 #include "upstream.h"
 
 struct event_base;
+struct lua_State;
 struct config;
 struct store;
 struct queue;
 struct lrt;
 
 /* How the runtime reaches the world. `start` defaults to up_start on `up`;
- * the offline runner (ncghl test/map) puts fixtures there instead. */
+ * the offline runner (ncghl test/map) puts fixtures there instead. A `start`
+ * may call `done` synchronously, from inside itself: the answer is then
+ * delivered through the loop (or lrt_drain), never into the C call that
+ * started it.
+ *
+ * `store` may be NULL: links and write fingerprints are then kept in memory
+ * (per Lua state) and upstream attempts are not recorded. `queue` may be
+ * NULL: each store write then commits on its own. */
 struct lrt_host {
   struct event_base *base;
   const struct config *cfg;
@@ -67,12 +76,46 @@ struct lrt *lrt_new(const struct lrt_host *host, char *err, size_t errlen);
 /* Frees the current state; events still running must have finished. */
 void lrt_free(struct lrt *rt);
 int lrt_run(struct lrt *rt, const struct lrt_event *ev, lrt_done_cb done, void *ud);
-/* Loads the scripts again into a fresh state; only if that works does it
- * become current (running events finish on the old one, freed after the
- * last). On failure the old state stays and err says why. */
+/* Loads the scripts again into a fresh state and runs every mapping test
+ * case (MAPPINGS_DIR/tests, see runner.h) against the same script bytes; only
+ * if both work does the new state become current (running events finish on
+ * the old one, freed after the last). On failure the old state stays and err
+ * says why: "file:line: message" for a script, the case file, line and first
+ * difference for a failing case. Runs on the loop and blocks it while it
+ * works (15-25 ms for the shipped mappings and their 50 cases on the 2-core
+ * development machine). Called from a libevent signal event (main.c), a
+ * SIGHUP that arrives meanwhile is only recorded by libevent's handler, and
+ * the callback runs again after this one returns: it is never lost. */
 int lrt_reload(struct lrt *rt, char *err, size_t errlen);
 /* Short hash of the loaded scripts' bytes, for /health. */
 const char *lrt_version(const struct lrt *rt);
+/* The last load or reload, for /health: *ok whether it took, *when (Unix
+ * seconds) when it ended. Returns a sentence valid until the next reload: the
+ * reason of a failure, or for a success the version, the test cases that
+ * passed and the time it took. Either pointer may be NULL. */
+const char *lrt_last_reload(const struct lrt *rt, bool *ok, double *when);
 int lrt_running(const struct lrt *rt);
+
+/* For the offline runner (ncghl test/check/map, the reload check); not for
+ * the service. */
+
+/* Runs, right now and without the event loop, every event that is ready,
+ * until none is: with a `start` that answers synchronously, an lrt_run
+ * followed by lrt_drain has ended (its done callback called). Returns how
+ * many events are still running (parked on an answer that has not come).
+ * A done callback must not free the runtime while it drains. */
+int lrt_drain(struct lrt *rt);
+/* lua_pcall on the current state's main thread (the function and its nargs
+ * arguments on its stack), under an instruction budget and the memory cap
+ * as an event's code is: for the runner's calls into code an agency wrote
+ * (test case files, mapping code). Also safe from inside an event. Returns
+ * a LUA_* status; on an error, its message is on the stack. */
+int lrt_pcall(struct lrt *rt, int nargs, int nresults);
+/* No log line per failed or retried event (the runner reports outcomes
+ * itself, and a reload's check must not fill the service's log). */
+void lrt_set_quiet(struct lrt *rt, bool quiet);
+/* The current state's main thread, for the runner's own Lua (loading test
+ * cases, answering calls with fixtures, comparing). NULL if none. */
+struct lua_State *lrt_lua_state(struct lrt *rt);
 
 #endif

@@ -1,0 +1,53 @@
+-- What ncghl does with each event.
+--
+-- `nowcerts` and `ghl` are prepared by the engine. nowcerts.X is the route for
+-- event X coming FROM NowCerts; ghl.Y the route for event Y coming FROM GHL.
+-- The same tables hold the helpers that write TO that side, so a route that
+-- sends a NowCerts insured to GHL calls ghl.upsert_contact(...).
+--
+-- An event type with no route here is answered "ignored".
+local map = require "ncghl.map"
+local util = require "ncghl.util"
+local maps = require "contacts"
+
+-- A NowCerts insured (or prospect) was created or changed: find its GHL
+-- contact (link, then email, then phone) and update it, or create one.
+nowcerts.INSURED_INSERT = function(ev)
+  return ghl.upsert_contact(ev.data, maps.insured_to_contact, {
+    nowcerts_id = map.get(ev.data, maps.insured_id),
+  })
+end
+nowcerts.INSURED_UPDATE = nowcerts.INSURED_INSERT
+
+-- A GHL contact was created or changed: find its NowCerts insured (link, then
+-- email) and update it, or create a new one.
+ghl.ContactCreate = function(ev)
+  return nowcerts.upsert_insured(ev.data, maps.contact_to_insured, { ghl_id = ev.data.id })
+end
+ghl.ContactUpdate = ghl.ContactCreate
+
+-- Policies and quotes become GHL opportunities on the insured's contact
+-- (maps in policies.lua, pipelines and stages in pipelines.lua). Without
+-- policies.lua these events are answered "ignored".
+local policies = util.require_optional "policies"
+if policies then
+  nowcerts.POLICY_INSERT = function(ev)
+    return ghl.upsert_opportunity(ev.data, policies, { quote = false })
+  end
+  nowcerts.POLICY_UPDATE = nowcerts.POLICY_INSERT
+
+  nowcerts.QUOTE_INSERT = function(ev)
+    return ghl.upsert_opportunity(ev.data, policies, { quote = true })
+  end
+  nowcerts.QUOTE_UPDATE = nowcerts.QUOTE_INSERT
+
+  -- GHL reports every opportunity change, ncghl's own writes included: those
+  -- are skipped as echoes; other changes are not sent to NowCerts
+  -- ("ignored").
+  for _, t in ipairs({ "OpportunityCreate", "OpportunityUpdate", "OpportunityStatusUpdate",
+    "OpportunityStageUpdate", "OpportunityMonetaryValueUpdate", "OpportunityAssignedToUpdate" }) do
+    ghl[t] = ghl.opportunity_echo
+  end
+end
+
+return { nowcerts = nowcerts, ghl = ghl }
