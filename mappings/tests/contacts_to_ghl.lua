@@ -217,6 +217,31 @@ return {
       request_count = 1,
     } },
 
+  { name = "a person sharing a phone with a contact of another email gets a contact of their own",
+    source = "nowcerts",
+    body = {
+      event_type = "INSURED_INSERT",
+      data = { firstName = "Sam", lastName = "Doe", email = "sam@example.com", phone = "555-123-4567" },
+    },
+    answers = {
+      { service = "ghl", method = "POST", path = "/contacts/search", status = 200,
+        body = { contacts = {}, total = 0 } },
+      { service = "ghl", method = "POST", path = "/contacts/search", status = 200,
+        body = { contacts = { { id = "c1", email = "jane@example.com", phone = "+15551234567" } }, total = 1 } },
+      { service = "ghl", method = "POST", path = "/contacts/", status = 201,
+        body = { contact = { id = "c2", email = "sam@example.com" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        search_by_email("sam@example.com"),
+        { service = "ghl", method = "POST", path = "/contacts/search",
+          body = { filters = { { field = "phone", operator = "eq" } } } },
+        { service = "ghl", method = "POST", path = "/contacts/", body = { email = "sam@example.com" } },
+      },
+      data = { action = "created", contact_id = "c2" },
+    } },
+
   { name = "an event type no route handles is ignored",
     source = "nowcerts",
     body = { event_type = "CLAIM_INSERT", data = { id = "x1" } },
