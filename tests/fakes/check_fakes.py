@@ -11,6 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlencode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -75,6 +78,42 @@ class Checker:
 def expect(cond, what):
     if not cond:
         raise AssertionError(what)
+
+
+class HookTarget:
+    """A loopback HTTP server that keeps every POST it receives (a REST-hook
+    target), answering 200."""
+
+    def __init__(self):
+        self.received = []
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                target.received.append((self.path, self.headers.get("Content-Type"),
+                                        self.rfile.read(n).decode()))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, n, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while len(self.received) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.received
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def start_fakes():
@@ -278,6 +317,94 @@ def main():
         expect(r.status == 200 and r.json == {"status": 0, "message": "Policy number is required"}, f"{r}")
     c.check("nowcerts: Policy/Quote Insert upsert and PolicyDetailList", t_policies)
 
+    def t_odata_large():
+        # Paging the way the poller and backfill do, over thousands of records
+        # with second-precision changeDates and many ties.
+        n = 2500
+        rows = [{"id": "%08x-0000-4000-8000-%012x" % (i * 7919 % n, i), "commercialName": f"Big {i}",
+                 "changeDate": "2024-06-01T10:%02d:%02dZ" % (i // 60 % 60, i % 60 // 3)}
+                for i in range(n)]
+        rows.append({"commercialName": "Too old", "changeDate": "2024-06-01T09:59:59Z"})
+        call(nc, "POST", "/_records/insureds", body=rows)
+        seen, skip = [], 0
+        base = {"$filter": "changeDate ge 2024-06-01T10:00:00Z and changeDate lt 2024-06-02T00:00:00Z",
+                "$orderby": "changeDate asc, id asc", "$top": "100", "$count": "true"}
+        while True:
+            r = nc_get("/api/InsuredDetailList", dict(base, **{"$skip": str(skip)}))
+            expect(r.status == 200 and r.json["@odata.count"] == n, f"page at {skip}: {r}")
+            seen += [(x["changeDate"], x["id"]) for x in r.json["value"]]
+            skip += 100
+            if len(r.json["value"]) < 100:
+                break
+        expect(len(seen) == n and len(set(seen)) == n, f"{len(seen)} rows, {len(set(seen))} distinct")
+        expect(seen == sorted(seen), "pages are not in (changeDate, id) order")
+        r = nc_get("/api/InsuredDetailList", {"$filter": "changeDate ge 2024-06-01T10:59:59Z"})
+        expect(r.json["value"] == [] or all(x["changeDate"] >= "2024-06-01T10:59:59Z" for x in r.json["value"]),
+               "second-precision filter")
+        r = nc_get("/api/InsuredDetailList", {"$filter": "changeDate ge 2024-06-01T10:00:19Z and "
+                                                         "changeDate le 2024-06-01T10:00:19Z", "$count": "true"})
+        expect(r.json["@odata.count"] == 3 and {x["changeDate"] for x in r.json["value"]}
+               == {"2024-06-01T10:00:19Z"}, f"one second: {r.json['@odata.count']}")
+    c.check("nowcerts: paging 2,500 insureds by changeDate with second precision", t_odata_large)
+
+    def t_zapier_hooks():
+        call(nc, "POST", "/_reset")
+        state.update(access=login().json["access_token"])
+        hook = HookTarget()
+        try:
+            url = hook.url + "/api/v1/webhooks/nowcerts?hook=CreateInsured"
+            r = nc_post("/api/Zapier/Subscribe", {"target_url": url, "event": 0})
+            expect(r.status == 200 and r.json["status"] == 1 and r.json["event"] == 0 and r.json["id"], f"{r}")
+            again = nc_post("/api/Zapier/Subscribe", {"target_url": url, "event": 0})
+            expect(again.json["id"] == r.json["id"], "the same subscription twice made two")
+            upd = hook.url + "/api/v1/webhooks/nowcerts?hook=UpdateInsured"
+            expect(nc_post("/api/Zapier/Subscribe", {"target_url": upd, "event": 32}).status == 200, "update")
+            subs = json.loads(call(nc, "GET", "/_records/subscriptions").raw)
+            expect(sorted(x["event"] for x in subs) == [0, 32], f"subscriptions: {subs}")
+            for bad in ({"target_url": "not a url", "event": 0}, {"target_url": url, "event": 99},
+                        {"target_url": url}):
+                r = nc_post("/api/Zapier/Subscribe", bad)
+                expect(r.status == 400, f"{bad} accepted: {r}")
+            # A write through the API, then a seeded change: one delivery each.
+            r = nc_post("/api/Insured/Insert", {"firstName": "Hook", "lastName": "Ed", "type": 0,
+                                                "insuredType": 1, "active": True, "eMail": "hook@x.com"})
+            iid = r.json["insuredDatabaseId"]
+            got = hook.wait(1)
+            expect(len(got) == 1, f"deliveries after the insert: {got}")
+            path, ctype, raw = got[0]
+            body = json.loads(raw)
+            expect(path == "/api/v1/webhooks/nowcerts?hook=CreateInsured" and ctype == "application/json",
+                   f"{path} {ctype}")
+            expect(body["database_id"] == iid and body["first_name"] == "Hook" and body["email"] == "hook@x.com"
+                   and body["last_change_user_id"] == state["user_id"] and "change_date" in body, f"{body}")
+            row = dict(json.loads(call(nc, "GET", "/_records/insureds").raw)[0], city="Tampa",
+                       changeDate="2030-01-01T00:00:00Z")
+            call(nc, "POST", "/_records/insureds", body=row)
+            got = hook.wait(2)
+            expect(len(got) == 2 and got[1][0].endswith("hook=UpdateInsured")
+                   and json.loads(got[1][2])["city"] == "Tampa", f"seeded update: {got}")
+            log = call(nc, "GET", "/_deliveries").json
+            expect([(x["name"], x["status"]) for x in log] == [("CreateInsured", 200), ("UpdateInsured", 200)],
+                   f"/_deliveries: {log}")
+            # Unsubscribed: no more deliveries; a prospect is not an insured.
+            r = nc_post("/api/Zapier/Unsubscribe", {"target_url": upd, "event": 32})
+            expect(r.status == 200 and r.json["status"] == 1 and r.json["removed"] == 1, f"{r}")
+            call(nc, "POST", "/_records/insureds", body=dict(row, city="Miami", changeDate="2030-01-01T00:00:01Z"))
+            nc_post("/api/Insured/OnlyInsertInsured", {"firstName": "Pro", "lastName": "Spect", "type": 1})
+            time.sleep(0.3)
+            expect(len(hook.received) == 2, f"delivered after unsubscribing: {hook.received[2:]}")
+            call(nc, "POST", "/_records/subscriptions", body={"target_url": hook.url + "/p", "event": 1})
+            nc_post("/api/Policy/Insert", {"insuredDatabaseId": iid, "number": "H-1", "premium": 10,
+                                           "lineOfBusinessName": "Auto"})
+            got = hook.wait(3)
+            pol = json.loads(got[2][2]) if len(got) == 3 else {}
+            expect(pol.get("number") == "H-1" and pol.get("insured_database_id") == iid
+                   and pol.get("line_of_business_name") == "Auto" and pol.get("premium") == 10, f"{got[2:]}")
+        finally:
+            hook.close()
+    c.check("nowcerts: Zapier/Subscribe and Unsubscribe, REST-hook deliveries on writes and seeds",
+            t_zapier_hooks)
+
     # ---- GHL ------------------------------------------------------------------
     call(ghl, "POST", "/_reset")
 
@@ -370,6 +497,30 @@ def main():
         r = ghl_call("GET", "/opportunities/search?locationId=" + LOCATION)
         expect(r.status == 422, f"camelCase locationId accepted on search: {r}")
     c.check("ghl: pipelines and opportunities", t_ghl_opportunities)
+
+    def t_ghl_paging():
+        call(ghl, "POST", "/_reset")
+        call(ghl, "POST", "/_records/contacts", body=[{"locationId": LOCATION, "email": f"p{i}@x.com"}
+                                                      for i in range(250)])
+        call(ghl, "POST", "/_records/contacts", body={"locationId": "OTHER", "email": "other@x.com"})
+        seen = []
+        for page in (1, 2, 3, 4):
+            r = ghl_call("POST", "/contacts/search", {"locationId": LOCATION, "page": page, "pageLimit": 100})
+            expect(r.status == 200 and r.json["total"] == 250, f"contacts page {page}: {r}")
+            seen += [x["email"] for x in r.json["contacts"]]
+        expect(len(seen) == 250 and len(set(seen)) == 250, f"contacts: {len(seen)} rows")
+        pls = ghl_call("GET", "/opportunities/pipelines?locationId=" + LOCATION).json["pipelines"]
+        call(ghl, "POST", "/_records/opportunities", body=[
+            {"name": f"O{i}", "locationId": LOCATION, "pipelineId": pls[0]["id"]} for i in range(230)])
+        ids, page = [], 1
+        while page:
+            r = ghl_call("GET", "/opportunities/search?" + urlencode({"location_id": LOCATION, "page": page,
+                                                                      "limit": 100}))
+            expect(r.status == 200 and r.json["meta"]["total"] == 230, f"opportunities page {page}: {r}")
+            ids += [x["id"] for x in r.json["opportunities"]]
+            page = r.json["meta"]["nextPage"]
+        expect(len(ids) == 230 and len(set(ids)) == 230, f"opportunities: {len(ids)} rows")
+    c.check("ghl: contacts search and opportunities search page through hundreds", t_ghl_paging)
 
     def t_ghl_rate_limit():
         call(ghl, "POST", "/_reset")

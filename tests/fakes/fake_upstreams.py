@@ -21,6 +21,8 @@ ghl=<port>", to stdout. SIGTERM or SIGINT stops it with exit status 0.
 
 import argparse
 import copy
+import http.client
+import queue
 import hashlib
 import json
 import math
@@ -366,6 +368,7 @@ class Fake:
             ("GET", "/_config"): self.c_get_config,
             ("GET", "/_stats"): self.c_stats,
             ("POST", "/_revoke"): getattr(self, "c_revoke", None),
+            ("GET", "/_deliveries"): getattr(self, "c_deliveries", None),
         }
         fn = routes.get((method, path))
         if fn is None:
@@ -875,6 +878,53 @@ POLICY_WRITE = {k.lower(): k for k in (
 NC_DENIED = {"Message": "Authorization has been denied for this request."}
 NC_INVALID = {"Message": "The request is invalid."}
 
+# ZapierEventType (ref/nowcerts/enums.json): the `event` of Zapier/Subscribe.
+ZAPIER_EVENT_TYPES = {
+    "CreateInsured": 0, "CreatePolicy": 1, "CreateQuote": 2, "CreateProspect": 3, "UpdatePolicy": 4,
+    "UpdateQuote": 5, "CreateTask": 6, "UpdateTask": 7, "CreateOpportunity": 8, "UpdateOpportunity": 9,
+    "CreateServiceRequestsAddDriver": 10, "CreateServiceRequestsAddressChanges": 11,
+    "CreateServiceRequestsRemoveDriver": 12, "CreateServiceRequestsReplaceDriver": 13,
+    "CreateServiceRequestsVehicleTransfer": 14, "CreateServiceRequests": 15, "CreateClaim": 16,
+    "CreateAutomobileLossClaim": 17, "CreateNote": 18, "CreateTagApply": 19, "CreateDriver": 20,
+    "UpdateDriver": 21, "CreateVehicle": 22, "UpdateVehicle": 23, "CreateProperty": 24,
+    "UpdateProperty": 25, "CreatePrincipal": 26, "UpdatePrincipal": 27, "CreateCallLog": 28,
+    "CreateSMS": 29, "ConvertProspectToInsured": 30, "CreateQuoteApplication": 31,
+    "UpdateInsured": 32, "UpdateProspect": 33,
+}
+ZAPIER_EVENT_NAMES = {v: k for k, v in ZAPIER_EVENT_TYPES.items()}
+# A delivery holds its target this long at most.
+DELIVERY_TIMEOUT_S = 10.0
+# Read-side names that the Zapier/Insert* bodies spell differently (NOTES §4,
+# §5: first_name, email, phone_number, address_line_1, zip_code, ...); the
+# rest are converted from camelCase by rule.
+ZAPIER_RENAMES = {"id": "database_id", "databaseId": "database_id", "eMail": "email",
+                  "eMail2": "email_2", "eMail3": "email_3", "phone": "phone_number",
+                  "addressLine1": "address_line_1", "addressLine2": "address_line_2",
+                  "zipCode": "zip_code", "totalPremium": "premium"}
+
+
+def snake(name):
+    """camelCase (and NowCerts' coInsured_FirstName) to snake_case."""
+    out = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    return re.sub(r"_+", "_", out)
+
+
+def zapier_view(rec):
+    """A record as our guess of a Zapier REST-hook delivery: NowCerts'
+    Zapier/* endpoints speak snake_case (NOTES §4, §6), so the read-side record
+    with its names in that style. The real payload is unconfirmed."""
+    out = {}
+    for key, value in rec.items():
+        if key == "lineOfBusinesses":
+            names = [x.get("lineOfBusinessName") if isinstance(x, dict) else x for x in value or []]
+            out["line_of_business_name"] = names[0] if names else None
+            out["lines_of_business"] = names
+            continue
+        out[ZAPIER_RENAMES.get(key) or snake(key)] = copy.deepcopy(value)
+    if rec.get("id"):
+        out["id"] = out["database_id"] = rec["id"]
+    return out
+
 
 class InvalidBody(Exception):
     """A write body the real API's model binder would refuse (HTTP 400)."""
@@ -962,14 +1012,19 @@ def insured_display_name(rec):
 
 class NowCertsFake(Fake):
     label = "fake-nowcerts"
-    collections = ("insureds", "policies")
+    collections = ("insureds", "policies", "subscriptions")
     config_keys = {"latency_ms", "token_ttl", "date_precision"}
     route_flags = re.IGNORECASE
 
     def __init__(self, config, request_log_max, quiet, user, password):
         self.user = user
         self.password = password
+        self.generation = 0
+        self.outbox = queue.Queue()
         super().__init__(config, request_log_max, quiet)
+        # One worker posts the REST-hook deliveries, in the order the writes
+        # happened, and never while a request holds the lock.
+        threading.Thread(target=self.deliver_forever, daemon=True).start()
 
     def routes(self):
         return [
@@ -980,11 +1035,115 @@ class NowCertsFake(Fake):
             ("POST", "/api/Insured/OnlyInsertInsured", "h_insured_only_insert"),
             ("POST", "/api/Policy/Insert", "h_policy_insert"),
             ("POST", "/api/Quote/Insert", "h_quote_insert"),
+            ("POST", "/api/Zapier/Subscribe", "h_zapier_subscribe"),
+            ("POST", "/api/Zapier/Unsubscribe", "h_zapier_unsubscribe"),
         ]
 
     def reset_upstream_state(self):
         self.access_tokens = {}    # access token -> {"expires", "user"}
         self.sessions = {}         # refresh token -> session (only the latest is a key)
+        self.deliveries = deque(maxlen=self.request_log_max)
+        # Deliveries queued before a reset belong to the old world: dropped.
+        self.generation = getattr(self, "generation", 0) + 1
+
+    # ---- Zapier REST hooks ----------------------------------------------------
+    def zapier_body(self, req):
+        """(target_url, event) of a Subscribe/Unsubscribe body, or raises
+        InvalidBody as the model binder would."""
+        body = json_object(req)
+        fields = {k.lower(): v for k, v in body.items() if isinstance(k, str)}
+        url = fields.get("target_url")
+        if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url):
+            raise InvalidBody("target_url: an absolute http(s) URL is required")
+        event = fields.get("event")
+        if isinstance(event, str) and event in ZAPIER_EVENT_TYPES:
+            event = ZAPIER_EVENT_TYPES[event]
+        if isinstance(event, bool) or not isinstance(event, int) or event not in ZAPIER_EVENT_NAMES:
+            raise InvalidBody(f"event: {event!r} is not a valid ZapierEventType")
+        return url, event
+
+    def h_zapier_subscribe(self, req, user):
+        # The answer's shape is our guess (NOTES §6: unconfirmed); subscribing
+        # the same URL to the same event twice keeps one subscription.
+        url, event = self.zapier_body(req)
+        with self.lock:
+            subs = self.records["subscriptions"]
+            found = next((x for x in subs.values() if x["target_url"] == url and x["event"] == event), None)
+            if found is None:
+                found = {"id": str(uuid.uuid4()), "target_url": url, "event": event,
+                         "event_name": ZAPIER_EVENT_NAMES[event], "user_id": user["userId"],
+                         "created": self.now()}
+                subs[found["id"]] = found
+            return Reply(200, {"id": found["id"], "target_url": url, "event": event,
+                               "status": 1, "message": "Subscribed"})
+
+    def h_zapier_unsubscribe(self, req, user):
+        url, event = self.zapier_body(req)
+        with self.lock:
+            subs = self.records["subscriptions"]
+            gone = [k for k, x in subs.items() if x["target_url"] == url and x["event"] == event]
+            for k in gone:
+                del subs[k]
+        return Reply(200, {"removed": len(gone), "status": 1, "message": "Unsubscribed"})
+
+    def c_deliveries(self, body):
+        with self.lock:
+            return Reply(200, copy.deepcopy(list(self.deliveries)))
+
+    def emit(self, names, rec):
+        """Queues a delivery of rec to every subscription of each event name.
+        Called with the lock held, right after the write."""
+        view = None
+        for name in names:
+            event = ZAPIER_EVENT_TYPES[name]
+            for sub in self.records["subscriptions"].values():
+                if sub["event"] != event:
+                    continue
+                if view is None:
+                    view = zapier_view(rec)
+                self.outbox.put((self.generation, name, event, sub["target_url"], copy.deepcopy(view)))
+
+    def emit_insured(self, rec, before):
+        """before: the record's type before the write, None for a new one."""
+        prospect = rec.get("type") == "Prospect"
+        if before is None:
+            self.emit(["CreateProspect" if prospect else "CreateInsured"], rec)
+        elif before == "Prospect" and not prospect:
+            self.emit(["ConvertProspectToInsured"], rec)
+        else:
+            self.emit(["UpdateProspect" if prospect else "UpdateInsured"], rec)
+
+    def emit_policy(self, rec, created):
+        kind = "Quote" if rec.get("isQuote") else "Policy"
+        self.emit([("Create" if created else "Update") + kind], rec)
+
+    def deliver_forever(self):
+        while True:
+            generation, name, event, url, body = self.outbox.get()
+            if generation != self.generation:
+                continue
+            entry = {"event": event, "name": name, "target_url": url, "body": body,
+                     "at": time.time(), "status": None, "error": None}
+            try:
+                u = urlsplit(url)
+                cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+                conn = cls(u.hostname, u.port, timeout=DELIVERY_TIMEOUT_S)
+                try:
+                    path = (u.path or "/") + ("?" + u.query if u.query else "")
+                    conn.request("POST", path, body=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    entry["answer"] = resp.read().decode("utf-8", "replace")[:2000]
+                    entry["status"] = resp.status
+                finally:
+                    conn.close()
+            except (OSError, ValueError, http.client.HTTPException) as e:
+                entry["status"] = 0
+                entry["error"] = f"{type(e).__name__}: {e}"
+            self.log(f"delivery {name} -> {url}: {entry['status']}")
+            with self.lock:
+                if generation == self.generation:
+                    self.deliveries.append(entry)
 
     def validate_config(self, key, value):
         super().validate_config(key, value)
@@ -1202,13 +1361,16 @@ class NowCertsFake(Fake):
                 return Reply(200, {"status": 0, "message": error})
             if rec is None:
                 rec = self.new_insured(fields, user)
+                self.emit_insured(rec, None)
                 return self.insert_answer(rec, f"Insured '{insured_display_name(rec)}' has been imported")
             # The documented quirk: whatever matched is overwritten with the
             # fields given, even when it is a different person of the same name.
+            before = rec.get("type")
             rec.update(fields)
             rec["changeDate"] = self.now()
             rec["lastChangeUserId"] = user["userId"]
             rec["lastChangeUserName"] = user["userDisplayName"]
+            self.emit_insured(rec, before)
             return self.insert_answer(
                 rec, f"Insured '{insured_display_name(rec)}' exists in database and has been overridden.")
 
@@ -1222,6 +1384,7 @@ class NowCertsFake(Fake):
                                "At least CommercialName or FirstName and LastName or Id should be entered"})
         with self.lock:
             rec = self.new_insured(fields, user)
+            self.emit_insured(rec, None)
             return self.insert_answer(rec, f"Insured '{insured_display_name(rec)}' has been imported")
 
     # ---- policies and quotes --------------------------------------------------
@@ -1256,6 +1419,7 @@ class NowCertsFake(Fake):
                         rec = cand
                         break
             now = self.now()
+            created = rec is None
             if rec is None:
                 rec = {name: None for name in POLICY_FIELDS}
                 new_id = str(uuid.uuid4())
@@ -1269,6 +1433,7 @@ class NowCertsFake(Fake):
             rec["changeDate"] = now
             rec["lastChangeUserId"] = user["userId"]
             rec["lastChangeUserName"] = user["userDisplayName"]
+            self.emit_policy(rec, created)
             message = f"{kind} with number '{rec['number']}' has been imported."
             section = "Quotes" if is_quote else "Policies"
             return Reply(200, {
@@ -1345,8 +1510,18 @@ class NowCertsFake(Fake):
             rec.setdefault("createDate", None)
             rec["createDate"] = rec["createDate"] or now
             rec["changeDate"] = rec.get("changeDate") or rec["createDate"]
+            old = self.records["insureds"].get(rec["id"])
             self.records["insureds"][rec["id"]] = rec
+            self.emit_insured(rec, None if old is None else old.get("type"))
             return rec
+        if collection == "subscriptions":
+            event = record.get("event")
+            if event not in ZAPIER_EVENT_NAMES or not isinstance(record.get("target_url"), str):
+                raise ValueError("a subscription needs target_url and an event number (ZapierEventType)")
+            sub = {"id": str(uuid.uuid4()), "event_name": ZAPIER_EVENT_NAMES[event], "created": now}
+            sub.update(record)
+            self.records["subscriptions"][sub["id"]] = sub
+            return sub
         rec = {name: None for name in POLICY_FIELDS}
         rec.update(record)
         for name, table in POLICY_ENUMS.items():
@@ -1359,7 +1534,9 @@ class NowCertsFake(Fake):
         rec["lineOfBusinesses"] = [x if isinstance(x, dict) else {"lineOfBusinessName": x} for x in lobs]
         rec["createDate"] = rec.get("createDate") or now
         rec["changeDate"] = rec.get("changeDate") or rec["createDate"]
+        created = pid not in self.records["policies"]
         self.records["policies"][pid] = rec
+        self.emit_policy(rec, created)
         return rec
 
 

@@ -1,0 +1,522 @@
+/* The NowCerts poller (see poller.h).
+ *
+ * One cycle reads the insureds list, then the policies list, one page at a
+ * time and never two at once:
+ *
+ *   timer ─▶ page request ─▶ answer ─▶ events + watermark into the open batch
+ *     ▲                                        │
+ *     └── interval ◀── last page / failure ◀── commit ─▶ next page
+ *
+ * Paging uses $skip over a list ordered by (changeDate, id). A record that
+ * changes while we page moves to the end of the list, which shifts the
+ * records after its old place one step towards the start: a page boundary
+ * could then step over one of them. So every page after the first starts
+ * one record early, on the last record of the page before; if that record is
+ * not where it was, the list has shifted and the cycle ends there. Nothing is
+ * lost: the watermark only covers pages read without a shift, and the next
+ * cycle reads again from it. */
+#include "poller.h"
+
+#include <ctype.h>
+#include <event2/event.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "config.h"
+#include "engine.h"
+#include "json.h"
+#include "log.h"
+#include "queue.h"
+#include "store.h"
+#include "upstream.h"
+
+#define SOURCE "nowcerts"
+
+struct list_counts {
+  long listed; /* records read this cycle (the repeated first record not counted) */
+  long queued; /* new events */
+  long seen;   /* events that already existed: the overlap, or a re-read */
+  long own;    /* ncghl's own changes, skipped */
+  long pages;
+};
+
+struct poller {
+  struct event_base *base;
+  const struct config *cfg;
+  struct store *store;
+  struct queue *queue;
+  struct engine *engine;
+  struct upstream *up;
+  struct event *timer;
+  bool stopping;
+  bool busy; /* a request or a page's commit is outstanding */
+
+  /* The cycle in progress. */
+  enum poller_list list;
+  long consumed;  /* records of this list read so far in this cycle */
+  char since[32]; /* the window's lower bound, fixed for the cycle */
+  double mark;    /* the watermark so far: max changeDate seen */
+  bool more;      /* the committed page was full: read the next one */
+  bool shifted;   /* the cycle ended early because the list shifted */
+  bool failed;
+  char *sentinel_id; /* the last record read: id and changeDate */
+  char *sentinel_change;
+  struct list_counts counts[POLLER_LISTS];
+};
+
+/* ---- time --------------------------------------------------------------- */
+
+static double wall_now(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+static int digits(const char **p, int n, int *out) {
+  int v = 0;
+  for (int i = 0; i < n; i++) {
+    if (!isdigit((unsigned char)**p))
+      return -1;
+    v = v * 10 + (**p - '0');
+    (*p)++;
+  }
+  *out = v;
+  return 0;
+}
+
+int poller_parse_time(const char *s, double *t) {
+  if (!s || !t)
+    return -1;
+  const char *p = s;
+  int y, mo, d, h = 0, mi = 0, sec = 0;
+  double frac = 0;
+  if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' || digits(&p, 2, &d))
+    return -1;
+  int offset = 0; /* seconds east of UTC */
+  if (*p == 'T' || *p == 't' || *p == ' ') {
+    p++;
+    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi))
+      return -1;
+    if (*p == ':') {
+      p++;
+      if (digits(&p, 2, &sec))
+        return -1;
+      if (*p == '.') {
+        p++;
+        double scale = 0.1;
+        if (!isdigit((unsigned char)*p))
+          return -1;
+        while (isdigit((unsigned char)*p)) {
+          frac += (*p - '0') * scale;
+          scale /= 10;
+          p++;
+        }
+      }
+    }
+    if (*p == 'Z' || *p == 'z') {
+      p++;
+    } else if (*p == '+' || *p == '-') {
+      int sign = *p == '-' ? -1 : 1, oh, om;
+      p++;
+      if (digits(&p, 2, &oh))
+        return -1;
+      if (*p == ':')
+        p++;
+      if (digits(&p, 2, &om))
+        return -1;
+      offset = sign * (oh * 3600 + om * 60);
+    }
+  }
+  if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+    return -1;
+  struct tm tm = {0};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  time_t base = timegm(&tm);
+  if (base == (time_t)-1 && !(y == 1969 && mo == 12 && d == 31))
+    return -1;
+  *t = (double)base - offset + frac;
+  return 0;
+}
+
+void poller_format_time(double t, char out[32]) {
+  time_t s = (time_t)floor(t);
+  struct tm tm;
+  if (!gmtime_r(&s, &tm) || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    snprintf(out, 32, "1970-01-01T00:00:00Z");
+}
+
+/* ---- records and events ------------------------------------------------- */
+
+const char *poller_list_path_name(enum poller_list l) {
+  return l == POLLER_POLICIES ? "PolicyDetailList" : "InsuredDetailList";
+}
+
+const char *poller_list_name(enum poller_list l) {
+  return l == POLLER_POLICIES ? "policies" : "insureds";
+}
+
+int poller_list_request(enum poller_list l, const char *since, long skip, struct buf *out) {
+  /* OData wants datetimes unquoted with their Z; spaces are %20 so the URL
+   * is one curl will send as it is. */
+  int rc = buf_printf(out, "/%s?", poller_list_path_name(l));
+  if (since)
+    rc |= buf_printf(out, "$filter=changeDate%%20ge%%20%s&", since);
+  rc |= buf_printf(out, "$orderby=changeDate%%20asc,%%20id%%20asc&$top=%d&$skip=%ld&$count=true",
+                   POLLER_PAGE, skip < 0 ? 0 : skip);
+  return rc ? -1 : 0;
+}
+
+const char *poller_record_id(const struct json *rec) {
+  const char *id = json_str(json_get(rec, "id"));
+  return id && *id ? id : json_str(json_get(rec, "databaseId"));
+}
+
+static bool same_instant(const struct json *a, const struct json *b) {
+  const char *x = json_str(a), *y = json_str(b);
+  double tx, ty;
+  if (!x || !y)
+    return false;
+  if (poller_parse_time(x, &tx) == 0 && poller_parse_time(y, &ty) == 0)
+    return fabs(tx - ty) < 1e-6;
+  return strcmp(x, y) == 0;
+}
+
+const char *poller_event_type(enum poller_list l, const struct json *rec) {
+  /* NowCerts sends no "created" flag; a record whose createDate is its
+   * changeDate has not been touched since it was made. */
+  bool insert = same_instant(json_get(rec, "createDate"), json_get(rec, "changeDate"));
+  if (l == POLLER_INSUREDS)
+    return insert ? "INSURED_INSERT" : "INSURED_UPDATE";
+  const struct json *q = json_get(rec, "isQuote");
+  bool quote = q && json_type(q) == JSON_BOOL && json_bool(q);
+  if (quote)
+    return insert ? "QUOTE_INSERT" : "QUOTE_UPDATE";
+  return insert ? "POLICY_INSERT" : "POLICY_UPDATE";
+}
+
+int poller_event(enum poller_list l, const struct json *rec, struct buf *body,
+                 char id[EVENT_ID_MAX], const char **type) {
+  const char *t = poller_event_type(l, rec);
+  const struct json *cd = json_get(rec, "changeDate");
+  /* Keys in byte order and canonical values: the body is its own canonical
+   * form, so its id is the one the HTTP intake would give the same body. */
+  buf_reset(body);
+  int rc = buf_puts(body, "{\"data\":");
+  rc |= json_canonical(rec, body);
+  rc |= buf_printf(body, ",\"event_type\":\"%s\",\"timestamp\":", t);
+  if (cd)
+    rc |= json_canonical(cd, body);
+  else
+    rc |= buf_puts(body, "null");
+  rc |= buf_putc(body, '}');
+  if (rc)
+    return -1;
+  digest_event_id(SOURCE, body->p, body->len, id);
+  if (type)
+    *type = t;
+  return 0;
+}
+
+/* ---- the cycle ---------------------------------------------------------- */
+
+bool poller_wanted(const struct config *cfg) {
+  return cfg->nowcerts_poll_interval > 0 && cfg->nowcerts_username && *cfg->nowcerts_username &&
+         cfg->nowcerts_password && *cfg->nowcerts_password;
+}
+
+static void mark_key(enum poller_list l, char *out, size_t n) {
+  snprintf(out, n, "poller.watermark.%s", poller_list_name(l));
+}
+
+static void set_sentinel(struct poller *p, const char *id, const char *change) {
+  free(p->sentinel_id);
+  free(p->sentinel_change);
+  p->sentinel_id = id ? strdup(id) : NULL;
+  p->sentinel_change = change ? strdup(change) : NULL;
+}
+
+static void schedule(struct poller *p, double seconds) {
+  if (p->stopping)
+    return;
+  struct timeval tv;
+  tv.tv_sec = (time_t)seconds;
+  tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+  evtimer_add(p->timer, &tv);
+}
+
+static void end_cycle(struct poller *p) {
+  char m[POLLER_LISTS][32];
+  for (int l = 0; l < POLLER_LISTS; l++) {
+    char key[64];
+    mark_key((enum poller_list)l, key, sizeof key);
+    char *v = store_kv_get(p->store, key);
+    snprintf(m[l], sizeof m[l], "%s", v ? v : "none");
+    free(v);
+  }
+  const struct list_counts *i = &p->counts[POLLER_INSUREDS], *c = &p->counts[POLLER_POLICIES];
+  log_info("poller: insureds %ld changed (%ld new events, %ld seen before, %ld ncghl's own), "
+           "policies %ld changed (%ld new events, %ld seen before, %ld ncghl's own); "
+           "watermarks %s, %s%s",
+           i->listed, i->queued, i->seen, i->own, c->listed, c->queued, c->seen, c->own, m[0], m[1],
+           p->failed    ? "; cycle failed, retrying next interval"
+           : p->shifted ? "; the list changed while it was read, the next cycle reads on"
+                        : "");
+  set_sentinel(p, NULL, NULL);
+  schedule(p, p->cfg->nowcerts_poll_interval);
+}
+
+static void fetch(struct poller *p);
+
+static void begin_list(struct poller *p) {
+  char key[64];
+  mark_key(p->list, key, sizeof key);
+  char *v = store_kv_get(p->store, key);
+  double mark;
+  if (!v || poller_parse_time(v, &mark) != 0) {
+    /* No history: the first start reads from now (less the overlap) on.
+     * Earlier records are what `ncghl backfill` is for. */
+    mark = wall_now();
+    log_info("poller: no %s watermark yet; reading changes from now on", poller_list_name(p->list));
+  }
+  free(v);
+  p->mark = mark;
+  p->consumed = 0;
+  p->more = false;
+  set_sentinel(p, NULL, NULL);
+  poller_format_time(mark - POLLER_OVERLAP_SECONDS, p->since);
+  fetch(p);
+}
+
+static void next_step(struct poller *p) {
+  if (p->stopping)
+    return;
+  if (p->more) {
+    fetch(p);
+  } else if (p->list == POLLER_INSUREDS) {
+    p->list = POLLER_POLICIES;
+    begin_list(p);
+  } else {
+    end_cycle(p);
+  }
+}
+
+static void on_committed(void *ud, bool committed) {
+  struct poller *p = ud;
+  p->busy = false;
+  if (p->stopping)
+    return;
+  if (!committed) {
+    log_error("poller: a page of %s could not be stored; it is read again next cycle",
+              poller_list_name(p->list));
+    p->failed = true;
+    end_cycle(p);
+    return;
+  }
+  next_step(p);
+}
+
+static bool own_change(struct poller *p, const struct json *rec) {
+  const char *me = up_nowcerts_user_id(p->up);
+  const char *who = json_str(json_get(rec, "lastChangeUserId"));
+  return me && who && *me && strcasecmp(me, who) == 0;
+}
+
+/* One record into the open batch. Returns -1 if the store failed. */
+static int take_record(struct poller *p, const struct json *rec, struct buf *body) {
+  struct list_counts *c = &p->counts[p->list];
+  c->listed++;
+  double t;
+  const char *cd = json_str(json_get(rec, "changeDate"));
+  if (cd && poller_parse_time(cd, &t) == 0 && t > p->mark)
+    p->mark = t;
+  if (own_change(p, rec)) {
+    c->own++;
+    return 0;
+  }
+  char id[EVENT_ID_MAX];
+  const char *type;
+  if (poller_event(p->list, rec, body, id, &type) != 0)
+    return -1;
+  /* An event the store already holds, in any state, is this very change
+   * read again through the overlap: it has run or will run; a dead one is
+   * for `ncghl replay`, not for a poll to retry every interval. */
+  struct store_event se;
+  int got = store_event_get(p->store, id, &se);
+  if (got == 0) {
+    store_event_free(&se);
+    c->seen++;
+    return 0;
+  }
+  if (got < 0)
+    return -1;
+  enum store_put put;
+  enum ev_status existing;
+  if (engine_submit(p->engine, id, SOURCE, type, body->p, body->len, &put, &existing) != 0)
+    return -1;
+  if (put == STORE_PUT_DUPLICATE)
+    c->seen++;
+  else
+    c->queued++;
+  return 0;
+}
+
+static void on_page(void *ud, const struct up_result *r) {
+  struct poller *p = ud;
+  p->busy = false;
+  if (p->stopping)
+    return;
+  const char *list = poller_list_name(p->list);
+  if (!r->ok) {
+    log_warn("poller: reading %s at record %ld failed: %s", list, p->consumed,
+             r->error ? r->error : "no answer");
+    p->failed = true;
+    end_cycle(p);
+    return;
+  }
+  char err[160];
+  struct json *root = json_parse(r->body, r->body_len, err, sizeof err);
+  const struct json *rows = root ? json_get(root, "value") : NULL;
+  if (!rows || json_type(rows) != JSON_ARRAY) {
+    log_warn("poller: %s answered something that is not an OData list: %s", list,
+             root ? "no \"value\" array" : err);
+    json_free(root);
+    p->failed = true;
+    end_cycle(p);
+    return;
+  }
+  size_t n = json_len(rows), start = 0;
+  if (p->consumed > 0) {
+    const struct json *first = n ? json_at(rows, 0) : NULL;
+    const char *fid = first ? poller_record_id(first) : NULL;
+    const char *fcd = first ? json_str(json_get(first, "changeDate")) : NULL;
+    if (!fid || !fcd || !p->sentinel_id || strcmp(fid, p->sentinel_id) != 0 ||
+        strcmp(fcd, p->sentinel_change) != 0) {
+      json_free(root);
+      p->shifted = true;
+      end_cycle(p);
+      return;
+    }
+    start = 1;
+  }
+  struct buf body;
+  buf_init(&body, 0);
+  bool ok = queue_join(p->queue) == 0;
+  for (size_t i = start; ok && i < n; i++) {
+    const struct json *rec = json_at(rows, i);
+    if (json_type(rec) == JSON_OBJECT && take_record(p, rec, &body) != 0)
+      ok = false;
+  }
+  buf_free(&body);
+  if (!ok) {
+    /* Events stored so far in this page stay (the next cycle finds them);
+     * the watermark does not move past what was not stored. */
+    log_error("poller: cannot store the events of a %s page; it is read again next cycle", list);
+    json_free(root);
+    p->failed = true;
+    end_cycle(p);
+    return;
+  }
+  if (n > 0) {
+    const struct json *last = json_at(rows, n - 1);
+    set_sentinel(p, poller_record_id(last), json_str(json_get(last, "changeDate")));
+  }
+  p->consumed += (long)(n - start);
+  p->counts[p->list].pages++;
+  p->more = n == POLLER_PAGE && p->sentinel_id && p->sentinel_change;
+  json_free(root);
+  char key[64], mark[32];
+  mark_key(p->list, key, sizeof key);
+  poller_format_time(p->mark, mark);
+  /* The watermark joins the batch that holds this page's events: both
+   * reach the disk in one commit, or neither does. */
+  if (store_kv_put(p->store, key, mark) != 0) {
+    p->failed = true;
+    end_cycle(p);
+    return;
+  }
+  p->busy = true;
+  queue_after_commit(p->queue, on_committed, p);
+}
+
+static void fetch(struct poller *p) {
+  struct buf path;
+  buf_init(&path, 0);
+  /* Pages after the first start on the last record already read. */
+  long skip = p->consumed > 0 ? p->consumed - 1 : 0;
+  if (poller_list_request(p->list, p->since, skip, &path) != 0) {
+    buf_free(&path);
+    p->failed = true;
+    end_cycle(p);
+    return;
+  }
+  struct up_call call = {.service = UP_NOWCERTS, .method = "GET", .path = path.p};
+  log_debug("poller: reading %s from record %ld (changed since %s)", poller_list_name(p->list),
+            skip, p->since);
+  if (up_start(p->up, &call, NULL, on_page, p) != 0) {
+    buf_free(&path);
+    p->failed = true;
+    end_cycle(p);
+    return;
+  }
+  buf_free(&path);
+  p->busy = true;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct poller *p = arg;
+  if (p->stopping || p->busy)
+    return;
+  memset(p->counts, 0, sizeof p->counts);
+  p->failed = p->shifted = false;
+  p->list = POLLER_INSUREDS;
+  begin_list(p);
+}
+
+struct poller *poller_new(struct event_base *base, const struct config *cfg, struct store *store,
+                          struct queue *queue, struct engine *engine, struct upstream *up) {
+  struct poller *p = calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  p->base = base;
+  p->cfg = cfg;
+  p->store = store;
+  p->queue = queue;
+  p->engine = engine;
+  p->up = up;
+  p->timer = evtimer_new(base, on_timer, p);
+  if (!p->timer) {
+    free(p);
+    return NULL;
+  }
+  log_info("poller: reading NowCerts changes every %g s (overlap %d s)",
+           cfg->nowcerts_poll_interval, POLLER_OVERLAP_SECONDS);
+  schedule(p, 0);
+  return p;
+}
+
+void poller_stop(struct poller *p) {
+  if (!p)
+    return;
+  p->stopping = true;
+  evtimer_del(p->timer);
+}
+
+void poller_free(struct poller *p) {
+  if (!p)
+    return;
+  event_free(p->timer);
+  set_sentinel(p, NULL, NULL);
+  free(p);
+}
