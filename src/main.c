@@ -11,17 +11,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backfill.h"
 #include "buf.h"
 #include "config.h"
 #include "engine.h"
 #include "httpc.h"
 #include "log.h"
 #include "lua_rt.h"
+#include "metrics.h"
+#include "poller.h"
 #include "presence.h"
 #include "queue.h"
+#include "runner.h"
 #include "sandbox.h"
 #include "server.h"
 #include "store.h"
+#include "subscribe.h"
 #include "upstream.h"
 
 #define SHUTDOWN_GRACE_SECONDS 10
@@ -33,6 +38,18 @@ static const char usage[] =
     "  events [--status S] [--limit N] [--json]\n"
     "                                   list stored events: id, source, type, status, attempts,\n"
     "                                   last error (tab-separated; --json: one object a line)\n"
+    "  replay ID|--dead                 put one event, or every dead one, back in the queue\n"
+    "                                   (same id and history; a running service picks it up)\n"
+    "  check [--env FILE]               load the config and every script, run the mapping tests;\n"
+    "                                   the first problem as file:line: message\n"
+    "  test [--bench N] [PATH...]       run mapping test cases offline (default MAPPINGS_DIR/tests)\n"
+    "  map --source nowcerts|ghl FILE.json [--fixtures CASES.lua]\n"
+    "                                   dry run: the requests a webhook body would make, as JSON\n"
+    "  backfill --from nowcerts|ghl [--since DATE]\n"
+    "                                   bulk sync of existing records through the same queue and\n"
+    "                                   mappings, with progress; an interrupted one resumes\n"
+    "  subscribe                        register PUBLIC_URL with NowCerts' REST hooks\n"
+    "  unsubscribe                      remove the REST hooks registered by subscribe\n"
     "  version                          print the version\n"
     "  help                             this text\n"
     "\n"
@@ -49,9 +66,12 @@ struct app {
   struct engine *engine;
   struct server *server;
   struct presence *presence;
+  struct poller *poller;
   struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
   double drain_deadline;
   pid_t fakes;
+  struct metrics *metrics;
+  struct metric *m_reloads;
 };
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
@@ -82,6 +102,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg) {
   log_info("signal %d: stopping (waiting up to %d s for running events)", (int)sig,
            SHUTDOWN_GRACE_SECONDS);
   server_drain(a->server);
+  poller_stop(a->poller);
   engine_stop(a->engine);
   struct timeval now;
   evutil_gettimeofday(&now, NULL);
@@ -96,11 +117,14 @@ static void on_hup(evutil_socket_t sig, short what, void *arg) {
   (void)sig;
   (void)what;
   struct app *a = arg;
-  char err[512];
-  if (lrt_reload(a->rt, err, sizeof err) == 0)
+  char err[1024];
+  if (lrt_reload(a->rt, err, sizeof err) == 0) {
     log_info("mappings reloaded (version %s)", lrt_version(a->rt));
-  else
+    metric_inc(a->m_reloads, METRIC_LABELS("ok"));
+  } else {
     log_error("mappings reload failed, keeping version %s: %s", lrt_version(a->rt), err);
+    metric_inc(a->m_reloads, METRIC_LABELS("error"));
+  }
 }
 
 static int up_start_hook(void *ud, const struct up_call *call, up_attempt_cb on_attempt,
@@ -109,6 +133,7 @@ static int up_start_hook(void *ud, const struct up_call *call, up_attempt_cb on_
 }
 
 static void app_free(struct app *a) {
+  poller_stop(a->poller);
   if (a->server)
     server_free(a->server);
   if (a->presence)
@@ -123,6 +148,7 @@ static void app_free(struct app *a) {
     up_free(a->up);
   if (a->http)
     httpc_free(a->http);
+  poller_free(a->poller); /* after queue and upstream: they may hold its callbacks */
   if (a->store)
     store_close(a->store);
   struct event *evs[] = {a->sig_term, a->sig_int, a->sig_hup, a->drain_timer};
@@ -133,11 +159,12 @@ static void app_free(struct app *a) {
     event_base_free(a->base);
   if (a->fakes > 0)
     sandbox_stop(a->fakes);
+  metrics_free(a->metrics); /* after everything that counts into it */
   config_free(&a->cfg);
 }
 
 static int load_config(struct config *cfg, const char *env_file, bool sandbox) {
-  char err[512];
+  char err[1024];
   if (config_load(cfg, env_file, sandbox, err, sizeof err) != 0) {
     fprintf(stderr, "ncghl: configuration error: %s\n", err);
     return -1;
@@ -184,6 +211,8 @@ static int cmd_serve(int argc, char **argv) {
              a.cfg.sandbox_nowcerts_port, a.cfg.sandbox_ghl_port);
   }
   a.base = event_base_new();
+  if (a.base)
+    event_base_priority_init(a.base, QUEUE_PRIORITIES);
   a.store = a.base ? store_open(a.cfg.db_path, err, sizeof err) : NULL;
   if (!a.store) {
     log_error("DB_PATH: cannot open the store %s: %s", a.cfg.db_path, a.base ? err : "no event base");
@@ -215,7 +244,20 @@ static int cmd_serve(int argc, char **argv) {
     log_error("%s", err);
     goto out;
   }
+  /* One registry for the whole process; each module registers its own
+   * families in it. Without memory for it the service runs uncounted. */
+  a.metrics = metrics_new();
+  a.m_reloads = metrics_counter(a.metrics, "mapping_reloads_total",
+                                "Mapping reloads on SIGHUP; error: the old mappings were kept.",
+                                METRIC_LABELS("result"));
+  metric_add(a.m_reloads, METRIC_LABELS("ok"), 0);
+  metric_add(a.m_reloads, METRIC_LABELS("error"), 0);
+  server_set_metrics(a.server, a.metrics);
+  up_set_metrics(a.up, a.metrics);
   a.presence = presence_start(a.base, a.store, a.queue);
+  if (poller_wanted(&a.cfg) &&
+      !(a.poller = poller_new(a.base, &a.cfg, a.store, a.queue, a.engine, a.up)))
+    goto out;
   a.sig_term = evsignal_new(a.base, SIGTERM, on_stop_signal, &a);
   a.sig_int = evsignal_new(a.base, SIGINT, on_stop_signal, &a);
   a.sig_hup = evsignal_new(a.base, SIGHUP, on_hup, &a);
@@ -311,7 +353,7 @@ static int cmd_events(int argc, char **argv) {
     config_free(&cfg);
     return 1;
   }
-  char err[512];
+  char err[1024];
   struct store *s = store_open(cfg.db_path, err, sizeof err);
   if (!s) {
     fprintf(stderr, "ncghl events: %s\n", err);
@@ -321,6 +363,122 @@ static int cmd_events(int argc, char **argv) {
   buf_init(&o.line, 0);
   int rc = store_event_list(s, status, limit, print_event, &o) == 0 ? 0 : 1;
   buf_free(&o.line);
+  store_close(s);
+  config_free(&cfg);
+  log_close();
+  return rc;
+}
+
+struct id_list {
+  char (*ids)[EVENT_ID_MAX];
+  size_t n, cap;
+  bool oom; /* the list stopped early: replay nothing rather than part */
+};
+
+static int collect_id(void *ud, const struct store_event *e) {
+  struct id_list *l = ud;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    char(*ids)[EVENT_ID_MAX] = realloc(l->ids, cap * sizeof *ids);
+    if (!ids) {
+      l->oom = true;
+      return -1;
+    }
+    l->ids = ids;
+    l->cap = cap;
+  }
+  snprintf(l->ids[l->n++], EVENT_ID_MAX, "%s", e->id);
+  return 0;
+}
+
+/* Puts events back in the queue of the same store, keeping their ids and
+ * attempt history. The service's once-a-second poll picks them up; with no
+ * service running they wait for its next start, and this says so. */
+static int cmd_replay(int argc, char **argv) {
+  if (argc != 1 || (argv[0][0] == '-' && strcmp(argv[0], "--dead") != 0)) {
+    fprintf(stderr, "ncghl replay: give one event id or --dead\n%s", usage);
+    return 2;
+  }
+  bool all_dead = strcmp(argv[0], "--dead") == 0;
+  struct config cfg;
+  if (load_config(&cfg, NULL, false) != 0)
+    return 1;
+  struct stat st;
+  char err[1024];
+  struct store *s = NULL;
+  int rc = 1;
+  struct id_list l = {0};
+  if (stat(cfg.db_path, &st) != 0) {
+    fprintf(stderr, "ncghl replay: no store at %s (DB_PATH): nothing has been received yet\n",
+            cfg.db_path);
+    goto out;
+  }
+  if (!(s = store_open(cfg.db_path, err, sizeof err))) {
+    fprintf(stderr, "ncghl replay: %s\n", err);
+    goto out;
+  }
+  if (all_dead) {
+    if (store_event_list(s, "dead", 0, collect_id, &l) != 0 || l.oom) {
+      fprintf(stderr, "ncghl replay: cannot read the dead events from %s\n", cfg.db_path);
+      goto out;
+    }
+    if (l.n == 0) {
+      printf("no dead events in %s: nothing to replay\n", cfg.db_path);
+      rc = 0;
+      goto out;
+    }
+  } else {
+    struct store_event e;
+    int got = store_event_get(s, argv[0], &e);
+    if (got != 0) {
+      fprintf(stderr, "ncghl replay: %s %s in %s (DB_PATH)\n",
+              got > 0 ? "no event" : "cannot read event", argv[0], cfg.db_path);
+      goto out;
+    }
+    enum ev_status was = e.status;
+    store_event_free(&e);
+    if (was == EV_RUNNING) {
+      fprintf(stderr, "ncghl replay: event %s is running now; replay it once it has ended\n",
+              argv[0]);
+      goto out;
+    }
+    if (!(l.ids = malloc(sizeof *l.ids)))
+      goto out;
+    snprintf(l.ids[0], EVENT_ID_MAX, "%s", argv[0]);
+    l.n = 1;
+  }
+  struct timeval now;
+  evutil_gettimeofday(&now, NULL);
+  size_t done = 0;
+  if (l.n == 0 || store_begin(s) != 0)
+    goto out;
+  for (size_t i = 0; i < l.n; i++) {
+    int r = store_event_requeue(s, l.ids[i], (double)now.tv_sec + now.tv_usec / 1e6);
+    if (r < 0) {
+      store_rollback(s);
+      fprintf(stderr, "ncghl replay: cannot write to %s; nothing was replayed\n", cfg.db_path);
+      goto out;
+    }
+    done += (size_t)r;
+  }
+  if (store_commit(s) != 0) {
+    fprintf(stderr, "ncghl replay: cannot write to %s; nothing was replayed\n", cfg.db_path);
+    goto out;
+  }
+  if (all_dead)
+    printf("%zu dead event%s put back in the queue (ids and attempt history kept)\n", done,
+           done == 1 ? "" : "s");
+  else
+    printf("event %s put back in the queue (id and attempt history kept)\n", l.ids[0]);
+  long pid = 0;
+  if (presence_running(s, &pid))
+    printf("a service is running on %s (pid %ld): it will be picked up within about a second\n",
+           cfg.db_path, pid);
+  else
+    printf("no service is running on %s: it will run at the next start\n", cfg.db_path);
+  rc = 0;
+out:
+  free(l.ids);
   store_close(s);
   config_free(&cfg);
   log_close();
@@ -337,6 +495,18 @@ int main(int argc, char **argv) {
     return cmd_serve(argc - 2, argv + 2);
   if (strcmp(cmd, "events") == 0)
     return cmd_events(argc - 2, argv + 2);
+  if (strcmp(cmd, "replay") == 0)
+    return cmd_replay(argc - 2, argv + 2);
+  if (strcmp(cmd, "check") == 0)
+    return runner_cmd_check(argc - 2, argv + 2);
+  if (strcmp(cmd, "test") == 0)
+    return runner_cmd_test(argc - 2, argv + 2);
+  if (strcmp(cmd, "map") == 0)
+    return runner_cmd_map(argc - 2, argv + 2);
+  if (strcmp(cmd, "backfill") == 0)
+    return backfill_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "subscribe") == 0 || strcmp(cmd, "unsubscribe") == 0)
+    return subscribe_main(argc - 2, argv + 2, strcmp(cmd, "subscribe") == 0);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("ncghl %s\n", NCGHL_VERSION);
     return 0;
