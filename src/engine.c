@@ -191,6 +191,17 @@ static void on_run_done(void *ud, const struct lrt_result *r) {
   queue_after_commit(e->queue, on_finished, j);
 }
 
+static void run_job(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct job *j = arg;
+  struct lrt_event ev = {j->id, j->source, j->type, j->payload, j->payload_len, j->run};
+  if (lrt_run(j->e->rt, &ev, on_run_done, j) != 0) {
+    struct lrt_result r = {LRT_RETRY, "", "{}", "the Lua runtime could not start the event"};
+    on_run_done(j, &r);
+  }
+}
+
 static void start_job(void *ud, bool committed) {
   struct job *j = ud;
   struct engine *e = j->e;
@@ -208,17 +219,16 @@ static void start_job(void *ud, bool committed) {
     e->active--;
     return;
   }
-  struct lrt_event ev = {j->id, j->source, j->type, j->payload, j->payload_len, j->run};
   j->running = true;
-  if (lrt_run(e->rt, &ev, on_run_done, j) != 0) {
-    struct lrt_result r = {LRT_RETRY, "", "{}", "the Lua runtime could not start the event"};
-    on_run_done(j, &r);
-  }
+  /* The run itself waits for the loop's lower priority (queue.h): this
+   * callback runs with the commit, at intake priority. */
+  if (event_base_once(e->base, -1, EV_TIMEOUT, run_job, j, NULL) != 0)
+    run_job(-1, 0, j);
 }
 
 int engine_submit(struct engine *e, const char *id, const char *source, const char *type,
                   const char *payload, size_t len, enum store_put *put, enum ev_status *existing) {
-  if (queue_join(e->queue) != 0)
+  if (queue_join_durable(e->queue) != 0)
     return -1;
   double now = wall_now();
   bool start_now = !e->stopping && e->active < e->cfg->event_concurrency;

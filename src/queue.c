@@ -20,6 +20,8 @@ struct queue {
   struct store *store;
   struct event *commit_ev;
   bool open;
+  bool durable;   /* the open batch was begun with a full sync */
+  bool need_sync; /* a durable write joined a batch begun without one */
   struct waiter *waiters;
   size_t nwaiters, capwaiters;
   /* Waiters being called back; a callback that writes again opens the next
@@ -34,6 +36,9 @@ static void run_commit(struct queue *q) {
   if (!ok) {
     log_error("queue: batch commit failed, rolled back");
     store_rollback(q->store);
+  } else if (q->need_sync && store_sync(q->store) != 0) {
+    log_error("queue: committed batch could not be made durable");
+    ok = false;
   }
   /* Take the waiter list before calling back: callbacks may join again. */
   struct waiter *w = q->waiters;
@@ -62,6 +67,8 @@ struct queue *queue_new(struct event_base *base, struct store *store) {
     free(q);
     return NULL;
   }
+  /* Fails harmlessly on a base without priorities (tests, CLI commands). */
+  event_priority_set(q->commit_ev, QUEUE_PRIO_INTAKE);
   return q;
 }
 
@@ -73,15 +80,27 @@ void queue_free(struct queue *q) {
   free(q);
 }
 
-int queue_join(struct queue *q) {
-  if (q->open)
+static int join(struct queue *q, bool durable) {
+  if (q->open) {
+    if (durable && !q->durable)
+      q->need_sync = true;
     return 0;
-  if (store_begin(q->store) != 0)
+  }
+  /* SQLite reads the sync mode at BEGIN, so it is chosen by the first
+   * writer of the batch; a durable writer arriving later asks for a sync
+   * after the commit instead. */
+  if (store_set_full_sync(q->store, durable) != 0 || store_begin(q->store) != 0)
     return -1;
   q->open = true;
+  q->durable = durable;
+  q->need_sync = false;
   event_active(q->commit_ev, 0, 0);
   return 0;
 }
+
+int queue_join(struct queue *q) { return join(q, false); }
+
+int queue_join_durable(struct queue *q) { return join(q, true); }
 
 void queue_after_commit(struct queue *q, queue_commit_cb cb, void *ud) {
   if (queue_join(q) != 0) {

@@ -12,14 +12,29 @@ struct event_base;
 struct store;
 struct queue;
 
+/* Intake outranks processing: the loop has two priorities, and the HTTP
+ * connections and the group commit run at QUEUE_PRIO_INTAKE, everything else
+ * (Lua runs, outbound HTTP, timers) at the default, lower one. Under a burst,
+ * webhooks are acknowledged durably first and processed as the CPU allows;
+ * nothing waits in memory only. main calls event_base_priority_init(base,
+ * QUEUE_PRIORITIES) before creating any event. */
+#define QUEUE_PRIORITIES 2
+#define QUEUE_PRIO_INTAKE 0
+
 typedef void (*queue_commit_cb)(void *ud, bool committed);
 
 struct queue *queue_new(struct event_base *base, struct store *store);
 /* Commits what is open, runs the waiting callbacks, frees. */
 void queue_free(struct queue *q);
 /* Opens the batch transaction if none is open and schedules its commit.
- * Returns 0, or -1 if no transaction could be started. */
+ * Returns 0, or -1 if no transaction could be started. A plain join is for
+ * writes that may be lost with the machine (not with the process): run
+ * outcomes, links, fingerprints, cursors; a re-run after a power cut redoes
+ * them harmlessly. The batch then commits without an fsync of its own. */
 int queue_join(struct queue *q);
+/* The same for writes something is acknowledged on (an accepted webhook, a
+ * replay): the batch's commit is fsynced before its callbacks run. */
+int queue_join_durable(struct queue *q);
 /* cb(ud, true) after the open batch commits; cb(ud, false) if it failed and
  * was rolled back. With no open batch, one is opened first. */
 void queue_after_commit(struct queue *q, queue_commit_cb cb, void *ud);

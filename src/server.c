@@ -12,6 +12,7 @@
 #include "server.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -1487,7 +1488,7 @@ static void admin_replay(struct server *s, struct evhttp_request *req, const cha
     return;
   }
   struct replay *r = calloc(1, sizeof *r);
-  if (!r || queue_join(s->queue) != 0 || store_event_requeue(s->store, id, wall_now()) != 1) {
+  if (!r || queue_join_durable(s->queue) != 0 || store_event_requeue(s->store, id, wall_now()) != 1) {
     free(r);
     send_detail(req, NULL, 503, "Service Unavailable", "The replay could not be stored; try again");
     return;
@@ -1660,6 +1661,15 @@ static void use_metrics(struct server *s, struct metrics *m) {
                               METRIC_LABELS("status"));
 }
 
+/* Client connections read and answer at intake priority (queue.h). */
+static struct bufferevent *make_bev(struct event_base *base, void *arg) {
+  (void)arg;
+  struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+  if (bev)
+    bufferevent_priority_set(bev, QUEUE_PRIO_INTAKE);
+  return bev;
+}
+
 struct server *server_new(struct event_base *base, const struct config *cfg, struct store *store,
                           struct queue *queue, struct engine *engine, struct lrt *rt, char *err,
                           size_t errlen) {
@@ -1695,6 +1705,7 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
   evhttp_set_timeout(s->http, 60);
   evhttp_set_default_content_type(s->http, "application/json");
   evhttp_set_gencb(s->http, on_request, s);
+  evhttp_set_bevcb(s->http, make_bev, s);
   if (cfg->ghl_webhook_verify) {
     s->ghl_keys = sig_keys_load(cfg->ghl_webhook_ed25519_key, cfg->ghl_webhook_rsa_key, err, errlen);
     if (!s->ghl_keys) {

@@ -194,6 +194,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 struct store {
   sqlite3 *db;
   sqlite3_stmt *st[ST_COUNT];
+  bool full_sync; /* what PRAGMA synchronous is set to now */
 };
 
 const char *store_status_name(enum ev_status s) {
@@ -521,6 +522,7 @@ struct store *store_open(const char *path, char *err, size_t errlen) {
   }
   if (configure(s->db, path, err, errlen) != 0 || migrate(s->db, path, err, errlen) != 0)
     goto fail;
+  s->full_sync = true; /* configure() set synchronous = FULL */
   for (int i = 0; i < ST_COUNT; i++) {
     if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
         SQLITE_OK) {
@@ -551,6 +553,33 @@ void store_close(struct store *s) {
 /* ---- transactions ----------------------------------------------------- */
 
 int store_begin(struct store *s) { return run(s, ST_BEGIN, SQLITE_OK, "begin"); }
+
+int store_set_full_sync(struct store *s, bool full) {
+  if (full == s->full_sync)
+    return 0;
+  if (exec_sql(s->db, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL") != 0)
+    return fail(s, "set_full_sync");
+  s->full_sync = full;
+  return 0;
+}
+
+int store_sync(struct store *s) {
+  bool was = s->full_sync;
+  if (store_set_full_sync(s, true) != 0)
+    return -1;
+  /* A transaction must write a page to reach the WAL's fsync. */
+  int rc = exec_sql(s->db, "BEGIN IMMEDIATE;"
+                           "INSERT INTO kv (key, value) VALUES ('store.sync', '1')"
+                           " ON CONFLICT (key) DO UPDATE SET value = value + 1;"
+                           "COMMIT;");
+  if (rc != 0) {
+    if (!sqlite3_get_autocommit(s->db))
+      exec_sql(s->db, "ROLLBACK");
+    fail(s, "sync");
+  }
+  store_set_full_sync(s, was);
+  return rc == 0 ? 0 : -1;
+}
 
 /* A failed commit is rolled back here, so "failed" always means "nothing of
  * it was written" and the caller never holds a half-dead transaction. */

@@ -55,6 +55,14 @@ struct store *store_open(const char *path, char *err, size_t errlen);
 void store_close(struct store *s);
 
 int store_begin(struct store *s); /* BEGIN IMMEDIATE */
+/* How the next transactions commit: full (fsync of the WAL at COMMIT, the
+ * default) or not (survives a crash of the process, not of the machine,
+ * until the next full commit). SQLite reads this at BEGIN, so it is set
+ * between transactions. */
+int store_set_full_sync(struct store *s, bool full);
+/* Makes everything committed so far durable: a small full-sync transaction,
+ * whose fsync of the WAL covers the frames before it. */
+int store_sync(struct store *s);
 int store_commit(struct store *s);
 int store_rollback(struct store *s);
 bool store_in_txn(struct store *s);
