@@ -6,6 +6,8 @@ import re
 import shutil
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,6 +71,61 @@ class Reload(IntegTest):
 
         self.assertGreaterEqual(reloads(s, FAIL_RESULTS), 1, "no metric counts the failed reload")
         self.assertGreaterEqual(reloads(s, OK_RESULTS), 1, "no metric counts the good reload")
+
+
+class ReloadUnderLoad(IntegTest):
+    # Continuous traffic is far beyond GHL's 100 requests per 10 s, which
+    # ncghl would otherwise (rightly) wait for.
+    FAKE_ARGS = ("--ghl-rate-limit", "100000")
+
+    def test_reload_under_continuous_load_drops_no_request_and_switches(self):
+        # A copy of the mappings whose contacts get a new `source` after the
+        # reload. Its test cases stay behind: they name the old source, and a
+        # reload only swaps in scripts whose cases pass.
+        copy = self.tmp / "mappings"
+        shutil.copytree(ROOT / "mappings", copy, ignore=shutil.ignore_patterns("tests"))
+        contacts = copy / "contacts.lua"
+        old = contacts.read_text()
+        self.assertIn('map.const("NowCerts")', old)
+        s = self.server({"MAPPINGS_DIR": copy, "RATE_LIMIT_PER_MINUTE": 0, "GHL_RATE_LIMIT": 0})
+        state0 = mapping_state(s)
+
+        answers, errors = [], []
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                ev = nowcerts_event("INSURED_INSERT")
+                try:
+                    a = s.nowcerts(ev)
+                    answers.append((a.status, ev["data"]["email"]))
+                except Exception as e:  # a dropped connection is what this test is about
+                    errors.append(repr(e))
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            harness.wait_until(lambda: len(answers) >= 20, 20, 0.05, "traffic before the reload")
+            contacts.write_text(old.replace('map.const("NowCerts")', 'map.const("NowCerts-v2")'))
+            s.proc.send_signal(signal.SIGHUP)
+            harness.wait_until(lambda: mapping_state(s) != state0, 10, 0.05, "the reload")
+            n = len(answers)
+            harness.wait_until(lambda: len(answers) >= n + 20, 20, 0.05, "traffic after the reload")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertEqual(errors, [], "requests failed during the reload")
+        self.assertEqual(sorted({st for st, _ in answers}), [200], "every webhook answered 200")
+        sources = {}
+        for st, email in answers:
+            found = self.contacts_with_email(email)
+            self.assertEqual(len(found), 1, "one contact for %s" % email)
+            sources[found[0].get("source")] = sources.get(found[0].get("source"), 0) + 1
+        self.assertIn("NowCerts", sources, sources)
+        self.assertIn("NowCerts-v2", sources, "the new mappings never took over: %s" % sources)
+        self.assertTrue(s.running())
 
 
 if __name__ == "__main__":
