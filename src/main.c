@@ -292,20 +292,9 @@ static int print_event(void *ud, const struct store_event *e) {
   struct buf *b = &o->line;
   buf_reset(b);
   if (o->json) {
-    buf_puts(b, "{\"id\":");
-    buf_json_str(b, e->id, strlen(e->id));
-    buf_puts(b, ",\"source\":");
-    buf_json_str(b, e->source, strlen(e->source));
-    buf_puts(b, ",\"type\":");
-    buf_json_str(b, e->type ? e->type : "", e->type ? strlen(e->type) : 0);
-    buf_printf(b, ",\"status\":\"%s\",\"attempts\":%d,\"last_error\":", store_status_name(e->status),
-               e->attempts);
-    if (e->last_error)
-      buf_json_str(b, e->last_error, strlen(e->last_error));
-    else
-      buf_puts(b, "null");
-    buf_printf(b, ",\"created_at\":%.3f,\"updated_at\":%.3f,\"next_at\":%.3f}", e->created_at,
-               e->updated_at, e->next_at);
+    buf_putc(b, '{');
+    store_event_json_fields(b, e);
+    buf_putc(b, '}');
   } else {
     buf_printf(b, "%s\t%s\t", e->id, e->source);
     put_field(b, e->type);

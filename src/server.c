@@ -1285,22 +1285,6 @@ static bool admin_authorized(struct server *s, struct evhttp_request *req) {
   return false;
 }
 
-static void put_event_fields(struct buf *b, const struct store_event *e) {
-  buf_puts(b, "\"id\":");
-  buf_json_str(b, e->id, strlen(e->id));
-  buf_puts(b, ",\"source\":");
-  buf_json_str(b, e->source, strlen(e->source));
-  buf_puts(b, ",\"type\":");
-  buf_json_str(b, e->type ? e->type : "", e->type ? strlen(e->type) : 0);
-  buf_printf(b, ",\"status\":\"%s\",\"attempts\":%d,\"last_error\":", store_status_name(e->status),
-             e->attempts);
-  if (e->last_error)
-    buf_json_str(b, e->last_error, strlen(e->last_error));
-  else
-    buf_puts(b, "null");
-  buf_printf(b, ",\"created_at\":%.3f,\"updated_at\":%.3f,\"next_at\":%.3f", e->created_at,
-             e->updated_at, e->next_at);
-}
 
 struct listing {
   struct buf b;
@@ -1311,7 +1295,7 @@ static int list_one(void *ud, const struct store_event *e) {
   struct listing *l = ud;
   buf_putc(&l->b, l->n++ ? ',' : '[');
   buf_putc(&l->b, '{');
-  put_event_fields(&l->b, e);
+  store_event_json_fields(&l->b, e);
   buf_putc(&l->b, '}');
   return 0;
 }
@@ -1424,7 +1408,7 @@ static void admin_show(struct server *s, struct evhttp_request *req, const char 
   buf_init(&l.b, 0);
   l.n = 0;
   buf_puts(&l.b, "{\"event\":{");
-  put_event_fields(&l.b, &e);
+  store_event_json_fields(&l.b, &e);
   buf_puts(&l.b, ",\"payload\":");
   put_json_value(&l.b, e.payload, e.payload ? e.payload_len : 0);
   buf_puts(&l.b, ",\"result\":");

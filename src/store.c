@@ -197,6 +197,23 @@ struct store {
   bool full_sync; /* what PRAGMA synchronous is set to now */
 };
 
+void store_event_json_fields(struct buf *b, const struct store_event *e) {
+  buf_puts(b, "\"id\":");
+  buf_json_str(b, e->id, strlen(e->id));
+  buf_puts(b, ",\"source\":");
+  buf_json_str(b, e->source, strlen(e->source));
+  buf_puts(b, ",\"type\":");
+  buf_json_str(b, e->type ? e->type : "", e->type ? strlen(e->type) : 0);
+  buf_printf(b, ",\"status\":\"%s\",\"attempts\":%d,\"last_error\":", store_status_name(e->status),
+             e->attempts);
+  if (e->last_error)
+    buf_json_str(b, e->last_error, strlen(e->last_error));
+  else
+    buf_puts(b, "null");
+  buf_printf(b, ",\"created_at\":%.3f,\"updated_at\":%.3f,\"next_at\":%.3f", e->created_at,
+             e->updated_at, e->next_at);
+}
+
 const char *store_status_name(enum ev_status s) {
   return (unsigned)s < EV_STATUS_COUNT ? status_names[s] : "unknown";
 }

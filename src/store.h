@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "buf.h"
 #include "digest.h"
 
 enum ev_status { EV_PENDING = 0, EV_RUNNING, EV_DONE, EV_RETRY_WAIT, EV_DEAD };
@@ -37,6 +38,10 @@ struct store_event {
   double created_at, updated_at, next_at; /* unix seconds */
 };
 void store_event_free(struct store_event *e); /* frees the strings, not e */
+/* The one JSON shape of an event's summary, shared by `ncghl events --json`
+ * and the admin API: the members id, source, type, status, attempts,
+ * last_error, created_at, updated_at, next_at, without the braces. */
+void store_event_json_fields(struct buf *b, const struct store_event *e);
 
 struct store_attempt {
   long long seq;
