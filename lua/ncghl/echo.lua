@@ -18,35 +18,65 @@ local util = require "ncghl.util"
 
 local echo = {}
 
+local type, next, lower, find = type, next, string.lower, string.find
+local trim, str, email, phone10 = util.trim, util.str, util.email, util.phone10
+local NULL = json.null
+
+-- Which kind of field a name is ("email", "phone" or false), worked out
+-- once per name: fingerprints compare the same few fields on every event.
+-- Bounded like util's caches, since incoming records may name any field.
+local kinds, nkinds = {}, 0
+
 local function kind(field)
-  local f = field:lower()
-  if f:find("mail", 1, true) then
-    return "email"
-  elseif f:find("phone", 1, true) then
-    return "phone"
+  local k = kinds[field]
+  if k == nil then
+    local f = lower(field)
+    if find(f, "mail", 1, true) then
+      k = "email"
+    elseif find(f, "phone", 1, true) then
+      k = "phone"
+    else
+      k = false
+    end
+    if type(field) == "string" and #field <= util.CACHE_KEY_BYTES then
+      if nkinds >= util.CACHE_ENTRIES then
+        kinds, nkinds = {}, 0
+      end
+      kinds[field] = k
+      nkinds = nkinds + 1
+    end
   end
-  return nil
+  return k
 end
 
 -- The comparable form of one field's value; "" for no value, nil for a value
--- that is not compared (a list or an object).
+-- that is not compared (a list or an object). Strings, nearly every value,
+-- are settled first with one type check.
 function echo.normalise(field, v)
-  if util.empty(v) then
+  if v == nil or v == NULL then
     return ""
   end
   local t = type(v)
   if t == "table" then
-    return nil
+    return next(v) == nil and "" or nil
   end
-  local k = kind(field)
-  if k == "email" then
-    return util.email(v) or ""
+  local k = kinds[field]
+  if k == nil then
+    k = kind(field)
+  end
+  if t == "string" then
+    if k == "email" then
+      return email(v) or ""
+    elseif k == "phone" then
+      return phone10(v) or trim(v)
+    end
+    return trim(v)
+  elseif k == "email" then
+    return email(v) or ""
   elseif k == "phone" then
-    return util.phone10(v) or util.trim(util.str(v))
-  elseif t == "string" then
-    return util.trim(v)
+    return phone10(v) or trim(str(v))
   elseif t == "number" then
-    return util.str(v)
+    return str(v)
   end
   return v
 end

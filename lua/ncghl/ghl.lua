@@ -364,9 +364,7 @@ function ghl.pipelines(refresh)
   return list, true
 end
 
-local function fold(s)
-  return util.trim(util.str(s) or ""):lower()
-end
+local fold = util.fold
 
 -- Names are compared trimmed and without case. The stage item's shape is
 -- not confirmed (ref/ghl/NOTES.md section 3): items without an id and a

@@ -24,34 +24,65 @@ end
 -- as the float cjson made of it rather than pretending to a precision it lost.
 local EXACT = 2 ^ 53
 
+local type, next, tointeger, mtype = type, next, math.tointeger, math.type
+local NULL, cdecode = cjson.null, cjson.decode
+
+-- One pass over what cjson made: nulls in objects go, whole floats become
+-- integers (cjson 2.1 decodes every number as a float). It runs on every
+-- payload and every upstream answer, so it is shaped for speed: a JSON array
+-- is a table whose keys are exactly 1..#t (cjson keeps a null in an array as
+-- json.null, never as a hole) and is walked by index instead of with next;
+-- an object has only string keys, so #t is 0 for it.
 local function tidy(t, depth)
-  if depth > 200 then
+  local n = #t
+  if n > 0 then
+    for i = 1, n do
+      local v = t[i]
+      local tv = type(v)
+      if tv == "string" then
+        -- the most common value: nothing to do
+      elseif tv == "table" then
+        if depth < 200 then
+          tidy(v, depth + 1)
+        end
+      elseif tv == "number" and v > -EXACT and v < EXACT then
+        local int = tointeger(v)
+        if int then
+          t[i] = int
+        end
+      end
+    end
     return
   end
-  for k, v in pairs(t) do
+  for k, v in next, t do
     local tv = type(v)
-    if v == cjson.null then
-      if type(k) == "string" then
-        t[k] = nil
+    if tv == "string" then
+      -- the most common value: nothing to do
+    elseif tv == "table" then
+      if depth < 200 then
+        tidy(v, depth + 1)
       end
     elseif tv == "number" then
-      if math.type(v) == "float" and v == math.floor(v) and v > -EXACT and v < EXACT then
-        t[k] = math.tointeger(v)
+      if v > -EXACT and v < EXACT then
+        local int = tointeger(v)
+        if int then
+          t[k] = int
+        end
       end
-    elseif tv == "table" then
-      tidy(v, depth + 1)
+    elseif v == NULL then
+      t[k] = nil
     end
   end
 end
 
 function json.decode(s)
-  local v = cjson.decode(s)
+  local v = cdecode(s)
   if type(v) == "table" then
     tidy(v, 0)
-  elseif v == cjson.null then
+  elseif v == NULL then
     return nil
-  elseif math.type(v) == "float" and v == math.floor(v) and v > -EXACT and v < EXACT then
-    return math.tointeger(v)
+  elseif mtype(v) == "float" and v > -EXACT and v < EXACT then
+    return tointeger(v) or v
   end
   return v
 end

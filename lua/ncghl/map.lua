@@ -13,6 +13,11 @@
 -- and what echo suppression uses to fingerprint exactly the data it wrote.
 -- Pure: no I/O, no upstream calls.
 local util = require "ncghl.util"
+local json = require "ncghl.json"
+
+local type, next, getmetatable, byte = type, next, getmetatable, string.byte
+local trim, steps_of = util.trim, util.steps
+local SPACE, NULL = util.SPACE, json.null
 
 local map = {}
 
@@ -26,44 +31,143 @@ function map.is_const(spec)
   return getmetatable(spec) == CONST
 end
 
+-- A value as a map sends it, or nil for "no value". The usual string (no
+-- white space at either end) is checked with two byte reads, not a pattern.
 local function clean(v)
-  if type(v) == "string" then
-    v = util.trim(v)
+  local t = type(v)
+  if t == "string" then
+    local b = byte(v, 1)
+    if b == nil then
+      return nil
+    elseif SPACE[b] or SPACE[byte(v, -1)] then
+      v = trim(v)
+      if v == "" then
+        return nil
+      end
+    end
+    return v
+  elseif v == nil or v == NULL then
+    return nil
+  elseif t == "table" and next(v) == nil then
+    return nil
   end
-  if util.empty(v) then
+  return v
+end
+
+-- The paths this module has read, each with its steps (util.steps: false
+-- for a path without a dot). A lookup here also tells a path from any other
+-- spec without a call to type(). Bounded like util's caches, since mapping
+-- code may build paths from data.
+local known, nknown = {}, 0
+
+local function learn(path)
+  local st = steps_of(path)
+  if #path <= util.CACHE_KEY_BYTES then
+    if nknown >= util.CACHE_ENTRIES then
+      known, nknown = {}, 0
+    end
+    known[path] = st
+    nknown = nknown + 1
+  end
+  return st
+end
+
+-- clean(util.get(src, path)) in one call; st is the path's steps. src must
+-- be a table.
+local function pick(src, path, st)
+  local v
+  if st then
+    v = src
+    for i = 1, #st do
+      if type(v) ~= "table" then
+        return nil
+      end
+      v = v[st[i]]
+    end
+  else
+    v = src[path]
+  end
+  if v == nil then
+    return nil
+  end
+  local t = type(v)
+  if t == "string" then
+    local b = byte(v, 1)
+    if b == nil then
+      return nil
+    elseif SPACE[b] or SPACE[byte(v, -1)] then
+      v = trim(v)
+      if v == "" then
+        return nil
+      end
+    end
+    return v
+  elseif v == NULL or (t == "table" and next(v) == nil) then
     return nil
   end
   return v
 end
 
 local function resolve(spec, src, ctx)
-  local t = type(spec)
-  if t == "string" then
-    local v = clean(util.get(src, spec))
+  local st, t = known[spec], nil
+  if st == nil then
+    t = type(spec)
+    if t == "string" then
+      st = learn(spec)
+    end
+  end
+  if st ~= nil then -- a path
+    if type(src) ~= "table" then
+      return nil
+    end
+    local v = pick(src, spec, st)
     if v ~= nil then
       return v, spec
     end
-  elseif t == "number" or t == "boolean" then
-    return spec, "const"
-  elseif t == "function" then
-    local v = clean(spec(src, ctx))
-    if v ~= nil then
-      return v, "function"
-    end
-  elseif t == "table" then
+    return nil
+  end
+  if t == "table" then
     if getmetatable(spec) == CONST then
       local v = clean(spec.value)
       if v ~= nil then
         return v, "const"
       end
     else
-      for _, s in ipairs(spec) do
-        local v, how = resolve(s, src, ctx)
-        if v ~= nil then
-          return v, how
+      -- A list: the first spec with a value. Paths already seen, by far
+      -- the most common items, are read here rather than through a call to
+      -- resolve (which learns a new one).
+      local tab
+      for i = 1, #spec do
+        local s = spec[i]
+        if s == nil then
+          break
+        end
+        local sst = known[s]
+        if sst ~= nil then
+          if tab == nil then
+            tab = type(src) == "table"
+          end
+          if tab then
+            local v = pick(src, s, sst)
+            if v ~= nil then
+              return v, s
+            end
+          end
+        else
+          local v, how = resolve(s, src, ctx)
+          if v ~= nil then
+            return v, how
+          end
         end
       end
     end
+  elseif t == "function" then
+    local v = clean(spec(src, ctx))
+    if v ~= nil then
+      return v, "function"
+    end
+  elseif t == "number" or t == "boolean" then
+    return spec, "const"
   end
   return nil
 end
@@ -158,18 +262,101 @@ function map.custom_fields(list)
   end
 end
 
+-- map.apply runs for every record of every event, so a map's lists of plain
+-- paths (most of any map: { "email", "eMail" }) are compiled once per map
+-- table into a plan: the paths with their steps (util.steps), read without
+-- resolve's dispatch on the kind of spec. The plan is checked on every use
+-- against the map as it is now (the same spec in the field, the same paths
+-- in the list), so code that edits a map, or a list in it, still gets
+-- exactly what it wrote; any other spec goes through resolve.
+local plans = setmetatable({}, { __mode = "k" })
+
+-- A field's plan entry: for a list of plain paths, its length (n), paths and
+-- their steps; false for any other spec, which resolve reads (a field whose
+-- spec is later replaced by a list stays with resolve: slower, not wrong).
+local function compile(spec)
+  if type(spec) ~= "table" or getmetatable(spec) ~= nil then
+    return false
+  end
+  local n = #spec
+  if n == 0 then
+    return false
+  end
+  local e = { spec = spec, n = n, steps = {} }
+  for i = 1, n do
+    local p = spec[i]
+    if type(p) ~= "string" then
+      return false
+    end
+    e[i] = p
+    e.steps[i] = steps_of(p)
+  end
+  return e
+end
+
+-- A table with room for about n keys. Filled key by key, a table is grown
+-- (and rehashed) at 1, 2, 4, 8 and 16 keys; a constructor that names nil
+-- fields allocates the room up front without storing any key.
+local function sized(n)
+  if n <= 4 then
+    return {}
+  elseif n <= 8 then
+    return { _1 = nil, _2 = nil, _3 = nil, _4 = nil, _5 = nil, _6 = nil, _7 = nil, _8 = nil }
+  end
+  return {
+    _1 = nil, _2 = nil, _3 = nil, _4 = nil, _5 = nil, _6 = nil, _7 = nil, _8 = nil,
+    _9 = nil, _10 = nil, _11 = nil, _12 = nil, _13 = nil, _14 = nil, _15 = nil, _16 = nil,
+  }
+end
+
+-- The key under which a plan keeps how many fields its map had last time
+-- (a table, so it can never be a field's name).
+local FIELDS = {}
+
 function map.apply(m, src, ctx)
   if type(src) ~= "table" then
     src = {}
   end
-  local out, trace = {}, {}
+  local plan = plans[m]
+  if plan == nil then
+    plan = { [FIELDS] = 0 }
+    plans[m] = plan
+  end
+  local nfields = plan[FIELDS]
+  local out, trace = sized(nfields), sized(nfields)
+  local count = 0
   for target, spec in pairs(m) do
-    local v, how = resolve(spec, src, ctx)
+    count = count + 1
+    local e = plan[target]
+    if e == nil or (e and (e.spec ~= spec or #spec ~= e.n)) then
+      e = compile(spec)
+      plan[target] = e
+    end
+    local v, how
+    if e then
+      local steps = e.steps
+      for i = 1, e.n do
+        local p = e[i]
+        if spec[i] ~= p then -- the list was edited: compile it again next time
+          plan[target] = nil
+          v, how = resolve(spec, src, ctx)
+          break
+        end
+        v = pick(src, p, steps[i])
+        if v ~= nil then
+          how = p
+          break
+        end
+      end
+    else
+      v, how = resolve(spec, src, ctx)
+    end
     if v ~= nil then
       out[target] = v
       trace[target] = how
     end
   end
+  plan[FIELDS] = count
   return out, trace
 end
 

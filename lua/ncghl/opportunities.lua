@@ -26,13 +26,11 @@ local function key_of(v)
   if not s then
     return nil
   end
-  s = util.trim(s):lower()
+  s = util.fold(s)
   return s ~= "" and s or nil
 end
 
-local function fold(s)
-  return util.trim(util.str(s) or ""):lower()
-end
+local fold = util.fold
 
 local function pick(t, keys)
   local out = {}
@@ -162,16 +160,34 @@ function ghl.upsert_opportunity(src, m, opts)
   local target, pipeline_id, stage_id = choose(m, src, ctx)
   -- The stage id this record's line would have as the other kind (quote or
   -- policy); nil when GHL has no such stage, which then cannot match.
+  -- Worked out once: what it reads (the record, the pipelines already read)
+  -- does not change between its uses below.
+  local other_known, other
   local function other_stage()
-    local t = m.pipeline(src, { quote = not quote, line = ctx.line })
-    if type(t) ~= "table" then
-      return nil
+    if not other_known then
+      other_known = true
+      local t = m.pipeline(src, { quote = not quote, line = ctx.line })
+      if type(t) == "table" then
+        local _
+        _, other = ghl.resolve_pipeline(t.pipeline, t.stage, { known_only = true })
+      end
     end
-    local _, s = ghl.resolve_pipeline(t.pipeline, t.stage, { known_only = true })
-    return s
+    return other
+  end
+  -- What ncghl last wrote to an opportunity, read (and decoded) once per id:
+  -- this function writes no fingerprint before its end, and other events
+  -- about the same policy wait for its locks.
+  local last_by_id = {}
+  local function last_written(id)
+    local last = last_by_id[id]
+    if last == nil then
+      last = echo.last_written("ghl", id) or false
+      last_by_id[id] = last
+    end
+    return last or nil
   end
   local function written_stage(id)
-    local last = echo.last_written("ghl", id)
+    local last = last_written(id)
     return last and last.pipelineStageId
   end
 
@@ -243,7 +259,7 @@ function ghl.upsert_opportunity(src, m, opts)
     -- ncghl last wrote: an agent may have moved the opportunity since (won,
     -- another stage) and a premium change must not undo that. A new target
     -- (a quote bound, a pipelines.lua change) is sent.
-    local last = echo.last_written("ghl", opp_id)
+    local last = last_written(opp_id)
     if last then
       if last.pipelineId == sent.pipelineId and last.pipelineStageId == sent.pipelineStageId then
         sent.pipelineId, sent.pipelineStageId = nil, nil
