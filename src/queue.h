@@ -27,18 +27,23 @@ struct queue *queue_new(struct event_base *base, struct store *store);
 /* Commits what is open, runs the waiting callbacks, frees. */
 void queue_free(struct queue *q);
 /* Opens the batch transaction if none is open and schedules its commit.
- * Returns 0, or -1 if no transaction could be started. A plain join is for
- * writes that may be lost with the machine (not with the process): run
- * outcomes, links, fingerprints, cursors; a re-run after a power cut redoes
- * them harmlessly. The batch then commits without an fsync of its own. */
+ * Returns 0, or -1 if no transaction could be started. Every batch commits
+ * safe against a crash of the process. A plain join is for writes that may
+ * be lost with the machine: run outcomes, links, fingerprints, cursors (a
+ * re-run after a power cut redoes them harmlessly); its batch's callbacks run
+ * right after the COMMIT. */
 int queue_join(struct queue *q);
 /* The same for writes something is acknowledged on (an accepted webhook, a
- * replay): the batch's commit is fsynced before its callbacks run. */
+ * replay): the batch's callbacks run only once an fsync of the WAL that
+ * began after its COMMIT has finished. The fsync runs on a thread of the
+ * queue's own, never on the loop. queue_new switches the store to commits
+ * without their own sync (synchronous=NORMAL) for this reason. */
 int queue_join_durable(struct queue *q);
 /* cb(ud, true) after the open batch commits; cb(ud, false) if it failed and
  * was rolled back. With no open batch, one is opened first. */
 void queue_after_commit(struct queue *q, queue_commit_cb cb, void *ud);
-/* Commits now (used before blocking work and at shutdown). */
+/* Commits now and waits for every fsync owed, running the callbacks (used
+ * at shutdown). */
 int queue_flush(struct queue *q);
 
 #endif

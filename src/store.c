@@ -580,22 +580,9 @@ int store_set_full_sync(struct store *s, bool full) {
   return 0;
 }
 
-int store_sync(struct store *s) {
-  bool was = s->full_sync;
-  if (store_set_full_sync(s, true) != 0)
-    return -1;
-  /* A transaction must write a page to reach the WAL's fsync. */
-  int rc = exec_sql(s->db, "BEGIN IMMEDIATE;"
-                           "INSERT INTO kv (key, value) VALUES ('store.sync', '1')"
-                           " ON CONFLICT (key) DO UPDATE SET value = value + 1;"
-                           "COMMIT;");
-  if (rc != 0) {
-    if (!sqlite3_get_autocommit(s->db))
-      exec_sql(s->db, "ROLLBACK");
-    fail(s, "sync");
-  }
-  store_set_full_sync(s, was);
-  return rc == 0 ? 0 : -1;
+const char *store_path(struct store *s) {
+  const char *p = sqlite3_db_filename(s->db, "main");
+  return p ? p : "";
 }
 
 /* A failed commit is rolled back here, so "failed" always means "nothing of

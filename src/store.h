@@ -65,9 +65,8 @@ int store_begin(struct store *s); /* BEGIN IMMEDIATE */
  * until the next full commit). SQLite reads this at BEGIN, so it is set
  * between transactions. */
 int store_set_full_sync(struct store *s, bool full);
-/* Makes everything committed so far durable: a small full-sync transaction,
- * whose fsync of the WAL covers the frames before it. */
-int store_sync(struct store *s);
+/* The database file's path, as SQLite resolved it ("" for :memory:). */
+const char *store_path(struct store *s);
 int store_commit(struct store *s);
 int store_rollback(struct store *s);
 bool store_in_txn(struct store *s);

@@ -2291,8 +2291,10 @@ class Handler(BaseHTTPRequestHandler):
             if reply.route is None:
                 reply.route = fake.route_name(req.method, path)
         reply = fake.finish_reply(reply, req)
-        self._send(reply)
+        # Logged before it is sent: a client that has the answer may look at
+        # /_requests at once and must find the status there.
         fake.log_answer(entry, reply.status, reply.route)
+        self._send(reply)
         fake.log(f"{req.method} {self.path} -> {reply.status} ({(time.monotonic() - started) * 1000:.1f} ms)")
 
     def _guarded(self, fn, req):

@@ -1,6 +1,7 @@
-/* Group commit: writes of one loop turn share one transaction, callbacks
- * run after its commit, and a durable write that joins a batch begun
- * without a full sync gets the sync afterwards. */
+/* Group commit: writes of one loop turn share one transaction; a plain
+ * batch's callbacks run right after its COMMIT, a durable batch's only once
+ * an fsync of the WAL (done off the loop) has finished; queue_flush settles
+ * everything owed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,6 +35,7 @@ static int setup(void **state) {
   f->s = store_open(path, err, sizeof err);
   assert_non_null(f->s);
   f->q = queue_new(f->base, f->s);
+  assert_non_null(f->q);
   *state = f;
   return 0;
 }
@@ -64,11 +66,13 @@ static void on_commit(void *ud, bool committed) {
   w->in_txn = store_in_txn(w->s);
 }
 
-static int sync_count(struct store *s) {
-  char *v = store_kv_get(s, "store.sync");
-  int n = v ? atoi(v) : 0;
-  free(v);
-  return n;
+/* Runs the loop until *calls is set (the fsync thread answers through it). */
+static void run_until(struct fixture *f, int *calls) {
+  for (int i = 0; i < 500 && *calls == 0; i++) {
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    if (*calls == 0)
+      usleep(2000);
+  }
 }
 
 static void test_one_batch_per_turn(void **state) {
@@ -83,6 +87,7 @@ static void test_one_batch_per_turn(void **state) {
   assert_int_equal(a.calls, 0); /* nothing before the commit */
   assert_true(store_in_txn(f->s));
   event_base_loop(f->base, EVLOOP_NONBLOCK);
+  /* a plain batch: called back right at the commit */
   assert_int_equal(a.calls, 1);
   assert_int_equal(b.calls, 1);
   assert_true(a.committed && b.committed);
@@ -93,42 +98,68 @@ static void test_one_batch_per_turn(void **state) {
   free(v);
 }
 
-static void test_durable_join_into_plain_batch_syncs(void **state) {
+static void test_durable_batch_waits_for_the_fsync(void **state) {
   struct fixture *f = *state;
-  struct seen a = {0, false, false, f->s};
-  int before = sync_count(f->s);
-  assert_int_equal(queue_join(f->q), 0);         /* a run outcome: no fsync needed */
-  assert_int_equal(queue_join_durable(f->q), 0); /* an accepted webhook joins */
+  struct seen a = {0, false, false, f->s}, plain = {0, false, false, f->s};
+  assert_int_equal(queue_join(f->q), 0);         /* a run outcome ... */
+  assert_int_equal(queue_join_durable(f->q), 0); /* ... and an accepted webhook */
+  assert_int_equal(store_kv_put(f->s, "acked", "1"), 0);
   queue_after_commit(f->q, on_commit, &a);
-  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  run_until(f, &a.calls);
+  assert_int_equal(a.calls, 1);
   assert_true(a.committed);
-  assert_int_equal(sync_count(f->s), before + 1);
+  /* the next plain batch does not wait for any fsync */
+  assert_int_equal(queue_join(f->q), 0);
+  queue_after_commit(f->q, on_commit, &plain);
+  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_int_equal(plain.calls, 1);
 }
 
-static void test_durable_batch_needs_no_extra_sync(void **state) {
+static void test_many_durable_batches_all_answered(void **state) {
+  struct fixture *f = *state;
+  enum { N = 50 };
+  struct seen w[N];
+  int done = 0;
+  for (int i = 0; i < N; i++) {
+    w[i] = (struct seen){0, false, false, f->s};
+    assert_int_equal(queue_join_durable(f->q), 0);
+    char k[16];
+    snprintf(k, sizeof k, "k%d", i);
+    assert_int_equal(store_kv_put(f->s, k, "v"), 0);
+    queue_after_commit(f->q, on_commit, &w[i]);
+    event_base_loop(f->base, EVLOOP_NONBLOCK); /* one batch per turn */
+  }
+  for (int t = 0; t < 1000 && done < N; t++) {
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    done = 0;
+    for (int i = 0; i < N; i++)
+      done += w[i].calls;
+    if (done < N)
+      usleep(1000);
+  }
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(w[i].calls, 1);
+    assert_true(w[i].committed);
+  }
+}
+
+static void test_flush_settles_what_is_owed(void **state) {
   struct fixture *f = *state;
   struct seen a = {0, false, false, f->s};
-  int before = sync_count(f->s);
-  assert_int_equal(queue_join_durable(f->q), 0); /* begun with a full sync */
-  assert_int_equal(queue_join(f->q), 0);
+  assert_int_equal(queue_join_durable(f->q), 0);
+  assert_int_equal(store_kv_put(f->s, "k", "v"), 0);
   queue_after_commit(f->q, on_commit, &a);
-  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_int_equal(queue_flush(f->q), 0);
+  assert_int_equal(a.calls, 1);
   assert_true(a.committed);
-  assert_int_equal(sync_count(f->s), before);
-  /* and a plain batch alone is not synced either */
-  struct seen b = {0, false, false, f->s};
-  assert_int_equal(queue_join(f->q), 0);
-  queue_after_commit(f->q, on_commit, &b);
-  event_base_loop(f->base, EVLOOP_NONBLOCK);
-  assert_true(b.committed);
-  assert_int_equal(sync_count(f->s), before);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_one_batch_per_turn, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_durable_join_into_plain_batch_syncs, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_durable_batch_needs_no_extra_sync, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_durable_batch_waits_for_the_fsync, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_many_durable_batches_all_answered, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_flush_settles_what_is_owed, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
