@@ -383,7 +383,13 @@ def main():
             got = hook.wait(2)
             expect(len(got) == 2 and got[1][0].endswith("hook=UpdateInsured")
                    and json.loads(got[1][2])["city"] == "Tampa", f"seeded update: {got}")
-            log = call(nc, "GET", "/_deliveries").json
+            # The fake logs a delivery once its answer is in, which can be a
+            # moment after the listener above has the request.
+            for _ in range(100):
+                log = call(nc, "GET", "/_deliveries").json
+                if len(log) >= 2:
+                    break
+                time.sleep(0.05)
             expect([(x["name"], x["status"]) for x in log] == [("CreateInsured", 200), ("UpdateInsured", 200)],
                    f"/_deliveries: {log}")
             # Unsubscribed: no more deliveries; a prospect is not an insured.
