@@ -28,6 +28,7 @@
 
 #include "config.h"
 #include "digest.h"
+#include "dirlist.h"
 #include "log.h"
 #include "lua_api.h"
 #include "queue.h"
@@ -285,10 +286,6 @@ static int read_file(const char *path, char **text, size_t *len, char *err, size
   return 0;
 }
 
-static int cmp_names(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static int add_script(struct script_list *l, const char *path, const char *rel, char *err,
                       size_t errlen) {
   size_t rl = strlen(rel);
@@ -343,39 +340,13 @@ static int scan_dir(struct script_list *l, const char *root, const char *rel, in
     snprintf(err, errlen, "%s: path too long", root);
     return -1;
   }
-  DIR *d = opendir(dir);
-  if (!d) {
+  char **names;
+  size_t n;
+  if (dirlist_read(dir, &names, &n) != 0) {
     snprintf(err, errlen, "%s: %s", dir, strerror(errno));
     return -1;
   }
-  char **names = NULL;
-  size_t n = 0, cap = 0;
   int rc = 0;
-  struct dirent *de;
-  while ((de = readdir(d))) {
-    if (de->d_name[0] == '.')
-      continue;
-    if (n == cap) {
-      size_t ncap = cap ? cap * 2 : 32;
-      char **nn = realloc(names, ncap * sizeof(*nn));
-      if (!nn) {
-        rc = -1;
-        break;
-      }
-      names = nn;
-      cap = ncap;
-    }
-    if (!(names[n] = xstrdup(de->d_name))) {
-      rc = -1;
-      break;
-    }
-    n++;
-  }
-  closedir(d);
-  if (rc != 0)
-    snprintf(err, errlen, "out of memory");
-  if (rc == 0 && n)
-    qsort(names, n, sizeof(*names), cmp_names);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     char path[4096], sub[4096];
     if (snprintf(path, sizeof(path), "%s/%s", dir, names[i]) >= (int)sizeof(path) ||
@@ -397,9 +368,7 @@ static int scan_dir(struct script_list *l, const char *root, const char *rel, in
       rc = add_script(l, path, sub, err, errlen);
     }
   }
-  for (size_t i = 0; i < n; i++)
-    free(names[i]);
-  free(names);
+  dirlist_free(names, n);
   return rc;
 }
 

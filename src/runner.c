@@ -22,6 +22,8 @@
  * "ncghl/runner.lua:<line>", counted from its first line. */
 #include "runner.h"
 
+#include "dirlist.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -1621,47 +1623,18 @@ int runner_load_file(struct runner *r, const char *path, char *err, size_t errle
   return rc;
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Every *.lua under dir (recursively, names sorted), appended to *list. */
 static int collect_cases(const char *dir, int depth, char ***list, int *n, int *cap, char *err,
                          size_t errlen) {
-  DIR *d = opendir(dir);
-  if (!d) {
+  char **names;
+  size_t count;
+  if (dirlist_read(dir, &names, &count) != 0) {
     if (depth == 0 && errno == ENOENT)
       return 0;
     snprintf(err, errlen, "%s: %s", dir, strerror(errno));
     return -1;
   }
-  char **names = NULL;
-  int nn = 0, capn = 0, rc = 0;
-  struct dirent *de;
-  while ((de = readdir(d))) {
-    if (de->d_name[0] == '.')
-      continue;
-    if (nn == capn) {
-      int ncap = capn ? capn * 2 : 16;
-      char **nv = realloc(names, (size_t)ncap * sizeof(*nv));
-      if (!nv) {
-        rc = -1;
-        break;
-      }
-      names = nv;
-      capn = ncap;
-    }
-    if (!(names[nn] = xstrdup(de->d_name))) {
-      rc = -1;
-      break;
-    }
-    nn++;
-  }
-  closedir(d);
-  if (rc != 0)
-    snprintf(err, errlen, "out of memory");
-  if (rc == 0 && nn)
-    qsort(names, (size_t)nn, sizeof(*names), cmp_str);
+  int nn = (int)count, rc = 0;
   for (int i = 0; rc == 0 && i < nn; i++) {
     struct buf p;
     buf_init(&p, 0);
@@ -1696,9 +1669,7 @@ static int collect_cases(const char *dir, int depth, char ***list, int *n, int *
       free(path);
     }
   }
-  for (int i = 0; i < nn; i++)
-    free(names[i]);
-  free(names);
+  dirlist_free(names, count);
   return rc;
 }
 
