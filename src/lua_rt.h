@@ -41,6 +41,7 @@ struct lrt_host {
   int (*start)(void *start_ud, const struct up_call *call, up_attempt_cb on_attempt,
                up_done_cb done, void *ud);
   void *start_ud;
+  struct metric *conflicts; /* counter {kind, winner}; NULL: not counted */
 };
 
 struct lrt_event {

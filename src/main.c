@@ -14,6 +14,7 @@
 #include "backfill.h"
 #include "buf.h"
 #include "config.h"
+#include "conflicts_cmd.h"
 #include "engine.h"
 #include "httpc.h"
 #include "log.h"
@@ -40,6 +41,8 @@ static const char usage[] =
     "                                   last error (tab-separated; --json: one object a line)\n"
     "  replay ID|--dead                 put one event, or every dead one, back in the queue\n"
     "                                   (same id and history; a running service picks it up)\n"
+    "  conflicts [--limit N] [--json]   fields both sides changed since the last sync, and which\n"
+    "                                   side's value won (newest first)\n"
     "  check [--env FILE]               load the config and every script, run the mapping tests;\n"
     "                                   the first problem as file:line: message\n"
     "  test [--bench N] [PATH...]       run mapping test cases offline (default MAPPINGS_DIR/tests)\n"
@@ -230,7 +233,14 @@ static int cmd_serve(int argc, char **argv) {
     log_error("cannot set up outbound HTTP");
     goto out;
   }
-  struct lrt_host host = {a.base, &a.cfg, a.up, a.store, a.queue, up_start_hook, a.up};
+  /* One registry for the whole process; each module registers its own
+   * families in it. Without memory for it the service runs uncounted. */
+  a.metrics = metrics_new();
+  struct lrt_host host = {a.base, &a.cfg, a.up, a.store, a.queue, up_start_hook, a.up,
+                          metrics_counter(a.metrics, "conflicts_total",
+                                          "Fields both sides changed since the last sync, by"
+                                          " which side's value won (ncghl conflicts lists them).",
+                                          METRIC_LABELS("kind", "winner"))};
   a.rt = lrt_new(&host, err, sizeof err);
   if (!a.rt) {
     log_error("mappings: %s", err);
@@ -244,9 +254,6 @@ static int cmd_serve(int argc, char **argv) {
     log_error("%s", err);
     goto out;
   }
-  /* One registry for the whole process; each module registers its own
-   * families in it. Without memory for it the service runs uncounted. */
-  a.metrics = metrics_new();
   a.m_reloads = metrics_counter(a.metrics, "mapping_reloads_total",
                                 "Mapping reloads on SIGHUP; error: the old mappings were kept.",
                                 METRIC_LABELS("result"));
@@ -486,6 +493,8 @@ int main(int argc, char **argv) {
     return cmd_events(argc - 2, argv + 2);
   if (strcmp(cmd, "replay") == 0)
     return cmd_replay(argc - 2, argv + 2);
+  if (strcmp(cmd, "conflicts") == 0)
+    return conflicts_main(argc - 2, argv + 2);
   if (strcmp(cmd, "check") == 0)
     return runner_cmd_check(argc - 2, argv + 2);
   if (strcmp(cmd, "test") == 0)
