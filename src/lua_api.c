@@ -75,7 +75,23 @@ bool lapi_is_fail(lua_State *L, int idx, bool *retryable, const char **message) 
   return true;
 }
 
-/* ncghl.fail{retryable=bool, message=string} or ncghl.fail(message). */
+/* A script may ask for a short wait before the next run (a create whose
+ * answer was lost is searched for again once the upstream has indexed it);
+ * bounded, so a script cannot park an event for days or spin it. */
+double lapi_fail_retry_in(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx))
+    return 0;
+  lua_getfield(L, idx, "retry_in");
+  double v = lua_isnumber(L, -1) ? (double)lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  if (!(v > 0))
+    return 0;
+  return v < 1 ? 1 : (v > 3600 ? 3600 : v);
+}
+
+/* ncghl.fail{retryable=bool, message=string, retry_in=seconds} or
+ * ncghl.fail(message). */
 static int api_fail(lua_State *L) {
   bool retryable = false;
   const char *message;
@@ -84,6 +100,14 @@ static int api_fail(lua_State *L) {
     retryable = lua_toboolean(L, -1);
     lua_getfield(L, 1, "message");
     message = luaL_optstring(L, -1, "failed");
+    lua_getfield(L, 1, "retry_in");
+    double after = lua_isnumber(L, -1) ? (double)lua_tonumber(L, -1) : 0;
+    lapi_push_fail(L, retryable, message);
+    if (after > 0) {
+      lua_pushnumber(L, (lua_Number)after);
+      lua_setfield(L, -2, "retry_in");
+    }
+    return lua_error(L);
   } else {
     message = luaL_checkstring(L, 1);
   }
@@ -201,48 +225,6 @@ static int api_link_put(lua_State *L) {
   join_batch(c);
   if (store_link_put(c->host->store, kind, nowcerts_id, ghl_id, now_unix()) != 0)
     return raise_store_error(L, "store: could not save the id link");
-  return 0;
-}
-
-static const char *check_side(lua_State *L, int arg) {
-  const char *side = luaL_checkstring(L, arg);
-  if (strcmp(side, "ghl") != 0 && strcmp(side, "nowcerts") != 0)
-    luaL_argerror(L, arg, "expected \"ghl\" or \"nowcerts\"");
-  return side;
-}
-
-static int api_fp_get(lua_State *L) {
-  struct lapi_ctx *c = ctx_of(L);
-  const char *side = check_side(L, 1);
-  const char *id = luaL_checkstring(L, 2);
-  if (!c->host->store) {
-    mem_get(L, "f", side, id);
-    return 1;
-  }
-  char *fp = store_fp_get(c->host->store, side, id);
-  if (!fp) {
-    lua_pushnil(L);
-    return 1;
-  }
-  lua_pushstring(L, fp);
-  free(fp);
-  return 1;
-}
-
-static int api_fp_put(lua_State *L) {
-  struct lapi_ctx *c = ctx_of(L);
-  const char *side = check_side(L, 1);
-  const char *id = luaL_checkstring(L, 2);
-  luaL_checkstring(L, 3);
-  if (!c->host->store) {
-    lua_pushvalue(L, 3);
-    mem_set(L, "f", side, id);
-    return 0;
-  }
-  const char *json = lua_tostring(L, 3);
-  join_batch(c);
-  if (store_fp_put(c->host->store, side, id, json, now_unix()) != 0)
-    return raise_store_error(L, "store: could not save the write fingerprint");
   return 0;
 }
 
@@ -368,6 +350,23 @@ static int api_conflict_add(lua_State *L) {
   join_batch(c);
   if (store_conflict_add(c->host->store, &k) != 0)
     return raise_store_error(L, "store: could not record the conflict");
+  return 0;
+}
+
+/* ncghl.count_ignored(reason): one more event left alone on purpose, by a
+ * reason from a short fixed list (a label must not take any value a
+ * payload carries). */
+static int api_count_ignored(lua_State *L) {
+  struct lapi_ctx *c = ctx_of(L);
+  static const char *const reasons[] = {"other_location", "no_identity", "deleted", NULL};
+  const char *reason = luaL_checkstring(L, 1);
+  int i = 0;
+  while (reasons[i] && strcmp(reasons[i], reason) != 0)
+    i++;
+  if (!reasons[i])
+    return luaL_argerror(L, 1, "expected other_location, no_identity or deleted");
+  if (c->host->ignored)
+    metric_inc(c->host->ignored, METRIC_LABELS(reasons[i]));
   return 0;
 }
 
@@ -530,12 +529,11 @@ void lapi_open(lua_State *L, struct lapi_ctx *ctx) {
     {"link_get", api_link_get},
     {"link_put", api_link_put},
     {"link_del", api_link_del},
-    {"fp_get", api_fp_get},
-    {"fp_put", api_fp_put},
     {"snapshot_get", api_snapshot_get},
     {"snapshot_put", api_snapshot_put},
     {"conflict_add", api_conflict_add},
     {"change_add", api_change_add},
+    {"count_ignored", api_count_ignored},
     {"log", api_log},
     {"config", api_config},
     {"sha256", api_sha256},

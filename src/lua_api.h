@@ -35,6 +35,9 @@ void lapi_push_fail(lua_State *L, bool retryable, const char *message);
  * *message (valid while the value stays on the stack) describe it. */
 bool lapi_is_fail(lua_State *L, int idx, bool *retryable, const char **message);
 
+/* The retry_in (seconds, > 0) of a value raised by ncghl.fail, else 0. */
+double lapi_fail_retry_in(lua_State *L, int idx);
+
 /* Forgets every link and snapshot kept in memory (no-store mode). */
 void lapi_memory_reset(lua_State *L);
 

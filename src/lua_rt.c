@@ -435,6 +435,25 @@ static int sb_require(lua_State *L) {
   return 1;
 }
 
+int lrt_load_module(lua_State *L, const char *name) {
+  lua_getfield(L, LUA_REGISTRYINDEX, SOURCES_KEY);
+  if (!lua_istable(L, -1) || lua_getfield(L, -1, name) != LUA_TTABLE) {
+    lua_pop(L, lua_istable(L, -1) ? 2 : 1);
+    lua_pushfstring(L, "module '%s' not found in the lua directory", name);
+    return LUA_ERRFILE;
+  }
+  lua_rawgeti(L, -1, 1); /* path */
+  lua_rawgeti(L, -2, 2); /* text */
+  size_t len;
+  const char *text = lua_tolstring(L, -1, &len);
+  const char *chunk = lua_pushfstring(L, "@%s", lua_tostring(L, -2));
+  int rc = luaL_loadbufferx(L, text, len, chunk, "t");
+  /* stack: sources, entry, path, text, chunkname, function|error */
+  lua_replace(L, -6);
+  lua_pop(L, 4);
+  return rc;
+}
+
 /* load: text chunks only. The original load is upvalue 1. */
 static int sb_load(lua_State *L) {
   int n = lua_gettop(L);
@@ -891,7 +910,7 @@ static struct lrt_ev *yielding_event(lua_State *L, const char *what) {
   return e;
 }
 
-/* ncghl.call(service, method, path [, body [, content_type]]) -> {ok, status,
+/* ncghl.call(service, method, path [, body [, content_type | opts]]) -> {ok, status,
  * body, error, retryable, attempts}. Yields until the upstream (after its own
  * retries and token handling) has answered. */
 static int api_call(lua_State *L) {
@@ -908,13 +927,26 @@ static int api_call(lua_State *L) {
     return luaL_argerror(L, 3, "the path must start with '/'");
   size_t body_len = 0;
   const char *body = luaL_optlstring(L, 4, NULL, &body_len);
-  const char *ctype = luaL_optstring(L, 5, NULL);
+  /* The 5th argument is the content type, or a table of options:
+   * {content_type = "...", once = true} (once: a create, see up_call). */
+  const char *ctype = NULL;
+  bool once = false;
+  if (lua_istable(L, 5)) {
+    lua_getfield(L, 5, "content_type");
+    ctype = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 1); /* the string stays reachable from the table */
+    lua_getfield(L, 5, "once");
+    once = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  } else {
+    ctype = luaL_optstring(L, 5, NULL);
+  }
 
   size_t ml = strlen(method) + 1, pl = strlen(path) + 1, cl = ctype ? strlen(ctype) + 1 : 0;
   char *buf = malloc(ml + pl + cl + body_len + 1);
   if (!buf)
     return luaL_error(L, "%s", MSG_MEMORY);
-  struct up_call call = {.service = (enum up_service)service};
+  struct up_call call = {.service = (enum up_service)service, .once = once};
   char *p = buf;
   memcpy(p, method, ml);
   call.method = p;
@@ -1251,6 +1283,7 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
     const char *msg = NULL;
     if (lapi_is_fail(co, -1, &retryable, &msg)) {
       r.outcome = retryable ? LRT_RETRY : LRT_FAILED;
+      r.retry_in = retryable ? lapi_fail_retry_in(co, -1) : 0;
       error = xstrdup(msg);
       if (!rt->quiet)
         log_info("lua event=%s %s: %s", e->id, retryable ? "will retry" : "failed", msg);
@@ -1328,6 +1361,10 @@ static int setup_cb(lua_State *L) {
   lua_setfield(L, -2, "run");
   lua_pushlstring(L, ev->payload ? ev->payload : "", ev->payload ? ev->payload_len : 0);
   lua_setfield(L, -2, "raw");
+  if (ev->last_error) {
+    lua_pushstring(L, ev->last_error);
+    lua_setfield(L, -2, "last_error");
+  }
   lua_xmove(L, co, 2);
   return 0;
 }

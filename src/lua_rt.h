@@ -42,6 +42,7 @@ struct lrt_host {
                up_done_cb done, void *ud);
   void *start_ud;
   struct metric *conflicts; /* counter {kind, winner}; NULL: not counted */
+  struct metric *ignored;   /* counter {reason}; NULL: not counted */
 };
 
 struct lrt_event {
@@ -51,6 +52,8 @@ struct lrt_event {
   const char *payload; /* the raw JSON body */
   size_t payload_len;
   int run;             /* 1 for the first run of this event, 2 for the next, ... */
+  const char *last_error; /* how the run before this one ended, NULL if it did not
+                             end (a crash) or there was none */
 };
 
 enum lrt_outcome {
@@ -65,6 +68,8 @@ struct lrt_result {
   const char *message; /* human sentence for the answer and the log */
   const char *data;    /* JSON the route returned ("{}" if none) */
   const char *error;   /* for RETRY/FAILED: one line, "file:line: message" for script errors */
+  double retry_in;     /* for RETRY: seconds the script asked to wait (ncghl.fail's
+                          retry_in, e.g. an upstream's indexing delay); 0: the schedule */
 };
 
 /* Lives only during the callback. Called exactly once per lrt_run that
@@ -74,6 +79,11 @@ typedef void (*lrt_done_cb)(void *ud, const struct lrt_result *r);
 /* Builds the first state from cfg->lua_dir and cfg->mappings_dir. On a broken
  * script returns NULL with "file:line: message" in err. */
 struct lrt *lrt_new(const struct lrt_host *host, char *err, size_t errlen);
+/* Pushes the chunk of module `name` (read from lua_dir or mappings_dir at
+ * load) as a function, not yet run: for code of ncghl's own that takes
+ * arguments (the offline runner's harness). LUA_OK, or an error code with
+ * the message pushed instead. */
+int lrt_load_module(struct lua_State *L, const char *name);
 /* Frees the current state; events still running must have finished. */
 void lrt_free(struct lrt *rt);
 int lrt_run(struct lrt *rt, const struct lrt_event *ev, lrt_done_cb done, void *ud);

@@ -240,7 +240,12 @@ static int cmd_serve(int argc, char **argv) {
                           metrics_counter(a.metrics, "conflicts_total",
                                           "Fields both sides changed since the last sync, by"
                                           " which side's value won (ncghl conflicts lists them).",
-                                          METRIC_LABELS("kind", "winner"))};
+                                          METRIC_LABELS("kind", "winner")),
+                          metrics_counter(a.metrics, "ignored_events_total",
+                                          "Events left alone on purpose, by reason"
+                                          " (other_location: a GHL webhook for another"
+                                          " sub-account).",
+                                          METRIC_LABELS("reason"))};
   a.rt = lrt_new(&host, err, sizeof err);
   if (!a.rt) {
     log_error("mappings: %s", err);

@@ -100,6 +100,7 @@ static const char *const migrations[] = {
     "  f.updated_at"
     " FROM links l JOIN fingerprints f ON f.side = 'ghl' AND f.record_id = l.ghl_id"
     " WHERE json_valid(f.json);"
+    "DROP TABLE fingerprints;"
     "CREATE TABLE conflicts ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " kind TEXT NOT NULL,"
@@ -169,9 +170,6 @@ enum stmt_id {
   ST_LINK_GHL,
   ST_LINK_NC,
   ST_LINK_DEL,
-  ST_FP_PUT,
-  ST_FP_GET,
-  ST_FP_DEL,
   ST_SNAP_PUT,
   ST_SNAP_GET,
   ST_SNAP_DEL,
@@ -238,11 +236,6 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_LINK_GHL] = "SELECT ghl_id FROM links WHERE kind = ?1 AND nowcerts_id = ?2",
     [ST_LINK_NC] = "SELECT nowcerts_id FROM links WHERE kind = ?1 AND ghl_id = ?2",
     [ST_LINK_DEL] = "DELETE FROM links WHERE kind = ?1 AND nowcerts_id = ?2",
-    [ST_FP_PUT] = "INSERT INTO fingerprints (side, record_id, json, updated_at)"
-                  " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (side, record_id)"
-                  " DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
-    [ST_FP_GET] = "SELECT json FROM fingerprints WHERE side = ?1 AND record_id = ?2",
-    [ST_FP_DEL] = "DELETE FROM fingerprints WHERE side = ?1 AND record_id = ?2",
     [ST_SNAP_PUT] = "INSERT INTO snapshots (kind, nowcerts_id, ghl_id, json, updated_at)"
                     " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (kind, nowcerts_id)"
                     " DO UPDATE SET ghl_id = excluded.ghl_id, json = excluded.json,"
@@ -1337,31 +1330,6 @@ void store_change_json(struct buf *b, const struct store_change *c) {
   json_member(b, "action", c->action, true);
   json_member(b, "event_id", c->event_id, true);
   buf_printf(b, ",\"at\":%.3f}", c->at);
-}
-
-/* json NULL forgets the fingerprint. */
-int store_fp_put(struct store *s, const char *side, const char *record_id, const char *json,
-                 double now) {
-  if (!side || !record_id)
-    return fail_arg("fp_put", "side and record id are required");
-  if (!json) {
-    sqlite3_stmt *st = s->st[ST_FP_DEL];
-    int brc = bind_str(st, 1, side);
-    brc |= bind_str(st, 2, record_id);
-    return run(s, ST_FP_DEL, brc, "fp_put");
-  }
-  sqlite3_stmt *st = s->st[ST_FP_PUT];
-  int brc = bind_str(st, 1, side);
-  brc |= bind_str(st, 2, record_id);
-  brc |= bind_str(st, 3, json);
-  brc |= sqlite3_bind_double(st, 4, now);
-  return run(s, ST_FP_PUT, brc, "fp_put");
-}
-
-char *store_fp_get(struct store *s, const char *side, const char *record_id) {
-  if (!side || !record_id)
-    return NULL;
-  return lookup(s, ST_FP_GET, side, record_id, "fp_get");
 }
 
 /* value NULL deletes the key. */

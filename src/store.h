@@ -176,12 +176,6 @@ int store_change_list(struct store *s, const struct store_sync_filter *f,
 void store_conflict_json(struct buf *b, const struct store_conflict *c);
 void store_change_json(struct buf *b, const struct store_change *c);
 
-/* Echo suppression: the fields ncghl last wrote to a record, as JSON. side is
- * "ghl" or "nowcerts". */
-int store_fp_put(struct store *s, const char *side, const char *record_id, const char *json,
-                 double now);
-char *store_fp_get(struct store *s, const char *side, const char *record_id); /* malloc'd or NULL */
-
 int store_kv_put(struct store *s, const char *key, const char *value);
 char *store_kv_get(struct store *s, const char *key); /* malloc'd or NULL */
 

@@ -55,6 +55,7 @@ struct ucall {
   bool auth_retried; /* the one 401 retry is spent */
   bool starting;     /* inside up_start: the result must wait for the loop */
   bool finished;     /* the result is final; the timer delivers it */
+  bool once;         /* up_call.once: no re-send after an attempt that may have landed */
 
   bool ok, retryable;
   int status;
@@ -510,6 +511,10 @@ static void on_http(void *ud, const struct httpc_response *resp) {
     attempt(c);
     return;
   }
+  if (c->once && resp->status == 0) {
+    finish(c); /* no answer: it may have landed; the caller searches first */
+    return;
+  }
   after_failure(c, resp->retry_after);
 }
 
@@ -618,6 +623,7 @@ int up_start(struct upstream *u, const struct up_call *call, up_attempt_cb on_at
   c->u = u;
   c->svc = call->service;
   c->on_attempt = on_attempt;
+  c->once = call->once;
   c->done = done;
   c->ud = ud;
   buf_init(&c->resp, 0);

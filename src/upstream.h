@@ -26,6 +26,12 @@ struct up_call {
   const char *body;         /* NULL for none */
   size_t body_len;
   const char *content_type; /* NULL: application/json when there is a body */
+  /* A create: when an attempt gets no answer (a time-out, a reset) it may
+   * still have made the record, so the retry policy does not send it again;
+   * the call ends retryable and the caller searches before it creates again
+   * (SPEC 10, "creates survive crashes"). An answer (5xx, 429) is retried as
+   * usual. */
+  bool once;
 };
 
 struct up_attempt {

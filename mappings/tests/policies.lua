@@ -220,7 +220,7 @@ return {
     source = "nowcerts",
     links = { { kind = "policy_number", nowcerts = "q-6", ghl = "o-q6" } },
     -- What ncghl last wrote to o-q6: the quote stage.
-    fingerprints = { { side = "ghl", id = "o-q6", fields = {
+    snapshots = { { kind = "policy_number", nowcerts = "q-6", ghl = "o-q6", fields = {
       name = "Auto Policy - Q-6", pipelineId = "pl-personal", pipelineStageId = "st-personal-quoted",
       status = "open" } } },
     body = { event_type = "POLICY_INSERT", data = {
@@ -243,7 +243,7 @@ return {
   { name = "a late update of a quote whose number is already bound is skipped",
     source = "nowcerts",
     links = { { kind = "policy_number", nowcerts = "q-6", ghl = "o-q6" } },
-    fingerprints = { { side = "ghl", id = "o-q6", fields = {
+    snapshots = { { kind = "policy_number", nowcerts = "q-6", ghl = "o-q6", fields = {
       name = "Auto Policy - Q-6", pipelineId = "pl-personal", pipelineStageId = "st-personal-bound",
       status = "open" } } },
     body = { event_type = "QUOTE_UPDATE", data = {
@@ -259,7 +259,7 @@ return {
     source = "nowcerts",
     links = { { kind = "policy_number", nowcerts = "r-1", ghl = "o-r1" },
       { kind = "contact", nowcerts = INSURED_ID, ghl = "c-9" } },
-    fingerprints = { { side = "ghl", id = "o-r1", fields = {
+    snapshots = { { kind = "policy_number", nowcerts = "r-1", ghl = "o-r1", fields = {
       name = "Auto Policy - R-1", pipelineId = "pl-personal", pipelineStageId = "st-personal-bound",
       status = "open" } } },
     body = { event_type = "POLICY_INSERT", data = {
@@ -281,7 +281,7 @@ return {
   { name = "an update leaves stage and status as GHL has them when they are what ncghl last wrote",
     source = "nowcerts",
     links = { { kind = "policy", nowcerts = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ghl = "o-77" } },
-    fingerprints = { { side = "ghl", id = "o-77", fields = {
+    snapshots = { { kind = "policy", nowcerts = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ghl = "o-77", fields = {
       name = "Homeowners Policy - H-77", monetaryValue = "980.5", pipelineId = "pl-personal",
       pipelineStageId = "st-personal-bound", status = "open" } } },
     body = { event_type = "POLICY_UPDATE", data = {
@@ -302,7 +302,8 @@ return {
 
   { name = "GHL's webhook about an opportunity ncghl just wrote is skipped as an echo",
     source = "ghl",
-    fingerprints = { { side = "ghl", id = "o-77", fields = {
+    links = { { kind = "policy", nowcerts = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ghl = "o-77" } },
+    snapshots = { { kind = "policy", nowcerts = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ghl = "o-77", fields = {
       name = "Homeowners Policy - H-77", monetaryValue = "1010", pipelineId = "pl-personal",
       pipelineStageId = "st-personal-bound", status = "open" } } },
     body = { type = "OpportunityUpdate", locationId = "loc-1", id = "o-77", name = "Homeowners Policy - H-77",
