@@ -235,6 +235,38 @@ def main():
         state["jane"] = a.json["insuredDatabaseId"]
     c.check("nowcerts: Insured/Insert overwrites a same-name record", t_overwrite)
 
+    def t_insert_replaces():
+        jane = state["jane"]
+        full = {"firstName": "Jane", "lastName": "Doe", "type": 0, "insuredType": 1, "active": True,
+                "eMail": "other@two.com"}
+
+        def row():
+            return next(x for x in json.loads(call(nc, "GET", "/_records/insureds").raw) if x["id"] == jane)
+        created = row()["createDate"]
+        r = nc_post("/api/Insured/Insert", dict(full, databaseId=jane, city="Tampa", eMail2="two@x.com",
+                                                dateOfBirth="1980-02-03T00:00:00Z"))
+        expect(r.json["status"] == 1 and r.json["insuredDatabaseId"] == jane, f"{r}")
+        got = row()
+        expect(got["city"] == "Tampa" and got["eMail2"] == "two@x.com", f"fields not written: {got}")
+        # By databaseId: what the body leaves out is blanked.
+        r = nc_post("/api/Insured/Insert", dict(full, databaseId=jane.upper()))
+        expect(r.json["status"] == 1 and "has been overridden" in r.json["message"], f"{r}")
+        got = row()
+        expect(got["city"] is None and got["eMail2"] is None and got["dateOfBirth"] is None,
+               f"fields left out of the Insert were kept: {got}")
+        expect(got["id"] == jane and got["createDate"] == created and got["eMail"] == "other@two.com"
+               and got["insuredType"] == "Personal" and got["lastChangeUserId"] == state["user_id"], f"{got}")
+        # By the name-match quirk, the same: type/insuredType/active left out
+        # fall back to their defaults.
+        nc_post("/api/Insured/Insert", dict(full, databaseId=jane, city="Tampa"))
+        r = nc_post("/api/Insured/Insert", {"firstName": "jane", "lastName": "DOE", "eMail": "other@two.com"})
+        got = row()
+        expect(r.json["insuredDatabaseId"] == jane and got["city"] is None and got["active"] is False
+               and got["insuredType"] == "Commercial" and got["firstName"] == "jane", f"name match: {got}")
+        nc_post("/api/Insured/Insert", dict(full, databaseId=jane))
+    c.check("nowcerts: a matched Insured/Insert replaces the record (left-out fields blanked)",
+            t_insert_replaces)
+
     def t_status0():
         r = nc_post("/api/Insured/Insert", {"eMail": "x@y.com", "type": 1})
         expect(r.status == 200 and r.json == {"status": 0, "message":

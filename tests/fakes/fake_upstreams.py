@@ -1344,6 +1344,19 @@ class NowCertsFake(Fake):
         self.records["insureds"][rec["id"]] = rec
         return rec
 
+    @staticmethod
+    def replace_insured(rec, fields):
+        """Insured/Insert on an existing record: the body becomes the record.
+        Writable fields it leaves out become null; the non-nullable enums and
+        bool fall back to Json.NET's defaults, as on a create. id, createDate
+        and the change stamps are the server's and are kept (the caller sets
+        the stamps)."""
+        for name in INSURED_WRITE.values():
+            if name != "databaseId":
+                rec[name] = None
+        rec.update({"type": "Insured", "insuredType": "Commercial", "active": False})
+        rec.update(fields)
+
     def insert_answer(self, rec, message):
         return Reply(200, {"insuredDatabaseId": rec["id"],
                            "referralSourceCompanyName": rec.get("referralSourceCompanyName"),
@@ -1363,10 +1376,12 @@ class NowCertsFake(Fake):
                 rec = self.new_insured(fields, user)
                 self.emit_insured(rec, None)
                 return self.insert_answer(rec, f"Insured '{insured_display_name(rec)}' has been imported")
-            # The documented quirk: whatever matched is overwritten with the
-            # fields given, even when it is a different person of the same name.
+            # The documented quirk: whatever matched is overwritten, even when
+            # it is a different person of the same name. A matched Insert
+            # replaces the record (SPEC 10): every writable field the body
+            # leaves out is blanked, not kept.
             before = rec.get("type")
-            rec.update(fields)
+            self.replace_insured(rec, fields)
             rec["changeDate"] = self.now()
             rec["lastChangeUserId"] = user["userId"]
             rec["lastChangeUserName"] = user["userDisplayName"]
