@@ -443,8 +443,92 @@ def main():
     c.check("nowcerts: Zapier/Subscribe and Unsubscribe, REST-hook deliveries on writes and seeds",
             t_zapier_hooks)
 
+    def t_nc_agent_edits():
+        call(nc, "POST", "/_reset")
+        state.update(access=login().json["access_token"])
+        hook = HookTarget()
+        try:
+            nc_post("/api/Zapier/Subscribe", {"target_url": hook.url + "/u", "event": "UpdateInsured"})
+            nc_post("/api/Zapier/Subscribe", {"target_url": hook.url + "/c", "event": "ConvertProspectToInsured"})
+            iid = "0a0a0a0a-0000-4000-8000-000000000001"
+            call(nc, "POST", "/_records/insureds", body={
+                "id": iid, "firstName": "Ann", "lastName": "Lee", "city": "Tampa", "eMail": "ann@x.com", "type": 0,
+                "active": True, "createDate": "2024-01-01T00:00:00Z", "changeDate": "2024-01-01T00:00:00Z",
+                "lastChangeUserId": state["user_id"]})
+            r = call(nc, "PATCH", f"/_records/insureds/{iid.upper()}", body={"city": "Miami", "eMail": None,
+                                                                             "active": False})
+            expect(r.status == 200, f"edit: {r}")
+            got = r.json
+            expect(got["city"] == "Miami" and got["eMail"] is None and got["active"] is False
+                   and got["type"] == "Insured" and got["firstName"] == "Ann", f"edited record: {got}")
+            expect(got["changeDate"] > "2024-01-01T00:00:00Z" and got["createDate"] == "2024-01-01T00:00:00Z",
+                   f"changeDate not bumped: {got}")
+            expect(re.fullmatch(r"[0-9a-f-]{36}", got["lastChangeUserId"])
+                   and got["lastChangeUserId"] != state["user_id"] and got["lastChangeUserName"], f"{got}")
+            row = nc_get("/api/InsuredDetailList", {"$filter": f"id eq {iid}"}).json["value"][0]
+            expect(row["city"] == "Miami" and row["changeDate"] == got["changeDate"], f"list: {row}")
+            # The hooks fire as for an API write: UpdateInsured above; made a
+            # prospect (UpdateProspect, not subscribed), then converted back.
+            expect(call(nc, "PATCH", f"/_records/insureds/{iid}", body={"type": 1}).json["type"] == "Prospect",
+                   "type by number")
+            other = "11111111-2222-4333-8444-555555555555"
+            r = call(nc, "PATCH", f"/_records/insureds/{iid}", body={"type": "Insured", "_user": other})
+            expect(r.status == 200 and r.json["lastChangeUserId"] == other, f"_user: {r}")
+            got = hook.wait(2)
+            expect(len(got) == 2 and got[0][0] == "/u" and got[1][0] == "/c"
+                   and json.loads(got[0][2])["email"] is None
+                   and json.loads(got[1][2])["last_change_user_id"] == other
+                   and json.loads(got[1][2])["city"] == "Miami", f"deliveries: {got}")
+            for bad in ({"changeDate": "2030-01-01T00:00:00Z"}, {"nope": 1}, {"type": 42}, {"active": "x"},
+                        {"_user": "not-a-guid"}):
+                r = call(nc, "PATCH", f"/_records/insureds/{iid}", body=bad)
+                expect(r.status == 400 and "error" in r.json, f"{bad} accepted: {r}")
+            r = call(nc, "PATCH", "/_records/insureds/99999999-0000-4000-8000-000000000000", body={"city": "X"})
+            expect(r.status == 404, f"unknown id: {r}")
+            # An agent deletes the insured: it leaves the list, its policies go.
+            nc_post("/api/Policy/Insert", {"insuredDatabaseId": iid, "number": "D-1", "premium": 1})
+            pid = nc_get("/api/PolicyDetailList", {}).json["value"][0]["id"]
+            r = call(nc, "DELETE", f"/_records/insureds/{iid}")
+            expect(r.status == 200 and r.json == {"insuredDatabaseId": iid, "deleted": True,
+                                                  "policies": [{"policyDatabaseId": pid}],
+                                                  "insuredContacts": []}, f"delete: {r}")
+            expect(nc_get("/api/InsuredDetailList", {}).json["value"] == [], "deleted insured still listed")
+            expect(nc_get("/api/PolicyDetailList", {}).json["value"] == [], "its policy still listed")
+            expect(call(nc, "DELETE", f"/_records/insureds/{iid}").status == 404, "second delete")
+            expect(call(nc, "PATCH", "/_records/policies/x", body={}).status == 404, "policy edits")
+        finally:
+            hook.close()
+    c.check("nowcerts: agent edits and deletes through PATCH/DELETE /_records/insureds/<id>", t_nc_agent_edits)
+
     # ---- GHL ------------------------------------------------------------------
     call(ghl, "POST", "/_reset")
+
+    def t_ghl_agent_edits():
+        seeded = call(ghl, "POST", "/_records/contacts", body={
+            "locationId": LOCATION, "firstName": "Bo", "lastName": "Day", "email": "Bo@X.com",
+            "tags": ["t1"], "dateAdded": "2024-01-01T00:00:00.000Z", "dateUpdated": "2024-01-01T00:00:00.000Z"}).json
+        cid = seeded["id"]
+        r = call(ghl, "PATCH", f"/_records/contacts/{cid}", body={
+            "firstName": "BOB", "phone": "(555) 222-3333", "email": None, "tags": ["t2"],
+            "customFields": [{"id": "cf1", "value": "x"}]})
+        expect(r.status == 200, f"edit: {r}")
+        got = r.json
+        expect(got["firstName"] == "BOB" and got["firstNameLowerCase"] == "bob"
+               and got["fullNameLowerCase"] == "bob day" and got["phone"] == "+15552223333"
+               and got["email"] is None and got["emailLowerCase"] is None and got["tags"] == ["t2"]
+               and got["customFields"] == [{"id": "cf1", "value": "x"}], f"edited: {got}")
+        expect(got["dateUpdated"] > "2024-01-01T00:00:00.000Z" and got["dateAdded"] == "2024-01-01T00:00:00.000Z",
+               f"dateUpdated not bumped: {got}")
+        expect(ghl_call("GET", f"/contacts/{cid}").json["contact"]["phone"] == "+15552223333", "not stored")
+        for bad in ({"locationId": "x"}, {"bogus": 1}, {"dnd": "yes"}, {"tags": "a"}):
+            r = call(ghl, "PATCH", f"/_records/contacts/{cid}", body=bad)
+            expect(r.status == 400, f"{bad} accepted: {r}")
+        expect(call(ghl, "PATCH", "/_records/contacts/nope", body={"city": "x"}).status == 404, "unknown id")
+        r = call(ghl, "DELETE", f"/_records/contacts/{cid}")
+        expect(r.status == 200 and r.json["id"] == cid, f"delete: {r}")
+        expect(ghl_call("GET", f"/contacts/{cid}").status == 400, "deleted contact still there")
+        expect(call(ghl, "DELETE", f"/_records/contacts/{cid}").status == 404, "second delete")
+    c.check("ghl: agent edits and deletes through PATCH/DELETE /_records/contacts/<id>", t_ghl_agent_edits)
 
     def t_ghl_headers():
         r = ghl_call("GET", "/contacts/abc", headers={"Version": "2021-07-28"})

@@ -326,6 +326,9 @@ class Fake:
     def control(self, req):
         path = req.path.rstrip("/") or "/"
         method = req.method
+        edit = re.fullmatch(r"/_records/([^/]+)/([^/]+)", path)
+        if edit:
+            return self.c_record_edit(method, edit.group(1), edit.group(2), req)
         try:
             body = json_object(req) if method == "POST" else {}
         except BadJson as e:
@@ -376,6 +379,27 @@ class Fake:
                 return Reply(405, {"error": f"{method} not allowed on {path}"})
             return Reply(404, {"error": f"no control route {method} {path}"})
         return fn(body)
+
+    def c_record_edit(self, method, collection, rid, req):
+        """PATCH/DELETE /_records/<collection>/<id>: a person editing or
+        deleting a record in the product's own UI. Each fake says which
+        collections take it."""
+        editable = self.editable_collections()
+        if collection not in editable:
+            return Reply(404, {"error": f"{collection!r} records cannot be edited one by one",
+                               "editable": list(editable)})
+        if method not in ("PATCH", "DELETE"):
+            return Reply(405, {"error": "use PATCH (set fields) or DELETE"})
+        if method == "DELETE":
+            return self.agent_delete(collection, rid)
+        try:
+            body = json_object(req)
+        except BadJson as e:
+            return Reply(400, {"error": e.message})
+        return self.agent_edit(collection, rid, body)
+
+    def editable_collections(self):
+        return ()
 
     def c_requests(self, body):
         with self.lock:
@@ -1010,9 +1034,42 @@ def insured_display_name(rec):
     return rec.get("commercialName") or ""
 
 
+# The user an agent's edit in NowCerts' own UI is stamped with: never the API
+# user, so a client's "was this my own write?" check sees someone else.
+NC_AGENT_USER_ID = stable_guid("user:agency-agent")
+NC_AGENT_USER_NAME = "Agency Agent (fake NowCerts UI)"
+
+
+def insured_edit_fields(body):
+    """A control-API edit body (read-side names, null clears) as stored
+    values; raises InvalidBody naming the first bad field."""
+    fields = {}
+    for name, value in body.items():
+        if name == "_user":
+            continue
+        if name not in INSURED_FIELDS or name in INSURED_SERVER_FIELDS:
+            raise InvalidBody(f"{name}: not an editable InsuredDetailList field")
+        ftype = INSURED_FIELDS[name]
+        if name in INSURED_ENUMS:
+            if value is None:
+                raise InvalidBody(f"{name}: cannot be null")
+            fields[name] = enum_name(value, INSURED_ENUMS[name], name)
+        elif ftype == "bool":
+            if value is None:
+                raise InvalidBody(f"{name}: cannot be null")
+            fields[name] = as_bool(value, name)
+        elif ftype == "datetime":
+            if value is not None and parse_datetime(value) is None:
+                raise InvalidBody(f"{name}: {value!r} is not an ISO-8601 date")
+            fields[name] = value
+        else:
+            fields[name] = as_text(value, name)
+    return fields
+
+
 class NowCertsFake(Fake):
     label = "fake-nowcerts"
-    collections = ("insureds", "policies", "subscriptions")
+    collections = ("insureds", "policies", "subscriptions", "deletedInsureds")
     config_keys = {"latency_ms", "token_ttl", "date_precision"}
     route_flags = re.IGNORECASE
 
@@ -1402,6 +1459,48 @@ class NowCertsFake(Fake):
             self.emit_insured(rec, None)
             return self.insert_answer(rec, f"Insured '{insured_display_name(rec)}' has been imported")
 
+    # ---- an agent in NowCerts' UI (control API) ----------------------------------
+    def editable_collections(self):
+        return ("insureds",)
+
+    def agent_edit(self, collection, rid, body):
+        user_id = body.get("_user", NC_AGENT_USER_ID)
+        try:
+            user_id = as_guid(user_id, "_user")
+            fields = insured_edit_fields(body)
+        except InvalidBody as e:
+            return Reply(400, {"error": str(e)})
+        if user_id is None:
+            return Reply(400, {"error": "_user: a user guid is required"})
+        with self.lock:
+            rec = self.records["insureds"].get(rid.lower())
+            if rec is None:
+                return Reply(404, {"error": f"no insured {rid}"})
+            before = rec.get("type")
+            rec.update(fields)
+            rec["changeDate"] = self.now()
+            rec["lastChangeUserId"] = user_id
+            rec["lastChangeUserName"] = (NC_AGENT_USER_NAME if user_id == NC_AGENT_USER_ID
+                                         else f"User {user_id[:8]} (fake NowCerts UI)")
+            self.emit_insured(rec, before)
+            return Reply(200, copy.deepcopy(rec))
+
+    def agent_delete(self, collection, rid):
+        """Deleting an insured in the UI takes its policies with it; the
+        insured then appears in DeletedInsuredList with their ids."""
+        with self.lock:
+            rec = self.records["insureds"].pop(rid.lower(), None)
+            if rec is None:
+                return Reply(404, {"error": f"no insured {rid}"})
+            policies = [pid for pid, p in self.records["policies"].items()
+                        if p.get("insuredDatabaseId") == rec["id"]]
+            for pid in policies:
+                del self.records["policies"][pid]
+            row = {"insuredDatabaseId": rec["id"], "deleted": True,
+                   "policies": [{"policyDatabaseId": pid} for pid in policies], "insuredContacts": []}
+            self.records["deletedInsureds"][rec["id"]] = row
+            return Reply(200, copy.deepcopy(row))
+
     # ---- policies and quotes --------------------------------------------------
     def h_policy_insert(self, req, user):
         return self.policy_insert(req, user, is_quote=False)
@@ -1529,6 +1628,15 @@ class NowCertsFake(Fake):
             self.records["insureds"][rec["id"]] = rec
             self.emit_insured(rec, None if old is None else old.get("type"))
             return rec
+        if collection == "deletedInsureds":
+            db_id = as_guid(record.get("insuredDatabaseId"), "insuredDatabaseId") if isinstance(
+                record.get("insuredDatabaseId"), str) else None
+            if db_id is None:
+                raise ValueError("a deleted insured needs insuredDatabaseId (a guid)")
+            row = {"insuredDatabaseId": db_id, "deleted": True, "policies": [], "insuredContacts": []}
+            row.update({k: v for k, v in record.items() if k in ("deleted", "policies", "insuredContacts")})
+            self.records["deletedInsureds"][db_id] = row
+            return row
         if collection == "subscriptions":
             event = record.get("event")
             if event not in ZAPIER_EVENT_NAMES or not isinstance(record.get("target_url"), str):
@@ -1849,6 +1957,48 @@ class GhlFake(Fake):
             contact["tags"] = [t for t in contact["tags"] if t not in tags]
             contact["dateUpdated"] = iso_now_ms()
             return Reply(200, {"tags": list(contact["tags"])})
+
+    # ---- an agent in GHL's UI (control API) ----------------------------------------
+    def editable_collections(self):
+        return ("contacts",)
+
+    def agent_edit(self, collection, rid, body):
+        # Any contact field a person can type into GHL's UI; moving a contact
+        # to another location is not an edit.
+        allowed = (CONTACT_STRINGS - {"locationId"}) | {"dnd", "dndSettings", "inboundDndSettings",
+                                                          "tags", "customFields", "type"}
+        errors = validate_contact_body(body, allowed, require_location=False)
+        if "type" in body and body["type"] not in ("lead", "customer", None):
+            errors.append("type must be lead or customer")
+        if errors:
+            return Reply(400, {"error": errors})
+        update = dict(body)
+        for key, empty in (("tags", []), ("customFields", None), ("dnd", False), ("type", "lead")):
+            if key in update and update[key] is None:
+                update[key] = empty
+        with self.lock:
+            contact = self.records["contacts"].get(rid)
+            if contact is None:
+                return Reply(404, {"error": f"no contact {rid}"})
+            before = copy.deepcopy(contact)
+            if "customFields" in update and update["customFields"] is None:
+                del update["customFields"]
+                contact["customFields"] = []
+            self.write_contact(contact, update)
+            self.contact_changed(before, contact)
+            return Reply(200, copy.deepcopy(contact))
+
+    def agent_delete(self, collection, rid):
+        with self.lock:
+            contact = self.records["contacts"].pop(rid, None)
+            if contact is None:
+                return Reply(404, {"error": f"no contact {rid}"})
+            self.contact_changed(contact, None)
+            return Reply(200, copy.deepcopy(contact))
+
+    def contact_changed(self, before, after):
+        """Called with the lock held after every contact write (before None:
+        created; after None: deleted)."""
 
     def contacts_in(self, location_id):
         return [c for c in self.records["contacts"].values() if c.get("locationId") == location_id]

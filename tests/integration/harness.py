@@ -347,6 +347,15 @@ class Fakes:
     def stats(self, side):
         return self._ctl(side, "GET", "/_stats")
 
+    def agent_edit(self, side, coll, rid, fields):
+        """A person editing one record in the product's UI (PATCH
+        /_records/<coll>/<id>); answers the record after the change."""
+        return self._ctl(side, "PATCH", "/_records/%s/%s" % (coll, rid), fields)
+
+    def agent_delete(self, side, coll, rid):
+        """A person deleting one record in the product's UI."""
+        return self._ctl(side, "DELETE", "/_records/%s/%s" % (coll, rid))
+
     # Views over /_requests -------------------------------------------------
 
     def calls(self, side, method=None, path_re=None):
