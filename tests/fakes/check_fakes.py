@@ -644,6 +644,106 @@ def main():
         expect(len(ids) == 230 and len(set(ids)) == 230, f"opportunities: {len(ids)} rows")
     c.check("ghl: contacts search and opportunities search page through hundreds", t_ghl_paging)
 
+    def t_ghl_webhooks():
+        call(ghl, "POST", "/_reset")
+        hook = HookTarget()
+        try:
+            ghl_call("POST", "/contacts/", {"locationId": LOCATION, "firstName": "Quiet"})
+            time.sleep(0.2)
+            expect(call(ghl, "GET", "/_webhooks").json == [] and hook.received == [], "sent without webhook_url")
+            url = hook.url + "/api/v1/webhooks/ghl"
+            expect(call(ghl, "POST", "/_config", body={"webhook_url": url}).status == 200, "config")
+            r = ghl_call("POST", "/contacts/", {"locationId": LOCATION, "firstName": "Web", "lastName": "Hook",
+                                                "email": "wh@x.com", "phone": "555 111 2222"})
+            cid = r.json["contact"]["id"]
+            got = hook.wait(1)
+            expect(len(got) == 1 and got[0][0] == "/api/v1/webhooks/ghl" and got[0][1] == "application/json",
+                   f"create: {got}")
+            b = json.loads(got[0][2])
+            expect(b["type"] == "ContactCreate" and b["locationId"] == LOCATION and b["id"] == cid
+                   and b["email"] == "wh@x.com" and b["phone"] == "+15551112222" and b["firstName"] == "Web"
+                   and b["dateUpdated"] == r.json["contact"]["dateUpdated"], f"body: {b}")
+            expect(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", b["timestamp"])
+                   and re.fullmatch(r"[0-9a-f-]{36}", b["webhookId"]), f"envelope: {b}")
+            expect("city" not in b and "tags" not in b and "customFields" not in b and "dndSettings" not in b,
+                   f"empty fields sent: {b}")
+            r = ghl_call("PUT", f"/contacts/{cid}", {"city": "Tampa"})
+            call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"email": None})
+            ghl_call("POST", f"/contacts/{cid}/tags", {"tags": ["vip"]})
+            call(ghl, "PATCH", f"/_records/contacts/{cid}", body={
+                "dnd": True, "dndSettings": {"SMS": {"status": "active"}}})
+            ghl_call("PUT", f"/contacts/{cid}", {"city": "Tampa"})     # no change: no webhook
+            ghl_call("DELETE", f"/contacts/{cid}")
+            got = [json.loads(x[2]) for x in hook.wait(6)]
+            expect([x["type"] for x in got] == ["ContactCreate", "ContactUpdate", "ContactUpdate",
+                                                "ContactTagUpdate", "ContactDndUpdate", "ContactDelete"],
+                   f"events: {[x['type'] for x in got]}")
+            expect(got[1]["city"] == "Tampa" and got[1]["dateUpdated"] == r.json["contact"]["dateUpdated"],
+                   f"update: {got[1]}")
+            expect("email" not in got[2] and got[2]["city"] == "Tampa", f"a cleared field is absent: {got[2]}")
+            expect(got[3]["tags"] == ["vip"] and got[4]["dnd"] is True
+                   and got[4]["dndSettings"] == {"SMS": {"status": "active"}}
+                   and "dndSettings" not in got[3], f"tag/dnd: {got[3:5]}")
+            expect(len({x["webhookId"] for x in got}) == 6, "webhookIds repeat")
+            for _ in range(100):
+                log = call(ghl, "GET", "/_webhooks").json
+                if len(log) >= 6:
+                    break
+                time.sleep(0.05)
+            expect([(x["type"], x["status"]) for x in log][-1] == ("ContactDelete", 200)
+                   and log[0]["body"] == got[0] and isinstance(log[0]["at"], float), f"/_webhooks: {log}")
+            # Hold, then flush last-in first-out.
+            hook.received.clear()
+            cid = call(ghl, "POST", "/_records/contacts", body={"locationId": LOCATION, "firstName": "H"}).json["id"]
+            expect(call(ghl, "POST", "/_webhooks/hold").status == 200, "hold")
+            for city in ("A", "B", "C"):
+                call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"city": city})
+            time.sleep(0.3)
+            expect(hook.received == [], f"sent while held: {hook.received}")
+            r = call(ghl, "POST", "/_webhooks/flush", body={"order": "lifo"})
+            expect(r.status == 200 and r.json["flushed"] == 3, f"flush: {r}")
+            expect([json.loads(x[2])["city"] for x in hook.wait(3)] == ["C", "B", "A"], f"{hook.received}")
+            expect(call(ghl, "POST", "/_webhooks/flush", body={"order": "random"}).status == 400, "bad order")
+            # Duplicates: the same delivery (same webhookId) twice.
+            hook.received.clear()
+            call(ghl, "POST", "/_config", body={"webhook_duplicate": 1})
+            call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"city": "D"})
+            got = [json.loads(x[2]) for x in hook.wait(2)]
+            expect(len(got) == 2 and got[0] == got[1] and got[0]["city"] == "D", f"duplicate: {got}")
+            # Shuffle: buffered until a flush, then all of them in some order.
+            hook.received.clear()
+            call(ghl, "POST", "/_config", body={"webhook_duplicate": 0, "webhook_shuffle": True})
+            for city in "EFGHIJ":
+                call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"city": city})
+            time.sleep(0.3)
+            expect(hook.received == [], "shuffled deliveries sent before a flush")
+            expect(call(ghl, "POST", "/_webhooks/flush").json["order"] == "shuffle", "default order")
+            expect(sorted(json.loads(x[2])["city"] for x in hook.wait(6)) == list("EFGHIJ"), f"{hook.received}")
+            # Delay: each delivery waits at least webhook_delay_ms.
+            hook.received.clear()
+            call(ghl, "POST", "/_config", body={"webhook_shuffle": False, "webhook_delay_ms": 300})
+            before = time.time()
+            call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"city": "K"})
+            hook.wait(1)
+            last = call(ghl, "GET", "/_webhooks").json[-1]
+            expect(len(hook.received) == 1 and last["at"] - before >= 0.3, f"delay: {last['at'] - before}")
+            # A reset drops what is queued, keeps the URL.
+            call(ghl, "POST", "/_config", body={"webhook_delay_ms": 0})
+            call(ghl, "POST", "/_webhooks/hold")
+            call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"city": "L"})
+            call(ghl, "POST", "/_reset")
+            expect(call(ghl, "GET", "/_config").json["webhook_url"] == url, "reset dropped webhook_url")
+            expect(call(ghl, "POST", "/_webhooks/flush").json["flushed"] == 0, "queued delivery survived reset")
+            expect(call(ghl, "GET", "/_webhooks").json == [], "log survived reset")
+            for bad in ({"webhook_duplicate": 2}, {"webhook_url": "nope"}, {"webhook_shuffle": "yes"},
+                        {"webhook_delay_ms": -1}):
+                expect(call(ghl, "POST", "/_config", body=bad).status == 400, f"{bad} accepted")
+            call(ghl, "POST", "/_config", body={"webhook_url": None})
+        finally:
+            hook.close()
+    c.check("ghl: contact webhooks (create/update/tag/dnd/delete), hold/flush, duplicate, shuffle, delay",
+            t_ghl_webhooks)
+
     def t_ghl_rate_limit():
         call(ghl, "POST", "/_reset")
         statuses = [ghl_call("GET", "/contacts/none").status for _ in range(RATE_LIMIT)]

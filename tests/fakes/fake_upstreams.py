@@ -24,6 +24,7 @@ import copy
 import http.client
 import queue
 import hashlib
+import random
 import json
 import math
 import os
@@ -372,6 +373,9 @@ class Fake:
             ("GET", "/_stats"): self.c_stats,
             ("POST", "/_revoke"): getattr(self, "c_revoke", None),
             ("GET", "/_deliveries"): getattr(self, "c_deliveries", None),
+            ("GET", "/_webhooks"): getattr(self, "c_webhooks", None),
+            ("POST", "/_webhooks/hold"): getattr(self, "c_webhooks_hold", None),
+            ("POST", "/_webhooks/flush"): getattr(self, "c_webhooks_flush", None),
         }
         fn = routes.get((method, path))
         if fn is None:
@@ -1748,14 +1752,81 @@ def merge_custom_fields(existing, items):
     return list(merged.values())
 
 
+# Contact fields a GHL contact webhook carries at top level
+# (ref/ghl/docs/webhook-events/Contact*.md), plus the record's dateUpdated.
+WEBHOOK_CONTACT_FIELDS = ("address1", "city", "state", "companyName", "country", "source", "dateAdded",
+                          "dateUpdated", "dateOfBirth", "dnd", "email", "name", "firstName", "lastName",
+                          "phone", "postalCode", "tags", "website", "attachments", "assignedTo",
+                          "customFields")
+# What a change to each event's fields looks like; the rest is ContactUpdate.
+WEBHOOK_TAG_FIELDS = {"tags"}
+WEBHOOK_DND_FIELDS = {"dnd", "dndSettings", "inboundDndSettings"}
+WEBHOOK_IGNORED_FIELDS = {"dateUpdated", "firstNameLowerCase", "lastNameLowerCase", "fullNameLowerCase",
+                          "emailLowerCase"}
+WEBHOOK_ORDERS = ("fifo", "lifo", "shuffle")
+
+
+def empty(value):
+    return value is None or value == "" or value == [] or value == {}
+
+
+def contact_webhook(event, contact):
+    """GHL's flat webhook body for a contact event. Empty fields are left out,
+    so a cleared field is simply absent (the worse case for a client)."""
+    body = {"type": event, "locationId": contact.get("locationId"), "id": contact["id"]}
+    for key in WEBHOOK_CONTACT_FIELDS + (("dndSettings",) if event == "ContactDndUpdate" else ()):
+        if not empty(contact.get(key)):
+            body[key] = copy.deepcopy(contact[key])
+    body["timestamp"] = iso_now_ms()
+    body["webhookId"] = str(uuid.uuid4())
+    return body
+
+
+def contact_events(before, after):
+    """The webhook events one contact write fires, in the order sent."""
+    if before is None:
+        return ["ContactCreate"]
+    if after is None:
+        return ["ContactDelete"]
+    changed = {k for k in set(before) | set(after)
+               if k not in WEBHOOK_IGNORED_FIELDS and before.get(k) != after.get(k)}
+    events = []
+    if changed - WEBHOOK_TAG_FIELDS - WEBHOOK_DND_FIELDS:
+        events.append("ContactUpdate")
+    if changed & WEBHOOK_TAG_FIELDS:
+        events.append("ContactTagUpdate")
+    if changed & WEBHOOK_DND_FIELDS:
+        events.append("ContactDndUpdate")
+    return events
+
+
 class GhlFake(Fake):
     label = "fake-ghl"
     collections = ("contacts", "opportunities", "pipelines")
-    config_keys = {"latency_ms", "rate_limit", "rate_window"}
+    config_keys = {"latency_ms", "rate_limit", "rate_window", "webhook_url", "webhook_delay_ms",
+                   "webhook_duplicate", "webhook_shuffle"}
 
     def __init__(self, config, request_log_max, quiet, token):
         self.token = token
+        config = dict(config)
+        for key, value in (("webhook_url", None), ("webhook_delay_ms", 0), ("webhook_duplicate", 0),
+                           ("webhook_shuffle", False)):
+            config.setdefault(key, value)
+        self.wh_cond = None
         super().__init__(config, request_log_max, quiet)
+        self.wh_cond = threading.Condition(self.lock)
+        threading.Thread(target=self.webhooks_forever, daemon=True).start()
+
+    def reset(self):
+        # A reset drops queued deliveries but keeps where they go: the ncghl
+        # under test is still listening there.
+        url = self.config.get("webhook_url") if hasattr(self, "config") else None
+        with self.lock:
+            super().reset()
+            if url is not None and self.startup_config.get("webhook_url") is None:
+                self.config["webhook_url"] = url
+            if self.wh_cond is not None:
+                self.wh_cond.notify_all()
 
     def routes(self):
         # More specific paths first: /contacts/search must not be taken as an id.
@@ -1779,6 +1850,12 @@ class GhlFake(Fake):
         ]
 
     def reset_upstream_state(self):
+        self.wh_generation = getattr(self, "wh_generation", 0) + 1
+        self.wh_queue = deque()     # (generation, due monotonic, url, body), sent in order
+        self.wh_buffer = []         # held or shuffled, waiting for a flush
+        self.wh_held = False
+        self.wh_next_shuffle = 0.0
+        self.wh_log = deque(maxlen=self.request_log_max)
         self.windows = {}   # rate-limit key -> deque of monotonic request times
         self.daily = Counter()
         for name in SEEDED_PIPELINES:
@@ -1795,6 +1872,121 @@ class GhlFake(Fake):
             raise ValueError("rate_limit must be a positive integer")
         if key == "rate_window" and (not is_number(value) or value <= 0):
             raise ValueError("rate_window must be a positive number of seconds")
+        if key == "webhook_url" and value is not None and not (
+                isinstance(value, str) and re.match(r"https?://[^/\s]+", value)):
+            raise ValueError("webhook_url must be an http(s) URL or null")
+        if key == "webhook_delay_ms" and (not is_number(value) or value < 0):
+            raise ValueError("webhook_delay_ms must be a non-negative number")
+        if key == "webhook_duplicate" and (not is_number(value) or not 0 <= value <= 1):
+            raise ValueError("webhook_duplicate must be a probability between 0 and 1")
+        if key == "webhook_shuffle" and not isinstance(value, bool):
+            raise ValueError("webhook_shuffle must be true or false")
+
+    # ---- webhooks to ncghl ----------------------------------------------------
+    def contact_changed(self, before, after):
+        """Queues the webhooks one contact write fires (before None: created;
+        after None: deleted). Called with the lock held, right after the
+        write, so the bodies carry the record as that write left it."""
+        url = self.config.get("webhook_url")
+        if url is None:
+            return
+        record = after if after is not None else before
+        for event in contact_events(before, after):
+            body = contact_webhook(event, record)
+            copies = 2 if random.random() < self.config.get("webhook_duplicate", 0) else 1
+            for _ in range(copies):
+                # A duplicate is a resend: the same body, webhookId included.
+                self.wh_enqueue(url, copy.deepcopy(body))
+
+    def wh_enqueue(self, url, body):
+        if self.wh_held or self.config.get("webhook_shuffle"):
+            if not self.wh_buffer:
+                self.wh_next_shuffle = time.monotonic() + self.config.get("webhook_delay_ms", 0) / 1000.0
+            self.wh_buffer.append((url, body))
+        else:
+            due = time.monotonic() + self.config.get("webhook_delay_ms", 0) / 1000.0
+            self.wh_queue.append((self.wh_generation, due, url, body))
+        self.wh_cond.notify_all()
+
+    def wh_release(self, order):
+        """Moves the buffer to the send queue in the given order; lock held."""
+        items = list(self.wh_buffer)
+        self.wh_buffer = []
+        if order == "lifo":
+            items.reverse()
+        elif order == "shuffle":
+            random.shuffle(items)
+        now = time.monotonic()
+        for url, body in items:
+            self.wh_queue.append((self.wh_generation, now, url, body))
+        self.wh_cond.notify_all()
+        return len(items)
+
+    def webhooks_forever(self):
+        while True:
+            with self.wh_cond:
+                while True:
+                    now = time.monotonic()
+                    delay = self.config.get("webhook_delay_ms", 0) / 1000.0
+                    if (self.wh_buffer and not self.wh_held and self.config.get("webhook_shuffle")
+                            and delay > 0 and now >= self.wh_next_shuffle):
+                        self.wh_release("shuffle")
+                        self.wh_next_shuffle = now + delay
+                    while self.wh_queue and self.wh_queue[0][0] != self.wh_generation:
+                        self.wh_queue.popleft()
+                    if self.wh_queue and self.wh_queue[0][1] <= now:
+                        generation, _, url, body = self.wh_queue.popleft()
+                        break
+                    waits = [0.5]
+                    if self.wh_queue:
+                        waits.append(self.wh_queue[0][1] - now)
+                    if self.wh_buffer and not self.wh_held and self.config.get("webhook_shuffle") and delay > 0:
+                        waits.append(self.wh_next_shuffle - now)
+                    self.wh_cond.wait(max(0.001, min(waits)))
+            self.wh_send(generation, url, body)
+
+    def wh_send(self, generation, url, body):
+        entry = {"type": body.get("type"), "webhookId": body.get("webhookId"), "url": url, "body": body,
+                 "at": time.time(), "status": None, "answer": None, "error": None}
+        try:
+            u = urlsplit(url)
+            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+            conn = cls(u.hostname, u.port, timeout=DELIVERY_TIMEOUT_S)
+            try:
+                path = (u.path or "/") + ("?" + u.query if u.query else "")
+                conn.request("POST", path, body=json.dumps(body, separators=(",", ":")).encode(),
+                             headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                entry["answer"] = resp.read().decode("utf-8", "replace")[:2000]
+                entry["status"] = resp.status
+            finally:
+                conn.close()
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            entry["status"] = 0
+            entry["error"] = f"{type(e).__name__}: {e}"
+        self.log(f"webhook {entry['type']} -> {url}: {entry['status']}")
+        with self.lock:
+            if generation == self.wh_generation:
+                self.wh_log.append(entry)
+
+    def c_webhooks(self, body):
+        with self.lock:
+            return Reply(200, copy.deepcopy(list(self.wh_log)))
+
+    def c_webhooks_hold(self, body):
+        with self.lock:
+            self.wh_held = True
+            return Reply(200, {"held": True, "buffered": len(self.wh_buffer)})
+
+    def c_webhooks_flush(self, body):
+        unknown = set(body) - {"order"}
+        default = "shuffle" if self.config.get("webhook_shuffle") else "fifo"
+        order = body.get("order", default)
+        if unknown or order not in WEBHOOK_ORDERS:
+            return Reply(400, {"error": "body: {\"order\": \"fifo\"|\"lifo\"|\"shuffle\"}"})
+        with self.lock:
+            self.wh_held = False
+            return Reply(200, {"flushed": self.wh_release(order), "order": order})
 
     def default_error_body(self, status):
         if status == 401:
@@ -1905,7 +2097,9 @@ class GhlFake(Fake):
         if errors:
             return unprocessable(errors)
         with self.lock:
-            return Reply(201, {"contact": copy.deepcopy(self.new_contact(body))})
+            contact = self.new_contact(body)
+            self.contact_changed(None, contact)
+            return Reply(201, {"contact": copy.deepcopy(contact)})
 
     def h_contact_update(self, req, cid):
         body = json_object(req)
@@ -1916,7 +2110,9 @@ class GhlFake(Fake):
             contact = self.records["contacts"].get(cid)
             if contact is None:
                 return bad_request("Contact not found")
+            before = copy.deepcopy(contact)
             self.write_contact(contact, body)
+            self.contact_changed(before, contact)
             return Reply(200, {"succeded": True, "contact": copy.deepcopy(contact)})
 
     def h_contact_get(self, req, cid):
@@ -1928,8 +2124,10 @@ class GhlFake(Fake):
 
     def h_contact_delete(self, req, cid):
         with self.lock:
-            if self.records["contacts"].pop(cid, None) is None:
+            contact = self.records["contacts"].pop(cid, None)
+            if contact is None:
                 return bad_request("Contact not found")
+            self.contact_changed(contact, None)
         return Reply(200, {"succeded": True})
 
     def h_contact_add_tags(self, req, cid):
@@ -1941,8 +2139,10 @@ class GhlFake(Fake):
             contact = self.records["contacts"].get(cid)
             if contact is None:
                 return bad_request("Contact not found")
+            before = copy.deepcopy(contact)
             contact["tags"] = list(dict.fromkeys(contact["tags"] + tags))
             contact["dateUpdated"] = iso_now_ms()
+            self.contact_changed(before, contact)
             return Reply(201, {"tags": list(contact["tags"])})
 
     def h_contact_remove_tags(self, req, cid):
@@ -1954,8 +2154,10 @@ class GhlFake(Fake):
             contact = self.records["contacts"].get(cid)
             if contact is None:
                 return bad_request("Contact not found")
+            before = copy.deepcopy(contact)
             contact["tags"] = [t for t in contact["tags"] if t not in tags]
             contact["dateUpdated"] = iso_now_ms()
+            self.contact_changed(before, contact)
             return Reply(200, {"tags": list(contact["tags"])})
 
     # ---- an agent in GHL's UI (control API) ----------------------------------------
@@ -1996,10 +2198,6 @@ class GhlFake(Fake):
             self.contact_changed(contact, None)
             return Reply(200, copy.deepcopy(contact))
 
-    def contact_changed(self, before, after):
-        """Called with the lock held after every contact write (before None:
-        created; after None: deleted)."""
-
     def contacts_in(self, location_id):
         return [c for c in self.records["contacts"].values() if c.get("locationId") == location_id]
 
@@ -2026,11 +2224,14 @@ class GhlFake(Fake):
             if found is None:
                 found = next((c for c in candidates if self.same_phone(c, body.get("phone"))), None)
             if found is None:
-                return Reply(200, {"new": True, "contact": copy.deepcopy(self.new_contact(body)),
-                                   "traceId": trace})
+                contact = self.new_contact(body)
+                self.contact_changed(None, contact)
+                return Reply(200, {"new": True, "contact": copy.deepcopy(contact), "traceId": trace})
             # Observed quirk [I#313]: gender is silently ignored on an existing contact.
             update = {k: v for k, v in body.items() if k not in ("gender", "locationId")}
+            before = copy.deepcopy(found)
             self.write_contact(found, update)
+            self.contact_changed(before, found)
             return Reply(200, {"new": False, "contact": copy.deepcopy(found), "traceId": trace})
 
     def contact_filter(self, flt):

@@ -356,6 +356,17 @@ class Fakes:
         """A person deleting one record in the product's UI."""
         return self._ctl(side, "DELETE", "/_records/%s/%s" % (coll, rid))
 
+    def ghl_webhooks(self):
+        """The contact webhooks the fake GHL has sent (needs webhook_url set
+        through config("ghl", webhook_url=...))."""
+        return self._ctl("ghl", "GET", "/_webhooks")
+
+    def hold_ghl_webhooks(self):
+        return self._ctl("ghl", "POST", "/_webhooks/hold", {})
+
+    def flush_ghl_webhooks(self, order="fifo"):
+        return self._ctl("ghl", "POST", "/_webhooks/flush", {"order": order})
+
     # Views over /_requests -------------------------------------------------
 
     def calls(self, side, method=None, path_re=None):
