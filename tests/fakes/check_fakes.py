@@ -465,6 +465,8 @@ def main():
                    f"changeDate not bumped: {got}")
             expect(re.fullmatch(r"[0-9a-f-]{36}", got["lastChangeUserId"])
                    and got["lastChangeUserId"] != state["user_id"] and got["lastChangeUserName"], f"{got}")
+            r = nc_get("/api/InsuredDetailList", {"$filter": "active eq false"})
+            expect([x["id"] for x in r.json["value"]] == [iid], f"inactive: {r}")
             row = nc_get("/api/InsuredDetailList", {"$filter": f"id eq {iid}"}).json["value"][0]
             expect(row["city"] == "Miami" and row["changeDate"] == got["changeDate"], f"list: {row}")
             # The hooks fire as for an API write: UpdateInsured above; made a
@@ -495,6 +497,24 @@ def main():
             expect(nc_get("/api/InsuredDetailList", {}).json["value"] == [], "deleted insured still listed")
             expect(nc_get("/api/PolicyDetailList", {}).json["value"] == [], "its policy still listed")
             expect(call(nc, "DELETE", f"/_records/insureds/{iid}").status == 404, "second delete")
+            # DeletedInsuredList: OData over the deleted rows.
+            r = nc_get("/api/DeletedInsuredList", {"$filter": f"insuredDatabaseId eq {iid}", "$count": "true"})
+            expect(r.status == 200 and r.json["@odata.count"] == 1
+                   and r.json["@odata.context"].endswith("/api/$metadata#DeletedInsuredList")
+                   and r.json["value"] == [{"insuredDatabaseId": iid, "deleted": True,
+                                            "policies": [{"policyDatabaseId": pid}], "insuredContacts": []}],
+                   f"deleted list: {r}")
+            call(nc, "POST", "/_records/deletedInsureds", body=[
+                {"insuredDatabaseId": "0a0a0a0a-0000-4000-8000-00000000000%d" % i} for i in (5, 3, 4)])
+            r = nc_get("/api/DeletedInsuredList", {"$orderby": "insuredDatabaseId asc", "$skip": "1",
+                                                   "$top": "2", "$count": "true"})
+            expect(r.json["@odata.count"] == 4 and [x["insuredDatabaseId"][-1] for x in r.json["value"]]
+                   == ["3", "4"], f"paging: {r}")
+            r = nc_get("/api/DeletedInsuredList", {"$filter": f"insuredDatabaseId eq '{iid}'"})
+            expect(r.status == 400, f"quoted guid: {r}")
+            r = nc_get("/api/DeletedInsuredList", {"$filter": "deletedAt ge 2020-01-01T00:00:00Z"})
+            expect(r.status == 400, f"a field the notes do not name: {r}")
+            expect(call(nc, "POST", "/_records/deletedInsureds", body={"deleted": True}).status == 400, "no id")
             expect(call(nc, "PATCH", "/_records/policies/x", body={}).status == 404, "policy edits")
         finally:
             hook.close()

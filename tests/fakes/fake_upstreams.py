@@ -903,6 +903,11 @@ POLICY_WRITE = {k.lower(): k for k in (
     "businessSubType", "description", "billingType", "lineOfBusinessName", "carrierName", "mgaName",
     "premium", "binderId", "productName", "manualStatus", "deleteOtherLob")}
 
+# Rows of DeletedInsuredList (NOTES §6, sample deletedinsuredlist-response.json):
+# nothing else, no deletion time.
+DELETED_INSURED_FIELDS = {"insuredDatabaseId": "guid", "deleted": "bool", "policies": "list",
+                          "insuredContacts": "list"}
+
 NC_DENIED = {"Message": "Authorization has been denied for this request."}
 NC_INVALID = {"Message": "The request is invalid."}
 
@@ -1092,6 +1097,7 @@ class NowCertsFake(Fake):
             ("POST", "/api/token", "h_token"),
             ("GET", "/api/InsuredDetailList", "h_insured_list"),
             ("GET", "/api/PolicyDetailList", "h_policy_list"),
+            ("GET", "/api/DeletedInsuredList", "h_deleted_insured_list"),
             ("POST", "/api/Insured/Insert", "h_insured_insert"),
             ("POST", "/api/Insured/OnlyInsertInsured", "h_insured_only_insert"),
             ("POST", "/api/Policy/Insert", "h_policy_insert"),
@@ -1343,6 +1349,10 @@ class NowCertsFake(Fake):
 
     def h_policy_list(self, req, user):
         return self.odata(req, "policies", POLICY_FIELDS, "PolicyDetail", "PolicyDetailList")
+
+    def h_deleted_insured_list(self, req, user):
+        return self.odata(req, "deletedInsureds", DELETED_INSURED_FIELDS, "DeletedInsured",
+                          "DeletedInsuredList")
 
     # ---- insureds ---------------------------------------------------------
     def insured_fields(self, body):
