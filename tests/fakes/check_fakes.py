@@ -120,7 +120,7 @@ def start_fakes():
     proc = subprocess.Popen(
         [sys.executable, FAKES, "--nowcerts-port", "0", "--ghl-port", "0", "--quiet",
          "--nowcerts-user", USER, "--nowcerts-pass", PASSWORD, "--ghl-token", GHL_TOKEN,
-         "--ghl-rate-limit", str(RATE_LIMIT), "--ghl-rate-window", "600"],
+         "--ghl-rate-limit", str(RATE_LIMIT), "--ghl-rate-window", "600", "--ghl-locations", LOCATION + ",LOC2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     m = re.fullmatch(r"READY nowcerts=(\d+) ghl=(\d+)\n", line)
@@ -763,6 +763,55 @@ def main():
             hook.close()
     c.check("ghl: contact webhooks (create/update/tag/dnd/delete), hold/flush, duplicate, shuffle, delay",
             t_ghl_webhooks)
+
+    def t_ghl_locations():
+        call(ghl, "POST", "/_reset")
+        expect(call(ghl, "GET", "/_config").json["locations"] == [LOCATION, "LOC2"], "--ghl-locations")
+        forbidden = {"statusCode": 403, "message": "The token does not have access to this location.",
+                     "error": "Forbidden"}
+        r = ghl_call("POST", "/contacts/", {"locationId": "ELSEWHERE", "email": "a@x.com"})
+        expect(r.status == 403 and r.json == forbidden, f"create elsewhere: {r}")
+        expect(ghl_call("POST", "/contacts/", {"email": "a@x.com"}).status == 422, "no locationId")
+        mine = ghl_call("POST", "/contacts/", {"locationId": LOCATION, "email": "same@x.com",
+                                               "phone": "5550001111"}).json["contact"]
+        two = ghl_call("POST", "/contacts/", {"locationId": "LOC2", "email": "same@x.com"}).json["contact"]
+        # Another sub-account's contact, seeded: the token cannot see it.
+        other = call(ghl, "POST", "/_records/contacts", body={"locationId": "ELSEWHERE", "email": "same@x.com",
+                                                              "phone": "5550001111"}).json
+        expect(other["locationId"] == "ELSEWHERE", f"seed elsewhere: {other}")
+        default = call(ghl, "POST", "/_records/contacts", body={"email": "d@x.com"}).json
+        expect(default["locationId"] == LOCATION, f"seed without a location: {default}")
+        r = ghl_call("POST", "/contacts/search", {"locationId": LOCATION, "pageLimit": 10, "filters": [
+            {"field": "email", "operator": "eq", "value": "same@x.com"}]})
+        expect([x["id"] for x in r.json["contacts"]] == [mine["id"]], f"search sees other locations: {r}")
+        r = ghl_call("POST", "/contacts/search", {"locationId": "ELSEWHERE", "pageLimit": 10})
+        expect(r.status == 403, f"search elsewhere: {r}")
+        r = ghl_call("GET", "/contacts/search/duplicate?" + urlencode({"locationId": "LOC2", "number": "5550001111"}))
+        expect(r.json == {"contact": None}, f"duplicate by phone crossed locations: {r}")
+        r = ghl_call("GET", "/contacts/search/duplicate?" + urlencode({"locationId": "LOC2", "email": "same@x.com"}))
+        expect(r.json["contact"]["id"] == two["id"], f"duplicate: {r}")
+        r = ghl_call("GET", "/contacts/search/duplicate?" + urlencode({"locationId": "ELSEWHERE", "email": "a@x"}))
+        expect(r.status == 403, f"duplicate elsewhere: {r}")
+        r = ghl_call("POST", "/contacts/upsert", {"locationId": "LOC2", "phone": "+1 555 000 1111"})
+        expect(r.json["new"] is True and r.json["contact"]["locationId"] == "LOC2", f"upsert crossed: {r}")
+        expect(ghl_call("POST", "/contacts/upsert", {"locationId": "ELSEWHERE", "email": "z@x.com"}).status == 403,
+               "upsert elsewhere")
+        for method, path, body in (("GET", f"/contacts/{other['id']}", None),
+                                   ("PUT", f"/contacts/{other['id']}", {"city": "X"}),
+                                   ("POST", f"/contacts/{other['id']}/tags", {"tags": ["x"]}),
+                                   ("DELETE", f"/contacts/{other['id']}", None)):
+            r = ghl_call(method, path, body)
+            expect(r.status == 400 and r.json == {"statusCode": 400, "message": "Contact not found"},
+                   f"{method} {path}: {r}")
+        expect(ghl_call("GET", f"/contacts/{two['id']}").status == 200, "second known location")
+        pls = ghl_call("GET", "/opportunities/pipelines?locationId=" + LOCATION).json["pipelines"]
+        expect(ghl_call("GET", "/opportunities/pipelines?locationId=ELSEWHERE").status == 403, "pipelines")
+        r = ghl_call("POST", "/opportunities/", {"pipelineId": pls[0]["id"], "locationId": LOCATION, "name": "o",
+                                                 "status": "open", "contactId": two["id"]})
+        expect(r.status == 400, f"opportunity for another location's contact: {r}")
+        expect(len(call(ghl, "GET", "/_records/contacts").json) == 5, "a refused create stored something")
+    c.check("ghl: contacts belong to locations; other locations are refused (403) or not found",
+            t_ghl_locations)
 
     def t_ghl_rate_limit():
         call(ghl, "POST", "/_reset")

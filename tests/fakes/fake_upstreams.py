@@ -1700,6 +1700,14 @@ OPP_SEARCH_PARAMS = {"q", "location_id", "pipeline_id", "pipeline_stage_id", "co
 SEEDED_PIPELINES = ("Personal Lines", "Commercial Lines")
 SEEDED_STAGES = ("New", "Quoted", "Bound")
 
+# The locations the static token may use, unless --ghl-locations or /_config
+# says otherwise: the integration tests', the sandbox's and the benchmark's.
+DEFAULT_GHL_LOCATIONS = ("it-location-1", "sandbox-location", "bench-location")
+# A location-scoped token asked about another location (v3 common schema's
+# 403 shape; the message is the one GHL users report).
+GHL_FORBIDDEN = {"statusCode": 403, "message": "The token does not have access to this location.",
+                 "error": "Forbidden"}
+
 GHL_UNAUTHORIZED = {"statusCode": 401, "message": "Invalid token: access token is invalid",
                     "error": "Unauthorized"}
 
@@ -1814,13 +1822,13 @@ class GhlFake(Fake):
     label = "fake-ghl"
     collections = ("contacts", "opportunities", "pipelines")
     config_keys = {"latency_ms", "rate_limit", "rate_window", "webhook_url", "webhook_delay_ms",
-                   "webhook_duplicate", "webhook_shuffle"}
+                   "webhook_duplicate", "webhook_shuffle", "locations"}
 
     def __init__(self, config, request_log_max, quiet, token):
         self.token = token
         config = dict(config)
         for key, value in (("webhook_url", None), ("webhook_delay_ms", 0), ("webhook_duplicate", 0),
-                           ("webhook_shuffle", False)):
+                           ("webhook_shuffle", False), ("locations", list(DEFAULT_GHL_LOCATIONS))):
             config.setdefault(key, value)
         self.wh_cond = None
         super().__init__(config, request_log_max, quiet)
@@ -1891,6 +1899,26 @@ class GhlFake(Fake):
             raise ValueError("webhook_duplicate must be a probability between 0 and 1")
         if key == "webhook_shuffle" and not isinstance(value, bool):
             raise ValueError("webhook_shuffle must be true or false")
+        if key == "locations" and (not isinstance(value, list) or not value
+                                   or not all(isinstance(x, str) and x for x in value)):
+            raise ValueError("locations must be a non-empty array of location ids")
+
+    # ---- locations ------------------------------------------------------------
+    def token_locations(self, token):
+        """The locations a token may touch: the static token (a Private
+        Integration token) every known location."""
+        return set(self.config["locations"])
+
+    @staticmethod
+    def location_denied(req, location):
+        if location in req.locations:
+            return None
+        return Reply(403, dict(GHL_FORBIDDEN))
+
+    @staticmethod
+    def visible(req, rec):
+        """A record of a location the token cannot see answers as not found."""
+        return rec if rec is not None and rec.get("locationId") in req.locations else None
 
     # ---- webhooks to ncghl ----------------------------------------------------
     def contact_changed(self, before, after):
@@ -2062,6 +2090,8 @@ class GhlFake(Fake):
         wait = self.rate_take(self.rate_key(req))
         if wait:
             return Reply(429, {"statusCode": 429, "message": "Too many requests"}, {"Retry-After": wait})
+        with self.lock:
+            req.locations = self.token_locations(token)
         try:
             return fn(req, *params)
         except BadJson as e:
@@ -2106,6 +2136,9 @@ class GhlFake(Fake):
         errors = validate_contact_body(body, CREATE_CONTACT, require_location=True)
         if errors:
             return unprocessable(errors)
+        denied = self.location_denied(req, body["locationId"])
+        if denied:
+            return denied
         with self.lock:
             contact = self.new_contact(body)
             self.contact_changed(None, contact)
@@ -2117,7 +2150,7 @@ class GhlFake(Fake):
         if errors:
             return unprocessable(errors)
         with self.lock:
-            contact = self.records["contacts"].get(cid)
+            contact = self.visible(req, self.records["contacts"].get(cid))
             if contact is None:
                 return bad_request("Contact not found")
             before = copy.deepcopy(contact)
@@ -2127,16 +2160,17 @@ class GhlFake(Fake):
 
     def h_contact_get(self, req, cid):
         with self.lock:
-            contact = self.records["contacts"].get(cid)
+            contact = self.visible(req, self.records["contacts"].get(cid))
             if contact is None:
                 return bad_request("Contact not found")
             return Reply(200, {"contact": copy.deepcopy(contact)})
 
     def h_contact_delete(self, req, cid):
         with self.lock:
-            contact = self.records["contacts"].pop(cid, None)
+            contact = self.visible(req, self.records["contacts"].get(cid))
             if contact is None:
                 return bad_request("Contact not found")
+            del self.records["contacts"][cid]
             self.contact_changed(contact, None)
         return Reply(200, {"succeded": True})
 
@@ -2146,7 +2180,7 @@ class GhlFake(Fake):
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             return unprocessable(["tags must be an array"])
         with self.lock:
-            contact = self.records["contacts"].get(cid)
+            contact = self.visible(req, self.records["contacts"].get(cid))
             if contact is None:
                 return bad_request("Contact not found")
             before = copy.deepcopy(contact)
@@ -2161,7 +2195,7 @@ class GhlFake(Fake):
         if not isinstance(tags, list):
             return unprocessable(["tags must be an array"])
         with self.lock:
-            contact = self.records["contacts"].get(cid)
+            contact = self.visible(req, self.records["contacts"].get(cid))
             if contact is None:
                 return bad_request("Contact not found")
             before = copy.deepcopy(contact)
@@ -2225,6 +2259,9 @@ class GhlFake(Fake):
         errors = validate_contact_body(body, UPSERT_CONTACT, require_location=True)
         if errors:
             return unprocessable(errors)
+        denied = self.location_denied(req, body["locationId"])
+        if denied:
+            return denied
         trace = str(uuid.uuid4())
         with self.lock:
             candidates = self.contacts_in(body["locationId"])
@@ -2294,6 +2331,9 @@ class GhlFake(Fake):
                 errors.append(str(e))
         if errors:
             return unprocessable(errors)
+        denied = self.location_denied(req, body["locationId"])
+        if denied:
+            return denied
         with self.lock:
             hits = [c for c in self.contacts_in(body["locationId"]) if all(p(c) for p in preds)]
             hits.sort(key=lambda c: c.get("dateAdded") or "", reverse=True)
@@ -2312,6 +2352,9 @@ class GhlFake(Fake):
         email, number = req.params.get("email"), req.params.get("number")
         if not email and not number:
             return bad_request("Pass at least one of number, email query parameter")
+        denied = self.location_denied(req, location)
+        if denied:
+            return denied
         with self.lock:
             candidates = self.contacts_in(location)
             found = next((c for c in candidates if self.same_email(c, email)), None)
@@ -2375,11 +2418,15 @@ class GhlFake(Fake):
                                            ("pipelineId", "locationId", "name", "status", "contactId"))
         if errors:
             return unprocessable(errors)
+        denied = self.location_denied(req, body["locationId"])
+        if denied:
+            return denied
         with self.lock:
             stage, err = self.check_pipeline(body["pipelineId"], body.get("pipelineStageId"))
             if err:
                 return err
-            if body["contactId"] not in self.records["contacts"]:
+            contact = self.visible(req, self.records["contacts"].get(body["contactId"]))
+            if contact is None or contact.get("locationId") != body["locationId"]:
                 return bad_request("Contact not found")
             now = iso_now_ms()
             opp = {"id": ghl_id(), "name": body["name"], "monetaryValue": body.get("monetaryValue", 0),
@@ -2399,7 +2446,7 @@ class GhlFake(Fake):
         if errors:
             return unprocessable(errors)
         with self.lock:
-            opp = self.records["opportunities"].get(oid)
+            opp = self.visible(req, self.records["opportunities"].get(oid))
             if opp is None:
                 return bad_request("Opportunity not found")
             pipeline_id = body.get("pipelineId", opp["pipelineId"])
@@ -2431,7 +2478,7 @@ class GhlFake(Fake):
         if errors:
             return unprocessable(errors)
         with self.lock:
-            opp = self.records["opportunities"].get(oid)
+            opp = self.visible(req, self.records["opportunities"].get(oid))
             if opp is None:
                 return bad_request("Opportunity not found")
             now = iso_now_ms()
@@ -2445,15 +2492,16 @@ class GhlFake(Fake):
 
     def h_opp_get(self, req, oid):
         with self.lock:
-            opp = self.records["opportunities"].get(oid)
+            opp = self.visible(req, self.records["opportunities"].get(oid))
             if opp is None:
                 return bad_request("Opportunity not found")
             return Reply(200, {"opportunity": self.opportunity_view(opp)})
 
     def h_opp_delete(self, req, oid):
         with self.lock:
-            if self.records["opportunities"].pop(oid, None) is None:
+            if self.visible(req, self.records["opportunities"].get(oid)) is None:
                 return bad_request("Opportunity not found")
+            del self.records["opportunities"][oid]
         return Reply(200, {"succeded": True})
 
     def h_opp_search(self, req):
@@ -2469,6 +2517,9 @@ class GhlFake(Fake):
             errors.append("page must be a number conforming to the specified constraints")
         if errors:
             return unprocessable(errors)
+        denied = self.location_denied(req, p["location_id"])
+        if denied:
+            return denied
         limit, page = int(limit), int(page)
         wanted = {"locationId": p["location_id"], "contactId": p.get("contact_id"),
                   "pipelineId": p.get("pipeline_id"), "pipelineStageId": p.get("pipeline_stage_id"),
@@ -2515,6 +2566,9 @@ class GhlFake(Fake):
         location = req.params.get("locationId")
         if not location:
             return unprocessable(["locationId should not be empty"])
+        denied = self.location_denied(req, location)
+        if denied:
+            return denied
         with self.lock:
             pipelines = []
             for pl in self.records["pipelines"].values():
@@ -2525,6 +2579,10 @@ class GhlFake(Fake):
 
     # ---- seeding (/_records) -------------------------------------------------
     def seed(self, collection, record):
+        if collection in ("contacts", "opportunities") and not record.get("locationId"):
+            # Seeded without one: the first known location, so the record is
+            # visible; seeding any other location simulates another sub-account.
+            record["locationId"] = self.config["locations"][0]
         if collection == "contacts":
             contact = {"id": record.get("id") or ghl_id(), "type": "lead", "dnd": False, "tags": [],
                        "customFields": [], "attachments": [], "dateAdded": record.get("dateAdded") or iso_now_ms()}
@@ -2733,6 +2791,8 @@ def parse_args(argv):
     ap.add_argument("--nowcerts-user", default=None, help="default: accept any non-empty user")
     ap.add_argument("--nowcerts-pass", default=None, help="default: accept any non-empty password")
     ap.add_argument("--ghl-token", default=None, help="default: accept any non-empty Bearer token")
+    ap.add_argument("--ghl-locations", default=",".join(DEFAULT_GHL_LOCATIONS),
+                    help="comma-separated location ids the GHL token may use")
     ap.add_argument("--ghl-rate-limit", type=int, default=100, help="requests per window per token")
     ap.add_argument("--ghl-rate-window", type=float, default=10.0, help="window length, seconds")
     ap.add_argument("--request-log", type=int, default=20000,
@@ -2743,6 +2803,8 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.ghl_rate_limit < 1 or args.ghl_rate_window <= 0:
         ap.error("--ghl-rate-limit must be >= 1 and --ghl-rate-window > 0")
+    if not [x for x in args.ghl_locations.split(",") if x.strip()]:
+        ap.error("--ghl-locations needs at least one location id")
     if args.latency_ms < 0 or args.token_ttl < 0 or args.request_log < 1:
         ap.error("--latency-ms and --token-ttl must be >= 0, --request-log >= 1")
     return args
@@ -2755,7 +2817,9 @@ def main(argv=None):
     nowcerts = NowCertsFake({"latency_ms": args.latency_ms, "token_ttl": ttl, "date_precision": "second"},
                             args.request_log, args.quiet, args.nowcerts_user, args.nowcerts_pass)
     ghl = GhlFake({"latency_ms": args.latency_ms, "rate_limit": args.ghl_rate_limit,
-                   "rate_window": args.ghl_rate_window}, args.request_log, args.quiet, args.ghl_token)
+                   "rate_window": args.ghl_rate_window,
+                   "locations": [x.strip() for x in args.ghl_locations.split(",") if x.strip()]},
+                  args.request_log, args.quiet, args.ghl_token)
     servers = []
     try:
         for fake, port in ((nowcerts, args.nowcerts_port), (ghl, args.ghl_port)):
