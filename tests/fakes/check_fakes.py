@@ -290,7 +290,7 @@ def main():
     c.check("nowcerts: Insured/OnlyInsertInsured always creates", t_only_insert)
 
     def t_odata_filter():
-        r = nc_get("/api/InsuredDetailList", {"$filter": "eMail eq 'O''BRIEN@three.com'", "$count": "true"})
+        r = nc_get("/api/InsuredDetailList", {"$filter": "eMail eq 'o''brien@three.com'", "$count": "true"})
         expect(r.status == 200 and r.json["@odata.count"] == 1
                and r.json["value"][0]["id"] == state["jane2"], f"email filter: {r}")
         expect(r.json["@odata.context"].endswith("/api/$metadata#InsuredDetailList"), "context")
@@ -310,6 +310,42 @@ def main():
         r = nc_get("/api/InsuredDetailList", {"$filter": "changeDate gt 2999-01-01T00:00:00Z"})
         expect(r.json["value"] == [], f"future changeDate: {r}")
     c.check("nowcerts: OData $filter (eq, tolower, guid, changeDate, errors)", t_odata_filter)
+
+    def t_email_search():
+        ids = {}
+        for key, rec in (("a", {"commercialName": "Mail A", "eMail": "Ann.Lee@Example.com"}),
+                         ("b", {"commercialName": "Mail B", "eMail": "x@y.com", "eMail2": "ANN.LEE@example.COM"}),
+                         ("c", {"commercialName": "Mail C", "eMail3": "ann.lee@example.com",
+                                "phone": "(813) 555-0101"}),
+                         ("d", {"commercialName": "Mail D", "cellPhone": "8135550101", "smsPhone": "+18135550199"})):
+            ids[key] = call(nc, "POST", "/_records/insureds", body=rec).json["id"]
+
+        def hits(flt):
+            r = nc_get("/api/InsuredDetailList", {"$filter": flt})
+            expect(r.status == 200, f"{flt}: {r}")
+            return sorted(k for k, v in ids.items() if v in {x["id"] for x in r.json["value"]})
+        expect(hits("eMail eq 'ann.lee@example.com'") == [], "eq must be case-sensitive")
+        expect(hits("eMail eq 'Ann.Lee@Example.com'") == ["a"], "eq exact")
+        expect(hits("eMail ne 'Ann.Lee@Example.com' and startswith(commercialName,'Mail')") == ["b", "c", "d"], "ne")
+        email = "ann.lee@example.com"
+        flt = " or ".join(f"tolower({f}) eq '{email}'" for f in ("eMail", "eMail2", "eMail3"))
+        expect(hits(flt) == ["a", "b", "c"], f"tolower across the e-mail fields: {hits(flt)}")
+        expect(hits("toupper(eMail2) eq 'ANN.LEE@EXAMPLE.COM'") == ["b"], "toupper")
+        expect(hits("contains(eMail,'Lee@')") == ["a"] and hits("contains(eMail,'lee@')") == [],
+               "contains is case-sensitive")
+        expect(hits("contains(tolower(eMail),'lee@')") == ["a"], "contains(tolower())")
+        expect(hits("eMail in ('x@y.com','ann.lee@example.com')") == ["b"], "in is case-sensitive")
+        flt = ("phone eq '(813) 555-0101' or cellPhone eq '8135550101' or smsPhone eq '+18135550199'")
+        expect(hits(flt) == ["c", "d"], f"phones: {hits(flt)}")
+        expect(hits("contains(cellPhone,'5550101') or contains(phone,'555-0101')") == ["c", "d"], "phone contains")
+        expect(hits("phone eq '8135550101'") == [], "phones compare as typed")
+        r = nc_get("/api/InsuredDetailList", {"$filter": "tolower(eMail, eMail2) eq 'x'"})
+        expect(r.status == 400, f"tolower with two arguments: {r}")
+        r = nc_get("/api/InsuredDetailList", {"$filter": "email eq 'x'"})
+        expect(r.status == 400, f"field names are case-sensitive: {r}")
+        for v in ids.values():
+            call(nc, "DELETE", f"/_records/insureds/{v}")
+    c.check("nowcerts: e-mail and phone search (tolower, or, contains; eq is case-sensitive)", t_email_search)
 
     def t_odata_paging():
         for i, minute in enumerate((5, 1, 3, 1)):

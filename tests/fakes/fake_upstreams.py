@@ -529,7 +529,9 @@ _BOOL_FUNCS = {"contains", "startswith", "endswith"}
 class ODataFilter:
     """Parses a $filter once into a tree, type-checks it the way ASP.NET OData
     does (a quoted guid or datetime is a type error), then evaluates it per
-    record. String comparisons ignore case, as NowCerts' SQL collation does."""
+    record. String comparisons are case-SENSITIVE: NOTES §4 does not know
+    whether NowCerts' are, and a client that does not fold case itself
+    (tolower) must not pass against the fake."""
 
     def __init__(self, text, fields, entity):
         self.fields = fields
@@ -713,10 +715,10 @@ class ODataFilter:
             if node[1] == "trim":
                 return a[0].strip()
             if node[1] == "contains":
-                return a[1].casefold() in a[0].casefold()
+                return a[1] in a[0]
             if node[1] == "startswith":
-                return a[0].casefold().startswith(a[1].casefold())
-            return a[0].casefold().endswith(a[1].casefold())
+                return a[0].startswith(a[1])
+            return a[0].endswith(a[1])
         return self._eval(node, rec)
 
     def _eval(self, node, rec):
@@ -730,12 +732,12 @@ class ODataFilter:
         if kind == "truthy":
             return self._value(node[1], rec) is True
         if kind == "in":
-            left = fold(self._value(node[1], rec))
-            return any(left == fold(item[2]) for item in node[2])
+            left = self._value(node[1], rec)
+            return any(left == item[2] for item in node[2])
         if kind == "cmp":
             op = node[1]
-            left = fold(self._value(node[2], rec))
-            right = fold(self._value(node[3], rec))
+            left = self._value(node[2], rec)
+            right = self._value(node[3], rec)
             if op == "eq":
                 return left == right
             if op == "ne":
