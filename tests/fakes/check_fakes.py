@@ -849,6 +849,76 @@ def main():
     c.check("ghl: contacts belong to locations; other locations are refused (403) or not found",
             t_ghl_locations)
 
+    def t_ghl_field_types():
+        call(ghl, "POST", "/_reset")
+        seeded = call(ghl, "POST", "/_records/customFields", body=[
+            {"name": "Age", "dataType": "NUMERICAL"}, {"name": "Hobbies", "dataType": "CHECKBOX"},
+            {"name": "Nick"}, {"name": "Policy Number", "model": "opportunity"},
+            {"name": "Elsewhere", "locationId": "LOC2"}]).json
+        age, hobbies, nick, polno = (x["id"] for x in seeded[:4])
+        expect(seeded[1]["fieldKey"] == "contact.hobbies" and seeded[2]["dataType"] == "TEXT"
+               and seeded[3]["fieldKey"] == "opportunity.policy_number", f"seed: {seeded}")
+        r = ghl_call("GET", f"/locations/{LOCATION}/customFields?model=contact")
+        expect(r.status == 200 and sorted(x["name"] for x in r.json["customFields"]) == ["Age", "Hobbies", "Nick"]
+               and all({"id", "name", "fieldKey", "dataType", "model"} <= set(x) for x in r.json["customFields"]),
+               f"contact fields: {r}")
+        r = ghl_call("GET", f"/locations/{LOCATION}/customFields")
+        expect(len(r.json["customFields"]) == 4, f"all: {r}")
+        expect(ghl_call("GET", f"/locations/{LOCATION}/customFields?model=lead").status == 422, "bad model")
+        expect(ghl_call("GET", "/locations/ELSEWHERE/customFields").status == 403, "other location")
+
+        def create(cfs, **extra):
+            return ghl_call("POST", "/contacts/", dict({"locationId": LOCATION, "firstName": "Cf",
+                                                        "customFields": cfs}, **extra))
+        r = create([{"id": age, "field_value": "12"}])
+        expect(r.status == 422 and r.json["message"] == [
+            "customFields.0.field_value must be a number conforming to the specified constraints"], f"{r}")
+        r = create([{"id": nick, "field_value": "N"}, {"key": "hobbies", "field_value": "golf"}])
+        expect(r.status == 422 and r.json["message"] == ["customFields.1.field_value must be an array"], f"{r}")
+        r = create([{"key": "contact.hobbies", "field_value": ["golf", 3]}])
+        expect(r.status == 422 and r.json["message"] == ["each value in customFields.0.field_value must be a string"],
+               f"{r}")
+        r = create([{"id": "unknownField00000000", "field_value": 5}])
+        expect(r.status == 422 and r.json["message"] == ["customFields.0.field_value must be a string"], f"{r}")
+        r = create([{"id": age, "field_value": 12}, {"key": "hobbies", "field_value": ["golf"]},
+                    {"id": nick, "field_value": "N"}], phone="813 555 0100")
+        expect(r.status == 201 and r.json["contact"]["phone"] == "+18135550100", f"valid: {r}")
+        cid = r.json["contact"]["id"]
+        r = ghl_call("PUT", f"/contacts/{cid}", {"customFields": [{"id": nick, "field_value": 7}]})
+        expect(r.status == 422 and r.json["message"] == ["customFields.0.field_value must be a string"], f"{r}")
+        r = ghl_call("POST", "/contacts/upsert", {"locationId": LOCATION, "email": "u@x.com",
+                                                  "customFields": [{"id": age, "field_value": "x"}]})
+        expect(r.status == 422, f"upsert: {r}")
+        expect(len(call(ghl, "GET", "/_records/contacts").json) == 1, "a refused write stored a contact")
+        # DND.
+        for bad, msg in (({"dnd": "yes"}, "dnd must be a boolean value"),
+                         ({"dndSettings": {"SMS": {"status": "paused"}}},
+                          "dndSettings.SMS.status must be one of the following values: active, inactive, permanent"),
+                         ({"dndSettings": {"Fax": {"status": "active"}}}, "property dndSettings.Fax should not exist"),
+                         ({"dndSettings": {"Email": {}}},
+                          "dndSettings.Email.status must be one of the following values: active, inactive, permanent"),
+                         ({"inboundDndSettings": {"all": {"status": "permanent"}}},
+                          "inboundDndSettings.all.status must be one of the following values: active, inactive")):
+            r = ghl_call("PUT", f"/contacts/{cid}", bad)
+            expect(r.status == 422 and msg in r.json["message"], f"{bad}: {r}")
+        r = ghl_call("PUT", f"/contacts/{cid}", {"dnd": True, "dndSettings": {
+            "SMS": {"status": "permanent", "message": "asked", "code": "101"}, "Email": {"status": "inactive"}}})
+        expect(r.status == 200 and r.json["contact"]["dndSettings"]["SMS"]["status"] == "permanent", f"{r}")
+        # Opportunities: string | string[] | object.
+        pls = ghl_call("GET", "/opportunities/pipelines?locationId=" + LOCATION).json["pipelines"]
+        base = {"pipelineId": pls[0]["id"], "locationId": LOCATION, "name": "o", "status": "open", "contactId": cid}
+        r = ghl_call("POST", "/opportunities/", dict(base, customFields=[{"key": "policy_number", "field_value": 5}]))
+        expect(r.status == 422 and r.json["message"] == ["customFields.0.field_value must be a string"], f"{r}")
+        r = ghl_call("POST", "/opportunities/", dict(base, customFields=[
+            {"key": "policy_number", "field_value": "P-1"}, {"id": polno, "field_value": ["a"]},
+            {"id": "x", "field_value": {}}]))
+        expect(r.status == 201, f"valid opportunity: {r}")
+        r = ghl_call("PUT", f"/opportunities/{r.json['opportunity']['id']}",
+                     {"customFields": [{"id": polno, "field_value": True}]})
+        expect(r.status == 422, f"opportunity update: {r}")
+    c.check("ghl: custom field value types, custom field list, dnd settings validated as the OpenAPI says",
+            t_ghl_field_types)
+
     def t_ghl_rate_limit():
         call(ghl, "POST", "/_reset")
         statuses = [ghl_call("GET", "/contacts/none").status for _ in range(RATE_LIMIT)]

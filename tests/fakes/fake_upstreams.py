@@ -1740,9 +1740,70 @@ def validate_contact_body(body, allowed, require_location):
                           else "each value in customFields must be an object")
         elif key in ("dndSettings", "inboundDndSettings") and not isinstance(value, dict):
             errors.append(f"{key} must be an object")
+        elif key in ("dndSettings", "inboundDndSettings"):
+            errors += dnd_settings_errors(key, value)
     if require_location and not (isinstance(body.get("locationId"), str) and body["locationId"]):
         errors.append("locationId should not be empty")
     return errors
+
+
+# DndSettingsSchema / InboundDndSettingsSchema (ref/ghl/openapi/apps/contacts.json).
+DND_CHANNELS = ("Call", "Email", "SMS", "WhatsApp", "GMB", "FB")
+DND_STATUSES = ("active", "inactive", "permanent")
+INBOUND_DND_STATUSES = ("active", "inactive")
+
+
+def dnd_settings_errors(key, value):
+    channels, statuses = (DND_CHANNELS, DND_STATUSES) if key == "dndSettings" else (("all",), INBOUND_DND_STATUSES)
+    errors = []
+    for channel, setting in value.items():
+        where = f"{key}.{channel}"
+        if channel not in channels:
+            errors.append(f"property {where} should not exist")
+        elif not isinstance(setting, dict):
+            errors.append(f"{where} must be an object")
+        else:
+            if setting.get("status") not in statuses:
+                errors.append(f"{where}.status must be one of the following values: " + ", ".join(statuses))
+            for extra in ("message", "code") if key == "dndSettings" else ("message",):
+                if setting.get(extra) is not None and not isinstance(setting[extra], str):
+                    errors.append(f"{where}.{extra} must be a string")
+            for extra in setting:
+                if extra not in ("status", "message", "code"):
+                    errors.append(f"property {where}.{extra} should not exist")
+    return errors
+
+
+# A custom field's dataType -> the JSON type its field_value must have (NOTES
+# §2: number for NUMERICAL/MONETORY, string[] for CHECKBOX/MULTIPLE_OPTIONS,
+# object for FILE); anything else, and a field the fake does not know, is a
+# string.
+CUSTOM_FIELD_VALUE_TYPES = {"NUMERICAL": "number", "MONETORY": "number", "CHECKBOX": "array",
+                            "MULTIPLE_OPTIONS": "array", "FILE_UPLOAD": "object"}
+CUSTOM_FIELD_DATA_TYPES = ("TEXT", "LARGE_TEXT", "NUMERICAL", "PHONE", "MONETORY", "CHECKBOX",
+                           "SINGLE_OPTIONS", "MULTIPLE_OPTIONS", "FLOAT", "TIME", "DATE", "TEXTBOX_LIST",
+                           "FILE_UPLOAD", "SIGNATURE", "RADIO", "EMAIL")
+
+
+def field_value_error(where, value, kind):
+    """class-validator's message when value is not of kind; None if it is.
+    null passes (the property is optional)."""
+    if value is None:
+        return None
+    if kind == "number":
+        return None if is_number(value) else f"{where} must be a number conforming to the specified constraints"
+    if kind == "array":
+        if not isinstance(value, list):
+            return f"{where} must be an array"
+        return None if all(isinstance(x, str) for x in value) else f"each value in {where} must be a string"
+    if kind == "object":
+        return None if isinstance(value, dict) else f"{where} must be an object"
+    if kind == "opportunity":
+        # CreateDto/UpdateOpportunityDto: string | string[] | object.
+        if isinstance(value, (str, dict)) or (isinstance(value, list) and all(isinstance(x, str) for x in value)):
+            return None
+        return f"{where} must be a string"
+    return None if isinstance(value, str) else f"{where} must be a string"
 
 
 def custom_field_id(item):
@@ -1822,7 +1883,7 @@ def contact_events(before, after):
 
 class GhlFake(Fake):
     label = "fake-ghl"
-    collections = ("contacts", "opportunities", "pipelines")
+    collections = ("contacts", "opportunities", "pipelines", "customFields")
     config_keys = {"latency_ms", "rate_limit", "rate_window", "webhook_url", "webhook_delay_ms",
                    "webhook_duplicate", "webhook_shuffle", "locations"}
 
@@ -1861,6 +1922,7 @@ class GhlFake(Fake):
             ("PUT", "/contacts/{id}", "h_contact_update"),
             ("DELETE", "/contacts/{id}", "h_contact_delete"),
             ("GET", "/opportunities/pipelines", "h_pipelines"),
+            ("GET", "/locations/{locationId}/customFields", "h_custom_fields"),
             ("GET", "/opportunities/search", "h_opp_search"),
             ("POST", "/opportunities/", "h_opp_create"),
             ("PUT", "/opportunities/{id}/status", "h_opp_status"),
@@ -1904,6 +1966,58 @@ class GhlFake(Fake):
         if key == "locations" and (not isinstance(value, list) or not value
                                    or not all(isinstance(x, str) and x for x in value)):
             raise ValueError("locations must be a non-empty array of location ids")
+
+    # ---- custom fields ----------------------------------------------------------
+    def h_custom_fields(self, req, location):
+        unknown = [k for k in req.params if k != "model"]
+        model = req.params.get("model", "all")
+        errors = [f"property {k} should not exist" for k in unknown]
+        if model not in ("contact", "opportunity", "all"):
+            errors.append("model must be one of the following values: contact, opportunity, all")
+        if errors:
+            return unprocessable(errors)
+        denied = self.location_denied(req, location)
+        if denied:
+            return denied
+        with self.lock:
+            fields = [copy.deepcopy(f) for f in self.records["customFields"].values()
+                      if f.get("locationId") == location and model in ("all", f.get("model"))]
+        return Reply(200, {"customFields": fields})
+
+    def custom_field_errors(self, items, location, model):
+        """422 messages for customFields[].field_value of the wrong type: by
+        the seeded field's dataType for contacts, string | string[] | object
+        for opportunities."""
+        errors = []
+        if not isinstance(items, list):
+            return errors
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            key = next((k for k in ("field_value", "fieldValue", "value") if k in item), "field_value")
+            where = f"customFields.{i}.{key}"
+            if model == "opportunity":
+                kind = "opportunity"
+            else:
+                field = self.find_custom_field(item, location, model)
+                kind = CUSTOM_FIELD_VALUE_TYPES.get(field.get("dataType"), "string") if field else "string"
+            err = field_value_error(where, item.get(key), kind)
+            if err:
+                errors.append(err)
+        return errors
+
+    def find_custom_field(self, item, location, model):
+        """The seeded field an input item names (by id, else by key: bare or
+        as "<model>.<key>"), or None."""
+        cid, key = item.get("id"), item.get("key")
+        for f in self.records["customFields"].values():
+            if f.get("model") != model or (location is not None and f.get("locationId") != location):
+                continue
+            if cid and f.get("id") == cid:
+                return f
+            if not cid and isinstance(key, str) and key and f.get("fieldKey") in (key, f"{model}.{key}"):
+                return f
+        return None
 
     # ---- locations ------------------------------------------------------------
     def token_locations(self, token):
@@ -2136,6 +2250,8 @@ class GhlFake(Fake):
     def h_contact_create(self, req):
         body = json_object(req)
         errors = validate_contact_body(body, CREATE_CONTACT, require_location=True)
+        with self.lock:
+            errors += self.custom_field_errors(body.get("customFields"), body.get("locationId"), "contact")
         if errors:
             return unprocessable(errors)
         denied = self.location_denied(req, body["locationId"])
@@ -2155,6 +2271,9 @@ class GhlFake(Fake):
             contact = self.visible(req, self.records["contacts"].get(cid))
             if contact is None:
                 return bad_request("Contact not found")
+            errors = self.custom_field_errors(body.get("customFields"), contact.get("locationId"), "contact")
+            if errors:
+                return unprocessable(errors)
             before = copy.deepcopy(contact)
             self.write_contact(contact, body)
             self.contact_changed(before, contact)
@@ -2259,6 +2378,8 @@ class GhlFake(Fake):
     def h_contact_upsert(self, req):
         body = json_object(req)
         errors = validate_contact_body(body, UPSERT_CONTACT, require_location=True)
+        with self.lock:
+            errors += self.custom_field_errors(body.get("customFields"), body.get("locationId"), "contact")
         if errors:
             return unprocessable(errors)
         denied = self.location_denied(req, body["locationId"])
@@ -2389,6 +2510,7 @@ class GhlFake(Fake):
         cfs = body.get("customFields")
         if cfs is not None and (not isinstance(cfs, list) or not all(isinstance(c, dict) for c in cfs)):
             errors.append("customFields must be an array")
+        errors += self.custom_field_errors(cfs, None, "opportunity")
         return errors
 
     def check_pipeline(self, pipeline_id, stage_id):
@@ -2605,6 +2727,23 @@ class GhlFake(Fake):
             opp.update(record)
             self.records["opportunities"][opp["id"]] = opp
             return opp
+        if collection == "customFields":
+            model = record.get("model", "contact")
+            if model not in ("contact", "opportunity"):
+                raise ValueError("model must be contact or opportunity")
+            name = record.get("name")
+            if not isinstance(name, str) or not name:
+                raise ValueError("a custom field needs a name")
+            data_type = record.get("dataType", "TEXT")
+            if data_type not in CUSTOM_FIELD_DATA_TYPES:
+                raise ValueError("dataType must be one of " + ", ".join(CUSTOM_FIELD_DATA_TYPES))
+            key = record.get("fieldKey") or f"{model}.{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}"
+            field = {"id": record.get("id") or stable_ghl_id("customField:" + key.split(".", 1)[-1]),
+                     "name": name, "fieldKey": key, "dataType": data_type, "model": model,
+                     "locationId": record.get("locationId") or self.config["locations"][0]}
+            field.update({k: v for k, v in record.items() if k not in field})
+            self.records["customFields"][field["id"]] = field
+            return field
         pipeline = {"id": ghl_id(), "name": None, "stages": [], "showInFunnel": True, "showInPieChart": True}
         pipeline.update(record)
         pipeline["stages"] = [s if isinstance(s, dict) else {"id": stable_guid(f"stage:{pipeline['id']}:{s}"), "name": s}
