@@ -919,6 +919,81 @@ def main():
     c.check("ghl: custom field value types, custom field list, dnd settings validated as the OpenAPI says",
             t_ghl_field_types)
 
+    def t_ghl_oauth():
+        call(ghl, "POST", "/_reset")
+        call(ghl, "POST", "/_config", body={"oauth_client_id": "cid-1", "oauth_client_secret": "sec-1"})
+
+        def token(**form):
+            base = {"client_id": "cid-1", "client_secret": "sec-1", "user_type": "Location"}
+            return call(ghl, "POST", "/oauth/token", form=urlencode(dict(base, **form)))
+        code = call(ghl, "POST", "/_oauth/code", body={"locationId": LOCATION}).json["code"]
+        r = token(grant_type="authorization_code", code=code, client_secret="wrong")
+        expect(r.status == 401 and r.json["statusCode"] == 401, f"bad secret: {r}")
+        r = token(grant_type="authorization_code", code=code, client_id="other")
+        expect(r.status == 401, f"bad client id: {r}")
+        r = token(grant_type="authorization_code", code=code, redirect_uri="https://app.example/cb")
+        expect(r.status == 200, f"code exchange: {r}")
+        b = r.json
+        expect(b["token_type"] == "Bearer" and b["expires_in"] == 86399 and b["locationId"] == LOCATION
+               and b["userType"] == "Location" and b["approvedLocations"] == [LOCATION] and b["userId"]
+               and b["access_token"] and b["refresh_token"] and "companyId" in b and "scope" in b, f"{b}")
+        r = token(grant_type="authorization_code", code=code)
+        expect(r.status == 400 and r.json["statusCode"] == 400, f"code used twice: {r}")
+        # The access token works on its own location's routes, and only there.
+        auth = {"Authorization": "Bearer " + b["access_token"], "Version": "2021-07-28"}
+        r = call(ghl, "POST", "/contacts/", body={"locationId": LOCATION, "email": "oa@x.com"}, headers=auth)
+        expect(r.status == 201, f"create with an OAuth token: {r}")
+        r = call(ghl, "POST", "/contacts/", body={"locationId": "LOC2", "email": "oa@x.com"}, headers=auth)
+        expect(r.status == 403, f"another location with an OAuth token: {r}")
+        two = ghl_call("POST", "/contacts/", {"locationId": "LOC2", "email": "two@x.com"})
+        expect(two.status == 201, f"the static token still works: {two}")
+        r = call(ghl, "GET", f"/contacts/{two.json['contact']['id']}", headers=auth)
+        expect(r.status == 400, f"another location's contact: {r}")
+        r = call(ghl, "GET", "/opportunities/pipelines?locationId=" + LOCATION, headers=auth)
+        expect(r.status == 200, f"opportunity routes: {r}")
+        expect(call(ghl, "GET", "/contacts/x", headers={"Authorization": "Bearer " + b["access_token"]}).status
+               == 400, "Version still required on API routes")
+        # Refresh tokens rotate: the old one stops working.
+        r = token(grant_type="refresh_token", refresh_token=b["refresh_token"])
+        expect(r.status == 200 and r.json["refresh_token"] != b["refresh_token"]
+               and r.json["locationId"] == LOCATION, f"refresh: {r}")
+        newer = r.json
+        r = token(grant_type="refresh_token", refresh_token=b["refresh_token"])
+        expect(r.status == 400 and r.json["statusCode"] == 400, f"used refresh token: {r}")
+        r = token(grant_type="refresh_token", refresh_token=newer["refresh_token"], user_type="Company")
+        expect(r.status == 400, f"user_type mismatch: {r}")
+        r = token(grant_type="refresh_token", refresh_token=newer["refresh_token"])
+        expect(r.status == 200, f"latest refresh token refused: {r}")
+        # Validation: a form body is required.
+        r = call(ghl, "POST", "/oauth/token", body={"client_id": "cid-1", "client_secret": "sec-1",
+                                                    "grant_type": "refresh_token"})
+        expect(r.status == 422 and "client_id should not be empty" in r.json["message"], f"JSON body: {r}")
+        r = token(grant_type="password")
+        expect(r.status == 422, f"bad grant_type: {r}")
+        # Expired access tokens are refused.
+        call(ghl, "POST", "/_config", body={"oauth_token_ttl": 0})
+        code = call(ghl, "POST", "/_oauth/code", body={"locationId": LOCATION}).json["code"]
+        r = token(grant_type="authorization_code", code=code)
+        expect(r.status == 200 and r.json["expires_in"] == 0, f"{r}")
+        r = call(ghl, "GET", "/contacts/x", headers={"Authorization": "Bearer " + r.json["access_token"],
+                                                      "Version": "2021-07-28"})
+        expect(r.status == 401, f"expired token accepted: {r}")
+        expect(call(ghl, "POST", "/_oauth/code", body={}).status == 400, "code without a location")
+        # Faults on the token endpoint: 5xx, garbage, a hang.
+        call(ghl, "POST", "/_fault", body={"status": 503, "path": "^/oauth/token"})
+        expect(token(grant_type="refresh_token", refresh_token="x").status == 503, "5xx fault")
+        call(ghl, "POST", "/_fault", body={"status": 200, "raw_body": "<html>oops", "path": "^/oauth/token"})
+        r = token(grant_type="refresh_token", refresh_token="x")
+        expect(r.status == 200 and r.raw == "<html>oops" and r.json is None, f"garbage fault: {r}")
+        expect(call(ghl, "POST", "/_fault", body={"status": 200, "raw_body": 5}).status == 400, "raw_body type")
+        call(ghl, "POST", "/_fault", body={"hang": True, "path": "^/oauth/token"})
+        try:
+            call(ghl, "POST", "/oauth/token", form="grant_type=refresh_token", timeout=1)
+            raise AssertionError("hanging fault answered")
+        except (socket.timeout, TimeoutError):
+            pass
+    c.check("ghl: OAuth token endpoint (code, rotating refresh, location-scoped tokens, faults)", t_ghl_oauth)
+
     def t_ghl_rate_limit():
         call(ghl, "POST", "/_reset")
         statuses = [ghl_call("GET", "/contacts/none").status for _ in range(RATE_LIMIT)]

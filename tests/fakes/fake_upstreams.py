@@ -303,7 +303,9 @@ class Fake:
 
     def fault_reply(self, fault, req):
         status = fault["status"]
-        if fault["body"] is not None:
+        if fault.get("raw_body") is not None:
+            body = fault["raw_body"].encode()
+        elif fault["body"] is not None:
             body = fault["body"]
         else:
             body = self.default_error_body(status)
@@ -376,6 +378,7 @@ class Fake:
             ("GET", "/_webhooks"): getattr(self, "c_webhooks", None),
             ("POST", "/_webhooks/hold"): getattr(self, "c_webhooks_hold", None),
             ("POST", "/_webhooks/flush"): getattr(self, "c_webhooks_flush", None),
+            ("POST", "/_oauth/code"): getattr(self, "c_oauth_code", None),
         }
         fn = routes.get((method, path))
         if fn is None:
@@ -433,7 +436,7 @@ class Fake:
 
     @staticmethod
     def parse_fault(body):
-        known = {"status", "count", "path", "method", "retry_after", "body", "latency_ms", "hang"}
+        known = {"status", "count", "path", "method", "retry_after", "body", "raw_body", "latency_ms", "hang"}
         unknown = set(body) - known
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
@@ -461,6 +464,11 @@ class Fake:
         method = body.get("method")
         if method is not None and not isinstance(method, str):
             raise ValueError("method must be a string")
+        raw_body = body.get("raw_body")
+        if raw_body is not None and not isinstance(raw_body, str):
+            raise ValueError("raw_body must be a string (sent as is, not as JSON)")
+        if raw_body is not None and body.get("body") is not None:
+            raise ValueError("give body or raw_body, not both")
         retry_after = body.get("retry_after")
         if retry_after is not None and (not is_number(retry_after) or retry_after < 0):
             raise ValueError("retry_after must be a non-negative number of seconds")
@@ -469,7 +477,7 @@ class Fake:
         return {
             "status": status, "count": count, "path": path, "path_rx": path_rx,
             "method": method.upper() if method else None, "retry_after": retry_after,
-            "body": body.get("body"), "latency_ms": latency, "hang": hang,
+            "body": body.get("body"), "raw_body": raw_body, "latency_ms": latency, "hang": hang,
         }
 
     def c_config(self, body):
@@ -1885,13 +1893,16 @@ class GhlFake(Fake):
     label = "fake-ghl"
     collections = ("contacts", "opportunities", "pipelines", "customFields")
     config_keys = {"latency_ms", "rate_limit", "rate_window", "webhook_url", "webhook_delay_ms",
-                   "webhook_duplicate", "webhook_shuffle", "locations"}
+                   "webhook_duplicate", "webhook_shuffle", "locations", "oauth_client_id",
+                   "oauth_client_secret", "oauth_token_ttl"}
 
     def __init__(self, config, request_log_max, quiet, token):
         self.token = token
         config = dict(config)
         for key, value in (("webhook_url", None), ("webhook_delay_ms", 0), ("webhook_duplicate", 0),
-                           ("webhook_shuffle", False), ("locations", list(DEFAULT_GHL_LOCATIONS))):
+                           ("webhook_shuffle", False), ("locations", list(DEFAULT_GHL_LOCATIONS)),
+                           ("oauth_client_id", "fake-ghl-client-id"),
+                           ("oauth_client_secret", "fake-ghl-client-secret"), ("oauth_token_ttl", 86399)):
             config.setdefault(key, value)
         self.wh_cond = None
         super().__init__(config, request_log_max, quiet)
@@ -1923,6 +1934,7 @@ class GhlFake(Fake):
             ("DELETE", "/contacts/{id}", "h_contact_delete"),
             ("GET", "/opportunities/pipelines", "h_pipelines"),
             ("GET", "/locations/{locationId}/customFields", "h_custom_fields"),
+            ("POST", "/oauth/token", "h_oauth_token"),
             ("GET", "/opportunities/search", "h_opp_search"),
             ("POST", "/opportunities/", "h_opp_create"),
             ("PUT", "/opportunities/{id}/status", "h_opp_status"),
@@ -1932,6 +1944,9 @@ class GhlFake(Fake):
         ]
 
     def reset_upstream_state(self):
+        self.oauth_codes = {}      # code -> {"locationId", "userType", "redirect_uri"}; used once
+        self.oauth_access = {}     # access token -> {"locationId", "userType", "expires"}
+        self.oauth_refresh = {}    # refresh token -> grant; only the latest of a chain is a key
         self.wh_generation = getattr(self, "wh_generation", 0) + 1
         self.wh_queue = deque()     # (generation, due monotonic, url, body), sent in order
         self.wh_buffer = []         # held or shuffled, waiting for a flush
@@ -1963,9 +1978,90 @@ class GhlFake(Fake):
             raise ValueError("webhook_duplicate must be a probability between 0 and 1")
         if key == "webhook_shuffle" and not isinstance(value, bool):
             raise ValueError("webhook_shuffle must be true or false")
+        if key in ("oauth_client_id", "oauth_client_secret") and not (isinstance(value, str) and value):
+            raise ValueError(f"{key} must be a non-empty string")
+        if key == "oauth_token_ttl" and (not is_number(value) or value < 0):
+            raise ValueError("oauth_token_ttl must be a non-negative number of seconds")
         if key == "locations" and (not isinstance(value, list) or not value
                                    or not all(isinstance(x, str) and x for x in value)):
             raise ValueError("locations must be a non-empty array of location ids")
+
+    # ---- OAuth (ref/ghl/NOTES.md §1) ---------------------------------------------
+    def c_oauth_code(self, body):
+        """An authorization code, as GHL's redirect after "choose location"
+        would hand one to the app."""
+        location = body.get("locationId")
+        user_type = body.get("userType", "Location")
+        if user_type not in ("Location", "Company"):
+            return Reply(400, {"error": "userType must be Location or Company"})
+        if user_type == "Location" and not (isinstance(location, str) and location):
+            return Reply(400, {"error": "locationId is required for a Location code"})
+        redirect = body.get("redirect_uri")
+        if redirect is not None and not isinstance(redirect, str):
+            return Reply(400, {"error": "redirect_uri must be a string"})
+        code = secrets.token_hex(20)
+        with self.lock:
+            self.oauth_codes[code] = {"locationId": location if user_type == "Location" else None,
+                                      "userType": user_type, "redirect_uri": redirect}
+        return Reply(200, {"code": code})
+
+    def h_oauth_token(self, req):
+        # A form body (NOTES §1); a JSON body binds nothing, so its fields are
+        # "empty" (the worse case: the spec only documents the form).
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        form = dict(parse_qsl(req.text, keep_blank_values=True)) if ctype == "application/x-www-form-urlencoded" else {}
+        errors = [f"{k} should not be empty" for k in ("client_id", "client_secret", "grant_type") if not form.get(k)]
+        grant_type = form.get("grant_type")
+        if grant_type and grant_type not in ("authorization_code", "refresh_token", "client_credentials"):
+            errors.append("grant_type must be one of the following values: authorization_code, refresh_token, "
+                          "client_credentials")
+        if form.get("user_type") and form["user_type"] not in ("Company", "Location"):
+            errors.append("user_type must be one of the following values: Company, Location")
+        if errors:
+            return unprocessable(errors)
+        with self.lock:
+            if (form["client_id"] != self.config["oauth_client_id"]
+                    or form["client_secret"] != self.config["oauth_client_secret"]):
+                return Reply(401, {"statusCode": 401, "message": "Invalid client credentials",
+                                   "error": "Unauthorized"})
+            if grant_type == "client_credentials":
+                return bad_request("client_credentials is not supported by this fake")
+            # Lookup, checks and use under one lock: of two requests racing
+            # with one code or refresh token, exactly one wins.
+            store, given = ((self.oauth_codes, form.get("code")) if grant_type == "authorization_code"
+                            else (self.oauth_refresh, form.get("refresh_token")))
+            what = "authorization code" if grant_type == "authorization_code" else "refresh token"
+            grant = store.get(given or "")
+            if grant is None:
+                return bad_request(f"Invalid grant: {what} is invalid or already used")
+            if form.get("user_type") and form["user_type"] != grant["userType"]:
+                return bad_request(f"user_type does not match the grant ({grant['userType']})")
+            if (grant_type == "authorization_code" and grant["redirect_uri"] is not None
+                    and form.get("redirect_uri") != grant["redirect_uri"]):
+                return bad_request("Invalid grant: redirect_uri does not match")
+            del store[given]
+            if grant_type == "authorization_code":
+                grant = {"locationId": grant["locationId"], "userType": grant["userType"],
+                         "userId": stable_ghl_id("oauth-user:" + str(grant["locationId"]))}
+            return Reply(200, self.oauth_issue(grant))
+
+    def oauth_issue(self, grant):
+        """New access and refresh tokens for a grant; lock held."""
+        ttl = self.config["oauth_token_ttl"]
+        access, refresh = secrets.token_hex(24), secrets.token_hex(24)
+        self.oauth_access[access] = dict(grant, expires=time.time() + ttl)
+        self.oauth_refresh[refresh] = grant
+        location = grant.get("locationId")
+        body = {"access_token": access, "token_type": "Bearer",
+                "expires_in": int(ttl) if float(ttl).is_integer() else ttl, "refresh_token": refresh,
+                "scope": "contacts.readonly contacts.write opportunities.readonly opportunities.write "
+                         "locations/customFields.readonly",
+                "userType": grant["userType"], "companyId": stable_ghl_id("oauth-company"),
+                "userId": grant["userId"]}
+        if location:
+            body["locationId"] = location
+            body["approvedLocations"] = [location]
+        return body
 
     # ---- custom fields ----------------------------------------------------------
     def h_custom_fields(self, req, location):
@@ -2021,8 +2117,12 @@ class GhlFake(Fake):
 
     # ---- locations ------------------------------------------------------------
     def token_locations(self, token):
-        """The locations a token may touch: the static token (a Private
-        Integration token) every known location."""
+        """The locations a token may touch: an OAuth token its own (none for
+        a Company token), the static token (a Private Integration token)
+        every known location."""
+        grant = self.oauth_access.get(token)
+        if grant is not None:
+            return {grant["locationId"]} if grant.get("locationId") else set()
         return set(self.config["locations"])
 
     @staticmethod
@@ -2151,11 +2251,16 @@ class GhlFake(Fake):
         return {"statusCode": status, "message": phrase}
 
     # ---- rate limit ---------------------------------------------------------
-    @staticmethod
-    def rate_key(req):
+    def rate_key(self, req):
         # A Private Integration or location token belongs to one location, so
-        # the token stands for GHL's "per app per location" bucket.
-        return req.bearer()
+        # the token stands for GHL's "per app per location" bucket; OAuth
+        # tokens rotate, so theirs is keyed by the location itself.
+        token = req.bearer()
+        with self.lock:
+            grant = self.oauth_access.get(token)
+        if grant is not None:
+            return "oauth-location:" + str(grant.get("locationId"))
+        return token
 
     def rate_take(self, key):
         """Counts one request in key's sliding window; returns 0 when allowed,
@@ -2198,8 +2303,16 @@ class GhlFake(Fake):
             return Reply(404, {"statusCode": 404, "message": f"Cannot {req.method} {req.path}",
                                "error": "Not Found"})
         route, fn, params = m
+        if fn == self.h_oauth_token:
+            # No Bearer and no Version header (ref/ghl/openapi/apps/oauth.json).
+            return fn(req)
         token = req.bearer()
-        if not token or (self.token is not None and token != self.token):
+        with self.lock:
+            grant = self.oauth_access.get(token)
+        if grant is not None:
+            if time.time() >= grant["expires"]:
+                return Reply(401, dict(GHL_UNAUTHORIZED))
+        elif not token or (self.token is not None and token != self.token):
             return Reply(401, dict(GHL_UNAUTHORIZED))
         if (req.headers.get("Version") or "").strip() != GHL_VERSION:
             return bad_request("Version header is missing or invalid")
@@ -2903,7 +3016,10 @@ class Handler(BaseHTTPRequestHandler):
                 return
 
     def _send(self, reply):
-        data = b"" if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
+        if isinstance(reply.body, bytes):
+            data = reply.body     # a raw_body fault: garbage on purpose
+        else:
+            data = b"" if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json; charset=utf-8")

@@ -367,6 +367,11 @@ class Fakes:
     def flush_ghl_webhooks(self, order="fifo"):
         return self._ctl("ghl", "POST", "/_webhooks/flush", {"order": order})
 
+    def ghl_oauth_code(self, location="it-location-1", **extra):
+        """An authorization code the fake GHL's POST /oauth/token exchanges
+        for tokens of that location."""
+        return self._ctl("ghl", "POST", "/_oauth/code", dict(extra, locationId=location))["code"]
+
     # Views over /_requests -------------------------------------------------
 
     def calls(self, side, method=None, path_re=None):
