@@ -5,9 +5,13 @@ Both fakes run in one process (Python 3.11 standard library only), each on its
 own loopback port. They answer in the real APIs' shapes (ref/nowcerts/NOTES.md,
 ref/ghl/NOTES.md) and reproduce the documented quirks, so that a test that
 passes against them says something about the real thing: NowCerts' HTTP 200
-with "status":0, Insured/Insert overwriting a same-name record, rotating
-refresh tokens, OData filters and paging on changeDate; GHL's 422 for
-undeclared properties, the Version header, 100 requests per 10 s then 429.
+with "status":0, Insured/Insert replacing a matched (even same-name) record,
+rotating refresh tokens, OData filters (case-sensitive) and paging on
+changeDate, DeletedInsuredList; GHL's 422 for undeclared properties and
+mistyped custom fields, the Version header, 100 requests per 10 s then 429,
+locations, OAuth with rotating refresh tokens, and a webhook for every
+contact change (late, twice or out of order on demand). Where the notes are
+unsure, the fakes take the worse case for a client.
 
 Every path starting with "/_" is the control API (no auth); see README.md.
 
@@ -2009,7 +2013,9 @@ class GhlFake(Fake):
         # A form body (NOTES §1); a JSON body binds nothing, so its fields are
         # "empty" (the worse case: the spec only documents the form).
         ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        form = dict(parse_qsl(req.text, keep_blank_values=True)) if ctype == "application/x-www-form-urlencoded" else {}
+        form = {}
+        if ctype == "application/x-www-form-urlencoded":
+            form = dict(parse_qsl(req.text, keep_blank_values=True))
         errors = [f"{k} should not be empty" for k in ("client_id", "client_secret", "grant_type") if not form.get(k)]
         grant_type = form.get("grant_type")
         if grant_type and grant_type not in ("authorization_code", "refresh_token", "client_credentials"):
@@ -2153,13 +2159,14 @@ class GhlFake(Fake):
                 self.wh_enqueue(url, copy.deepcopy(body))
 
     def wh_enqueue(self, url, body):
+        queued = time.time()
         if self.wh_held or self.config.get("webhook_shuffle"):
             if not self.wh_buffer:
                 self.wh_next_shuffle = time.monotonic() + self.config.get("webhook_delay_ms", 0) / 1000.0
-            self.wh_buffer.append((url, body))
+            self.wh_buffer.append((url, body, queued))
         else:
             due = time.monotonic() + self.config.get("webhook_delay_ms", 0) / 1000.0
-            self.wh_queue.append((self.wh_generation, due, url, body))
+            self.wh_queue.append((self.wh_generation, due, url, body, queued))
         self.wh_cond.notify_all()
 
     def wh_release(self, order):
@@ -2171,8 +2178,8 @@ class GhlFake(Fake):
         elif order == "shuffle":
             random.shuffle(items)
         now = time.monotonic()
-        for url, body in items:
-            self.wh_queue.append((self.wh_generation, now, url, body))
+        for url, body, queued in items:
+            self.wh_queue.append((self.wh_generation, now, url, body, queued))
         self.wh_cond.notify_all()
         return len(items)
 
@@ -2189,7 +2196,7 @@ class GhlFake(Fake):
                     while self.wh_queue and self.wh_queue[0][0] != self.wh_generation:
                         self.wh_queue.popleft()
                     if self.wh_queue and self.wh_queue[0][1] <= now:
-                        generation, _, url, body = self.wh_queue.popleft()
+                        generation, _, url, body, queued = self.wh_queue.popleft()
                         break
                     waits = [0.5]
                     if self.wh_queue:
@@ -2197,11 +2204,11 @@ class GhlFake(Fake):
                     if self.wh_buffer and not self.wh_held and self.config.get("webhook_shuffle") and delay > 0:
                         waits.append(self.wh_next_shuffle - now)
                     self.wh_cond.wait(max(0.001, min(waits)))
-            self.wh_send(generation, url, body)
+            self.wh_send(generation, url, body, queued)
 
-    def wh_send(self, generation, url, body):
+    def wh_send(self, generation, url, body, queued):
         entry = {"type": body.get("type"), "webhookId": body.get("webhookId"), "url": url, "body": body,
-                 "at": time.time(), "status": None, "answer": None, "error": None}
+                 "queued_at": queued, "at": time.time(), "status": None, "answer": None, "error": None}
         try:
             u = urlsplit(url)
             cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
