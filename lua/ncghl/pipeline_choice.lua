@@ -321,7 +321,12 @@ end
 -- field the status came from, for messages), pipelines (the location's).
 function choice.choose(settings, ctx)
   local kind = ctx.quote and "quote" or "policy"
-  local state, status_text = choice.state(settings, ctx.status, ctx.active, ctx.status_field)
+  -- A quote's active flag says nothing about the deal: only a policy's counts.
+  local active
+  if not ctx.quote then
+    active = ctx.active
+  end
+  local state, status_text = choice.state(settings, ctx.status, active, ctx.status_field)
   local name, how = choice.pipeline(settings, ctx.line, ctx.pipelines)
   local stage, stage_how
   if name then

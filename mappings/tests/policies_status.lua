@@ -141,6 +141,15 @@ return {
       requests = { { service = "ghl", method = "POST", path = "/opportunities/", body = { status = "lost" } } },
     } },
 
+  { name = "a quote's active flag says nothing: without a status it is open",
+    source = "nowcerts", config = CONFIG, links = LINKS,
+    body = { event_type = "QUOTE_INSERT", data = policy({ number = "Q-3", lineOfBusinessName = "Auto", active = false }) },
+    answers = { PIPELINES, created("o-q3") },
+    expect = {
+      outcome = "done",
+      requests = { { service = "ghl", method = "POST", path = "/opportunities/", body = { status = "open" } } },
+    } },
+
   { name = "an unknown status fails for good, naming the field and the accepted values",
     source = "nowcerts", config = CONFIG, links = LINKS,
     body = { event_type = "POLICY_UPDATE", data = policy({ number = "A-4", lineOfBusinessName = "Auto", status = "Suspended" }) },
