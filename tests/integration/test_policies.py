@@ -506,7 +506,8 @@ class PolicyStatusAndPipelines(IntegTest):
         shows, read here through a route added to a copy of the mappings,
         against the fake GHL's real pipelines."""
         self._rename_pipelines()
-        mapdir = mappings_with(self.tmp, "")
+        # One explicit rule, for a pipeline this location does not have.
+        mapdir = mappings_with(self.tmp, 'pipelines.by_line = { { pipeline = "Life", words = { "life" } } }')
         routes = mapdir / "routes.lua"
         text = routes.read_text()
         cut = text.rstrip().rfind("\nreturn")
@@ -518,6 +519,8 @@ class PolicyStatusAndPipelines(IntegTest):
         got = {(c["line"], c["kind"]): (c.get("pipeline"), c.get("stage"), c["how"])
                for c in ans["data"]["choices"]}
         self.assertEqual(got, {
+            ("Life", "quote"): ("Life", None, "missing"),
+            ("Life", "policy"): ("Life", None, "missing"),
             ("commercial lines", "quote"): ("Business Insurance", "Proposal", "matched"),
             ("commercial lines", "policy"): ("Business Insurance", "Issued", "matched"),
             ("personal lines", "quote"): ("Auto Insurance", "Quote Sent", "matched"),
