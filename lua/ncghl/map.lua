@@ -281,11 +281,18 @@ end
 -- id = "..." instead of key): [{key|id, field_value}], fields without a value
 -- left out. GHL takes either id or key; which key form it wants is not
 -- confirmed (ref/ghl/NOTES.md section 2), so the list lives in the map file.
+-- field_value is string | string[] | object in GHL's schema (NOTES section
+-- 3): a number or a boolean (a policy number that arrived as a JSON number)
+-- is sent as its text, never as a number that GHL's validation refuses.
 function map.custom_fields(list)
   return function(src, ctx)
     local out = {}
     for _, f in ipairs(list) do
       local v = resolve(f.from, src, ctx)
+      local t = type(v)
+      if t == "number" or t == "boolean" then
+        v = util.str(v)
+      end
       if v ~= nil and type(v) ~= "table" then
         local item = { field_value = v }
         if f.id ~= nil and f.id ~= "" then

@@ -17,6 +17,7 @@ local fields = require "ncghl.fields"
 local sync = require "ncghl.sync"
 local ghl = require "ncghl.ghl"
 local nowcerts = require "ncghl.nowcerts"
+local choice = require "ncghl.pipeline_choice"
 
 local opportunities = {}
 
@@ -182,12 +183,47 @@ local function opportunity_gone(res)
     and (res.body or ""):lower():find("opportunity not found", 1, true) ~= nil
 end
 
-local function choose(m, src, ctx)
-  local t = m.pipeline(src, ctx)
-  if type(t) ~= "table" then
-    fail("pipelines.lua chose no pipeline for this record")
+-- What pipelines.lua chooses with: the record's kind, line of business and
+-- status (policies.lua says where they are read), and, added by choose, the
+-- location's pipelines.
+local function choice_ctx(m, src, quote)
+  local ctx = {
+    quote = quote,
+    line = util.str((map.get(src, m.line_of_business))),
+    status_field = type(m.status) == "table" and type(m.status[1]) == "string" and m.status[1] or "status",
+  }
+  -- An older policies.lua may have neither map: no status then.
+  if m.status ~= nil then
+    ctx.status = map.get(src, m.status)
   end
-  local pipeline_id, stage_id = ghl.resolve_pipeline(t.pipeline, t.stage)
+  if m.active ~= nil then
+    ctx.active = map.get(src, m.active) -- false is a value here
+  end
+  return ctx
+end
+
+-- pipelines.lua's choice for the record, against the location's pipelines
+-- (read once and kept), and the ids of the names it chose. A name missing
+-- from pipelines read earlier may be new in GHL: they are read again once,
+-- and the choice made again, before the event fails naming what is missing.
+local function choose(m, src, ctx)
+  local list, fresh = ghl.pipelines(false)
+  local t, pipeline_id, stage_id, why
+  for _ = 1, 2 do
+    ctx.pipelines = list
+    t = m.pipeline(src, ctx)
+    if type(t) ~= "table" then
+      fail("pipelines.lua chose no pipeline for this record")
+    end
+    pipeline_id, stage_id, why = choice.ids(list, t)
+    if not why or fresh then
+      break
+    end
+    list, fresh = ghl.pipelines(true), true
+  end
+  if why then
+    fail(why)
+  end
   return t, pipeline_id, stage_id
 end
 
@@ -223,7 +259,7 @@ function opportunities.upsert(src, m, opts)
     quote = opts.quote == true
   end
   local pid = key_of((map.get(src, m.policy_id)))
-  local ctx = { quote = quote, line = util.str((map.get(src, m.line_of_business))) }
+  local ctx = choice_ctx(m, src, quote)
 
   -- Two events about the same policy run one after the other from here on.
   ncghl.lock(pid and "policy:nowcerts:" .. pid, "policy:number:" .. number_key)
@@ -237,10 +273,15 @@ function opportunities.upsert(src, m, opts)
   local function other_stage()
     if not other_known then
       other_known = true
-      local t = m.pipeline(src, { quote = not quote, line = ctx.line })
+      local octx = {}
+      for k, v in pairs(ctx) do
+        octx[k] = v
+      end
+      octx.quote = not quote
+      local t = m.pipeline(src, octx)
       if type(t) == "table" then
         local _
-        _, other = ghl.resolve_pipeline(t.pipeline, t.stage, { known_only = true })
+        _, other = choice.ids(ctx.pipelines, t)
       end
     end
     return other
@@ -386,6 +427,10 @@ function opportunities.upsert(src, m, opts)
     kind = quote and "quote" or "policy",
     pipeline = target.pipeline,
     stage = target.stage,
+    status = body.status,
+    how = target.how,
+    stage_how = target.stage_how,
+    policy_status = target.policy_status,
     message = ("GHL opportunity %s %s"):format(opp_id, action),
   }
 end

@@ -411,7 +411,9 @@ local CONSTANT = {
 
 -- A GHL that has every pipeline and stage the mappings' pipelines.lua names
 -- (when it has the usual by_line and stage tables), so that a dry run of a
--- policy shows its opportunity rather than a missing pipeline.
+-- policy shows its opportunity rather than a missing pipeline. When it
+-- names none (it chooses among the location's own), a location like the
+-- sandbox's: Personal Lines and Commercial Lines, stages New, Quoted, Bound.
 local function dry_pipelines()
   local ok, pl = pcall(require, "pipelines")
   if not ok or type(pl) ~= "table" then
@@ -425,8 +427,15 @@ local function dry_pipelines()
     end
   end
   table.sort(stages)
+  local rules = type(pl.by_line) == "table" and pl.by_line or {}
+  if #rules == 0 then
+    rules = { { pipeline = "Personal Lines" }, { pipeline = "Commercial Lines" } }
+    if #stages == 0 then
+      stages = { "New", "Quoted", "Bound" }
+    end
+  end
   local out, named = {}, {}
-  for _, rule in ipairs(type(pl.by_line) == "table" and pl.by_line or {}) do
+  for _, rule in ipairs(rules) do
     local name = type(rule) == "table" and rule.pipeline
     if type(name) == "string" and not named[name] then
       named[name] = true
