@@ -14,6 +14,7 @@
 #include "backfill.h"
 #include "buf.h"
 #include "config.h"
+#include "doctor.h"
 #include "engine.h"
 #include "httpc.h"
 #include "log.h"
@@ -48,6 +49,8 @@ static const char usage[] =
     "  backfill --from nowcerts|ghl [--since DATE]\n"
     "                                   bulk sync of existing records through the same queue and\n"
     "                                   mappings, with progress; an interrupted one resumes\n"
+    "  doctor [--env FILE] [--sandbox]  preflight against the live accounts: one line per check,\n"
+    "                                   ✓ or ✗ with the fix; exit 1 on any ✗ (--sandbox: the fakes)\n"
     "  subscribe                        register PUBLIC_URL with NowCerts' REST hooks\n"
     "  unsubscribe                      remove the REST hooks registered by subscribe\n"
     "  version                          print the version\n"
@@ -72,7 +75,49 @@ struct app {
   pid_t fakes;
   struct metrics *metrics;
   struct metric *m_reloads;
+  struct doctor *doctor;   /* the last preflight run (doctor.h) */
+  bool doctor_running, doctor_again;
 };
+
+static void start_doctor(struct app *a);
+
+/* The preflight's ✗ lines become warnings and /health's "degraded". */
+static void on_doctor_done(void *ud, struct doctor *d) {
+  struct app *a = ud;
+  size_t n;
+  const struct doctor_line *lines = doctor_lines(d, &n);
+  const char **reasons = calloc(n ? n : 1, sizeof *reasons);
+  size_t nr = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (lines[i].ok)
+      continue;
+    log_warn("doctor: ✗ %s. Fix: %s", lines[i].text, lines[i].fix ? lines[i].fix : "see ncghl doctor");
+    if (reasons)
+      reasons[nr++] = lines[i].text;
+  }
+  if (nr == 0)
+    log_info("doctor: all %zu checks passed", n);
+  server_set_degraded(a->server, reasons, nr);
+  free(reasons);
+  a->doctor_running = false;
+  if (a->doctor_again) {
+    a->doctor_again = false;
+    start_doctor(a);
+  }
+}
+
+/* The same checks as `ncghl doctor`, in the background; a run asked for
+ * while one is going (a reload) starts when it ends. The finished run is
+ * kept until the next one: it may be in its own callback. */
+static void start_doctor(struct app *a) {
+  if (a->doctor_running) {
+    a->doctor_again = true;
+    return;
+  }
+  doctor_free(a->doctor);
+  a->doctor = doctor_start(a->base, &a->cfg, a->up, a->store, a->rt, on_doctor_done, a);
+  a->doctor_running = a->doctor != NULL;
+}
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
@@ -121,6 +166,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg) {
   if (lrt_reload(a->rt, err, sizeof err) == 0) {
     log_info("mappings reloaded (version %s)", lrt_version(a->rt));
     metric_inc(a->m_reloads, METRIC_LABELS("ok"));
+    start_doctor(a);
   } else {
     log_error("mappings reload failed, keeping version %s: %s", lrt_version(a->rt), err);
     metric_inc(a->m_reloads, METRIC_LABELS("error"));
@@ -148,6 +194,7 @@ static void app_free(struct app *a) {
     up_free(a->up);
   if (a->http)
     httpc_free(a->http);
+  doctor_free(a->doctor); /* after up_free: its calls end without calling back */
   poller_free(a->poller); /* after queue and upstream: they may hold its callbacks */
   if (a->store)
     store_close(a->store);
@@ -264,6 +311,7 @@ static int cmd_serve(int argc, char **argv) {
   event_add(a.sig_term, NULL);
   event_add(a.sig_int, NULL);
   event_add(a.sig_hup, NULL);
+  start_doctor(&a);
   log_info("ncghl %s listening on http://%s:%d (store %s, mappings %s version %s%s)", NCGHL_VERSION,
            a.cfg.host, a.cfg.port, a.cfg.db_path, a.cfg.mappings_dir, lrt_version(a.rt),
            sandbox ? ", sandbox" : "");
@@ -494,6 +542,8 @@ int main(int argc, char **argv) {
     return runner_cmd_map(argc - 2, argv + 2);
   if (strcmp(cmd, "backfill") == 0)
     return backfill_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "doctor") == 0)
+    return doctor_main(argc - 2, argv + 2);
   if (strcmp(cmd, "subscribe") == 0 || strcmp(cmd, "unsubscribe") == 0)
     return subscribe_main(argc - 2, argv + 2, strcmp(cmd, "subscribe") == 0);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

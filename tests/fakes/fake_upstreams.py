@@ -1625,9 +1625,87 @@ def merge_custom_fields(existing, items):
     return list(merged.values())
 
 
+# ---- the location and its custom fields (for `ncghl doctor`) ---------------
+# Kept apart from the rest of the GHL fake. With no location seeded, every
+# location id is served (like the other routes, which take any locationId);
+# once one is seeded through /_records/locations, others answer 403 as GHL
+# does for a token of another sub-account. Custom fields are seeded through
+# /_records/customFields ({"name", "fieldKey": "opportunity.x", "model", ...}).
+DOCTOR_COLLECTIONS = ("locations", "customFields")
+# The opportunity fields the shipped mappings/policies.lua names, there from
+# the start as the seeded pipelines are, so `ncghl doctor --sandbox` passes.
+DOCTOR_SEEDED_FIELDS = (("policy_number", "Policy Number"), ("carrier", "Carrier"),
+                        ("effective_date", "Effective Date"), ("expiration_date", "Expiration Date"))
+
+
+def doctor_seed_defaults(fake):
+    for key, name in DOCTOR_SEEDED_FIELDS:
+        doctor_seed(fake, "customFields", {"id": stable_ghl_id("customField:" + key), "name": name,
+                                           "fieldKey": "opportunity." + key, "model": "opportunity"})
+
+
+def doctor_routes():
+    return [
+        ("GET", "/locations/{locationId}/customFields", "h_location_custom_fields"),
+        ("GET", "/locations/{locationId}", "h_location_get"),
+    ]
+
+
+def doctor_location(fake, location_id):
+    """The location record, or a Reply to answer instead."""
+    with fake.lock:
+        seeded = fake.records["locations"]
+        if not seeded:
+            return {"id": location_id, "name": "Sandbox location"}
+        if location_id in seeded:
+            return copy.deepcopy(seeded[location_id])
+    return Reply(403, {"statusCode": 403, "message": "The token does not have access to this location."})
+
+
+def doctor_seed(fake, collection, record):
+    if collection == "locations":
+        loc = {"id": record.get("id") or ghl_id(), "name": "Location"}
+        loc.update(record)
+        fake.records["locations"][loc["id"]] = loc
+        return loc
+    key = record.get("fieldKey")
+    model = record.get("model") or (key.split(".", 1)[0] if isinstance(key, str) and "." in key else "contact")
+    field = {"id": record.get("id") or stable_ghl_id("customField:" + str(key)), "name": None,
+             "fieldKey": key, "dataType": "TEXT", "model": model, "placeholder": "", "position": 0}
+    field.update(record)
+    field["model"] = model
+    fake.records["customFields"][field["id"]] = field
+    return field
+
+
+def _h_location_get(self, req, location_id):
+    loc = doctor_location(self, location_id)
+    if isinstance(loc, Reply):
+        return loc
+    return Reply(200, {"location": loc})
+
+
+def _h_location_custom_fields(self, req, location_id):
+    unknown = [k for k in req.params if k != "model"]
+    if unknown:
+        return unprocessable([f"property {k} should not exist" for k in unknown])
+    model = req.params.get("model") or "all"
+    if model not in ("contact", "opportunity", "all"):
+        return unprocessable(["model must be one of the following values: contact, opportunity, all"])
+    loc = doctor_location(self, location_id)
+    if isinstance(loc, Reply):
+        return loc
+    with self.lock:
+        fields = [copy.deepcopy(f) for f in self.records["customFields"].values()
+                  if model == "all" or f.get("model") == model]
+    for f in fields:
+        f["locationId"] = location_id
+    return Reply(200, {"customFields": fields})
+
+
 class GhlFake(Fake):
     label = "fake-ghl"
-    collections = ("contacts", "opportunities", "pipelines")
+    collections = ("contacts", "opportunities", "pipelines") + DOCTOR_COLLECTIONS
     config_keys = {"latency_ms", "rate_limit", "rate_window"}
 
     def __init__(self, config, request_log_max, quiet, token):
@@ -1653,7 +1731,7 @@ class GhlFake(Fake):
             ("GET", "/opportunities/{id}", "h_opp_get"),
             ("PUT", "/opportunities/{id}", "h_opp_update"),
             ("DELETE", "/opportunities/{id}", "h_opp_delete"),
-        ]
+        ] + doctor_routes()
 
     def reset_upstream_state(self):
         self.windows = {}   # rate-limit key -> deque of monotonic request times
@@ -1665,6 +1743,7 @@ class GhlFake(Fake):
                 "stages": [{"id": stable_guid(f"stage:{name}:{s}"), "name": s} for s in SEEDED_STAGES],
                 "showInFunnel": True, "showInPieChart": True,
             }
+        doctor_seed_defaults(self)
 
     def validate_config(self, key, value):
         super().validate_config(key, value)
@@ -2147,8 +2226,13 @@ class GhlFake(Fake):
                 pipelines.append(view)
         return Reply(200, {"pipelines": pipelines})
 
+    h_location_get = _h_location_get
+    h_location_custom_fields = _h_location_custom_fields
+
     # ---- seeding (/_records) -------------------------------------------------
     def seed(self, collection, record):
+        if collection in DOCTOR_COLLECTIONS:
+            return doctor_seed(self, collection, record)
         if collection == "contacts":
             contact = {"id": record.get("id") or ghl_id(), "type": "lead", "dnd": False, "tags": [],
                        "customFields": [], "attachments": [], "dateAdded": record.get("dateAdded") or iso_now_ms()}
