@@ -29,6 +29,7 @@
 #include "upstream.h"
 
 enum step {
+  S_LINT,
   S_NOWCERTS,
   S_GHL_LOCATION,
   S_PIPELINES,
@@ -331,6 +332,9 @@ static void run_steps(struct doctor *d) {
   char path[512];
   while (d->step < S_END) {
     switch (d->step) {
+    case S_LINT:
+      lua_lines(d, "lint", NULL, 0);
+      break;
     case S_NOWCERTS:
       if (!set(c->nowcerts_username) || !set(c->nowcerts_password)) {
         add_line(d, false, "set NOWCERTS_USERNAME and NOWCERTS_PASSWORD (a dedicated NowCerts user)",

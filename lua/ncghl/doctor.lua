@@ -206,6 +206,20 @@ function doctor.custom_fields(body)
   return out
 end
 
+-- The fields the maps write, against the lists of what each upstream
+-- accepts (ncghl.lint).
+function doctor.lint()
+  local findings = require("ncghl.lint").targets()
+  if #findings == 0 then
+    return { line(true, "map targets: every field the maps write is one its upstream accepts") }
+  end
+  local out = {}
+  for _, f in ipairs(findings) do
+    out[#out + 1] = line(false, f.message, ("correct the field name in %s.lua"):format(f.module))
+  end
+  return out
+end
+
 -- The webhook types ncghl is expected to handle (SPEC section 5) and the
 -- GHL ones worth knowing about; a missing route for an expected one is a ✗.
 doctor.expected = {
