@@ -126,7 +126,7 @@ local function named_custom_fields()
   local out, modules = {}, {}
   for name, mod in pairs(package.loaded) do
     if type(name) == "string" and type(mod) == "table" and not name:find("^ncghl%.")
-        and name ~= "_G" and not (_G[name] == mod) and name ~= "cjson" then
+        and name ~= "_G" and _G[name] ~= mod and name ~= "cjson" then
       modules[#modules + 1] = name
     end
   end
@@ -144,7 +144,8 @@ local function named_custom_fields()
       local list = mod[k]
       if type(list) == "table" and #list > 0 then
         for _, item in ipairs(list) do
-          if type(item) == "table" and item.from ~= nil and (type(item.key) == "string" or type(item.id) == "string") then
+          if type(item) == "table" and item.from ~= nil
+              and (type(item.key) == "string" or type(item.id) == "string") then
             out[#out + 1] = { where = name .. "." .. k, key = item.key, id = item.id }
           end
         end
