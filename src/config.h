@@ -32,6 +32,7 @@ struct config {
   char *db_path;
   char *mappings_dir;
   char *lua_dir; /* the engine's own library (lua/) */
+  char *mappings_defaults_dir; /* the shipped mappings, `defaults.X` to an overlay; NULL: none */
   double token_refresh_margin; /* seconds */
   double idempotency_ttl;      /* seconds */
   int webhook_wait_ms;

@@ -1902,12 +1902,12 @@ int runner_map(struct runner *r, const char *source, const char *body, size_t le
   return rc;
 }
 
-/* The line of `file` that first holds `needle` (1 when none, or unreadable):
+/* The line of `file` that first holds `needle` (0 when none, or unreadable):
  * lint findings name a map field, and a person wants its line. */
 static int line_of(const char *file, const char *needle) {
   FILE *f = fopen(file, "r");
   if (!f)
-    return 1;
+    return 0;
   char line[4096];
   int n = 0, found = 0;
   while (!found && fgets(line, sizeof line, f)) {
@@ -1916,7 +1916,7 @@ static int line_of(const char *file, const char *needle) {
       found = n;
   }
   fclose(f);
-  return found ? found : 1;
+  return found;
 }
 
 /* Prints one list of findings H.lint returned (at index idx) as
@@ -1934,12 +1934,21 @@ static int print_findings(struct runner *r, int idx, bool warning, FILE *out) {
     const char *module = lua_tostring(L, -4), *field = lua_tostring(L, -3);
     const char *path = lua_tostring(L, -2), *msg = lua_tostring(L, -1);
     char file[4096], needle[512];
-    snprintf(file, sizeof file, "%s/%s.lua", r->cfg->mappings_dir, module ? module : "?");
     if (path)
       snprintf(needle, sizeof needle, "\"%s\"", path);
     else
       snprintf(needle, sizeof needle, "%s", field ? field : "");
-    fprintf(out, "%s:%d: %s%s\n", file, line_of(file, needle), warning ? "warning: " : "",
+    /* The agency's file, else (an overlay that left the field as it was)
+     * the shipped one. */
+    snprintf(file, sizeof file, "%s/%s.lua", r->cfg->mappings_dir, module ? module : "?");
+    int line = line_of(file, needle);
+    if (line == 0 && r->cfg->mappings_defaults_dir) {
+      char def[4096];
+      snprintf(def, sizeof def, "%s/%s.lua", r->cfg->mappings_defaults_dir, module ? module : "?");
+      if ((line = line_of(def, needle)) > 0)
+        snprintf(file, sizeof file, "%s", def);
+    }
+    fprintf(out, "%s:%d: %s%s\n", file, line > 0 ? line : 1, warning ? "warning: " : "",
             msg ? msg : "?");
     lua_pop(L, 5);
     n++;
@@ -2053,8 +2062,25 @@ int runner_cmd_check(int argc, char **argv) {
   return rc;
 }
 
+/* Whether dir holds a *.lua file: an overlay of the shipped mappings
+ * (docs/mapping-guide.md) may hold only the files it changes. */
+static bool has_scripts(const char *dir) {
+  char **names;
+  size_t n;
+  if (dirlist_read(dir, &names, &n) != 0)
+    return false;
+  bool found = false;
+  for (size_t i = 0; i < n && !found; i++) {
+    size_t l = strlen(names[i]);
+    found = l > 4 && strcmp(names[i] + l - 4, ".lua") == 0;
+  }
+  dirlist_free(names, n);
+  return found;
+}
+
 /* The mappings directory a case file or directory belongs to: for a path
- * under "<dir>/tests/", <dir> when it has a routes.lua; else NULL. */
+ * under "<dir>/tests/", <dir> when it has a routes.lua or, as an overlay,
+ * any other script; else NULL. */
 static char *owner_dir(const char *path) {
   char *real = realpath(path, NULL);
   if (!real)
@@ -2074,7 +2100,7 @@ static char *owner_dir(const char *path) {
       struct buf p;
       buf_init(&p, 0);
       buf_printf(&p, "%s/routes.lua", real);
-      bool has = p.p && stat(p.p, &sb) == 0;
+      bool has = (p.p && stat(p.p, &sb) == 0) || has_scripts(real);
       buf_free(&p);
       if (has)
         return real;

@@ -130,7 +130,16 @@ local function named_custom_fields()
       modules[#modules + 1] = name
     end
   end
-  table.sort(modules)
+  -- An agency's own name first: "policies" before the "defaults.policies"
+  -- it overlays.
+  table.sort(modules, function(a, b)
+    local da, db = a:find("^defaults%.") ~= nil, b:find("^defaults%.") ~= nil
+    if da ~= db then
+      return db
+    end
+    return a < b
+  end)
+  local seen = {} -- an overlay's module and its defaults.X may be one table
   for _, name in ipairs(modules) do
     local mod = package.loaded[name]
     local fields = {}
@@ -142,7 +151,8 @@ local function named_custom_fields()
     table.sort(fields)
     for _, k in ipairs(fields) do
       local list = mod[k]
-      if type(list) == "table" and #list > 0 then
+      if type(list) == "table" and #list > 0 and not seen[list] then
+        seen[list] = true
         for _, item in ipairs(list) do
           if type(item) == "table" and item.from ~= nil
               and (type(item.key) == "string" or type(item.id) == "string") then
