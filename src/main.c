@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ascase.h"
 #include "backfill.h"
 #include "buf.h"
 #include "config.h"
@@ -39,13 +40,17 @@ static const char usage[] =
     "  events [--status S] [--limit N] [--json]\n"
     "                                   list stored events: id, source, type, status, attempts,\n"
     "                                   last error (tab-separated; --json: one object a line)\n"
+    "  events --as-case ID              a stored event as a mapping test case skeleton (Lua)\n"
     "  replay ID|--dead                 put one event, or every dead one, back in the queue\n"
     "                                   (same id and history; a running service picks it up)\n"
     "  check [--env FILE]               load the config and every script, run the mapping tests;\n"
     "                                   the first problem as file:line: message\n"
-    "  test [--bench N] [PATH...]       run mapping test cases offline (default MAPPINGS_DIR/tests)\n"
-    "  map --source nowcerts|ghl FILE.json [--fixtures CASES.lua]\n"
-    "                                   dry run: the requests a webhook body would make, as JSON\n"
+    "  test [--bench N] [--coverage] [PATH...]\n"
+    "                                   run mapping test cases offline (default MAPPINGS_DIR/tests);\n"
+    "                                   --coverage: the map targets no case filled\n"
+    "  map --source nowcerts|ghl FILE.json [--fixtures CASES.lua] [--explain]\n"
+    "                                   dry run: the requests a webhook body would make, as JSON;\n"
+    "                                   --explain: the source fields with a value no map read\n"
     "  backfill --from nowcerts|ghl [--since DATE]\n"
     "                                   bulk sync of existing records through the same queue and\n"
     "                                   mappings, with progress; an interrupted one resumes\n"
@@ -358,8 +363,11 @@ static int cmd_events(int argc, char **argv) {
   const char *status = NULL;
   int limit = 100;
   struct list_opts o = {false, {0}};
+  const char *as_case = NULL;
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0)
+    if (strcmp(argv[i], "--as-case") == 0 && i + 1 < argc)
+      as_case = argv[++i];
+    else if (strcmp(argv[i], "--json") == 0)
       o.json = true;
     else if (strcmp(argv[i], "--status") == 0 && i + 1 < argc)
       status = argv[++i];
@@ -396,6 +404,16 @@ static int cmd_events(int argc, char **argv) {
     fprintf(stderr, "ncghl events: %s\n", err);
     config_free(&cfg);
     return 1;
+  }
+  if (as_case) {
+    int got = ascase_write(stdout, &cfg, s, as_case);
+    if (got != 0)
+      fprintf(stderr, "ncghl events: %s %s in %s (DB_PATH)\n",
+              got > 0 ? "no event" : "cannot read event", as_case, cfg.db_path);
+    store_close(s);
+    config_free(&cfg);
+    log_close();
+    return got == 0 ? 0 : 1;
   }
   buf_init(&o.line, 0);
   int rc = store_event_list(s, status, limit, print_event, &o) == 0 ? 0 : 1;

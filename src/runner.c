@@ -1221,12 +1221,134 @@ static const char HARNESS[] =
     "    mapmod.apply = function(m, src, ctx)\n"
     "      local out, trace = H.orig_apply(m, src, ctx)\n"
     "      if traces then\n"
-    "        traces[#traces + 1] = { map = m, out = out, trace = trace }\n"
+    "        traces[#traces + 1] = { map = m, out = out, trace = trace, src = src }\n"
     "      end\n"
     "      return out, trace\n"
     "    end\n"
     "  end\n"
     "  return \"dry-run\", source, etype, payload\n"
+    "end\n"
+    "\n"
+    "------------------------------------------------------------------------------\n"
+    "-- ncghl test --coverage: the targets of each map (ncghl.lint's list) that\n"
+    "-- no case filled.\n"
+    "\n"
+    "local covered\n"
+    "\n"
+    "function H.coverage_start()\n"
+    "  covered = {}\n"
+    "  local mapmod = require \"ncghl.map\"\n"
+    "  if not H.cov_apply then\n"
+    "    H.cov_apply = mapmod.apply\n"
+    "    mapmod.apply = function(m, src, ctx)\n"
+    "      local out, trace = H.cov_apply(m, src, ctx)\n"
+    "      if covered and type(trace) == \"table\" then\n"
+    "        local c = covered[m] or {}\n"
+    "        covered[m] = c\n"
+    "        for target in pairs(trace) do\n"
+    "          c[target] = true\n"
+    "        end\n"
+    "      end\n"
+    "      return out, trace\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "\n"
+    "-- One line per map: how many of its targets a case filled, and which not.\n"
+    "function H.coverage_report()\n"
+    "  local lint = require \"ncghl.lint\"\n"
+    "  local util = require \"ncghl.util\"\n"
+    "  local lines = {}\n"
+    "  for _, e in ipairs(lint.maps) do\n"
+    "    local mod = util.require_optional(e.module)\n"
+    "    local m = type(mod) == \"table\" and mod[e.map]\n"
+    "    if type(m) == \"table\" then\n"
+    "      local c = covered and covered[m] or {}\n"
+    "      local all, never = 0, {}\n"
+    "      for _, k in ipairs(sorted_keys(m)) do\n"
+    "        if type(k) == \"string\" then\n"
+    "          all = all + 1\n"
+    "          if not c[k] then\n"
+    "            never[#never + 1] = k\n"
+    "          end\n"
+    "        end\n"
+    "      end\n"
+    "      lines[#lines + 1] = (\"coverage %s.%s: %d of %d targets filled by a case%s\"):format(e.module,\n"
+    "        e.map, all - #never, all, #never > 0 and (\"; never: \" .. table.concat(never, \", \")) or \"\")\n"
+    "    end\n"
+    "  end\n"
+    "  covered = nil\n"
+    "  return table.concat(lines, \"\\n\")\n"
+    "end\n"
+    "\n"
+    "------------------------------------------------------------------------------\n"
+    "-- ncghl map --explain: the source fields that carried a value no map read.\n"
+    "\n"
+    "local function spec_paths(spec, out)\n"
+    "  if type(spec) == \"string\" then\n"
+    "    out[spec] = true\n"
+    "  elseif type(spec) == \"table\" and getmetatable(spec) == nil then\n"
+    "    for _, s in ipairs(spec) do\n"
+    "      spec_paths(s, out)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "\n"
+    "-- Every field of v with a value, by path; a list is one field.\n"
+    "local function leaves(v, prefix, out, seen)\n"
+    "  if type(v) ~= \"table\" then\n"
+    "    if v ~= nil and v ~= NULL and v ~= \"\" then\n"
+    "      out[#out + 1] = { path = prefix, value = v }\n"
+    "    end\n"
+    "    return out\n"
+    "  end\n"
+    "  if seen[v] or next(v) == nil then\n"
+    "    return out\n"
+    "  end\n"
+    "  seen[v] = true\n"
+    "  if is_list(v) then\n"
+    "    out[#out + 1] = { path = prefix, value = v }\n"
+    "    return out\n"
+    "  end\n"
+    "  for _, k in ipairs(sorted_keys(v)) do\n"
+    "    if type(k) == \"string\" then\n"
+    "      leaves(v[k], prefix == \"\" and k or (prefix .. \".\" .. k), out, seen)\n"
+    "    end\n"
+    "  end\n"
+    "  return out\n"
+    "end\n"
+    "\n"
+    "local function unread_fields()\n"
+    "  local named, srcs, order, fn = {}, {}, {}, false\n"
+    "  for _, t in ipairs(traces or {}) do\n"
+    "    for _, spec in pairs(t.map) do\n"
+    "      spec_paths(spec, named)\n"
+    "      fn = fn or type(spec) == \"function\"\n"
+    "    end\n"
+    "    if type(t.src) == \"table\" and not srcs[t.src] then\n"
+    "      srcs[t.src] = true\n"
+    "      order[#order + 1] = t.src\n"
+    "    end\n"
+    "  end\n"
+    "  local out, seen = {}, {}\n"
+    "  for _, src in ipairs(order) do\n"
+    "    for _, f in ipairs(leaves(src, \"\", {}, {})) do\n"
+    "      local read = false\n"
+    "      local p = f.path\n"
+    "      while p do\n"
+    "        if named[p] then\n"
+    "          read = true\n"
+    "          break\n"
+    "        end\n"
+    "        p = p:match(\"^(.*)%.[^.]*$\")\n"
+    "      end\n"
+    "      if not read and not seen[f.path] then\n"
+    "        seen[f.path] = true\n"
+    "        out[#out + 1] = f\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  return out, fn\n"
     "end\n"
     "\n"
     "-- The dry run's result as indented JSON text.\n"
@@ -1281,6 +1403,13 @@ static const char HARNESS[] =
     "    out[#out + 1] = '  \"maps\": [],\\n'\n"
     "  else\n"
     "    field(\"maps\", maps)\n"
+    "  end\n"
+    "  if H.explain then\n"
+    "    local unread, fn = unread_fields()\n"
+    "    field(\"unread\", #unread > 0 and unread or {})\n"
+    "    if fn then\n"
+    "      field(\"unread_note\", \"a map function may read fields not listed as read\")\n"
+    "    end\n"
     "  end\n"
     "  field(\"data\", data, true)\n"
     "  out[#out + 1] = \"}\\n\"\n"
@@ -1377,6 +1506,29 @@ static int read_text(const char *path, size_t max, char **text, size_t *len, cha
     return -1;
   }
   return 0;
+}
+
+/* Sets H[name] = on (ncghl map --explain). */
+static void set_harness_flag(struct runner *r, const char *name, bool on) {
+  lua_rawgeti(r->L, LUA_REGISTRYINDEX, r->harness);
+  lua_pushboolean(r->L, on);
+  lua_setfield(r->L, -2, name);
+  lua_pop(r->L, 1);
+}
+
+/* Calls the harness function `name` with no arguments; its one result, a
+ * string, goes to out (ncghl test --coverage). */
+static void harness_print(struct runner *r, const char *name, FILE *out) {
+  lua_State *L = r->L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->harness);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  if (lrt_pcall(r->rt, 0, 1) != LUA_OK)
+    fprintf(out, "%s: %s\n", name, lua_tostring(L, -1));
+  else if (lua_isstring(L, -1) && lua_rawlen(L, -1) > 0)
+    fprintf(out, "%s\n", lua_tostring(L, -1));
+  lua_settop(L, top);
 }
 
 /* Pushes the harness function `name`. */
@@ -2163,7 +2315,7 @@ static void groups_free(struct group *groups, int n) {
 
 /* Runs one group of case files against its mappings directory. */
 static void test_group(const struct config *base_cfg, const struct group *g, int rounds,
-                       struct runner_report *total) {
+                       bool coverage, struct runner_report *total) {
   struct config cfg = *base_cfg; /* shallow: only mappings_dir differs */
   if (g->mappings)
     cfg.mappings_dir = g->mappings;
@@ -2181,7 +2333,11 @@ static void test_group(const struct config *base_cfg, const struct group *g, int
     }
   }
   struct runner_report rep;
+  if (coverage)
+    harness_print(r, "coverage_start", stdout);
   runner_run(r, rounds, stdout, &rep, NULL, 0);
+  if (coverage)
+    harness_print(r, "coverage_report", stdout);
   total->passed += rep.passed;
   total->failed += rep.failed;
   total->runs += rep.runs;
@@ -2192,7 +2348,7 @@ static void test_group(const struct config *base_cfg, const struct group *g, int
 int runner_cmd_test(int argc, char **argv) {
   const char *env_file = NULL;
   int rounds = 1;
-  bool bench = false;
+  bool bench = false, coverage = false;
   char **paths = calloc((size_t)argc + 1, sizeof(*paths));
   int npaths = 0;
   if (!paths)
@@ -2200,6 +2356,8 @@ int runner_cmd_test(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--env") == 0 && i + 1 < argc) {
       env_file = argv[++i];
+    } else if (strcmp(argv[i], "--coverage") == 0) {
+      coverage = true;
     } else if (strcmp(argv[i], "--bench") == 0 && i + 1 < argc) {
       char *end;
       long n = strtol(argv[++i], &end, 10);
@@ -2212,7 +2370,7 @@ int runner_cmd_test(int argc, char **argv) {
       bench = true;
     } else if (argv[i][0] == '-' && argv[i][1]) {
       fprintf(stderr, "ncghl test: unknown option '%s' (usage: ncghl test [--env FILE] "
-                      "[--bench N] [PATH...])\n", argv[i]);
+                      "[--bench N] [--coverage] [PATH...])\n", argv[i]);
       free(paths);
       return 2;
     } else {
@@ -2266,7 +2424,7 @@ int runner_cmd_test(int argc, char **argv) {
   struct runner_report total = {0};
   total.failed = problems;
   for (int i = 0; i < ngroups; i++)
-    test_group(&cfg, &groups[i], rounds, &total);
+    test_group(&cfg, &groups[i], rounds, coverage, &total);
   if (total.passed + total.failed == 0)
     fprintf(stderr, "ncghl test: no test cases found (looked in %s)\n",
             npaths == 1 && paths[0] == deftests ? deftests : "the given paths");
@@ -2284,10 +2442,13 @@ int runner_cmd_test(int argc, char **argv) {
 
 int runner_cmd_map(int argc, char **argv) {
   const char *env_file = NULL, *source = NULL, *file = NULL, *fixtures = NULL;
-  static const char use[] =
-      "usage: ncghl map --source nowcerts|ghl|manual FILE.json [--fixtures CASES.lua] [--env FILE]";
+  bool explain = false;
+  static const char use[] = "usage: ncghl map --source nowcerts|ghl|manual FILE.json "
+                            "[--fixtures CASES.lua] [--explain] [--env FILE]";
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--env") == 0 && i + 1 < argc)
+    if (strcmp(argv[i], "--explain") == 0)
+      explain = true;
+    else if (strcmp(argv[i], "--env") == 0 && i + 1 < argc)
       env_file = argv[++i];
     else if (strcmp(argv[i], "--source") == 0 && i + 1 < argc)
       source = argv[++i];
@@ -2338,6 +2499,8 @@ int runner_cmd_map(int argc, char **argv) {
   }
   int rc = 1;
   struct runner *r = runner_new(&cfg, NULL, NULL, NULL, err, sizeof(err));
+  if (r && explain)
+    set_harness_flag(r, "explain", true);
   if (!r)
     fprintf(stderr, "ncghl map: %s\n", err);
   else if (runner_map(r, source, body, len, fixtures, stdout, err, sizeof(err)) != 0)

@@ -164,6 +164,83 @@ class Overlay(ToolTest):
         self.assertIn("MAPPINGS_DEFAULTS_DIR", p.stderr)
 
 
+class Explain(ToolTest):
+    def test_map_explain_lists_the_fields_no_map_read(self):
+        f = self.tmp / "body.json"
+        f.write_text(json.dumps({"event_type": "INSURED_INSERT", "data": {
+            "firstName": "Rita", "lastName": "Stone", "eMail": "rita@example.com", "fein": "59-1234567",
+            "customerId": "C-1042", "address": {"zip": "33601", "county": "Hillsborough"}}}))
+        p = self.cli("map", "--explain", "--source", "nowcerts", f)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        out = json.loads(p.stdout)
+        unread = {u["path"]: u["value"] for u in out["unread"]}
+        self.assertEqual(unread, {"fein": "59-1234567", "customerId": "C-1042",
+                                  "address.county": "Hillsborough"})
+        # Without --explain the dry run is as it was.
+        p = self.cli("map", "--source", "nowcerts", f)
+        self.assertNotIn("unread", json.loads(p.stdout))
+
+
+class Coverage(ToolTest):
+    def test_coverage_names_the_targets_no_case_filled(self):
+        d = self.mappings_copy()
+        for f in (d / "tests").glob("*.lua"):
+            f.unlink()
+        (d / "tests" / "one.lua").write_text(
+            'return { { name = "only a name and an email", source = "nowcerts",\n'
+            '  body = { event_type = "INSURED_INSERT", data = { firstName = "A", lastName = "B",\n'
+            '    email = "ab@example.com" } }, expect = { outcome = "done" } } }\n')
+        p = self.cli("test", "--coverage", d / "tests")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        lines = p.stdout.splitlines()
+        self.assertEqual(lines[-1], "1 passed, 0 failed")
+        cov = {l.split(":")[0]: l for l in lines if l.startswith("coverage ")}
+        to_contact = cov["coverage contacts.insured_to_contact"]
+        m = re.search(r"(\d+) of (\d+) targets filled by a case; never: (.*)$", to_contact)
+        self.assertTrue(m, to_contact)
+        never = m.group(3).split(", ")
+        for t in ("address1", "city", "phone", "postalCode", "state"):
+            self.assertIn(t, never)
+        for t in ("email", "firstName", "lastName", "source", "tags"):
+            self.assertNotIn(t, never)
+        # No case went the other way: nothing of that map was exercised.
+        self.assertRegex(cov["coverage contacts.contact_to_insured"], r": 0 of \d+ targets filled")
+        # Without --coverage, no coverage lines.
+        p = self.cli("test", d / "tests")
+        self.assertNotIn("coverage ", p.stdout)
+
+
+class AsCase(IntegTest):
+    def test_a_stored_event_becomes_a_case_that_passes(self):
+        s = self.server()
+        ev = harness.nowcerts_event("INSURED_INSERT", harness.insured_data(email="asc@example.com"))
+        r = s.nowcerts(ev)
+        eid = r.json()["event_id"]
+        s.wait_event(eid)
+        p = s.cli("events", "--as-case", eid)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        text = p.stdout
+        self.assertIn('source = "nowcerts"', text)
+        self.assertIn('email = "asc@example.com"', text)
+        self.assertIn('outcome = "done"', text)
+        self.assertIn('{ service = "ghl", method = "POST", path = "/contacts/search" }', text)
+        self.assertIn('{ service = "ghl", method = "POST", path = "/contacts/" }', text)
+        # Saved under a mappings directory's tests, it runs as a case and passes.
+        d = self.tmp / "mappings"
+        shutil.copytree(ROOT / "mappings", d)
+        case = d / "tests" / "from_event.lua"
+        case.write_text(text)
+        p = s.cli("test", case)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(p.stdout.splitlines()[-1], "1 passed, 0 failed")
+
+    def test_unknown_event(self):
+        s = self.server()
+        p = s.cli("events", "--as-case", "nowcerts_" + "0" * 64)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no event nowcerts_" + "0" * 64, p.stderr)
+
+
 class LintInDoctor(IntegTest):
     def test_doctor_passes_the_shipped_targets(self):
         p = self.server(start=False).cli("doctor", timeout=60)
