@@ -116,6 +116,30 @@ class Doctor(DoctorBase):
         self.assertIn('stage "Bund" of pipeline "Commercial Lines" (policy) is not in GHL '
                       '(did you mean "Bound"?)', bad[0])
 
+    def test_pipelines_choices_when_pipelines_lua_has_it(self):
+        # pipelines.choices(location_pipelines), where it exists, says what
+        # each line of business would get; doctor prints it.
+        d = self.tmp / "agency"
+        d.mkdir()
+        (d / "pipelines.lua").write_text(
+            'local p = require "defaults.pipelines"\n'
+            'function p.choices(have)\n'
+            '  assert(type(have) == "table" and #have == 2, "the location\'s pipelines")\n'
+            '  return {\n'
+            '    { line = "Homeowners", kind = "quote", pipeline = "Personal Lines", stage = "Quoted",\n'
+            '      how = "matched" },\n'
+            '    { line = "Cyber", kind = "policy", stage = "Bound", how = "missing" },\n'
+            '  }\n'
+            'end\n'
+            'return p\n')
+        p, lines = self.doctor(MAPPINGS_DIR=d)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        text = "\n".join(lines)
+        self.assertRegex(text, r'✓ pipeline "Personal Lines" -> \w+, stage "Quoted" -> [\w-]+ \(quotes, matched\)')
+        self.assertEqual(self.failed(lines),
+                         ["✗ pipeline for Cyber (policy): none matches in this location. Fix: name a "
+                          "pipeline for it in pipelines.lua, or create one in GHL (Opportunities > Pipelines)"])
+
     def test_custom_field_key_missing(self):
         d = self.mappings_copy([("policies.lua", '{ key = "carrier",', '{ key = "carier",')])
         p, lines = self.doctor(MAPPINGS_DIR=d)
