@@ -317,6 +317,7 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   c->mappings_dir = get_dir(&ld, "MAPPINGS_DIR", "mappings");
   c->lua_dir = get_dir(&ld, "LUA_DIR", "lua");
   c->mappings_defaults_dir = get_defaults_dir(&ld, c->lua_dir);
+  c->doctor_at_start = get_bool(&ld, "DOCTOR_AT_START", true);
   c->token_refresh_margin = get_num(&ld, "TOKEN_REFRESH_MARGIN", 300, 0, BIG, false);
   c->idempotency_ttl = get_num(&ld, "IDEMPOTENCY_TTL", 86400, 1, BIG, false);
   c->webhook_wait_ms = (int)get_num(&ld, "WEBHOOK_WAIT_MS", 3000, 0, 600000, true);

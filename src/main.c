@@ -115,6 +115,8 @@ static void on_doctor_done(void *ud, struct doctor *d) {
  * while one is going (a reload) starts when it ends. The finished run is
  * kept until the next one: it may be in its own callback. */
 static void start_doctor(struct app *a) {
+  if (!a->cfg.doctor_at_start)
+    return;
   if (a->doctor_running) {
     a->doctor_again = true;
     return;

@@ -18,7 +18,7 @@ class DoctorBase(IntegTest):
     FAKE_ARGS = ("--nowcerts-user", NC_USER, "--nowcerts-pass", NC_PASS)
 
     def env(self, **kw):
-        e = {"NOWCERTS_USERNAME": NC_USER, "NOWCERTS_PASSWORD": NC_PASS}
+        e = {"NOWCERTS_USERNAME": NC_USER, "NOWCERTS_PASSWORD": NC_PASS, "DOCTOR_AT_START": "true"}
         e.update(kw)
         return e
 
