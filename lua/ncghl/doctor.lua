@@ -4,6 +4,7 @@
 -- route each webhook type takes. The C side (src/doctor.c) fetches GHL's
 -- lists and prints; each function here returns a list of
 -- { ok = bool, text = "...", fix = "..." } lines. Nothing here calls out.
+local custom_fields = require "ncghl.custom_fields"
 local json = require "ncghl.json"
 local suggest = require "ncghl.suggest"
 local util = require "ncghl.util"
@@ -165,15 +166,15 @@ local function named_custom_fields()
   return out
 end
 
--- GHL's fieldKey is "<model>.<key>" ("opportunity.policy_number"); whether
--- its API wants that form or the bare key is not confirmed
--- (ref/ghl/NOTES.md), so a map may write either and both are matched here.
-local function key_matches(f, key)
-  local fk = f.fieldKey
-  if type(fk) ~= "string" then
-    return false
+-- A did-you-mean for a custom field key: the same key in the other form
+-- ("x" for "opportunity.x" and back) first, else the closest.
+local function key_hint(key, keys)
+  for _, k in ipairs(keys) do
+    if k:match("^[^.]+%.(.+)$") == key or key:match("^[^.]+%.(.+)$") == k then
+      return (" (did you mean %q?)"):format(k)
+    end
   end
-  return fk == key or fk:match("^[^.]+%.(.*)$") == key
+  return suggest.hint(key, keys)
 end
 
 -- body: the text of GET /locations/{id}/customFields?model=all.
@@ -187,21 +188,19 @@ function doctor.custom_fields(body)
     return { line(false, err, "check GHL_BASE_URL") }
   end
   local have = answer.customFields or {}
-  local keys = {}
-  for _, f in ipairs(have) do
-    if type(f.fieldKey) == "string" then
-      keys[#keys + 1] = f.fieldKey
-      keys[#keys + 1] = f.fieldKey:match("^[^.]+%.(.*)$")
-    end
-  end
+  local keys = custom_fields.keys(have)
   local out = {}
   for _, n in ipairs(named) do
     local hit
-    for _, f in ipairs(have) do
-      if (n.id and f.id == n.id) or (not n.id and key_matches(f, n.key)) then
-        hit = f
-        break
+    if n.id then
+      for _, f in ipairs(have) do
+        if f.id == n.id then
+          hit = f
+          break
+        end
       end
+    else
+      hit = custom_fields.find(have, n.key)
     end
     local label = n.id and ("id " .. n.id) or ("%q"):format(n.key)
     if hit then
@@ -210,8 +209,9 @@ function doctor.custom_fields(body)
     else
       out[#out + 1] = line(false,
         ("custom field %s (%s) is not in this location%s"):format(label, n.where,
-          n.key and suggest.hint(n.key, keys) or ""),
-        "create it in GHL (Settings > Custom Fields) or correct the key in the map")
+          n.key and key_hint(n.key, keys) or ""),
+        ("create it in GHL (Settings > Custom Fields) or correct the key in the map (keys are "
+          .. "matched as ncghl.custom_fields.key_form = %q says)"):format(custom_fields.key_form))
     end
   end
   return out

@@ -157,6 +157,21 @@ class Doctor(DoctorBase):
         self.assertAllPassed(p, lines)
         self.assertTrue(any(l.startswith('✓ custom field "opportunity.carrier"') for l in lines), lines)
 
+    def test_custom_field_key_form_is_a_setting(self):
+        # GHL's key form is unconfirmed: with key_form = "fieldKey" only the
+        # full "opportunity.x" form matches, so the shipped bare keys do not.
+        d = self.tmp / "agency"
+        d.mkdir()
+        (d / "policies.lua").write_text('require("ncghl.custom_fields").key_form = "fieldKey"\n'
+                                        'return require "defaults.policies"\n')
+        p, lines = self.doctor(MAPPINGS_DIR=d)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        bad = self.failed(lines)
+        self.assertEqual(len(bad), 4, p.stdout)
+        self.assertIn('custom field "policy_number" (policies.custom_fields) is not in this location '
+                      '(did you mean "opportunity.policy_number"?)', bad[0])
+        self.assertIn('key_form = "fieldKey"', bad[0])
+
     def test_missing_route_store_and_public_url(self):
         d = self.mappings_copy([("routes.lua", "nowcerts.INSURED_UPDATE = nowcerts.INSURED_INSERT\n", "")])
         (self.tmp / "a-file").write_text("not a directory")
@@ -187,6 +202,25 @@ class Doctor(DoctorBase):
         p = s.cli("doctor", "--bogus")
         self.assertEqual(p.returncode, 2)
         self.assertIn("usage: ncghl doctor [--env FILE] [--sandbox]", p.stderr)
+
+
+class DoctorSandbox(IntegTest):
+    NEEDS_FAKES = False
+
+    def test_sandbox_runs_against_its_own_fakes_and_stops_them(self):
+        nc_port, ghl_port = harness.free_port(), harness.free_port()
+        env = {"SANDBOX_NOWCERTS_PORT": nc_port, "SANDBOX_GHL_PORT": ghl_port,
+               "NOWCERTS_USERNAME": None, "NOWCERTS_PASSWORD": None, "GHL_API_KEY": None,
+               "GHL_LOCATION_ID": None, "NOWCERTS_BASE_URL": None, "GHL_BASE_URL": None}
+        s = self.server(env=env, start=False)
+        p = s.cli("doctor", "--sandbox", timeout=90)
+        lines = [l for l in p.stdout.splitlines() if l.strip()]
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(lines[-1], "all checks passed")
+        self.assertIn("✓ GHL token works for location", p.stdout)
+        self.assertIn('✓ custom field "policy_number" (policies.custom_fields) -> id', p.stdout)
+        # The fakes it started are gone with it.
+        self.assertFalse(harness.port_open(nc_port) or harness.port_open(ghl_port))
 
 
 class DoctorAtServe(DoctorBase):
