@@ -5,7 +5,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config python3 curl
   liblua5.4-dev lua-cjson-dev libevent-dev libcurl4-openssl-dev
-  libsqlite3-dev libssl-dev libcmocka-dev sqlite3 wrk
+  libsqlite3-dev libssl-dev libcmocka-dev sqlite3 wrk lua-check
 )
 # Only the benchmark needs these: the peer (the source design in Python) it
 # is compared against. `scripts/deps.sh --bench` adds them.

@@ -32,6 +32,8 @@ struct config {
   char *db_path;
   char *mappings_dir;
   char *lua_dir; /* the engine's own library (lua/) */
+  char *mappings_defaults_dir; /* the shipped mappings, `defaults.X` to an overlay; NULL: none */
+  bool doctor_at_start; /* serve runs doctor's checks at start and on reload */
   double token_refresh_margin; /* seconds */
   double idempotency_ttl;      /* seconds */
   int webhook_wait_ms;

@@ -228,6 +228,11 @@ struct script {
 struct script_list {
   struct script *v;
   size_t n, cap;
+  /* While the shipped defaults are read under an overlay: the prefix their
+   * module names get ("defaults."), and whether a name already provided
+   * (the agency's own file) is skipped without a warning. */
+  const char *prefix;
+  bool fallback;
 };
 
 static void scripts_free(struct script_list *l) {
@@ -288,15 +293,21 @@ static int read_file(const char *path, char **text, size_t *len, char *err, size
 
 static int add_script(struct script_list *l, const char *path, const char *rel, char *err,
                       size_t errlen) {
-  size_t rl = strlen(rel);
-  char *name = malloc(rl - 3);
+  size_t rl = strlen(rel), pl = l->prefix ? strlen(l->prefix) : 0;
+  char *name = malloc(pl + rl - 3);
   if (!name) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
+  if (pl)
+    memcpy(name, l->prefix, pl);
   for (size_t i = 0; i < rl - 4; i++)
-    name[i] = rel[i] == '/' ? '.' : rel[i];
-  name[rl - 4] = '\0';
+    name[pl + i] = rel[i] == '/' ? '.' : rel[i];
+  name[pl + rl - 4] = '\0';
+  if (l->fallback && scripts_have(l, name)) {
+    free(name); /* the agency's own file of that name wins */
+    return 0;
+  }
   if (scripts_have(l, name)) {
     /* The engine's library comes first and cannot be replaced by a mapping
      * file of the same module name. */
@@ -615,8 +626,34 @@ static void state_unref(struct lrt_state *st) {
   }
 }
 
+/* An agency's MAPPINGS_DIR overlays the shipped mappings: a file it has
+ * replaces the shipped one of that name, a file it lacks falls back to the
+ * shipped one, and every shipped file stays reachable as `defaults.<name>`,
+ * so an agency's contacts.lua can require "defaults.contacts" and change
+ * only what differs. Nothing to do when MAPPINGS_DIR is the defaults. */
+static int overlay_defaults(const struct config *cfg, struct script_list *scripts, char *err,
+                            size_t errlen) {
+  if (!cfg->mappings_defaults_dir)
+    return 0;
+  char *a = realpath(cfg->mappings_dir, NULL), *b = realpath(cfg->mappings_defaults_dir, NULL);
+  bool same = !a || !b || strcmp(a, b) == 0;
+  free(a);
+  free(b);
+  if (same)
+    return 0;
+  scripts->fallback = true;
+  int rc = scan_dir(scripts, cfg->mappings_defaults_dir, "", 0, "tests", err, errlen);
+  scripts->prefix = "defaults.";
+  if (rc == 0)
+    rc = scan_dir(scripts, cfg->mappings_defaults_dir, "", 0, "tests", err, errlen);
+  scripts->prefix = NULL;
+  scripts->fallback = false;
+  return rc;
+}
+
 /* Reads every script once: the engine's library, then the mappings (their
- * tests/ directory holds test cases, not scripts). */
+ * tests/ directory holds test cases, not scripts), then the defaults they
+ * overlay. */
 static int scripts_read(const struct config *cfg, struct script_list *scripts, char *err,
                         size_t errlen) {
   if (!cfg->lua_dir || !cfg->mappings_dir) {
@@ -624,7 +661,8 @@ static int scripts_read(const struct config *cfg, struct script_list *scripts, c
     return -1;
   }
   if (scan_dir(scripts, cfg->lua_dir, "", 0, NULL, err, errlen) != 0 ||
-      scan_dir(scripts, cfg->mappings_dir, "", 0, "tests", err, errlen) != 0) {
+      scan_dir(scripts, cfg->mappings_dir, "", 0, "tests", err, errlen) != 0 ||
+      overlay_defaults(cfg, scripts, err, errlen) != 0) {
     scripts_free(scripts);
     return -1;
   }

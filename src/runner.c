@@ -1,7 +1,7 @@
 /* The offline runner. Design in brief:
  *  - The runner owns a runtime built on an offline host: `start` is
  *    fixture_start (answers come from the case, at once, from inside
- *    ncghl.call), there is no store (links and fingerprints live in the Lua
+ *    ncghl.call), there is no store (links and snapshots live in the Lua
  *    state, see lua_api.h) and no upstream, and it logs no event outcomes.
  *  - Its own Lua (lua/ncghl/runner.lua) runs in that same state: it loads the case
  *    files, seeds links, picks answers, records the requests and compares
@@ -130,6 +130,29 @@ static int read_text(const char *path, size_t max, char **text, size_t *len, cha
     return -1;
   }
   return 0;
+}
+
+/* Sets H[name] = on (ncghl map --explain). */
+static void set_harness_flag(struct runner *r, const char *name, bool on) {
+  lua_rawgeti(r->L, LUA_REGISTRYINDEX, r->harness);
+  lua_pushboolean(r->L, on);
+  lua_setfield(r->L, -2, name);
+  lua_pop(r->L, 1);
+}
+
+/* Calls the harness function `name` with no arguments; its one result, a
+ * string, goes to out (ncghl test --coverage). */
+static void harness_print(struct runner *r, const char *name, FILE *out) {
+  lua_State *L = r->L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->harness);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  if (lrt_pcall(r->rt, 0, 1) != LUA_OK)
+    fprintf(out, "%s: %s\n", name, lua_tostring(L, -1));
+  else if (lua_isstring(L, -1) && lua_rawlen(L, -1) > 0)
+    fprintf(out, "%s\n", lua_tostring(L, -1));
+  lua_settop(L, top);
 }
 
 /* Pushes the harness function `name`. */
@@ -655,6 +678,77 @@ int runner_map(struct runner *r, const char *source, const char *body, size_t le
   return rc;
 }
 
+/* The line of `file` that first holds `needle` (0 when none, or unreadable):
+ * lint findings name a map field, and a person wants its line. */
+static int line_of(const char *file, const char *needle) {
+  FILE *f = fopen(file, "r");
+  if (!f)
+    return 0;
+  char line[4096];
+  int n = 0, found = 0;
+  while (!found && fgets(line, sizeof line, f)) {
+    n++;
+    if (strstr(line, needle))
+      found = n;
+  }
+  fclose(f);
+  return found;
+}
+
+/* Prints one list of findings H.lint returned (at index idx) as
+ * "file:line: [warning: ]message". Returns how many. */
+static int print_findings(struct runner *r, int idx, bool warning, FILE *out) {
+  lua_State *L = r->L;
+  int n = 0;
+  lua_Integer len = lua_istable(L, idx) ? luaL_len(L, idx) : 0;
+  for (lua_Integer i = 1; i <= len; i++) {
+    lua_rawgeti(L, idx, i);
+    lua_getfield(L, -1, "module");
+    lua_getfield(L, -2, "field");
+    lua_getfield(L, -3, "path");
+    lua_getfield(L, -4, "message");
+    const char *module = lua_tostring(L, -4), *field = lua_tostring(L, -3);
+    const char *path = lua_tostring(L, -2), *msg = lua_tostring(L, -1);
+    char file[4096], needle[512];
+    if (path)
+      snprintf(needle, sizeof needle, "\"%s\"", path);
+    else
+      snprintf(needle, sizeof needle, "%s", field ? field : "");
+    /* The agency's file, else (an overlay that left the field as it was)
+     * the shipped one. */
+    snprintf(file, sizeof file, "%s/%s.lua", r->cfg->mappings_dir, module ? module : "?");
+    int line = line_of(file, needle);
+    if (line == 0 && r->cfg->mappings_defaults_dir) {
+      char def[4096];
+      snprintf(def, sizeof def, "%s/%s.lua", r->cfg->mappings_defaults_dir, module ? module : "?");
+      if ((line = line_of(def, needle)) > 0)
+        snprintf(file, sizeof file, "%s", def);
+    }
+    fprintf(out, "%s:%d: %s%s\n", file, line > 0 ? line : 1, warning ? "warning: " : "",
+            msg ? msg : "?");
+    lua_pop(L, 5);
+    n++;
+  }
+  return n;
+}
+
+int runner_lint(struct runner *r, FILE *out, int *warnings) {
+  lua_State *L = r->L;
+  int top = lua_gettop(L);
+  push_fn(r, "lint");
+  if (lrt_pcall(r->rt, 0, 2) != LUA_OK) {
+    fprintf(out, "ncghl.lint: %s\n", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return 1;
+  }
+  int errors = print_findings(r, top + 1, false, out);
+  int w = print_findings(r, top + 2, true, out);
+  if (warnings)
+    *warnings = w;
+  lua_settop(L, top);
+  return errors;
+}
+
 int runner_check(const struct config *cfg, struct event_base *base, runner_build_fn build,
                  void *build_ud, int *ncases, char *err, size_t errlen) {
   *ncases = 0;
@@ -728,6 +822,9 @@ int runner_cmd_check(int argc, char **argv) {
     fprintf(stderr, "%s\n", err);
   } else if (runner_load_dir(r, dir, err, sizeof(err)) < 0) {
     fprintf(stderr, "%s\n", err);
+  } else if (runner_lint(r, stderr, NULL) != 0) {
+    /* A field the upstream does not take (GHL would answer 422): said
+     * before the cases, whose failures it would only explain less well. */
   } else if (runner_run(r, 1, NULL, NULL, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
   } else {
@@ -741,8 +838,25 @@ int runner_cmd_check(int argc, char **argv) {
   return rc;
 }
 
+/* Whether dir holds a *.lua file: an overlay of the shipped mappings
+ * (docs/mapping-guide.md) may hold only the files it changes. */
+static bool has_scripts(const char *dir) {
+  char **names;
+  size_t n;
+  if (dirlist_read(dir, &names, &n) != 0)
+    return false;
+  bool found = false;
+  for (size_t i = 0; i < n && !found; i++) {
+    size_t l = strlen(names[i]);
+    found = l > 4 && strcmp(names[i] + l - 4, ".lua") == 0;
+  }
+  dirlist_free(names, n);
+  return found;
+}
+
 /* The mappings directory a case file or directory belongs to: for a path
- * under "<dir>/tests/", <dir> when it has a routes.lua; else NULL. */
+ * under "<dir>/tests/", <dir> when it has a routes.lua or, as an overlay,
+ * any other script; else NULL. */
 static char *owner_dir(const char *path) {
   char *real = realpath(path, NULL);
   if (!real)
@@ -762,7 +876,7 @@ static char *owner_dir(const char *path) {
       struct buf p;
       buf_init(&p, 0);
       buf_printf(&p, "%s/routes.lua", real);
-      bool has = p.p && stat(p.p, &sb) == 0;
+      bool has = (p.p && stat(p.p, &sb) == 0) || has_scripts(real);
       buf_free(&p);
       if (has)
         return real;
@@ -825,7 +939,7 @@ static void groups_free(struct group *groups, int n) {
 
 /* Runs one group of case files against its mappings directory. */
 static void test_group(const struct config *base_cfg, const struct group *g, int rounds,
-                       struct runner_report *total) {
+                       bool coverage, struct runner_report *total) {
   struct config cfg = *base_cfg; /* shallow: only mappings_dir differs */
   if (g->mappings)
     cfg.mappings_dir = g->mappings;
@@ -843,7 +957,11 @@ static void test_group(const struct config *base_cfg, const struct group *g, int
     }
   }
   struct runner_report rep;
+  if (coverage)
+    harness_print(r, "coverage_start", stdout);
   runner_run(r, rounds, stdout, &rep, NULL, 0);
+  if (coverage)
+    harness_print(r, "coverage_report", stdout);
   total->passed += rep.passed;
   total->failed += rep.failed;
   total->runs += rep.runs;
@@ -854,7 +972,7 @@ static void test_group(const struct config *base_cfg, const struct group *g, int
 int runner_cmd_test(int argc, char **argv) {
   const char *env_file = NULL;
   int rounds = 1;
-  bool bench = false;
+  bool bench = false, coverage = false;
   char **paths = calloc((size_t)argc + 1, sizeof(*paths));
   int npaths = 0;
   if (!paths)
@@ -862,6 +980,8 @@ int runner_cmd_test(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--env") == 0 && i + 1 < argc) {
       env_file = argv[++i];
+    } else if (strcmp(argv[i], "--coverage") == 0) {
+      coverage = true;
     } else if (strcmp(argv[i], "--bench") == 0 && i + 1 < argc) {
       char *end;
       long n = strtol(argv[++i], &end, 10);
@@ -874,7 +994,7 @@ int runner_cmd_test(int argc, char **argv) {
       bench = true;
     } else if (argv[i][0] == '-' && argv[i][1]) {
       fprintf(stderr, "ncghl test: unknown option '%s' (usage: ncghl test [--env FILE] "
-                      "[--bench N] [PATH...])\n", argv[i]);
+                      "[--bench N] [--coverage] [PATH...])\n", argv[i]);
       free(paths);
       return 2;
     } else {
@@ -928,7 +1048,7 @@ int runner_cmd_test(int argc, char **argv) {
   struct runner_report total = {0};
   total.failed = problems;
   for (int i = 0; i < ngroups; i++)
-    test_group(&cfg, &groups[i], rounds, &total);
+    test_group(&cfg, &groups[i], rounds, coverage, &total);
   if (total.passed + total.failed == 0)
     fprintf(stderr, "ncghl test: no test cases found (looked in %s)\n",
             npaths == 1 && paths[0] == deftests ? deftests : "the given paths");
@@ -946,10 +1066,13 @@ int runner_cmd_test(int argc, char **argv) {
 
 int runner_cmd_map(int argc, char **argv) {
   const char *env_file = NULL, *source = NULL, *file = NULL, *fixtures = NULL;
-  static const char use[] =
-      "usage: ncghl map --source nowcerts|ghl|manual FILE.json [--fixtures CASES.lua] [--env FILE]";
+  bool explain = false;
+  static const char use[] = "usage: ncghl map --source nowcerts|ghl|manual FILE.json "
+                            "[--fixtures CASES.lua] [--explain] [--env FILE]";
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--env") == 0 && i + 1 < argc)
+    if (strcmp(argv[i], "--explain") == 0)
+      explain = true;
+    else if (strcmp(argv[i], "--env") == 0 && i + 1 < argc)
       env_file = argv[++i];
     else if (strcmp(argv[i], "--source") == 0 && i + 1 < argc)
       source = argv[++i];
@@ -1000,6 +1123,8 @@ int runner_cmd_map(int argc, char **argv) {
   }
   int rc = 1;
   struct runner *r = runner_new(&cfg, NULL, NULL, NULL, err, sizeof(err));
+  if (r && explain)
+    set_harness_flag(r, "explain", true);
   if (!r)
     fprintf(stderr, "ncghl map: %s\n", err);
   else if (runner_map(r, source, body, len, fixtures, stdout, err, sizeof(err)) != 0)

@@ -112,6 +112,8 @@ struct server {
   struct rl_client *rl[RL_BUCKETS]; /* inbound rate limit, by client address */
   int rl_count;
   double rl_swept;
+
+  char *degraded; /* JSON array of the last doctor run's ✗ reasons; NULL: none */
 };
 
 static double mono_now(void) {
@@ -681,11 +683,12 @@ static void handle_health(struct server *s, struct evhttp_request *req) {
   bool ok = store_writable(s->store);
   struct buf b;
   buf_init(&b, 0);
+  /* degraded: serving, but a doctor check failed (server_set_degraded). */
   buf_printf(&b,
              "{\"status\":\"%s\",\"service\":\"" SERVICE_NAME "\",\"version\":\"" NCGHL_VERSION
              "\",\"store\":{\"writable\":%s,\"schema_version\":%d},\"events_running\":%d,"
              "\"mappings\":{\"version\":\"%s\",\"dir\":",
-             ok ? "healthy" : "unhealthy", ok ? "true" : "false", store_schema_version(s->store),
+             !ok ? "unhealthy" : s->degraded ? "degraded" : "healthy", ok ? "true" : "false", store_schema_version(s->store),
              engine_running(s->engine), lrt_version(s->rt));
   buf_json_str(&b, s->cfg->mappings_dir, strlen(s->cfg->mappings_dir));
   /* Kept apart from "mappings": a failed reload changes nothing there. */
@@ -700,7 +703,10 @@ static void handle_health(struct server *s, struct evhttp_request *req) {
   buf_printf(&b, "},\"last_reload\":{\"result\":\"%s\",\"at\":\"%s\",\"message\":",
              reload_ok ? "ok" : "error", at);
   buf_json_str(&b, msg ? msg : "", msg ? strlen(msg) : 0);
-  buf_puts(&b, "}}");
+  buf_putc(&b, '}');
+  if (s->degraded)
+    buf_printf(&b, ",\"reasons\":%s", s->degraded);
+  buf_putc(&b, '}');
   send_buf(req, NULL, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", &b);
   buf_free(&b);
 }
@@ -1173,7 +1179,7 @@ static const char openapi_json[] =
           "\"Health\":{"
             "\"type\":\"object\","
             "\"properties\":{"
-              "\"status\":{\"type\":\"string\",\"enum\":[\"healthy\",\"unhealthy\"]},"
+              "\"status\":{\"type\":\"string\",\"enum\":[\"healthy\",\"degraded\",\"unhealthy\"]},"
               "\"service\":{\"type\":\"string\"},"
               "\"version\":{\"type\":\"string\"},"
               "\"store\":{"
@@ -1181,6 +1187,8 @@ static const char openapi_json[] =
                 "\"properties\":{\"writable\":{\"type\":\"boolean\"},\"schema_version\":{\"type\":\"integer\"}}"
               "},"
               "\"events_running\":{\"type\":\"integer\"},"
+              "\"reasons\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},"
+                "\"description\":\"Only when degraded: the checks of ncghl doctor that failed at start or at the last reload\"},"
               "\"mappings\":{"
                 "\"type\":\"object\","
                 "\"properties\":{\"version\":{\"type\":\"string\"},\"dir\":{\"type\":\"string\"}}"
@@ -1869,9 +1877,27 @@ void server_drain(struct server *s) { s->draining = true; }
 
 int server_pending(const struct server *s) { return s->nowed; }
 
+void server_set_degraded(struct server *s, const char *const *reasons, size_t n) {
+  free(s->degraded);
+  s->degraded = NULL;
+  if (n == 0)
+    return;
+  struct buf b;
+  buf_init(&b, 0);
+  buf_putc(&b, '[');
+  for (size_t i = 0; i < n; i++) {
+    if (i)
+      buf_putc(&b, ',');
+    buf_json_str(&b, reasons[i], strlen(reasons[i]));
+  }
+  buf_putc(&b, ']');
+  s->degraded = buf_steal(&b);
+}
+
 void server_free(struct server *s) {
   if (!s)
     return;
+  free(s->degraded);
   while (s->owed) {
     struct answer *a = s->owed;
     send_queued(a); /* acknowledged and stored: it will run after a restart */

@@ -31,6 +31,10 @@ void server_set_metrics(struct server *s, struct metrics *m);
 /* From now on new requests are answered 503 (shutting down); answers still
  * owed are sent as their events end. */
 void server_drain(struct server *s);
+/* What the last doctor run found wrong (doctor.h): with n > 0, /health
+ * answers "status":"degraded" with these "reasons"; n == 0 clears it. The
+ * strings are copied. */
+void server_set_degraded(struct server *s, const char *const *reasons, size_t n);
 /* Answers still owed. */
 int server_pending(const struct server *s);
 void server_free(struct server *s);

@@ -770,8 +770,9 @@ local function validate(c, i)
   else
     return nil, "body is missing (the webhook body, as a table or JSON text)"
   end
-  local etype, why = c.type, nil
+  local etype = c.type
   if etype == nil then
+    local why
     etype, why = intake_type(c.source, body)
     if not etype then
       return nil, "body: " .. why
@@ -819,9 +820,9 @@ local function validate(c, i)
   end
   for j, r in ipairs(e.requests or {}) do
     local what = ("expect.requests[%d]"):format(j)
-    local bad = unknown_key(r, REQUEST_KEYS, what)
-    if bad then
-      return nil, bad
+    local unknown_r = unknown_key(r, REQUEST_KEYS, what)
+    if unknown_r then
+      return nil, unknown_r
     end
     if r.service ~= nil and not SERVICES[r.service] then
       return nil, ('%s.service must be "ghl" or "nowcerts"'):format(what)
@@ -902,6 +903,20 @@ end
 
 function H.count()
   return #cases
+end
+
+-- ncghl.lint's findings: the map targets no upstream accepts, then the
+-- source paths no case body has.
+function H.lint()
+  local lint = require "ncghl.lint"
+  local bodies = {}
+  for _, c in ipairs(cases) do
+    local ok, b = pcall(json.decode, c.payload)
+    if ok then
+      bodies[#bodies + 1] = b
+    end
+  end
+  return lint.targets(), lint.sources(bodies)
 end
 
 function H.info(i)
@@ -1172,12 +1187,139 @@ function H.map_prepare(source, payload, fixtures_path, list)
     mapmod.apply = function(m, src, ctx)
       local out, trace = H.orig_apply(m, src, ctx)
       if traces then
-        traces[#traces + 1] = { map = m, out = out, trace = trace }
+        traces[#traces + 1] = { map = m, out = out, trace = trace, src = src }
       end
       return out, trace
     end
   end
   return "dry-run", source, etype, payload
+end
+
+------------------------------------------------------------------------------
+-- ncghl test --coverage: the targets of each map (ncghl.lint's list) that
+-- no case filled.
+
+local covered
+
+function H.coverage_start()
+  covered = {}
+  local mapmod = require "ncghl.map"
+  if not H.cov_apply then
+    H.cov_apply = mapmod.apply
+    mapmod.apply = function(m, src, ctx)
+      local out, trace = H.cov_apply(m, src, ctx)
+      if covered and type(trace) == "table" then
+        local c = covered[m] or {}
+        covered[m] = c
+        for target in pairs(trace) do
+          c[target] = true
+        end
+      end
+      return out, trace
+    end
+  end
+end
+
+-- One line per map: how many of its targets a case filled, and which not.
+function H.coverage_report()
+  local lint = require "ncghl.lint"
+  local util = require "ncghl.util"
+  local lines = {}
+  for _, e in ipairs(lint.maps) do
+    local mod = util.require_optional(e.module)
+    local m = type(mod) == "table" and mod[e.map]
+    if type(m) == "table" then
+      local c = covered and covered[m] or {}
+      local all, never = 0, {}
+      for _, k in ipairs(sorted_keys(m)) do
+        if type(k) == "string" then
+          all = all + 1
+          if not c[k] then
+            never[#never + 1] = k
+          end
+        end
+      end
+      lines[#lines + 1] = ("coverage %s.%s: %d of %d targets filled by a case%s"):format(e.module,
+        e.map, all - #never, all, #never > 0 and ("; never: " .. table.concat(never, ", ")) or "")
+    end
+  end
+  covered = nil
+  return table.concat(lines, "\n")
+end
+
+------------------------------------------------------------------------------
+-- ncghl map --explain: the source fields that carried a value no map read.
+
+local map_module = require "ncghl.map"
+
+local function spec_paths(spec, out)
+  if map_module.is_keep(spec) then
+    spec = spec.spec -- map.keep(x) reads what x reads
+  end
+  if type(spec) == "string" then
+    out[spec] = true
+  elseif type(spec) == "table" and getmetatable(spec) == nil then
+    for _, s in ipairs(spec) do
+      spec_paths(s, out)
+    end
+  end
+end
+
+-- Every field of v with a value, by path; a list is one field.
+local function leaves(v, prefix, out, seen)
+  if type(v) ~= "table" then
+    if v ~= nil and v ~= NULL and v ~= "" then
+      out[#out + 1] = { path = prefix, value = v }
+    end
+    return out
+  end
+  if seen[v] or next(v) == nil then
+    return out
+  end
+  seen[v] = true
+  if is_list(v) then
+    out[#out + 1] = { path = prefix, value = v }
+    return out
+  end
+  for _, k in ipairs(sorted_keys(v)) do
+    if type(k) == "string" then
+      leaves(v[k], prefix == "" and k or (prefix .. "." .. k), out, seen)
+    end
+  end
+  return out
+end
+
+local function unread_fields()
+  local named, srcs, order, fn = {}, {}, {}, false
+  for _, t in ipairs(traces or {}) do
+    for _, spec in pairs(t.map) do
+      spec_paths(spec, named)
+      fn = fn or type(spec) == "function"
+    end
+    if type(t.src) == "table" and not srcs[t.src] then
+      srcs[t.src] = true
+      order[#order + 1] = t.src
+    end
+  end
+  local out, seen = {}, {}
+  for _, src in ipairs(order) do
+    for _, f in ipairs(leaves(src, "", {}, {})) do
+      local read = false
+      local p = f.path
+      while p do
+        if named[p] then
+          read = true
+          break
+        end
+        p = p:match("^(.*)%.[^.]*$")
+      end
+      if not read and not seen[f.path] then
+        seen[f.path] = true
+        out[#out + 1] = f
+      end
+    end
+  end
+  return out, fn
 end
 
 -- The dry run's result as indented JSON text.
@@ -1232,6 +1374,13 @@ function H.map_result(source, etype, outcome, message, data_json, err)
     out[#out + 1] = '  "maps": [],\n'
   else
     field("maps", maps)
+  end
+  if H.explain then
+    local unread, fn = unread_fields()
+    field("unread", #unread > 0 and unread or {})
+    if fn then
+      field("unread_note", "a map function may read fields not listed as read")
+    end
   end
   field("data", data, true)
   out[#out + 1] = "}\n"

@@ -1095,7 +1095,7 @@ function sync.ensure_contact(body, opts)
     local existing
     id, existing = create("ghl", body, who, opts.event)
     if not id then
-      found, how = existing, "search"
+      how = "search"
       id = util.str(existing.id)
     else
       how = "created"

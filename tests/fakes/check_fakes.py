@@ -868,7 +868,10 @@ def main():
                and all({"id", "name", "fieldKey", "dataType", "model"} <= set(x) for x in r.json["customFields"]),
                f"contact fields: {r}")
         r = ghl_call("GET", f"/locations/{LOCATION}/customFields")
-        expect(len(r.json["customFields"]) == 4, f"all: {r}")
+        # The four seeded here, and the four opportunity fields every
+        # location starts with (the shipped policies.lua names them).
+        expect(len(r.json["customFields"]) == 8
+               and sum(x["model"] == "opportunity" for x in r.json["customFields"]) == 5, f"all: {r}")
         expect(ghl_call("GET", f"/locations/{LOCATION}/customFields?model=lead").status == 422, "bad model")
         expect(ghl_call("GET", "/locations/ELSEWHERE/customFields").status == 403, "other location")
 

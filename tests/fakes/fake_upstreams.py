@@ -1892,10 +1892,46 @@ def contact_events(before, after):
         events.append("ContactDndUpdate")
     return events
 
+# ---- the location (for `ncghl doctor`) -------------------------------------
+# Kept apart from the rest of the GHL fake. GET /locations/{id} answers for
+# the locations the token may use (403 otherwise, as GHL does for a token of
+# another sub-account); a name can be seeded through /_records/locations.
+# The opportunity custom fields the shipped mappings/policies.lua names are
+# there from the start, as the seeded pipelines are, so `ncghl doctor
+# --sandbox` passes.
+DOCTOR_SEEDED_FIELDS = (("policy_number", "Policy Number"), ("carrier", "Carrier"),
+                        ("effective_date", "Effective Date"), ("expiration_date", "Expiration Date"))
+
+
+def doctor_seed_defaults(fake, locations=None):
+    for location in locations or fake.config["locations"]:
+        for key, name in DOCTOR_SEEDED_FIELDS:
+            fake.seed("customFields", {"id": stable_ghl_id("customField:%s:%s" % (location, key)),
+                                       "name": name, "fieldKey": "opportunity." + key,
+                                       "model": "opportunity", "locationId": location})
+
+
+def doctor_routes():
+    return [("GET", "/locations/{locationId}", "h_location_get")]
+
+
+def _h_location_get(self, req, location_id):
+    # Once locations are seeded, they are the sub-accounts this token
+    # reaches: any other answers 403, as GHL does.
+    with self.lock:
+        seeded = set(self.records["locations"])
+    denied = self.location_denied(req, location_id)
+    if denied or (seeded and location_id not in seeded):
+        return denied or Reply(403, dict(GHL_FORBIDDEN))
+    with self.lock:
+        loc = copy.deepcopy(self.records["locations"].get(location_id) or {"id": location_id,
+                                                                          "name": "Sandbox location"})
+    return Reply(200, {"location": loc})
+
 
 class GhlFake(Fake):
     label = "fake-ghl"
-    collections = ("contacts", "opportunities", "pipelines", "customFields")
+    collections = ("contacts", "opportunities", "pipelines", "customFields", "locations")
     config_keys = {"latency_ms", "rate_limit", "rate_window", "webhook_url", "webhook_delay_ms",
                    "webhook_duplicate", "webhook_shuffle", "locations", "oauth_client_id",
                    "oauth_client_secret", "oauth_token_ttl"}
@@ -1945,7 +1981,7 @@ class GhlFake(Fake):
             ("GET", "/opportunities/{id}", "h_opp_get"),
             ("PUT", "/opportunities/{id}", "h_opp_update"),
             ("DELETE", "/opportunities/{id}", "h_opp_delete"),
-        ]
+        ] + doctor_routes()
 
     def reset_upstream_state(self):
         self.oauth_codes = {}      # code -> {"locationId", "userType", "redirect_uri"}; used once
@@ -1966,6 +2002,7 @@ class GhlFake(Fake):
                 "stages": [{"id": stable_guid(f"stage:{name}:{s}"), "name": s} for s in SEEDED_STAGES],
                 "showInFunnel": True, "showInPieChart": True,
             }
+        doctor_seed_defaults(self)
 
     def validate_config(self, key, value):
         super().validate_config(key, value)
@@ -2821,12 +2858,22 @@ class GhlFake(Fake):
                 pipelines.append(view)
         return Reply(200, {"pipelines": pipelines})
 
+    h_location_get = _h_location_get
+
     # ---- seeding (/_records) -------------------------------------------------
     def seed(self, collection, record):
         if collection in ("contacts", "opportunities") and not record.get("locationId"):
             # Seeded without one: the first known location, so the record is
             # visible; seeding any other location simulates another sub-account.
             record["locationId"] = self.config["locations"][0]
+        if collection == "locations":
+            loc = {"id": record.get("id") or ghl_id(), "name": "Location"}
+            loc.update(record)
+            self.records["locations"][loc["id"]] = loc
+            if loc["id"] not in self.config["locations"]:
+                self.config["locations"] = self.config["locations"] + [loc["id"]]
+                doctor_seed_defaults(self, [loc["id"]])
+            return loc
         if collection == "contacts":
             contact = {"id": record.get("id") or ghl_id(), "type": "lead", "dnd": False, "tags": [],
                        "customFields": [], "attachments": [], "dateAdded": record.get("dateAdded") or iso_now_ms()}
