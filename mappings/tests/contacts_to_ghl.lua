@@ -253,6 +253,29 @@ return {
       data = { action = "updated", found_by = "phone" },
     } },
 
+  { name = "both sides changed the phone at the same time: NowCerts wins the tie",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c61" } },
+    snapshots = { { nowcerts = NC_ID, ghl = "c61", tags = { "nowcerts" },
+      fields = { firstName = "Jane", lastName = "Doe", phone = "5550000000" } } },
+    body = {
+      event_type = "INSURED_UPDATE",
+      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
+        changeDate = "2024-03-01T10:05:00-00:00" },
+    },
+    answers = {
+      { service = "ghl", method = "GET", path = "/contacts/c61", status = 200,
+        body = { contact = { id = "c61", firstName = "Jane", lastName = "Doe", phone = "+15553334444",
+          dateUpdated = "2024-03-01T10:05:00.000Z", tags = { "nowcerts" } } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/contacts/c61", body = { phone = "+15551112222" } },
+      },
+      data = { action = "updated", conflicts = { { field = "phone", winner = "nowcerts" } } },
+    } },
+
   { name = "the echo of ncghl's own GHL write is skipped",
     source = "nowcerts",
     links = { { kind = "contact", nowcerts = NC_ID, ghl = "c5" } },
