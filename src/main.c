@@ -169,6 +169,8 @@ static int load_config(struct config *cfg, const char *env_file, bool sandbox) {
     fprintf(stderr, "ncghl: configuration error: %s\n", err);
     return -1;
   }
+  log_set_format(cfg->log_json);
+  log_set_pii(cfg->log_pii);
   if (log_init(cfg->log_level, cfg->log_file) != 0) {
     fprintf(stderr, "ncghl: configuration error: LOG_FILE: cannot open %s\n", cfg->log_file);
     config_free(cfg);
@@ -247,7 +249,7 @@ static int cmd_serve(int argc, char **argv) {
   /* One registry for the whole process; each module registers its own
    * families in it. Without memory for it the service runs uncounted. */
   a.metrics = metrics_new();
-  a.m_reloads = metrics_counter(a.metrics, "mapping_reloads_total",
+  a.m_reloads = metrics_counter(a.metrics, "ncghl_mapping_reloads_total",
                                 "Mapping reloads on SIGHUP; error: the old mappings were kept.",
                                 METRIC_LABELS("result"));
   metric_add(a.m_reloads, METRIC_LABELS("ok"), 0);

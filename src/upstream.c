@@ -24,6 +24,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "pii.h"
 #include "retry.h"
 #include "tokens.h"
 
@@ -293,17 +294,17 @@ static void on_token_result(void *ud, bool ok) {
 void up_set_metrics(struct upstream *u, struct metrics *m) {
   if (!u || !m)
     return;
-  u->m_requests = metrics_counter(m, "upstream_requests_total",
+  u->m_requests = metrics_counter(m, "ncghl_upstream_requests_total",
                                   "HTTP attempts to NowCerts and GHL, by HTTP status (0: no answer).",
                                   METRIC_LABELS("service", "status"));
-  u->m_duration = metrics_histogram(m, "upstream_duration_seconds",
+  u->m_duration = metrics_histogram(m, "ncghl_upstream_duration_seconds",
                                     "Time of one HTTP attempt to NowCerts or GHL.",
                                     METRIC_LABELS("service"), metrics_upstream_buckets,
                                     metrics_upstream_nbuckets);
-  u->m_retries = metrics_counter(m, "retries_total",
+  u->m_retries = metrics_counter(m, "ncghl_retries_total",
                                  "Upstream calls tried again after a 5xx, 429 or no answer.",
                                  METRIC_LABELS("service"));
-  u->m_tokens = metrics_counter(m, "token_refreshes_total",
+  u->m_tokens = metrics_counter(m, "ncghl_token_refreshes_total",
                                 "Token requests (NowCerts login or refresh, GHL OAuth refresh).",
                                 METRIC_LABELS("service", "result"));
   for (int i = 0; i < 2; i++) {
@@ -481,10 +482,17 @@ static void on_http(void *ud, const struct httpc_response *resp) {
   set_error(c, c->ok ? NULL : msg);
 
   if (c->on_attempt) {
-    struct up_attempt a = {.service = c->svc, .method = c->method, .url = c->url,
-                           .status = resp->status, .error = c->error,
+    /* Attempts are stored for people to read: personal data in an OData
+     * filter or an error body is masked unless LOG_PII says otherwise. */
+    bool mask = !u->cfg->log_pii;
+    char *url = mask ? pii_mask_dup(c->url) : NULL;
+    char *error = mask && c->error ? pii_mask_dup(c->error) : NULL;
+    struct up_attempt a = {.service = c->svc, .method = c->method, .url = url ? url : c->url,
+                           .status = resp->status, .error = error ? error : c->error,
                            .duration_ms = resp->duration_ms};
     c->on_attempt(c->ud, &a);
+    free(url);
+    free(error);
   }
   log_debug("upstream: %s %s %s -> %d (%.1f ms)", up_service_name(c->svc), c->method, c->url,
             resp->status, resp->duration_ms);
