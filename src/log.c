@@ -157,6 +157,23 @@ static void start_writer(void) {
   pthread_mutex_unlock(&logger.mu);
 }
 
+/* With the lock held: waits until the writer has written everything queued,
+ * for at most CLOSE_WAIT_MS. Returns whether it has. */
+static bool drain_locked(void) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += CLOSE_WAIT_MS / 1000;
+  until.tv_nsec += (long)(CLOSE_WAIT_MS % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  int rc = 0;
+  while (logger.thread_on && (logger.count > 0 || logger.writing) && rc == 0)
+    rc = pthread_cond_timedwait(&logger.drained, &logger.mu, &until);
+  return logger.count == 0 && !logger.writing;
+}
+
 /* Lets the writer finish what is queued, for at most CLOSE_WAIT_MS; a writer
  * still stuck then is left behind (it exits when its write returns). */
 static void stop_writer(void) {
@@ -167,18 +184,7 @@ static void stop_writer(void) {
   }
   logger.stop = true;
   pthread_cond_signal(&logger.more);
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += CLOSE_WAIT_MS / 1000;
-  until.tv_nsec += (long)(CLOSE_WAIT_MS % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
-  int rc = 0;
-  while ((logger.count > 0 || logger.writing) && rc == 0)
-    rc = pthread_cond_timedwait(&logger.drained, &logger.mu, &until);
-  bool stuck = logger.count > 0 || logger.writing;
+  bool stuck = !drain_locked();
   logger.thread_on = false;
   logger.gen++;
   /* Whatever is still queued is dropped: the writer cannot take it. */
@@ -212,24 +218,31 @@ static void close_at_exit(void) { log_close(); }
 
 int log_init(enum log_level level, const char *file) {
   logger.level = level;
+  int fd = -1;
   if (file && *file) {
     /* Non-blocking open: a FIFO without a reader fails here instead of
      * hanging start-up; the writer thread then writes in blocking mode. */
-    int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0644);
+    fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0644);
     if (fd < 0)
       return -1;
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    pthread_mutex_lock(&logger.mu);
-    if (logger.fd >= 0) {
-      /* The writer may be inside a write on the old file: replace the
-       * descriptor in place rather than closing it under its feet. */
-      dup2(fd, logger.fd);
-      close(fd);
-    } else {
-      logger.fd = fd;
-    }
-    pthread_mutex_unlock(&logger.mu);
   }
+  pthread_mutex_lock(&logger.mu);
+  /* Lines logged before belong in the old file. */
+  bool idle = drain_locked();
+  if (logger.fd >= 0 && fd >= 0) {
+    /* Should the writer still be inside a write on the old file, the
+     * descriptor is replaced in place rather than closed under its feet. */
+    dup2(fd, logger.fd);
+    close(fd);
+  } else if (logger.fd >= 0) {
+    if (idle)
+      close(logger.fd);
+    logger.fd = -1;
+  } else {
+    logger.fd = fd;
+  }
+  pthread_mutex_unlock(&logger.mu);
   if (!logger.atexit_set) {
     logger.atexit_set = true;
     atexit(close_at_exit);
