@@ -777,6 +777,7 @@ int backfill_main(int argc, char **argv) {
     fprintf(stderr, "ncghl backfill: cannot set up outbound HTTP\n");
     goto cleanup;
   }
+  up_set_store(b.up, b.store);
   rc = run(&b);
 cleanup:
   bf_free(&b);

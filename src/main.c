@@ -232,6 +232,7 @@ static int cmd_serve(int argc, char **argv) {
     log_error("cannot set up outbound HTTP");
     goto out;
   }
+  up_set_store(a.up, a.store);
   struct lrt_host host = {a.base, &a.cfg, a.up, a.store, a.queue, up_start_hook, a.up};
   a.rt = lrt_new(&host, err, sizeof err);
   if (!a.rt) {
