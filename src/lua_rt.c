@@ -32,6 +32,7 @@
 #include "log.h"
 #include "lua_api.h"
 #include "lua_cost.h"
+#include "pii.h"
 #include "queue.h"
 #include "runner.h"
 #include "store.h"
@@ -1505,6 +1506,16 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
   if (r.outcome == LRT_RETRY || r.outcome == LRT_FAILED) {
     if (!error)
       error = xstrdup(MSG_MEMORY);
+    /* The error is stored with the event and shown by `ncghl events`, the
+     * admin API and /ui; it often quotes a request path or an upstream
+     * answer that carries the person's e-mail or phone. */
+    if (error && !rt->host.cfg->log_pii) {
+      char *masked = pii_mask_dup(error);
+      if (masked) {
+        free(error);
+        error = masked;
+      }
+    }
     message = xstrdup(error);
   }
   r.message = message ? message : "Event processed";

@@ -104,6 +104,23 @@ class PersonalData(IntegTest):
         self.assertIn(masked, stored)
         self.assertIn(".com", stored)
 
+        # A failing look-up: the event's stored error quotes the request
+        # path, whose OData filter holds the e-mail.
+        self.tmp = self.tmp / "failing"
+        env = {"MAX_RETRIES": 0}
+        s = self.server(env)
+        contact = self.seed_contact()
+        self.fakes.fault("nowcerts", status=400, count=1, path=r"InsuredDetailList", method="GET",
+                         body={"message": "bad filter"})
+        ans = s.ghl(harness.ghl_event("ContactCreate", contact))
+        eid = ans.json()["event_id"]
+        ev = s.wait_event(eid, ("dead",))
+        shown = s.cli("events", "--json", "--limit", "100").stdout + json.dumps(ev) + ans.text
+        self.assertIn("InsuredDetailList", shown)
+        for form in self.forms(contact["email"]):
+            self.assertNotIn(form, shown, "the e-mail appears in the event's stored error")
+        s.stop()
+
         # LOG_PII=true: shown as they are.
         self.tmp = self.tmp / "pii"
         contact, log, stored = self._sync({"LOG_PII": "true"})
