@@ -110,6 +110,8 @@ static void *writer_main(void *arg) {
       write_all(fd, line, n);
     free(line);
     pthread_mutex_lock(&logger.mu);
+    if (logger.gen != gen)
+      break; /* left behind by log_close: the flags belong to a newer writer */
     logger.writing = false;
     if (logger.count == 0)
       pthread_cond_broadcast(&logger.drained);
@@ -262,10 +264,12 @@ void log_close(void) {
   pthread_mutex_lock(&logger.mu);
   int fd = logger.fd;
   logger.fd = -1;
-  pthread_mutex_unlock(&logger.mu);
   /* A writer left behind may still use the descriptor; it is closed with
    * the process then. */
-  if (fd >= 0 && !logger.writing)
+  bool busy = logger.writing;
+  logger.writing = false;
+  pthread_mutex_unlock(&logger.mu);
+  if (fd >= 0 && !busy)
     close(fd);
   for (int i = 0; i < LOG_SECRETS_MAX; i++) {
     free(logger.secrets[i]);
