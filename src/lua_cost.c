@@ -137,7 +137,13 @@ double lcost_pattern(const char *s, size_t sl, const char *p, size_t pl) {
     if (!ep)
       break;
     if (ep < pe && (*ep == '*' || *ep == '+' || *ep == '-')) {
-      work *= longest_run(s, sl, p, ep) + 1;
+      /* The last item (captures closing at most after it) never
+       * backtracks: whatever length it takes, the match is over. */
+      const char *rest = ep + 1;
+      while (rest < pe && *rest == ')')
+        rest++;
+      if (rest < pe)
+        work *= longest_run(s, sl, p, ep) + 1;
       p = ep + 1;
     } else if (ep < pe && *ep == '?') {
       work *= 2;

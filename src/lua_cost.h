@@ -13,9 +13,10 @@ struct lua_State;
 /* Matcher steps that string.find/match/gmatch/gsub may take for pattern p
  * over subject s, in the worst case: the start positions tried times, for
  * each repeated item (x*, x+, x-, x?, %b), one more than the longest run of
- * subject characters it can match. So a pattern with several ".-" over a
- * long subject costs the length to that power, and an ordinary pattern over
- * a short field costs little. */
+ * subject characters it can match (the last item excepted: it never
+ * backtracks). So a pattern with several ".-" over a long subject costs the
+ * length to that power, and an ordinary pattern over a short field costs
+ * little. */
 double lcost_pattern(const char *s, size_t sl, const char *p, size_t pl);
 
 /* Bytes cjson.encode would write for the value at idx, counted without

@@ -34,6 +34,11 @@ static void test_pattern_bounds(void **state) {
   assert_true(cost("  Jane Doe  ", "^%s*(.-)%s*$") < 1000);
   /* ...and a repeated class that matches little of the subject stays so. */
   assert_true(cost(as, "%d+x") <= 2.0 * (double)n + 2);
+  /* A repeated last item never backtracks: words of a long blob are cheap. */
+  assert_true(cost(as, "%S+") <= 2.0 * (double)n + 2);
+  assert_true(cost(as, "([^.]+)") <= 2.0 * (double)n + 2);
+  /* ...but followed by anything it does. */
+  assert_true(cost(as, "%S+x") > 1e11);
   /* Malformed patterns are left for the string library to report. */
   assert_true(cost("abc", "[a") < 100);
   assert_true(cost("abc", "%") < 100);
