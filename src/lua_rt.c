@@ -73,6 +73,7 @@ struct guard {
   long long mem;
   size_t mem_cap;
   const char *refused; /* why the last allocation was refused, for LUA_ERRMEM */
+  long long gc_mark;   /* collect again in the hook once mem passes this */
   /* Time: what is left of the event's allowance (seconds of its code
    * running on the loop; waiting for an answer does not count), and while
    * it runs the monotonic instant it ends (0: no time limit). */
@@ -256,6 +257,15 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
   struct guard *g = state_of(L)->guard;
   if (!g)
     return;
+  /* Near its own cap, an event's count is often mostly garbage. Lua
+   * collects before it reports a failed allocation, but the string
+   * library's buffers do not: collect here, at a safe point, so such a
+   * refusal is about live data. At most a few times an event. */
+  if (!g->killed && g->mem_cap && g->mem > (long long)(g->mem_cap / 4 * 3) &&
+      g->mem > g->gc_mark) {
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    g->gc_mark = g->mem + (long long)(g->mem_cap / 8);
+  }
   if (!g->killed) {
     g->budget -= lua_gethookcount(L);
     if (g->deadline > 0 && mono_now() > g->deadline)
