@@ -281,6 +281,13 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   }
   free(lvl);
   c->log_file = get_str(&ld, "LOG_FILE", NULL);
+  char *fmt = get_str(&ld, "LOG_FORMAT", "text");
+  if (strcasecmp(fmt, "json") == 0)
+    c->log_json = true;
+  else if (strcasecmp(fmt, "text") != 0)
+    fail(&ld, "LOG_FORMAT", "expected text or json", fmt);
+  free(fmt);
+  c->log_pii = get_bool(&ld, "LOG_PII", false);
 
   c->sandbox_nowcerts_port = (int)get_num(&ld, "SANDBOX_NOWCERTS_PORT", 9101, 1, 65535, true);
   c->sandbox_ghl_port = (int)get_num(&ld, "SANDBOX_GHL_PORT", 9102, 1, 65535, true);
@@ -337,6 +344,12 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   c->lua_memory_mb = (int)get_num(&ld, "LUA_MEMORY_MB", 64, 1, 65536, true);
   c->lua_instruction_budget =
       (long)get_num(&ld, "LUA_INSTRUCTION_BUDGET", 10000000, 1000, 1e15, true);
+  /* An event's own share: a quarter of the state, so one runaway event
+   * leaves room for the others. */
+  c->lua_event_memory_mb = (int)get_num(&ld, "LUA_EVENT_MEMORY_MB",
+                                        c->lua_memory_mb >= 4 ? c->lua_memory_mb / 4 : 1, 1,
+                                        c->lua_memory_mb, true);
+  c->lua_event_timeout_ms = (int)get_num(&ld, "LUA_EVENT_TIMEOUT_MS", 2000, 10, 3600000, true);
 
   if (!ld.failed && (c->ghl_client_id || c->ghl_client_secret || c->ghl_refresh_token) &&
       !(c->ghl_client_id && c->ghl_client_secret && c->ghl_refresh_token))

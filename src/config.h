@@ -13,6 +13,8 @@ struct config {
   bool debug;
   int log_level; /* enum log_level */
   char *log_file; /* NULL: stderr only */
+  bool log_json;  /* LOG_FORMAT=json */
+  bool log_pii;   /* LOG_PII: personal data unmasked in logs and attempt URLs */
 
   char *nowcerts_base_url; /* REST base, "/api" included */
   char *nowcerts_username;
@@ -51,6 +53,8 @@ struct config {
 
   int lua_memory_mb;          /* per Lua state */
   long lua_instruction_budget; /* per event */
+  int lua_event_memory_mb;     /* per event, at most lua_memory_mb */
+  int lua_event_timeout_ms;    /* per event: time its code runs on the loop */
 
   bool sandbox;
   int sandbox_nowcerts_port;

@@ -3,9 +3,11 @@
  * each event as a coroutine that yields on every upstream call and is resumed
  * by the event loop when the answer (after retries and tokens) is in.
  *
- * Guarantees: no os/io/debug, no binary chunks, no C modules; an instruction
- * budget per event and a memory cap per state, each failing that event and
- * never the service; events that run on a state keep it alive, so a reload
+ * Guarantees: no os/io/debug, no binary chunks, no C modules; per event an
+ * instruction budget, a memory cap and a time limit that also bounds the C
+ * functions scripts call (patterns, string.rep, JSON), each failing that
+ * event and never the service; a state-wide memory cap whose pressure on an
+ * event within its own cap is a retry, not a failure; events that run on a state keep it alive, so a reload
  * can swap in a new state while they finish on the old one, and a reload
  * only swaps in scripts whose mapping test cases pass (runner.h). */
 #ifndef NCGHL_LUA_RT_H

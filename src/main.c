@@ -226,6 +226,8 @@ static int load_config(struct config *cfg, const char *env_file, bool sandbox) {
     fprintf(stderr, "ncghl: configuration error: %s\n", err);
     return -1;
   }
+  log_set_format(cfg->log_json);
+  log_set_pii(cfg->log_pii);
   if (log_init(cfg->log_level, cfg->log_file) != 0) {
     fprintf(stderr, "ncghl: configuration error: LOG_FILE: cannot open %s\n", cfg->log_file);
     config_free(cfg);
@@ -290,12 +292,13 @@ static int cmd_serve(int argc, char **argv) {
   /* One registry for the whole process; each module registers its own
    * families in it. Without memory for it the service runs uncounted. */
   a.metrics = metrics_new();
+  up_set_store(a.up, a.store);
   struct lrt_host host = {a.base, &a.cfg, a.up, a.store, a.queue, up_start_hook, a.up,
-                          metrics_counter(a.metrics, "conflicts_total",
+                          metrics_counter(a.metrics, "ncghl_conflicts_total",
                                           "Fields both sides changed since the last sync, by"
                                           " which side's value won (ncghl conflicts lists them).",
                                           METRIC_LABELS("kind", "winner")),
-                          metrics_counter(a.metrics, "ignored_events_total",
+                          metrics_counter(a.metrics, "ncghl_ignored_events_total",
                                           "Events left alone on purpose, by reason"
                                           " (other_location: a GHL webhook for another"
                                           " sub-account).",
@@ -313,7 +316,7 @@ static int cmd_serve(int argc, char **argv) {
     log_error("%s", err);
     goto out;
   }
-  a.m_reloads = metrics_counter(a.metrics, "mapping_reloads_total",
+  a.m_reloads = metrics_counter(a.metrics, "ncghl_mapping_reloads_total",
                                 "Mapping reloads on SIGHUP; error: the old mappings were kept.",
                                 METRIC_LABELS("result"));
   metric_add(a.m_reloads, METRIC_LABELS("ok"), 0);

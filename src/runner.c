@@ -790,6 +790,8 @@ static int load_config(struct config *cfg, const char *env_file, const char *cmd
     fprintf(stderr, "ncghl %s: configuration error: %s\n", cmd, err);
     return -1;
   }
+  log_set_format(cfg->log_json);
+  log_set_pii(cfg->log_pii);
   if (log_init(cfg->log_level, cfg->log_file) != 0) {
     fprintf(stderr, "ncghl %s: configuration error: LOG_FILE: cannot open %s\n", cmd,
             cfg->log_file);

@@ -5,8 +5,8 @@
  * completes, whichever comes first.
  *
  * Every answer on a webhook route goes through send_json with the request's
- * struct track, which is where webhook_requests_total and
- * webhook_duration_seconds are counted: one place, so no answer escapes the
+ * struct track, which is where ncghl_webhook_requests_total and
+ * ncghl_webhook_duration_seconds are counted: one place, so no answer escapes the
  * metrics. The cheap refusals (rate limit, size, signature) come before the
  * body is parsed. */
 #include "server.h"
@@ -107,7 +107,7 @@ struct server {
 
   struct metrics *metrics;     /* the registry /metrics renders */
   struct metrics *own_metrics; /* ours until server_set_metrics hands one over */
-  struct metric *m_requests, *m_duration, *m_events;
+  struct metric *m_requests, *m_duration, *m_events, *m_log_dropped;
 
   struct rl_client *rl[RL_BUCKETS]; /* inbound rate limit, by client address */
   int rl_count;
@@ -718,6 +718,10 @@ static void handle_metrics(struct server *s, struct evhttp_request *req) {
   if (store_count_by_status(s->store, counts) == 0)
     for (int i = 0; i < EV_STATUS_COUNT; i++)
       metric_set(s->m_events, METRIC_LABELS(store_status_name((enum ev_status)i)), (double)counts[i]);
+  /* The logger counts its drops itself (it has no registry); bring the
+   * counter up to date at each scrape. */
+  double dropped = (double)log_dropped();
+  metric_add(s->m_log_dropped, METRIC_NO_LABELS, dropped - metric_value(s->m_log_dropped, METRIC_NO_LABELS));
   struct buf b;
   buf_init(&b, 0);
   if (metrics_render(s->metrics, &b) != 0 || !b.p) {
@@ -764,7 +768,7 @@ static const char openapi_json[] =
             "\"summary\":\"Prometheus metrics (text format 0.0.4)\","
             "\"responses\":{"
               "\"200\":{"
-                "\"description\":\"webhook_requests_total, webhook_duration_seconds, upstream_requests_total, upstream_duration_seconds, events, retries_total, token_refreshes_total, mapping_reloads_total\","
+                "\"description\":\"ncghl_webhook_requests_total, ncghl_webhook_duration_seconds, ncghl_upstream_requests_total, ncghl_upstream_duration_seconds, ncghl_events, ncghl_log_dropped_total, ncghl_retries_total, ncghl_token_refreshes_total, ncghl_mapping_reloads_total\","
                 "\"content\":{\"text/plain\":{\"schema\":{\"type\":\"string\"}}}"
               "}"
             "}"
@@ -1785,15 +1789,18 @@ static void on_request(struct evhttp_request *req, void *arg) {
 /* The families this module counts into, in registry m. */
 static void use_metrics(struct server *s, struct metrics *m) {
   s->metrics = m;
-  s->m_requests = metrics_counter(m, "webhook_requests_total",
+  s->m_requests = metrics_counter(m, "ncghl_webhook_requests_total",
                                   "Webhook and manual-sync requests answered, by HTTP status.",
                                   METRIC_LABELS("source", "status"));
-  s->m_duration = metrics_histogram(m, "webhook_duration_seconds",
+  s->m_duration = metrics_histogram(m, "ncghl_webhook_duration_seconds",
                                     "Time from a webhook's arrival to its answer.",
                                     METRIC_LABELS("source"), metrics_webhook_buckets,
                                     metrics_webhook_nbuckets);
-  s->m_events = metrics_gauge(m, "events", "Stored events by status, read at each scrape.",
+  s->m_events = metrics_gauge(m, "ncghl_events", "Stored events by status, read at each scrape.",
                               METRIC_LABELS("status"));
+  s->m_log_dropped = metrics_counter(m, "ncghl_log_dropped_total",
+                                     "Log lines dropped because the log writer fell behind.",
+                                     METRIC_NO_LABELS);
 }
 
 /* Client connections read and answer at intake priority (queue.h). */

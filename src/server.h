@@ -22,8 +22,8 @@ struct server;
 struct server *server_new(struct event_base *base, const struct config *cfg, struct store *store,
                           struct queue *queue, struct engine *engine, struct lrt *rt, char *err,
                           size_t errlen);
-/* Counts webhook answers (webhook_requests_total, webhook_duration_seconds)
- * into m and serves m at GET /metrics, with the events{status} gauge read
+/* Counts webhook answers (ncghl_webhook_requests_total, ncghl_webhook_duration_seconds)
+ * into m and serves m at GET /metrics, with the ncghl_events{status} gauge read
  * from the store at each scrape. Until then the server counts into a
  * registry of its own. */
 struct metrics;

@@ -20,11 +20,14 @@
 
 #include "buf.h"
 #include "config.h"
+#include "digest.h"
 #include "httpc.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "pii.h"
 #include "retry.h"
+#include "store.h"
 #include "tokens.h"
 
 #define GHL_API_VERSION "2021-07-28"
@@ -86,6 +89,7 @@ struct upstream {
   uint64_t rng;
   /* NULL until up_set_metrics; the metric functions ignore NULL. */
   struct metric *m_requests, *m_duration, *m_retries, *m_tokens;
+  struct store *store; /* GHL OAuth tokens kept across restarts; NULL: none */
   struct token_obs obs[2];
 };
 
@@ -291,20 +295,102 @@ static void on_token_result(void *ud, bool ok) {
   metric_inc(o->u->m_tokens, METRIC_LABELS(up_service_name(o->svc), ok ? "ok" : "error"));
 }
 
+/* ---- GHL OAuth tokens in the store ---------------------------------------- */
+
+#define OAUTH_KV_KEY "ghl_oauth"
+
+static double wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Appends s as a JSON string (tokens are printable ASCII, but escape what
+ * JSON needs anyway). */
+static void json_string_to(struct buf *b, const char *s) {
+  buf_append(b, "\"", 1);
+  for (; s && *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      buf_printf(b, "\\%c", ch);
+    else if (ch < 0x20)
+      buf_printf(b, "\\u%04x", ch);
+    else
+      buf_append(b, (const char *)&ch, 1);
+  }
+  buf_append(b, "\"", 1);
+}
+
+static void save_oauth(void *ud, const char *refresh, const char *access, double lifetime) {
+  struct upstream *u = ud;
+  if (!u->store)
+    return;
+  char seed[DIGEST_HEX_LEN + 1];
+  digest_sha256_hex(u->cfg->ghl_refresh_token, strlen(u->cfg->ghl_refresh_token), seed);
+  struct buf b;
+  buf_init(&b, 0);
+  buf_printf(&b, "{\"seed\":");
+  json_string_to(&b, seed);
+  buf_printf(&b, ",\"refresh_token\":");
+  json_string_to(&b, refresh);
+  buf_printf(&b, ",\"access_token\":");
+  json_string_to(&b, access ? access : "");
+  buf_printf(&b, ",\"expires_at\":%.0f}", wall_now() + lifetime);
+  /* The refresh token GHL just issued is the only one that will work: a
+   * failure to keep it is worth an error line (the token itself never is). */
+  if (!b.p || store_kv_put(u->store, OAUTH_KV_KEY, b.p) != 0)
+    log_error("tokens: could not store the rotated GHL refresh token; a restart will need "
+              "the newest one in GHL_REFRESH_TOKEN");
+  if (b.p)
+    memset(b.p, 0, b.len);
+  buf_free(&b);
+}
+
+void up_set_store(struct upstream *u, struct store *s) {
+  struct tokens *tk = u ? u->tk[UP_GHL] : NULL;
+  if (!tk || !s || !set(u->cfg->ghl_refresh_token) || !tokens_can_renew(tk))
+    return;
+  u->store = s;
+  tokens_set_saver(tk, save_oauth, u);
+  char *v = store_kv_get(s, OAUTH_KV_KEY);
+  if (!v)
+    return;
+  char err[64];
+  struct json *root = json_parse(v, strlen(v), err, sizeof err);
+  char seed[DIGEST_HEX_LEN + 1];
+  digest_sha256_hex(u->cfg->ghl_refresh_token, strlen(u->cfg->ghl_refresh_token), seed);
+  const char *stored_seed = root ? json_str(json_get(root, "seed")) : NULL;
+  const char *refresh = root ? json_str(json_get(root, "refresh_token")) : NULL;
+  const char *access = root ? json_str(json_get(root, "access_token")) : NULL;
+  const struct json *exp = root ? json_get(root, "expires_at") : NULL;
+  double left = exp && json_type(exp) == JSON_NUMBER ? json_num(exp) - wall_now() : 0;
+  if (!stored_seed || !refresh) {
+    log_warn("tokens: the stored GHL OAuth tokens are unreadable; using GHL_REFRESH_TOKEN");
+  } else if (strcmp(stored_seed, seed) != 0) {
+    log_info("tokens: GHL_REFRESH_TOKEN changed since the tokens were stored; using it");
+  } else if (tokens_restore(tk, refresh, access, left, now_s()) == 0) {
+    log_info("tokens: using the GHL OAuth tokens stored by an earlier run%s",
+             left > 0 ? "" : " (the access token has expired: refreshing first)");
+  }
+  json_free(root);
+  memset(v, 0, strlen(v));
+  free(v);
+}
+
 void up_set_metrics(struct upstream *u, struct metrics *m) {
   if (!u || !m)
     return;
-  u->m_requests = metrics_counter(m, "upstream_requests_total",
+  u->m_requests = metrics_counter(m, "ncghl_upstream_requests_total",
                                   "HTTP attempts to NowCerts and GHL, by HTTP status (0: no answer).",
                                   METRIC_LABELS("service", "status"));
-  u->m_duration = metrics_histogram(m, "upstream_duration_seconds",
+  u->m_duration = metrics_histogram(m, "ncghl_upstream_duration_seconds",
                                     "Time of one HTTP attempt to NowCerts or GHL.",
                                     METRIC_LABELS("service"), metrics_upstream_buckets,
                                     metrics_upstream_nbuckets);
-  u->m_retries = metrics_counter(m, "retries_total",
+  u->m_retries = metrics_counter(m, "ncghl_retries_total",
                                  "Upstream calls tried again after a 5xx, 429 or no answer.",
                                  METRIC_LABELS("service"));
-  u->m_tokens = metrics_counter(m, "token_refreshes_total",
+  u->m_tokens = metrics_counter(m, "ncghl_token_refreshes_total",
                                 "Token requests (NowCerts login or refresh, GHL OAuth refresh).",
                                 METRIC_LABELS("service", "result"));
   for (int i = 0; i < 2; i++) {
@@ -482,10 +568,17 @@ static void on_http(void *ud, const struct httpc_response *resp) {
   set_error(c, c->ok ? NULL : msg);
 
   if (c->on_attempt) {
-    struct up_attempt a = {.service = c->svc, .method = c->method, .url = c->url,
-                           .status = resp->status, .error = c->error,
+    /* Attempts are stored for people to read: personal data in an OData
+     * filter or an error body is masked unless LOG_PII says otherwise. */
+    bool mask = !u->cfg->log_pii;
+    char *url = mask ? pii_mask_dup(c->url) : NULL;
+    char *error = mask && c->error ? pii_mask_dup(c->error) : NULL;
+    struct up_attempt a = {.service = c->svc, .method = c->method, .url = url ? url : c->url,
+                           .status = resp->status, .error = error ? error : c->error,
                            .duration_ms = resp->duration_ms};
     c->on_attempt(c->ud, &a);
+    free(url);
+    free(error);
   }
   log_debug("upstream: %s %s %s -> %d (%.1f ms)", up_service_name(c->svc), c->method, c->url,
             resp->status, resp->duration_ms);
@@ -579,9 +672,11 @@ static void on_token(void *ud, const char *token, int status, const char *error)
     send_with(c, token);
     return;
   }
-  /* Not an HTTP attempt of this call, but its failure is the call's. */
+  /* Not an HTTP attempt of this call, but its failure is the call's. A
+   * token endpoint that is down, slow or answers garbage (even with a 2xx)
+   * delays the event; only a refusal of the credentials (4xx) is final. */
   c->status = status;
-  c->retryable = retry_is_retryable(status);
+  c->retryable = retry_is_retryable(status) || status < 400 || status > 499;
   set_error(c, error ? error : "token request failed");
   after_failure(c, -1);
 }

@@ -210,7 +210,7 @@ class FieldSync(IntegTest):
         self.assertEqual(a.get("status"), "ignored", a)
         self.assertEqual(self.fakes.records("nowcerts", "insureds"), [])
         metrics = s.get("/metrics").text
-        self.assertRegex(metrics, r'ignored_events_total\{reason="other_location"\} 1\b')
+        self.assertRegex(metrics, r'ncghl_ignored_events_total\{reason="other_location"\} 1\b')
 
     def test_phones_reach_ghl_in_e164(self):
         s = self.start()
@@ -284,7 +284,7 @@ class FieldSync(IntegTest):
         self.assertEqual(r.status, 200, r)
         self.assertEqual([x["id"] for x in r.json()["conflicts"]], [c["id"]])
         self.assertEqual(http("GET", s.base + "/api/v1/conflicts").status, 401)
-        self.assertRegex(s.get("/metrics").text, r'conflicts_total\{kind="contact",winner="ghl"\} 1\b')
+        self.assertRegex(s.get("/metrics").text, r'ncghl_conflicts_total\{kind="contact",winner="ghl"\} 1\b')
         # The person's timeline has both sides' edits of the phone.
         r = http("GET", s.base + "/api/v1/timeline?nowcerts_id=" + ins_id.lower(),
                  headers={"Authorization": "Bearer t0k"})
