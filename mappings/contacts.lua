@@ -46,12 +46,18 @@ contacts.insured_to_contact = {
     if kind == 1 or kind == "Prospect" then
       tags[#tags + 1] = "prospect"
     end
-    if insured.active == false then
-      tags[#tags + 1] = "inactive"
+    if insured.active == false and contacts.lifecycle.inactive == "tag" then
+      tags[#tags + 1] = contacts.lifecycle_tags.inactive
     end
     return tags
   end,
 }
+
+-- What an insured that NowCerts deletes or marks inactive does to its GHL
+-- contact: "tag" (the tag below), "delete" (the contact is deleted, and a
+-- later change does not create it again) or "nothing".
+contacts.lifecycle = { deleted = "tag", inactive = "tag" }
+contacts.lifecycle_tags = { deleted = "deleted in NowCerts", inactive = "inactive" }
 
 -- GHL contact -> NowCerts insured, in the names Insured/Insert and
 -- Insured/OnlyInsertInsured take.
@@ -104,6 +110,30 @@ function contacts.prospect_name(body, contact)
     body.firstName = contacts.placeholders.firstName
   end
   return body
+end
+
+-- Consent. GHL keeps do-not-disturb flags (dnd, and dndSettings per
+-- channel); the NowCerts reference names no consent field, so by default a
+-- change of the GHL state becomes a NowCerts tag (Insured/Insert's tagName
+-- and tagDescription) saying what GHL now has. `state` is "all" (DND on
+-- every channel), the channels in DND ("Email,SMS"), or "" (none). Return
+-- the NowCerts fields to write, or nil to send nothing.
+function contacts.consent_to_insured(state)
+  if state == "" then
+    return { tagName = "GHL: contact allowed", tagDescription = "Do not disturb was turned off in GHL" }
+  end
+  return {
+    tagName = "GHL: do not disturb",
+    tagDescription = state == "all" and "Do not disturb in GHL on every channel"
+      or ("Do not disturb in GHL on: " .. state:gsub(",", ", ")),
+  }
+end
+
+-- NowCerts -> GHL: an agency that keeps consent in a NowCerts field (a
+-- custom field, say) returns GHL's { dnd = true|false, dndSettings = ... }
+-- from the insured here. NowCerts' lists show none by default: nil.
+function contacts.consent_from_insured(insured) -- luacheck: ignore 212
+  return nil
 end
 
 return contacts

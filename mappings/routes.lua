@@ -17,6 +17,12 @@ nowcerts.INSURED_INSERT = function(ev)
 end
 nowcerts.INSURED_UPDATE = nowcerts.INSURED_INSERT
 
+-- NowCerts deleted an insured that has a GHL contact (the poller reads
+-- DeletedInsuredList): contacts.lifecycle.deleted says what happens to it.
+nowcerts.INSURED_DELETE = function(ev)
+  return ghl.insured_deleted(ev.data, maps)
+end
+
 -- A GHL contact was created or changed (its tags and DND flags included):
 -- the fields that changed go to its NowCerts insured (found by the link,
 -- then email, then phone; created as a prospect when NowCerts has none).

@@ -3,6 +3,8 @@
  * validated here, so the rest of the code trusts struct config. */
 #include "config.h"
 
+#include <ctype.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -340,6 +342,12 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   c->ghl_webhook_rsa_key =
       get_file(&ld, "GHL_WEBHOOK_RSA_KEY", "keys/ghl-webhook-rsa4096-x-wh-signature.pem");
   c->nowcerts_poll_interval = get_num(&ld, "NOWCERTS_POLL_INTERVAL", 60, 0, BIG, false);
+  c->nowcerts_deleted_poll_interval =
+      get_num(&ld, "NOWCERTS_DELETED_POLL_INTERVAL", 900, 0, BIG, false);
+  c->default_country = get_str(&ld, "DEFAULT_COUNTRY", "US");
+  if (c->default_country && (strlen(c->default_country) != 2 || !isalpha((unsigned char)c->default_country[0]) ||
+                             !isalpha((unsigned char)c->default_country[1])))
+    fail(&ld, "DEFAULT_COUNTRY", "must be a two-letter country code such as US", c->default_country);
   c->public_url = get_url(&ld, "PUBLIC_URL", NULL);
   c->lua_memory_mb = (int)get_num(&ld, "LUA_MEMORY_MB", 64, 1, 65536, true);
   c->lua_instruction_budget =
@@ -374,7 +382,8 @@ void config_free(struct config *c) {
                    &c->nowcerts_password, &c->ghl_base_url, &c->ghl_api_key, &c->ghl_location_id,
                    &c->ghl_client_id, &c->ghl_client_secret, &c->ghl_refresh_token, &c->db_path,
                    &c->mappings_dir, &c->lua_dir, &c->mappings_defaults_dir, &c->admin_token, &c->nowcerts_webhook_secret,
-                   &c->ghl_webhook_ed25519_key, &c->ghl_webhook_rsa_key, &c->public_url};
+                   &c->ghl_webhook_ed25519_key, &c->ghl_webhook_rsa_key, &c->public_url,
+                   &c->default_country};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
     free(*strs[i]);
     *strs[i] = NULL;

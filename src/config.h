@@ -22,6 +22,7 @@ struct config {
   char *ghl_base_url;
   char *ghl_api_key;
   char *ghl_location_id;
+  char *default_country; /* ISO code of phones written without one (E.164 to GHL) */
   char *ghl_client_id;
   char *ghl_client_secret;
   char *ghl_refresh_token;
@@ -49,6 +50,7 @@ struct config {
   char *ghl_webhook_ed25519_key; /* PEM path, X-GHL-Signature */
   char *ghl_webhook_rsa_key;     /* PEM path, legacy x-wh-signature */
   double nowcerts_poll_interval;
+  double nowcerts_deleted_poll_interval; /* DeletedInsuredList, read whole; 0 = never */
   char *public_url; /* where NowCerts REST hooks reach us; NULL: unset */
 
   int lua_memory_mb;          /* per Lua state */

@@ -66,7 +66,8 @@ struct poller {
   bool failed;
   char *sentinel_id; /* the last record read: id and changeDate */
   char *sentinel_change;
-  struct list_counts counts[POLLER_LISTS];
+  struct list_counts counts[POLLER_LISTS + 1];
+  double deleted_due; /* when DeletedInsuredList is read next (wall clock) */
 };
 
 /* ---- time --------------------------------------------------------------- */
@@ -158,14 +159,23 @@ void poller_format_time(double t, char out[32]) {
 /* ---- records and events ------------------------------------------------- */
 
 const char *poller_list_path_name(enum poller_list l) {
-  return l == POLLER_POLICIES ? "PolicyDetailList" : "InsuredDetailList";
+  return l == POLLER_POLICIES  ? "PolicyDetailList"
+         : l == POLLER_DELETED ? "DeletedInsuredList"
+                               : "InsuredDetailList";
 }
 
 const char *poller_list_name(enum poller_list l) {
-  return l == POLLER_POLICIES ? "policies" : "insureds";
+  return l == POLLER_POLICIES ? "policies" : l == POLLER_DELETED ? "deleted insureds" : "insureds";
 }
 
 int poller_list_request(enum poller_list l, const char *since, long skip, struct buf *out) {
+  if (l == POLLER_DELETED) /* no date to filter on: the whole list, in a stable order */
+    return buf_printf(out,
+                      "/DeletedInsuredList?$orderby=insuredDatabaseId%%20asc&$top=%d&$skip=%ld"
+                      "&$count=true",
+                      POLLER_PAGE, skip < 0 ? 0 : skip) < 0
+               ? -1
+               : 0;
   /* OData wants datetimes unquoted with their Z; spaces are %20 so the URL
    * is one curl will send as it is. */
   int rc = buf_printf(out, "/%s?", poller_list_path_name(l));
@@ -264,6 +274,10 @@ static void end_cycle(struct poller *p) {
     free(v);
   }
   const struct list_counts *i = &p->counts[POLLER_INSUREDS], *c = &p->counts[POLLER_POLICIES];
+  const struct list_counts *d = &p->counts[POLLER_DELETED];
+  if (d->pages > 0)
+    log_info("poller: deleted insureds %ld listed (%ld new events for linked contacts, %ld seen before)",
+             d->listed, d->queued, d->seen);
   log_info("poller: insureds %ld changed (%ld new events, %ld seen before, %ld ncghl's own), "
            "policies %ld changed (%ld new events, %ld seen before, %ld ncghl's own); "
            "watermarks %s, %s%s",
@@ -305,6 +319,13 @@ static void next_step(struct poller *p) {
   } else if (p->list == POLLER_INSUREDS) {
     p->list = POLLER_POLICIES;
     begin_list(p);
+  } else if (p->list == POLLER_POLICIES && p->cfg->nowcerts_deleted_poll_interval > 0 &&
+             wall_now() >= p->deleted_due) {
+    p->deleted_due = wall_now() + p->cfg->nowcerts_deleted_poll_interval;
+    p->list = POLLER_DELETED;
+    p->consumed = 0;
+    p->more = false;
+    fetch(p);
   } else {
     end_cycle(p);
   }
@@ -371,6 +392,51 @@ static int take_record(struct poller *p, const struct json *rec, struct buf *bod
   return 0;
 }
 
+/* A row of DeletedInsuredList: an event only for an insured ncghl linked
+ * to a contact (the others have nothing in GHL to act on); the same row read
+ * again is the same event id, so a deletion is handled once. */
+static int take_deleted(struct poller *p, const struct json *rec, struct buf *body) {
+  struct list_counts *c = &p->counts[POLLER_DELETED];
+  c->listed++;
+  const char *raw = json_str(json_get(rec, "insuredDatabaseId"));
+  char id_lower[64];
+  if (!raw || strlen(raw) >= sizeof id_lower)
+    return 0;
+  for (size_t i = 0; raw[i]; i++)
+    id_lower[i] = (char)tolower((unsigned char)raw[i]);
+  id_lower[strlen(raw)] = 0;
+  char *linked = store_link_ghl(p->store, "contact", id_lower);
+  if (!linked)
+    return 0;
+  free(linked);
+  buf_reset(body);
+  int rc = buf_puts(body, "{\"data\":");
+  rc |= json_canonical(rec, body);
+  rc |= buf_puts(body, ",\"event_type\":\"INSURED_DELETE\",\"timestamp\":null}");
+  if (rc)
+    return -1;
+  char id[EVENT_ID_MAX];
+  digest_event_id(SOURCE, body->p, body->len, id);
+  struct store_event se;
+  int got = store_event_get(p->store, id, &se);
+  if (got == 0) {
+    store_event_free(&se);
+    c->seen++;
+    return 0;
+  }
+  if (got < 0)
+    return -1;
+  enum store_put put;
+  enum ev_status existing;
+  if (engine_submit(p->engine, id, SOURCE, "INSURED_DELETE", body->p, body->len, &put, &existing) != 0)
+    return -1;
+  if (put == STORE_PUT_DUPLICATE)
+    c->seen++;
+  else
+    c->queued++;
+  return 0;
+}
+
 static void on_page(void *ud, const struct up_result *r) {
   struct poller *p = ud;
   p->busy = false;
@@ -396,6 +462,30 @@ static void on_page(void *ud, const struct up_result *r) {
     return;
   }
   size_t n = json_len(rows), start = 0;
+  if (p->list == POLLER_DELETED) {
+    struct buf body;
+    buf_init(&body, 0);
+    bool ok = queue_join(p->queue) == 0;
+    for (size_t i = 0; ok && i < n; i++) {
+      const struct json *rec = json_at(rows, i);
+      if (json_type(rec) == JSON_OBJECT && take_deleted(p, rec, &body) != 0)
+        ok = false;
+    }
+    buf_free(&body);
+    json_free(root);
+    if (!ok) {
+      log_error("poller: cannot store the events of a %s page; it is read again next time", list);
+      p->failed = true;
+      end_cycle(p);
+      return;
+    }
+    p->consumed += (long)n;
+    p->counts[POLLER_DELETED].pages++;
+    p->more = n == POLLER_PAGE;
+    p->busy = true;
+    queue_after_commit(p->queue, on_committed, p);
+    return;
+  }
   if (p->consumed > 0) {
     const struct json *first = n ? json_at(rows, 0) : NULL;
     const char *fid = first ? poller_record_id(first) : NULL;
@@ -452,8 +542,9 @@ static void on_page(void *ud, const struct up_result *r) {
 static void fetch(struct poller *p) {
   struct buf path;
   buf_init(&path, 0);
-  /* Pages after the first start on the last record already read. */
-  long skip = p->consumed > 0 ? p->consumed - 1 : 0;
+  /* Pages after the first start on the last record already read (the
+   * deleted list, read whole every time, needs no such check). */
+  long skip = p->list == POLLER_DELETED ? p->consumed : p->consumed > 0 ? p->consumed - 1 : 0;
   if (poller_list_request(p->list, p->since, skip, &path) != 0) {
     buf_free(&path);
     p->failed = true;

@@ -30,7 +30,11 @@ struct poller;
  * id, so the overlap costs a lookup, never a second sync. */
 #define POLLER_OVERLAP_SECONDS 120
 
-enum poller_list { POLLER_INSUREDS = 0, POLLER_POLICIES = 1 };
+/* The lists read by changeDate (POLLER_LISTS of them), and NowCerts'
+ * DeletedInsuredList, which has no date: it is read whole, every
+ * NOWCERTS_DELETED_POLL_INTERVAL, and a deleted insured that is linked to a
+ * GHL contact becomes an INSURED_DELETE event. */
+enum poller_list { POLLER_INSUREDS = 0, POLLER_POLICIES = 1, POLLER_DELETED = 2 };
 #define POLLER_LISTS 2
 
 /* True when the service should poll: NowCerts credentials are set and

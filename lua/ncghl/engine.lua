@@ -69,6 +69,10 @@ local own = {
     upsert_opportunity = opportunities.upsert,
     opportunity_echo = opportunities.echo,
     contact_deleted = sync.contact_deleted,
+    -- A NowCerts insured deleted: its contact as contacts.lifecycle says.
+    insured_deleted = function(row, maps)
+      return sync.insured_deleted(row, { maps = maps_with("insured_to_contact", maps) })
+    end,
   },
   nowcerts = {
     -- A GHL contact, field by field, to its NowCerts insured (ncghl.sync).

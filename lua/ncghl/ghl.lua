@@ -215,6 +215,17 @@ function ghl.update_contact(id, body)
   return type(updated.contact) == "table" and updated.contact or updated
 end
 
+-- DELETE /contacts/{id}; true when it is gone (already gone included).
+function ghl.delete_contact(id)
+  local path = "/contacts/" .. util.pct(id)
+  local res = ghl.call("DELETE", path)
+  if gone(res) then
+    return true
+  end
+  ghl.check("DELETE", path, res)
+  return true
+end
+
 -- Tags through GHL's own endpoints: a PUT of `tags` would replace all of
 -- them, and a tag someone added meanwhile would be lost.
 -- Each returns false, changing nothing, when the contact is gone.

@@ -276,6 +276,45 @@ local function apply_tags(contact_id, current, wanted, managed)
   return add, remove
 end
 
+-- Consent -------------------------------------------------------------------
+
+local DND_CHANNELS = { "Call", "Email", "SMS", "WhatsApp", "GMB", "FB" }
+
+-- A GHL contact's do-not-disturb state as one comparable text: "all" (dnd
+-- on), the channels whose DND status is active or permanent ("Email,SMS"),
+-- "" (none); nil when the record says nothing of it (a webhook without
+-- dnd and dndSettings).
+function sync.consent_of(contact)
+  if type(contact) ~= "table" then
+    return nil
+  end
+  local dnd, settings = contact.dnd, contact.dndSettings
+  if dnd == nil and settings == nil then
+    return nil
+  end
+  if dnd == true then
+    return "all"
+  end
+  local on = {}
+  for _, ch in ipairs(DND_CHANNELS) do
+    local st = type(settings) == "table" and type(settings[ch]) == "table" and settings[ch].status
+    if st == "active" or st == "permanent" then
+      on[#on + 1] = ch
+    end
+  end
+  table.sort(on)
+  return table.concat(on, ",")
+end
+
+-- The NowCerts fields a GHL consent state becomes (contacts.lua's
+-- consent_to_insured), or nil when the map sets no rule.
+local function consent_fields(maps, state, contact)
+  if state == nil or type(maps.consent_to_insured) ~= "function" then
+    return nil
+  end
+  return maps.consent_to_insured(state, contact)
+end
+
 -- The two sides ------------------------------------------------------------
 
 local sides = {}
@@ -636,6 +675,12 @@ local function create_body(to, maps, rec, values)
     return (map.apply(maps.insured_to_contact, rec))
   end
   local body = map.apply(maps.contact_to_insured, rec)
+  local state = sync.consent_of(rec)
+  if state ~= nil and state ~= "" then
+    for f, v in pairs(consent_fields(maps, state, rec) or {}) do
+      body[f] = v
+    end
+  end
   if type(maps.prospect_name) == "function" then
     local ok_body, reason = maps.prospect_name(body, rec, values)
     if not ok_body then
@@ -644,6 +689,57 @@ local function create_body(to, maps, rec, values)
     body = ok_body
   end
   return body
+end
+
+-- What happens in GHL to the contact of an insured NowCerts deleted or
+-- made inactive: contacts.lua's lifecycle choice, "tag" (the default),
+-- "delete" or "nothing".
+local function lifecycle_choice(maps, what)
+  local l = type(maps.lifecycle) == "table" and maps.lifecycle or {}
+  local c = l[what] or "tag"
+  if c ~= "tag" and c ~= "delete" and c ~= "nothing" then
+    fail(("contacts.lua: lifecycle.%s is %s; expected \"tag\", \"delete\" or \"nothing\"")
+      :format(what, tostring(c)))
+  end
+  return c
+end
+
+-- The contact of an insured that NowCerts no longer has, or that is
+-- inactive, handled as lifecycle says. Deleting leaves a tombstone, so a
+-- later change does not create the contact again.
+local function retire(maps, what, nc_id, ghl_id, snap)
+  local choice = lifecycle_choice(maps, what)
+  local ids = { nowcerts = nc_id, ghl = ghl_id }
+  if choice == "nothing" then
+    return skipped(("the insured is %s in NowCerts; lifecycle.%s is \"nothing\""):format(what, what),
+      { insured_id = nc_id, contact_id = ghl_id })
+  elseif choice == "delete" then
+    ghl.delete_contact(ghl_id)
+    ncghl.link_del(KIND, nc_id)
+    snap.deleted_ghl_id = ghl_id
+    snap.retired = what
+    save_snapshot(nc_id, nil, snap)
+    note(ids, "contact", "nowcerts", ghl_id, "", "deleted")
+    return { action = "deleted", insured_id = nc_id, contact_id = ghl_id,
+      message = ("GHL contact %s deleted: the insured is %s in NowCerts"):format(ghl_id, what) }
+  end
+  local tags = type(maps.lifecycle_tags) == "table" and maps.lifecycle_tags or {}
+  local tag = tags[what] or ("%s in NowCerts"):format(what)
+  local current = ghl.get_contact(ghl_id)
+  if not current then
+    return skipped("the GHL contact is gone already", { insured_id = nc_id, contact_id = ghl_id })
+  end
+  local added = apply_tags(ghl_id, current.tags, { tag }, nil)
+  local managed = type(snap.tags) == "table" and snap.tags or {}
+  if not tag_set(managed)[util.fold(tag)] then
+    managed[#managed + 1] = tag
+  end
+  snap.tags = managed
+  snap.retired = what
+  save_snapshot(nc_id, ghl_id, snap)
+  note(ids, "tags", "nowcerts", "", tag, "sent")
+  return { action = "tagged", insured_id = nc_id, contact_id = ghl_id, tags_added = #added > 0 and added or nil,
+    message = ("GHL contact %s tagged \"%s\": the insured is %s in NowCerts"):format(ghl_id, tag, what) }
 end
 
 -- sync.contact(from, rec, opts): the record `rec` (an insured when `from` is
@@ -790,6 +886,9 @@ function sync.contact(from, rec, opts)
         ncghl.link_put(KIND, ids.nowcerts, ids.ghl)
         snap.deleted_ghl_id = nil
         remember_oneway(snap, to, oneway_of(maps, to, rec, pairs_))
+        if from == "ghl" then
+          snap.consent = sync.consent_of(rec)
+        end
         for _, p in ipairs(pairs_) do
           local v = values[p.key]
           if v ~= nil then
@@ -869,6 +968,12 @@ function sync.contact(from, rec, opts)
     return first_sync(B.read(ids[to]) or found, how)
   end
 
+  -- An inactive insured whose contact lifecycle.inactive deletes (the
+  -- default, a tag, is the contacts map's own `tags` rule).
+  if from == "nowcerts" and rec.active == false and lifecycle_choice(maps, "inactive") == "delete" then
+    return retire(maps, "inactive", ids.nowcerts, ids.ghl, snap)
+  end
+
   -- Linked before ncghl kept snapshots (and no fingerprint to start from).
   if not next(snap.fields) then
     local current = B.read(ids[to])
@@ -921,6 +1026,30 @@ function sync.contact(from, rec, opts)
   end
   local dirty = seen(pairs_, values, snap, from, at)
   local ow = opts.update == false and {} or oneway_changes(snap, to, oneway_of(maps, to, rec, pairs_))
+  -- Consent travels when it changed: GHL's DND state to what contacts.lua
+  -- makes of it in NowCerts; NowCerts' to GHL where the map reads one.
+  local consent
+  if opts.update ~= false then
+    if from == "ghl" then
+      consent = sync.consent_of(rec)
+      if consent ~= nil and consent ~= (snap.consent or "") then
+        for f, v in pairs(consent_fields(maps, consent, rec) or {}) do
+          ow[f] = v
+        end
+      else
+        consent = nil
+      end
+    elseif type(maps.consent_from_insured) == "function" then
+      local c = maps.consent_from_insured(rec)
+      local state = type(c) == "table" and sync.consent_of(c) or nil
+      if state ~= nil and state ~= (snap.consent or "") then
+        for f, v in pairs(c) do
+          ow[f] = v
+        end
+        consent = state
+      end
+    end
+  end
 
   if not next(changed) and not tags_changed and not next(ow) then
     if dirty then
@@ -1017,6 +1146,10 @@ function sync.contact(from, rec, opts)
 
   local after
   remember_oneway(snap, to, ow)
+  if consent ~= nil then
+    snap.consent = consent
+    note(ids, "consent", from, "", consent, "sent")
+  end
   if next(write_to) or next(ow) then
     after = B.update(ids[to], with_oneway(by_field(B, pairs_, write_to), ow), current)
   end
@@ -1058,6 +1191,28 @@ function sync.contact(from, rec, opts)
   result.message = ("%s %s updated (%s)"):format(to == "ghl" and "GHL contact" or "NowCerts insured",
     ids[to], #sent > 0 and table.concat(sent, ", ") or (#conflicts > 0 and "conflicts" or "tags"))
   return result
+end
+
+-- sync.insured_deleted(row, opts): a row of NowCerts' DeletedInsuredList
+-- ({insuredDatabaseId, ...}) for a linked insured.
+function sync.insured_deleted(row, opts)
+  local maps = opts.maps
+  local nc_id = util.str(type(row) == "table" and row.insuredDatabaseId)
+  if util.empty(nc_id) then
+    return skipped("the row names no insuredDatabaseId")
+  end
+  nc_id = nc_id:lower()
+  ncghl.lock("contact:nowcerts:" .. nc_id)
+  local ghl_id = ncghl.link_get(KIND, "ghl", nc_id)
+  if not ghl_id then
+    return skipped(("insured %s has no linked GHL contact"):format(nc_id))
+  end
+  ncghl.lock("contact:ghl:" .. ghl_id)
+  local snap = load_snapshot(nc_id)
+  if snap.retired == "deleted" then
+    return skipped("already handled", { insured_id = nc_id, contact_id = ghl_id })
+  end
+  return retire(maps, "deleted", nc_id, ghl_id, snap)
 end
 
 -- sync.ensure_contact(body, opts) -> contact id, how: the GHL contact of a

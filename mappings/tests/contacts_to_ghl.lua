@@ -276,6 +276,20 @@ return {
       data = { action = "updated", conflicts = { { field = "phone", winner = "nowcerts" } } },
     } },
 
+  { name = "a phone without a country code gets DEFAULT_COUNTRY's (E.164)",
+    source = "nowcerts",
+    config = { DEFAULT_COUNTRY = "GB" },
+    body = {
+      event_type = "INSURED_INSERT",
+      data = { firstName = "Ada", lastName = "Byron", email = "ada@example.co.uk", phone = "07700 900123" },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "POST", path = "/contacts/", body = { phone = "+447700900123" } },
+      },
+    } },
+
   { name = "the echo of ncghl's own GHL write is skipped",
     source = "nowcerts",
     links = { { kind = "contact", nowcerts = NC_ID, ghl = "c5" } },

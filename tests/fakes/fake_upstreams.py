@@ -1092,7 +1092,7 @@ def insured_edit_fields(body):
 
 class NowCertsFake(Fake):
     label = "fake-nowcerts"
-    collections = ("insureds", "policies", "subscriptions", "deletedInsureds")
+    collections = ("insureds", "policies", "subscriptions", "deletedInsureds", "insuredTags")
     config_keys = {"latency_ms", "token_ttl", "date_precision"}
     route_flags = re.IGNORECASE
 
@@ -1467,12 +1467,27 @@ class NowCertsFake(Fake):
             # leaves out is blanked, not kept.
             before = rec.get("type")
             self.replace_insured(rec, fields)
+            self.apply_tag(rec, body)
             rec["changeDate"] = self.now()
             rec["lastChangeUserId"] = user["userId"]
             rec["lastChangeUserName"] = user["userDisplayName"]
             self.emit_insured(rec, before)
             return self.insert_answer(
                 rec, f"Insured '{insured_display_name(rec)}' exists in database and has been overridden.")
+
+    def apply_tag(self, rec, body):
+        """Insured/Insert's tagName and tagDescription (NOTES section 4 lists
+        them as write fields; what NowCerts does with them is unconfirmed):
+        kept as a tag applied to the insured, listed under /_records/insuredTags
+        (no read list of the API shows tags)."""
+        lower = {k.lower(): v for k, v in body.items() if isinstance(k, str)}
+        name = lower.get("tagname")
+        if present(name):
+            tag_id = str(uuid.uuid4())
+            self.records["insuredTags"][tag_id] = {
+                "id": tag_id, "insuredDatabaseId": rec["id"], "tagName": as_text(name, "tagName"),
+                "tagDescription": as_text(lower.get("tagdescription"), "tagDescription"),
+                "at": self.now()}
 
     def h_insured_only_insert(self, req, user):
         body = json_object(req)
@@ -1484,6 +1499,7 @@ class NowCertsFake(Fake):
                                "At least CommercialName or FirstName and LastName or Id should be entered"})
         with self.lock:
             rec = self.new_insured(fields, user)
+            self.apply_tag(rec, body)
             self.emit_insured(rec, None)
             return self.insert_answer(rec, f"Insured '{insured_display_name(rec)}' has been imported")
 
@@ -1665,6 +1681,8 @@ class NowCertsFake(Fake):
             row.update({k: v for k, v in record.items() if k in ("deleted", "policies", "insuredContacts")})
             self.records["deletedInsureds"][db_id] = row
             return row
+        if collection == "insuredTags":
+            raise ValueError("insured tags are made by Insured/Insert's tagName, not seeded")
         if collection == "subscriptions":
             event = record.get("event")
             if event not in ZAPIER_EVENT_NAMES or not isinstance(record.get("target_url"), str):

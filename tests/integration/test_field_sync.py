@@ -30,7 +30,8 @@ def e164(p):
     return "+1" + digits[-10:]
 
 
-class FieldSync(IntegTest):
+class SyncCase(IntegTest):
+    """The helpers; no tests of its own."""
     ENV = {"NOWCERTS_POLL_INTERVAL": 1, "GHL_RATE_LIMIT": 0}
 
     # ---- set-up --------------------------------------------------------------
@@ -104,6 +105,9 @@ class FieldSync(IntegTest):
         self.assertEqual(p.returncode, 0, p)
         return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
 
+
+
+class FieldSync(SyncCase):
     # ---- the cases of issue 7 --------------------------------------------------
 
     def test_a_city_added_in_ghl_reaches_nowcerts(self):
@@ -354,6 +358,68 @@ class FieldSync(IntegTest):
         self.settle(s)
         self.assertEqual(len(self.contacts_with_email(rec["eMail"])), 1)
         self.assertEqual(len(self.fakes.calls("ghl", "POST", CREATE_CONTACT)), 1)
+
+
+class Lifecycle(SyncCase):
+    ENV = {"NOWCERTS_POLL_INTERVAL": 1, "NOWCERTS_DELETED_POLL_INTERVAL": 1, "GHL_RATE_LIMIT": 0}
+
+    def test_a_deleted_insured_tags_its_contact(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        other, other_cid = self.linked_pair(s)
+        self.fakes.agent_delete("nowcerts", "insureds", ins_id)  # it moves to DeletedInsuredList
+        wait_until(lambda: "deleted in NowCerts" in (self.contact(cid) or {}).get("tags", []), SETTLE, 0.2,
+                   "the deleted tag")
+        self.settle(s, quiet=3)  # several reads of the deleted list: one event
+        self.assertEqual(sorted(self.contact(cid)["tags"]), ["deleted in NowCerts", "nowcerts"])
+        self.assertNotIn("deleted in NowCerts", self.contact(other_cid)["tags"])
+        deletes = [e for e in s.events() if e["type"] == "INSURED_DELETE"]
+        self.assertEqual(len(deletes), 1, deletes)
+        self.assertEqual(deletes[0]["status"], "done")
+
+    def test_an_inactive_insured_tags_its_contact_and_active_again_removes_it(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        self.agent_nc(ins_id, active=False)
+        wait_until(lambda: "inactive" in self.contact(cid)["tags"], SETTLE, 0.2, "the inactive tag")
+        self.agent_nc(ins_id, active=True)
+        wait_until(lambda: "inactive" not in self.contact(cid)["tags"], SETTLE, 0.2, "the tag removed")
+        self.settle(s)
+        self.assertEqual(self.contact(cid)["tags"], ["nowcerts"])
+
+    def test_lifecycle_delete_deletes_the_contact_and_never_recreates_it(self):
+        d = self.tmp / "agency"
+        d.mkdir()
+        (d / "contacts.lua").write_text('local contacts = require "defaults.contacts"\n'
+                                        'contacts.lifecycle.deleted = "delete"\n'
+                                        'return contacts\n')
+        s = self.start(MAPPINGS_DIR=str(d))
+        ins_id, cid = self.linked_pair(s)
+        self.fakes.agent_delete("nowcerts", "insureds", ins_id)
+        wait_until(lambda: self.contact(cid) is None, SETTLE, 0.2, "the contact deleted")
+        self.settle(s, quiet=3)
+        self.assertEqual(len(self.fakes.calls("ghl", "POST", CREATE_CONTACT)), 1)
+
+    def test_dnd_set_in_ghl_reaches_nowcerts_as_a_tag_and_back_off(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        self.agent_ghl(cid, dnd=True)  # GHL sends ContactDndUpdate
+        wait_until(lambda: self.nc_tags(ins_id), SETTLE, 0.2, "a tag on the insured")
+        self.assertEqual(self.nc_tags(ins_id)[-1]["tagName"], "GHL: do not disturb")
+        self.agent_ghl(cid, dnd=False, dndSettings={"SMS": {"status": "active"}})
+        wait_until(lambda: len(self.nc_tags(ins_id)) >= 2, SETTLE, 0.2, "the second tag")
+        self.assertEqual(self.nc_tags(ins_id)[-1]["tagDescription"], "Do not disturb in GHL on: SMS")
+        self.agent_ghl(cid, dnd=False, dndSettings={"SMS": {"status": "inactive"}})
+        wait_until(lambda: len(self.nc_tags(ins_id)) >= 3, SETTLE, 0.2, "the third tag")
+        self.assertEqual(self.nc_tags(ins_id)[-1]["tagName"], "GHL: contact allowed")
+        self.settle(s)
+        self.assertEqual(len(self.nc_tags(ins_id)), 3)  # echoes wrote nothing more
+        # The insured itself is whole: the tag rode on a read-modify-write.
+        self.assertTrue(self.nc(ins_id)["firstName"])
+
+    def nc_tags(self, ins_id):
+        return sorted((t for t in self.fakes.records("nowcerts", "insuredTags")
+                       if t["insuredDatabaseId"] == ins_id), key=lambda t: t["at"])
 
 
 def harness_db(s, sql, args=()):
