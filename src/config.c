@@ -308,6 +308,7 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   c->ghl_webhook_rsa_key =
       get_file(&ld, "GHL_WEBHOOK_RSA_KEY", "keys/ghl-webhook-rsa4096-x-wh-signature.pem");
   c->nowcerts_poll_interval = get_num(&ld, "NOWCERTS_POLL_INTERVAL", 60, 0, BIG, false);
+  c->retention_days = (int)get_num(&ld, "RETENTION_DAYS", 30, 0, 36500, true);
   c->public_url = get_url(&ld, "PUBLIC_URL", NULL);
   c->lua_memory_mb = (int)get_num(&ld, "LUA_MEMORY_MB", 64, 1, 65536, true);
   c->lua_instruction_budget =

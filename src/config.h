@@ -46,6 +46,7 @@ struct config {
   char *ghl_webhook_rsa_key;     /* PEM path, legacy x-wh-signature */
   double nowcerts_poll_interval;
   char *public_url; /* where NowCerts REST hooks reach us; NULL: unset */
+  int retention_days; /* done events older than this are deleted; 0: never */
 
   int lua_memory_mb;          /* per Lua state */
   long lua_instruction_budget; /* per event */

@@ -397,11 +397,13 @@ static void on_conn_close(struct evhttp_connection *conn, void *arg) {
   answer_free(a);
 }
 
+static void send_store_failed(struct server *s, struct evhttp_request *req, const struct track *t);
+
 static void on_committed(void *ud, bool committed) {
   struct answer *a = ud;
   struct server *s = a->srv;
   if (!committed) {
-    send_detail(a->req, &a->track, 503, "Service Unavailable", "The event could not be stored; try again");
+    send_store_failed(s, a->req, &a->track);
     answer_free(a);
     return;
   }
@@ -554,6 +556,92 @@ static int check_signatures(struct server *s, struct evhttp_request *req, const 
   return 0;
 }
 
+static void send_store_failed(struct server *s, struct evhttp_request *req, const struct track *t) {
+  const char *why = queue_failed(s->queue);
+  if (!why) {
+    send_detail(req, t, 503, "Service Unavailable", "The event could not be stored; try again");
+    return;
+  }
+  char msg[400];
+  snprintf(msg, sizeof msg, "The store failed (%s); the service restarts. Try again shortly", why);
+  send_detail(req, t, 503, "Service Unavailable", msg);
+}
+
+static void owe(struct answer *a);
+
+/* An event that arrived while another process held the write lock: its
+ * request waits (not the loop) until a batch can be opened. */
+struct deferred {
+  struct answer *a;
+  struct evhttp_connection *conn;
+  char *type, *payload;
+  size_t len;
+};
+
+static void deferred_free(struct deferred *d) {
+  if (d->conn)
+    evhttp_connection_set_closecb(d->conn, NULL, NULL);
+  free(d->type);
+  free(d->payload);
+  free(d);
+}
+
+static void on_deferred_close(struct evhttp_connection *conn, void *arg) {
+  (void)conn;
+  struct deferred *d = arg;
+  d->conn = NULL; /* the request goes with it: nothing was acknowledged */
+  d->a->req = NULL;
+}
+
+static void on_writable(void *ud, bool ok) {
+  struct deferred *d = ud;
+  struct answer *a = d->a;
+  struct server *s = a->srv;
+  if (!a->req) {
+    free(a);
+    deferred_free(d);
+    return;
+  }
+  if (ok && engine_submit(s->engine, a->id, route_source[a->track.route], d->type, d->payload,
+                          d->len, &a->put, &a->existing) == 0) {
+    deferred_free(d);
+    owe(a);
+    return;
+  }
+  if (ok && queue_busy(s->queue)) {
+    queue_when_writable(s->queue, on_writable, d);
+    return;
+  }
+  struct evhttp_request *req = a->req;
+  struct track t = a->track;
+  free(a);
+  deferred_free(d);
+  send_store_failed(s, req, &t);
+}
+
+static int defer_submit(struct answer *a, const char *type, const char *payload, size_t len) {
+  struct deferred *d = calloc(1, sizeof *d);
+  if (!d)
+    return -1;
+  d->a = a;
+  d->type = strdup(type);
+  d->payload = malloc(len + 1);
+  if (!d->type || !d->payload) {
+    free(d->type);
+    free(d->payload);
+    free(d);
+    return -1;
+  }
+  memcpy(d->payload, payload, len);
+  d->payload[len] = 0;
+  d->len = len;
+  d->conn = evhttp_request_get_connection(a->req);
+  evhttp_connection_set_closecb(d->conn, on_deferred_close, d);
+  log_debug("intake %s: the write lock is held by another process; waiting for it", a->id);
+  queue_when_writable(a->srv->queue, on_writable, d);
+  return 0;
+}
+
 /* Stores the event (payload as given, id over `canon`) and parks its answer
  * until the commit. Takes nothing over from the caller. */
 static void submit(struct server *s, struct evhttp_request *req, const struct track *t,
@@ -570,10 +658,17 @@ static void submit(struct server *s, struct evhttp_request *req, const struct tr
   log_debug("intake %s %s %s (%zu bytes)", route_source[t->route], type, a->id, len);
   if (engine_submit(s->engine, a->id, route_source[t->route], type, payload, len, &a->put,
                     &a->existing) != 0) {
+    if (queue_busy(s->queue) && defer_submit(a, type, payload, len) == 0)
+      return;
     free(a);
-    send_detail(req, t, 503, "Service Unavailable", "The event could not be stored; try again");
+    send_store_failed(s, req, t);
     return;
   }
+  owe(a);
+}
+
+static void owe(struct answer *a) {
+  struct server *s = a->srv;
   a->next = s->owed;
   if (s->owed)
     s->owed->prev = a;
@@ -678,14 +773,20 @@ static void handle_event(struct server *s, struct evhttp_request *req, const str
 /* ---- health, metrics, OpenAPI ---------------------------------------------- */
 
 static void handle_health(struct server *s, struct evhttp_request *req) {
-  bool ok = store_writable(s->store);
+  const char *failed = queue_failed(s->queue);
+  bool ok = !failed && store_writable(s->store);
   struct buf b;
   buf_init(&b, 0);
   buf_printf(&b,
              "{\"status\":\"%s\",\"service\":\"" SERVICE_NAME "\",\"version\":\"" NCGHL_VERSION
-             "\",\"store\":{\"writable\":%s,\"schema_version\":%d},\"events_running\":%d,"
-             "\"mappings\":{\"version\":\"%s\",\"dir\":",
-             ok ? "healthy" : "unhealthy", ok ? "true" : "false", store_schema_version(s->store),
+             "\",\"store\":{\"writable\":%s,\"schema_version\":%d",
+             ok ? "healthy" : "unhealthy", ok ? "true" : "false", store_schema_version(s->store));
+  if (failed) {
+    /* Why intake stopped: the file is no longer trusted until a restart. */
+    buf_puts(&b, ",\"failed\":");
+    buf_json_str(&b, failed, strlen(failed));
+  }
+  buf_printf(&b, "},\"events_running\":%d,\"mappings\":{\"version\":\"%s\",\"dir\":",
              engine_running(s->engine), lrt_version(s->rt));
   buf_json_str(&b, s->cfg->mappings_dir, strlen(s->cfg->mappings_dir));
   /* Kept apart from "mappings": a failed reload changes nothing there. */
@@ -707,11 +808,12 @@ static void handle_health(struct server *s, struct evhttp_request *req) {
 
 static void handle_metrics(struct server *s, struct evhttp_request *req) {
   long counts[EV_STATUS_COUNT];
-  /* A scrape reads the queue as it is now; a store that cannot answer
-   * leaves the last values rather than zeros that would look like news. */
-  if (store_count_by_status(s->store, counts) == 0)
-    for (int i = 0; i < EV_STATUS_COUNT; i++)
-      metric_set(s->m_events, METRIC_LABELS(store_status_name((enum ev_status)i)), (double)counts[i]);
+  /* From the counts the store keeps in memory (seeded once at start): a
+   * scrape never scans the events. */
+  store_counts(s->store, counts);
+  for (int i = 0; i < EV_STATUS_COUNT; i++)
+    metric_set(s->m_events, METRIC_LABELS(store_status_name((enum ev_status)i)),
+               (double)(counts[i] > 0 ? counts[i] : 0));
   struct buf b;
   buf_init(&b, 0);
   if (metrics_render(s->metrics, &b) != 0 || !b.p) {
@@ -1641,7 +1743,7 @@ static void use_metrics(struct server *s, struct metrics *m) {
                                     "Time from a webhook's arrival to its answer.",
                                     METRIC_LABELS("source"), metrics_webhook_buckets,
                                     metrics_webhook_nbuckets);
-  s->m_events = metrics_gauge(m, "events", "Stored events by status, read at each scrape.",
+  s->m_events = metrics_gauge(m, "events", "Stored events by status, kept in memory as they change.",
                               METRIC_LABELS("status"));
 }
 

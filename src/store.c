@@ -263,6 +263,11 @@ int store_status_parse(const char *name) {
 
 static int fail(struct store *s, const char *what) {
   s->last_err = sqlite3_errcode(s->db) & 0xff;
+  if (s->last_err == SQLITE_BUSY) {
+    /* Another process's lock: expected, and retried by the caller. */
+    log_debug("store: %s: %s", what, sqlite3_errmsg(s->db));
+    return -1;
+  }
   log_error("store: %s: %s", what, sqlite3_errmsg(s->db));
   return -1;
 }
@@ -1019,7 +1024,6 @@ int store_event_list(struct store *s, const char *status, int limit,
 
 int store_count_by_status(struct store *s, long counts[EV_STATUS_COUNT]) {
   s->count_queries++;
-  log_debug("store: counting events by status (count query %ld)", s->count_queries);
   for (int i = 0; i < EV_STATUS_COUNT; i++)
     counts[i] = 0;
   sqlite3_stmt *st = s->st[ST_EV_COUNT];
@@ -1284,6 +1288,8 @@ int store_counts_seed(struct store *s) {
   long c[EV_STATUS_COUNT];
   if (store_count_by_status(s, c) != 0)
     return -1;
+  log_debug("store: events counted by status (count query %ld on this connection)",
+            s->count_queries);
   memcpy(s->counts, c, sizeof c);
   return 0;
 }
