@@ -71,6 +71,7 @@ struct queue {
   unsigned long lazy_gen;   /* bumped by every commit not followed by a sync */
   unsigned long flight_gen; /* lazy_gen when the sync in flight began */
   unsigned long synced_gen; /* lazy_gen covered by the last good sync */
+  long long changes_at_begin; /* store_total_changes when the batch opened */
 
   /* Writes waiting for the write lock another process holds. */
   struct event *busy_ev;
@@ -224,7 +225,7 @@ static void run_commit(struct queue *q) {
   }
   log_debug("queue: batch %s, %zu waiting%s", ok ? "committed" : "rolled back", q->batch.n,
             q->durable ? " for the fsync" : "");
-  if (ok && !q->durable) {
+  if (ok && !q->durable && store_total_changes(q->store) != q->changes_at_begin) {
     q->lazy_gen++;
     if (!event_pending(q->lazy_ev, EV_TIMEOUT, NULL)) {
       struct timeval tv = {0, (suseconds_t)(QUEUE_LAZY_SYNC_SECONDS * 1e6)};
@@ -364,6 +365,7 @@ static int join(struct queue *q, bool durable) {
     store_clear_fault(q->store);
     if (store_begin(q->store) != 0)
       return -1;
+    q->changes_at_begin = store_total_changes(q->store);
     q->open = true;
     q->durable = false;
     /* An idle queue commits at the end of this loop turn. A busy one commits

@@ -1211,6 +1211,8 @@ void store_clear_fault(struct store *s) { s->last_err = SQLITE_OK; }
 
 const char *store_owner(struct store *s) { return s->owner; }
 
+long long store_total_changes(struct store *s) { return sqlite3_total_changes64(s->db); }
+
 int store_running_list(struct store *s,
                        int (*cb)(void *ud, const char *id, const char *owner, double updated_at),
                        void *ud) {

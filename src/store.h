@@ -151,6 +151,9 @@ void store_clear_fault(struct store *s);
  * returns non-zero to stop; owner NULL when unmarked) and
  * store_event_release puts one back to pending (1 if it was running). */
 const char *store_owner(struct store *s);
+/* Rows changed on this connection so far (a batch that changed none needs
+ * no fsync). */
+long long store_total_changes(struct store *s);
 int store_running_list(struct store *s,
                        int (*cb)(void *ud, const char *id, const char *owner, double updated_at),
                        void *ud);
