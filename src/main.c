@@ -169,6 +169,8 @@ static void app_free(struct app *a) {
     queue_flush(a->queue);
   if (a->presence)
     presence_stop(a->presence);
+  if (a->store_failed)
+    server_undo_refused(a->server);
   if (a->server)
     server_free(a->server);
   upkeep_stop(a->upkeep);

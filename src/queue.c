@@ -181,6 +181,7 @@ static void on_synced(evutil_socket_t fd, short what, void *arg) {
      * while the page cache still shows them: nothing written since the last
      * good sync can be trusted, so stop here (see enter_failed). */
     enter_failed(q, "fdatasync of the WAL failed: %s", "I/O error");
+    wlist_move(&q->in_sync, &q->next_sync); /* no later sync is coming */
   }
   wlist_run(&q->in_sync, ok == '1');
   start_sync(q);
@@ -444,6 +445,24 @@ void queue_when_writable(struct queue *q, queue_commit_cb cb, void *ud) {
     struct timeval tv = {0, QUEUE_BUSY_RETRY_USEC};
     event_add(q->busy_ev, &tv);
   }
+}
+
+int queue_undo(struct queue *q, int (*fn)(void *ud, struct store *s), void *ud) {
+  if (q->open) {
+    q->open = false;
+    event_del(q->commit_ev);
+    store_rollback(q->store);
+    wlist_run(&q->batch, false);
+  }
+  store_set_busy_timeout(q->store, 5000);
+  store_clear_fault(q->store);
+  if (store_begin(q->store) != 0)
+    return -1;
+  if (fn(ud, q->store) != 0 || store_commit(q->store) != 0) {
+    store_rollback(q->store);
+    return -1;
+  }
+  return open_wal(q) == 0 && fdatasync(q->wal_fd) == 0 ? 0 : -1;
 }
 
 const char *queue_failed(const struct queue *q) { return q->failed[0] ? q->failed : NULL; }

@@ -61,5 +61,9 @@ bool queue_busy(struct queue *q);
 void queue_when_writable(struct queue *q, queue_commit_cb cb, void *ud);
 const char *queue_failed(const struct queue *q);
 void queue_on_fail(struct queue *q, void (*cb)(void *ud, const char *reason), void *ud);
+/* Last words of a failed queue (at exit): one transaction of fn's writes,
+ * committed and synced on the loop, whatever the queue's state. 0 when it
+ * reached the disk. */
+int queue_undo(struct queue *q, int (*fn)(void *ud, struct store *s), void *ud);
 
 #endif

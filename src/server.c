@@ -109,6 +109,11 @@ struct server {
   struct metrics *own_metrics; /* ours until server_set_metrics hands one over */
   struct metric *m_requests, *m_duration, *m_events;
 
+  /* Events stored but answered 503 because the store failed after their
+   * COMMIT (a failed fsync): undone at exit so a later copy is new. */
+  char (*refused)[EVENT_ID_MAX];
+  size_t nrefused, caprefused;
+
   struct rl_client *rl[RL_BUCKETS]; /* inbound rate limit, by client address */
   int rl_count;
   double rl_swept;
@@ -399,10 +404,46 @@ static void on_conn_close(struct evhttp_connection *conn, void *arg) {
 
 static void send_store_failed(struct server *s, struct evhttp_request *req, const struct track *t);
 
+static void remember_refused(struct server *s, const char *id) {
+  if (s->nrefused == s->caprefused) {
+    size_t cap = s->caprefused ? s->caprefused * 2 : 16;
+    char(*v)[EVENT_ID_MAX] = realloc(s->refused, cap * sizeof *v);
+    if (!v)
+      return;
+    s->refused = v;
+    s->caprefused = cap;
+  }
+  snprintf(s->refused[s->nrefused++], EVENT_ID_MAX, "%s", id);
+}
+
+static int forget_refused(void *ud, struct store *st) {
+  struct server *s = ud;
+  for (size_t i = 0; i < s->nrefused; i++)
+    if (store_event_forget(st, s->refused[i]) < 0)
+      return -1;
+  return 0;
+}
+
+int server_undo_refused(struct server *s) {
+  if (!s || s->nrefused == 0)
+    return 0;
+  if (queue_undo(s->queue, forget_refused, s) != 0) {
+    log_error("store failed: %zu events answered 503 stay in the file and will run; a copy of "
+              "one of them is answered as a duplicate",
+              s->nrefused);
+    return -1;
+  }
+  log_info("store failed: %zu events answered 503 were taken out again; a copy of one is new",
+           s->nrefused);
+  return 0;
+}
+
 static void on_committed(void *ud, bool committed) {
   struct answer *a = ud;
   struct server *s = a->srv;
   if (!committed) {
+    if (a->put == STORE_PUT_NEW && queue_failed(s->queue))
+      remember_refused(s, a->id);
     send_store_failed(s, a->req, &a->track);
     answer_free(a);
     return;
@@ -1845,5 +1886,6 @@ void server_free(struct server *s) {
       free(c);
     }
   metrics_free(s->own_metrics);
+  free(s->refused);
   free(s);
 }

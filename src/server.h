@@ -31,6 +31,10 @@ void server_set_metrics(struct server *s, struct metrics *m);
 /* From now on new requests are answered 503 (shutting down); answers still
  * owed are sent as their events end. */
 void server_drain(struct server *s);
+/* After the store failed (queue.h): takes the events that were stored but
+ * answered 503 out of the file again, so a later copy is accepted as new.
+ * Best effort, at exit; 0 when done or nothing to do. */
+int server_undo_refused(struct server *s);
 /* Answers still owed. */
 int server_pending(const struct server *s);
 void server_free(struct server *s);

@@ -133,6 +133,7 @@ enum stmt_id {
   ST_EV_RUNNING_LIST,
   ST_EV_RELEASE,
   ST_RETAIN_EVENTS,
+  ST_EV_FORGET,
   ST_COUNT
 };
 
@@ -212,6 +213,9 @@ static const char *const stmt_sql[ST_COUNT] = {
      * with them (ON DELETE CASCADE). */
     [ST_RETAIN_EVENTS] = "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events"
                          " WHERE created_at < ?1 AND status = 2 LIMIT ?2)",
+    /* Only a row that never ran: one refused with 503 after a failed fsync. */
+    [ST_EV_FORGET] = "DELETE FROM events WHERE id = ?1 AND status IN (" S_PENDING ", " S_RUNNING
+                     ") AND attempts <= 1",
 };
 
 struct store {
@@ -1237,6 +1241,15 @@ int store_running_list(struct store *s,
 int store_event_release(struct store *s, const char *id, double now) {
   int n = update_by_id(s, ST_EV_RELEASE, id, now, "event_release");
   return n < 0 ? -1 : n > 0;
+}
+
+int store_event_forget(struct store *s, const char *id) {
+  if (!id)
+    return fail_arg("event_forget", "missing event id");
+  sqlite3_stmt *st = s->st[ST_EV_FORGET];
+  if (run(s, ST_EV_FORGET, bind_str(st, 1, id), "event_forget") != 0)
+    return -1;
+  return sqlite3_changes(s->db) > 0;
 }
 
 int store_set_autocheckpoint(struct store *s, int pages) {

@@ -158,6 +158,10 @@ int store_running_list(struct store *s,
                        int (*cb)(void *ud, const char *id, const char *owner, double updated_at),
                        void *ud);
 int store_event_release(struct store *s, const char *id, double now);
+/* Deletes an event that was stored but refused (503) and never ran
+ * (pending or running, at most one attempt), so a later copy is new.
+ * 1 deleted, 0 not (absent or it ran), -1 error. */
+int store_event_forget(struct store *s, const char *id);
 
 /* Checkpoints: 0 turns off the automatic checkpoint inside COMMIT, for a
  * connection whose checkpoints run elsewhere. store_checkpoint runs one
