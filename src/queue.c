@@ -395,6 +395,12 @@ void queue_after_commit(struct queue *q, queue_commit_cb cb, void *ud) {
 }
 
 int queue_flush(struct queue *q) {
+  /* Writes still waiting for another process's lock give up now (their
+   * webhooks get 503: nothing of them was stored), while whoever owns them
+   * is still there to answer. */
+  wlist_run(&q->when_writable, false);
+  if (q->busy_ev)
+    event_del(q->busy_ev);
   if (q->open) {
     event_del(q->commit_ev);
     run_commit(q);

@@ -23,8 +23,8 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
                           struct queue *queue, struct engine *engine, struct lrt *rt, char *err,
                           size_t errlen);
 /* Counts webhook answers (webhook_requests_total, webhook_duration_seconds)
- * into m and serves m at GET /metrics, with the events{status} gauge read
- * from the store at each scrape. Until then the server counts into a
+ * into m and serves m at GET /metrics, with the events{status} gauge from
+ * the counts the store keeps in memory (no query per scrape). Until then the server counts into a
  * registry of its own. */
 struct metrics;
 void server_set_metrics(struct server *s, struct metrics *m);
