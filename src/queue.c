@@ -64,7 +64,6 @@ struct queue {
   bool syncing;
   struct wlist in_sync;   /* covered by the fsync in flight */
   struct wlist next_sync; /* committed since it began: wait for the next one */
-  char wal_path[4096];
 
   /* Commits with nobody waiting for their fsync still get one soon. */
   struct event *lazy_ev;
@@ -129,10 +128,11 @@ static void *sync_thread(void *arg) {
 static int open_wal(struct queue *q) {
   if (q->wal_fd >= 0)
     return 0;
-  snprintf(q->wal_path, sizeof q->wal_path, "%s-wal", store_path(q->store));
-  q->wal_fd = open(q->wal_path, O_RDONLY | O_CLOEXEC);
+  char path[4096];
+  snprintf(path, sizeof path, "%s-wal", store_path(q->store));
+  q->wal_fd = open(path, O_RDONLY | O_CLOEXEC);
   if (q->wal_fd < 0) {
-    log_error("queue: cannot open %s to sync it: %s", q->wal_path, strerror(errno));
+    log_error("queue: cannot open %s to sync it: %s", path, strerror(errno));
     return -1;
   }
   return 0;
@@ -274,6 +274,10 @@ static void on_busy_retry(evutil_socket_t fd, short what, void *arg) {
     return;
   }
   if (!q->open && queue_join(q) != 0) {
+    if (!queue_busy(q)) {
+      wlist_run(&q->when_writable, false); /* not the lock: no point waiting */
+      return;
+    }
     struct timeval tv = {0, QUEUE_BUSY_RETRY_USEC};
     event_add(q->busy_ev, &tv);
     return;
@@ -312,8 +316,8 @@ struct queue *queue_new(struct event_base *base, struct store *store) {
   q->commit_ev = event_new(base, -1, 0, on_commit, q);
   q->lazy_ev = event_new(base, -1, 0, on_lazy_sync, q);
   q->busy_ev = event_new(base, -1, 0, on_busy_retry, q);
-  if (!q->commit_ev || !q->lazy_ev || !q->busy_ev || store_set_full_sync(store, false) != 0 || make_pipe(q->req_pipe) != 0 ||
-      make_pipe(q->done_pipe) != 0 ||
+  if (!q->commit_ev || !q->lazy_ev || !q->busy_ev || store_set_full_sync(store, false) != 0 ||
+      make_pipe(q->req_pipe) != 0 || make_pipe(q->done_pipe) != 0 ||
       !(q->done_ev = event_new(base, q->done_pipe[0], EV_READ | EV_PERSIST, on_synced, q))) {
     queue_free(q);
     return NULL;
@@ -342,10 +346,9 @@ void queue_free(struct queue *q) {
     event_free(q->done_ev);
   if (q->lazy_ev)
     event_free(q->lazy_ev);
-  if (q->busy_ev) {
+  wlist_run(&q->when_writable, false);
+  if (q->busy_ev)
     event_free(q->busy_ev);
-    wlist_run(&q->when_writable, false);
-  }
   free(q->when_writable.v);
   if (q->commit_ev)
     event_free(q->commit_ev);

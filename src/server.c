@@ -1784,7 +1784,7 @@ static void use_metrics(struct server *s, struct metrics *m) {
                                     "Time from a webhook's arrival to its answer.",
                                     METRIC_LABELS("source"), metrics_webhook_buckets,
                                     metrics_webhook_nbuckets);
-  s->m_events = metrics_gauge(m, "events", "Stored events by status, kept in memory as they change.",
+  s->m_events = metrics_gauge(m, "events", "Stored events by status, kept as they change.",
                               METRIC_LABELS("status"));
 }
 

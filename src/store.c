@@ -159,8 +159,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                     " WHERE id = ?1",
     [ST_EV_GET] = "SELECT " EV_COLS " FROM events WHERE id = ?1",
     [ST_EV_CLAIM] = "UPDATE events SET status = " S_RUNNING ", attempts = attempts + 1,"
-                    " owner = ncghl_owner(), updated_at = ?2 WHERE id = ?1 AND status IN (" S_PENDING ", " S_RETRY_WAIT
-                    ")",
+                    " owner = ncghl_owner(), updated_at = ?2"
+                    " WHERE id = ?1 AND status IN (" S_PENDING ", " S_RETRY_WAIT ")",
     [ST_EV_STARTED] = "UPDATE events SET attempts = attempts + 1, updated_at = ?2"
                       " WHERE id = ?1 AND status = " S_RUNNING,
     /* Pending first, oldest first; then retry_wait rows whose time has come.

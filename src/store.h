@@ -142,7 +142,13 @@ void store_set_busy_timeout(struct store *s, int ms);
  * process holds the write lock (try again later); FULL: no space (nothing
  * was written); IO: the file can no longer be trusted. A failed COMMIT that
  * was BUSY leaves the transaction open for another store_commit. */
-enum store_fault { STORE_FAULT_NONE, STORE_FAULT_BUSY, STORE_FAULT_FULL, STORE_FAULT_IO, STORE_FAULT_OTHER };
+enum store_fault {
+  STORE_FAULT_NONE,
+  STORE_FAULT_BUSY,
+  STORE_FAULT_FULL,
+  STORE_FAULT_IO,
+  STORE_FAULT_OTHER
+};
 enum store_fault store_last_fault(struct store *s);
 void store_clear_fault(struct store *s);
 
