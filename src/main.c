@@ -92,7 +92,12 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
   if (running == 0 || t >= a->drain_deadline) {
     if (running)
       log_warn("stopping with %d events still running; they run again at the next start", running);
-    event_base_loopexit(a->base, NULL);
+    /* Settle every answer that waits on a commit or an fsync while the
+     * loop still runs, and give the loop a moment to write them out. */
+    queue_flush(a->queue);
+    event_del(a->drain_timer);
+    struct timeval out = {0, 100000};
+    event_base_loopexit(a->base, &out);
   }
 }
 

@@ -139,7 +139,14 @@ static int open_wal(struct queue *q) {
 }
 
 static void start_sync(struct queue *q) {
-  if (q->syncing || (q->next_sync.n == 0 && q->synced_gen == q->lazy_gen) || q->failed[0])
+  if (q->failed[0]) {
+    /* No fsync is coming: a batch that was open when the queue failed
+     * hears so now, not at exit. */
+    if (!q->syncing)
+      wlist_run(&q->next_sync, false);
+    return;
+  }
+  if (q->syncing || (q->next_sync.n == 0 && q->synced_gen == q->lazy_gen))
     return;
   q->flight_gen = q->lazy_gen;
   bool ok = open_wal(q) == 0 && q->thread_started;
