@@ -433,7 +433,8 @@ int server_undo_refused(struct server *s) {
               s->nrefused);
     return -1;
   }
-  log_info("store failed: %zu events answered 503 were taken out again; a copy of one is new",
+  log_info("store failed: none of the %zu events answered 503 is left in the file; a copy of "
+           "one is new",
            s->nrefused);
   return 0;
 }
