@@ -192,12 +192,15 @@ static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 static void write_outcome(void *ud, bool writable) {
   struct job *j = ud;
   struct engine *e = j->e;
-  if (writable && queue_join(e->queue) != 0 && queue_busy(e->queue)) {
+  int joined = writable ? queue_join(e->queue) : -1;
+  if (joined != 0 && writable && queue_busy(e->queue)) {
     queue_when_writable(e->queue, write_outcome, j);
     return;
   }
-  if (!writable || store_event_finish(e->store, j->id, j->status, j->next_at, j->error,
-                                      j->status == EV_DONE ? j->data : NULL, wall_now()) != 0)
+  /* Without a batch (the queue failed) nothing is written: the row stays
+   * running and its lease brings it back. */
+  if (joined != 0 || store_event_finish(e->store, j->id, j->status, j->next_at, j->error,
+                                        j->status == EV_DONE ? j->data : NULL, wall_now()) != 0)
     log_error("event %s: cannot record its outcome", j->id);
   queue_after_commit(e->queue, on_finished, j);
 }
