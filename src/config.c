@@ -348,6 +348,7 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   if (c->default_country && (strlen(c->default_country) != 2 || !isalpha((unsigned char)c->default_country[0]) ||
                              !isalpha((unsigned char)c->default_country[1])))
     fail(&ld, "DEFAULT_COUNTRY", "must be a two-letter country code such as US", c->default_country);
+  c->retention_days = (int)get_num(&ld, "RETENTION_DAYS", 30, 0, 36500, true);
   c->public_url = get_url(&ld, "PUBLIC_URL", NULL);
   c->lua_memory_mb = (int)get_num(&ld, "LUA_MEMORY_MB", 64, 1, 65536, true);
   c->lua_instruction_budget =

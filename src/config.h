@@ -52,6 +52,7 @@ struct config {
   double nowcerts_poll_interval;
   double nowcerts_deleted_poll_interval; /* DeletedInsuredList, read whole; 0 = never */
   char *public_url; /* where NowCerts REST hooks reach us; NULL: unset */
+  int retention_days; /* done events older than this are deleted; 0: never */
 
   int lua_memory_mb;          /* per Lua state */
   long lua_instruction_budget; /* per event */

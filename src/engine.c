@@ -16,6 +16,16 @@
 
 #define ENGINE_BUCKETS 4096
 #define ENGINE_POLL_SECONDS 1
+/* Leases: this process renews its own every ENGINE_LEASE_SWEEP seconds and
+ * at the same time takes up running rows whose owner has not renewed for
+ * ENGINE_LEASE_TTL seconds (or that are its own but have no job: a commit
+ * that failed after the row was marked). */
+#define ENGINE_LEASE_SWEEP 10
+#define ENGINE_LEASE_TTL 30
+/* Events queued behind a full concurrency budget keep a small job (no
+ * payload: that stays in the store) so an answer can still wait for them;
+ * past this many they are only rows, found by the claim. */
+#define ENGINE_WAITING_MAX 1024
 
 struct engine_watch {
   struct engine_watch *next;
@@ -41,6 +51,7 @@ struct job {
   enum ev_status status;
   enum lrt_outcome outcome;
   char *message, *data, *error;
+  double next_at;
 };
 
 struct engine {
@@ -55,6 +66,8 @@ struct engine {
   bool backlog; /* events were left pending for lack of a slot */
   struct event *poll_ev;
   struct event *kick_ev;
+  struct event *lease_ev;
+  int waiting; /* jobs without payload, queued behind the budget */
 };
 
 static double wall_now(void) {
@@ -86,23 +99,45 @@ static struct job *job_add(struct engine *e, const char *id, const char *source,
   snprintf(j->id, sizeof j->id, "%s", id);
   snprintf(j->source, sizeof j->source, "%s", source);
   j->type = strdup(type ? type : "");
-  j->payload = malloc(len + 1);
-  if (!j->type || !j->payload) {
+  if (payload) {
+    j->payload = malloc(len + 1);
+    if (j->payload) {
+      memcpy(j->payload, payload, len);
+      j->payload[len] = 0;
+      j->payload_len = len;
+    }
+  }
+  if (!j->type || (payload && !j->payload)) {
     free(j->type);
     free(j->payload);
     free(j);
     return NULL;
   }
-  memcpy(j->payload, payload, len);
-  j->payload[len] = 0;
-  j->payload_len = len;
+  if (!payload)
+    e->waiting++;
   unsigned b = hash_id(id);
   j->next = e->buckets[b];
   e->buckets[b] = j;
   return j;
 }
 
+/* A waiting job gets its payload when it is claimed. */
+static int job_fill(struct engine *e, struct job *j, const char *payload, size_t len) {
+  if (j->payload)
+    return 0;
+  j->payload = malloc(len + 1);
+  if (!j->payload)
+    return -1;
+  memcpy(j->payload, payload, len);
+  j->payload[len] = 0;
+  j->payload_len = len;
+  e->waiting--;
+  return 0;
+}
+
 static void job_remove(struct engine *e, struct job *j) {
+  if (!j->payload)
+    e->waiting--;
   for (struct job **p = &e->buckets[hash_id(j->id)]; *p; p = &(*p)->next)
     if (*p == j) {
       *p = j->next;
@@ -154,9 +189,26 @@ static void on_finished(void *ud, bool committed) {
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
-static void on_run_done(void *ud, const struct lrt_result *r) {
+/* The outcome joins the next batch; while another process holds the write
+ * lock it waits for the lock (from a timer), never on the loop. */
+static void write_outcome(void *ud, bool writable) {
   struct job *j = ud;
   struct engine *e = j->e;
+  int joined = writable ? queue_join(e->queue) : -1;
+  if (joined != 0 && writable && queue_busy(e->queue)) {
+    queue_when_writable(e->queue, write_outcome, j);
+    return;
+  }
+  /* Without a batch (the queue failed) nothing is written: the row stays
+   * running and its lease brings it back. */
+  if (joined != 0 || store_event_finish(e->store, j->id, j->status, j->next_at, j->error,
+                                        j->status == EV_DONE ? j->data : NULL, wall_now()) != 0)
+    log_error("event %s: cannot record its outcome", j->id);
+  queue_after_commit(e->queue, on_finished, j);
+}
+
+static void on_run_done(void *ud, const struct lrt_result *r) {
+  struct job *j = ud;
   double now = wall_now();
   double next_at = 0;
   j->running = false;
@@ -190,11 +242,8 @@ static void on_run_done(void *ud, const struct lrt_result *r) {
   else
     log_warn("event %s %s %s: %s after run %d: %s", j->id, j->source, j->type,
              store_status_name(j->status), j->run, r->error ? r->error : "(no error text)");
-  if (queue_join(e->queue) != 0 ||
-      store_event_finish(e->store, j->id, j->status, next_at, j->error,
-                         j->status == EV_DONE ? j->data : NULL, now) != 0)
-    log_error("event %s: cannot record its outcome", j->id);
-  queue_after_commit(e->queue, on_finished, j);
+  j->next_at = next_at;
+  write_outcome(j, true);
 }
 
 static void run_job(evutil_socket_t fd, short what, void *arg) {
@@ -246,12 +295,17 @@ int engine_submit(struct engine *e, const char *id, const char *source, const ch
   if (*put == STORE_PUT_DUPLICATE)
     return 0;
   struct job *j = job_find(e, id);
-  if (!j && !(j = job_add(e, id, source, type, payload, len)))
-    return -1;
   if (!start_now) {
+    /* The payload is in the store; the claim reads it back. */
     e->backlog = true;
+    if (!j && e->waiting < ENGINE_WAITING_MAX)
+      job_add(e, id, source, type, NULL, 0);
     return 0;
   }
+  if (!j && !(j = job_add(e, id, source, type, payload, len)))
+    return -1;
+  if (job_fill(e, j, payload, len) != 0)
+    return -1;
   j->run = 1;
   if (*put == STORE_PUT_REQUEUED) {
     struct store_event se;
@@ -289,6 +343,8 @@ static void claim_due(struct engine *e) {
     if (!j)
       j = job_add(e, se->id, se->source, se->type, se->payload ? se->payload : "",
                   se->payload ? se->payload_len : 0);
+    if (j && job_fill(e, j, se->payload ? se->payload : "", se->payload ? se->payload_len : 0) != 0)
+      j = NULL;
     if (j && !j->starting && !j->running) {
       j->run = se->attempts;
       free(j->last_error);
@@ -300,6 +356,71 @@ static void claim_due(struct engine *e) {
     store_event_free(se);
   }
   free(evs);
+}
+
+struct sweep {
+  struct engine *e;
+  double now;
+  char (*ids)[EVENT_ID_MAX];
+  size_t n, cap;
+};
+
+static bool owner_alive(struct engine *e, const char *owner, double now) {
+  char key[96];
+  snprintf(key, sizeof key, "lease.%s", owner);
+  char *v = store_kv_get(e->store, key);
+  double beat = v ? strtod(v, NULL) : 0;
+  free(v);
+  return now - beat <= ENGINE_LEASE_TTL;
+}
+
+static int sweep_one(void *ud, const char *id, const char *owner, double updated_at) {
+  struct sweep *w = ud;
+  struct engine *e = w->e;
+  bool mine = owner && strcmp(owner, store_owner(e->store)) == 0;
+  if (mine ? job_find(e, id) != NULL
+           : owner ? owner_alive(e, owner, w->now) : w->now - updated_at <= ENGINE_LEASE_TTL)
+    return 0;
+  if (w->n == w->cap) {
+    size_t cap = w->cap ? w->cap * 2 : 16;
+    char(*ids)[EVENT_ID_MAX] = realloc(w->ids, cap * sizeof *ids);
+    if (!ids)
+      return 1;
+    w->ids = ids;
+    w->cap = cap;
+  }
+  snprintf(w->ids[w->n++], EVENT_ID_MAX, "%s", id);
+  return 0;
+}
+
+/* Renews this process's lease and takes up running rows nobody works on:
+ * a crashed process's, or our own whose commit failed after they were
+ * marked. Bounded by the running rows, which the claim keeps few. */
+static void lease_sweep(struct engine *e) {
+  if (e->stopping || queue_join(e->queue) != 0)
+    return;
+  struct sweep w = {e, wall_now(), NULL, 0, 0};
+  char key[96], beat[32];
+  snprintf(key, sizeof key, "lease.%s", store_owner(e->store));
+  snprintf(beat, sizeof beat, "%.0f", w.now);
+  store_kv_put(e->store, key, beat);
+  if (store_running_list(e->store, sweep_one, &w) == 0) {
+    int taken = 0;
+    for (size_t i = 0; i < w.n; i++)
+      if (store_event_release(e->store, w.ids[i], w.now) == 1) {
+        log_warn("event %s: left running by an owner that is gone; queued again", w.ids[i]);
+        taken++;
+      }
+    if (taken)
+      schedule_claim(e);
+  }
+  free(w.ids);
+}
+
+static void on_lease(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  lease_sweep(arg);
 }
 
 static void on_poll(evutil_socket_t fd, short what, void *arg) {
@@ -320,12 +441,16 @@ struct engine *engine_new(struct event_base *base, const struct config *cfg, str
   e->rt = rt;
   e->poll_ev = event_new(base, -1, EV_PERSIST, on_poll, e);
   e->kick_ev = event_new(base, -1, 0, on_poll, e);
-  if (!e->poll_ev || !e->kick_ev) {
+  e->lease_ev = event_new(base, -1, EV_PERSIST, on_lease, e);
+  if (!e->poll_ev || !e->kick_ev || !e->lease_ev) {
     engine_free(e);
     return NULL;
   }
   struct timeval tv = {ENGINE_POLL_SECONDS, 0};
   event_add(e->poll_ev, &tv);
+  struct timeval lt = {ENGINE_LEASE_SWEEP, 0};
+  event_add(e->lease_ev, &lt);
+  lease_sweep(e);
   schedule_claim(e); /* work left from before a restart starts at once */
   return e;
 }
@@ -337,6 +462,8 @@ void engine_free(struct engine *e) {
     event_free(e->poll_ev);
   if (e->kick_ev)
     event_free(e->kick_ev);
+  if (e->lease_ev)
+    event_free(e->lease_ev);
   for (int b = 0; b < ENGINE_BUCKETS; b++)
     while (e->buckets[b])
       job_remove(e, e->buckets[b]);
@@ -376,5 +503,12 @@ int engine_stop(struct engine *e) {
   e->stopping = true;
   event_del(e->poll_ev);
   event_del(e->kick_ev);
+  event_del(e->lease_ev);
+  /* Rows still running when this process goes are another live process's
+   * to take up at once; a lease left behind would hold them 30 s more. */
+  char key[96];
+  snprintf(key, sizeof key, "lease.%s", store_owner(e->store));
+  if (queue_join(e->queue) == 0)
+    store_kv_put(e->store, key, NULL);
   return e->active;
 }

@@ -2,7 +2,11 @@
  * when they fall due (pending, or retry_wait whose time has come, including
  * rows put there by another process), runs each through the Lua runtime,
  * writes the outcome (done, retry_wait with its next time, dead), and tells
- * whoever is waiting for that event, always after the commit. */
+ * whoever is waiting for that event, always after the commit. Rows it marks
+ * running carry its lease, renewed every 10 s; running rows whose owner's
+ * lease lapsed (a crash) or that have no job here (a failed commit) are
+ * queued again within about a minute. A backlog stays in the store: events
+ * waiting for a slot hold no payload in memory. */
 #ifndef NCGHL_ENGINE_H
 #define NCGHL_ENGINE_H
 

@@ -32,12 +32,66 @@ static const char *event_label(const struct lapi_ctx *c) {
   return c->event_id ? c->event_id : "-";
 }
 
+
+/* A link write that finds the write lock held by another process (a
+ * backfill, a replay) waits for it on the queue's timer instead of failing
+ * the event; the run goes on meanwhile, and the write lands in the batch
+ * that later carries the run's outcome. */
+struct later_write {
+  struct store *store;
+  char what; /* 'l' link */
+  char *a, *b, *c;
+};
+
+static void later_free(struct later_write *w) {
+  free(w->a);
+  free(w->b);
+  free(w->c);
+  free(w);
+}
+
+static void on_writable_write(void *ud, bool ok) {
+  struct later_write *w = ud;
+  int rc = -1;
+  if (ok)
+    rc = store_link_put(w->store, w->a, w->b, w->c, now_unix());
+  if (rc != 0)
+    log_error("lua: a link write that waited for the store's lock was lost (%s %s)", w->a, w->b);
+  later_free(w);
+}
+
 /* Store writes join the queue's open batch so they share its fsync (and
  * commit together with the event's own status); without a queue (tests, the
- * offline runner) each write commits on its own. */
-static void join_batch(struct lapi_ctx *c) {
-  if (c->host->queue)
-    queue_join(c->host->queue);
+ * offline runner) each write commits on its own. True when the write was
+ * taken over instead (to run once the lock is free). */
+static bool write_later(struct lapi_ctx *c, char what, const char *a, const char *b,
+                        const char *v) {
+  struct queue *q = c->host->queue;
+  if (!q || queue_join(q) == 0 || !queue_busy(q))
+    return false;
+  struct later_write *w = calloc(1, sizeof *w);
+  if (!w)
+    return false;
+  w->store = c->host->store;
+  w->what = what;
+  w->a = strdup(a);
+  w->b = strdup(b);
+  w->c = strdup(v);
+  if (!w->a || !w->b || !w->c) {
+    later_free(w);
+    return false;
+  }
+  queue_when_writable(q, on_writable_write, w);
+  return true;
+}
+
+/* Writes the rest of the run reads back (a snapshot) or whose order
+ * matters (the timeline) join the batch now. When another process holds the
+ * write lock they cannot wait on the loop: the run fails retryable and runs
+ * again, which the field-level sync makes safe (what was sent is what the
+ * other side now has, so nothing is sent twice). */
+static bool join_now(struct lapi_ctx *c) {
+  return !c->host->queue || queue_join(c->host->queue) == 0;
 }
 
 /* A failed store write is the service's trouble, not the data's: the event is
@@ -222,7 +276,8 @@ static int api_link_put(lua_State *L) {
     mem_set(L, "n", kind, ghl_id);
     return 0;
   }
-  join_batch(c);
+  if (write_later(c, 'l', kind, nowcerts_id, ghl_id))
+    return 0;
   if (store_link_put(c->host->store, kind, nowcerts_id, ghl_id, now_unix()) != 0)
     return raise_store_error(L, "store: could not save the id link");
   return 0;
@@ -244,7 +299,8 @@ static int api_link_del(lua_State *L) {
     mem_set(L, "g", kind, nowcerts_id);
     return 0;
   }
-  join_batch(c);
+  if (!join_now(c))
+    return raise_store_error(L, "store: busy (another process holds the write lock); the event runs again");
   if (store_link_delete(c->host->store, kind, nowcerts_id) != 0)
     return raise_store_error(L, "store: could not remove the id link");
   return 0;
@@ -284,7 +340,8 @@ static int api_snapshot_put(lua_State *L) {
     mem_set(L, "s", kind, id);
     return 0;
   }
-  join_batch(c);
+  if (!join_now(c))
+    return raise_store_error(L, "store: busy (another process holds the write lock); the event runs again");
   if (store_snapshot_put(c->host->store, kind, id, ghl_id, json, now_unix()) != 0)
     return raise_store_error(L, "store: could not save the sync snapshot");
   return 0;
@@ -347,7 +404,8 @@ static int api_conflict_add(lua_State *L) {
     mem_append(L, "conflicts", 1);
     return 0;
   }
-  join_batch(c);
+  if (!join_now(c))
+    return raise_store_error(L, "store: busy (another process holds the write lock); the event runs again");
   if (store_conflict_add(c->host->store, &k) != 0)
     return raise_store_error(L, "store: could not record the conflict");
   return 0;
@@ -393,7 +451,8 @@ static int api_change_add(lua_State *L) {
     mem_append(L, "changes", 1);
     return 0;
   }
-  join_batch(c);
+  if (!join_now(c))
+    return raise_store_error(L, "store: busy (another process holds the write lock); the event runs again");
   if (store_change_add(c->host->store, &k) != 0)
     return raise_store_error(L, "store: could not record the field change");
   return 0;

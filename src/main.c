@@ -30,9 +30,14 @@
 #include "server.h"
 #include "store.h"
 #include "subscribe.h"
+#include "upkeep.h"
 #include "upstream.h"
 
 #define SHUTDOWN_GRACE_SECONDS 10
+/* After a failed COMMIT or fsync: how long /health keeps saying why (and
+ * webhooks get 503) before the process exits non-zero for systemd to
+ * restart it from the file. */
+#define STORE_FAILED_EXIT_SECONDS 10
 
 static const char usage[] =
     "usage: ncghl <command> [options]\n"
@@ -85,6 +90,8 @@ struct app {
   struct metric *m_reloads;
   struct doctor *doctor;   /* the last preflight run (doctor.h) */
   bool doctor_running, doctor_again;
+  struct upkeep *upkeep;
+  bool store_failed;
 };
 
 static void start_doctor(struct app *a);
@@ -140,7 +147,12 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
   if (running == 0 || t >= a->drain_deadline) {
     if (running)
       log_warn("stopping with %d events still running; they run again at the next start", running);
-    event_base_loopexit(a->base, NULL);
+    /* Settle every answer that waits on a commit or an fsync while the
+     * loop still runs, and give the loop a moment to write them out. */
+    queue_flush(a->queue);
+    event_del(a->drain_timer);
+    struct timeval out = {0, 100000};
+    event_base_loopexit(a->base, &out);
   }
 }
 
@@ -168,6 +180,23 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg) {
   on_drain_tick(-1, 0, a);
 }
 
+/* The store can no longer be trusted (queue.h): stop taking and starting
+ * work now, keep answering /health with the reason for a while, then exit
+ * non-zero. The next start recovers from the file: every event answered
+ * 2xx was synced before its answer, so none is lost. */
+static void on_store_failed(void *ud, const char *reason) {
+  struct app *a = ud;
+  if (a->store_failed)
+    return;
+  a->store_failed = true;
+  log_error("store failed (%s): intake stopped; exiting in %d s for a restart", reason,
+            STORE_FAILED_EXIT_SECONDS);
+  poller_stop(a->poller);
+  engine_stop(a->engine);
+  struct timeval tv = {STORE_FAILED_EXIT_SECONDS, 0};
+  event_base_loopexit(a->base, &tv);
+}
+
 static void on_hup(evutil_socket_t sig, short what, void *arg) {
   (void)sig;
   (void)what;
@@ -190,10 +219,22 @@ static int up_start_hook(void *ud, const struct up_call *call, up_attempt_cb on_
 
 static void app_free(struct app *a) {
   poller_stop(a->poller);
-  if (a->server)
-    server_free(a->server);
+  /* Nothing new starts; then everything written is committed and synced,
+   * and the answers waiting on it are sent, while the server that owns
+   * them is still there. Only then does the server go (answering 202 for
+   * events still running: they are on disk and run again at the next
+   * start). */
+  if (a->engine)
+    engine_stop(a->engine);
+  if (a->queue)
+    queue_flush(a->queue);
   if (a->presence)
     presence_stop(a->presence);
+  if (a->store_failed)
+    server_undo_refused(a->server);
+  if (a->server)
+    server_free(a->server);
+  upkeep_stop(a->upkeep);
   if (a->engine)
     engine_free(a->engine);
   if (a->queue)
@@ -282,6 +323,13 @@ static int cmd_serve(int argc, char **argv) {
     goto out;
   if (recovered)
     log_warn("%d events were running when the service last stopped; they run again", recovered);
+  /* The one count query: from here on the counts follow every change. */
+  if (store_counts_seed(a.store) != 0)
+    goto out;
+  /* The loop never sleeps in SQLite's busy handler, and never checkpoints
+   * inside a COMMIT: upkeep's thread does that (and retention). */
+  store_set_busy_timeout(a.store, 0);
+  store_set_autocheckpoint(a.store, 0);
   a.queue = queue_new(a.base, a.store);
   a.http = httpc_new(a.base, 16 * 1024 * 1024);
   a.up = a.http ? up_new(a.base, &a.cfg, a.http) : NULL;
@@ -324,6 +372,8 @@ static int cmd_serve(int argc, char **argv) {
   server_set_metrics(a.server, a.metrics);
   up_set_metrics(a.up, a.metrics);
   a.presence = presence_start(a.base, a.store, a.queue);
+  queue_on_fail(a.queue, on_store_failed, &a);
+  a.upkeep = upkeep_start(a.base, a.store, a.cfg.db_path, a.cfg.retention_days);
   if (poller_wanted(&a.cfg) &&
       !(a.poller = poller_new(a.base, &a.cfg, a.store, a.queue, a.engine, a.up)))
     goto out;
@@ -338,8 +388,8 @@ static int cmd_serve(int argc, char **argv) {
            a.cfg.host, a.cfg.port, a.cfg.db_path, a.cfg.mappings_dir, lrt_version(a.rt),
            sandbox ? ", sandbox" : "");
   event_base_dispatch(a.base);
-  log_info("stopped");
-  rc = 0;
+  rc = a.store_failed ? 1 : 0;
+  log_info("stopped%s", a.store_failed ? " (store failed: exit status 1)" : "");
 out:
   app_free(&a);
   curl_global_cleanup();

@@ -28,6 +28,12 @@
 
 /* Seconds between two commits while the queue is busy. */
 #define QUEUE_COMMIT_INTERVAL 0.002
+/* How soon a commit nobody waits on for durability (outcomes, links,
+ * attempts) gets its fsync anyway. */
+#define QUEUE_LAZY_SYNC_SECONDS 0.5
+/* How often a write that found the lock held by another process tries
+ * again. The loop never sleeps in SQLite's busy handler. */
+#define QUEUE_BUSY_RETRY_USEC 5000
 
 struct waiter {
   queue_commit_cb cb;
@@ -58,7 +64,25 @@ struct queue {
   bool syncing;
   struct wlist in_sync;   /* covered by the fsync in flight */
   struct wlist next_sync; /* committed since it began: wait for the next one */
+
+  /* Commits with nobody waiting for their fsync still get one soon. */
+  struct event *lazy_ev;
+  unsigned long lazy_gen;   /* bumped by every commit not followed by a sync */
+  unsigned long flight_gen; /* lazy_gen when the sync in flight began */
+  unsigned long synced_gen; /* lazy_gen covered by the last good sync */
+  long long changes_at_begin; /* store_total_changes when the batch opened */
+
+  /* Writes waiting for the write lock another process holds. */
+  struct event *busy_ev;
+  struct wlist when_writable;
+
+  /* Once a COMMIT or an fsync fails the file is not trusted again. */
+  char failed[256];
+  void (*on_fail)(void *ud, const char *reason);
+  void *fail_ud;
 };
+
+static void enter_failed(struct queue *q, const char *fmt, const char *detail);
 
 static int wlist_add(struct wlist *l, queue_commit_cb cb, void *ud) {
   if (l->n == l->cap) {
@@ -115,8 +139,16 @@ static int open_wal(struct queue *q) {
 }
 
 static void start_sync(struct queue *q) {
-  if (q->syncing || q->next_sync.n == 0)
+  if (q->failed[0]) {
+    /* No fsync is coming: a batch that was open when the queue failed
+     * hears so now, not at exit. */
+    if (!q->syncing)
+      wlist_run(&q->next_sync, false);
     return;
+  }
+  if (q->syncing || (q->next_sync.n == 0 && q->synced_gen == q->lazy_gen))
+    return;
+  q->flight_gen = q->lazy_gen;
   bool ok = open_wal(q) == 0 && q->thread_started;
   if (ok) {
     ok = wlist_move(&q->in_sync, &q->next_sync) == 0;
@@ -132,6 +164,10 @@ static void start_sync(struct queue *q) {
   /* No thread (or no descriptor): sync here, on the loop. */
   ok = ok || open_wal(q) == 0;
   ok = ok && fdatasync(q->wal_fd) == 0;
+  if (ok)
+    q->synced_gen = q->flight_gen;
+  else
+    enter_failed(q, "fdatasync of the WAL failed: %s", strerror(errno));
   wlist_move(&q->in_sync, &q->next_sync);
   wlist_run(&q->in_sync, ok);
 }
@@ -144,8 +180,16 @@ static void on_synced(evutil_socket_t fd, short what, void *arg) {
     return;
   q->syncing = false;
   event_del(q->done_ev);
-  if (ok != '1')
-    log_error("queue: fdatasync of the WAL failed: acknowledgements wait for the next one");
+  if (ok == '1') {
+    q->synced_gen = q->flight_gen;
+    log_debug("queue: WAL synced");
+  } else {
+    /* After a failed fsync the kernel may have dropped the dirty pages
+     * while the page cache still shows them: nothing written since the last
+     * good sync can be trusted, so stop here (see enter_failed). */
+    enter_failed(q, "fdatasync of the WAL failed: %s", "I/O error");
+    wlist_move(&q->in_sync, &q->next_sync); /* no later sync is coming */
+  }
   wlist_run(&q->in_sync, ok == '1');
   start_sync(q);
 }
@@ -159,16 +203,45 @@ static double mono_now(void) {
 static void run_commit(struct queue *q) {
   if (!q->open)
     return;
+  if (!store_in_txn(q->store)) {
+    /* A statement of the batch hit a full disk or an I/O error and SQLite
+     * rolled the whole batch back under us. */
+    q->open = false;
+    if (store_last_fault(q->store) == STORE_FAULT_IO)
+      enter_failed(q, "a write failed: %s", "I/O error");
+    else
+      log_error("queue: the batch was rolled back by SQLite (disk full?); its requests get 503");
+    wlist_run(&q->batch, false);
+    return;
+  }
+  store_clear_fault(q->store);
+  bool ok = store_commit(q->store) == 0;
+  if (!ok && store_last_fault(q->store) == STORE_FAULT_BUSY && store_in_txn(q->store)) {
+    /* Still open, writes and waiters kept: commit again in a moment. */
+    struct timeval tv = {0, QUEUE_BUSY_RETRY_USEC};
+    event_add(q->commit_ev, &tv);
+    return;
+  }
   q->open = false;
   q->last_commit = mono_now();
-  bool ok = store_commit(q->store) == 0;
   if (!ok) {
-    log_error("queue: batch commit failed, rolled back");
     store_rollback(q->store);
+    if (store_last_fault(q->store) == STORE_FAULT_FULL)
+      log_error("queue: batch commit failed (disk full), rolled back; its requests get 503");
+    else
+      enter_failed(q, "COMMIT failed: %s", "the store could not write its batch");
   }
-  log_debug("queue: batch committed, %zu waiting%s", q->batch.n,
+  log_debug("queue: batch %s, %zu waiting%s", ok ? "committed" : "rolled back", q->batch.n,
             q->durable ? " for the fsync" : "");
+  if (ok && !q->durable && store_total_changes(q->store) != q->changes_at_begin) {
+    q->lazy_gen++;
+    if (!event_pending(q->lazy_ev, EV_TIMEOUT, NULL)) {
+      struct timeval tv = {0, (suseconds_t)(QUEUE_LAZY_SYNC_SECONDS * 1e6)};
+      event_add(q->lazy_ev, &tv);
+    }
+  }
   if (ok && q->durable) {
+    q->lazy_gen++; /* the fsync it waits for covers the lazy ones too */
     if (wlist_move(&q->next_sync, &q->batch) == 0) {
       start_sync(q);
       return;
@@ -182,6 +255,53 @@ static void on_commit(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   run_commit(arg);
+}
+
+static void on_lazy_sync(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct queue *q = arg;
+  if (q->failed[0] || q->synced_gen == q->lazy_gen)
+    return;
+  if (q->syncing) {
+    /* The sync in flight may have begun before the commit: look again. */
+    struct timeval tv = {0, (suseconds_t)(QUEUE_LAZY_SYNC_SECONDS * 1e6)};
+    event_add(q->lazy_ev, &tv);
+    return;
+  }
+  start_sync(q);
+}
+
+static void on_busy_retry(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct queue *q = arg;
+  if (q->failed[0]) {
+    wlist_run(&q->when_writable, false);
+    return;
+  }
+  if (!q->open && queue_join(q) != 0) {
+    if (!queue_busy(q)) {
+      wlist_run(&q->when_writable, false); /* not the lock: no point waiting */
+      return;
+    }
+    struct timeval tv = {0, QUEUE_BUSY_RETRY_USEC};
+    event_add(q->busy_ev, &tv);
+    return;
+  }
+  log_debug("queue: the write lock is free again; %zu writes go on", q->when_writable.n);
+  wlist_run(&q->when_writable, true);
+}
+
+static void enter_failed(struct queue *q, const char *fmt, const char *detail) {
+  if (q->failed[0])
+    return;
+  snprintf(q->failed, sizeof q->failed, fmt, detail);
+  log_error("queue: %s; the store is no longer trusted: intake stops, and the service must "
+            "restart to recover from the file",
+            q->failed);
+  if (q->on_fail)
+    q->on_fail(q->fail_ud, q->failed);
 }
 
 static int make_pipe(int fds[2]) {
@@ -201,8 +321,10 @@ struct queue *queue_new(struct event_base *base, struct store *store) {
   q->wal_fd = -1;
   q->req_pipe[0] = q->req_pipe[1] = q->done_pipe[0] = q->done_pipe[1] = -1;
   q->commit_ev = event_new(base, -1, 0, on_commit, q);
-  if (!q->commit_ev || store_set_full_sync(store, false) != 0 || make_pipe(q->req_pipe) != 0 ||
-      make_pipe(q->done_pipe) != 0 ||
+  q->lazy_ev = event_new(base, -1, 0, on_lazy_sync, q);
+  q->busy_ev = event_new(base, -1, 0, on_busy_retry, q);
+  if (!q->commit_ev || !q->lazy_ev || !q->busy_ev || store_set_full_sync(store, false) != 0 ||
+      make_pipe(q->req_pipe) != 0 || make_pipe(q->done_pipe) != 0 ||
       !(q->done_ev = event_new(base, q->done_pipe[0], EV_READ | EV_PERSIST, on_synced, q))) {
     queue_free(q);
     return NULL;
@@ -210,6 +332,7 @@ struct queue *queue_new(struct event_base *base, struct store *store) {
   /* Fail harmlessly on a base without priorities (tests, CLI commands). */
   event_priority_set(q->commit_ev, QUEUE_PRIO_INTAKE);
   event_priority_set(q->done_ev, QUEUE_PRIO_INTAKE);
+  event_priority_set(q->busy_ev, QUEUE_PRIO_INTAKE);
   q->thread_started = pthread_create(&q->thread, NULL, sync_thread, q) == 0;
   if (!q->thread_started)
     log_warn("queue: no sync thread; fsyncs run on the loop");
@@ -228,6 +351,12 @@ void queue_free(struct queue *q) {
   }
   if (q->done_ev)
     event_free(q->done_ev);
+  if (q->lazy_ev)
+    event_free(q->lazy_ev);
+  wlist_run(&q->when_writable, false);
+  if (q->busy_ev)
+    event_free(q->busy_ev);
+  free(q->when_writable.v);
   if (q->commit_ev)
     event_free(q->commit_ev);
   int fds[] = {q->req_pipe[0], q->req_pipe[1], q->done_pipe[0], q->done_pipe[1], q->wal_fd};
@@ -241,9 +370,13 @@ void queue_free(struct queue *q) {
 }
 
 static int join(struct queue *q, bool durable) {
+  if (q->failed[0])
+    return -1;
   if (!q->open) {
+    store_clear_fault(q->store);
     if (store_begin(q->store) != 0)
       return -1;
+    q->changes_at_begin = store_total_changes(q->store);
     q->open = true;
     q->durable = false;
     /* An idle queue commits at the end of this loop turn. A busy one commits
@@ -272,9 +405,27 @@ void queue_after_commit(struct queue *q, queue_commit_cb cb, void *ud) {
 }
 
 int queue_flush(struct queue *q) {
+  /* Writes still waiting for another process's lock give up now (their
+   * webhooks get 503: nothing of them was stored), while whoever owns them
+   * is still there to answer. */
+  wlist_run(&q->when_writable, false);
+  if (q->busy_ev)
+    event_del(q->busy_ev);
   if (q->open) {
     event_del(q->commit_ev);
     run_commit(q);
+    /* Still open: another process holds the lock. At shutdown, wait for it
+     * (with SQLite's own busy wait: the loop has nothing left to serve). */
+    if (q->open) {
+      store_set_busy_timeout(q->store, 5000);
+      run_commit(q);
+      event_del(q->commit_ev);
+      if (q->open) {
+        q->open = false;
+        store_rollback(q->store);
+        wlist_run(&q->batch, false);
+      }
+    }
   }
   if (q->syncing) {
     /* Wait for the fsync in flight, then settle what it covered. */
@@ -285,10 +436,54 @@ int queue_flush(struct queue *q) {
     event_del(q->done_ev);
     wlist_run(&q->in_sync, ok == '1');
   }
-  if (q->next_sync.n) {
-    bool ok = open_wal(q) == 0 && fdatasync(q->wal_fd) == 0;
+  if (q->next_sync.n || q->synced_gen != q->lazy_gen) {
+    bool ok = !q->failed[0] && open_wal(q) == 0 && fdatasync(q->wal_fd) == 0;
+    if (ok)
+      q->synced_gen = q->lazy_gen;
+    else
+      enter_failed(q, "fdatasync of the WAL failed: %s", "at shutdown");
     wlist_move(&q->in_sync, &q->next_sync);
     wlist_run(&q->in_sync, ok);
   }
-  return 0;
+  return q->failed[0] ? -1 : 0;
+}
+
+bool queue_busy(struct queue *q) {
+  return !q->open && !q->failed[0] && store_last_fault(q->store) == STORE_FAULT_BUSY;
+}
+
+void queue_when_writable(struct queue *q, queue_commit_cb cb, void *ud) {
+  if (q->failed[0] || wlist_add(&q->when_writable, cb, ud) != 0) {
+    cb(ud, false);
+    return;
+  }
+  if (!event_pending(q->busy_ev, EV_TIMEOUT, NULL)) {
+    struct timeval tv = {0, QUEUE_BUSY_RETRY_USEC};
+    event_add(q->busy_ev, &tv);
+  }
+}
+
+int queue_undo(struct queue *q, int (*fn)(void *ud, struct store *s), void *ud) {
+  if (q->open) {
+    q->open = false;
+    event_del(q->commit_ev);
+    store_rollback(q->store);
+    wlist_run(&q->batch, false);
+  }
+  store_set_busy_timeout(q->store, 5000);
+  store_clear_fault(q->store);
+  if (store_begin(q->store) != 0)
+    return -1;
+  if (fn(ud, q->store) != 0 || store_commit(q->store) != 0) {
+    store_rollback(q->store);
+    return -1;
+  }
+  return open_wal(q) == 0 && fdatasync(q->wal_fd) == 0 ? 0 : -1;
+}
+
+const char *queue_failed(const struct queue *q) { return q->failed[0] ? q->failed : NULL; }
+
+void queue_on_fail(struct queue *q, void (*cb)(void *ud, const char *reason), void *ud) {
+  q->on_fail = cb;
+  q->fail_ud = ud;
 }

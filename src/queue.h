@@ -46,4 +46,24 @@ void queue_after_commit(struct queue *q, queue_commit_cb cb, void *ud);
  * at shutdown). */
 int queue_flush(struct queue *q);
 
+/* Faults. Every commit, durable or not, gets its fsync within about half a
+ * second, even with no webhook to carry it. A batch that finds the write
+ * lock held by another process is committed again from a timer, its
+ * waiters still waiting; queue_join itself then fails at once (the loop
+ * never sleeps in SQLite's busy handler) and queue_busy says why: the
+ * caller registers with queue_when_writable, whose cb(ud, true) runs once a
+ * batch is open again (cb(ud, false) if the queue failed meanwhile).
+ * A failed COMMIT that is not a full disk, or a failed fsync, fails the
+ * queue for good: every join fails from then on, queue_failed gives the
+ * reason and the queue_on_fail callback runs once. A full disk only rolls
+ * its batch back (its waiters hear false). */
+bool queue_busy(struct queue *q);
+void queue_when_writable(struct queue *q, queue_commit_cb cb, void *ud);
+const char *queue_failed(const struct queue *q);
+void queue_on_fail(struct queue *q, void (*cb)(void *ud, const char *reason), void *ud);
+/* Last words of a failed queue (at exit): one transaction of fn's writes,
+ * committed and synced on the loop, whatever the queue's state. 0 when it
+ * reached the disk. */
+int queue_undo(struct queue *q, int (*fn)(void *ud, struct store *s), void *ud);
+
 #endif

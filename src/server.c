@@ -109,6 +109,11 @@ struct server {
   struct metrics *own_metrics; /* ours until server_set_metrics hands one over */
   struct metric *m_requests, *m_duration, *m_events, *m_log_dropped;
 
+  /* Events stored but answered 503 because the store failed after their
+   * COMMIT (a failed fsync): undone at exit so a later copy is new. */
+  char (*refused)[EVENT_ID_MAX];
+  size_t nrefused, caprefused;
+
   struct rl_client *rl[RL_BUCKETS]; /* inbound rate limit, by client address */
   int rl_count;
   double rl_swept;
@@ -399,11 +404,50 @@ static void on_conn_close(struct evhttp_connection *conn, void *arg) {
   answer_free(a);
 }
 
+static void send_store_failed(struct server *s, struct evhttp_request *req, const struct track *t);
+
+static void remember_refused(struct server *s, const char *id) {
+  if (s->nrefused == s->caprefused) {
+    size_t cap = s->caprefused ? s->caprefused * 2 : 16;
+    char(*v)[EVENT_ID_MAX] = realloc(s->refused, cap * sizeof *v);
+    if (!v)
+      return;
+    s->refused = v;
+    s->caprefused = cap;
+  }
+  snprintf(s->refused[s->nrefused++], EVENT_ID_MAX, "%s", id);
+}
+
+static int forget_refused(void *ud, struct store *st) {
+  struct server *s = ud;
+  for (size_t i = 0; i < s->nrefused; i++)
+    if (store_event_forget(st, s->refused[i]) < 0)
+      return -1;
+  return 0;
+}
+
+int server_undo_refused(struct server *s) {
+  if (!s || s->nrefused == 0)
+    return 0;
+  if (queue_undo(s->queue, forget_refused, s) != 0) {
+    log_error("store failed: %zu events answered 503 stay in the file and will run; a copy of "
+              "one of them is answered as a duplicate",
+              s->nrefused);
+    return -1;
+  }
+  log_info("store failed: none of the %zu events answered 503 is left in the file; a copy of "
+           "one is new",
+           s->nrefused);
+  return 0;
+}
+
 static void on_committed(void *ud, bool committed) {
   struct answer *a = ud;
   struct server *s = a->srv;
   if (!committed) {
-    send_detail(a->req, &a->track, 503, "Service Unavailable", "The event could not be stored; try again");
+    if (a->put == STORE_PUT_NEW && queue_failed(s->queue))
+      remember_refused(s, a->id);
+    send_store_failed(s, a->req, &a->track);
     answer_free(a);
     return;
   }
@@ -556,6 +600,92 @@ static int check_signatures(struct server *s, struct evhttp_request *req, const 
   return 0;
 }
 
+static void send_store_failed(struct server *s, struct evhttp_request *req, const struct track *t) {
+  const char *why = queue_failed(s->queue);
+  if (!why) {
+    send_detail(req, t, 503, "Service Unavailable", "The event could not be stored; try again");
+    return;
+  }
+  char msg[400];
+  snprintf(msg, sizeof msg, "The store failed (%s); the service restarts. Try again shortly", why);
+  send_detail(req, t, 503, "Service Unavailable", msg);
+}
+
+static void owe(struct answer *a);
+
+/* An event that arrived while another process held the write lock: its
+ * request waits (not the loop) until a batch can be opened. */
+struct deferred {
+  struct answer *a;
+  struct evhttp_connection *conn;
+  char *type, *payload;
+  size_t len;
+};
+
+static void deferred_free(struct deferred *d) {
+  if (d->conn)
+    evhttp_connection_set_closecb(d->conn, NULL, NULL);
+  free(d->type);
+  free(d->payload);
+  free(d);
+}
+
+static void on_deferred_close(struct evhttp_connection *conn, void *arg) {
+  (void)conn;
+  struct deferred *d = arg;
+  d->conn = NULL; /* the request goes with it: nothing was acknowledged */
+  d->a->req = NULL;
+}
+
+static void on_writable(void *ud, bool ok) {
+  struct deferred *d = ud;
+  struct answer *a = d->a;
+  struct server *s = a->srv;
+  if (!a->req) {
+    free(a);
+    deferred_free(d);
+    return;
+  }
+  if (ok && engine_submit(s->engine, a->id, route_source[a->track.route], d->type, d->payload,
+                          d->len, &a->put, &a->existing) == 0) {
+    deferred_free(d);
+    owe(a);
+    return;
+  }
+  if (ok && queue_busy(s->queue)) {
+    queue_when_writable(s->queue, on_writable, d);
+    return;
+  }
+  struct evhttp_request *req = a->req;
+  struct track t = a->track;
+  free(a);
+  deferred_free(d);
+  send_store_failed(s, req, &t);
+}
+
+static int defer_submit(struct answer *a, const char *type, const char *payload, size_t len) {
+  struct deferred *d = calloc(1, sizeof *d);
+  if (!d)
+    return -1;
+  d->a = a;
+  d->type = strdup(type);
+  d->payload = malloc(len + 1);
+  if (!d->type || !d->payload) {
+    free(d->type);
+    free(d->payload);
+    free(d);
+    return -1;
+  }
+  memcpy(d->payload, payload, len);
+  d->payload[len] = 0;
+  d->len = len;
+  d->conn = evhttp_request_get_connection(a->req);
+  evhttp_connection_set_closecb(d->conn, on_deferred_close, d);
+  log_debug("intake %s: the write lock is held by another process; waiting for it", a->id);
+  queue_when_writable(a->srv->queue, on_writable, d);
+  return 0;
+}
+
 /* Stores the event (payload as given, id over `canon`) and parks its answer
  * until the commit. Takes nothing over from the caller. */
 static void submit(struct server *s, struct evhttp_request *req, const struct track *t,
@@ -572,10 +702,17 @@ static void submit(struct server *s, struct evhttp_request *req, const struct tr
   log_debug("intake %s %s %s (%zu bytes)", route_source[t->route], type, a->id, len);
   if (engine_submit(s->engine, a->id, route_source[t->route], type, payload, len, &a->put,
                     &a->existing) != 0) {
+    if (queue_busy(s->queue) && defer_submit(a, type, payload, len) == 0)
+      return;
     free(a);
-    send_detail(req, t, 503, "Service Unavailable", "The event could not be stored; try again");
+    send_store_failed(s, req, t);
     return;
   }
+  owe(a);
+}
+
+static void owe(struct answer *a) {
+  struct server *s = a->srv;
   a->next = s->owed;
   if (s->owed)
     s->owed->prev = a;
@@ -680,15 +817,22 @@ static void handle_event(struct server *s, struct evhttp_request *req, const str
 /* ---- health, metrics, OpenAPI ---------------------------------------------- */
 
 static void handle_health(struct server *s, struct evhttp_request *req) {
-  bool ok = store_writable(s->store);
+  const char *failed = queue_failed(s->queue);
+  bool ok = !failed && store_writable(s->store);
   struct buf b;
   buf_init(&b, 0);
   /* degraded: serving, but a doctor check failed (server_set_degraded). */
   buf_printf(&b,
              "{\"status\":\"%s\",\"service\":\"" SERVICE_NAME "\",\"version\":\"" NCGHL_VERSION
-             "\",\"store\":{\"writable\":%s,\"schema_version\":%d},\"events_running\":%d,"
-             "\"mappings\":{\"version\":\"%s\",\"dir\":",
-             !ok ? "unhealthy" : s->degraded ? "degraded" : "healthy", ok ? "true" : "false", store_schema_version(s->store),
+             "\",\"store\":{\"writable\":%s,\"schema_version\":%d",
+             !ok ? "unhealthy" : s->degraded ? "degraded" : "healthy", ok ? "true" : "false",
+             store_schema_version(s->store));
+  if (failed) {
+    /* Why intake stopped: the file is no longer trusted until a restart. */
+    buf_puts(&b, ",\"failed\":");
+    buf_json_str(&b, failed, strlen(failed));
+  }
+  buf_printf(&b, "},\"events_running\":%d,\"mappings\":{\"version\":\"%s\",\"dir\":",
              engine_running(s->engine), lrt_version(s->rt));
   buf_json_str(&b, s->cfg->mappings_dir, strlen(s->cfg->mappings_dir));
   /* Kept apart from "mappings": a failed reload changes nothing there. */
@@ -713,11 +857,12 @@ static void handle_health(struct server *s, struct evhttp_request *req) {
 
 static void handle_metrics(struct server *s, struct evhttp_request *req) {
   long counts[EV_STATUS_COUNT];
-  /* A scrape reads the queue as it is now; a store that cannot answer
-   * leaves the last values rather than zeros that would look like news. */
-  if (store_count_by_status(s->store, counts) == 0)
-    for (int i = 0; i < EV_STATUS_COUNT; i++)
-      metric_set(s->m_events, METRIC_LABELS(store_status_name((enum ev_status)i)), (double)counts[i]);
+  /* From the counts the store keeps in memory (seeded once at start): a
+   * scrape never scans the events. */
+  store_counts(s->store, counts);
+  for (int i = 0; i < EV_STATUS_COUNT; i++)
+    metric_set(s->m_events, METRIC_LABELS(store_status_name((enum ev_status)i)),
+               (double)(counts[i] > 0 ? counts[i] : 0));
   /* The logger counts its drops itself (it has no registry); bring the
    * counter up to date at each scrape. */
   double dropped = (double)log_dropped();
@@ -1796,7 +1941,7 @@ static void use_metrics(struct server *s, struct metrics *m) {
                                     "Time from a webhook's arrival to its answer.",
                                     METRIC_LABELS("source"), metrics_webhook_buckets,
                                     metrics_webhook_nbuckets);
-  s->m_events = metrics_gauge(m, "ncghl_events", "Stored events by status, read at each scrape.",
+  s->m_events = metrics_gauge(m, "ncghl_events", "Stored events by status, kept as they change.",
                               METRIC_LABELS("status"));
   s->m_log_dropped = metrics_counter(m, "ncghl_log_dropped_total",
                                      "Log lines dropped because the log writer fell behind.",
@@ -1919,5 +2064,6 @@ void server_free(struct server *s) {
       free(c);
     }
   metrics_free(s->own_metrics);
+  free(s->refused);
   free(s);
 }

@@ -23,8 +23,8 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
                           struct queue *queue, struct engine *engine, struct lrt *rt, char *err,
                           size_t errlen);
 /* Counts webhook answers (ncghl_webhook_requests_total, ncghl_webhook_duration_seconds)
- * into m and serves m at GET /metrics, with the ncghl_events{status} gauge read
- * from the store at each scrape. Until then the server counts into a
+ * into m and serves m at GET /metrics, with the ncghl_events{status} gauge
+ * from the counts the store keeps in memory (no query per scrape). Until then the server counts into a
  * registry of its own. */
 struct metrics;
 void server_set_metrics(struct server *s, struct metrics *m);
@@ -35,6 +35,10 @@ void server_drain(struct server *s);
  * answers "status":"degraded" with these "reasons"; n == 0 clears it. The
  * strings are copied. */
 void server_set_degraded(struct server *s, const char *const *reasons, size_t n);
+/* After the store failed (queue.h): takes the events that were stored but
+ * answered 503 out of the file again, so a later copy is accepted as new.
+ * Best effort, at exit; 0 when done or nothing to do. */
+int server_undo_refused(struct server *s);
 /* Answers still owed. */
 int server_pending(const struct server *s);
 void server_free(struct server *s);

@@ -6,12 +6,17 @@
 #include "store.h"
 
 #include <errno.h>
+/* Debian's libsqlite3 is built with the pre-update hook (the session
+ * extension needs it); the header only declares it when asked. */
+#define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -134,6 +139,9 @@ static const char *const migrations[] = {
     "CREATE INDEX changes_ghl ON changes (ghl_id, id);"
     "CREATE INDEX changes_event ON changes (event_id);"
     "CREATE INDEX changes_at ON changes (at);",
+    /* 4: who holds a running row. A row left running by
+     * an owner whose lease lapsed is taken up again without a restart. */
+    "ALTER TABLE events ADD COLUMN owner TEXT;",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -180,6 +188,10 @@ enum stmt_id {
   ST_KV_GET,
   ST_KV_DEL,
   ST_WRITABLE_PROBE,
+  ST_EV_RUNNING_LIST,
+  ST_EV_RELEASE,
+  ST_RETAIN_EVENTS,
+  ST_EV_FORGET,
   ST_COUNT
 };
 
@@ -192,35 +204,39 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ROLLBACK_TO] = "ROLLBACK TO store_op",
     [ST_USER_VERSION] = "PRAGMA user_version",
     [ST_EV_INSERT] = "INSERT INTO events (id, source, type, payload, status, attempts, created_at,"
-                     " updated_at, next_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, 0)"
+                     " updated_at, next_at, owner) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, 0,"
+                     " CASE WHEN ?5 = " S_RUNNING " THEN ncghl_owner() END)"
                      " ON CONFLICT (id) DO NOTHING",
     [ST_EV_STATE] = "SELECT status, created_at FROM events WHERE id = ?1",
-    [ST_EV_REQUEUE_DEAD] = "UPDATE events SET status = ?2, next_at = 0, updated_at = ?3"
+    [ST_EV_REQUEUE_DEAD] = "UPDATE events SET status = ?2, next_at = 0, updated_at = ?3,"
+                           " owner = CASE WHEN ?2 = " S_RUNNING " THEN ncghl_owner() END"
                            " WHERE id = ?1",
     [ST_EV_RENEW] = "UPDATE events SET source = ?2, type = ?3, payload = ?4, status = ?5,"
                     " last_error = NULL, result = NULL, created_at = ?6, updated_at = ?6,"
-                    " next_at = 0 WHERE id = ?1",
+                    " next_at = 0, owner = CASE WHEN ?5 = " S_RUNNING " THEN ncghl_owner() END"
+                    " WHERE id = ?1",
     [ST_EV_GET] = "SELECT " EV_COLS " FROM events WHERE id = ?1",
     [ST_EV_CLAIM] = "UPDATE events SET status = " S_RUNNING ", attempts = attempts + 1,"
-                    " updated_at = ?2 WHERE id = ?1 AND status IN (" S_PENDING ", " S_RETRY_WAIT
-                    ")",
+                    " owner = ncghl_owner(), updated_at = ?2"
+                    " WHERE id = ?1 AND status IN (" S_PENDING ", " S_RETRY_WAIT ")",
     [ST_EV_STARTED] = "UPDATE events SET attempts = attempts + 1, updated_at = ?2"
                       " WHERE id = ?1 AND status = " S_RUNNING,
     /* Pending first, oldest first; then retry_wait rows whose time has come.
      * Each branch is one index range, so a store full of done events costs
      * nothing here. */
     [ST_EV_CLAIM_DUE] = "UPDATE events SET status = " S_RUNNING ", attempts = attempts + 1,"
-                        " updated_at = ?1 WHERE id IN ("
+                        " owner = ncghl_owner(), updated_at = ?1 WHERE id IN ("
                         "SELECT id FROM (SELECT id FROM events WHERE status = " S_PENDING
                         " ORDER BY created_at LIMIT ?2)"
                         " UNION ALL SELECT id FROM (SELECT id FROM events WHERE status = "
                         S_RETRY_WAIT " AND next_at <= ?1 ORDER BY next_at LIMIT ?2)"
                         " LIMIT ?2) RETURNING " EV_COLS,
     [ST_EV_FINISH] = "UPDATE events SET status = ?2, next_at = ?3, last_error = ?4, result = ?5,"
-                     " updated_at = ?6 WHERE id = ?1",
+                     " updated_at = ?6, owner = NULL WHERE id = ?1",
     [ST_EV_REQUEUE] = "UPDATE events SET status = " S_PENDING ", next_at = 0, updated_at = ?2"
                       " WHERE id = ?1 AND status <> " S_RUNNING,
-    [ST_EV_RECOVER] = "UPDATE events SET status = " S_PENDING " WHERE status = " S_RUNNING,
+    [ST_EV_RECOVER] = "UPDATE events SET status = " S_PENDING ", owner = NULL WHERE status = "
+                      S_RUNNING,
     [ST_EV_NEXT_DUE] = "SELECT MIN(next_at) FROM events WHERE status = " S_RETRY_WAIT,
     [ST_EV_LIST] = "SELECT " EV_COLS " FROM events ORDER BY created_at DESC, rowid DESC"
                    " LIMIT ?1",
@@ -256,12 +272,32 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* Always rolled back: it only proves the write lock and a write. */
     [ST_WRITABLE_PROBE] = "INSERT OR REPLACE INTO kv (key, value)"
                           " VALUES ('ncghl.writable_probe', '1')",
+    [ST_EV_RUNNING_LIST] = "SELECT id, owner, updated_at FROM events WHERE status = " S_RUNNING,
+    [ST_EV_RELEASE] = "UPDATE events SET status = " S_PENDING ", owner = NULL, updated_at = ?2"
+                      " WHERE id = ?1 AND status = " S_RUNNING,
+    /* Only done events age out: pending, running and retry_wait ones are
+     * work still owed, and a dead one waits for a replay. Their attempts go
+     * with them (ON DELETE CASCADE). */
+    [ST_RETAIN_EVENTS] = "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events"
+                         " WHERE created_at < ?1 AND status = 2 LIMIT ?2)",
+    /* Only a row that never ran: one refused with 503 after a failed fsync. */
+    [ST_EV_FORGET] = "DELETE FROM events WHERE id = ?1 AND status IN (" S_PENDING ", " S_RUNNING
+                     ") AND attempts <= 1",
 };
 
 struct store {
   sqlite3 *db;
   sqlite3_stmt *st[ST_COUNT];
   bool full_sync; /* what PRAGMA synchronous is set to now */
+  int busy_ms;    /* the busy timeout in force */
+  int last_err;   /* primary SQLite code of the last failure */
+  char owner[64]; /* what running rows this connection claims are marked with */
+  /* Events by status: committed counts, and the changes of the open
+   * transaction (kept apart until its COMMIT, dropped on ROLLBACK). */
+  long counts[EV_STATUS_COUNT];
+  long delta[EV_STATUS_COUNT];
+  long saved_delta[EV_STATUS_COUNT]; /* at the open savepoint */
+  long count_queries;
 };
 
 void store_event_json_fields(struct buf *b, const struct store_event *e) {
@@ -297,6 +333,12 @@ int store_status_parse(const char *name) {
 /* ---- helpers ---------------------------------------------------------- */
 
 static int fail(struct store *s, const char *what) {
+  s->last_err = sqlite3_errcode(s->db) & 0xff;
+  if (s->last_err == SQLITE_BUSY) {
+    /* Another process's lock: expected, and retried by the caller. */
+    log_debug("store: %s: %s", what, sqlite3_errmsg(s->db));
+    return -1;
+  }
   log_error("store: %s: %s", what, sqlite3_errmsg(s->db));
   return -1;
 }
@@ -339,6 +381,7 @@ static int run(struct store *s, enum stmt_id id, int bind_rc, const char *what) 
  * it gets a savepoint, so its failure undoes only itself, not the batch. */
 static int op_begin(struct store *s, bool *own) {
   *own = sqlite3_get_autocommit(s->db) != 0;
+  memcpy(s->saved_delta, s->delta, sizeof s->delta);
   return run(s, *own ? ST_BEGIN : ST_SAVEPOINT, SQLITE_OK, *own ? "begin" : "savepoint");
 }
 
@@ -354,6 +397,7 @@ static int op_end(struct store *s, bool own, bool ok) {
   } else {
     run(s, ST_ROLLBACK_TO, SQLITE_OK, "rollback to savepoint");
     run(s, ST_RELEASE, SQLITE_OK, "release");
+    memcpy(s->delta, s->saved_delta, sizeof s->delta); /* no hook sees a ROLLBACK TO */
   }
   return -1;
 }
@@ -583,6 +627,55 @@ static int configure(sqlite3 *db, const char *path, char *err, size_t errlen) {
   return 0;
 }
 
+/* The owner a running row is marked with, as SQL sees it. */
+static void sql_owner(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  (void)argv;
+  struct store *s = sqlite3_user_data(ctx);
+  sqlite3_result_text(ctx, s->owner, -1, SQLITE_TRANSIENT);
+}
+
+/* Status counts follow every row change on this connection, whatever
+ * statement makes it; the change counts once its transaction commits. */
+static int status_of(sqlite3 *db, bool old) {
+  sqlite3_value *v = NULL;
+  int rc = old ? sqlite3_preupdate_old(db, 4, &v) : sqlite3_preupdate_new(db, 4, &v);
+  if (rc != SQLITE_OK || !v || sqlite3_value_type(v) != SQLITE_INTEGER)
+    return -1;
+  int st = sqlite3_value_int(v);
+  return st >= 0 && st < EV_STATUS_COUNT ? st : -1;
+}
+
+static void on_preupdate(void *ud, sqlite3 *db, int op, const char *dbname, const char *table,
+                         sqlite3_int64 k1, sqlite3_int64 k2) {
+  (void)dbname;
+  (void)k1;
+  (void)k2;
+  struct store *s = ud;
+  if (strcmp(table, "events") != 0)
+    return;
+  int was = op == SQLITE_INSERT ? -1 : status_of(db, true);
+  int now = op == SQLITE_DELETE ? -1 : status_of(db, false);
+  if (was >= 0)
+    s->delta[was]--;
+  if (now >= 0)
+    s->delta[now]++;
+}
+
+static int on_commit_hook(void *ud) {
+  struct store *s = ud;
+  for (int i = 0; i < EV_STATUS_COUNT; i++) {
+    s->counts[i] += s->delta[i];
+    s->delta[i] = 0;
+  }
+  return 0;
+}
+
+static void on_rollback_hook(void *ud) {
+  struct store *s = ud;
+  memset(s->delta, 0, sizeof s->delta);
+}
+
 struct store *store_open(const char *path, char *err, size_t errlen) {
   if (err && errlen)
     err[0] = '\0';
@@ -607,6 +700,16 @@ struct store *store_open(const char *path, char *err, size_t errlen) {
   if (configure(s->db, path, err, errlen) != 0 || migrate(s->db, path, err, errlen) != 0)
     goto fail;
   s->full_sync = true; /* configure() set synchronous = FULL */
+  s->busy_ms = STORE_BUSY_TIMEOUT_MS;
+  snprintf(s->owner, sizeof s->owner, "%ld:%ld", (long)getpid(), (long)time(NULL));
+  if (sqlite3_create_function(s->db, "ncghl_owner", 0, SQLITE_UTF8, s, sql_owner, NULL, NULL) !=
+      SQLITE_OK) {
+    set_err(err, errlen, "cannot register ncghl_owner(): %s", sqlite3_errmsg(s->db));
+    goto fail;
+  }
+  sqlite3_preupdate_hook(s->db, on_preupdate, s);
+  sqlite3_commit_hook(s->db, on_commit_hook, s);
+  sqlite3_rollback_hook(s->db, on_rollback_hook, s);
   for (int i = 0; i < ST_COUNT; i++) {
     if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
         SQLITE_OK) {
@@ -657,6 +760,8 @@ const char *store_path(struct store *s) {
 int store_commit(struct store *s) {
   if (run(s, ST_COMMIT, SQLITE_OK, "commit") == 0)
     return 0;
+  if (s->last_err == SQLITE_BUSY)
+    return -1; /* still open: the caller commits again later */
   if (!sqlite3_get_autocommit(s->db))
     run(s, ST_ROLLBACK, SQLITE_OK, "rollback");
   return -1;
@@ -677,11 +782,16 @@ bool store_writable(struct store *s) {
     return true;
   /* /health runs on the event loop: a lock held by another process (a CLI
    * command) must not stall it for the full busy timeout. */
-  sqlite3_busy_timeout(s->db, 200);
+  sqlite3_busy_timeout(s->db, s->busy_ms < 200 ? s->busy_ms : 200);
   sqlite3_stmt *begin = s->st[ST_BEGIN];
   int rc = sqlite3_step(begin);
   done_with(begin);
-  sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+  sqlite3_busy_timeout(s->db, s->busy_ms);
+  if ((rc & 0xff) == SQLITE_BUSY) {
+    /* Another process (backfill, replay) holds the write lock for a moment:
+     * the store is fine, and intake waits for the lock from a timer. */
+    return true;
+  }
   if (rc != SQLITE_DONE) {
     log_warn("store: not writable: %s", sqlite3_errmsg(s->db));
     return false;
@@ -984,6 +1094,7 @@ int store_event_list(struct store *s, const char *status, int limit,
 }
 
 int store_count_by_status(struct store *s, long counts[EV_STATUS_COUNT]) {
+  s->count_queries++;
   for (int i = 0; i < EV_STATUS_COUNT; i++)
     counts[i] = 0;
   sqlite3_stmt *st = s->st[ST_EV_COUNT];
@@ -1351,3 +1462,150 @@ char *store_kv_get(struct store *s, const char *key) {
     return NULL;
   return lookup(s, ST_KV_GET, key, NULL, "kv_get");
 }
+
+/* ---- faults, leases, upkeep -------------------------------------------- */
+
+void store_set_busy_timeout(struct store *s, int ms) {
+  s->busy_ms = ms;
+  sqlite3_busy_timeout(s->db, ms);
+}
+
+enum store_fault store_last_fault(struct store *s) {
+  switch (s->last_err) {
+  case SQLITE_OK:
+    return STORE_FAULT_NONE;
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED:
+    return STORE_FAULT_BUSY;
+  case SQLITE_FULL:
+    return STORE_FAULT_FULL;
+  case SQLITE_IOERR:
+  case SQLITE_CORRUPT:
+  case SQLITE_NOTADB:
+  case SQLITE_CANTOPEN:
+    return STORE_FAULT_IO;
+  default:
+    return STORE_FAULT_OTHER;
+  }
+}
+
+void store_clear_fault(struct store *s) { s->last_err = SQLITE_OK; }
+
+const char *store_owner(struct store *s) { return s->owner; }
+
+long long store_total_changes(struct store *s) { return sqlite3_total_changes64(s->db); }
+
+int store_running_list(struct store *s,
+                       int (*cb)(void *ud, const char *id, const char *owner, double updated_at),
+                       void *ud) {
+  sqlite3_stmt *st = s->st[ST_EV_RUNNING_LIST];
+  int ret = 0;
+  for (;;) {
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+      break;
+    if (rc != SQLITE_ROW) {
+      ret = fail(s, "running_list");
+      break;
+    }
+    const char *owner = (const char *)sqlite3_column_text(st, 1);
+    if (cb(ud, (const char *)sqlite3_column_text(st, 0), owner, sqlite3_column_double(st, 2)))
+      break;
+  }
+  done_with(st);
+  return ret;
+}
+
+int store_event_release(struct store *s, const char *id, double now) {
+  int n = update_by_id(s, ST_EV_RELEASE, id, now, "event_release");
+  return n < 0 ? -1 : n > 0;
+}
+
+int store_event_forget(struct store *s, const char *id) {
+  if (!id)
+    return fail_arg("event_forget", "missing event id");
+  sqlite3_stmt *st = s->st[ST_EV_FORGET];
+  if (run(s, ST_EV_FORGET, bind_str(st, 1, id), "event_forget") != 0)
+    return -1;
+  return sqlite3_changes(s->db) > 0;
+}
+
+int store_set_autocheckpoint(struct store *s, int pages) {
+  if (sqlite3_wal_autocheckpoint(s->db, pages) != SQLITE_OK)
+    return fail(s, "wal_autocheckpoint");
+  return 0;
+}
+
+int store_checkpoint(struct store *s, int *wal_pages, int *copied) {
+  int log = 0, ckpt = 0;
+  int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &ckpt);
+  if (wal_pages)
+    *wal_pages = log;
+  if (copied)
+    *copied = ckpt;
+  if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+    return 0; /* a reader or another checkpoint: next time */
+  return rc == SQLITE_OK ? 0 : fail(s, "checkpoint");
+}
+
+/* Conflicts and field changes older than the cut-off go in the same small
+ * transactions as the events (SPEC 11: "events, attempts and conflicts");
+ * a link's snapshot is its current state and is never aged out. */
+static int retention_conflicts(struct store *s, double cutoff, int batch, int *n) {
+  static const char *const sql[] = {
+      "DELETE FROM conflicts WHERE id IN (SELECT id FROM conflicts WHERE at < ?1 LIMIT ?2)",
+      "DELETE FROM changes WHERE id IN (SELECT id FROM changes WHERE at < ?1 LIMIT ?2)",
+  };
+  *n = 0;
+  for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
+      return fail(s, "retention of conflicts and changes");
+    sqlite3_bind_double(st, 1, cutoff);
+    sqlite3_bind_int(st, 2, batch);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+      return fail(s, "retention of conflicts and changes");
+    *n += sqlite3_changes(s->db);
+  }
+  return 0;
+}
+
+int store_retention_batch(struct store *s, double cutoff, int batch, int *deleted) {
+  *deleted = 0;
+  bool own;
+  if (op_begin(s, &own) != 0)
+    return -1;
+  sqlite3_stmt *st = s->st[ST_RETAIN_EVENTS];
+  int brc = sqlite3_bind_double(st, 1, cutoff);
+  brc |= sqlite3_bind_int(st, 2, batch);
+  bool ok = run(s, ST_RETAIN_EVENTS, brc, "retention") == 0;
+  int n = ok ? sqlite3_changes(s->db) : 0;
+  int nc = 0;
+  ok = ok && retention_conflicts(s, cutoff, batch, &nc) == 0;
+  if (op_end(s, own, ok) != 0)
+    return -1;
+  *deleted = n + nc;
+  return 0;
+}
+
+int store_counts_seed(struct store *s) {
+  long c[EV_STATUS_COUNT];
+  if (store_count_by_status(s, c) != 0)
+    return -1;
+  log_debug("store: events counted by status (count query %ld on this connection)",
+            s->count_queries);
+  memcpy(s->counts, c, sizeof c);
+  return 0;
+}
+
+void store_counts(struct store *s, long counts[EV_STATUS_COUNT]) {
+  memcpy(counts, s->counts, sizeof s->counts);
+}
+
+void store_counts_set(struct store *s, const long counts[EV_STATUS_COUNT]) {
+  memcpy(s->counts, counts, sizeof s->counts);
+}
+
+long store_count_queries(struct store *s) { return s->count_queries; }

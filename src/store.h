@@ -179,4 +179,60 @@ void store_change_json(struct buf *b, const struct store_change *c);
 int store_kv_put(struct store *s, const char *key, const char *value);
 char *store_kv_get(struct store *s, const char *key); /* malloc'd or NULL */
 
+/* ---- faults, leases, upkeep ------------------------------------------ */
+
+/* The service's connection never sleeps in SQLite's busy handler (0 ms):
+ * a lock held by another process is answered SQLITE_BUSY at once and the
+ * caller retries from a timer. Commands keep the 5 s default. */
+void store_set_busy_timeout(struct store *s, int ms);
+/* What the last failed call on this connection ran into. BUSY: another
+ * process holds the write lock (try again later); FULL: no space (nothing
+ * was written); IO: the file can no longer be trusted. A failed COMMIT that
+ * was BUSY leaves the transaction open for another store_commit. */
+enum store_fault {
+  STORE_FAULT_NONE,
+  STORE_FAULT_BUSY,
+  STORE_FAULT_FULL,
+  STORE_FAULT_IO,
+  STORE_FAULT_OTHER
+};
+enum store_fault store_last_fault(struct store *s);
+void store_clear_fault(struct store *s);
+
+/* Leases: every row this connection sets running is marked with its owner
+ * ("<pid>:<start time>"); store_running_list walks the running rows (cb
+ * returns non-zero to stop; owner NULL when unmarked) and
+ * store_event_release puts one back to pending (1 if it was running). */
+const char *store_owner(struct store *s);
+/* Rows changed on this connection so far (a batch that changed none needs
+ * no fsync). */
+long long store_total_changes(struct store *s);
+int store_running_list(struct store *s,
+                       int (*cb)(void *ud, const char *id, const char *owner, double updated_at),
+                       void *ud);
+int store_event_release(struct store *s, const char *id, double now);
+/* Deletes an event that was stored but refused (503) and never ran
+ * (pending or running, at most one attempt), so a later copy is new.
+ * 1 deleted, 0 not (absent or it ran), -1 error. */
+int store_event_forget(struct store *s, const char *id);
+
+/* Checkpoints: 0 turns off the automatic checkpoint inside COMMIT, for a
+ * connection whose checkpoints run elsewhere. store_checkpoint runs one
+ * PASSIVE checkpoint (never waits for readers or writers). */
+int store_set_autocheckpoint(struct store *s, int pages);
+int store_checkpoint(struct store *s, int *wal_pages, int *copied);
+/* Retention: deletes up to `batch` done events created before `cutoff`
+ * (unix seconds) with their attempts, in one transaction; *deleted gets
+ * how many rows went. Dead, pending, running and retry_wait events stay. */
+int store_retention_batch(struct store *s, double cutoff, int batch, int *deleted);
+
+/* Events by status kept in memory: seeded by one count query
+ * (store_counts_seed), then moved by every row change this connection
+ * commits. store_counts_set replaces them (a recount made elsewhere);
+ * store_count_queries says how many count queries this connection ran. */
+int store_counts_seed(struct store *s);
+void store_counts(struct store *s, long counts[EV_STATUS_COUNT]);
+void store_counts_set(struct store *s, const long counts[EV_STATUS_COUNT]);
+long store_count_queries(struct store *s);
+
 #endif

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <event2/event.h>
+#include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 
 struct fixture {
   char dir[64];
+  char path[128];
   struct event_base *base;
   struct store *s;
   struct queue *q;
@@ -31,6 +33,7 @@ static int setup(void **state) {
   assert_non_null(mkdtemp(f->dir));
   char path[128], err[256];
   snprintf(path, sizeof path, "%s/q.db", f->dir);
+  snprintf(f->path, sizeof f->path, "%s", path);
   f->base = event_base_new();
   f->s = store_open(path, err, sizeof err);
   assert_non_null(f->s);
@@ -154,12 +157,39 @@ static void test_flush_settles_what_is_owed(void **state) {
   assert_true(a.committed);
 }
 
+/* Another process holds the write lock: the queue neither waits for it nor
+ * fails the write; the write runs from a timer once the lock is free. */
+static void test_busy_lock_waits_on_a_timer(void **state) {
+  struct fixture *f = *state;
+  store_set_busy_timeout(f->s, 0);
+  sqlite3 *other;
+  assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(queue_join(f->q), -1);
+  assert_true(queue_busy(f->q));
+  assert_null(queue_failed(f->q));
+  struct seen w = {0, false, false, f->s};
+  queue_when_writable(f->q, on_commit, &w);
+  for (int i = 0; i < 20; i++) {
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    usleep(2000);
+  }
+  assert_int_equal(w.calls, 0); /* still held */
+  assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(other);
+  run_until(f, &w.calls);
+  assert_int_equal(w.calls, 1);
+  assert_true(w.committed);
+  assert_true(w.in_txn); /* called with a batch open for its write */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_one_batch_per_turn, setup, teardown),
       cmocka_unit_test_setup_teardown(test_durable_batch_waits_for_the_fsync, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_durable_batches_all_answered, setup, teardown),
       cmocka_unit_test_setup_teardown(test_flush_settles_what_is_owed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_busy_lock_waits_on_a_timer, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1035,12 +1035,12 @@ static void test_writable(void **state) {
   assert_true(store_in_txn(f->s));
   assert_int_equal(store_rollback(f->s), 0);
 
-  /* Another process holds the write lock: the store waits its busy timeout
-   * (5 s), then reports not writable. */
+  /* Another process holds the write lock: that is a busy store, not a
+   * broken one (intake waits for the lock), so it still counts writable. */
   sqlite3 *other;
   assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
   assert_int_equal(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
-  assert_false(store_writable(f->s));
+  assert_true(store_writable(f->s));
   assert_false(store_in_txn(f->s));
   /* Reads still work under WAL while someone else writes. */
   long counts[EV_STATUS_COUNT];
@@ -1157,6 +1157,109 @@ static void test_uncommitted_batch_is_lost_on_close(void **state) {
   assert_int_equal(store_event_get(f->s, "u1", &e), 1);
 }
 
+/* ---- faults: counts, leases, retention, forget ---- */
+
+static void assert_counts(struct store *s, long p, long r, long d, long w, long x) {
+  long c[EV_STATUS_COUNT];
+  store_counts(s, c);
+  assert_int_equal(c[EV_PENDING], p);
+  assert_int_equal(c[EV_RUNNING], r);
+  assert_int_equal(c[EV_DONE], d);
+  assert_int_equal(c[EV_RETRY_WAIT], w);
+  assert_int_equal(c[EV_DEAD], x);
+}
+
+static void test_counts_follow_commits_not_rollbacks(void **state) {
+  struct fx *f = *state;
+  put(f->s, "old", 1, STORE_PUT_NEW); /* before the seed */
+  assert_int_equal(store_counts_seed(f->s), 0);
+  long q = store_count_queries(f->s);
+  assert_counts(f->s, 1, 0, 0, 0, 0);
+  put(f->s, "a", 2, STORE_PUT_NEW); /* autocommit */
+  assert_counts(f->s, 2, 0, 0, 0, 0);
+  assert_int_equal(store_begin(f->s), 0);
+  assert_int_equal(store_event_claim(f->s, "a", 3), 1);
+  assert_counts(f->s, 2, 0, 0, 0, 0); /* not before the COMMIT */
+  assert_int_equal(store_commit(f->s), 0);
+  assert_counts(f->s, 1, 1, 0, 0, 0);
+  assert_int_equal(store_begin(f->s), 0);
+  assert_int_equal(store_event_finish(f->s, "a", EV_DONE, 0, NULL, NULL, 4), 0);
+  assert_int_equal(store_rollback(f->s), 0);
+  assert_counts(f->s, 1, 1, 0, 0, 0);
+  assert_int_equal(store_begin(f->s), 0);
+  assert_int_equal(store_event_finish(f->s, "a", EV_DEAD, 0, "x", NULL, 4), 0);
+  /* A duplicate put runs in a savepoint that is released: no change. */
+  put(f->s, "a", 5, STORE_PUT_REQUEUED);
+  assert_int_equal(store_commit(f->s), 0);
+  assert_counts(f->s, 2, 0, 0, 0, 0);
+  assert_int_equal(store_count_queries(f->s), q); /* none of that counted rows */
+}
+
+static int collect_running(void *ud, const char *id, const char *owner, double at) {
+  (void)at;
+  char *out = ud;
+  strcat(out, id);
+  strcat(out, owner ? "=mine;" : "=none;");
+  return 0;
+}
+
+static void test_running_rows_carry_their_owner_and_can_be_released(void **state) {
+  struct fx *f = *state;
+  put(f->s, "a", 1, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "a", 2), 1);
+  char seen[256] = "";
+  assert_int_equal(store_running_list(f->s, collect_running, seen), 0);
+  assert_string_equal(seen, "a=mine;");
+  assert_int_equal(store_event_release(f->s, "a", 3), 1);
+  assert_int_equal(status_of(f->s, "a"), EV_PENDING);
+  assert_int_equal(store_event_release(f->s, "a", 3), 0); /* no longer running */
+  seen[0] = 0;
+  assert_int_equal(store_running_list(f->s, collect_running, seen), 0);
+  assert_string_equal(seen, "");
+}
+
+static void test_retention_keeps_dead_and_unfinished(void **state) {
+  struct fx *f = *state;
+  const char *ids[] = {"done-old", "dead-old", "pending-old", "done-new"};
+  for (int i = 0; i < 4; i++)
+    put(f->s, ids[i], i == 3 ? 1000 : 10, STORE_PUT_NEW);
+  for (int i = 0; i < 4; i++)
+    if (i != 2) {
+      assert_int_equal(store_event_claim(f->s, ids[i], 20), 1);
+      assert_int_equal(store_event_finish(f->s, ids[i], i == 1 ? EV_DEAD : EV_DONE, 0, NULL, NULL,
+                                          30),
+                       0);
+    }
+  assert_int_equal(store_attempt_add(f->s, "done-old", 1, "ghl", "POST", "/x", 200, NULL, 1, 20),
+                   0);
+  int n = -1;
+  assert_int_equal(store_retention_batch(f->s, 500, 100, &n), 0);
+  assert_int_equal(n, 1);
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "done-old", &e), 1);
+  for (int i = 1; i < 4; i++) {
+    assert_int_equal(store_event_get(f->s, ids[i], &e), 0);
+    store_event_free(&e);
+  }
+  int attempts = 0;
+  assert_int_equal(store_attempt_list(f->s, "done-old", count_attempts_cb, &attempts), 0);
+  assert_int_equal(attempts, 0);
+}
+
+static void test_forget_only_a_row_that_never_ran(void **state) {
+  struct fx *f = *state;
+  put(f->s, "fresh", 1, STORE_PUT_NEW);
+  put(f->s, "ran", 1, STORE_PUT_NEW);
+  assert_int_equal(store_event_claim(f->s, "ran", 2), 1);
+  assert_int_equal(store_event_finish(f->s, "ran", EV_DONE, 0, NULL, NULL, 3), 0);
+  assert_int_equal(store_event_forget(f->s, "fresh"), 1);
+  assert_int_equal(store_event_forget(f->s, "ran"), 0);
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "fresh", &e), 1);
+  assert_int_equal(store_event_get(f->s, "ran", &e), 0);
+  store_event_free(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_status_names),
@@ -1191,6 +1294,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_writable_false_on_read_only_file, setup, teardown),
       cmocka_unit_test_setup_teardown(test_survives_reopen, setup, teardown),
       cmocka_unit_test_setup_teardown(test_uncommitted_batch_is_lost_on_close, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_counts_follow_commits_not_rollbacks, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_running_rows_carry_their_owner_and_can_be_released,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_retention_keeps_dead_and_unfinished, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_forget_only_a_row_that_never_ran, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

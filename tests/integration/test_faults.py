@@ -1,0 +1,496 @@
+"""SPEC section 11 (faults), the C core's half: shutdown under load, a full
+disk, a failed fsync or COMMIT, stranded rows, writes on disk within about a
+second, checkpoints and retention off the loop, /metrics from counters,
+another process holding the write lock, and a backlog that stays in the
+store.
+
+Some tests need root (a tmpfs for the full disk); they say so and skip
+without it. The failed-fsync and sync-log tests preload the fault shim built
+beside the binary (tests/faults/faultshim.c); it is never part of the
+service."""
+
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.dont_write_bytecode = True  # keep the source tree clean
+import harness  # noqa: E402
+from harness import IntegTest, Server, insured_data, nowcerts_event  # noqa: E402
+
+SHIM = harness.BIN.parent / "libncghl_faultshim.so"
+
+
+def shim_env(extra=None):
+    """Preloads the fault shim; an ASan build must be told that the shim
+    comes before its runtime on purpose."""
+    if not SHIM.exists():
+        raise AssertionError("fault shim not built: %s (make build)" % SHIM)
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    env = {"LD_PRELOAD": str(SHIM),
+           "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
+    env.update(extra or {})
+    return env
+
+
+def sanitized_binary():
+    try:
+        out = subprocess.run(["ldd", str(harness.BIN)], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+    return "libasan" in out or "libubsan" in out
+
+
+def db_connect(path):
+    c = sqlite3.connect(path, timeout=30, isolation_level=None)
+    c.execute("PRAGMA busy_timeout = 30000")
+    return c
+
+
+def insert_events(path, rows):
+    """Another process putting events straight into the store (as backfill
+    does): rows are (id, source, type, payload, status, created_at)."""
+    c = db_connect(path)
+    try:
+        c.execute("BEGIN IMMEDIATE")
+        c.executemany("INSERT INTO events (id, source, type, payload, status, attempts,"
+                      " created_at, updated_at, next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                      [(i, src, typ, pl, st, 1 if st == 1 else 0, at, at)
+                       for (i, src, typ, pl, st, at) in rows])
+        c.execute("COMMIT")
+    finally:
+        c.close()
+
+
+def rss_kib(pid):
+    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+class Base(IntegTest):
+    def restart(self, old, env=None):
+        s = Server(old.workdir, self.fakes, {})
+        s.env.update({k: v for k, v in old.env.items() if k != "PORT"})
+        for k, v in (env or {}).items():
+            if v is None:
+                s.env.pop(k, None)
+            else:
+                s.env[k] = str(v)
+        s.db_path = old.db_path
+        self.servers.append(s)
+        return s.start()
+
+    def wait_all_done(self, s, ids, timeout=90):
+        def check():
+            evs = {e["id"]: e.get("status") for e in s.events("--limit", "1000000")}
+            return all(evs.get(i) == "done" for i in ids)
+        try:
+            harness.wait_until(check, timeout, 0.5, "%d events to be done" % len(ids))
+        except AssertionError:
+            evs = {e["id"]: e.get("status") for e in s.events("--limit", "1000000")}
+            raise AssertionError("not done: %r" % {i: evs.get(i) for i in ids
+                                                    if evs.get(i) != "done"}) from None
+
+
+class Shutdown(Base):
+    def test_sigterm_mid_stream_loses_no_acknowledged_event(self):
+        # Three rounds of: eight clients posting as fast as they can, SIGTERM
+        # in the middle. Every 2xx must be in the store and end done; the
+        # process exits 0 and (ASan build) reports nothing.
+        # No rate limit on either side: events then end within the 10 s
+        # grace (one still running in Lua at exit is lua_rt's to free, not
+        # this test's subject).
+        self.fakes.config("ghl", latency_ms=50, rate_limit=1000000)
+        self.addCleanup(self.fakes.config, "ghl", latency_ms=0, rate_limit=100)
+        acked = []
+        lock = threading.Lock()
+        s = self.server({"RATE_LIMIT_PER_MINUTE": 0, "WEBHOOK_WAIT_MS": 200, "GHL_RATE_LIMIT": 0})
+        for rnd in range(3):
+            if rnd:
+                s = self.restart(s)
+            stop = threading.Event()
+            got = [0]
+
+            def client():
+                while not stop.is_set():
+                    ev = nowcerts_event("INSURED_INSERT", insured_data())
+                    try:
+                        r = s.nowcerts(ev, timeout=30)
+                    except OSError:
+                        return  # the service is gone
+                    if r.status in (200, 202):
+                        with lock:
+                            acked.append(r.json()["event_id"])
+                            got[0] += 1
+                    elif r.status != 503:
+                        raise AssertionError("unexpected answer %r" % r)
+
+            threads = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+            for t in threads:
+                t.start()
+            harness.wait_until(lambda: got[0] >= 40, 60, 0.01, "40 acknowledgements")
+            s.proc.send_signal(signal.SIGTERM)
+            rc = s.proc.wait(30)
+            stop.set()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(rc, 0, "exit status after SIGTERM under load")
+            m = harness.SANITIZER_RE.search(s.stderr_text())
+            self.assertIsNone(m, m and m.group(0))
+        s = self.restart(s)
+        self.assertGreater(len(acked), 100)
+        self.wait_all_done(s, acked, 180)
+        self.sigterm_while_answers_wait_for_their_commit(s)
+
+    def sigterm_while_answers_wait_for_their_commit(self, s):
+        # Copies of events already done start nothing, so the stop does not
+        # wait for a run: SIGTERM lands while their answers wait for the
+        # batch commit. Each must still get its real answer (409 or 503),
+        # never a 202 for an event that was not stored, and nothing freed
+        # may be used (the ASan build checks that).
+        evs = [nowcerts_event("INSURED_INSERT", insured_data()) for _ in range(20)]
+        for ev in evs:
+            self.assertIn(s.nowcerts(ev).status, (200, 202))
+        for ev in evs:
+            s.wait_event(harness.expected_event_id("nowcerts", ev))
+        for _ in range(3):
+            stop = threading.Event()
+            seen = []
+
+            def client(k):
+                i = k
+                while not stop.is_set():
+                    try:
+                        r = s.nowcerts(evs[i % len(evs)], timeout=30)
+                    except OSError:
+                        return
+                    seen.append(r.status)
+                    i += 1
+
+            threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(8)]
+            for t in threads:
+                t.start()
+            harness.wait_until(lambda: len(seen) >= 200, 60, 0.01, "200 answers")
+            s.proc.send_signal(signal.SIGTERM)
+            rc = s.proc.wait(30)
+            stop.set()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(rc, 0, "exit status after SIGTERM")
+            m = harness.SANITIZER_RE.search(s.stderr_text())
+            self.assertIsNone(m, m and m.group(0))
+            self.assertEqual(set(seen) - {409, 503}, set(), "answers to copies of done events")
+            s = self.restart(s)
+
+
+class DiskFull(Base):
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            self.skipTest("needs root to mount a small tmpfs for DB_PATH")
+        self.mnt = self.tmp / "dbfs"
+        self.mnt.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(self.mnt)],
+                       check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", str(self.mnt)])
+
+    def fill(self):
+        filler = self.mnt / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        return filler
+
+    def test_full_disk_answers_503_and_a_later_copy_is_accepted(self):
+        # Events in flight while the disk is full cannot record their
+        # outcome; they must still end done once there is room, with no
+        # restart. Big webhooks keep arriving meanwhile (and get 503).
+        self.fakes.config("ghl", latency_ms=2000)
+        self.addCleanup(self.fakes.config, "ghl", latency_ms=0)
+        s = self.server({"DB_PATH": str(self.mnt / "ncghl.db"), "WEBHOOK_WAIT_MS": 0,
+                         "RATE_LIMIT_PER_MINUTE": 0, "MAX_BODY_BYTES": 4 * 1048576})
+        acked = [self.assertJSONAnswer(s.nowcerts(nowcerts_event("INSURED_INSERT",
+                                                                 insured_data())), 202)["event_id"]
+                 for _ in range(6)]
+        filler = self.fill()
+        refused, lock, stop = [], threading.Lock(), threading.Event()
+
+        def client():
+            while not stop.is_set():
+                ev = nowcerts_event("INSURED_INSERT", insured_data(notes="x" * 300000))
+                r = s.nowcerts(ev)
+                with lock:
+                    if r.status == 503:
+                        self.assertIn("detail", r.json())
+                        refused.append(ev)
+                    else:
+                        self.assertEqual(r.status, 202, r)
+                        acked.append(r.json()["event_id"])
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(3)]
+        for t in threads:
+            t.start()
+        harness.wait_until(lambda: "outcome could not be stored" in s.log_text(), 60, 0.2,
+                           "an outcome to fail on the full disk")
+        stop.set()
+        for t in threads:
+            t.join(60)
+        self.assertTrue(refused, "no 503 with the disk full")
+        # Not half-stored: a refused event has no row.
+        for ev in refused[:5]:
+            self.assertIsNone(s.event(harness.expected_event_id("nowcerts", ev)))
+        filler.unlink()
+        for ev in refused[:5]:
+            r = s.nowcerts(ev)
+            ans = self.assertJSONAnswer(r, 202)
+            self.assertEqual(ans.get("status"), "queued", ans)
+            acked.append(ans["event_id"])
+        self.assertTrue(s.running())
+        self.wait_all_done(s, acked, 120)
+
+
+class FailedSync(Base):
+    def test_failed_fsync_stops_intake_and_a_restart_recovers(self):
+        trigger = self.tmp / "fail-sync"
+        s = self.server(shim_env({"NCGHL_SHIM_FAIL_SYNC": str(trigger), "WEBHOOK_WAIT_MS": 0,
+                                  "RATE_LIMIT_PER_MINUTE": 0}))
+        acked = [self.assertJSONAnswer(s.nowcerts(nowcerts_event()), 202)["event_id"]
+                 for _ in range(5)]
+        trigger.write_text("1")
+        refused = nowcerts_event()
+        r = s.nowcerts(refused)
+        self.assertJSONAnswer(r, 503)
+        h = s.get("/health")
+        body = self.assertJSONAnswer(h, 503)
+        self.assertEqual(body["status"], "unhealthy")
+        self.assertIn("fdatasync", body["store"].get("failed", ""), body)
+        self.assertJSONAnswer(s.nowcerts(nowcerts_event()), 503)
+        trigger.unlink()
+        # It leaves for a restart on its own, non-zero.
+        rc = s.proc.wait(60)
+        self.assertNotEqual(rc, 0)
+        s._close()
+        s2 = self.restart(s, {"NCGHL_SHIM_FAIL_SYNC": None})
+        self.wait_all_done(s2, acked)
+        # The refused event reached the file before its fsync failed; it was
+        # taken out again at exit, so a copy is accepted as new.
+        r = s2.nowcerts(refused)
+        self.assertIn(r.status, (200, 202), r)
+        self.assertNotEqual(r.json().get("status"), "duplicate", r)
+        s2.wait_event(r.json()["event_id"])
+
+    def test_failed_commit_stops_intake_and_a_restart_recovers(self):
+        trigger = self.tmp / "fail-write"
+        s = self.server(shim_env({"NCGHL_SHIM_FAIL_WRITE": str(trigger), "WEBHOOK_WAIT_MS": 0,
+                                  "RATE_LIMIT_PER_MINUTE": 0}))
+        acked = [self.assertJSONAnswer(s.nowcerts(nowcerts_event()), 202)["event_id"]
+                 for _ in range(5)]
+        trigger.write_text("1")
+        refused = nowcerts_event()
+        self.assertJSONAnswer(s.nowcerts(refused), 503)
+        body = self.assertJSONAnswer(s.get("/health"), 503)
+        self.assertIn("failed", body["store"], body)
+        self.assertJSONAnswer(s.nowcerts(nowcerts_event()), 503)
+        trigger.unlink()
+        rc = s.proc.wait(60)
+        self.assertNotEqual(rc, 0)
+        s._close()
+        s2 = self.restart(s, {"NCGHL_SHIM_FAIL_WRITE": None})
+        self.wait_all_done(s2, acked)
+        # The refused event was rolled back with its batch: a copy is new.
+        r = s2.nowcerts(refused)
+        self.assertIn(r.status, (200, 202), r)
+        self.assertNotEqual(r.json().get("status"), "duplicate", r)
+        s2.wait_event(r.json()["event_id"])
+
+
+class Stranded(Base):
+    def test_running_row_of_a_dead_owner_is_taken_up_without_restart(self):
+        s = self.server()
+        now = time.time()
+        evs = [nowcerts_event("INSURED_INSERT", insured_data()) for _ in range(2)]
+        ids = [harness.expected_event_id("nowcerts", ev) for ev in evs]
+        # One row as a crashed process leaves it (running, updated long ago,
+        # no owner), one marked with an owner whose lease is gone.
+        insert_events(s.db_path, [(ids[0], "nowcerts", "INSURED_INSERT", harness.canonical(evs[0]),
+                                   1, now - 120)])
+        c = db_connect(s.db_path)
+        try:
+            cols = [r[1] for r in c.execute("PRAGMA table_info(events)")]
+        finally:
+            c.close()
+        if "owner" in cols:
+            insert_events(s.db_path, [(ids[1], "nowcerts", "INSURED_INSERT",
+                                       harness.canonical(evs[1]), 1, now)])
+            c = db_connect(s.db_path)
+            c.execute("UPDATE events SET owner = '999999:1' WHERE id = ?", (ids[1],))
+            c.close()
+        else:
+            ids = ids[:1]
+        for i in ids:
+            s.wait_event(i, timeout=75)
+        for ev in evs[:len(ids)]:
+            self.assertEqual(len(self.contacts_with_email(ev["data"]["email"])), 1)
+
+
+class SyncedSoon(Base):
+    def test_outcome_and_links_are_synced_without_more_traffic(self):
+        sync_log = self.tmp / "syncs.log"
+        s = self.server(shim_env({"NCGHL_SHIM_SYNC_LOG": str(sync_log)}))
+        nc_id = "9a1b2c3d-0000-4000-8000-%012x" % int(harness.uniq(12), 16)
+        ev = nowcerts_event("INSURED_INSERT", insured_data(id=nc_id))
+        ans = self.assertJSONAnswer(s.nowcerts(ev), 200)  # its outcome is committed
+        acked_ns = time.monotonic_ns()
+        time.sleep(1.5)
+        s.kill9()
+        syncs = [int(x.split()[1]) for x in sync_log.read_text().splitlines() if x.startswith("sync ")]
+        self.assertTrue(any(t > acked_ns for t in syncs),
+                        "no fsync of the WAL after the outcome's commit (%d syncs before)" % len(syncs))
+        s2 = self.restart(s, {"LD_PRELOAD": None, "NCGHL_SHIM_SYNC_LOG": None})
+        e = s2.event(ans["event_id"])
+        self.assertEqual(e["status"], "done", e)
+        self.assertEqual(e["attempts"], 1, e)
+        # The link is there: an update with another email finds the contact.
+        moved = dict(ev["data"], email="moved.%s@example.com" % harness.uniq())
+        b = self.assertJSONAnswer(s2.nowcerts(nowcerts_event("INSURED_UPDATE", moved)), 200)
+        self.assertEqual(b["data"].get("contact_id"), ans["data"].get("contact_id"), b)
+        self.assertEqual(len(self.fakes.calls("ghl", "POST", r"/contacts/?$")), 1)
+
+
+class Retention(Base):
+    def test_old_done_events_go_and_a_dead_one_stays(self):
+        s = self.server({"RETENTION_DAYS": 30})
+        done = [self.assertJSONAnswer(s.nowcerts(nowcerts_event()), 200)["event_id"]
+                for _ in range(3)]
+        self.fakes.fault("ghl", status=400, count=1000, path="/contacts")
+        dead = self.assertJSONAnswer(s.nowcerts(nowcerts_event()), 502)["event_id"]
+        c = db_connect(s.db_path)
+        old = time.time() - 40 * 86400
+        for i in done[:2] + [dead]:
+            c.execute("UPDATE events SET created_at = ? WHERE id = ?", (old, i))
+        self.assertGreater(c.execute("SELECT COUNT(*) FROM attempts WHERE event_id = ?",
+                                     (done[0],)).fetchone()[0], 0)
+        c.close()
+        harness.wait_until(lambda: s.event(done[0]) is None and s.event(done[1]) is None, 60, 0.5,
+                           "the aged done events to be removed")
+        self.assertEqual(s.event(dead)["status"], "dead")
+        self.assertEqual(s.event(done[2])["status"], "done")
+        c = db_connect(s.db_path)
+        self.assertEqual(c.execute("SELECT COUNT(*) FROM attempts WHERE event_id IN (?, ?)",
+                                   tuple(done[:2])).fetchone()[0], 0)
+        c.close()
+
+    def test_bad_retention_days_stops_start_up(self):
+        s = self.server({"RETENTION_DAYS": "-1"}, start=False)
+        p = subprocess.run([str(harness.BIN), "serve"], cwd=s.workdir, env=s.env,
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("RETENTION_DAYS", p.stderr)
+
+
+def gauge(text, status):
+    m = re.search(r'^(?:ncghl_)?events\{status="%s"\} (\S+)$' % status, text, re.M)
+    return float(m.group(1)) if m else None
+
+
+class Metrics(Base):
+    def test_events_gauge_follows_changes_without_a_count_per_scrape(self):
+        s = self.server()
+        before = gauge(s.get("/metrics").text, "done") or 0
+        self.assertJSONAnswer(s.nowcerts(nowcerts_event()), 200)
+        self.assertEqual(gauge(s.get("/metrics").text, "done"), before + 1)
+        now = time.time()
+        insert_events(s.db_path, [("manual_%064x" % i, "manual", "bulk", "{}", 2, now)
+                                  for i in range(100000)])
+        for _ in range(3):
+            self.assertEqual(s.get("/metrics").status, 200)
+        counts = re.findall(r"count query \d+", s.log_text())
+        self.assertEqual(len(counts), 1, "count queries on the loop's connection: %r" % counts)
+
+
+class BusyLock(Base):
+    def test_intake_waits_for_a_lock_held_elsewhere_and_loop_keeps_answering(self):
+        s = self.server({"RATE_LIMIT_PER_MINUTE": 0, "WEBHOOK_WAIT_MS": 0})
+        self.assertJSONAnswer(s.nowcerts(nowcerts_event()), 202)
+        c = db_connect(s.db_path)
+        c.execute("BEGIN IMMEDIATE")
+        released = threading.Event()
+        answers = []
+
+        def post(ev):
+            r = s.nowcerts(ev, timeout=120)
+            answers.append((released.is_set(), r))
+
+        evs = [nowcerts_event() for _ in range(5)]
+        threads = [threading.Thread(target=post, args=(ev,), daemon=True) for ev in evs]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        h = s.get("/health")
+        m = s.get("/metrics")
+        held = not released.is_set()
+        self.assertTrue(held)
+        self.assertEqual(h.status, 200, h)
+        self.assertEqual(m.status, 200, m)
+        self.assertEqual(answers, [], "answered while another process held the write lock")
+        time.sleep(2.5)
+        self.assertEqual(answers, [], "answered while another process held the write lock")
+        released.set()
+        c.execute("COMMIT")
+        c.close()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(len(answers), 5)
+        ids = []
+        for after, r in answers:
+            self.assertTrue(after)
+            ids.append(self.assertJSONAnswer(r, 202)["event_id"])
+        self.wait_all_done(s, ids)
+
+
+class Backlog(Base):
+    def test_100k_pending_events_stay_in_the_store(self):
+        s = self.server({"EVENT_CONCURRENCY": 1, "WEBHOOK_WAIT_MS": 0, "UPSTREAM_TIMEOUT": 1,
+                         "RATE_LIMIT_PER_MINUTE": 0, "MAX_BODY_BYTES": 1048576}, start=False)
+        # Processing stalls: every GHL call hangs.
+        self.fakes.fault("ghl", hang=True, count=100000)
+        now = time.time()
+        s.start()
+        insert_events(s.db_path, [("manual_%064x" % i, "manual", "bulk",
+                                   '{"source":"nowcerts","entity_type":"contact",'
+                                   '"direction":"to_ghl","data":{"n":%d}}' % i, 0, now)
+                                  for i in range(100000)])
+        # And through intake, with bodies big enough to show if kept.
+        pad = "p" * 16000
+        for _ in range(3000):
+            self.assertJSONAnswer(s.nowcerts(nowcerts_event("INSURED_INSERT",
+                                                            insured_data(notes=pad))), 202)
+        time.sleep(2)  # let a few poll rounds run over the backlog
+        kib = rss_kib(s.proc.pid)
+        print("  service RSS with the backlog: %d KiB" % kib)
+        # Let the one running event end (its next attempt succeeds), so the
+        # stop finds nothing running in Lua.
+        self.fakes.reset()
+        self.assertEqual(s.stop(), 0)
+        if sanitized_binary():
+            print("  (sanitizer build: its shadow memory makes RSS meaningless; limit not checked)")
+            return
+        self.assertLess(kib, 64 * 1024)
+
+
+if __name__ == "__main__":
+    harness.main()
