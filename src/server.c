@@ -25,6 +25,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "admin.h"
 #include "buf.h"
 #include "config.h"
 #include "digest.h"
@@ -47,8 +48,6 @@
 #define RL_BUCKETS 1024
 /* At most this many client addresses are remembered (about 80 bytes each). */
 #define RL_MAX_CLIENTS 4096
-#define ADMIN_LIST_DEFAULT 100
-#define ADMIN_LIST_MAX 10000
 
 /* R_HOOK is a NowCerts REST-hook delivery: the nowcerts path with ?hook=. */
 enum route { R_NOWCERTS, R_GHL, R_MANUAL, R_HOOK };
@@ -99,6 +98,7 @@ struct server {
   struct queue *queue;
   struct engine *engine;
   struct lrt *rt;
+  struct admin *admin;
   struct evhttp *http;
   struct sig_keys *ghl_keys; /* NULL when GHL_WEBHOOK_VERIFY is off */
   struct answer *owed;
@@ -118,12 +118,6 @@ static double mono_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double wall_now(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
 }
 
 static void track_answered(const struct track *t, int code) {
@@ -1267,268 +1261,6 @@ static void handle_openapi(struct evhttp_request *req) {
   send_json(req, NULL, 200, "OK", openapi_json, sizeof openapi_json - 1);
 }
 
-/* ---- admin API ------------------------------------------------------------- */
-
-static bool admin_authorized(struct server *s, struct evhttp_request *req) {
-  const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-  const char *token = NULL;
-  if (h && strncasecmp(h, "Bearer ", 7) == 0) {
-    token = h + 7;
-    while (*token == ' ')
-      token++;
-  }
-  if (token && sig_secret_equal(token, s->cfg->admin_token))
-    return true;
-  evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
-  send_detail(req, NULL, 401, "Unauthorized",
-              h ? "Invalid admin token" : "Not authenticated: send Authorization: Bearer <ADMIN_TOKEN>");
-  return false;
-}
-
-
-struct listing {
-  struct buf b;
-  int n;
-};
-
-static int list_one(void *ud, const struct store_event *e) {
-  struct listing *l = ud;
-  buf_putc(&l->b, l->n++ ? ',' : '[');
-  buf_putc(&l->b, '{');
-  store_event_json_fields(&l->b, e);
-  buf_putc(&l->b, '}');
-  return 0;
-}
-
-static void admin_list(struct server *s, struct evhttp_request *req, const char *query) {
-  struct evkeyvalq q;
-  /* It initialises q even when the query cannot be parsed. */
-  evhttp_parse_query_str(query ? query : "", &q);
-  const char *status = evhttp_find_header(&q, "status");
-  const char *limit_s = evhttp_find_header(&q, "limit");
-  static const char *const statuses[] = {"pending", "running", "done", "retry_wait", "dead", NULL};
-  long limit = ADMIN_LIST_DEFAULT;
-  if (status && !one_of(status, statuses)) {
-    char msg[160];
-    permitted(msg, sizeof msg, statuses);
-    send_problem(req, NULL, "query", "status", msg, "value_error.const");
-    evhttp_clear_headers(&q);
-    return;
-  }
-  if (limit_s) {
-    char *end;
-    limit = strtol(limit_s, &end, 10);
-    if (!*limit_s || *end || limit < 1 || limit > ADMIN_LIST_MAX) {
-      char msg[96];
-      snprintf(msg, sizeof msg, "limit must be a whole number from 1 to %d", ADMIN_LIST_MAX);
-      send_problem(req, NULL, "query", "limit", msg, "value_error.number");
-      evhttp_clear_headers(&q);
-      return;
-    }
-  }
-  struct listing l;
-  buf_init(&l.b, 0);
-  l.n = 0;
-  int rc = store_event_list(s->store, status, (int)limit, list_one, &l);
-  evhttp_clear_headers(&q);
-  if (rc != 0) {
-    buf_free(&l.b);
-    send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
-    return;
-  }
-  buf_puts(&l.b, l.n ? "]" : "[]");
-  send_buf(req, NULL, 200, "OK", &l.b);
-  buf_free(&l.b);
-}
-
-/* A stored JSON text as a JSON value: as it is when it parses (it was
- * checked at intake), as a string otherwise, null when absent. */
-static void put_json_value(struct buf *b, const char *text, size_t len) {
-  if (!text) {
-    buf_puts(b, "null");
-    return;
-  }
-  char err[64];
-  struct json *v = json_parse(text, len, err, sizeof err);
-  if (v)
-    buf_append(b, text, len);
-  else
-    buf_json_str(b, text, len);
-  json_free(v);
-}
-
-static int attempt_one(void *ud, const struct store_attempt *a) {
-  struct listing *l = ud;
-  struct buf *b = &l->b;
-  buf_puts(b, l->n++ ? ",{" : "{");
-  buf_puts(b, "\"service\":");
-  buf_json_str(b, a->service ? a->service : "", a->service ? strlen(a->service) : 0);
-  buf_puts(b, ",\"method\":");
-  buf_json_str(b, a->method ? a->method : "", a->method ? strlen(a->method) : 0);
-  buf_puts(b, ",\"url\":");
-  buf_json_str(b, a->url ? a->url : "", a->url ? strlen(a->url) : 0);
-  buf_printf(b, ",\"status\":%d,\"error\":", a->status);
-  if (a->error)
-    buf_json_str(b, a->error, strlen(a->error));
-  else
-    buf_puts(b, "null");
-  buf_printf(b, ",\"duration_ms\":%.1f,\"at\":%.3f,\"event_attempt\":%d}", a->duration_ms, a->at,
-             a->event_attempt);
-  return 0;
-}
-
-/* ids are "<source>_<hex>"; anything else cannot name an event. */
-static bool id_ok(const char *id) {
-  if (!*id || strlen(id) >= EVENT_ID_MAX)
-    return false;
-  for (const char *p = id; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-          *p == '_' || *p == '-' || *p == ':' || *p == '.'))
-      return false;
-  return true;
-}
-
-static void send_not_found_event(struct evhttp_request *req, const char *id) {
-  char msg[EVENT_ID_MAX + 32];
-  snprintf(msg, sizeof msg, "Event not found: %s", id);
-  send_detail(req, NULL, 404, "Not Found", msg);
-}
-
-static void admin_show(struct server *s, struct evhttp_request *req, const char *id) {
-  struct store_event e;
-  int rc = store_event_get(s->store, id, &e);
-  if (rc != 0) {
-    if (rc > 0)
-      send_not_found_event(req, id);
-    else
-      send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
-    return;
-  }
-  struct listing l;
-  buf_init(&l.b, 0);
-  l.n = 0;
-  buf_puts(&l.b, "{\"event\":{");
-  store_event_json_fields(&l.b, &e);
-  buf_puts(&l.b, ",\"payload\":");
-  put_json_value(&l.b, e.payload, e.payload ? e.payload_len : 0);
-  buf_puts(&l.b, ",\"result\":");
-  put_json_value(&l.b, e.result, e.result ? strlen(e.result) : 0);
-  buf_puts(&l.b, "},\"attempts\":[");
-  rc = store_attempt_list(s->store, id, attempt_one, &l);
-  buf_puts(&l.b, "]}");
-  store_event_free(&e);
-  if (rc != 0)
-    send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
-  else
-    send_buf(req, NULL, 200, "OK", &l.b);
-  buf_free(&l.b);
-}
-
-struct replay {
-  struct server *srv;
-  struct evhttp_request *req;
-  char id[EVENT_ID_MAX];
-  enum ev_status was;
-};
-
-static void on_replay_committed(void *ud, bool committed) {
-  struct replay *r = ud;
-  if (!committed) {
-    send_detail(r->req, NULL, 503, "Service Unavailable", "The replay could not be stored; try again");
-  } else {
-    engine_kick(r->srv->engine); /* the poll would find it too, a second later */
-    log_info("event %s: replayed through the admin API (was %s)", r->id, store_status_name(r->was));
-    struct buf b;
-    buf_init(&b, 0);
-    buf_printf(&b, "{\"success\":true,\"status\":\"queued\",\"event_id\":\"%s\",\"previous_status\":\"%s\"}",
-               r->id, store_status_name(r->was));
-    send_buf(r->req, NULL, 202, "Accepted", &b);
-    buf_free(&b);
-  }
-  free(r);
-}
-
-static void admin_replay(struct server *s, struct evhttp_request *req, const char *id) {
-  if (s->draining) {
-    send_detail(req, NULL, 503, "Service Unavailable", "Shutting down; replay it after the restart");
-    return;
-  }
-  struct store_event e;
-  int rc = store_event_get(s->store, id, &e);
-  if (rc > 0) {
-    send_not_found_event(req, id);
-    return;
-  }
-  if (rc < 0) {
-    send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
-    return;
-  }
-  enum ev_status was = e.status;
-  store_event_free(&e);
-  if (was == EV_RUNNING) {
-    char msg[EVENT_ID_MAX + 64];
-    snprintf(msg, sizeof msg, "Event is running now; replay it once it ends: %s", id);
-    send_detail(req, NULL, 409, "Conflict", msg);
-    return;
-  }
-  struct replay *r = calloc(1, sizeof *r);
-  if (!r || queue_join_durable(s->queue) != 0 || store_event_requeue(s->store, id, wall_now()) != 1) {
-    free(r);
-    send_detail(req, NULL, 503, "Service Unavailable", "The replay could not be stored; try again");
-    return;
-  }
-  r->srv = s;
-  r->req = req;
-  r->was = was;
-  snprintf(r->id, sizeof r->id, "%s", id);
-  /* Like a webhook: the answer goes out after the commit that holds it. */
-  queue_after_commit(s->queue, on_replay_committed, r);
-}
-
-/* Routes under /api/v1/events. Every one of them is 404 while ADMIN_TOKEN
- * is unset, before anything else is looked at. */
-static void handle_admin(struct server *s, struct evhttp_request *req, const char *path,
-                         const char *query, enum evhttp_cmd_type cmd) {
-  if (!s->cfg->admin_token || !*s->cfg->admin_token) {
-    send_detail(req, NULL, 404, "Not Found", "Not Found");
-    return;
-  }
-  const char *rest = path + strlen("/api/v1/events");
-  char id[EVENT_ID_MAX + 1];
-  enum { A_LIST, A_SHOW, A_REPLAY } what;
-  if (!*rest) {
-    what = A_LIST;
-  } else {
-    rest++; /* the '/' */
-    const char *slash = strchr(rest, '/');
-    size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (n == 0 || n >= sizeof id || (slash && strcmp(slash, "/replay") != 0)) {
-      send_detail(req, NULL, 404, "Not Found", "Not Found");
-      return;
-    }
-    memcpy(id, rest, n);
-    id[n] = 0;
-    what = slash ? A_REPLAY : A_SHOW;
-  }
-  enum evhttp_cmd_type want = what == A_REPLAY ? EVHTTP_REQ_POST : EVHTTP_REQ_GET;
-  if (cmd != want && !(cmd == EVHTTP_REQ_HEAD && want == EVHTTP_REQ_GET)) {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                      want == EVHTTP_REQ_GET ? "GET" : "POST");
-    send_detail(req, NULL, 405, "Method Not Allowed", "Method Not Allowed");
-    return;
-  }
-  if (!admin_authorized(s, req))
-    return;
-  if (what == A_LIST)
-    admin_list(s, req, query);
-  else if (!id_ok(id))
-    send_not_found_event(req, id);
-  else if (what == A_SHOW)
-    admin_show(s, req, id);
-  else
-    admin_replay(s, req, id);
-}
-
 /* ---- routing --------------------------------------------------------------- */
 
 enum handler { H_HEALTH, H_METRICS, H_OPENAPI, H_EVENT };
@@ -1566,10 +1298,8 @@ static void on_request(struct evhttp_request *req, void *arg) {
     clean[--n] = 0; /* "/health/" is "/health" */
   enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 
-  if (strcmp(clean, "/api/v1/events") == 0 || strncmp(clean, "/api/v1/events/", 15) == 0) {
-    handle_admin(s, req, clean, query, cmd);
+  if (admin_handle(s->admin, req, clean, query, cmd))
     return;
-  }
 
   static const struct {
     const char *path;
@@ -1670,9 +1400,11 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
   s->rt = rt;
   s->rl_swept = mono_now();
   s->own_metrics = metrics_new();
-  s->http = s->own_metrics ? evhttp_new(base) : NULL;
+  s->admin = admin_new(cfg, store, queue, engine);
+  s->http = s->own_metrics && s->admin ? evhttp_new(base) : NULL;
   if (!s->http) {
     snprintf(err, errlen, "cannot create the HTTP server");
+    admin_free(s->admin);
     metrics_free(s->own_metrics);
     free(s);
     return NULL;
@@ -1697,6 +1429,7 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
       snprintf(why, sizeof why, "GHL_WEBHOOK_ED25519_KEY/GHL_WEBHOOK_RSA_KEY: %s", err);
       snprintf(err, errlen, "%s", why);
       evhttp_free(s->http);
+      admin_free(s->admin);
       metrics_free(s->own_metrics);
       free(s);
       return NULL;
@@ -1707,6 +1440,7 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
              cfg->host, cfg->port);
     evhttp_free(s->http);
     sig_keys_free(s->ghl_keys);
+    admin_free(s->admin);
     metrics_free(s->own_metrics);
     free(s);
     return NULL;
@@ -1722,7 +1456,10 @@ void server_set_metrics(struct server *s, struct metrics *m) {
   s->own_metrics = NULL;
 }
 
-void server_drain(struct server *s) { s->draining = true; }
+void server_drain(struct server *s) {
+  s->draining = true;
+  admin_drain(s->admin);
+}
 
 int server_pending(const struct server *s) { return s->nowed; }
 
@@ -1742,6 +1479,7 @@ void server_free(struct server *s) {
       s->rl[b] = c->next;
       free(c);
     }
+  admin_free(s->admin);
   metrics_free(s->own_metrics);
   free(s);
 }
