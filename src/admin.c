@@ -10,25 +10,32 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "buf.h"
 #include "config.h"
 #include "engine.h"
 #include "json.h"
 #include "log.h"
+#include "lua_rt.h"
 #include "queue.h"
 #include "sig.h"
 #include "store.h"
 
 #define ADMIN_LIST_DEFAULT 100
 #define ADMIN_LIST_MAX 10000
+#define ADMIN_RELOADS_MAX 50
+/* The page's files are small; anything bigger is not one of them. */
+#define ADMIN_UI_FILE_MAX (4L * 1024 * 1024)
 
 struct admin {
   const struct config *cfg;
   struct store *store;
   struct queue *queue;
   struct engine *engine;
+  struct lrt *rt;
   bool draining;
 };
 
@@ -117,45 +124,108 @@ struct listing {
   int n;
 };
 
-static int list_one(void *ud, const struct store_event *e) {
-  struct listing *l = ud;
+/* A filter value from the query: at most max bytes of printable text. */
+static bool filter_ok(const char *v, size_t max) {
+  size_t n = strlen(v);
+  if (!n || n > max)
+    return false;
+  for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+    if (*p < 0x20 || *p == 0x7f)
+      return false;
+  return true;
+}
+
+struct page {
+  struct buf b;
+  int n;
+  char last_id[EVENT_ID_MAX];
+  double last_at;
+};
+
+static int page_one(void *ud, const struct store_event *e) {
+  struct page *l = ud;
   buf_putc(&l->b, l->n++ ? ',' : '[');
   buf_putc(&l->b, '{');
   store_event_json_fields(&l->b, e);
   buf_putc(&l->b, '}');
+  snprintf(l->last_id, sizeof l->last_id, "%s", e->id);
+  l->last_at = e->created_at;
   return 0;
 }
 
+/* GET /api/v1/events: the newest events, filtered in the store (each filter
+ * an index range), one page at a time. The body stays the bare list it has
+ * always been; the cursor of the next page travels in X-Next-Before. */
 static void admin_list(struct admin *s, struct evhttp_request *req, const char *query) {
   struct evkeyvalq q;
   /* It initialises q even when the query cannot be parsed. */
   evhttp_parse_query_str(query ? query : "", &q);
-  const char *status = evhttp_find_header(&q, "status");
+  struct store_event_filter f = {0};
+  f.status = evhttp_find_header(&q, "status");
+  f.source = evhttp_find_header(&q, "source");
+  f.type = evhttp_find_header(&q, "type");
+  f.person = evhttp_find_header(&q, "q");
+  const char *before = evhttp_find_header(&q, "before");
   const char *limit_s = evhttp_find_header(&q, "limit");
   static const char *const statuses[] = {"pending", "running", "done", "retry_wait", "dead", NULL};
   long limit = ADMIN_LIST_DEFAULT;
-  if (status && !one_of(status, statuses)) {
-    char msg[160];
+  char msg[160], before_id[EVENT_ID_MAX] = "";
+  const char *bad = NULL, *type = "value_error";
+  if (f.status && !*f.status)
+    f.status = NULL;
+  if (f.source && !*f.source)
+    f.source = NULL;
+  if (f.type && !*f.type)
+    f.type = NULL;
+  if (f.person && !*f.person)
+    f.person = NULL;
+  if (f.status && !one_of(f.status, statuses)) {
     permitted(msg, sizeof msg, statuses);
-    send_problem(req, "query", "status", msg, "value_error.const");
-    evhttp_clear_headers(&q);
-    return;
+    bad = "status";
+    type = "value_error.const";
+  } else if (f.source && !filter_ok(f.source, 15)) {
+    bad = "source";
+    snprintf(msg, sizeof msg, "source must be 1 to 15 printable characters");
+  } else if (f.type && !filter_ok(f.type, 100)) {
+    bad = "type";
+    snprintf(msg, sizeof msg, "type must be 1 to 100 printable characters");
+  } else if (f.person && !filter_ok(f.person, STORE_SEARCH_MAX)) {
+    bad = "q";
+    snprintf(msg, sizeof msg, "q (an e-mail or a name) must be 1 to %d printable characters",
+             STORE_SEARCH_MAX);
   }
-  if (limit_s) {
+  if (!bad && before) {
+    /* "<created_at>,<id>", as X-Next-Before gave it. */
+    const char *comma = strchr(before, ',');
+    char *end = NULL;
+    f.before_at = comma ? strtod(before, &end) : 0;
+    size_t idlen = comma ? strlen(comma + 1) : 0;
+    if (!comma || end != comma || idlen == 0 || idlen >= sizeof before_id) {
+      bad = "before";
+      snprintf(msg, sizeof msg, "before must be the X-Next-Before value of the page before");
+    } else {
+      memcpy(before_id, comma + 1, idlen + 1);
+      f.before_id = before_id;
+    }
+  }
+  if (!bad && limit_s) {
     char *end;
     limit = strtol(limit_s, &end, 10);
     if (!*limit_s || *end || limit < 1 || limit > ADMIN_LIST_MAX) {
-      char msg[96];
+      bad = "limit";
+      type = "value_error.number";
       snprintf(msg, sizeof msg, "limit must be a whole number from 1 to %d", ADMIN_LIST_MAX);
-      send_problem(req, "query", "limit", msg, "value_error.number");
-      evhttp_clear_headers(&q);
-      return;
     }
   }
-  struct listing l;
+  if (bad) {
+    send_problem(req, "query", bad, msg, type);
+    evhttp_clear_headers(&q);
+    return;
+  }
+  struct page l;
+  memset(&l, 0, sizeof l);
   buf_init(&l.b, 0);
-  l.n = 0;
-  int rc = store_event_list(s->store, status, (int)limit, list_one, &l);
+  int rc = store_event_search(s->store, &f, (int)limit, page_one, &l);
   evhttp_clear_headers(&q);
   if (rc != 0) {
     buf_free(&l.b);
@@ -163,6 +233,13 @@ static void admin_list(struct admin *s, struct evhttp_request *req, const char *
     return;
   }
   buf_puts(&l.b, l.n ? "]" : "[]");
+  if (l.n == limit) {
+    /* %.17g gives back the very double, so the next page starts exactly
+     * after this one's last event. */
+    char next[EVENT_ID_MAX + 40];
+    snprintf(next, sizeof next, "%.17g,%s", l.last_at, l.last_id);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "X-Next-Before", next);
+  }
   send_buf(req, 200, "OK", &l.b);
   buf_free(&l.b);
 }
@@ -198,8 +275,21 @@ static int attempt_one(void *ud, const struct store_attempt *a) {
     buf_json_str(b, a->error, strlen(a->error));
   else
     buf_puts(b, "null");
-  buf_printf(b, ",\"duration_ms\":%.1f,\"at\":%.3f,\"event_attempt\":%d}", a->duration_ms, a->at,
+  buf_printf(b, ",\"duration_ms\":%.1f,\"at\":%.3f,\"event_attempt\":%d", a->duration_ms, a->at,
              a->event_attempt);
+  buf_puts(b, ",\"request\":");
+  put_json_value(b, a->request, a->request ? strlen(a->request) : 0);
+  buf_puts(b, ",\"answer\":");
+  put_json_value(b, a->answer, a->answer ? strlen(a->answer) : 0);
+  buf_putc(b, '}');
+  return 0;
+}
+
+static int person_one(void *ud, const char *term) {
+  struct listing *l = ud;
+  if (l->n++)
+    buf_putc(&l->b, ',');
+  buf_json_str(&l->b, term ? term : "", term ? strlen(term) : 0);
   return 0;
 }
 
@@ -218,6 +308,94 @@ static void send_not_found_event(struct evhttp_request *req, const char *id) {
   char msg[EVENT_ID_MAX + 32];
   snprintf(msg, sizeof msg, "Event not found: %s", id);
   send_detail(req, 404, "Not Found", msg);
+}
+
+/* ---- the links an event touched ------------------------------------------------ */
+
+#define LINK_IDS_MAX 16
+
+struct ids {
+  const char *v[LINK_IDS_MAX];
+  int n;
+};
+
+/* Record ids in a payload or a result: string values of the members that
+ * name a record (id, databaseId, insuredDatabaseId, contactId, ...), at any
+ * depth. */
+static void collect_ids(const struct json *v, struct ids *out, int depth) {
+  if (!v || depth > 8)
+    return;
+  enum json_type t = json_type(v);
+  if (t != JSON_OBJECT && t != JSON_ARRAY)
+    return;
+  static const char *const keys[] = {"id",        "databaseId", "insuredDatabaseId", "contactId",
+                                     "insuredId", "policyId",   "opportunityId",     NULL};
+  for (size_t i = 0; i < json_len(v) && out->n < LINK_IDS_MAX; i++) {
+    const struct json *c = json_at(v, i);
+    const char *k = t == JSON_OBJECT ? json_key_at(v, i) : NULL;
+    if (k && json_type(c) == JSON_STRING && one_of(k, keys) && *json_str(c)) {
+      bool seen = false;
+      for (int j = 0; j < out->n; j++)
+        seen |= strcmp(out->v[j], json_str(c)) == 0;
+      if (!seen)
+        out->v[out->n++] = json_str(c);
+    } else {
+      collect_ids(c, out, depth + 1);
+    }
+  }
+}
+
+static void put_link(struct buf *b, int *n, const char *kind, const char *nc, const char *ghl) {
+  buf_puts(b, (*n)++ ? ",{\"kind\":" : "{\"kind\":");
+  buf_json_str(b, kind, strlen(kind));
+  buf_puts(b, ",\"nowcerts_id\":");
+  buf_json_str(b, nc, strlen(nc));
+  buf_puts(b, ",\"ghl_id\":");
+  buf_json_str(b, ghl, strlen(ghl));
+  buf_putc(b, '}');
+}
+
+/* The cross-references (store_link_*) that hold any record id of the
+ * event's payload or of its mapping's result, as they stand now. */
+static void put_links(struct admin *s, struct buf *b, const struct store_event *e) {
+  char err[64];
+  struct json *p = e->payload ? json_parse(e->payload, e->payload_len, err, sizeof err) : NULL;
+  struct json *r = e->result ? json_parse(e->result, strlen(e->result), err, sizeof err) : NULL;
+  struct ids ids = {.n = 0};
+  collect_ids(p, &ids, 0);
+  collect_ids(r, &ids, 0);
+  static const char *const kinds[] = {"contact", "policy"};
+  char seen[LINK_IDS_MAX * 2][2 * 80];
+  int nseen = 0, n = 0;
+  buf_putc(b, '[');
+  for (int i = 0; i < ids.n; i++)
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+      /* NowCerts ids are GUIDs, linked lower-cased; GHL ids keep their case. */
+      char lower[80];
+      snprintf(lower, sizeof lower, "%s", ids.v[i]);
+      for (char *c = lower; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+          *c = (char)(*c - 'A' + 'a');
+      char *ghl = store_link_ghl(s->store, kinds[k], lower);
+      char *nc = ghl ? NULL : store_link_nowcerts(s->store, kinds[k], ids.v[i]);
+      const char *ncid = ghl ? lower : nc, *ghlid = ghl ? ghl : ids.v[i];
+      if (ghl || nc) {
+        char key[2 * 80];
+        snprintf(key, sizeof key, "%s|%s|%s", kinds[k], ncid, ghlid);
+        bool dup = false;
+        for (int j = 0; j < nseen; j++)
+          dup |= strcmp(seen[j], key) == 0;
+        if (!dup && nseen < LINK_IDS_MAX * 2) {
+          snprintf(seen[nseen++], sizeof seen[0], "%s", key);
+          put_link(b, &n, kinds[k], ncid, ghlid);
+        }
+      }
+      free(ghl);
+      free(nc);
+    }
+  buf_putc(b, ']');
+  json_free(p);
+  json_free(r);
 }
 
 static void admin_show(struct admin *s, struct evhttp_request *req, const char *id) {
@@ -241,6 +419,12 @@ static void admin_show(struct admin *s, struct evhttp_request *req, const char *
   put_json_value(&l.b, e.result, e.result ? strlen(e.result) : 0);
   buf_puts(&l.b, "},\"attempts\":[");
   rc = store_attempt_list(s->store, id, attempt_one, &l);
+  buf_puts(&l.b, "],\"links\":");
+  put_links(s, &l.b, &e);
+  buf_puts(&l.b, ",\"people\":[");
+  l.n = 0;
+  if (rc == 0)
+    rc = store_event_people(s->store, id, person_one, &l);
   buf_puts(&l.b, "]}");
   store_event_free(&e);
   if (rc != 0)
@@ -355,8 +539,239 @@ static void handle_events(struct admin *s, struct evhttp_request *req, const cha
     admin_replay(s, req, id);
 }
 
+/* ---- what /ui reads besides events ------------------------------------------- */
+
+static void put_time(struct buf *b, double t) {
+  char at[32] = "";
+  time_t secs = (time_t)t;
+  struct tm tm;
+  if (t > 0 && gmtime_r(&secs, &tm))
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (*at)
+    buf_printf(b, "\"%s\"", at);
+  else
+    buf_puts(b, "null");
+}
+
+/* GET /api/v1/overview: the queue by status, what arrived lately, what is
+ * running and the mappings in use: the page's at-a-glance row. Latency
+ * lives in /metrics' histograms, which the page reads too. */
+static void admin_overview(struct admin *s, struct evhttp_request *req) {
+  long counts[EV_STATUS_COUNT];
+  double now = wall_now();
+  static const struct {
+    const char *name;
+    double seconds;
+  } windows[] = {{"minute", 60}, {"hour", 3600}, {"day", 86400}};
+  long got[3];
+  int rc = store_count_by_status(s->store, counts);
+  for (int i = 0; rc == 0 && i < 3; i++)
+    rc = store_event_count_since(s->store, now - windows[i].seconds, &got[i]);
+  if (rc != 0) {
+    send_detail(req, 503, "Service Unavailable", "The store could not be read; try again");
+    return;
+  }
+  struct buf b;
+  buf_init(&b, 0);
+  buf_puts(&b, "{\"events\":{");
+  for (int i = 0; i < EV_STATUS_COUNT; i++)
+    buf_printf(&b, "%s\"%s\":%ld", i ? "," : "", store_status_name((enum ev_status)i), counts[i]);
+  buf_puts(&b, "},\"received\":{");
+  for (int i = 0; i < 3; i++)
+    buf_printf(&b, "%s\"%s\":%ld", i ? "," : "", windows[i].name, got[i]);
+  buf_printf(&b, "},\"running\":%d,\"mappings\":{\"version\":", engine_running(s->engine));
+  const char *v = lrt_version(s->rt);
+  buf_json_str(&b, v ? v : "", v ? strlen(v) : 0);
+  bool ok = false;
+  double at = 0;
+  const char *msg = lrt_last_reload(s->rt, &ok, &at);
+  buf_printf(&b, ",\"last_reload\":{\"result\":\"%s\",\"at\":", ok ? "ok" : "error");
+  put_time(&b, at);
+  buf_puts(&b, ",\"message\":");
+  buf_json_str(&b, msg ? msg : "", msg ? strlen(msg) : 0);
+  buf_printf(&b, "}},\"version\":\"%s\",\"now\":%.3f}", NCGHL_VERSION, now);
+  send_buf(req, 200, "OK", &b);
+  buf_free(&b);
+}
+
+static int reload_one(void *ud, const struct store_reload *r) {
+  struct listing *l = ud;
+  buf_puts(&l->b, l->n++ ? ",{\"at\":" : "{\"at\":");
+  put_time(&l->b, r->at);
+  buf_printf(&l->b, ",\"result\":\"%s\",\"version\":", r->ok ? "ok" : "error");
+  buf_json_str(&l->b, r->version ? r->version : "", r->version ? strlen(r->version) : 0);
+  buf_puts(&l->b, ",\"message\":");
+  buf_json_str(&l->b, r->message ? r->message : "", r->message ? strlen(r->message) : 0);
+  buf_putc(&l->b, '}');
+  return 0;
+}
+
+/* GET /api/v1/reloads: the version running and the last loads, newest
+ * first: at start, and on each SIGHUP, ok or not. */
+static void admin_reloads(struct admin *s, struct evhttp_request *req) {
+  struct listing l;
+  buf_init(&l.b, 0);
+  l.n = 0;
+  const char *v = lrt_version(s->rt);
+  buf_puts(&l.b, "{\"version\":");
+  buf_json_str(&l.b, v ? v : "", v ? strlen(v) : 0);
+  buf_puts(&l.b, ",\"reloads\":[");
+  int rc = store_reload_list(s->store, ADMIN_RELOADS_MAX, reload_one, &l);
+  buf_puts(&l.b, "]}");
+  if (rc != 0)
+    send_detail(req, 503, "Service Unavailable", "The store could not be read; try again");
+  else
+    send_buf(req, 200, "OK", &l.b);
+  buf_free(&l.b);
+}
+
+/* GET /api/v1/backfill: the resume point `ncghl backfill` keeps in the store
+ * while it runs (and after an interruption), one per side; a finished
+ * backfill leaves none. */
+static void admin_backfill(struct admin *s, struct evhttp_request *req) {
+  static const struct {
+    const char *from, *stages[2];
+  } sides[] = {{"nowcerts", {"insureds", "policies"}}, {"ghl", {"contacts", "opportunities"}}};
+  struct buf b;
+  buf_init(&b, 0);
+  buf_puts(&b, "{\"backfills\":[");
+  int n = 0;
+  for (size_t i = 0; i < sizeof sides / sizeof *sides; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "backfill.cursor.%s", sides[i].from);
+    char *v = store_kv_get(s->store, key);
+    if (!v)
+      continue;
+    char err[64];
+    struct json *c = json_parse(v, strlen(v), err, sizeof err);
+    const struct json *stage = c ? json_get(c, "stage") : NULL;
+    int st = stage && json_type(stage) == JSON_NUMBER ? (int)json_num(stage) : -1;
+    buf_printf(&b, "%s{\"from\":\"%s\",\"stage\":", n++ ? "," : "", sides[i].from);
+    if (st == 0 || st == 1)
+      buf_printf(&b, "\"%s\"", sides[i].stages[st]);
+    else
+      buf_puts(&b, "null");
+    buf_puts(&b, ",\"cursor\":");
+    put_json_value(&b, v, strlen(v));
+    buf_putc(&b, '}');
+    json_free(c);
+    free(v);
+  }
+  buf_puts(&b, "]}");
+  send_buf(req, 200, "OK", &b);
+  buf_free(&b);
+}
+
+/* ---- the /ui files ------------------------------------------------------------- */
+
+static const char *ui_content_type(const char *name) {
+  static const struct {
+    const char *ext, *type;
+  } types[] = {{".html", "text/html; charset=utf-8"},
+               {".js", "text/javascript; charset=utf-8"},
+               {".css", "text/css; charset=utf-8"},
+               {".svg", "image/svg+xml"},
+               {".png", "image/png"},
+               {".ico", "image/x-icon"},
+               {".json", "application/json"},
+               {".woff2", "font/woff2"}};
+  const char *dot = strrchr(name, '.');
+  for (size_t i = 0; dot && i < sizeof types / sizeof *types; i++)
+    if (strcmp(dot, types[i].ext) == 0)
+      return types[i].type;
+  return NULL;
+}
+
+/* A file of UI_DIR by its bare name: letters, digits, '-', '_' and '.', not
+ * starting with '.', so no path can leave the directory. */
+static bool ui_name_ok(const char *name) {
+  if (!*name || *name == '.' || strlen(name) > 64)
+    return false;
+  for (const char *p = name; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '_' || *p == '.'))
+      return false;
+  return true;
+}
+
+/* GET /ui and /ui/<file>. The page itself holds no data; every view reads
+ * the admin API with the token the page asks for. The policy header keeps
+ * the page to this service: nothing loads from anywhere else. */
+static void handle_ui(struct admin *s, struct evhttp_request *req, const char *path,
+                      enum evhttp_cmd_type cmd) {
+  const char *name = path[3] ? path + 4 : "index.html";
+  const char *type = ui_content_type(name);
+  if (!ui_name_ok(name) || !type || !s->cfg->ui_dir) {
+    send_detail(req, 404, "Not Found", "Not Found");
+    return;
+  }
+  if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+    send_detail(req, 405, "Method Not Allowed", "Method Not Allowed");
+    return;
+  }
+  char file[4096];
+  snprintf(file, sizeof file, "%s/%s", s->cfg->ui_dir, name);
+  FILE *fp = fopen(file, "rb");
+  struct stat stt;
+  if (!fp || fstat(fileno(fp), &stt) != 0 || !S_ISREG(stt.st_mode) ||
+      stt.st_size > ADMIN_UI_FILE_MAX) {
+    if (fp)
+      fclose(fp);
+    send_detail(req, 404, "Not Found", "Not Found");
+    return;
+  }
+  struct evbuffer *out = evhttp_request_get_output_buffer(req);
+  char chunk[16384];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+    evbuffer_add(out, chunk, n);
+  fclose(fp);
+  struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+  evhttp_add_header(h, "Content-Type", type);
+  evhttp_add_header(h, "Cache-Control", "no-cache");
+  evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+  evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+  evhttp_add_header(h, "Content-Security-Policy",
+                    "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
+                    "base-uri 'none'; form-action 'self'");
+  evhttp_send_reply(req, 200, "OK", NULL);
+}
+
+/* The routes with one fixed path, each a GET. */
+static bool handle_fixed(struct admin *s, struct evhttp_request *req, const char *path,
+                         enum evhttp_cmd_type cmd) {
+  static const char *const paths[] = {"/api/v1/overview", "/api/v1/reloads", "/api/v1/backfill",
+                                      NULL};
+  int which = -1;
+  for (int i = 0; paths[i]; i++)
+    if (strcmp(path, paths[i]) == 0)
+      which = i;
+  if (which < 0)
+    return false;
+  if (!s->cfg->admin_token || !*s->cfg->admin_token) {
+    send_detail(req, 404, "Not Found", "Not Found");
+    return true;
+  }
+  if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+    send_detail(req, 405, "Method Not Allowed", "Method Not Allowed");
+    return true;
+  }
+  if (!admin_authorized(s, req))
+    return true;
+  if (which == 0)
+    admin_overview(s, req);
+  else if (which == 1)
+    admin_reloads(s, req);
+  else
+    admin_backfill(s, req);
+  return true;
+}
+
 struct admin *admin_new(const struct config *cfg, struct store *store, struct queue *queue,
-                        struct engine *engine) {
+                        struct engine *engine, struct lrt *rt) {
   struct admin *a = calloc(1, sizeof *a);
   if (!a)
     return NULL;
@@ -364,6 +779,7 @@ struct admin *admin_new(const struct config *cfg, struct store *store, struct qu
   a->store = store;
   a->queue = queue;
   a->engine = engine;
+  a->rt = rt;
   return a;
 }
 
@@ -377,5 +793,12 @@ bool admin_handle(struct admin *a, struct evhttp_request *req, const char *path,
     handle_events(a, req, path, query, cmd);
     return true;
   }
-  return false;
+  if (strcmp(path, "/ui") == 0 || strncmp(path, "/ui/", 4) == 0) {
+    if (!a->cfg->admin_token || !*a->cfg->admin_token)
+      send_detail(req, 404, "Not Found", "Not Found");
+    else
+      handle_ui(a, req, path, cmd);
+    return true;
+  }
+  return handle_fixed(a, req, path, cmd);
 }

@@ -113,6 +113,18 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg) {
   on_drain_tick(-1, 0, a);
 }
 
+/* The reload history /ui shows: each load's result and the version left
+ * running. Losing a line of history never stops a reload. */
+static void note_reload(struct app *a, bool ok, const char *message) {
+  struct timeval now;
+  evutil_gettimeofday(&now, NULL);
+  if (a->queue)
+    queue_join(a->queue);
+  if (store_reload_add(a->store, (double)now.tv_sec + now.tv_usec / 1e6, ok, lrt_version(a->rt),
+                       message) != 0)
+    log_warn("could not record the mapping reload in the store");
+}
+
 static void on_hup(evutil_socket_t sig, short what, void *arg) {
   (void)sig;
   (void)what;
@@ -121,9 +133,11 @@ static void on_hup(evutil_socket_t sig, short what, void *arg) {
   if (lrt_reload(a->rt, err, sizeof err) == 0) {
     log_info("mappings reloaded (version %s)", lrt_version(a->rt));
     metric_inc(a->m_reloads, METRIC_LABELS("ok"));
+    note_reload(a, true, lrt_last_reload(a->rt, NULL, NULL));
   } else {
     log_error("mappings reload failed, keeping version %s: %s", lrt_version(a->rt), err);
     metric_inc(a->m_reloads, METRIC_LABELS("error"));
+    note_reload(a, false, err);
   }
 }
 
@@ -236,6 +250,7 @@ static int cmd_serve(int argc, char **argv) {
     log_error("mappings: %s", err);
     goto out;
   }
+  note_reload(&a, true, "loaded at start");
   a.engine = engine_new(a.base, &a.cfg, a.store, a.queue, a.rt);
   if (!a.engine)
     goto out;

@@ -1400,7 +1400,7 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
   s->rt = rt;
   s->rl_swept = mono_now();
   s->own_metrics = metrics_new();
-  s->admin = admin_new(cfg, store, queue, engine);
+  s->admin = admin_new(cfg, store, queue, engine, rt);
   s->http = s->own_metrics && s->admin ? evhttp_new(base) : NULL;
   if (!s->http) {
     snprintf(err, errlen, "cannot create the HTTP server");

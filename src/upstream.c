@@ -483,7 +483,9 @@ static void on_http(void *ud, const struct httpc_response *resp) {
   if (c->on_attempt) {
     struct up_attempt a = {.service = c->svc, .method = c->method, .url = c->url,
                            .status = resp->status, .error = c->error,
-                           .duration_ms = resp->duration_ms};
+                           .duration_ms = resp->duration_ms, .request = c->body,
+                           .request_len = c->body ? c->body_len : 0, .answer = resp->body,
+                           .answer_len = resp->body ? resp->body_len : 0};
     c->on_attempt(c->ud, &a);
   }
   log_debug("upstream: %s %s %s -> %d (%.1f ms)", up_service_name(c->svc), c->method, c->url,
