@@ -136,18 +136,37 @@ static bool filter_ok(const char *v, size_t max) {
 }
 
 struct page {
+  struct store *store;
   struct buf b;
   int n;
   char last_id[EVENT_ID_MAX];
   double last_at;
 };
 
+struct people {
+  struct buf *b;
+  int n;
+};
+
+static int people_one(void *ud, const char *term) {
+  struct people *p = ud;
+  if (p->n++)
+    buf_putc(p->b, ',');
+  buf_json_str(p->b, term ? term : "", term ? strlen(term) : 0);
+  return 0;
+}
+
+/* Each row names the people of its payload, so a list says whom each
+ * event is about: one index lookup a row. */
 static int page_one(void *ud, const struct store_event *e) {
   struct page *l = ud;
   buf_putc(&l->b, l->n++ ? ',' : '[');
   buf_putc(&l->b, '{');
   store_event_json_fields(&l->b, e);
-  buf_putc(&l->b, '}');
+  buf_puts(&l->b, ",\"people\":[");
+  struct people p = {&l->b, 0};
+  store_event_people(l->store, e->id, people_one, &p);
+  buf_puts(&l->b, "]}");
   snprintf(l->last_id, sizeof l->last_id, "%s", e->id);
   l->last_at = e->created_at;
   return 0;
@@ -224,6 +243,7 @@ static void admin_list(struct admin *s, struct evhttp_request *req, const char *
   }
   struct page l;
   memset(&l, 0, sizeof l);
+  l.store = s->store;
   buf_init(&l.b, 0);
   int rc = store_event_search(s->store, &f, (int)limit, page_one, &l);
   evhttp_clear_headers(&q);
@@ -282,14 +302,6 @@ static int attempt_one(void *ud, const struct store_attempt *a) {
   buf_puts(b, ",\"answer\":");
   put_json_value(b, a->answer, a->answer ? strlen(a->answer) : 0);
   buf_putc(b, '}');
-  return 0;
-}
-
-static int person_one(void *ud, const char *term) {
-  struct listing *l = ud;
-  if (l->n++)
-    buf_putc(&l->b, ',');
-  buf_json_str(&l->b, term ? term : "", term ? strlen(term) : 0);
   return 0;
 }
 
@@ -422,9 +434,9 @@ static void admin_show(struct admin *s, struct evhttp_request *req, const char *
   buf_puts(&l.b, "],\"links\":");
   put_links(s, &l.b, &e);
   buf_puts(&l.b, ",\"people\":[");
-  l.n = 0;
+  struct people p = {&l.b, 0};
   if (rc == 0)
-    rc = store_event_people(s->store, id, person_one, &l);
+    rc = store_event_people(s->store, id, people_one, &p);
   buf_puts(&l.b, "]}");
   store_event_free(&e);
   if (rc != 0)
