@@ -180,6 +180,11 @@ class UIFiles(IntegTest):
                            what="the reload recorded")
         self.assertEqual(self.assertJSONAnswer(s.get("/api/v1/backfill", auth), 200),
                          {"backfills": []})
+        paths = self.assertJSONAnswer(s.get("/openapi.json"), 200)["paths"]
+        for path in ("/api/v1/overview", "/api/v1/reloads", "/api/v1/backfill", "/ui"):
+            self.assertIn("get", paths.get(path, {}), path)
+        names = {p["name"] for p in paths["/api/v1/events"]["get"]["parameters"]}
+        self.assertTrue({"status", "source", "type", "q", "before", "limit"} <= names, names)
 
 
 class UIBrowser(IntegTest):
