@@ -1251,11 +1251,22 @@ int store_event_search(struct store *s, const struct store_event_filter *f, int 
     buf_puts(&q, " JOIN (SELECT DISTINCT event_id FROM event_people WHERE term >= ?1 AND term < ?1"
                  " || " TERM_TOP ") AS p ON p.event_id = events.id");
   buf_puts(&q, " WHERE 1");
-  for (int i = 1; i < nwords; i++)
-    buf_printf(&q,
-               " AND EXISTS (SELECT 1 FROM event_people AS q WHERE q.event_id = events.id"
-               " AND q.term >= ?%d AND q.term < ?%d || " TERM_TOP ")",
-               i + 1, i + 1);
+  /* Either the words, joined by one space, start one term ("acme roof" in
+   * "acme roofing"), or each further word starts a term of its own. */
+  char phrase[SEARCH_TERMS_MAX * (STORE_SEARCH_MAX + 2)] = "";
+  if (nwords > 1) {
+    for (int i = 0; i < nwords; i++)
+      snprintf(phrase + strlen(phrase), sizeof phrase - strlen(phrase), "%s%s", i ? " " : "",
+               words[i]);
+    buf_puts(&q, " AND (EXISTS (SELECT 1 FROM event_people AS ph WHERE ph.event_id = events.id"
+                 " AND ph.term >= ?9 AND ph.term < ?9 || " TERM_TOP ") OR (1");
+    for (int i = 1; i < nwords; i++)
+      buf_printf(&q,
+                 " AND EXISTS (SELECT 1 FROM event_people AS q WHERE q.event_id = events.id"
+                 " AND q.term >= ?%d AND q.term < ?%d || " TERM_TOP ")",
+                 i + 1, i + 1);
+    buf_puts(&q, "))");
+  }
   if (status >= 0)
     buf_puts(&q, " AND status = ?10");
   if (f->source)
@@ -1278,6 +1289,8 @@ int store_event_search(struct store *s, const struct store_event_filter *f, int 
   int brc = SQLITE_OK;
   for (int i = 0; i < nwords; i++)
     brc |= bind_str(st, i + 1, words[i]);
+  if (nwords > 1)
+    brc |= bind_str(st, 9, phrase);
   if (status >= 0)
     brc |= sqlite3_bind_int(st, 10, status);
   if (f->source)

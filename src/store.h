@@ -146,8 +146,9 @@ char *store_kv_get(struct store *s, const char *key); /* malloc'd or NULL */
 
 /* Events newest first (created_at, then id, descending), every filter
  * optional (NULL). person is one to four words; an event matches when each
- * word starts one of the e-mails or names in its payload (case-insensitive;
- * noted at intake, so this is an index range). Paging: before_id and
+ * word starts one of the e-mails or names in its payload, or the words
+ * together start one ("acme roof"), case-insensitive (the terms are noted
+ * at intake, so this is an index range). Paging: before_id and
  * before_at are the id and created_at of the last event of the page before. */
 #define STORE_SEARCH_MAX 200
 struct store_event_filter {
