@@ -282,6 +282,8 @@ static int cmd_serve(int argc, char **argv) {
   log_info("ncghl %s listening on http://%s:%d (store %s, mappings %s version %s%s)", NCGHL_VERSION,
            a.cfg.host, a.cfg.port, a.cfg.db_path, a.cfg.mappings_dir, lrt_version(a.rt),
            sandbox ? ", sandbox" : "");
+  if (a.cfg.admin_token && *a.cfg.admin_token && a.cfg.ui_dir)
+    log_info("web page: http://%s:%d/ui (sign in with ADMIN_TOKEN)", a.cfg.host, a.cfg.port);
   event_base_dispatch(a.base);
   log_info("stopped");
   rc = 0;

@@ -305,7 +305,7 @@
               h("a", { href: "#/dead" }, "Open dead letters")) : null,
             h("div", { class: "grid cards" },
               card("Received, last minute", num(ov.received.minute),
-                rate ? rate.hooks.toFixed(1) + " webhooks/s now" : num(ov.received.hour) + " in the last hour"),
+                rate ? rate.hooks.toFixed(1) + " webhooks/s now" : "webhooks, polls and backfills"),
               card("Received, last 24 h", num(ov.received.day), num(ov.received.hour) + " in the last hour"),
               card("Waiting", num(e.pending + e.running), num(e.running) + " running now", e.pending + e.running ? "run" : null,
                 "#/events?status=pending"),

@@ -105,6 +105,7 @@ class UIFiles(IntegTest):
             with self.subTest(path=path):
                 self.assertJSONAnswer(s.get(path), 404)
         self.assertJSONAnswer(s.request("POST", "/ui/app.js", {}), 405)
+        self.assertIn("web page: http://127.0.0.1:%d/ui" % s.port, s.log_text())
 
     def test_nothing_is_loaded_from_outside(self):
         for f in sorted(UI_FILES.iterdir()):
@@ -236,9 +237,16 @@ class UIBrowser(IntegTest):
     def h1(self, text):
         self.wait(lambda d: any(e.text == text for e in self.visible("main h1")), "heading %r" % text)
 
-    def shot(self, name):
+    def shot(self, name, full=False):
+        """A screenshot of the view; full: the whole page, not the window."""
         self.d.execute_script("window.scrollTo(0, 0)")
+        size = self.d.get_window_size()
+        if full:
+            height = self.d.execute_script("return document.documentElement.scrollHeight")
+            self.d.set_window_size(size["width"], min(max(height, size["height"]), 4000))
         self.d.save_screenshot(str(self.shots / (name + ".png")))
+        if full:
+            self.d.set_window_size(size["width"], size["height"])
 
     def no_sideways_scroll(self):
         w = self.d.execute_script(
@@ -314,7 +322,7 @@ class UIBrowser(IntegTest):
         self.assertIn(contact_id, body)  # the link it touched
         self.assertIn(nc_id.lower(), body)
         self.assertEqual(self.css("#event-status .badge")[0].get_attribute("data-status"), "done")
-        self.shot("story")
+        self.shot("story", full=True)
 
         # A person's timeline, from the story's link.
         self.css("a.timeline-link")[0].click()
@@ -388,7 +396,7 @@ class UIBrowser(IntegTest):
         self.d.get(s.base + "/ui/#/event/" + found_id)
         self.h1("INSURED_INSERT")
         self.no_sideways_scroll()
-        self.shot("phone-story")
+        self.shot("phone-story", full=True)
 
         # Everything the page loaded came from the service itself.
         origins = self.d.execute_script(
