@@ -1,3 +1,5 @@
+local json = require "ncghl.json"
+
 -- Turns every body ncghl accepts into one event: ev.source (the side it is
 -- FROM, which picks the route table), ev.type (the route) and ev.data (the
 -- record). ev.payload is the decoded body; ev.source and ev.type arrive as
@@ -103,6 +105,10 @@ local function hook_record(name, d)
       end
     end
   end
+  json.copy_nulls(d, out)
+  json.copy_nulls(d, out, function(k)
+    return type(k) == "string" and (HOOK_FIELDS[k:lower()] or camel(k)) or nil
+  end)
   return out
 end
 
@@ -127,11 +133,18 @@ local MANUAL = {
   },
 }
 
-local function copy(t)
+-- A shallow copy that keeps the record's story: a field sent as null stays
+-- "sent empty" (a clear), not "not sent" (json.copy_nulls).
+local function copy(t, skip)
   local out = {}
   for k, v in pairs(t) do
-    out[k] = v
+    if not (skip and skip[k]) then
+      out[k] = v
+    end
   end
+  json.copy_nulls(t, out, skip and function(k)
+    return not skip[k] and k or nil
+  end)
   return out
 end
 
@@ -188,13 +201,7 @@ return function(ev)
     if type(p.data) == "table" then
       ev.data = p.data
     else
-      local d = {}
-      for k, v in pairs(p) do
-        if not ENVELOPE[k] then
-          d[k] = v
-        end
-      end
-      ev.data = d
+      ev.data = copy(p, ENVELOPE)
     end
   else
     ev.data = p

@@ -32,6 +32,12 @@ policies.line_of_business = {
   map.first("linesOfBusiness"),
 }
 
+-- The policy's status ("Active", "Cancelled", "Expired", "Non-Renewal",
+-- ...: PolicyDetailList's status) and its active flag, read when it has no
+-- status. pipelines.lua says what each status does to the opportunity.
+policies.status = { "status" }
+policies.active = { "active" }
+
 -- A quote says so (isQuote = true). Records without the field are taken as
 -- the event says: QUOTE_* is a quote, POLICY_* a policy.
 policies.is_quote = { "isQuote" }

@@ -6,25 +6,33 @@
 -- sends a NowCerts insured to GHL calls ghl.upsert_contact(...).
 --
 -- An event type with no route here is answered "ignored".
-local map = require "ncghl.map"
 local util = require "ncghl.util"
 local maps = require "contacts"
 
--- A NowCerts insured (or prospect) was created or changed: find its GHL
--- contact (link, then email, then phone) and update it, or create one.
+-- A NowCerts insured (or prospect) was created or changed: the fields that
+-- changed since the last sync go to its GHL contact (found by the link, then
+-- email, then phone; created when GHL has none). docs/sync-model.md.
 nowcerts.INSURED_INSERT = function(ev)
-  return ghl.upsert_contact(ev.data, maps.insured_to_contact, {
-    nowcerts_id = map.get(ev.data, maps.insured_id),
-  })
+  return ghl.upsert_contact(ev.data, maps, { event = ev })
 end
 nowcerts.INSURED_UPDATE = nowcerts.INSURED_INSERT
 
--- A GHL contact was created or changed: find its NowCerts insured (link, then
--- email) and update it, or create a new one.
+-- A GHL contact was created or changed (its tags and DND flags included):
+-- the fields that changed go to its NowCerts insured (found by the link,
+-- then email, then phone; created as a prospect when NowCerts has none).
 ghl.ContactCreate = function(ev)
-  return nowcerts.upsert_insured(ev.data, maps.contact_to_insured, { ghl_id = ev.data.id })
+  return nowcerts.upsert_insured(ev.data, maps, { event = ev })
 end
 ghl.ContactUpdate = ghl.ContactCreate
+ghl.ContactTagUpdate = ghl.ContactCreate
+ghl.ContactDndUpdate = ghl.ContactCreate
+
+-- A GHL contact was deleted: the link goes, and a later change to the
+-- insured does not create the contact again (unless GHL has another
+-- contact with the person's e-mail or phone, which is then linked).
+ghl.ContactDelete = function(ev)
+  return ghl.contact_deleted(ev.data.id)
+end
 
 -- Policies and quotes become GHL opportunities on the insured's contact
 -- (maps in policies.lua, pipelines and stages in pipelines.lua). Without

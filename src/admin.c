@@ -122,6 +122,7 @@ static bool admin_authorized(struct admin *s, struct evhttp_request *req) {
 struct listing {
   struct buf b;
   int n;
+  long long last; /* the last row's id, for the next page */
 };
 
 /* A filter value from the query: at most max bytes of printable text. */
@@ -305,6 +306,120 @@ static int attempt_one(void *ud, const struct store_attempt *a) {
   return 0;
 }
 
+static int change_one(void *ud, const struct store_change *c) {
+  struct listing *l = ud;
+  if (l->n++)
+    buf_putc(&l->b, ',');
+  store_change_json(&l->b, c);
+  return 0;
+}
+
+static int conflict_one(void *ud, const struct store_conflict *c) {
+  struct listing *l = ud;
+  if (l->n++)
+    buf_putc(&l->b, ',');
+  store_conflict_json(&l->b, c);
+  l->last = c->id;
+  return 0;
+}
+
+/* GET /api/v1/conflicts?limit=&before=&kind=&nowcerts_id=&ghl_id= and
+ * GET /api/v1/timeline?nowcerts_id=|ghl_id=[&kind=contact][&limit=&before=]:
+ * the conflicts ncghl recorded, and one link's field changes (a person's
+ * timeline), newest first, a page at a time. */
+static void admin_sync_list(struct admin *s, struct evhttp_request *req, const char *query,
+                            bool timeline) {
+  struct evkeyvalq q;
+  evhttp_parse_query_str(query ? query : "", &q);
+  struct store_sync_filter f = {
+      .kind = evhttp_find_header(&q, "kind"),
+      .nowcerts_id = evhttp_find_header(&q, "nowcerts_id"),
+      .ghl_id = evhttp_find_header(&q, "ghl_id"),
+      .limit = ADMIN_LIST_DEFAULT,
+  };
+  const char *limit_s = evhttp_find_header(&q, "limit");
+  const char *before_s = evhttp_find_header(&q, "before");
+  if (limit_s) {
+    char *end;
+    long limit = strtol(limit_s, &end, 10);
+    if (!*limit_s || *end || limit < 1 || limit > ADMIN_LIST_MAX) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "limit must be a whole number from 1 to %d", ADMIN_LIST_MAX);
+      send_problem(req, "query", "limit", msg, "value_error.number");
+      evhttp_clear_headers(&q);
+      return;
+    }
+    f.limit = (int)limit;
+  }
+  if (before_s) {
+    char *end;
+    long long before = strtoll(before_s, &end, 10);
+    if (!*before_s || *end || before < 1) {
+      send_problem(req, "query", "before", "before must be a positive id", "value_error.number");
+      evhttp_clear_headers(&q);
+      return;
+    }
+    f.before = before;
+  }
+  if (timeline && !f.nowcerts_id && !f.ghl_id) {
+    send_problem(req, "query", "nowcerts_id", "give nowcerts_id or ghl_id", "value_error.missing");
+    evhttp_clear_headers(&q);
+    return;
+  }
+  struct listing l;
+  buf_init(&l.b, 0);
+  l.n = 0;
+  l.last = 0;
+  int rc;
+  if (timeline) {
+    /* The link as it stands now, so a timeline opened by either id names
+     * both; a contact deleted in GHL has no link any more (null). */
+    if (!f.kind)
+      f.kind = "contact";
+    char *nc = f.nowcerts_id ? strdup(f.nowcerts_id) : store_link_nowcerts(s->store, f.kind, f.ghl_id);
+    char *gh = f.ghl_id ? strdup(f.ghl_id) : store_link_ghl(s->store, f.kind, f.nowcerts_id);
+    buf_puts(&l.b, "{\"link\":");
+    if (nc && gh) {
+      buf_puts(&l.b, "{\"kind\":");
+      buf_json_str(&l.b, f.kind, strlen(f.kind));
+      buf_puts(&l.b, ",\"nowcerts_id\":");
+      buf_json_str(&l.b, nc, strlen(nc));
+      buf_puts(&l.b, ",\"ghl_id\":");
+      buf_json_str(&l.b, gh, strlen(gh));
+      buf_putc(&l.b, '}');
+    } else {
+      buf_puts(&l.b, "null");
+    }
+    buf_puts(&l.b, ",\"changes\":[");
+    /* Changes are kept by the NowCerts id when it is known, so one lookup
+     * finds those made before and after the contact id changed. */
+    struct store_sync_filter g = f;
+    if (nc) {
+      g.nowcerts_id = nc;
+      g.ghl_id = NULL;
+    }
+    rc = store_change_list(s->store, &g, change_one, &l);
+    buf_putc(&l.b, ']');
+    free(nc);
+    free(gh);
+  } else {
+    buf_puts(&l.b, "{\"conflicts\":[");
+    rc = store_conflict_list(s->store, &f, conflict_one, &l);
+    buf_putc(&l.b, ']');
+    if (l.n == f.limit && l.last > 1)
+      buf_printf(&l.b, ",\"next_before\":%lld", l.last);
+    else
+      buf_puts(&l.b, ",\"next_before\":null");
+  }
+  buf_putc(&l.b, '}');
+  evhttp_clear_headers(&q);
+  if (rc != 0)
+    send_detail(req, 503, "Service Unavailable", "The store could not be read; try again");
+  else
+    send_buf(req, 200, "OK", &l.b);
+  buf_free(&l.b);
+}
+
 /* ids are "<source>_<hex>"; anything else cannot name an event. */
 static bool id_ok(const char *id) {
   if (!*id || strlen(id) >= EVENT_ID_MAX)
@@ -431,6 +546,12 @@ static void admin_show(struct admin *s, struct evhttp_request *req, const char *
   put_json_value(&l.b, e.result, e.result ? strlen(e.result) : 0);
   buf_puts(&l.b, "},\"attempts\":[");
   rc = store_attempt_list(s->store, id, attempt_one, &l);
+  /* The field changes this event saw or made: the links it touched. */
+  buf_puts(&l.b, "],\"changes\":[");
+  l.n = 0;
+  struct store_sync_filter f = {.event_id = id, .limit = ADMIN_LIST_MAX};
+  if (rc == 0)
+    rc = store_change_list(s->store, &f, change_one, &l);
   buf_puts(&l.b, "],\"links\":");
   put_links(s, &l.b, &e);
   buf_puts(&l.b, ",\"people\":[");
@@ -549,6 +670,24 @@ static void handle_events(struct admin *s, struct evhttp_request *req, const cha
     admin_show(s, req, id);
   else
     admin_replay(s, req, id);
+}
+
+/* /api/v1/conflicts and /api/v1/timeline: GET only, admin token, 404 while
+ * ADMIN_TOKEN is unset (like every admin route). */
+static void handle_admin_sync(struct admin *s, struct evhttp_request *req, const char *path,
+                              const char *query, enum evhttp_cmd_type cmd) {
+  if (!s->cfg->admin_token || !*s->cfg->admin_token) {
+    send_detail(req, 404, "Not Found", "Not Found");
+    return;
+  }
+  if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+    send_detail(req, 405, "Method Not Allowed", "Method Not Allowed");
+    return;
+  }
+  if (!admin_authorized(s, req))
+    return;
+  admin_sync_list(s, req, query, strcmp(path, "/api/v1/timeline") == 0);
 }
 
 /* ---- what /ui reads besides events ------------------------------------------- */
@@ -803,6 +942,10 @@ bool admin_handle(struct admin *a, struct evhttp_request *req, const char *path,
                   enum evhttp_cmd_type cmd) {
   if (strcmp(path, "/api/v1/events") == 0 || strncmp(path, "/api/v1/events/", 15) == 0) {
     handle_events(a, req, path, query, cmd);
+    return true;
+  }
+  if (strcmp(path, "/api/v1/conflicts") == 0 || strcmp(path, "/api/v1/timeline") == 0) {
+    handle_admin_sync(a, req, path, query, cmd);
     return true;
   }
   if (strcmp(path, "/ui") == 0 || strncmp(path, "/ui/", 4) == 0) {

@@ -747,6 +747,8 @@ int backfill_main(int argc, char **argv) {
     fprintf(stderr, "ncghl: configuration error: %s\n", err);
     return 1;
   }
+  log_set_format(b.cfg.log_json);
+  log_set_pii(b.cfg.log_pii);
   if (log_init(b.cfg.log_level, b.cfg.log_file) != 0) {
     fprintf(stderr, "ncghl: configuration error: LOG_FILE: cannot open %s\n", b.cfg.log_file);
     config_free(&b.cfg);
@@ -775,6 +777,7 @@ int backfill_main(int argc, char **argv) {
     fprintf(stderr, "ncghl backfill: cannot set up outbound HTTP\n");
     goto cleanup;
   }
+  up_set_store(b.up, b.store);
   rc = run(&b);
 cleanup:
   bf_free(&b);

@@ -223,6 +223,29 @@ static char *get_ui_dir(struct loader *ld) {
   return is_dir(alt) ? strdup(alt) : NULL;
 }
 
+/* MAPPINGS_DEFAULTS_DIR: the shipped mappings, which an agency's
+ * MAPPINGS_DIR overlays (docs/mapping-guide.md). By default they sit beside
+ * the engine's library (<LUA_DIR>/../mappings, as in the repository and an
+ * install under /usr/share/ncghl); none found means no defaults. */
+static char *get_defaults_dir(struct loader *ld, const char *lua_dir) {
+  const char *v = lookup(ld, "MAPPINGS_DEFAULTS_DIR");
+  if (v && *v) {
+    if (!is_dir(v))
+      fail(ld, "MAPPINGS_DEFAULTS_DIR", "not a readable directory", v);
+    return strdup(v);
+  }
+  char alt[PATH_MAX];
+  const char *slash = lua_dir ? strrchr(lua_dir, '/') : NULL;
+  if (slash)
+    snprintf(alt, sizeof alt, "%.*s/mappings", (int)(slash - lua_dir), lua_dir);
+  else
+    snprintf(alt, sizeof alt, "mappings");
+  if (is_dir(alt))
+    return strdup(alt);
+  snprintf(alt, sizeof alt, "%s/mappings", NCGHL_SOURCE_DIR);
+  return is_dir(alt) ? strdup(alt) : NULL;
+}
+
 static bool is_file(const char *p) {
   struct stat st;
   return p && stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, R_OK) == 0;
@@ -271,6 +294,13 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   }
   free(lvl);
   c->log_file = get_str(&ld, "LOG_FILE", NULL);
+  char *fmt = get_str(&ld, "LOG_FORMAT", "text");
+  if (strcasecmp(fmt, "json") == 0)
+    c->log_json = true;
+  else if (strcasecmp(fmt, "text") != 0)
+    fail(&ld, "LOG_FORMAT", "expected text or json", fmt);
+  free(fmt);
+  c->log_pii = get_bool(&ld, "LOG_PII", false);
 
   c->sandbox_nowcerts_port = (int)get_num(&ld, "SANDBOX_NOWCERTS_PORT", 9101, 1, 65535, true);
   c->sandbox_ghl_port = (int)get_num(&ld, "SANDBOX_GHL_PORT", 9102, 1, 65535, true);
@@ -306,6 +336,8 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   c->db_path = get_str(&ld, "DB_PATH", "data/ncghl.db");
   c->mappings_dir = get_dir(&ld, "MAPPINGS_DIR", "mappings");
   c->lua_dir = get_dir(&ld, "LUA_DIR", "lua");
+  c->mappings_defaults_dir = get_defaults_dir(&ld, c->lua_dir);
+  c->doctor_at_start = get_bool(&ld, "DOCTOR_AT_START", true);
   c->token_refresh_margin = get_num(&ld, "TOKEN_REFRESH_MARGIN", 300, 0, BIG, false);
   c->idempotency_ttl = get_num(&ld, "IDEMPOTENCY_TTL", 86400, 1, BIG, false);
   c->webhook_wait_ms = (int)get_num(&ld, "WEBHOOK_WAIT_MS", 3000, 0, 600000, true);
@@ -326,6 +358,12 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   c->lua_memory_mb = (int)get_num(&ld, "LUA_MEMORY_MB", 64, 1, 65536, true);
   c->lua_instruction_budget =
       (long)get_num(&ld, "LUA_INSTRUCTION_BUDGET", 10000000, 1000, 1e15, true);
+  /* An event's own share: a quarter of the state, so one runaway event
+   * leaves room for the others. */
+  c->lua_event_memory_mb = (int)get_num(&ld, "LUA_EVENT_MEMORY_MB",
+                                        c->lua_memory_mb >= 4 ? c->lua_memory_mb / 4 : 1, 1,
+                                        c->lua_memory_mb, true);
+  c->lua_event_timeout_ms = (int)get_num(&ld, "LUA_EVENT_TIMEOUT_MS", 2000, 10, 3600000, true);
 
   if (!ld.failed && (c->ghl_client_id || c->ghl_client_secret || c->ghl_refresh_token) &&
       !(c->ghl_client_id && c->ghl_client_secret && c->ghl_refresh_token))
@@ -349,7 +387,7 @@ void config_free(struct config *c) {
   char **strs[] = {&c->host, &c->log_file, &c->nowcerts_base_url, &c->nowcerts_username,
                    &c->nowcerts_password, &c->ghl_base_url, &c->ghl_api_key, &c->ghl_location_id,
                    &c->ghl_client_id, &c->ghl_client_secret, &c->ghl_refresh_token, &c->db_path,
-                   &c->mappings_dir, &c->lua_dir, &c->admin_token, &c->ui_dir, &c->nowcerts_webhook_secret,
+                   &c->mappings_dir, &c->lua_dir, &c->mappings_defaults_dir, &c->admin_token, &c->ui_dir, &c->nowcerts_webhook_secret,
                    &c->ghl_webhook_ed25519_key, &c->ghl_webhook_rsa_key, &c->public_url};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
     free(*strs[i]);

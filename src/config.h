@@ -13,6 +13,8 @@ struct config {
   bool debug;
   int log_level; /* enum log_level */
   char *log_file; /* NULL: stderr only */
+  bool log_json;  /* LOG_FORMAT=json */
+  bool log_pii;   /* LOG_PII: personal data unmasked in logs and attempt URLs */
 
   char *nowcerts_base_url; /* REST base, "/api" included */
   char *nowcerts_username;
@@ -32,6 +34,8 @@ struct config {
   char *db_path;
   char *mappings_dir;
   char *lua_dir; /* the engine's own library (lua/) */
+  char *mappings_defaults_dir; /* the shipped mappings, `defaults.X` to an overlay; NULL: none */
+  bool doctor_at_start; /* serve runs doctor's checks at start and on reload */
   double token_refresh_margin; /* seconds */
   double idempotency_ttl;      /* seconds */
   int webhook_wait_ms;
@@ -50,6 +54,8 @@ struct config {
 
   int lua_memory_mb;          /* per Lua state */
   long lua_instruction_budget; /* per event */
+  int lua_event_memory_mb;     /* per event, at most lua_memory_mb */
+  int lua_event_timeout_ms;    /* per event: time its code runs on the loop */
 
   bool sandbox;
   int sandbox_nowcerts_port;

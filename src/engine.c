@@ -33,6 +33,7 @@ struct job {
   char *payload;
   size_t payload_len;
   int run;
+  char *last_error; /* how the run before ended (NULL: none, or it never ended) */
   bool starting; /* a start is scheduled after the commit */
   bool running;  /* the Lua runtime has it */
   struct engine_watch *watches;
@@ -115,6 +116,7 @@ static void job_remove(struct engine *e, struct job *j) {
   }
   free(j->type);
   free(j->payload);
+  free(j->last_error);
   free(j->message);
   free(j->data);
   free(j->error);
@@ -166,6 +168,10 @@ static void on_run_done(void *ud, const struct lrt_result *r) {
     break;
   case LRT_RETRY: {
     double delay = retry_event_delay(j->run);
+    /* A wait the script asked for replaces the schedule's, not its limit:
+     * the event still ends dead when its runs are used up. */
+    if (delay >= 0 && r->retry_in > 0)
+      delay = r->retry_in;
     j->status = delay < 0 ? EV_DEAD : EV_RETRY_WAIT;
     next_at = delay < 0 ? 0 : now + delay;
     break;
@@ -195,9 +201,10 @@ static void run_job(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   struct job *j = arg;
-  struct lrt_event ev = {j->id, j->source, j->type, j->payload, j->payload_len, j->run};
+  struct lrt_event ev = {j->id, j->source, j->type, j->payload, j->payload_len, j->run,
+                         j->last_error};
   if (lrt_run(j->e->rt, &ev, on_run_done, j) != 0) {
-    struct lrt_result r = {LRT_RETRY, "", "{}", "the Lua runtime could not start the event"};
+    struct lrt_result r = {LRT_RETRY, "", "{}", "the Lua runtime could not start the event", 0};
     on_run_done(j, &r);
   }
 }
@@ -250,6 +257,8 @@ int engine_submit(struct engine *e, const char *id, const char *source, const ch
     struct store_event se;
     if (store_event_get(e->store, id, &se) == 0) {
       j->run = se.attempts + 1;
+      free(j->last_error);
+      j->last_error = se.last_error ? strdup(se.last_error) : NULL;
       store_event_free(&se);
     }
   }
@@ -282,6 +291,8 @@ static void claim_due(struct engine *e) {
                   se->payload ? se->payload_len : 0);
     if (j && !j->starting && !j->running) {
       j->run = se->attempts;
+      free(j->last_error);
+      j->last_error = se->last_error ? strdup(se->last_error) : NULL;
       j->starting = true;
       e->active++;
       queue_after_commit(e->queue, start_job, j);

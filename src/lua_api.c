@@ -10,6 +10,7 @@
 #include "digest.h"
 #include "log.h"
 #include "lua_rt.h"
+#include "metrics.h"
 #include "queue.h"
 #include "store.h"
 
@@ -74,7 +75,23 @@ bool lapi_is_fail(lua_State *L, int idx, bool *retryable, const char **message) 
   return true;
 }
 
-/* ncghl.fail{retryable=bool, message=string} or ncghl.fail(message). */
+/* A script may ask for a short wait before the next run (a create whose
+ * answer was lost is searched for again once the upstream has indexed it);
+ * bounded, so a script cannot park an event for days or spin it. */
+double lapi_fail_retry_in(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx))
+    return 0;
+  lua_getfield(L, idx, "retry_in");
+  double v = lua_isnumber(L, -1) ? (double)lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  if (!(v > 0))
+    return 0;
+  return v < 1 ? 1 : (v > 3600 ? 3600 : v);
+}
+
+/* ncghl.fail{retryable=bool, message=string, retry_in=seconds} or
+ * ncghl.fail(message). */
 static int api_fail(lua_State *L) {
   bool retryable = false;
   const char *message;
@@ -83,6 +100,14 @@ static int api_fail(lua_State *L) {
     retryable = lua_toboolean(L, -1);
     lua_getfield(L, 1, "message");
     message = luaL_optstring(L, -1, "failed");
+    lua_getfield(L, 1, "retry_in");
+    double after = lua_isnumber(L, -1) ? (double)lua_tonumber(L, -1) : 0;
+    lapi_push_fail(L, retryable, message);
+    if (after > 0) {
+      lua_pushnumber(L, (lua_Number)after);
+      lua_setfield(L, -2, "retry_in");
+    }
+    return lua_error(L);
   } else {
     message = luaL_checkstring(L, 1);
   }
@@ -203,45 +228,174 @@ static int api_link_put(lua_State *L) {
   return 0;
 }
 
-static const char *check_side(lua_State *L, int arg) {
-  const char *side = luaL_checkstring(L, arg);
-  if (strcmp(side, "ghl") != 0 && strcmp(side, "nowcerts") != 0)
-    luaL_argerror(L, arg, "expected \"ghl\" or \"nowcerts\"");
-  return side;
+/* ncghl.link_del(kind, nowcerts_id): forgets a link (GHL deleted its side). */
+static int api_link_del(lua_State *L) {
+  struct lapi_ctx *c = ctx_of(L);
+  const char *kind = luaL_checkstring(L, 1);
+  const char *nowcerts_id = luaL_checkstring(L, 2);
+  if (!c->host->store) {
+    mem_get(L, "g", kind, nowcerts_id);
+    if (lua_isstring(L, -1)) {
+      lua_pushnil(L);
+      mem_set(L, "n", kind, lua_tostring(L, -2));
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    mem_set(L, "g", kind, nowcerts_id);
+    return 0;
+  }
+  join_batch(c);
+  if (store_link_delete(c->host->store, kind, nowcerts_id) != 0)
+    return raise_store_error(L, "store: could not remove the id link");
+  return 0;
 }
 
-static int api_fp_get(lua_State *L) {
+/* ncghl.snapshot_get(kind, nowcerts_id) -> the link's snapshot (JSON text)
+ * or nil. The shape is sync.lua's; C keeps it whole. */
+static int api_snapshot_get(lua_State *L) {
   struct lapi_ctx *c = ctx_of(L);
-  const char *side = check_side(L, 1);
+  const char *kind = luaL_checkstring(L, 1);
   const char *id = luaL_checkstring(L, 2);
   if (!c->host->store) {
-    mem_get(L, "f", side, id);
+    mem_get(L, "s", kind, id);
     return 1;
   }
-  char *fp = store_fp_get(c->host->store, side, id);
-  if (!fp) {
+  char *json = store_snapshot_get(c->host->store, kind, id);
+  if (!json) {
     lua_pushnil(L);
     return 1;
   }
-  lua_pushstring(L, fp);
-  free(fp);
+  lua_pushstring(L, json); /* may raise on memory: free first */
+  free(json);
   return 1;
 }
 
-static int api_fp_put(lua_State *L) {
+/* ncghl.snapshot_put(kind, nowcerts_id, ghl_id|nil, json|nil). */
+static int api_snapshot_put(lua_State *L) {
   struct lapi_ctx *c = ctx_of(L);
-  const char *side = check_side(L, 1);
+  const char *kind = luaL_checkstring(L, 1);
   const char *id = luaL_checkstring(L, 2);
-  luaL_checkstring(L, 3);
+  const char *ghl_id = luaL_optstring(L, 3, NULL);
+  const char *json = luaL_optstring(L, 4, NULL);
+  if (!*id)
+    return luaL_error(L, "ncghl.snapshot_put: empty id");
   if (!c->host->store) {
-    lua_pushvalue(L, 3);
-    mem_set(L, "f", side, id);
+    lua_pushvalue(L, 4);
+    mem_set(L, "s", kind, id);
     return 0;
   }
-  const char *json = lua_tostring(L, 3);
   join_batch(c);
-  if (store_fp_put(c->host->store, side, id, json, now_unix()) != 0)
-    return raise_store_error(L, "store: could not save the write fingerprint");
+  if (store_snapshot_put(c->host->store, kind, id, ghl_id, json, now_unix()) != 0)
+    return raise_store_error(L, "store: could not save the sync snapshot");
+  return 0;
+}
+
+static const char *opt_field(lua_State *L, int t, const char *name) {
+  lua_getfield(L, t, name);
+  const char *v = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* the string stays reachable from the table */
+  return v;
+}
+
+static double opt_number(lua_State *L, int t, const char *name) {
+  lua_getfield(L, t, name);
+  double v = lua_isnumber(L, -1) ? (double)lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Without a store, conflicts and changes go to a list in memory: the offline
+ * runner has nowhere else to keep them, and nothing reads them back. */
+static void mem_append(lua_State *L, const char *list, int t) {
+  mem_get(L, list, "", "");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    mem_set(L, list, "", "");
+  }
+  lua_pushvalue(L, t);
+  lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+  lua_pop(L, 1);
+}
+
+/* ncghl.conflict_add{kind=, nowcerts_id=, ghl_id=, field=, nowcerts_value=,
+ * ghl_value=, base=, winner=, nowcerts_at=, ghl_at=}: the event's own id is
+ * added here. */
+static int api_conflict_add(lua_State *L) {
+  struct lapi_ctx *c = ctx_of(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  struct store_conflict k = {
+      .kind = opt_field(L, 1, "kind"),
+      .nowcerts_id = opt_field(L, 1, "nowcerts_id"),
+      .ghl_id = opt_field(L, 1, "ghl_id"),
+      .field = opt_field(L, 1, "field"),
+      .nowcerts_value = opt_field(L, 1, "nowcerts_value"),
+      .ghl_value = opt_field(L, 1, "ghl_value"),
+      .base = opt_field(L, 1, "base"),
+      .winner = opt_field(L, 1, "winner"),
+      .event_id = c->event_id,
+      .nowcerts_at = opt_number(L, 1, "nowcerts_at"),
+      .ghl_at = opt_number(L, 1, "ghl_at"),
+      .at = now_unix(),
+  };
+  if (!k.kind || !k.nowcerts_id || !k.field || !k.winner)
+    return luaL_error(L, "ncghl.conflict_add: kind, nowcerts_id, field and winner are required");
+  if (c->host->conflicts)
+    metric_inc(c->host->conflicts, METRIC_LABELS(k.kind, k.winner));
+  if (!c->host->store) {
+    mem_append(L, "conflicts", 1);
+    return 0;
+  }
+  join_batch(c);
+  if (store_conflict_add(c->host->store, &k) != 0)
+    return raise_store_error(L, "store: could not record the conflict");
+  return 0;
+}
+
+/* ncghl.count_ignored(reason): one more event left alone on purpose, by a
+ * reason from a short fixed list (a label must not take any value a
+ * payload carries). */
+static int api_count_ignored(lua_State *L) {
+  struct lapi_ctx *c = ctx_of(L);
+  static const char *const reasons[] = {"other_location", "no_identity", "deleted", NULL};
+  const char *reason = luaL_checkstring(L, 1);
+  int i = 0;
+  while (reasons[i] && strcmp(reasons[i], reason) != 0)
+    i++;
+  if (!reasons[i])
+    return luaL_argerror(L, 1, "expected other_location, no_identity or deleted");
+  if (c->host->ignored)
+    metric_inc(c->host->ignored, METRIC_LABELS(reasons[i]));
+  return 0;
+}
+
+/* ncghl.change_add{kind=, nowcerts_id=, ghl_id=, field=, side=, old=, new=,
+ * action=}: one line of a person's timeline. */
+static int api_change_add(lua_State *L) {
+  struct lapi_ctx *c = ctx_of(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  struct store_change k = {
+      .kind = opt_field(L, 1, "kind"),
+      .nowcerts_id = opt_field(L, 1, "nowcerts_id"),
+      .ghl_id = opt_field(L, 1, "ghl_id"),
+      .field = opt_field(L, 1, "field"),
+      .side = opt_field(L, 1, "side"),
+      .old_value = opt_field(L, 1, "old"),
+      .new_value = opt_field(L, 1, "new"),
+      .action = opt_field(L, 1, "action"),
+      .event_id = c->event_id,
+      .at = now_unix(),
+  };
+  if (!k.kind || !k.field || !k.side || !k.action)
+    return luaL_error(L, "ncghl.change_add: kind, field, side and action are required");
+  if (!c->host->store) {
+    mem_append(L, "changes", 1);
+    return 0;
+  }
+  join_batch(c);
+  if (store_change_add(c->host->store, &k) != 0)
+    return raise_store_error(L, "store: could not record the field change");
   return 0;
 }
 
@@ -371,9 +525,19 @@ static int api_now(lua_State *L) {
 
 void lapi_open(lua_State *L, struct lapi_ctx *ctx) {
   static const luaL_Reg fns[] = {
-    {"fail", api_fail},     {"link_get", api_link_get}, {"link_put", api_link_put},
-    {"fp_get", api_fp_get}, {"fp_put", api_fp_put},     {"log", api_log},
-    {"config", api_config}, {"sha256", api_sha256},     {"now", api_now},
+    {"fail", api_fail},
+    {"link_get", api_link_get},
+    {"link_put", api_link_put},
+    {"link_del", api_link_del},
+    {"snapshot_get", api_snapshot_get},
+    {"snapshot_put", api_snapshot_put},
+    {"conflict_add", api_conflict_add},
+    {"change_add", api_change_add},
+    {"count_ignored", api_count_ignored},
+    {"log", api_log},
+    {"config", api_config},
+    {"sha256", api_sha256},
+    {"now", api_now},
     {NULL, NULL},
   };
   if (luaL_newmetatable(L, FAIL_MT)) {

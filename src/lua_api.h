@@ -1,11 +1,12 @@
 /* lua_api: the parts of the `ncghl` table that scripts call and that need no
- * coroutine machinery: ID links, write fingerprints, logging, configuration,
+ * coroutine machinery: ID links, sync snapshots, conflicts and field changes,
+ * logging, configuration,
  * hashing, time and ncghl.fail. Internal to the Lua runtime (lua_rt.c, which
  * adds the two functions that yield, ncghl.call and ncghl.lock, to the same
  * table) and to its offline runner (runner.c).
  *
  * Without a store (host->store NULL: the offline runner, unit tests), links
- * and fingerprints are kept in a Lua table of the state instead, so mappings
+ * and snapshots are kept in a Lua table of the state instead, so mappings
  * behave the same; nothing there outlives the state. */
 #ifndef NCGHL_LUA_API_H
 #define NCGHL_LUA_API_H
@@ -34,7 +35,10 @@ void lapi_push_fail(lua_State *L, bool retryable, const char *message);
  * *message (valid while the value stays on the stack) describe it. */
 bool lapi_is_fail(lua_State *L, int idx, bool *retryable, const char **message);
 
-/* Forgets every link and fingerprint kept in memory (no-store mode). */
+/* The retry_in (seconds, > 0) of a value raised by ncghl.fail, else 0. */
+double lapi_fail_retry_in(lua_State *L, int idx);
+
+/* Forgets every link and snapshot kept in memory (no-store mode). */
 void lapi_memory_reset(lua_State *L);
 
 /* Makes ncghl.config answer from the table at idx before the configuration

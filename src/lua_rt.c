@@ -31,6 +31,8 @@
 #include "dirlist.h"
 #include "log.h"
 #include "lua_api.h"
+#include "lua_cost.h"
+#include "pii.h"
 #include "queue.h"
 #include "runner.h"
 #include "store.h"
@@ -45,13 +47,38 @@
 #define LOCK_BUCKETS 256
 #define SOURCES_KEY "ncghl.sources"
 
+#define DEFAULT_EVENT_TIMEOUT_MS 2000
+/* What the C functions a script calls get done per millisecond, counted low
+ * (the development machine does several times as much) so that a refusal
+ * errs on the side of stopping too early, never too late. */
+#define PATTERN_STEPS_PER_MS 100000.0
+#define REP_BYTES_PER_MS 500000.0
+#define JSON_BYTES_PER_MS 20000.0
+
 static const char MSG_BUDGET[] = "instruction budget exceeded";
 static const char MSG_MEMORY[] = "not enough memory";
+static const char MSG_EVENT_MEMORY[] =
+    "not enough memory: the event's own limit (LUA_EVENT_MEMORY_MB) is exceeded";
+static const char MSG_PRESSURE[] =
+    "not enough memory: the Lua state (LUA_MEMORY_MB) is full with other events' data; will retry";
+static const char MSG_TIME[] = "the event's time limit (LUA_EVENT_TIMEOUT_MS) is exceeded";
 
 /* What the Lua code running now counts against: an event, or a load. */
 struct guard {
   long budget;
-  const char *killed; /* MSG_BUDGET or MSG_MEMORY once the code must stop */
+  const char *killed; /* one of the MSG_ above once the code must stop */
+  /* Memory: bytes allocated minus bytes freed while this code ran, against
+   * its own cap (0: only the state's cap applies). A collection that frees
+   * other events' garbage lowers it; that only ever gives room back. */
+  long long mem;
+  size_t mem_cap;
+  const char *refused; /* why the last allocation was refused, for LUA_ERRMEM */
+  long long gc_mark;   /* collect again in the hook once mem passes this */
+  /* Time: what is left of the event's allowance (seconds of its code
+   * running on the loop; waiting for an answer does not count), and while
+   * it runs the monotonic instant it ends (0: no time limit). */
+  double time_left;
+  double deadline;
 };
 
 struct lrt_state {
@@ -156,6 +183,23 @@ static long budget_of(const struct config *cfg) {
   return cfg->lua_instruction_budget > 0 ? cfg->lua_instruction_budget : DEFAULT_BUDGET;
 }
 
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* An event's limits, from the configuration. */
+static void guard_for_event(struct guard *g, const struct config *cfg) {
+  g->budget = budget_of(cfg);
+  int mb = cfg->lua_event_memory_mb > 0 ? cfg->lua_event_memory_mb
+           : cfg->lua_memory_mb > 0    ? (cfg->lua_memory_mb >= 4 ? cfg->lua_memory_mb / 4 : 1)
+                                       : DEFAULT_MEMORY_MB / 4;
+  g->mem_cap = (size_t)mb << 20;
+  int ms = cfg->lua_event_timeout_ms > 0 ? cfg->lua_event_timeout_ms : DEFAULT_EVENT_TIMEOUT_MS;
+  g->time_left = ms / 1000.0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Memory cap and instruction budget                                        */
 
@@ -163,19 +207,36 @@ static void *st_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   struct lrt_state *st = ud;
   if (!ptr)
     osize = 0; /* then osize only tells the kind of object */
+  struct guard *g = st->limit_on ? st->guard : NULL;
   if (nsize == 0) {
     free(ptr);
     st->used -= osize;
+    if (g)
+      g->mem -= (long long)osize;
     return NULL;
   }
-  if (nsize > osize && st->limit_on && st->used + (nsize - osize) > st->limit) {
-    /* Lua answers a refusal with an emergency collection and one more try.
-     * Only a second refusal in a row means the script really is out of
-     * memory; from then on the guard stops it even if it catches the error. */
-    if (st->refused && st->guard && !st->guard->killed)
-      st->guard->killed = MSG_MEMORY;
-    st->refused = true;
-    return NULL;
+  if (nsize > osize && st->limit_on) {
+    size_t grow = nsize - osize;
+    /* The event's own cap first: crossing it is that event's doing. The
+     * state's cap, hit while the event is within its own, is pressure from
+     * the others: worth another try later. */
+    const char *why = NULL;
+    if (g && g->mem_cap && g->mem + (long long)grow > (long long)g->mem_cap)
+      why = MSG_EVENT_MEMORY;
+    else if (st->used + grow > st->limit)
+      why = g && g->mem_cap ? MSG_PRESSURE : MSG_MEMORY;
+    if (why) {
+      /* Lua answers a refusal with an emergency collection and one more
+       * try. Only a second refusal in a row means the script really is out
+       * of memory; from then on the guard stops it even if it catches the
+       * error. */
+      if (st->refused && g && !g->killed)
+        g->killed = why;
+      if (g)
+        g->refused = why;
+      st->refused = true;
+      return NULL;
+    }
   }
   void *p = realloc(ptr, nsize);
   if (!p)
@@ -183,6 +244,8 @@ static void *st_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   if (nsize > osize)
     st->refused = false;
   st->used = st->used - osize + nsize;
+  if (g)
+    g->mem += (long long)nsize - (long long)osize;
   return p;
 }
 
@@ -194,11 +257,23 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
   struct guard *g = state_of(L)->guard;
   if (!g)
     return;
+  /* Near its own cap, an event's count is often mostly garbage. Lua
+   * collects before it reports a failed allocation, but the string
+   * library's buffers do not: collect here, at a safe point, so such a
+   * refusal is about live data. At most a few times an event. */
+  if (!g->killed && g->mem_cap && g->mem > (long long)(g->mem_cap / 4 * 3) &&
+      g->mem > g->gc_mark) {
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    g->gc_mark = g->mem + (long long)(g->mem_cap / 8);
+  }
   if (!g->killed) {
     g->budget -= lua_gethookcount(L);
-    if (g->budget > 0)
+    if (g->deadline > 0 && mono_now() > g->deadline)
+      g->killed = MSG_TIME;
+    else if (g->budget > 0)
       return;
-    g->killed = MSG_BUDGET;
+    else
+      g->killed = MSG_BUDGET;
   }
   lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
   /* Level 0: a hook runs in the frame of the function it interrupted, so
@@ -207,6 +282,154 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
   lua_pushstring(L, g->killed);
   lua_concat(L, 2);
   lua_error(L);
+}
+
+/* ------------------------------------------------------------------------ */
+/* C functions: bounded before they run                                     */
+
+enum cguard { CG_FIND, CG_MATCH, CG_GMATCH, CG_GSUB, CG_REP, CG_JSON_ENCODE, CG_JSON_DECODE };
+
+static const char *const cguard_names[] = {"string.find", "string.match", "string.gmatch",
+                                           "string.gsub", "string.rep", "cjson.encode",
+                                           "cjson.decode"};
+
+/* Stops the event for good: the guard keeps the reason, and the hook,
+ * re-armed for every instruction, raises it again if a pcall catches it. */
+static int refuse(lua_State *L, struct guard *g, const char *why, const char *what, double amount,
+                  const char *unit) {
+  if (!g->killed)
+    g->killed = why;
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+  luaL_where(L, 1);
+  lua_pushfstring(L, "%s refused (%f %s, more than the event has left): %s", what,
+                  (lua_Number)amount, unit, why);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+/* The bytes the event may still allocate. An event's count includes its
+ * garbage not yet collected, so before a refusal a full collection gives
+ * back what is no longer in use (as Lua itself does before it reports an
+ * allocation failure). */
+static double mem_room(lua_State *L, struct guard *g, double want) {
+  if (!g->mem_cap)
+    return 1e300;
+  double room = (double)((long long)g->mem_cap - g->mem);
+  if (want > room) {
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    room = (double)((long long)g->mem_cap - g->mem);
+  }
+  return room;
+}
+
+/* The same for the state: the string library's buffers allocate without
+ * Lua's emergency collection, so a result that would not fit collects
+ * first. Still short afterwards, with the event within its own cap, it is
+ * the others' data: a refusal worth retrying. */
+static int state_room(lua_State *L, struct guard *g, double want, const char *what) {
+  struct lrt_state *st = state_of(L);
+  if ((double)st->used + want <= (double)st->limit)
+    return 0;
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  if ((double)st->used + want <= (double)st->limit)
+    return 0;
+  return refuse(L, g, g->mem_cap ? MSG_PRESSURE : MSG_MEMORY, what, want, "bytes");
+}
+
+/* Upvalue 1: the library's own function; upvalue 2: its enum cguard. Checks
+ * the call's bound against what the running event has left, then calls the
+ * function with the same arguments. */
+static int c_guarded(lua_State *L) {
+  struct guard *g = state_of(L)->guard;
+  int kind = (int)lua_tointeger(L, lua_upvalueindex(2));
+  if (g && g->deadline > 0) {
+    double left_ms = (g->deadline - mono_now()) * 1000.0;
+    if (left_ms < 0)
+      left_ms = 0;
+    const char *what = cguard_names[kind];
+    size_t sl = 0, pl = 0;
+    switch (kind) {
+    case CG_FIND:
+    case CG_MATCH:
+    case CG_GMATCH:
+    case CG_GSUB:
+      if (lua_type(L, 1) == LUA_TSTRING && lua_type(L, 2) == LUA_TSTRING &&
+          !(kind == CG_FIND && lua_toboolean(L, 4))) {
+        const char *s = lua_tolstring(L, 1, &sl);
+        const char *p = lua_tolstring(L, 2, &pl);
+        double steps = lcost_pattern(s, sl, p, pl);
+        if (steps / PATTERN_STEPS_PER_MS > left_ms)
+          return refuse(L, g, MSG_TIME, what, steps, "matcher steps");
+      }
+      break;
+    case CG_REP:
+      if (lua_type(L, 1) == LUA_TSTRING && lua_type(L, 2) == LUA_TNUMBER) {
+        lua_tolstring(L, 1, &sl);
+        if (lua_type(L, 3) == LUA_TSTRING)
+          lua_tolstring(L, 3, &pl);
+        double bytes = (double)lua_tonumber(L, 2) * (double)(sl + pl);
+        if (bytes > mem_room(L, g, bytes))
+          return refuse(L, g, MSG_EVENT_MEMORY, what, bytes, "bytes");
+        if (bytes / REP_BYTES_PER_MS > left_ms)
+          return refuse(L, g, MSG_TIME, what, bytes, "bytes");
+        state_room(L, g, bytes, what);
+      }
+      break;
+    case CG_JSON_ENCODE: {
+      double limit = left_ms * JSON_BYTES_PER_MS;
+      double room = g->mem_cap ? (double)((long long)g->mem_cap - g->mem) : 1e300;
+      double bytes = lcost_json(L, 1, limit < room ? limit : room);
+      if (bytes > room && bytes > (room = mem_room(L, g, bytes)))
+        bytes = lcost_json(L, 1, limit < room ? limit : room);
+      if (bytes > room)
+        return refuse(L, g, MSG_EVENT_MEMORY, what, bytes, "bytes");
+      if (bytes > limit)
+        return refuse(L, g, MSG_TIME, what, bytes, "bytes");
+      state_room(L, g, bytes, what);
+      break;
+    }
+    case CG_JSON_DECODE:
+      if (lua_type(L, 1) == LUA_TSTRING) {
+        lua_tolstring(L, 1, &sl);
+        if ((double)sl / JSON_BYTES_PER_MS > left_ms)
+          return refuse(L, g, MSG_TIME, what, (double)sl, "bytes");
+      }
+      break;
+    }
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+static void guard_field(lua_State *L, const char *field, enum cguard kind) {
+  lua_getfield(L, -1, field);
+  lua_pushinteger(L, kind);
+  lua_pushcclosure(L, c_guarded, 2);
+  lua_setfield(L, -2, field);
+}
+
+/* Puts the guards around the string functions that can run long on their
+ * own (the string metatable's __index is this same table, so s:rep() is
+ * guarded too) and around cjson's encode and decode; cjson.new, which would
+ * hand out unguarded copies, is not available to scripts. */
+static void install_c_guards(lua_State *L) {
+  lua_getglobal(L, LUA_STRLIBNAME);
+  guard_field(L, "find", CG_FIND);
+  guard_field(L, "match", CG_MATCH);
+  guard_field(L, "gmatch", CG_GMATCH);
+  guard_field(L, "gsub", CG_GSUB);
+  guard_field(L, "rep", CG_REP);
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "cjson") == LUA_TTABLE) {
+    guard_field(L, "encode", CG_JSON_ENCODE);
+    guard_field(L, "decode", CG_JSON_DECODE);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "new");
+  }
+  lua_pop(L, 2);
 }
 
 static int on_panic(lua_State *L) {
@@ -228,6 +451,11 @@ struct script {
 struct script_list {
   struct script *v;
   size_t n, cap;
+  /* While the shipped defaults are read under an overlay: the prefix their
+   * module names get ("defaults."), and whether a name already provided
+   * (the agency's own file) is skipped without a warning. */
+  const char *prefix;
+  bool fallback;
 };
 
 static void scripts_free(struct script_list *l) {
@@ -288,15 +516,21 @@ static int read_file(const char *path, char **text, size_t *len, char *err, size
 
 static int add_script(struct script_list *l, const char *path, const char *rel, char *err,
                       size_t errlen) {
-  size_t rl = strlen(rel);
-  char *name = malloc(rl - 3);
+  size_t rl = strlen(rel), pl = l->prefix ? strlen(l->prefix) : 0;
+  char *name = malloc(pl + rl - 3);
   if (!name) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
+  if (pl)
+    memcpy(name, l->prefix, pl);
   for (size_t i = 0; i < rl - 4; i++)
-    name[i] = rel[i] == '/' ? '.' : rel[i];
-  name[rl - 4] = '\0';
+    name[pl + i] = rel[i] == '/' ? '.' : rel[i];
+  name[pl + rl - 4] = '\0';
+  if (l->fallback && scripts_have(l, name)) {
+    free(name); /* the agency's own file of that name wins */
+    return 0;
+  }
   if (scripts_have(l, name)) {
     /* The engine's library comes first and cannot be replaced by a mapping
      * file of the same module name. */
@@ -435,6 +669,25 @@ static int sb_require(lua_State *L) {
   return 1;
 }
 
+int lrt_load_module(lua_State *L, const char *name) {
+  lua_getfield(L, LUA_REGISTRYINDEX, SOURCES_KEY);
+  if (!lua_istable(L, -1) || lua_getfield(L, -1, name) != LUA_TTABLE) {
+    lua_pop(L, lua_istable(L, -1) ? 2 : 1);
+    lua_pushfstring(L, "module '%s' not found in the lua directory", name);
+    return LUA_ERRFILE;
+  }
+  lua_rawgeti(L, -1, 1); /* path */
+  lua_rawgeti(L, -2, 2); /* text */
+  size_t len;
+  const char *text = lua_tolstring(L, -1, &len);
+  const char *chunk = lua_pushfstring(L, "@%s", lua_tostring(L, -2));
+  int rc = luaL_loadbufferx(L, text, len, chunk, "t");
+  /* stack: sources, entry, path, text, chunkname, function|error */
+  lua_replace(L, -6);
+  lua_pop(L, 4);
+  return rc;
+}
+
 /* load: text chunks only. The original load is upvalue 1. */
 static int sb_load(lua_State *L) {
   int n = lua_gettop(L);
@@ -513,6 +766,7 @@ static void open_sandbox(lua_State *L, struct lrt_state *st) {
   lua_pushnil(L);
   lua_setfield(L, -2, "dump");
   lua_pop(L, 1);
+  install_c_guards(L);
 
   /* A tiny os: the clock and dates, nothing that reaches the system. */
   lua_pushcfunction(L, luaopen_os);
@@ -596,8 +850,34 @@ static void state_unref(struct lrt_state *st) {
   }
 }
 
+/* An agency's MAPPINGS_DIR overlays the shipped mappings: a file it has
+ * replaces the shipped one of that name, a file it lacks falls back to the
+ * shipped one, and every shipped file stays reachable as `defaults.<name>`,
+ * so an agency's contacts.lua can require "defaults.contacts" and change
+ * only what differs. Nothing to do when MAPPINGS_DIR is the defaults. */
+static int overlay_defaults(const struct config *cfg, struct script_list *scripts, char *err,
+                            size_t errlen) {
+  if (!cfg->mappings_defaults_dir)
+    return 0;
+  char *a = realpath(cfg->mappings_dir, NULL), *b = realpath(cfg->mappings_defaults_dir, NULL);
+  bool same = !a || !b || strcmp(a, b) == 0;
+  free(a);
+  free(b);
+  if (same)
+    return 0;
+  scripts->fallback = true;
+  int rc = scan_dir(scripts, cfg->mappings_defaults_dir, "", 0, "tests", err, errlen);
+  scripts->prefix = "defaults.";
+  if (rc == 0)
+    rc = scan_dir(scripts, cfg->mappings_defaults_dir, "", 0, "tests", err, errlen);
+  scripts->prefix = NULL;
+  scripts->fallback = false;
+  return rc;
+}
+
 /* Reads every script once: the engine's library, then the mappings (their
- * tests/ directory holds test cases, not scripts). */
+ * tests/ directory holds test cases, not scripts), then the defaults they
+ * overlay. */
 static int scripts_read(const struct config *cfg, struct script_list *scripts, char *err,
                         size_t errlen) {
   if (!cfg->lua_dir || !cfg->mappings_dir) {
@@ -605,7 +885,8 @@ static int scripts_read(const struct config *cfg, struct script_list *scripts, c
     return -1;
   }
   if (scan_dir(scripts, cfg->lua_dir, "", 0, NULL, err, errlen) != 0 ||
-      scan_dir(scripts, cfg->mappings_dir, "", 0, "tests", err, errlen) != 0) {
+      scan_dir(scripts, cfg->mappings_dir, "", 0, "tests", err, errlen) != 0 ||
+      overlay_defaults(cfg, scripts, err, errlen) != 0) {
     scripts_free(scripts);
     return -1;
   }
@@ -689,8 +970,14 @@ static void ev_resume(struct lrt_ev *e, int nargs) {
   st->api.event_id = e->id;
   st->refused = false;
   st->limit_on = true;
+  /* The time limit counts the event's code running on the loop, summed over
+   * its resumes; waiting for an upstream answer is not part of it. */
+  double t0 = mono_now();
+  e->guard.deadline = t0 + (e->guard.time_left > 1e-6 ? e->guard.time_left : 1e-6);
   int nres = 0;
   int rc = lua_resume(e->co, NULL, nargs, &nres);
+  e->guard.time_left -= mono_now() - t0;
+  e->guard.deadline = 0;
   st->limit_on = false;
   st->cur = NULL;
   st->guard = NULL;
@@ -892,7 +1179,7 @@ static struct lrt_ev *yielding_event(lua_State *L, const char *what) {
   return e;
 }
 
-/* ncghl.call(service, method, path [, body [, content_type]]) -> {ok, status,
+/* ncghl.call(service, method, path [, body [, content_type | opts]]) -> {ok, status,
  * body, error, retryable, attempts}. Yields until the upstream (after its own
  * retries and token handling) has answered. */
 static int api_call(lua_State *L) {
@@ -909,13 +1196,26 @@ static int api_call(lua_State *L) {
     return luaL_argerror(L, 3, "the path must start with '/'");
   size_t body_len = 0;
   const char *body = luaL_optlstring(L, 4, NULL, &body_len);
-  const char *ctype = luaL_optstring(L, 5, NULL);
+  /* The 5th argument is the content type, or a table of options:
+   * {content_type = "...", once = true} (once: a create, see up_call). */
+  const char *ctype = NULL;
+  bool once = false;
+  if (lua_istable(L, 5)) {
+    lua_getfield(L, 5, "content_type");
+    ctype = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 1); /* the string stays reachable from the table */
+    lua_getfield(L, 5, "once");
+    once = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  } else {
+    ctype = luaL_optstring(L, 5, NULL);
+  }
 
   size_t ml = strlen(method) + 1, pl = strlen(path) + 1, cl = ctype ? strlen(ctype) + 1 : 0;
   char *buf = malloc(ml + pl + cl + body_len + 1);
   if (!buf)
     return luaL_error(L, "%s", MSG_MEMORY);
-  struct up_call call = {.service = (enum up_service)service};
+  struct up_call call = {.service = (enum up_service)service, .once = once};
   char *p = buf;
   memcpy(p, method, ml);
   call.method = p;
@@ -1218,16 +1518,29 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
    * at its error object (metatables, tracebacks) needs a few. */
   bool room = lua_checkstack(co, 8);
 
-  if (e->guard.killed || rc == LUA_ERRMEM) {
-    const char *why = e->guard.killed ? e->guard.killed : MSG_MEMORY;
+  /* lauxlib's buffers report a refused allocation as an ordinary error with
+   * this message; the guard knows why it was refused. */
+  bool buffer_oom = rc != LUA_OK && rc != LUA_YIELD && e->guard.refused && room &&
+                    lua_type(co, -1) == LUA_TSTRING &&
+                    strstr(lua_tostring(co, -1), MSG_MEMORY) != NULL;
+  if (e->guard.killed || rc == LUA_ERRMEM || buffer_oom) {
+    /* An allocation Lua could not retry (one made during a collection step)
+     * raises LUA_ERRMEM after a single refusal: its reason still counts. */
+    const char *why = e->guard.killed    ? e->guard.killed
+                      : e->guard.refused ? e->guard.refused
+                                         : MSG_MEMORY;
     const char *top = rc != LUA_OK && rc != LUA_YIELD && lua_type(co, -1) == LUA_TSTRING
                           ? lua_tostring(co, -1)
                           : NULL;
     /* The hook's own error says where the script was stopped; keep that. */
     size_t tl = top ? strlen(top) : 0, wl = strlen(why);
     error = xstrdup(tl >= wl && strcmp(top + tl - wl, why) == 0 ? top : why);
+    /* Short of memory because of the others: not this event's fault. */
+    if (why == MSG_PRESSURE)
+      r.outcome = LRT_RETRY;
     if (!rt->quiet)
-      log_warn("lua event=%s failed: %s", e->id, error ? error : MSG_MEMORY);
+      log_warn("lua event=%s %s: %s", e->id, why == MSG_PRESSURE ? "will retry" : "failed",
+               error ? error : MSG_MEMORY);
   } else if (rc == LUA_OK) {
     int base = lua_gettop(co) - nres;
     const char *kind = nres >= 1 ? lua_tostring(co, base + 1) : NULL;
@@ -1252,6 +1565,7 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
     const char *msg = NULL;
     if (lapi_is_fail(co, -1, &retryable, &msg)) {
       r.outcome = retryable ? LRT_RETRY : LRT_FAILED;
+      r.retry_in = retryable ? lapi_fail_retry_in(co, -1) : 0;
       error = xstrdup(msg);
       if (!rt->quiet)
         log_info("lua event=%s %s: %s", e->id, retryable ? "will retry" : "failed", msg);
@@ -1274,6 +1588,16 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
   if (r.outcome == LRT_RETRY || r.outcome == LRT_FAILED) {
     if (!error)
       error = xstrdup(MSG_MEMORY);
+    /* The error is stored with the event and shown by `ncghl events`, the
+     * admin API and /ui; it often quotes a request path or an upstream
+     * answer that carries the person's e-mail or phone. */
+    if (error && !rt->host.cfg->log_pii) {
+      char *masked = pii_mask_dup(error);
+      if (masked) {
+        free(error);
+        error = masked;
+      }
+    }
     message = xstrdup(error);
   }
   r.message = message ? message : "Event processed";
@@ -1281,7 +1605,8 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
   r.error = (r.outcome == LRT_RETRY || r.outcome == LRT_FAILED) ? (error ? error : MSG_MEMORY)
                                                                 : NULL;
 
-  bool out_of_memory = e->guard.killed == MSG_MEMORY || rc == LUA_ERRMEM;
+  bool out_of_memory = e->guard.killed == MSG_MEMORY || e->guard.killed == MSG_EVENT_MEMORY ||
+                       e->guard.killed == MSG_PRESSURE || rc == LUA_ERRMEM;
   release_locks(e);
   waiter_unlink(rt, e);
   /* Closing runs any pending __close handlers: script code, so it counts
@@ -1329,6 +1654,10 @@ static int setup_cb(lua_State *L) {
   lua_setfield(L, -2, "run");
   lua_pushlstring(L, ev->payload ? ev->payload : "", ev->payload ? ev->payload_len : 0);
   lua_setfield(L, -2, "raw");
+  if (ev->last_error) {
+    lua_pushstring(L, ev->last_error);
+    lua_setfield(L, -2, "last_error");
+  }
   lua_xmove(L, co, 2);
   return 0;
 }
@@ -1360,7 +1689,7 @@ int lrt_run(struct lrt *rt, const struct lrt_event *ev, lrt_done_cb done, void *
   e->done = done;
   e->ud = ud;
   e->co_ref = LUA_NOREF;
-  e->guard.budget = budget_of(rt->host.cfg);
+  guard_for_event(&e->guard, rt->host.cfg);
 
   lua_State *L = st->L;
   lua_pushcfunction(L, setup_cb);
@@ -1537,7 +1866,10 @@ int lrt_pcall(struct lrt *rt, int nargs, int nresults) {
   /* Also called from inside an event (the runner answers ncghl.call): the
    * event's own guard, cap and hook are put back afterwards, and what runs
    * here does not count against that event's budget. */
-  struct guard g = {.budget = budget_of(rt->host.cfg)};
+  struct guard g;
+  memset(&g, 0, sizeof g);
+  guard_for_event(&g, rt->host.cfg);
+  g.deadline = mono_now() + g.time_left;
   struct guard *saved_guard = st->guard;
   bool saved_limit = st->limit_on, saved_refused = st->refused;
   lua_Hook saved_hook = lua_gethook(L);

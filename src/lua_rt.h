@@ -3,9 +3,11 @@
  * each event as a coroutine that yields on every upstream call and is resumed
  * by the event loop when the answer (after retries and tokens) is in.
  *
- * Guarantees: no os/io/debug, no binary chunks, no C modules; an instruction
- * budget per event and a memory cap per state, each failing that event and
- * never the service; events that run on a state keep it alive, so a reload
+ * Guarantees: no os/io/debug, no binary chunks, no C modules; per event an
+ * instruction budget, a memory cap and a time limit that also bounds the C
+ * functions scripts call (patterns, string.rep, JSON), each failing that
+ * event and never the service; a state-wide memory cap whose pressure on an
+ * event within its own cap is a retry, not a failure; events that run on a state keep it alive, so a reload
  * can swap in a new state while they finish on the old one, and a reload
  * only swaps in scripts whose mapping test cases pass (runner.h). */
 #ifndef NCGHL_LUA_RT_H
@@ -41,6 +43,8 @@ struct lrt_host {
   int (*start)(void *start_ud, const struct up_call *call, up_attempt_cb on_attempt,
                up_done_cb done, void *ud);
   void *start_ud;
+  struct metric *conflicts; /* counter {kind, winner}; NULL: not counted */
+  struct metric *ignored;   /* counter {reason}; NULL: not counted */
 };
 
 struct lrt_event {
@@ -50,6 +54,8 @@ struct lrt_event {
   const char *payload; /* the raw JSON body */
   size_t payload_len;
   int run;             /* 1 for the first run of this event, 2 for the next, ... */
+  const char *last_error; /* how the run before this one ended, NULL if it did not
+                             end (a crash) or there was none */
 };
 
 enum lrt_outcome {
@@ -64,6 +70,8 @@ struct lrt_result {
   const char *message; /* human sentence for the answer and the log */
   const char *data;    /* JSON the route returned ("{}" if none) */
   const char *error;   /* for RETRY/FAILED: one line, "file:line: message" for script errors */
+  double retry_in;     /* for RETRY: seconds the script asked to wait (ncghl.fail's
+                          retry_in, e.g. an upstream's indexing delay); 0: the schedule */
 };
 
 /* Lives only during the callback. Called exactly once per lrt_run that
@@ -73,6 +81,11 @@ typedef void (*lrt_done_cb)(void *ud, const struct lrt_result *r);
 /* Builds the first state from cfg->lua_dir and cfg->mappings_dir. On a broken
  * script returns NULL with "file:line: message" in err. */
 struct lrt *lrt_new(const struct lrt_host *host, char *err, size_t errlen);
+/* Pushes the chunk of module `name` (read from lua_dir or mappings_dir at
+ * load) as a function, not yet run: for code of ncghl's own that takes
+ * arguments (the offline runner's harness). LUA_OK, or an error code with
+ * the message pushed instead. */
+int lrt_load_module(struct lua_State *L, const char *name);
 /* Frees the current state; events still running must have finished. */
 void lrt_free(struct lrt *rt);
 int lrt_run(struct lrt *rt, const struct lrt_event *ev, lrt_done_cb done, void *ud);

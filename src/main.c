@@ -11,9 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ascase.h"
 #include "backfill.h"
 #include "buf.h"
 #include "config.h"
+#include "conflicts_cmd.h"
+#include "doctor.h"
 #include "engine.h"
 #include "httpc.h"
 #include "log.h"
@@ -38,16 +41,24 @@ static const char usage[] =
     "  events [--status S] [--limit N] [--json]\n"
     "                                   list stored events: id, source, type, status, attempts,\n"
     "                                   last error (tab-separated; --json: one object a line)\n"
+    "  events --as-case ID              a stored event as a mapping test case skeleton (Lua)\n"
     "  replay ID|--dead                 put one event, or every dead one, back in the queue\n"
     "                                   (same id and history; a running service picks it up)\n"
+    "  conflicts [--limit N] [--json]   fields both sides changed since the last sync, and which\n"
+    "                                   side's value won (newest first)\n"
     "  check [--env FILE]               load the config and every script, run the mapping tests;\n"
     "                                   the first problem as file:line: message\n"
-    "  test [--bench N] [PATH...]       run mapping test cases offline (default MAPPINGS_DIR/tests)\n"
-    "  map --source nowcerts|ghl FILE.json [--fixtures CASES.lua]\n"
-    "                                   dry run: the requests a webhook body would make, as JSON\n"
+    "  test [--bench N] [--coverage] [PATH...]\n"
+    "                                   run mapping test cases offline (default MAPPINGS_DIR/tests);\n"
+    "                                   --coverage: the map targets no case filled\n"
+    "  map --source nowcerts|ghl FILE.json [--fixtures CASES.lua] [--explain]\n"
+    "                                   dry run: the requests a webhook body would make, as JSON;\n"
+    "                                   --explain: the source fields with a value no map read\n"
     "  backfill --from nowcerts|ghl [--since DATE]\n"
     "                                   bulk sync of existing records through the same queue and\n"
     "                                   mappings, with progress; an interrupted one resumes\n"
+    "  doctor [--env FILE] [--sandbox]  preflight against the live accounts: one line per check,\n"
+    "                                   ✓ or ✗ with the fix; exit 1 on any ✗ (--sandbox: the fakes)\n"
     "  subscribe                        register PUBLIC_URL with NowCerts' REST hooks\n"
     "  unsubscribe                      remove the REST hooks registered by subscribe\n"
     "  version                          print the version\n"
@@ -72,7 +83,51 @@ struct app {
   pid_t fakes;
   struct metrics *metrics;
   struct metric *m_reloads;
+  struct doctor *doctor;   /* the last preflight run (doctor.h) */
+  bool doctor_running, doctor_again;
 };
+
+static void start_doctor(struct app *a);
+
+/* The preflight's ✗ lines become warnings and /health's "degraded". */
+static void on_doctor_done(void *ud, struct doctor *d) {
+  struct app *a = ud;
+  size_t n;
+  const struct doctor_line *lines = doctor_lines(d, &n);
+  const char **reasons = calloc(n ? n : 1, sizeof *reasons);
+  size_t nr = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (lines[i].ok)
+      continue;
+    log_warn("doctor: ✗ %s. Fix: %s", lines[i].text, lines[i].fix ? lines[i].fix : "see ncghl doctor");
+    if (reasons)
+      reasons[nr++] = lines[i].text;
+  }
+  if (nr == 0)
+    log_info("doctor: all %zu checks passed", n);
+  server_set_degraded(a->server, reasons, nr);
+  free(reasons);
+  a->doctor_running = false;
+  if (a->doctor_again) {
+    a->doctor_again = false;
+    start_doctor(a);
+  }
+}
+
+/* The same checks as `ncghl doctor`, in the background; a run asked for
+ * while one is going (a reload) starts when it ends. The finished run is
+ * kept until the next one: it may be in its own callback. */
+static void start_doctor(struct app *a) {
+  if (!a->cfg.doctor_at_start)
+    return;
+  if (a->doctor_running) {
+    a->doctor_again = true;
+    return;
+  }
+  doctor_free(a->doctor);
+  a->doctor = doctor_start(a->base, &a->cfg, a->up, a->store, a->rt, on_doctor_done, a);
+  a->doctor_running = a->doctor != NULL;
+}
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
@@ -134,6 +189,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg) {
     log_info("mappings reloaded (version %s)", lrt_version(a->rt));
     metric_inc(a->m_reloads, METRIC_LABELS("ok"));
     note_reload(a, true, lrt_last_reload(a->rt, NULL, NULL));
+    start_doctor(a);
   } else {
     log_error("mappings reload failed, keeping version %s: %s", lrt_version(a->rt), err);
     metric_inc(a->m_reloads, METRIC_LABELS("error"));
@@ -162,6 +218,7 @@ static void app_free(struct app *a) {
     up_free(a->up);
   if (a->http)
     httpc_free(a->http);
+  doctor_free(a->doctor); /* after up_free: its calls end without calling back */
   poller_free(a->poller); /* after queue and upstream: they may hold its callbacks */
   if (a->store)
     store_close(a->store);
@@ -183,6 +240,8 @@ static int load_config(struct config *cfg, const char *env_file, bool sandbox) {
     fprintf(stderr, "ncghl: configuration error: %s\n", err);
     return -1;
   }
+  log_set_format(cfg->log_json);
+  log_set_pii(cfg->log_pii);
   if (log_init(cfg->log_level, cfg->log_file) != 0) {
     fprintf(stderr, "ncghl: configuration error: LOG_FILE: cannot open %s\n", cfg->log_file);
     config_free(cfg);
@@ -244,7 +303,20 @@ static int cmd_serve(int argc, char **argv) {
     log_error("cannot set up outbound HTTP");
     goto out;
   }
-  struct lrt_host host = {a.base, &a.cfg, a.up, a.store, a.queue, up_start_hook, a.up};
+  /* One registry for the whole process; each module registers its own
+   * families in it. Without memory for it the service runs uncounted. */
+  a.metrics = metrics_new();
+  up_set_store(a.up, a.store);
+  struct lrt_host host = {a.base, &a.cfg, a.up, a.store, a.queue, up_start_hook, a.up,
+                          metrics_counter(a.metrics, "ncghl_conflicts_total",
+                                          "Fields both sides changed since the last sync, by"
+                                          " which side's value won (ncghl conflicts lists them).",
+                                          METRIC_LABELS("kind", "winner")),
+                          metrics_counter(a.metrics, "ncghl_ignored_events_total",
+                                          "Events left alone on purpose, by reason"
+                                          " (other_location: a GHL webhook for another"
+                                          " sub-account).",
+                                          METRIC_LABELS("reason"))};
   a.rt = lrt_new(&host, err, sizeof err);
   if (!a.rt) {
     log_error("mappings: %s", err);
@@ -259,10 +331,7 @@ static int cmd_serve(int argc, char **argv) {
     log_error("%s", err);
     goto out;
   }
-  /* One registry for the whole process; each module registers its own
-   * families in it. Without memory for it the service runs uncounted. */
-  a.metrics = metrics_new();
-  a.m_reloads = metrics_counter(a.metrics, "mapping_reloads_total",
+  a.m_reloads = metrics_counter(a.metrics, "ncghl_mapping_reloads_total",
                                 "Mapping reloads on SIGHUP; error: the old mappings were kept.",
                                 METRIC_LABELS("result"));
   metric_add(a.m_reloads, METRIC_LABELS("ok"), 0);
@@ -279,6 +348,7 @@ static int cmd_serve(int argc, char **argv) {
   event_add(a.sig_term, NULL);
   event_add(a.sig_int, NULL);
   event_add(a.sig_hup, NULL);
+  start_doctor(&a);
   log_info("ncghl %s listening on http://%s:%d (store %s, mappings %s version %s%s)", NCGHL_VERSION,
            a.cfg.host, a.cfg.port, a.cfg.db_path, a.cfg.mappings_dir, lrt_version(a.rt),
            sandbox ? ", sandbox" : "");
@@ -327,8 +397,11 @@ static int cmd_events(int argc, char **argv) {
   const char *status = NULL;
   int limit = 100;
   struct list_opts o = {false, {0}};
+  const char *as_case = NULL;
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0)
+    if (strcmp(argv[i], "--as-case") == 0 && i + 1 < argc)
+      as_case = argv[++i];
+    else if (strcmp(argv[i], "--json") == 0)
       o.json = true;
     else if (strcmp(argv[i], "--status") == 0 && i + 1 < argc)
       status = argv[++i];
@@ -365,6 +438,16 @@ static int cmd_events(int argc, char **argv) {
     fprintf(stderr, "ncghl events: %s\n", err);
     config_free(&cfg);
     return 1;
+  }
+  if (as_case) {
+    int got = ascase_write(stdout, &cfg, s, as_case);
+    if (got != 0)
+      fprintf(stderr, "ncghl events: %s %s in %s (DB_PATH)\n",
+              got > 0 ? "no event" : "cannot read event", as_case, cfg.db_path);
+    store_close(s);
+    config_free(&cfg);
+    log_close();
+    return got == 0 ? 0 : 1;
   }
   buf_init(&o.line, 0);
   int rc = store_event_list(s, status, limit, print_event, &o) == 0 ? 0 : 1;
@@ -503,6 +586,8 @@ int main(int argc, char **argv) {
     return cmd_events(argc - 2, argv + 2);
   if (strcmp(cmd, "replay") == 0)
     return cmd_replay(argc - 2, argv + 2);
+  if (strcmp(cmd, "conflicts") == 0)
+    return conflicts_main(argc - 2, argv + 2);
   if (strcmp(cmd, "check") == 0)
     return runner_cmd_check(argc - 2, argv + 2);
   if (strcmp(cmd, "test") == 0)
@@ -511,6 +596,8 @@ int main(int argc, char **argv) {
     return runner_cmd_map(argc - 2, argv + 2);
   if (strcmp(cmd, "backfill") == 0)
     return backfill_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "doctor") == 0)
+    return doctor_main(argc - 2, argv + 2);
   if (strcmp(cmd, "subscribe") == 0 || strcmp(cmd, "unsubscribe") == 0)
     return subscribe_main(argc - 2, argv + 2, strcmp(cmd, "subscribe") == 0);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

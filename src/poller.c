@@ -339,10 +339,11 @@ static int take_record(struct poller *p, const struct json *rec, struct buf *bod
   const char *cd = json_str(json_get(rec, "changeDate"));
   if (cd && poller_parse_time(cd, &t) == 0 && t > p->mark)
     p->mark = t;
-  if (own_change(p, rec)) {
+  /* A row ncghl itself changed last is still an event: the sync compares
+   * its fields with the base (SPEC 10), so an agent's edit made in the same
+   * poll window is not lost; an echo ends there, without a call. */
+  if (own_change(p, rec))
     c->own++;
-    return 0;
-  }
   char id[EVENT_ID_MAX];
   const char *type;
   if (poller_event(p->list, rec, body, id, &type) != 0)

@@ -70,6 +70,13 @@ int runner_run(struct runner *r, int rounds, FILE *out, struct runner_report *re
 int runner_map(struct runner *r, const char *source, const char *body, size_t len,
                const char *fixtures_path, FILE *out, char *err, size_t errlen);
 
+/* The mapping lint (lua/ncghl/lint.lua) over the loaded scripts and cases:
+ * prints "file:line: message" for each map target the upstream does not
+ * accept (with a did-you-mean) and "file:line: warning: message" for each
+ * source path no case body has. Returns how many targets were wrong;
+ * *warnings (may be NULL) gets how many paths. */
+int runner_lint(struct runner *r, FILE *out, int *warnings);
+
 /* lrt_reload's check: a runner on the runtime `build` makes, with every case
  * under cfg->mappings_dir/tests. 0 when they all pass (*ncases gets how many;
  * no case directory means none), else -1 with the first problem in err. */

@@ -5,8 +5,8 @@
  * completes, whichever comes first.
  *
  * Every answer on a webhook route goes through send_json with the request's
- * struct track, which is where webhook_requests_total and
- * webhook_duration_seconds are counted: one place, so no answer escapes the
+ * struct track, which is where ncghl_webhook_requests_total and
+ * ncghl_webhook_duration_seconds are counted: one place, so no answer escapes the
  * metrics. The cheap refusals (rate limit, size, signature) come before the
  * body is parsed. */
 #include "server.h"
@@ -107,11 +107,13 @@ struct server {
 
   struct metrics *metrics;     /* the registry /metrics renders */
   struct metrics *own_metrics; /* ours until server_set_metrics hands one over */
-  struct metric *m_requests, *m_duration, *m_events;
+  struct metric *m_requests, *m_duration, *m_events, *m_log_dropped;
 
   struct rl_client *rl[RL_BUCKETS]; /* inbound rate limit, by client address */
   int rl_count;
   double rl_swept;
+
+  char *degraded; /* JSON array of the last doctor run's ✗ reasons; NULL: none */
 };
 
 static double mono_now(void) {
@@ -675,11 +677,12 @@ static void handle_health(struct server *s, struct evhttp_request *req) {
   bool ok = store_writable(s->store);
   struct buf b;
   buf_init(&b, 0);
+  /* degraded: serving, but a doctor check failed (server_set_degraded). */
   buf_printf(&b,
              "{\"status\":\"%s\",\"service\":\"" SERVICE_NAME "\",\"version\":\"" NCGHL_VERSION
              "\",\"store\":{\"writable\":%s,\"schema_version\":%d},\"events_running\":%d,"
              "\"mappings\":{\"version\":\"%s\",\"dir\":",
-             ok ? "healthy" : "unhealthy", ok ? "true" : "false", store_schema_version(s->store),
+             !ok ? "unhealthy" : s->degraded ? "degraded" : "healthy", ok ? "true" : "false", store_schema_version(s->store),
              engine_running(s->engine), lrt_version(s->rt));
   buf_json_str(&b, s->cfg->mappings_dir, strlen(s->cfg->mappings_dir));
   /* Kept apart from "mappings": a failed reload changes nothing there. */
@@ -694,7 +697,10 @@ static void handle_health(struct server *s, struct evhttp_request *req) {
   buf_printf(&b, "},\"last_reload\":{\"result\":\"%s\",\"at\":\"%s\",\"message\":",
              reload_ok ? "ok" : "error", at);
   buf_json_str(&b, msg ? msg : "", msg ? strlen(msg) : 0);
-  buf_puts(&b, "}}");
+  buf_putc(&b, '}');
+  if (s->degraded)
+    buf_printf(&b, ",\"reasons\":%s", s->degraded);
+  buf_putc(&b, '}');
   send_buf(req, NULL, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", &b);
   buf_free(&b);
 }
@@ -706,6 +712,10 @@ static void handle_metrics(struct server *s, struct evhttp_request *req) {
   if (store_count_by_status(s->store, counts) == 0)
     for (int i = 0; i < EV_STATUS_COUNT; i++)
       metric_set(s->m_events, METRIC_LABELS(store_status_name((enum ev_status)i)), (double)counts[i]);
+  /* The logger counts its drops itself (it has no registry); bring the
+   * counter up to date at each scrape. */
+  double dropped = (double)log_dropped();
+  metric_add(s->m_log_dropped, METRIC_NO_LABELS, dropped - metric_value(s->m_log_dropped, METRIC_NO_LABELS));
   struct buf b;
   buf_init(&b, 0);
   if (metrics_render(s->metrics, &b) != 0 || !b.p) {
@@ -752,7 +762,7 @@ static const char openapi_json[] =
             "\"summary\":\"Prometheus metrics (text format 0.0.4)\","
             "\"responses\":{"
               "\"200\":{"
-                "\"description\":\"webhook_requests_total, webhook_duration_seconds, upstream_requests_total, upstream_duration_seconds, events, retries_total, token_refreshes_total, mapping_reloads_total\","
+                "\"description\":\"ncghl_webhook_requests_total, ncghl_webhook_duration_seconds, ncghl_upstream_requests_total, ncghl_upstream_duration_seconds, ncghl_events, ncghl_log_dropped_total, ncghl_retries_total, ncghl_token_refreshes_total, ncghl_mapping_reloads_total\","
                 "\"content\":{\"text/plain\":{\"schema\":{\"type\":\"string\"}}}"
               "}"
             "}"
@@ -989,6 +999,32 @@ static const char openapi_json[] =
                 "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}"
               "},"
               "\"503\":{\"$ref\":\"#/components/responses/Unavailable\"}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/conflicts\":{"
+          "\"get\":{"
+            "\"summary\":\"Fields both sides changed since the last sync, newest first (admin)\","
+            "\"security\":[{\"adminBearer\":[]}],"
+            "\"parameters\":[{\"name\":\"limit\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"integer\"},\"description\":\"1 to 10000, default 100\"},{\"name\":\"before\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"integer\"},\"description\":\"next_before of the page before\"},{\"name\":\"kind\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"contact, policy\"},{\"name\":\"nowcerts_id\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"one link's\"},{\"name\":\"ghl_id\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"one link's\"}],"
+            "\"responses\":{"
+              "\"200\":{\"description\":\"{conflicts:[{id, kind, nowcerts_id, ghl_id, field, nowcerts_value, ghl_value, base, winner, event_id, nowcerts_at, ghl_at, at}], next_before}\",\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\"}}}},"
+              "\"401\":{\"$ref\":\"#/components/responses/AdminUnauthorized\"},"
+              "\"404\":{\"$ref\":\"#/components/responses/AdminOff\"},"
+              "\"422\":{\"$ref\":\"#/components/responses/Invalid\"}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/timeline\":{"
+          "\"get\":{"
+            "\"summary\":\"One person's field changes, from which side, with the event behind each (admin)\","
+            "\"security\":[{\"adminBearer\":[]}],"
+            "\"parameters\":[{\"name\":\"nowcerts_id\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"this or ghl_id is required\"},{\"name\":\"ghl_id\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"this or nowcerts_id is required\"},{\"name\":\"kind\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"default contact\"},{\"name\":\"limit\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"integer\"},\"description\":\"1 to 10000, default 100\"},{\"name\":\"before\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"integer\"},\"description\":\"the id of the last change of the page before\"}],"
+            "\"responses\":{"
+              "\"200\":{\"description\":\"{link:{kind, nowcerts_id, ghl_id}|null, changes:[{id, at, field, side, old_value, new_value, action, event_id}]}\",\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\"}}}},"
+              "\"401\":{\"$ref\":\"#/components/responses/AdminUnauthorized\"},"
+              "\"404\":{\"$ref\":\"#/components/responses/AdminOff\"},"
+              "\"422\":{\"$ref\":\"#/components/responses/Invalid\"}"
             "}"
           "}"
         "},"
@@ -1230,7 +1266,7 @@ static const char openapi_json[] =
           "\"Health\":{"
             "\"type\":\"object\","
             "\"properties\":{"
-              "\"status\":{\"type\":\"string\",\"enum\":[\"healthy\",\"unhealthy\"]},"
+              "\"status\":{\"type\":\"string\",\"enum\":[\"healthy\",\"degraded\",\"unhealthy\"]},"
               "\"service\":{\"type\":\"string\"},"
               "\"version\":{\"type\":\"string\"},"
               "\"store\":{"
@@ -1238,6 +1274,8 @@ static const char openapi_json[] =
                 "\"properties\":{\"writable\":{\"type\":\"boolean\"},\"schema_version\":{\"type\":\"integer\"}}"
               "},"
               "\"events_running\":{\"type\":\"integer\"},"
+              "\"reasons\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},"
+                "\"description\":\"Only when degraded: the checks of ncghl doctor that failed at start or at the last reload\"},"
               "\"mappings\":{"
                 "\"type\":\"object\","
                 "\"properties\":{\"version\":{\"type\":\"string\"},\"dir\":{\"type\":\"string\"}}"
@@ -1431,15 +1469,18 @@ static void on_request(struct evhttp_request *req, void *arg) {
 /* The families this module counts into, in registry m. */
 static void use_metrics(struct server *s, struct metrics *m) {
   s->metrics = m;
-  s->m_requests = metrics_counter(m, "webhook_requests_total",
+  s->m_requests = metrics_counter(m, "ncghl_webhook_requests_total",
                                   "Webhook and manual-sync requests answered, by HTTP status.",
                                   METRIC_LABELS("source", "status"));
-  s->m_duration = metrics_histogram(m, "webhook_duration_seconds",
+  s->m_duration = metrics_histogram(m, "ncghl_webhook_duration_seconds",
                                     "Time from a webhook's arrival to its answer.",
                                     METRIC_LABELS("source"), metrics_webhook_buckets,
                                     metrics_webhook_nbuckets);
-  s->m_events = metrics_gauge(m, "events", "Stored events by status, read at each scrape.",
+  s->m_events = metrics_gauge(m, "ncghl_events", "Stored events by status, read at each scrape.",
                               METRIC_LABELS("status"));
+  s->m_log_dropped = metrics_counter(m, "ncghl_log_dropped_total",
+                                     "Log lines dropped because the log writer fell behind.",
+                                     METRIC_NO_LABELS);
 }
 
 /* Client connections read and answer at intake priority (queue.h). */
@@ -1530,9 +1571,27 @@ void server_drain(struct server *s) {
 
 int server_pending(const struct server *s) { return s->nowed; }
 
+void server_set_degraded(struct server *s, const char *const *reasons, size_t n) {
+  free(s->degraded);
+  s->degraded = NULL;
+  if (n == 0)
+    return;
+  struct buf b;
+  buf_init(&b, 0);
+  buf_putc(&b, '[');
+  for (size_t i = 0; i < n; i++) {
+    if (i)
+      buf_putc(&b, ',');
+    buf_json_str(&b, reasons[i], strlen(reasons[i]));
+  }
+  buf_putc(&b, ']');
+  s->degraded = buf_steal(&b);
+}
+
 void server_free(struct server *s) {
   if (!s)
     return;
+  free(s->degraded);
   while (s->owed) {
     struct answer *a = s->owed;
     send_queued(a); /* acknowledged and stored: it will run after a restart */

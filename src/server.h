@@ -22,8 +22,8 @@ struct server;
 struct server *server_new(struct event_base *base, const struct config *cfg, struct store *store,
                           struct queue *queue, struct engine *engine, struct lrt *rt, char *err,
                           size_t errlen);
-/* Counts webhook answers (webhook_requests_total, webhook_duration_seconds)
- * into m and serves m at GET /metrics, with the events{status} gauge read
+/* Counts webhook answers (ncghl_webhook_requests_total, ncghl_webhook_duration_seconds)
+ * into m and serves m at GET /metrics, with the ncghl_events{status} gauge read
  * from the store at each scrape. Until then the server counts into a
  * registry of its own. */
 struct metrics;
@@ -31,6 +31,10 @@ void server_set_metrics(struct server *s, struct metrics *m);
 /* From now on new requests are answered 503 (shutting down); answers still
  * owed are sent as their events end. */
 void server_drain(struct server *s);
+/* What the last doctor run found wrong (doctor.h): with n > 0, /health
+ * answers "status":"degraded" with these "reasons"; n == 0 clears it. The
+ * strings are copied. */
+void server_set_degraded(struct server *s, const char *const *reasons, size_t n);
 /* Answers still owed. */
 int server_pending(const struct server *s);
 void server_free(struct server *s);

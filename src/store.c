@@ -89,7 +89,61 @@ static const char *const migrations[] = {
     /* 2: claiming pending work walks this index instead of every event ever
      * received in created_at order. */
     "CREATE INDEX events_status_created ON events (status, created_at);",
-    /* 3 (renumber at merge): what the /ui page reads. Each upstream attempt
+    /* 3: field-level sync (SPEC 10). A link's snapshot is one JSON document
+     * (its shape is lua/ncghl/sync.lua's); the record fingerprints it
+     * replaces become its first bases, so links made before the upgrade are
+     * not re-sent whole (no resync storm). Conflicts and field changes are
+     * rows, listed by link, by contact and by event. */
+    "CREATE TABLE snapshots ("
+    " kind TEXT NOT NULL,"
+    " nowcerts_id TEXT NOT NULL,"
+    " ghl_id TEXT,"
+    " json TEXT NOT NULL,"
+    " updated_at REAL NOT NULL,"
+    " PRIMARY KEY (kind, nowcerts_id));"
+    "INSERT INTO snapshots (kind, nowcerts_id, ghl_id, json, updated_at)"
+    " SELECT l.kind, l.nowcerts_id, l.ghl_id,"
+    "  json_object('v', 1, 'fields', (SELECT json_group_object(j.key,"
+    "   json_object('base', CAST(j.value AS TEXT))) FROM json_each(f.json) j"
+    "   WHERE j.type IN ('text', 'integer', 'real'))),"
+    "  f.updated_at"
+    " FROM links l JOIN fingerprints f ON f.side = 'ghl' AND f.record_id = l.ghl_id"
+    " WHERE json_valid(f.json);"
+    "DROP TABLE fingerprints;"
+    "CREATE TABLE conflicts ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " kind TEXT NOT NULL,"
+    " nowcerts_id TEXT NOT NULL,"
+    " ghl_id TEXT,"
+    " field TEXT NOT NULL,"
+    " nowcerts_value TEXT,"
+    " ghl_value TEXT,"
+    " base TEXT,"
+    " winner TEXT NOT NULL,"
+    " event_id TEXT,"
+    " nowcerts_at REAL NOT NULL DEFAULT 0,"
+    " ghl_at REAL NOT NULL DEFAULT 0,"
+    " at REAL NOT NULL);"
+    "CREATE INDEX conflicts_link ON conflicts (kind, nowcerts_id, id);"
+    "CREATE INDEX conflicts_ghl ON conflicts (ghl_id, id);"
+    "CREATE INDEX conflicts_at ON conflicts (at);"
+    "CREATE TABLE changes ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " kind TEXT NOT NULL,"
+    " nowcerts_id TEXT,"
+    " ghl_id TEXT,"
+    " field TEXT NOT NULL,"
+    " side TEXT NOT NULL,"
+    " old_value TEXT,"
+    " new_value TEXT,"
+    " action TEXT NOT NULL,"
+    " event_id TEXT,"
+    " at REAL NOT NULL);"
+    "CREATE INDEX changes_link ON changes (kind, nowcerts_id, id);"
+    "CREATE INDEX changes_ghl ON changes (ghl_id, id);"
+    "CREATE INDEX changes_event ON changes (event_id);"
+    "CREATE INDEX changes_at ON changes (at);",
+    /* 4: what the /ui page reads. Each upstream attempt
      * keeps a bounded excerpt of its request and answer; event_people holds
      * the lower-cased e-mails and names of each payload (filled at intake),
      * so finding a person's events is one index range, not a scan of every
@@ -149,9 +203,13 @@ enum stmt_id {
   ST_LINK_PUT,
   ST_LINK_GHL,
   ST_LINK_NC,
-  ST_FP_PUT,
-  ST_FP_GET,
-  ST_FP_DEL,
+  ST_LINK_DEL,
+  ST_SNAP_PUT,
+  ST_SNAP_GET,
+  ST_SNAP_DEL,
+  ST_CONFLICT_ADD,
+  ST_CONFLICT_COUNT,
+  ST_CHANGE_ADD,
   ST_KV_PUT,
   ST_KV_GET,
   ST_KV_DEL,
@@ -217,11 +275,20 @@ static const char *const stmt_sql[ST_COUNT] = {
                     " VALUES (?1, ?2, ?3, ?4)",
     [ST_LINK_GHL] = "SELECT ghl_id FROM links WHERE kind = ?1 AND nowcerts_id = ?2",
     [ST_LINK_NC] = "SELECT nowcerts_id FROM links WHERE kind = ?1 AND ghl_id = ?2",
-    [ST_FP_PUT] = "INSERT INTO fingerprints (side, record_id, json, updated_at)"
-                  " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (side, record_id)"
-                  " DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
-    [ST_FP_GET] = "SELECT json FROM fingerprints WHERE side = ?1 AND record_id = ?2",
-    [ST_FP_DEL] = "DELETE FROM fingerprints WHERE side = ?1 AND record_id = ?2",
+    [ST_LINK_DEL] = "DELETE FROM links WHERE kind = ?1 AND nowcerts_id = ?2",
+    [ST_SNAP_PUT] = "INSERT INTO snapshots (kind, nowcerts_id, ghl_id, json, updated_at)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (kind, nowcerts_id)"
+                    " DO UPDATE SET ghl_id = excluded.ghl_id, json = excluded.json,"
+                    " updated_at = excluded.updated_at",
+    [ST_SNAP_GET] = "SELECT json FROM snapshots WHERE kind = ?1 AND nowcerts_id = ?2",
+    [ST_SNAP_DEL] = "DELETE FROM snapshots WHERE kind = ?1 AND nowcerts_id = ?2",
+    [ST_CONFLICT_ADD] = "INSERT INTO conflicts (kind, nowcerts_id, ghl_id, field, nowcerts_value,"
+                        " ghl_value, base, winner, event_id, nowcerts_at, ghl_at, at)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    [ST_CONFLICT_COUNT] = "SELECT COUNT(*) FROM conflicts",
+    [ST_CHANGE_ADD] = "INSERT INTO changes (kind, nowcerts_id, ghl_id, field, side, old_value,"
+                      " new_value, action, event_id, at)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [ST_KV_PUT] = "INSERT INTO kv (key, value) VALUES (?1, ?2)"
                   " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     [ST_KV_GET] = "SELECT value FROM kv WHERE key = ?1",
@@ -1112,29 +1179,240 @@ char *store_link_nowcerts(struct store *s, const char *kind, const char *ghl_id)
   return lookup(s, ST_LINK_NC, kind, ghl_id, "link_nowcerts");
 }
 
-/* json NULL forgets the fingerprint. */
-int store_fp_put(struct store *s, const char *side, const char *record_id, const char *json,
-                 double now) {
-  if (!side || !record_id)
-    return fail_arg("fp_put", "side and record id are required");
-  if (!json) {
-    sqlite3_stmt *st = s->st[ST_FP_DEL];
-    int brc = bind_str(st, 1, side);
-    brc |= bind_str(st, 2, record_id);
-    return run(s, ST_FP_DEL, brc, "fp_put");
-  }
-  sqlite3_stmt *st = s->st[ST_FP_PUT];
-  int brc = bind_str(st, 1, side);
-  brc |= bind_str(st, 2, record_id);
-  brc |= bind_str(st, 3, json);
-  brc |= sqlite3_bind_double(st, 4, now);
-  return run(s, ST_FP_PUT, brc, "fp_put");
+int store_link_delete(struct store *s, const char *kind, const char *nowcerts_id) {
+  if (!kind || !nowcerts_id)
+    return fail_arg("link_delete", "kind and NowCerts id are required");
+  sqlite3_stmt *st = s->st[ST_LINK_DEL];
+  int brc = bind_str(st, 1, kind);
+  brc |= bind_str(st, 2, nowcerts_id);
+  return run(s, ST_LINK_DEL, brc, "link_delete");
 }
 
-char *store_fp_get(struct store *s, const char *side, const char *record_id) {
-  if (!side || !record_id)
+/* ---- field-level sync: snapshots, conflicts, changes ------------------- */
+
+int store_snapshot_put(struct store *s, const char *kind, const char *nowcerts_id,
+                       const char *ghl_id, const char *json, double now) {
+  if (!kind || !nowcerts_id || !*nowcerts_id)
+    return fail_arg("snapshot_put", "kind and NowCerts id are required");
+  if (!json) {
+    sqlite3_stmt *st = s->st[ST_SNAP_DEL];
+    int brc = bind_str(st, 1, kind);
+    brc |= bind_str(st, 2, nowcerts_id);
+    return run(s, ST_SNAP_DEL, brc, "snapshot_put");
+  }
+  sqlite3_stmt *st = s->st[ST_SNAP_PUT];
+  int brc = bind_str(st, 1, kind);
+  brc |= bind_str(st, 2, nowcerts_id);
+  brc |= bind_str(st, 3, ghl_id);
+  brc |= bind_str(st, 4, json);
+  brc |= sqlite3_bind_double(st, 5, now);
+  return run(s, ST_SNAP_PUT, brc, "snapshot_put");
+}
+
+char *store_snapshot_get(struct store *s, const char *kind, const char *nowcerts_id) {
+  if (!kind || !nowcerts_id)
     return NULL;
-  return lookup(s, ST_FP_GET, side, record_id, "fp_get");
+  return lookup(s, ST_SNAP_GET, kind, nowcerts_id, "snapshot_get");
+}
+
+int store_conflict_add(struct store *s, const struct store_conflict *c) {
+  if (!c || !c->kind || !c->nowcerts_id || !c->field || !c->winner)
+    return fail_arg("conflict_add", "kind, NowCerts id, field and winner are required");
+  sqlite3_stmt *st = s->st[ST_CONFLICT_ADD];
+  int brc = bind_str(st, 1, c->kind);
+  brc |= bind_str(st, 2, c->nowcerts_id);
+  brc |= bind_str(st, 3, c->ghl_id);
+  brc |= bind_str(st, 4, c->field);
+  brc |= bind_str(st, 5, c->nowcerts_value);
+  brc |= bind_str(st, 6, c->ghl_value);
+  brc |= bind_str(st, 7, c->base);
+  brc |= bind_str(st, 8, c->winner);
+  brc |= bind_str(st, 9, c->event_id);
+  brc |= sqlite3_bind_double(st, 10, c->nowcerts_at);
+  brc |= sqlite3_bind_double(st, 11, c->ghl_at);
+  brc |= sqlite3_bind_double(st, 12, c->at);
+  return run(s, ST_CONFLICT_ADD, brc, "conflict_add");
+}
+
+long long store_conflict_count(struct store *s) {
+  sqlite3_stmt *st = s->st[ST_CONFLICT_COUNT];
+  long long n = -1;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    n = sqlite3_column_int64(st, 0);
+  else
+    fail(s, "conflict_count");
+  done_with(st);
+  return n;
+}
+
+int store_change_add(struct store *s, const struct store_change *c) {
+  if (!c || !c->kind || !c->field || !c->side || !c->action)
+    return fail_arg("change_add", "kind, field, side and action are required");
+  sqlite3_stmt *st = s->st[ST_CHANGE_ADD];
+  int brc = bind_str(st, 1, c->kind);
+  brc |= bind_str(st, 2, c->nowcerts_id);
+  brc |= bind_str(st, 3, c->ghl_id);
+  brc |= bind_str(st, 4, c->field);
+  brc |= bind_str(st, 5, c->side);
+  brc |= bind_str(st, 6, c->old_value);
+  brc |= bind_str(st, 7, c->new_value);
+  brc |= bind_str(st, 8, c->action);
+  brc |= bind_str(st, 9, c->event_id);
+  brc |= sqlite3_bind_double(st, 10, c->at);
+  return run(s, ST_CHANGE_ADD, brc, "change_add");
+}
+
+/* Listing conflicts and changes: the filters a caller may combine are few
+ * (a link, a contact, an event, a page), so the statement is built for the
+ * ones given and every one of them is served by an index; lists are read by
+ * people, so statements are prepared per call rather than kept. */
+static sqlite3_stmt *prepare_list(struct store *s, const char *table, const char *cols,
+                                  const struct store_sync_filter *f, const char *what) {
+  char sql[640];
+  int n = snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE 1", cols, table);
+  if (f->kind)
+    n += snprintf(sql + n, sizeof sql - (size_t)n, " AND kind = :kind");
+  if (f->nowcerts_id)
+    n += snprintf(sql + n, sizeof sql - (size_t)n, " AND nowcerts_id = :nc");
+  if (f->ghl_id)
+    n += snprintf(sql + n, sizeof sql - (size_t)n, " AND ghl_id = :ghl");
+  if (f->event_id)
+    n += snprintf(sql + n, sizeof sql - (size_t)n, " AND event_id = :ev");
+  if (f->before > 0)
+    n += snprintf(sql + n, sizeof sql - (size_t)n, " AND id < :before");
+  snprintf(sql + n, sizeof sql - (size_t)n, " ORDER BY id DESC LIMIT :limit");
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+    fail(s, what);
+    return NULL;
+  }
+  int brc = SQLITE_OK;
+  if (f->kind)
+    brc |= bind_str(st, sqlite3_bind_parameter_index(st, ":kind"), f->kind);
+  if (f->nowcerts_id)
+    brc |= bind_str(st, sqlite3_bind_parameter_index(st, ":nc"), f->nowcerts_id);
+  if (f->ghl_id)
+    brc |= bind_str(st, sqlite3_bind_parameter_index(st, ":ghl"), f->ghl_id);
+  if (f->event_id)
+    brc |= bind_str(st, sqlite3_bind_parameter_index(st, ":ev"), f->event_id);
+  if (f->before > 0)
+    brc |= sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":before"), f->before);
+  brc |= sqlite3_bind_int(st, sqlite3_bind_parameter_index(st, ":limit"),
+                          f->limit > 0 ? f->limit : 100);
+  if (brc != SQLITE_OK) {
+    fail(s, what);
+    sqlite3_finalize(st);
+    return NULL;
+  }
+  return st;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i) {
+  return (const char *)sqlite3_column_text(st, i);
+}
+
+int store_conflict_list(struct store *s, const struct store_sync_filter *f,
+                        int (*cb)(void *ud, const struct store_conflict *c), void *ud) {
+  sqlite3_stmt *st =
+      prepare_list(s, "conflicts",
+                   "id, kind, nowcerts_id, ghl_id, field, nowcerts_value, ghl_value, base, winner,"
+                   " event_id, nowcerts_at, ghl_at, at",
+                   f, "conflict_list");
+  if (!st)
+    return -1;
+  int rc, ret = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct store_conflict c = {
+        .id = sqlite3_column_int64(st, 0),
+        .kind = col_text(st, 1),
+        .nowcerts_id = col_text(st, 2),
+        .ghl_id = col_text(st, 3),
+        .field = col_text(st, 4),
+        .nowcerts_value = col_text(st, 5),
+        .ghl_value = col_text(st, 6),
+        .base = col_text(st, 7),
+        .winner = col_text(st, 8),
+        .event_id = col_text(st, 9),
+        .nowcerts_at = sqlite3_column_double(st, 10),
+        .ghl_at = sqlite3_column_double(st, 11),
+        .at = sqlite3_column_double(st, 12),
+    };
+    if (cb(ud, &c))
+      break;
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    ret = fail(s, "conflict_list");
+  sqlite3_finalize(st);
+  return ret;
+}
+
+int store_change_list(struct store *s, const struct store_sync_filter *f,
+                      int (*cb)(void *ud, const struct store_change *c), void *ud) {
+  sqlite3_stmt *st = prepare_list(
+      s, "changes",
+      "id, kind, nowcerts_id, ghl_id, field, side, old_value, new_value, action, event_id, at", f,
+      "change_list");
+  if (!st)
+    return -1;
+  int rc, ret = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct store_change c = {
+        .id = sqlite3_column_int64(st, 0),
+        .kind = col_text(st, 1),
+        .nowcerts_id = col_text(st, 2),
+        .ghl_id = col_text(st, 3),
+        .field = col_text(st, 4),
+        .side = col_text(st, 5),
+        .old_value = col_text(st, 6),
+        .new_value = col_text(st, 7),
+        .action = col_text(st, 8),
+        .event_id = col_text(st, 9),
+        .at = sqlite3_column_double(st, 10),
+    };
+    if (cb(ud, &c))
+      break;
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    ret = fail(s, "change_list");
+  sqlite3_finalize(st);
+  return ret;
+}
+
+static void json_member(struct buf *b, const char *name, const char *v, bool comma) {
+  buf_printf(b, "%s\"%s\":", comma ? "," : "", name);
+  if (v)
+    buf_json_str(b, v, strlen(v));
+  else
+    buf_puts(b, "null");
+}
+
+void store_conflict_json(struct buf *b, const struct store_conflict *c) {
+  buf_printf(b, "{\"id\":%lld", c->id);
+  json_member(b, "kind", c->kind, true);
+  json_member(b, "nowcerts_id", c->nowcerts_id, true);
+  json_member(b, "ghl_id", c->ghl_id, true);
+  json_member(b, "field", c->field, true);
+  json_member(b, "nowcerts_value", c->nowcerts_value, true);
+  json_member(b, "ghl_value", c->ghl_value, true);
+  json_member(b, "base", c->base, true);
+  json_member(b, "winner", c->winner, true);
+  json_member(b, "event_id", c->event_id, true);
+  buf_printf(b, ",\"nowcerts_at\":%.3f,\"ghl_at\":%.3f,\"at\":%.3f}", c->nowcerts_at, c->ghl_at,
+             c->at);
+}
+
+void store_change_json(struct buf *b, const struct store_change *c) {
+  buf_printf(b, "{\"id\":%lld", c->id);
+  json_member(b, "kind", c->kind, true);
+  json_member(b, "nowcerts_id", c->nowcerts_id, true);
+  json_member(b, "ghl_id", c->ghl_id, true);
+  json_member(b, "field", c->field, true);
+  json_member(b, "side", c->side, true);
+  json_member(b, "old_value", c->old_value, true);
+  json_member(b, "new_value", c->new_value, true);
+  json_member(b, "action", c->action, true);
+  json_member(b, "event_id", c->event_id, true);
+  buf_printf(b, ",\"at\":%.3f}", c->at);
 }
 
 /* value NULL deletes the key. */

@@ -1,8 +1,8 @@
 /* store: everything ncghl must not lose, in one SQLite file (WAL,
  * synchronous=FULL): the event queue with each attempt of each upstream call,
  * idempotency (an event id is its own key), the NowCerts <-> GHL id
- * cross-reference, write fingerprints for echo suppression, and small
- * key/value cursors. The schema is versioned and migrated at open.
+ * cross-reference, the field-level sync state (snapshots, conflicts, field
+ * changes), and small key/value cursors. The schema is versioned and migrated at open.
  *
  * Calls are synchronous and run inside whatever transaction is open on the
  * connection (store_begin/store_commit), or in their own when none is; the
@@ -133,11 +133,58 @@ int store_link_put(struct store *s, const char *kind, const char *nowcerts_id, c
 char *store_link_ghl(struct store *s, const char *kind, const char *nowcerts_id);
 char *store_link_nowcerts(struct store *s, const char *kind, const char *ghl_id);
 
-/* Echo suppression: the fields ncghl last wrote to a record, as JSON. side is
- * "ghl" or "nowcerts". */
-int store_fp_put(struct store *s, const char *side, const char *record_id, const char *json,
-                 double now);
-char *store_fp_get(struct store *s, const char *side, const char *record_id); /* malloc'd or NULL */
+/* Forgets a link (a contact deleted in GHL). */
+int store_link_delete(struct store *s, const char *kind, const char *nowcerts_id);
+
+/* Field-level sync (SPEC 10). A link's snapshot holds, per mapped field, the
+ * base value both sides agreed on and when each side's version was seen; it
+ * is one JSON document whose shape belongs to lua/ncghl/sync.lua, kept by
+ * (kind, NowCerts id), and outlives the link (a tombstone). json NULL deletes. */
+int store_snapshot_put(struct store *s, const char *kind, const char *nowcerts_id,
+                       const char *ghl_id, const char *json, double now);
+char *store_snapshot_get(struct store *s, const char *kind, const char *nowcerts_id); /* malloc'd */
+
+/* One field both sides changed since the base, and which side's value won.
+ * Strings are borrowed (valid during a list callback only). */
+struct store_conflict {
+  long long id; /* assigned by the store */
+  const char *kind, *nowcerts_id, *ghl_id, *field;
+  const char *nowcerts_value, *ghl_value, *base; /* NULL: empty */
+  const char *winner;                            /* "nowcerts" | "ghl" */
+  const char *event_id;                          /* the event that found it */
+  double nowcerts_at, ghl_at;                    /* each side's record time */
+  double at;
+};
+int store_conflict_add(struct store *s, const struct store_conflict *c);
+long long store_conflict_count(struct store *s); /* -1 on error */
+
+/* One field change ncghl saw on a side or made there (the person timeline).
+ * side: where the change was seen or made; action: what ncghl did. */
+struct store_change {
+  long long id;
+  const char *kind, *nowcerts_id, *ghl_id, *field;
+  const char *side;                 /* "nowcerts" | "ghl" */
+  const char *old_value, *new_value; /* NULL: empty */
+  const char *action;               /* "sent", "kept", "conflict_won", "conflict_lost", ... */
+  const char *event_id;
+  double at;
+};
+int store_change_add(struct store *s, const struct store_change *c);
+
+/* Which rows a list wants: NULL/0 members do not filter. Newest first; a
+ * page ends before `before` (an id), at most `limit` rows (default 100). */
+struct store_sync_filter {
+  const char *kind, *nowcerts_id, *ghl_id, *event_id;
+  long long before;
+  int limit;
+};
+int store_conflict_list(struct store *s, const struct store_sync_filter *f,
+                        int (*cb)(void *ud, const struct store_conflict *c), void *ud);
+int store_change_list(struct store *s, const struct store_sync_filter *f,
+                      int (*cb)(void *ud, const struct store_change *c), void *ud);
+/* The one JSON object of each, shared by the CLI and the admin API. */
+void store_conflict_json(struct buf *b, const struct store_conflict *c);
+void store_change_json(struct buf *b, const struct store_change *c);
 
 int store_kv_put(struct store *s, const char *key, const char *value);
 char *store_kv_get(struct store *s, const char *key); /* malloc'd or NULL */

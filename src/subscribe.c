@@ -268,6 +268,8 @@ int subscribe_main(int argc, char **argv, bool subscribe) {
     free(s);
     return 1;
   }
+  log_set_format(s->cfg.log_json);
+  log_set_pii(s->cfg.log_pii);
   if (log_init(s->cfg.log_level, s->cfg.log_file) != 0) {
     fprintf(stderr, "ncghl: configuration error: LOG_FILE: cannot open %s\n", s->cfg.log_file);
     config_free(&s->cfg);

@@ -52,6 +52,8 @@ struct tokens {
   long requests;
   tokens_observer_fn observer;
   void *observer_ud;
+  tokens_saver_fn saver;
+  void *saver_ud;
 
   /* tokens_free called from inside a waiter's callback: the dispatch loop
    * finishes the job, since it still holds the struct. */
@@ -266,6 +268,34 @@ void tokens_set_observer(struct tokens *tk, tokens_observer_fn fn, void *ud) {
   tk->observer_ud = ud;
 }
 
+void tokens_set_saver(struct tokens *tk, tokens_saver_fn fn, void *ud) {
+  tk->saver = fn;
+  tk->saver_ud = ud;
+}
+
+int tokens_restore(struct tokens *tk, const char *refresh, const char *access, double lifetime,
+                   double now) {
+  if (tk->kind != TOKENS_GHL_OAUTH || !set(refresh))
+    return -1;
+  char *r = strdup(refresh);
+  char *a = set(access) && lifetime > 0 ? strdup(access) : NULL;
+  if (!r || (set(access) && lifetime > 0 && !a)) {
+    free(r);
+    free(a);
+    return -1;
+  }
+  log_add_secret(r);
+  replace_secret(&tk->refresh, &tk->refresh_issued, r);
+  if (a) {
+    log_add_secret(a);
+    replace_secret(&tk->access, &tk->access_issued, a);
+    tk->refused = false;
+    double early = tk->margin < lifetime / 2 ? tk->margin : lifetime / 2;
+    tk->renew_at = now + lifetime - early;
+  }
+  return 0;
+}
+
 static void observe(struct tokens *tk, bool ok) {
   if (tk->observer)
     tk->observer(tk->observer_ud, ok);
@@ -421,9 +451,10 @@ static int take_response(struct tokens *tk, const char *body, size_t len, char *
     bool rotated = tk->refresh && strcmp(tk->refresh, new_refresh) != 0;
     replace_secret(&tk->refresh, &tk->refresh_issued, new_refresh);
     if (rotated && tk->kind == TOKENS_GHL_OAUTH)
-      log_warn("tokens: ghl refresh token rotated; it is kept in memory only, so a restart "
-               "needs the newest refresh token in GHL_REFRESH_TOKEN");
+      log_info("tokens: ghl refresh token rotated%s", tk->saver ? "; the new one is stored" : "");
   }
+  if (tk->kind == TOKENS_GHL_OAUTH && tk->saver && tk->refresh)
+    tk->saver(tk->saver_ud, tk->refresh, tk->access, lifetime);
   if (new_uid) {
     free(tk->user_id);
     tk->user_id = new_uid;

@@ -4,8 +4,9 @@
  * OAuth refresh. Time and the form POST are passed in, so every transition
  * is unit-tested with a fake clock and a fake transport. At most one token
  * request is in flight per instance; everyone who needs a token meanwhile
- * waits for that one. Tokens live in memory only and are registered with
- * the logger's redaction the moment they are known. */
+ * waits for that one. Tokens are registered with the logger's redaction
+ * the moment they are known; GHL OAuth tokens are handed to a saver so a
+ * rotated refresh token survives a restart (tokens_set_saver). */
 #ifndef NCGHL_TOKENS_H
 #define NCGHL_TOKENS_H
 
@@ -85,6 +86,19 @@ long tokens_requests(const struct tokens *tk);
  * it in a metric; called before any waiter hears of it. fn NULL: none. */
 typedef void (*tokens_observer_fn)(void *ud, bool ok);
 void tokens_set_observer(struct tokens *tk, tokens_observer_fn fn, void *ud);
+
+/* GHL OAuth keeps its tokens across restarts: a refresh token is usable
+ * once, so the one GHL handed out last is the only one that works. The
+ * owner stores what the saver is given and restores it at the next start,
+ * before the first call; the configured refresh token is only the seed.
+ * lifetime: seconds from the response on (or left, for restore); <= 0 for
+ * an access token that is no longer usable. Restored tokens are registered
+ * with the logger. Both do nothing for other kinds. */
+typedef void (*tokens_saver_fn)(void *ud, const char *refresh, const char *access,
+                                double lifetime);
+void tokens_set_saver(struct tokens *tk, tokens_saver_fn fn, void *ud);
+int tokens_restore(struct tokens *tk, const char *refresh, const char *access, double lifetime,
+                   double now);
 
 /* application/x-www-form-urlencoded value encoding into out (NUL-terminated,
  * at most outlen bytes). Returns the length, or -1 when out is too small. */

@@ -20,11 +20,14 @@
 
 #include "buf.h"
 #include "config.h"
+#include "digest.h"
 #include "httpc.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "pii.h"
 #include "retry.h"
+#include "store.h"
 #include "tokens.h"
 
 #define GHL_API_VERSION "2021-07-28"
@@ -55,6 +58,7 @@ struct ucall {
   bool auth_retried; /* the one 401 retry is spent */
   bool starting;     /* inside up_start: the result must wait for the loop */
   bool finished;     /* the result is final; the timer delivers it */
+  bool once;         /* up_call.once: no re-send after an attempt that may have landed */
 
   bool ok, retryable;
   int status;
@@ -85,6 +89,7 @@ struct upstream {
   uint64_t rng;
   /* NULL until up_set_metrics; the metric functions ignore NULL. */
   struct metric *m_requests, *m_duration, *m_retries, *m_tokens;
+  struct store *store; /* GHL OAuth tokens kept across restarts; NULL: none */
   struct token_obs obs[2];
 };
 
@@ -290,20 +295,102 @@ static void on_token_result(void *ud, bool ok) {
   metric_inc(o->u->m_tokens, METRIC_LABELS(up_service_name(o->svc), ok ? "ok" : "error"));
 }
 
+/* ---- GHL OAuth tokens in the store ---------------------------------------- */
+
+#define OAUTH_KV_KEY "ghl_oauth"
+
+static double wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Appends s as a JSON string (tokens are printable ASCII, but escape what
+ * JSON needs anyway). */
+static void json_string_to(struct buf *b, const char *s) {
+  buf_append(b, "\"", 1);
+  for (; s && *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      buf_printf(b, "\\%c", ch);
+    else if (ch < 0x20)
+      buf_printf(b, "\\u%04x", ch);
+    else
+      buf_append(b, (const char *)&ch, 1);
+  }
+  buf_append(b, "\"", 1);
+}
+
+static void save_oauth(void *ud, const char *refresh, const char *access, double lifetime) {
+  struct upstream *u = ud;
+  if (!u->store)
+    return;
+  char seed[DIGEST_HEX_LEN + 1];
+  digest_sha256_hex(u->cfg->ghl_refresh_token, strlen(u->cfg->ghl_refresh_token), seed);
+  struct buf b;
+  buf_init(&b, 0);
+  buf_printf(&b, "{\"seed\":");
+  json_string_to(&b, seed);
+  buf_printf(&b, ",\"refresh_token\":");
+  json_string_to(&b, refresh);
+  buf_printf(&b, ",\"access_token\":");
+  json_string_to(&b, access ? access : "");
+  buf_printf(&b, ",\"expires_at\":%.0f}", wall_now() + lifetime);
+  /* The refresh token GHL just issued is the only one that will work: a
+   * failure to keep it is worth an error line (the token itself never is). */
+  if (!b.p || store_kv_put(u->store, OAUTH_KV_KEY, b.p) != 0)
+    log_error("tokens: could not store the rotated GHL refresh token; a restart will need "
+              "the newest one in GHL_REFRESH_TOKEN");
+  if (b.p)
+    memset(b.p, 0, b.len);
+  buf_free(&b);
+}
+
+void up_set_store(struct upstream *u, struct store *s) {
+  struct tokens *tk = u ? u->tk[UP_GHL] : NULL;
+  if (!tk || !s || !set(u->cfg->ghl_refresh_token) || !tokens_can_renew(tk))
+    return;
+  u->store = s;
+  tokens_set_saver(tk, save_oauth, u);
+  char *v = store_kv_get(s, OAUTH_KV_KEY);
+  if (!v)
+    return;
+  char err[64];
+  struct json *root = json_parse(v, strlen(v), err, sizeof err);
+  char seed[DIGEST_HEX_LEN + 1];
+  digest_sha256_hex(u->cfg->ghl_refresh_token, strlen(u->cfg->ghl_refresh_token), seed);
+  const char *stored_seed = root ? json_str(json_get(root, "seed")) : NULL;
+  const char *refresh = root ? json_str(json_get(root, "refresh_token")) : NULL;
+  const char *access = root ? json_str(json_get(root, "access_token")) : NULL;
+  const struct json *exp = root ? json_get(root, "expires_at") : NULL;
+  double left = exp && json_type(exp) == JSON_NUMBER ? json_num(exp) - wall_now() : 0;
+  if (!stored_seed || !refresh) {
+    log_warn("tokens: the stored GHL OAuth tokens are unreadable; using GHL_REFRESH_TOKEN");
+  } else if (strcmp(stored_seed, seed) != 0) {
+    log_info("tokens: GHL_REFRESH_TOKEN changed since the tokens were stored; using it");
+  } else if (tokens_restore(tk, refresh, access, left, now_s()) == 0) {
+    log_info("tokens: using the GHL OAuth tokens stored by an earlier run%s",
+             left > 0 ? "" : " (the access token has expired: refreshing first)");
+  }
+  json_free(root);
+  memset(v, 0, strlen(v));
+  free(v);
+}
+
 void up_set_metrics(struct upstream *u, struct metrics *m) {
   if (!u || !m)
     return;
-  u->m_requests = metrics_counter(m, "upstream_requests_total",
+  u->m_requests = metrics_counter(m, "ncghl_upstream_requests_total",
                                   "HTTP attempts to NowCerts and GHL, by HTTP status (0: no answer).",
                                   METRIC_LABELS("service", "status"));
-  u->m_duration = metrics_histogram(m, "upstream_duration_seconds",
+  u->m_duration = metrics_histogram(m, "ncghl_upstream_duration_seconds",
                                     "Time of one HTTP attempt to NowCerts or GHL.",
                                     METRIC_LABELS("service"), metrics_upstream_buckets,
                                     metrics_upstream_nbuckets);
-  u->m_retries = metrics_counter(m, "retries_total",
+  u->m_retries = metrics_counter(m, "ncghl_retries_total",
                                  "Upstream calls tried again after a 5xx, 429 or no answer.",
                                  METRIC_LABELS("service"));
-  u->m_tokens = metrics_counter(m, "token_refreshes_total",
+  u->m_tokens = metrics_counter(m, "ncghl_token_refreshes_total",
                                 "Token requests (NowCerts login or refresh, GHL OAuth refresh).",
                                 METRIC_LABELS("service", "result"));
   for (int i = 0; i < 2; i++) {
@@ -436,6 +523,22 @@ static bool nowcerts_status0(const char *body, size_t len, char *msg, size_t msg
   return failed;
 }
 
+/* The first UP_EXCERPT_MAX bytes of a body with personal data masked:
+ * what an attempt's stored request and answer may show. NULL for no body,
+ * and when out of memory (the excerpt is then left out, never unmasked). */
+#define UP_EXCERPT_MAX 4096
+static char *masked_excerpt(const char *p, size_t len, size_t *out_len) {
+  *out_len = 0;
+  if (!p)
+    return NULL;
+  size_t n = len > UP_EXCERPT_MAX ? UP_EXCERPT_MAX : len;
+  size_t cap = 2 * n + 16; /* a short name can grow when masked ("Al" -> "A***") */
+  char *out = malloc(cap);
+  if (out)
+    *out_len = pii_mask(p, n, out, cap);
+  return out;
+}
+
 static void on_http(void *ud, const struct httpc_response *resp) {
   struct ucall *c = ud;
   struct upstream *u = c->u;
@@ -481,12 +584,27 @@ static void on_http(void *ud, const struct httpc_response *resp) {
   set_error(c, c->ok ? NULL : msg);
 
   if (c->on_attempt) {
-    struct up_attempt a = {.service = c->svc, .method = c->method, .url = c->url,
-                           .status = resp->status, .error = c->error,
-                           .duration_ms = resp->duration_ms, .request = c->body,
-                           .request_len = c->body ? c->body_len : 0, .answer = resp->body,
-                           .answer_len = resp->body ? resp->body_len : 0};
+    /* Attempts are stored for people to read: personal data in an OData
+     * filter or an error body is masked unless LOG_PII says otherwise. */
+    bool mask = !u->cfg->log_pii;
+    char *url = mask ? pii_mask_dup(c->url) : NULL;
+    char *error = mask && c->error ? pii_mask_dup(c->error) : NULL;
+    struct up_attempt a = {.service = c->svc, .method = c->method, .url = url ? url : c->url,
+                           .status = resp->status, .error = error ? error : c->error,
+                           .duration_ms = resp->duration_ms};
+    /* The bodies too, for an event's story in /ui, masked the same way. */
+    size_t req_n = c->body ? c->body_len : 0, ans_n = resp->body ? resp->body_len : 0;
+    char *req = mask ? masked_excerpt(c->body, req_n, &req_n) : NULL;
+    char *ans = mask ? masked_excerpt(resp->body, ans_n, &ans_n) : NULL;
+    a.request = mask ? req : c->body;
+    a.request_len = a.request ? req_n : 0;
+    a.answer = mask ? ans : resp->body;
+    a.answer_len = a.answer ? ans_n : 0;
     c->on_attempt(c->ud, &a);
+    free(url);
+    free(error);
+    free(req);
+    free(ans);
   }
   log_debug("upstream: %s %s %s -> %d (%.1f ms)", up_service_name(c->svc), c->method, c->url,
             resp->status, resp->duration_ms);
@@ -510,6 +628,10 @@ static void on_http(void *ud, const struct httpc_response *resp) {
     log_info("upstream: %s answered 401; renewing the token and retrying once",
              up_service_name(c->svc));
     attempt(c);
+    return;
+  }
+  if (c->once && resp->status == 0) {
+    finish(c); /* no answer: it may have landed; the caller searches first */
     return;
   }
   after_failure(c, resp->retry_after);
@@ -576,9 +698,11 @@ static void on_token(void *ud, const char *token, int status, const char *error)
     send_with(c, token);
     return;
   }
-  /* Not an HTTP attempt of this call, but its failure is the call's. */
+  /* Not an HTTP attempt of this call, but its failure is the call's. A
+   * token endpoint that is down, slow or answers garbage (even with a 2xx)
+   * delays the event; only a refusal of the credentials (4xx) is final. */
   c->status = status;
-  c->retryable = retry_is_retryable(status);
+  c->retryable = retry_is_retryable(status) || status < 400 || status > 499;
   set_error(c, error ? error : "token request failed");
   after_failure(c, -1);
 }
@@ -620,6 +744,7 @@ int up_start(struct upstream *u, const struct up_call *call, up_attempt_cb on_at
   c->u = u;
   c->svc = call->service;
   c->on_attempt = on_attempt;
+  c->once = call->once;
   c->done = done;
   c->ud = ud;
   buf_init(&c->resp, 0);

@@ -26,6 +26,12 @@ struct up_call {
   const char *body;         /* NULL for none */
   size_t body_len;
   const char *content_type; /* NULL: application/json when there is a body */
+  /* A create: when an attempt gets no answer (a time-out, a reset) it may
+   * still have made the record, so the retry policy does not send it again;
+   * the call ends retryable and the caller searches before it creates again
+   * (SPEC 10, "creates survive crashes"). An answer (5xx, 429) is retried as
+   * usual. */
+  bool once;
 };
 
 struct up_attempt {
@@ -67,9 +73,15 @@ int up_start(struct upstream *u, const struct up_call *call, up_attempt_cb on_at
 const char *up_nowcerts_user_id(const struct upstream *u);
 /* Calls in flight, retries waiting included. */
 int up_active(const struct upstream *u);
-/* Counts into m from now on: upstream_requests_total{service,status} and
- * upstream_duration_seconds{service} per HTTP attempt (status "0": no
- * answer), retries_total{service}, token_refreshes_total{service,result}. */
+/* Keeps GHL OAuth tokens in the store (kv "ghl_oauth"): restores the ones
+ * an earlier run stored, unless GHL_REFRESH_TOKEN was changed since (a new
+ * seed wins), and stores every rotation from now on. Call before the first
+ * up_start. Nothing happens without OAuth refresh configured. */
+struct store;
+void up_set_store(struct upstream *u, struct store *s);
+/* Counts into m from now on: ncghl_upstream_requests_total{service,status} and
+ * ncghl_upstream_duration_seconds{service} per HTTP attempt (status "0": no
+ * answer), ncghl_retries_total{service}, ncghl_token_refreshes_total{service,result}. */
 struct metrics;
 void up_set_metrics(struct upstream *u, struct metrics *m);
 

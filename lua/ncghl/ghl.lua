@@ -5,8 +5,7 @@
 -- limits and retries are the C core's business, not this file's.
 local json = require "ncghl.json"
 local util = require "ncghl.util"
-local map = require "ncghl.map"
-local echo = require "ncghl.echo"
+local fields = require "ncghl.fields"
 
 local ghl = {}
 
@@ -78,19 +77,16 @@ function ghl.search_filters(field, value)
   return { { field = field, operator = "eq", value = value } }
 end
 
--- How a phone is searched: GHL stores numbers in E.164, and this agency's
--- numbers are North American unless they say otherwise.
-function ghl.phone_query(phone)
-  local s = util.str(phone) or ""
-  local d = s:gsub("%D", "")
-  if #d == 10 then
-    return "+1" .. d
-  elseif #d == 11 and d:sub(1, 1) == "1" then
-    return "+" .. d
-  elseif s:sub(1, 1) == "+" then
-    return "+" .. d
-  end
-  return s
+-- The default country of phone numbers written without one (GHL stores and
+-- searches E.164): DEFAULT_COUNTRY, else US.
+function ghl.country()
+  local c = ncghl.config("DEFAULT_COUNTRY")
+  return util.empty(c) and "US" or c
+end
+
+-- A phone as GHL wants it written and searched: E.164.
+function ghl.phone(phone)
+  return fields.e164(phone, ghl.country())
 end
 
 local function contact_matches(c, email, phone)
@@ -114,7 +110,7 @@ function ghl.search_contact(q)
     field, value = "email", email
   elseif not util.empty(q.phone) then
     phone = util.phone10(q.phone)
-    field, value = "phone", ghl.phone_query(q.phone)
+    field, value = "phone", ghl.phone(q.phone)
   else
     return nil
   end
@@ -162,176 +158,85 @@ function ghl.search_contacts_by_name(first, last)
   return out
 end
 
--- The contact, or nil when GHL no longer has it (a stale link).
+-- GHL answers an id it does not know (deleted, merged away, another
+-- location's) with 404, or with 400 "Contact not found" (both seen).
+local function gone(res)
+  if res.ok or res.retryable then
+    return false
+  end
+  if res.status == 404 then
+    return true
+  end
+  return (res.status == 400 or res.status == 422)
+    and (res.body or ""):lower():find("not found", 1, true) ~= nil
+end
+
+-- The contact as GHL has it now, or nil when GHL no longer has it.
 function ghl.get_contact(id)
-  local found = ghl.request("GET", "/contacts/" .. util.pct(id), nil, { not_found = true })
-  if not found then
+  local path = "/contacts/" .. util.pct(id)
+  local res = ghl.call("GET", path)
+  if gone(res) then
     return nil
   end
+  local found = ghl.check("GET", path, res)
   return type(found.contact) == "table" and found.contact or found
 end
 
-function ghl.create_contact(body)
+-- A body as GHL takes it: phones in E.164.
+local function outgoing(body)
   local b = util.without(body)
+  if b.phone ~= nil and b.phone ~= "" then
+    b.phone = ghl.phone(b.phone) or b.phone
+  end
+  return b
+end
+
+-- POST /contacts/, sent once: a create whose answer is lost is not sent
+-- again blindly (the sync searches first).
+function ghl.create_contact(body)
+  local b = outgoing(body)
   if util.empty(b.locationId) then
     b.locationId = ghl.location_id()
   end
-  local created = ghl.request("POST", "/contacts/", b)
+  local res = ncghl.call("ghl", "POST", "/contacts/", json.encode(b), { once = true })
+  local created = ghl.check("POST", "/contacts/", res)
   return type(created.contact) == "table" and created.contact or created
 end
 
+-- PUT /contacts/{id} with only the given fields (never the create-only
+-- ones). nil when the contact is gone.
 function ghl.update_contact(id, body)
-  local updated = ghl.request("PUT", "/contacts/" .. util.pct(id), util.without(body, ghl.create_only))
+  local path = "/contacts/" .. util.pct(id)
+  local res = ghl.call("PUT", path, util.without(outgoing(body), ghl.create_only))
+  if gone(res) then
+    return nil
+  end
+  local updated = ghl.check("PUT", path, res)
   return type(updated.contact) == "table" and updated.contact or updated
 end
 
--- A PUT replaces all of a contact's tags: keep theirs and add ours.
-function ghl.merge_tags(existing, ours)
-  local out, seen = {}, {}
-  for _, list in ipairs({ existing or {}, ours or {} }) do
-    if type(list) == "table" then
-      for _, tag in ipairs(list) do
-        local key = type(tag) == "string" and util.trim(tag):lower() or nil
-        if key and key ~= "" and not seen[key] then
-          seen[key] = true
-          out[#out + 1] = tag
-        end
-      end
-    end
+-- Tags through GHL's own endpoints: a PUT of `tags` would replace all of
+-- them, and a tag someone added meanwhile would be lost.
+-- Each returns false, changing nothing, when the contact is gone.
+local function tags_call(method, id, tags)
+  if #tags == 0 then
+    return true
   end
-  return out
+  local path = "/contacts/" .. util.pct(id) .. "/tags"
+  local res = ghl.call(method, path, { tags = tags })
+  if gone(res) then
+    return false
+  end
+  ghl.check(method, path, res)
+  return true
 end
 
-local function skipped()
-  return {
-    action = "skipped",
-    reason = "echo of ncghl's own write",
-    message = "Skipped: echo of ncghl's own write",
-  }
+function ghl.add_tags(id, tags)
+  return tags_call("POST", id, tags)
 end
 
--- upsert_contact(src, map, opts): the NowCerts record `src`, mapped with
--- `map`, written to GHL without ever creating a duplicate: by the id link
--- first, then by email, then by phone (a phone match with another email is
--- another person); updated if found, created if not.
--- opts.nowcerts_id: the insured's NowCerts id (for the link and echoes).
--- For callers that only name a person (a policy's insured), three more:
--- opts.update = false: a contact that is found is used as it is; only a
---   missing one is created (action "found" or "created").
--- opts.match_name = true: when the record has neither email nor phone, look
---   for a contact with exactly this firstName and lastName; more than one
---   such contact fails the event rather than picking one.
--- opts.echo = false: no echo check and no fingerprint update for the
---   NowCerts record, because `src` is not that record (the caller needs the
---   contact's id, and a policy must not overwrite its insured's fingerprint).
-function ghl.upsert_contact(src, m, opts)
-  opts = opts or {}
-  if type(src) ~= "table" then
-    src = {}
-  end
-  local body, trace = map.apply(m, src, opts)
-  local nc_id = util.str(opts.nowcerts_id)
-  nc_id = nc_id and nc_id:lower() -- NowCerts ids are GUIDs: case carries no meaning
-  local email = util.email(body.email)
-  local phone = util.phone10(body.phone)
-  local use_echo = opts.echo ~= false
-  local name
-  -- A name identifies a person only when nothing better does: with an email
-  -- or a phone that GHL does not know, another person of that name must not
-  -- be taken for them.
-  if opts.match_name and not email and not phone and not util.empty(body.firstName)
-      and not util.empty(body.lastName) then
-    name = (util.str(body.firstName) .. " " .. util.str(body.lastName)):lower()
-  end
-
-  -- Two events about the same person (same id, email or phone) run one after
-  -- the other from here on, so the second finds what the first created.
-  ncghl.lock(nc_id and "contact:nowcerts:" .. nc_id, email and "contact:email:" .. email,
-    phone and "contact:phone:" .. phone, name and "contact:name:" .. name)
-
-  if use_echo and nc_id and echo.is_echo("nowcerts", nc_id, src) then
-    return skipped()
-  end
-
-  local existing, found_by
-  if nc_id then
-    local linked = ncghl.link_get("contact", "ghl", nc_id)
-    if linked then
-      existing, found_by = ghl.get_contact(linked), "link"
-    end
-  end
-  if not existing and email then
-    existing, found_by = ghl.search_contact({ email = email }), "email"
-  end
-  if not existing and phone then
-    existing, found_by = ghl.search_contact({ phone = body.phone }), "phone"
-    -- A phone is shared by families and offices: a record with an email is
-    -- only taken for a phone match that has no email of its own, so two
-    -- people who share a number are never merged into one contact.
-    if existing and email and not util.empty(existing.email) then
-      existing, found_by = nil, nil
-    end
-  end
-  if not existing and name then
-    local same = ghl.search_contacts_by_name(body.firstName, body.lastName)
-    if #same > 1 then
-      ncghl.fail({
-        retryable = false,
-        message = ("%d GHL contacts are named %s %s and nothing else tells them apart: "
-          .. "give the record an email or link the contact"):format(#same,
-          util.str(body.firstName), util.str(body.lastName)),
-      })
-    end
-    existing, found_by = same[1], "name"
-  end
-
-  if existing and opts.update == false then
-    if nc_id then
-      ncghl.link_put("contact", nc_id, existing.id)
-    end
-    return {
-      action = "found",
-      contact_id = existing.id,
-      found_by = found_by,
-      contact = existing,
-      message = ("GHL contact %s found"):format(existing.id),
-    }
-  end
-
-  local action, id, contact, sent
-  if existing then
-    if type(body.tags) == "table" then
-      body.tags = ghl.merge_tags(existing.tags, body.tags)
-    end
-    sent = util.without(body, ghl.create_only)
-    id = existing.id
-    contact = ghl.update_contact(id, sent)
-    action = "updated"
-  else
-    found_by = nil
-    sent = body
-    contact = ghl.create_contact(body)
-    id = contact and contact.id
-    action = "created"
-    if util.empty(id) then
-      ncghl.fail({ retryable = false, message = "GHL created a contact but its answer has no id" })
-    end
-  end
-
-  if nc_id then
-    ncghl.link_put("contact", nc_id, id)
-    if use_echo then
-      echo.observe("nowcerts", nc_id, src)
-    end
-  end
-  echo.record("ghl", id, sent, trace)
-  return {
-    action = action,
-    contact_id = id,
-    found_by = found_by,
-    contact = contact,
-    message = ("GHL contact %s %s"):format(id, action),
-  }
+function ghl.remove_tags(id, tags)
+  return tags_call("DELETE", id, tags)
 end
 
 -- Opportunities and pipelines -------------------------------------------

@@ -1,7 +1,8 @@
 -- ncghl.json: lua-cjson set up once for ncghl, and a decoder that hands
 -- mappings the values they expect: a JSON null inside an object is simply an
 -- absent field (nil), and whole numbers are Lua integers (so 42 prints as "42",
--- not "42.0", and a numeric phone keeps its digits).
+-- not "42.0", and a numeric phone keeps its digits). Which keys were null is
+-- remembered aside (json.was_null), for the sync's "cleared, not unknown".
 local cjson = require "cjson"
 
 local json = {}
@@ -33,6 +34,20 @@ local NULL, cdecode = cjson.null, cjson.decode
 -- is a table whose keys are exactly 1..#t (cjson keeps a null in an array as
 -- json.null, never as a hole) and is walked by index instead of with next;
 -- an object has only string keys, so #t is 0 for it.
+-- The keys each decoded object held a null under, before tidy dropped them.
+-- Field-level sync tells "sent empty" (a clear) from "not sent" (unknown)
+-- with it; weak keys, so it never keeps a payload alive.
+local null_keys = setmetatable({}, { __mode = "k" })
+
+local function mark(t, k)
+  local set = null_keys[t]
+  if not set then
+    set = {}
+    null_keys[t] = set
+  end
+  set[k] = true
+end
+
 local function tidy(t, depth)
   local n = #t
   if n > 0 then
@@ -71,6 +86,7 @@ local function tidy(t, depth)
       end
     elseif v == NULL then
       t[k] = nil
+      mark(t, k)
     end
   end
 end
@@ -85,6 +101,32 @@ function json.decode(s)
     return tointeger(v) or v
   end
   return v
+end
+
+-- Whether the object `t` (as json.decode made it) carried `key` as null.
+function json.was_null(t, key)
+  local set = null_keys[t]
+  return set ~= nil and set[key] == true
+end
+
+-- Marks `key` of `t` as having been null: for code that copies a decoded
+-- object into a new table and wants the copy to tell the same story.
+function json.set_null(t, key)
+  mark(t, key)
+end
+
+-- Copies the null marks of `from` onto `to` (keys renamed by `rename`, a
+-- function, when given).
+function json.copy_nulls(from, to, rename)
+  local set = null_keys[from]
+  if set then
+    for k in pairs(set) do
+      local name = rename and rename(k) or k
+      if name ~= nil and to[name] == nil then
+        mark(to, name)
+      end
+    end
+  end
 end
 
 function json.encode(v)

@@ -3,14 +3,15 @@
 --   "path"                a source field, dots for nesting ("address.zip");
 --   { spec, spec, ... }   tried in order, the first with a value wins;
 --   map.const(v)          a constant (also: any number or boolean);
---   function(src, ctx)    computed, for the odd case.
+--   function(src, ctx)    computed, for the odd case;
+--   map.keep(spec)        as spec, and the sync never clears this field.
 -- "A value" is anything but nil, JSON null, an empty or blank string, or an
--- empty table; strings are trimmed. Fields without a value are left out, so a
--- map never blanks a field on the other side.
+-- empty table; strings are trimmed. Fields without a value are left out of
+-- what map.apply returns; clearing a field is the sync's decision
+-- (ncghl.sync), made from the record, never from a map's output.
 --
 -- map.apply returns the target table and a trace (target -> the path that
--- filled it, or "const" / "function"): the trace is what `ncghl map` prints
--- and what echo suppression uses to fingerprint exactly the data it wrote.
+-- filled it, or "const" / "function"): the trace is what `ncghl map` prints.
 -- Pure: no I/O, no upstream calls.
 local util = require "ncghl.util"
 local json = require "ncghl.json"
@@ -29,6 +30,41 @@ end
 
 function map.is_const(spec)
   return getmetatable(spec) == CONST
+end
+
+-- A field whose value is never cleared by the sync: when one side empties
+-- it, the other side keeps its value (SPEC 10). The spec inside reads the
+-- value as usual: firstName = map.keep("firstName").
+local KEEP = { __name = "ncghl.map.keep" }
+
+function map.keep(spec)
+  return setmetatable({ spec = spec }, KEEP)
+end
+
+function map.is_keep(spec)
+  return getmetatable(spec) == KEEP
+end
+
+-- The plain source paths a spec reads, in order ("a" -> {"a"}, {"a", "b"}
+-- -> itself, map.keep(x) -> x's), or nil for a constant or a function:
+-- how the sync pairs a field of one map with the field of the other map
+-- that reads it back.
+function map.paths(spec)
+  if getmetatable(spec) == KEEP then
+    spec = spec.spec
+  end
+  if type(spec) == "string" then
+    return { spec }
+  end
+  if type(spec) ~= "table" or getmetatable(spec) ~= nil or #spec == 0 then
+    return nil
+  end
+  for i = 1, #spec do
+    if type(spec[i]) ~= "string" then
+      return nil
+    end
+  end
+  return spec
 end
 
 -- A value as a map sends it, or nil for "no value". The usual string (no
@@ -127,7 +163,9 @@ local function resolve(spec, src, ctx)
     return nil
   end
   if t == "table" then
-    if getmetatable(spec) == CONST then
+    if getmetatable(spec) == KEEP then
+      return resolve(spec.spec, src, ctx)
+    elseif getmetatable(spec) == CONST then
       local v = clean(spec.value)
       if v ~= nil then
         return v, "const"
@@ -243,11 +281,18 @@ end
 -- id = "..." instead of key): [{key|id, field_value}], fields without a value
 -- left out. GHL takes either id or key; which key form it wants is not
 -- confirmed (ref/ghl/NOTES.md section 2), so the list lives in the map file.
+-- field_value is string | string[] | object in GHL's schema (NOTES section
+-- 3): a number or a boolean (a policy number that arrived as a JSON number)
+-- is sent as its text, never as a number that GHL's validation refuses.
 function map.custom_fields(list)
   return function(src, ctx)
     local out = {}
     for _, f in ipairs(list) do
       local v = resolve(f.from, src, ctx)
+      local t = type(v)
+      if t == "number" or t == "boolean" then
+        v = util.str(v)
+      end
       if v ~= nil and type(v) ~= "table" then
         local item = { field_value = v }
         if f.id ~= nil and f.id ~= "" then

@@ -3,29 +3,43 @@
 -- already as ok=false) are the C core's business. Every failed call raises
 -- ncghl.fail with the upstream's answer in the message.
 --
--- The rule that matters most: Insured/Insert overwrites any record that
+-- The rules that matter most: Insured/Insert overwrites any record that
 -- merely has the same name, so it is only ever sent WITH the databaseId of a
--- record we found; a new person goes through Insured/OnlyInsertInsured.
+-- record we found, and a new person goes through Insured/OnlyInsertInsured;
+-- and Insert with a databaseId REPLACES the record, so an update is the
+-- current record, read right before, with the changes applied.
 local json = require "ncghl.json"
 local util = require "ncghl.util"
-local map = require "ncghl.map"
-local echo = require "ncghl.echo"
 
 local nowcerts = {}
 
--- On an update these fields keep the value the record already has: a change
--- made in GHL must not turn a customer (Insured) back into a Prospect or
--- reactivate a record the agency closed. The map's constants only apply to
--- records ncghl creates. Set to {} to always send the map's values.
-nowcerts.keep_on_update = { "type", "insuredType", "active" }
-
--- NowCerts reads these enums back as names and wants numbers on write.
+-- NowCerts reads these enums back as names and wants numbers on write
+-- (ref/nowcerts/enums.json). A name not listed fails the write, naming the
+-- field and the names it accepts: it never silently becomes another value.
 nowcerts.enums = {
   type = { Insured = 0, Prospect = 1, ["Underwriter (MGA)"] = 2, ["NAIC (Carrier)"] = 3,
     Finance_Company = 4, Referral_Source = 5, Other = 6 },
   insuredType = { Commercial = 0, Personal = 1, LifeHealth_Group = 2, LifeHealth_Individual = 3,
     Medicare = 4 },
+  prospectType = { ["Hot Prospect"] = 0, Prospect = 1, Cold_Prospect = 2 },
 }
+
+-- What InsuredDetailList reads that Insured/Insert writes back under the
+-- same name (ref/nowcerts/NOTES.md section 4): an update sends all of them,
+-- as they are now, so that none is blanked. Fields the lists do not read
+-- (agents, CSRs, custom fields, lead sources) cannot be carried this way;
+-- see docs/decisions.md.
+nowcerts.insured_fields = {
+  "commercialName", "firstName", "middleName", "lastName", "dateOfBirth", "type", "dba",
+  "addressLine1", "addressLine2", "state", "city", "zipCode", "eMail", "eMail2", "eMail3", "fax",
+  "phone", "cellPhone", "smsPhone", "description", "active", "website", "fein", "customerId",
+  "insuredId", "referralSourceCompanyName", "coInsured_FirstName", "coInsured_MiddleName",
+  "coInsured_LastName", "coInsured_DateOfBirth", "insuredType", "prospectType", "acquisitionDate",
+}
+
+-- The fields e-mails and phones are searched in.
+nowcerts.email_fields = { "eMail", "eMail2", "eMail3" }
+nowcerts.phone_fields = { "phone", "cellPhone", "smsPhone" }
 
 local function answer_of(res)
   if res.error and res.error ~= "" then
@@ -38,9 +52,9 @@ local function answer_of(res)
   return ("HTTP %s: %s"):format(tostring(res.status), body)
 end
 
--- request(method, path, body_table) -> decoded answer, raw result.
-function nowcerts.request(method, path, body)
-  local res = ncghl.call("nowcerts", method, path, body ~= nil and json.encode(body) or nil)
+-- The decoded answer of a result from ncghl.call; a failed call raises
+-- ncghl.fail with the upstream's answer.
+function nowcerts.check(method, path, res)
   if not res.ok then
     ncghl.fail({
       retryable = res.retryable,
@@ -61,6 +75,13 @@ function nowcerts.request(method, path, body)
   return decoded, res
 end
 
+-- request(method, path, body_table [, opts]) -> decoded answer, raw result.
+-- opts.once: a create (see ncghl.call).
+function nowcerts.request(method, path, body, opts)
+  local res = ncghl.call("nowcerts", method, path, body ~= nil and json.encode(body) or nil, opts)
+  return nowcerts.check(method, path, res)
+end
+
 -- An OData string literal: quotes doubled inside single quotes.
 function nowcerts.odata_string(s)
   return "'" .. tostring(s):gsub("'", "''") .. "'"
@@ -71,25 +92,16 @@ local function list(path_and_query)
   return type(found.value) == "table" and found.value or {}
 end
 
--- The insured with exactly this email (compared without case), or nil.
-function nowcerts.find_insured_by_email(email)
-  email = util.email(email)
-  if not email then
-    return nil
-  end
-  local filter = "eMail eq " .. nowcerts.odata_string(email)
-  for _, ins in ipairs(list("/InsuredDetailList?$filter=" .. util.pct(filter) .. "&$top=10&$count=true")) do
-    if util.email(ins.eMail) == email then
-      return ins
-    end
-  end
-  return nil
-end
-
 local GUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 
--- The insured with this id, or nil. Ids go into the filter unquoted (OData
--- GUID literals), so anything that is not a GUID is refused first.
+function nowcerts.is_id(id)
+  id = util.str(id)
+  return id ~= nil and id:match(GUID) ~= nil
+end
+
+-- The insured with this id as NowCerts has it now, or nil. Ids go into the
+-- filter unquoted (OData GUID literals), so anything that is not a GUID is
+-- refused first.
 function nowcerts.get_insured(id)
   id = util.str(id)
   if not id or not id:match(GUID) then
@@ -99,90 +111,142 @@ function nowcerts.get_insured(id)
   return rows[1]
 end
 
-local function skipped()
-  return {
-    action = "skipped",
-    reason = "echo of ncghl's own write",
-    message = "Skipped: echo of ncghl's own write",
-  }
+local function any_field(rec, names, want, form)
+  for _, f in ipairs(names) do
+    if form(rec[f]) == want then
+      return true
+    end
+  end
+  return false
 end
 
-local function keep_existing(body, existing)
-  for _, field in ipairs(nowcerts.keep_on_update or {}) do
-    local v = existing[field]
-    local enum = nowcerts.enums[field]
-    if enum and type(v) == "string" then
-      v = enum[v]
-    end
-    if v ~= nil then
-      body[field] = v
+-- The insured with exactly this e-mail in any of its e-mail fields, compared
+-- without case (NowCerts' own comparison may or may not ignore case: the
+-- filter lower-cases both sides), or nil.
+function nowcerts.find_insured_by_email(email)
+  email = util.email(email)
+  if not email then
+    return nil
+  end
+  local lit = nowcerts.odata_string(email)
+  local terms = {}
+  for _, f in ipairs(nowcerts.email_fields) do
+    terms[#terms + 1] = ("tolower(%s) eq %s"):format(f, lit)
+  end
+  local filter = table.concat(terms, " or ")
+  for _, ins in ipairs(list("/InsuredDetailList?$filter=" .. util.pct(filter) .. "&$top=10&$count=true")) do
+    if any_field(ins, nowcerts.email_fields, email, util.email) then
+      return ins
     end
   end
+  return nil
 end
 
--- upsert_insured(src, map, opts): the GHL contact `src`, mapped with `map`,
--- written to NowCerts: found by the id link, else by email; updated (with
--- its databaseId) if found, created with OnlyInsertInsured if not.
--- opts.ghl_id: the contact's GHL id (for the link and echoes).
-function nowcerts.upsert_insured(src, m, opts)
-  opts = opts or {}
-  if type(src) ~= "table" then
-    src = {}
+-- The insured with this phone (its last 10 digits) in any phone field, or
+-- nil. NowCerts keeps phones as typed ("(555) 123-4567"), so the filter asks
+-- for the last four digits and the answer is compared digit by digit.
+-- `email`: the record looked for has this e-mail; a phone match that has an
+-- e-mail of its own, another one, is another person (families and offices
+-- share numbers) and is not returned.
+function nowcerts.find_insured_by_phone(phone, email)
+  local p10 = util.phone10(phone)
+  if not p10 or #p10 < 7 then
+    return nil
   end
-  local body, trace = map.apply(m, src, opts)
-  local ghl_id = util.str(opts.ghl_id)
-  local email = util.email(body.eMail or body.email)
-  local phone = util.phone10(body.phone or body.cellPhone or body.smsPhone)
-
-  ncghl.lock(ghl_id and "contact:ghl:" .. ghl_id, email and "contact:email:" .. email,
-    phone and "contact:phone:" .. phone)
-
-  if ghl_id and echo.is_echo("ghl", ghl_id, src) then
-    return skipped()
+  local lit = nowcerts.odata_string(p10:sub(-4))
+  local terms = {}
+  for _, f in ipairs(nowcerts.phone_fields) do
+    terms[#terms + 1] = ("contains(%s,%s)"):format(f, lit)
   end
-
-  local existing, found_by
-  if ghl_id then
-    local linked = ncghl.link_get("contact", "nowcerts", ghl_id)
-    if linked then
-      existing, found_by = nowcerts.get_insured(linked), "link"
+  local filter = table.concat(terms, " or ")
+  email = util.email(email)
+  for _, ins in ipairs(list("/InsuredDetailList?$filter=" .. util.pct(filter) .. "&$top=50&$count=true")) do
+    if any_field(ins, nowcerts.phone_fields, p10, util.phone10) then
+      local own = false
+      for _, f in ipairs(nowcerts.email_fields) do
+        own = own or util.email(ins[f]) ~= nil
+      end
+      if not (email and own) then
+        return ins
+      end
     end
   end
-  if not existing and email then
-    existing, found_by = nowcerts.find_insured_by_email(email), "email"
-  end
+  return nil
+end
 
-  local action, id, sent, answer
-  if existing then
-    sent = util.without(body)
-    sent.databaseId = existing.id or existing.databaseId
-    keep_existing(sent, existing)
-    answer = nowcerts.request("POST", "/Insured/Insert", sent)
-    id = answer.insuredDatabaseId or sent.databaseId
-    action = "updated"
-  else
-    found_by = nil
-    sent = body
-    answer = nowcerts.request("POST", "/Insured/OnlyInsertInsured", sent)
-    id = answer.insuredDatabaseId
-    action = "created"
+-- An enum as NowCerts writes it: a number, from a number or a known name.
+function nowcerts.enum_value(field, v)
+  local names = nowcerts.enums[field]
+  if not names or v == nil or type(v) == "number" or type(v) == "boolean" then
+    return v
   end
+  local s = util.trim(util.str(v) or "")
+  if s == "" then
+    return nil
+  end
+  if tonumber(s) then
+    return math.tointeger(tonumber(s)) or tonumber(s)
+  end
+  for name, n in pairs(names) do
+    if util.fold(name) == util.fold(s) then
+      return n
+    end
+  end
+  local accepted = {}
+  for name in pairs(names) do
+    accepted[#accepted + 1] = name
+  end
+  table.sort(accepted)
+  ncghl.fail({
+    retryable = false,
+    message = ('NowCerts field %s has the value "%s", which NowCerts does not know; accepted: %s')
+      :format(field, s, table.concat(accepted, ", ")),
+  })
+end
+
+local function with_enums(body)
+  for field in pairs(nowcerts.enums) do
+    if body[field] ~= nil then
+      body[field] = nowcerts.enum_value(field, body[field])
+    end
+  end
+  return body
+end
+
+-- Insured/OnlyInsertInsured ("always add a new insured"), sent once: a
+-- create whose answer is lost is not sent again blindly. Returns the new id.
+function nowcerts.create_insured(body)
+  local answer = nowcerts.request("POST", "/Insured/OnlyInsertInsured", with_enums(util.without(body)),
+    { once = true })
+  local id = util.str(answer.insuredDatabaseId)
   if util.empty(id) then
     ncghl.fail({ retryable = false, message = "NowCerts answered without an insuredDatabaseId" })
   end
-  id = util.str(id):lower()
+  return id:lower()
+end
 
-  if ghl_id then
-    ncghl.link_put("contact", id, ghl_id)
-    echo.observe("ghl", ghl_id, src)
+-- Insured/Insert of `current` (the record as read right before) with
+-- `changes` applied: every field the list read is sent back as it was, so
+-- nothing ncghl does not map is blanked (Insert with a databaseId replaces
+-- the whole record). A change to nil or "" clears that field.
+function nowcerts.update_insured(id, changes, current)
+  local body = {}
+  for _, f in ipairs(nowcerts.insured_fields) do
+    local v = current[f]
+    if v ~= nil and v ~= json.null then
+      body[f] = v
+    end
   end
-  echo.record("nowcerts", id, sent, trace)
-  return {
-    action = action,
-    insured_id = id,
-    found_by = found_by,
-    message = ("NowCerts insured %s %s"):format(id, action),
-  }
+  for f, v in pairs(changes) do
+    if v == "" or v == json.null then
+      body[f] = json.null
+    else
+      body[f] = v
+    end
+  end
+  body.databaseId = id
+  local answer = nowcerts.request("POST", "/Insured/Insert", with_enums(body))
+  return util.str(answer.insuredDatabaseId) or id
 end
 
 return nowcerts

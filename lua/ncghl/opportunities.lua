@@ -1,19 +1,78 @@
 -- ncghl.opportunities: a NowCerts policy or quote becomes a GHL opportunity
--- on its insured's contact (SPEC section 6). Adds two helpers to the GHL
--- side: ghl.upsert_opportunity (the route's work) and ghl.opportunity_echo
--- (the route for GHL's Opportunity* webhooks). What is mapped, and to which
--- pipeline, is the agency's: mappings/policies.lua and mappings/pipelines.lua.
+-- on its insured's contact (SPEC section 6). Two functions, which the engine
+-- offers routes as GHL-side helpers: upsert (ghl.upsert_opportunity, the
+-- route's work) and echo (ghl.opportunity_echo, the route for GHL's
+-- Opportunity* webhooks). What is mapped, and to which pipeline, is the
+-- agency's: mappings/policies.lua and mappings/pipelines.lua.
 --
 -- The rules that matter: the contact is found (or, if GHL has none,
 -- created) before the opportunity; one NowCerts record is one opportunity,
 -- found again through the stored links, so an update PUTs the same one and a
 -- quote that becomes a policy moves its opportunity instead of adding one;
 -- an update never sends what UpdateOpportunityDto does not declare.
+local json = require "ncghl.json"
 local util = require "ncghl.util"
 local map = require "ncghl.map"
-local echo = require "ncghl.echo"
+local fields = require "ncghl.fields"
+local sync = require "ncghl.sync"
 local ghl = require "ncghl.ghl"
 local nowcerts = require "ncghl.nowcerts"
+local choice = require "ncghl.pipeline_choice"
+
+local opportunities = {}
+
+-- What ncghl last wrote to an opportunity, field by field, is the snapshot
+-- of the link that holds it (by the policy's NowCerts id, else by its
+-- number): {field = value as compared}, or nil.
+local function link_of(opp_id)
+  local pid = ncghl.link_get("policy", "nowcerts", opp_id)
+  if pid then
+    return "policy", pid
+  end
+  local number = ncghl.link_get("policy_number", "nowcerts", opp_id)
+  if number then
+    return "policy_number", number
+  end
+  return nil
+end
+
+local function last_written_of(opp_id)
+  local kind, key = link_of(opp_id)
+  local text = kind and ncghl.snapshot_get(kind, key)
+  if not text then
+    return nil
+  end
+  local ok, snap = pcall(json.decode, text)
+  if not ok or type(snap) ~= "table" or type(snap.fields) ~= "table" then
+    return nil
+  end
+  local out = {}
+  for k, f in pairs(snap.fields) do
+    if type(f) == "table" and type(f.base) == "string" then
+      out[k] = f.base
+    end
+  end
+  return next(out) and out or nil
+end
+
+-- After a write: the fields ncghl sent from data (not constants), as
+-- compared, become the snapshot of every link that holds the opportunity.
+local function record_written(opp_id, body, trace, links)
+  local snap = { v = 1, fields = {} }
+  for field, v in pairs(body) do
+    local how = trace and trace[field]
+    if how and how ~= "const" then
+      local n = fields.normalise(field, v)
+      if n ~= nil and n ~= "" then
+        snap.fields[field] = { base = n }
+      end
+    end
+  end
+  local text = json.encode(snap)
+  for _, l in ipairs(links) do
+    ncghl.snapshot_put(l[1], l[2], opp_id, text)
+  end
+end
 
 local function fail(message)
   ncghl.fail({ retryable = false, message = message })
@@ -41,7 +100,7 @@ local function pick(t, keys)
 end
 
 -- The contact a record's insured is, found or created (never a blind
--- create: ghl.upsert_contact looks it up first). Returns its id and how.
+-- create: the sync looks it up first). Returns its id and how.
 local function contact_for(src, m)
   local ins_id = key_of(map.get(src, m.insured_id))
   if ins_id then
@@ -50,6 +109,7 @@ local function contact_for(src, m)
       return linked, "link"
     end
   end
+  local maps = util.require_optional("contacts") or {}
   local view = map.apply(m.insured_to_contact, src)
   local named = util.email(view.email) ~= nil or util.phone10(view.phone) ~= nil
     or (not util.empty(view.firstName) and not util.empty(view.lastName))
@@ -59,17 +119,29 @@ local function contact_for(src, m)
     if not insured then
       fail(("NowCerts has no insured %s (the record's insuredDatabaseId)"):format(ins_id))
     end
-    local r = ghl.upsert_contact(insured, m.insured_contact, { nowcerts_id = ins_id, echo = false })
+    local r = sync.contact("nowcerts", insured, {
+      maps = {
+        insured_id = maps.insured_id or { "databaseId", "id" },
+        insured_to_contact = m.insured_contact,
+        contact_to_insured = maps.contact_to_insured or {},
+        placeholders = maps.placeholders,
+      },
+      fresh = true,
+    })
+    if util.empty(r.contact_id) then
+      fail(("the policy's insured %s has no GHL contact: %s"):format(ins_id, tostring(r.message)))
+    end
     return r.contact_id, "nowcerts"
   end
   if not named then
     fail("the record names no insured: it needs insuredDatabaseId, insuredEmail (or email), "
       .. "or insuredFirstName and insuredLastName")
   end
-  local r = ghl.upsert_contact(src, m.insured_to_contact, {
-    nowcerts_id = ins_id, update = false, match_name = true, echo = false,
-  })
-  return r.contact_id, r.found_by or r.action
+  -- The policy names its insured by its own fields (insuredEmail, ...): a
+  -- contact that exists is used as it is (the insured's own events keep it
+  -- up to date); only a missing one is created from them.
+  local id, how = sync.ensure_contact(view, { nowcerts_id = ins_id, match_name = true })
+  return id, how
 end
 
 -- An opportunity of the contact with exactly this name that no NowCerts
@@ -111,12 +183,47 @@ local function opportunity_gone(res)
     and (res.body or ""):lower():find("opportunity not found", 1, true) ~= nil
 end
 
-local function choose(m, src, ctx)
-  local t = m.pipeline(src, ctx)
-  if type(t) ~= "table" then
-    fail("pipelines.lua chose no pipeline for this record")
+-- What pipelines.lua chooses with: the record's kind, line of business and
+-- status (policies.lua says where they are read), and, added by choose, the
+-- location's pipelines.
+local function choice_ctx(m, src, quote)
+  local ctx = {
+    quote = quote,
+    line = util.str((map.get(src, m.line_of_business))),
+    status_field = type(m.status) == "table" and type(m.status[1]) == "string" and m.status[1] or "status",
+  }
+  -- An older policies.lua may have neither map: no status then.
+  if m.status ~= nil then
+    ctx.status = map.get(src, m.status)
   end
-  local pipeline_id, stage_id = ghl.resolve_pipeline(t.pipeline, t.stage)
+  if m.active ~= nil then
+    ctx.active = map.get(src, m.active) -- false is a value here
+  end
+  return ctx
+end
+
+-- pipelines.lua's choice for the record, against the location's pipelines
+-- (read once and kept), and the ids of the names it chose. A name missing
+-- from pipelines read earlier may be new in GHL: they are read again once,
+-- and the choice made again, before the event fails naming what is missing.
+local function choose(m, src, ctx)
+  local list, fresh = ghl.pipelines(false)
+  local t, pipeline_id, stage_id, why
+  for _ = 1, 2 do
+    ctx.pipelines = list
+    t = m.pipeline(src, ctx)
+    if type(t) ~= "table" then
+      fail("pipelines.lua chose no pipeline for this record")
+    end
+    pipeline_id, stage_id, why = choice.ids(list, t)
+    if not why or fresh then
+      break
+    end
+    list, fresh = ghl.pipelines(true), true
+  end
+  if why then
+    fail(why)
+  end
   return t, pipeline_id, stage_id
 end
 
@@ -137,7 +244,7 @@ end
 -- already put at the policy stage: that event is skipped. "Still a quote"
 -- and "at the policy stage" mean the stage ncghl last wrote there (its echo
 -- fingerprint), so an agent moving the opportunity in GHL changes neither.
-function ghl.upsert_opportunity(src, m, opts)
+function opportunities.upsert(src, m, opts)
   opts = opts or {}
   if type(src) ~= "table" then
     src = {}
@@ -152,7 +259,7 @@ function ghl.upsert_opportunity(src, m, opts)
     quote = opts.quote == true
   end
   local pid = key_of((map.get(src, m.policy_id)))
-  local ctx = { quote = quote, line = util.str((map.get(src, m.line_of_business))) }
+  local ctx = choice_ctx(m, src, quote)
 
   -- Two events about the same policy run one after the other from here on.
   ncghl.lock(pid and "policy:nowcerts:" .. pid, "policy:number:" .. number_key)
@@ -166,10 +273,15 @@ function ghl.upsert_opportunity(src, m, opts)
   local function other_stage()
     if not other_known then
       other_known = true
-      local t = m.pipeline(src, { quote = not quote, line = ctx.line })
+      local octx = {}
+      for k, v in pairs(ctx) do
+        octx[k] = v
+      end
+      octx.quote = not quote
+      local t = m.pipeline(src, octx)
       if type(t) == "table" then
         local _
-        _, other = ghl.resolve_pipeline(t.pipeline, t.stage, { known_only = true })
+        _, other = choice.ids(ctx.pipelines, t)
       end
     end
     return other
@@ -181,7 +293,7 @@ function ghl.upsert_opportunity(src, m, opts)
   local function last_written(id)
     local last = last_by_id[id]
     if last == nil then
-      last = echo.last_written("ghl", id) or false
+      last = last_written_of(id) or false
       last_by_id[id] = last
     end
     return last or nil
@@ -298,11 +410,14 @@ function ghl.upsert_opportunity(src, m, opts)
     end
   end
 
+  local links = {}
   if pid then
     ncghl.link_put("policy", pid, opp_id)
+    links[#links + 1] = { "policy", pid }
   end
   ncghl.link_put("policy_number", number_key, opp_id)
-  echo.record("ghl", opp_id, body, trace)
+  links[#links + 1] = { "policy_number", number_key }
+  record_written(opp_id, body, trace, links)
   return {
     action = action,
     opportunity_id = opp_id,
@@ -312,25 +427,42 @@ function ghl.upsert_opportunity(src, m, opts)
     kind = quote and "quote" or "policy",
     pipeline = target.pipeline,
     stage = target.stage,
+    status = body.status,
+    how = target.how,
+    stage_how = target.stage_how,
+    policy_status = target.policy_status,
     message = ("GHL opportunity %s %s"):format(opp_id, action),
   }
 end
 
 -- The route for GHL's Opportunity* webhooks: ncghl's own write coming back
--- is skipped; any other change is not sent to NowCerts and is "ignored".
-function ghl.opportunity_echo(ev)
+-- (every field it carries that ncghl wrote holds what ncghl wrote) is
+-- skipped; any other change is not sent to NowCerts and is "ignored".
+function opportunities.echo(ev)
   local d = type(ev.data) == "table" and ev.data or {}
   local id = util.str(d.id)
-  if id and echo.is_echo("ghl", id, d) then
-    return {
-      action = "skipped",
-      reason = "echo of ncghl's own write",
-      message = "Skipped: echo of ncghl's own write",
-    }
+  local last = id and last_written_of(id)
+  if last then
+    local same, compared = true, 0
+    for field, want in pairs(last) do
+      if d[field] ~= nil then
+        compared = compared + 1
+        if fields.normalise(field, d[field]) ~= want then
+          same = false
+        end
+      end
+    end
+    if same and compared > 0 then
+      return {
+        action = "skipped",
+        reason = "echo of ncghl's own write",
+        message = "Skipped: echo of ncghl's own write",
+      }
+    end
   end
   return require("ncghl.engine").IGNORED,
     ("GHL %s for opportunity %s: opportunity changes are not sent to NowCerts"):format(
       tostring(ev.type), tostring(id))
 end
 
-return ghl
+return opportunities

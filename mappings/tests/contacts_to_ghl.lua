@@ -6,7 +6,9 @@
 -- answer here gets the default one (a search finds nobody, a write works).
 -- `expect.requests` lists requests that must have been made, in that order
 -- (others may come in between); bodies are compared as subsets, and ABSENT
--- means "this field must not be sent".
+-- means "this field must not be sent". `snapshots` seed what both sides
+-- agreed on after the last sync (each field's base value, as compared:
+-- e-mails lower case, phones their last 10 digits).
 
 local NC_ID = "3f0c1a2b-0000-4000-8000-00000000abcd"
 
@@ -44,7 +46,8 @@ return {
         { service = "ghl", method = "POST", path = "/contacts/",
           body = {
             firstName = "Jane", lastName = "Doe", email = "jane@example.com",
-            phone = "555-123-4567", address1 = "1 Main St", city = "Tampa", state = "FL",
+            -- GHL stores and searches phones in E.164.
+            phone = "+15551234567", address1 = "1 Main St", city = "Tampa", state = "FL",
             postalCode = "33601", source = "NowCerts", tags = { "nowcerts" },
             locationId = "loc-1",
           } },
@@ -68,7 +71,7 @@ return {
         search_by_email("jane@example.com"),
         { service = "ghl", method = "POST", path = "/contacts/",
           body = {
-            email = "Jane@Example.com", phone = "(555) 123-4567", address1 = "1 Main St",
+            email = "Jane@Example.com", phone = "+15551234567", address1 = "1 Main St",
             postalCode = "33601", middleName = ABSENT,
           } },
       },
@@ -91,43 +94,54 @@ return {
       outcome = "done",
       requests = {
         search_by_email("jane@example.com"),
-        -- An update carries no create-only field, and keeps the contact's tags.
+        -- An update carries no create-only field and no tags: a PUT of tags
+        -- would replace the ones people added ("vip").
         { service = "ghl", method = "PUT", path = "/contacts/c7",
           body = {
             lastName = "Smith", locationId = ABSENT, gender = ABSENT, companyName = ABSENT,
-            tags = { "vip", "nowcerts" },
+            tags = ABSENT,
           } },
+        -- ncghl's own tag goes through the tag endpoint.
+        { service = "ghl", method = "POST", path = "/contacts/c7/tags", body = { tags = { "nowcerts" } } },
       },
-      request_count = 2,
-      data = { action = "updated", contact_id = "c7", found_by = "email" },
+      data = { action = "updated", contact_id = "c7" },
     } },
 
   { name = "insured update finds the GHL contact by its stored link",
     source = "nowcerts",
     links = { { kind = "contact", nowcerts = NC_ID, ghl = "c42" } },
+    snapshots = {
+      { nowcerts = NC_ID, ghl = "c42", tags = { "nowcerts" },
+        fields = { firstName = "jane", lastName = "Doe", email = "old@example.com" } },
+    },
     body = {
       event_type = "INSURED_UPDATE",
-      data = { databaseId = NC_ID, firstName = "Jane", lastName = "Doe", email = "jane@example.com" },
+      data = { databaseId = NC_ID, firstName = "jane", lastName = "Doe", email = "jane@example.com" },
     },
     answers = {
       { service = "ghl", method = "GET", path = "/contacts/c42", status = 200,
-        body = { contact = { id = "c42", email = "old@example.com", tags = {} } } },
+        body = { contact = { id = "c42", firstName = "jane", lastName = "Doe", email = "old@example.com",
+          tags = { "nowcerts" } } } },
     },
     expect = {
       outcome = "done",
-      -- No search: the link is enough.
+      -- No search: the link is enough. NowCerts is read first (the insured
+      -- as it is now is the truth), then the contact, then only the field
+      -- that changed is written.
       requests = {
+        { service = "nowcerts", method = "GET", path = "/InsuredDetailList" },
         { service = "ghl", method = "GET", path = "/contacts/c42" },
         { service = "ghl", method = "PUT", path = "/contacts/c42",
-          body = { email = "jane@example.com", locationId = ABSENT } },
+          body = { email = "jane@example.com", firstName = ABSENT, lastName = ABSENT, locationId = ABSENT } },
       },
-      request_count = 2,
-      data = { action = "updated", contact_id = "c42", found_by = "link" },
+      request_count = 3,
+      data = { action = "updated", contact_id = "c42", found_by = "link", fields = { "email" } },
     } },
 
-  { name = "a stale link (GHL answers 404) falls back to email and creates",
+  { name = "a contact deleted in GHL (the linked id is gone) is not created again",
     source = "nowcerts",
     links = { { kind = "contact", nowcerts = NC_ID, ghl = "gone1" } },
+    snapshots = { { nowcerts = NC_ID, ghl = "gone1", fields = { email = "jane@example.com" } } },
     body = {
       event_type = "INSURED_UPDATE",
       data = { id = NC_ID, firstName = "Jane", lastName = "Doe", email = "jane@example.com" },
@@ -135,17 +149,88 @@ return {
     answers = {
       { service = "ghl", method = "GET", path = "/contacts/gone1", status = 404,
         body = { statusCode = 404, message = "Contact not found" } },
-      { service = "ghl", method = "POST", path = "/contacts/", status = 201,
-        body = { contact = { id = "c8" } } },
     },
     expect = {
       outcome = "done",
       requests = {
         { service = "ghl", method = "GET", path = "/contacts/gone1" },
         search_by_email("jane@example.com"),
-        { service = "ghl", method = "POST", path = "/contacts/", body = { email = "jane@example.com" } },
       },
-      data = { action = "created", contact_id = "c8" },
+      data = { action = "skipped", deleted_id = "gone1" },
+    } },
+
+  { name = "a contact deleted in GHL whose person has another contact (merged) links that one",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = "gone2" } },
+    snapshots = { { nowcerts = NC_ID, ghl = "gone2", fields = { email = "jane@example.com" } } },
+    body = {
+      event_type = "INSURED_UPDATE",
+      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", email = "jane@example.com" },
+    },
+    answers = {
+      { service = "ghl", method = "GET", path = "/contacts/gone2", status = 400,
+        body = { statusCode = 400, message = "Contact not found" } },
+      { service = "ghl", method = "POST", path = "/contacts/search", status = 200,
+        body = { contacts = { { id = "kept1", email = "jane@example.com", firstName = "Jane" } }, total = 1 } },
+      { service = "ghl", method = "GET", path = "/contacts/kept1", status = 200,
+        body = { contact = { id = "kept1", email = "jane@example.com", firstName = "Jane" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "GET", path = "/contacts/gone2" },
+        search_by_email("jane@example.com"),
+        { service = "ghl", method = "PUT", path = "/contacts/kept1", body = { lastName = "Doe" } },
+      },
+      data = { action = "updated", contact_id = "kept1", found_by = "email" },
+    } },
+
+  { name = "a field filled in later is a change, not an echo",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c50" } },
+    -- Synced without a city: the base has none.
+    snapshots = { { nowcerts = NC_ID, ghl = "c50", tags = { "nowcerts" },
+      fields = { firstName = "Jane", lastName = "Doe", email = "jane@example.com", city = "" } } },
+    body = {
+      event_type = "INSURED_UPDATE",
+      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", eMail = "jane@example.com", city = "Tampa" },
+    },
+    answers = {
+      { service = "ghl", method = "GET", path = "/contacts/c50", status = 200,
+        body = { contact = { id = "c50", firstName = "Jane", lastName = "Doe", email = "jane@example.com",
+          tags = { "nowcerts" } } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/contacts/c50",
+          body = { city = "Tampa", email = ABSENT, firstName = ABSENT } },
+      },
+      data = { action = "updated", fields = { "city" } },
+    } },
+
+  { name = "both sides changed the phone: the newer record wins and the conflict is recorded",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c60" } },
+    snapshots = { { nowcerts = NC_ID, ghl = "c60", tags = { "nowcerts" },
+      fields = { firstName = "Jane", lastName = "Doe", phone = "5550000000" } } },
+    body = {
+      event_type = "INSURED_UPDATE",
+      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
+        changeDate = "2024-03-01T10:00:00Z" },
+    },
+    answers = {
+      { service = "ghl", method = "GET", path = "/contacts/c60", status = 200,
+        body = { contact = { id = "c60", firstName = "Jane", lastName = "Doe", phone = "+15553334444",
+          dateUpdated = "2024-03-01T10:05:00.000Z", tags = { "nowcerts" } } } },
+    },
+    expect = {
+      outcome = "done",
+      -- GHL's change is newer: nothing is written to GHL; NowCerts gets GHL's phone.
+      requests = {
+        { service = "nowcerts", method = "POST", path = "/Insured/Insert", body = { phone = "+15553334444" } },
+      },
+      data = { action = "updated", conflicts = { { field = "phone", winner = "ghl" } } },
     } },
 
   { name = "no email: the contact is looked up by phone in E.164",
@@ -168,13 +253,37 @@ return {
       data = { action = "updated", found_by = "phone" },
     } },
 
+  { name = "both sides changed the phone at the same time: NowCerts wins the tie",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c61" } },
+    snapshots = { { nowcerts = NC_ID, ghl = "c61", tags = { "nowcerts" },
+      fields = { firstName = "Jane", lastName = "Doe", phone = "5550000000" } } },
+    body = {
+      event_type = "INSURED_UPDATE",
+      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
+        changeDate = "2024-03-01T10:05:00-00:00" },
+    },
+    answers = {
+      { service = "ghl", method = "GET", path = "/contacts/c61", status = 200,
+        body = { contact = { id = "c61", firstName = "Jane", lastName = "Doe", phone = "+15553334444",
+          dateUpdated = "2024-03-01T10:05:00.000Z", tags = { "nowcerts" } } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/contacts/c61", body = { phone = "+15551112222" } },
+      },
+      data = { action = "updated", conflicts = { { field = "phone", winner = "nowcerts" } } },
+    } },
+
   { name = "the echo of ncghl's own GHL write is skipped",
     source = "nowcerts",
-    -- What ncghl last wrote for this insured, as echo suppression stores it
-    -- (emails lower case, phones as their last 10 digits).
-    fingerprints = {
-      { side = "nowcerts", id = NC_ID,
-        fields = { firstName = "Jane", lastName = "Doe", eMail = "jane@example.com" } },
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c5" } },
+    -- What both sides agreed on after the last sync (e-mails lower case,
+    -- phones as their last 10 digits).
+    snapshots = {
+      { nowcerts = NC_ID, ghl = "c5", tags = { "nowcerts" },
+        fields = { firstName = "Jane", lastName = "Doe", email = "jane@example.com" } },
     },
     body = {
       event_type = "INSURED_UPDATE",
@@ -183,7 +292,7 @@ return {
     expect = {
       outcome = "done",
       request_count = 0,
-      data = { action = "skipped", reason = "echo of ncghl's own write" },
+      data = { action = "skipped" },
     } },
 
   { name = "GHL refusing the contact (400) fails the event for good",

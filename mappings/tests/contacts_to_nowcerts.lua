@@ -20,11 +20,13 @@ local function contact_event(type_, fields)
   return body
 end
 
--- The OData query NowCerts gets when ncghl looks an insured up by email.
+-- The OData query NowCerts gets when ncghl looks an insured up by email:
+-- every e-mail field, without case.
 local function lookup_by_email(email)
   return {
     service = "nowcerts", method = "GET", path = "/InsuredDetailList",
-    query = { ["$filter"] = ("eMail eq '%s'"):format(email), ["$top"] = "10" },
+    query = { ["$filter"] = ("tolower(eMail) eq '%s' or tolower(eMail2) eq '%s' or tolower(eMail3) eq '%s'")
+      :format(email, email, email), ["$top"] = "10" },
   }
 end
 
@@ -52,8 +54,12 @@ return {
             phone = "+15551230000", addressLine1 = "2 Oak Ave", city = "Orlando", state = "FL",
             zipCode = "32801", type = 1, insuredType = 1, active = true, databaseId = ABSENT,
           } },
+        { service = "ghl", method = "POST", path = "/contacts/c100/tags",
+          body = { tags = { "nowcerts", "prospect" } } },
       },
-      request_count = 2,
+      -- By e-mail, then by phone (digits: NowCerts keeps phones as typed);
+      -- then the contact gets ncghl's tags for a NowCerts prospect.
+      request_count = 4,
       data = { action = "created", insured_id = NC_ID },
     } },
 
@@ -100,29 +106,77 @@ return {
           query = { ["$filter"] = "id eq " .. NC_ID } },
         { service = "nowcerts", method = "POST", path = "/Insured/Insert",
           body = { databaseId = NC_ID, firstName = "Johnny", type = 1 } },
+        -- The first sync of the link: the contact gets ncghl's tags for
+        -- what the insured is (a prospect).
+        { service = "ghl", method = "POST", path = "/contacts/c102/tags",
+          body = { tags = { "nowcerts", "prospect" } } },
       },
-      request_count = 2,
+      request_count = 3,
       data = { action = "updated", found_by = "link" },
     } },
 
-  { name = "a link to an insured NowCerts no longer has falls back to email and creates",
+  { name = "an insured deleted in NowCerts (the linked id is gone) is not created again",
     source = "ghl",
     links = { { kind = "contact", nowcerts = NC_ID, ghl = "c103" } },
+    snapshots = { { nowcerts = NC_ID, ghl = "c103", fields = { email = "ann@example.com" } } },
     body = contact_event("ContactUpdate", {
       id = "c103", firstName = "Ann", lastName = "Poe", email = "ann@example.com",
     }),
-    -- No answers: every list NowCerts is asked for comes back empty, and the
-    -- write answers with a made-up id.
+    -- No answers: every list NowCerts is asked for comes back empty.
     expect = {
       outcome = "done",
       requests = {
         { service = "nowcerts", method = "GET", path = "/InsuredDetailList",
           query = { ["$filter"] = "id eq " .. NC_ID } },
         lookup_by_email("ann@example.com"),
+      },
+      data = { action = "skipped", deleted_id = NC_ID },
+    } },
+
+  { name = "a GHL lead with a first name and a phone only becomes a prospect",
+    source = "ghl",
+    body = contact_event("ContactCreate", { id = "c110", firstName = "Lou", phone = "+15557654321" }),
+    expect = {
+      outcome = "done",
+      requests = {
         { service = "nowcerts", method = "POST", path = "/Insured/OnlyInsertInsured",
-          body = { eMail = "ann@example.com" } },
+          body = { firstName = "Lou", lastName = "(no last name)", phone = "+15557654321", type = 1 } },
       },
       data = { action = "created" },
+    } },
+
+  { name = "a GHL contact with neither a name nor a company is skipped, saying why",
+    source = "ghl",
+    body = contact_event("ContactCreate", { id = "c111", phone = "+15557654322" }),
+    expect = {
+      outcome = "done",
+      data = { action = "skipped", reason = "the GHL contact has neither a name nor a company name, which NowCerts needs" },
+    } },
+
+  { name = "an insuredType NowCerts does not know fails the event, naming the accepted values",
+    source = "ghl",
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c112" } },
+    snapshots = { { nowcerts = NC_ID, ghl = "c112", fields = { firstName = "Al", lastName = "Poe", city = "" } } },
+    body = contact_event("ContactUpdate", { id = "c112", firstName = "Al", lastName = "Poe", city = "Miami" }),
+    answers = {
+      { service = "nowcerts", method = "GET", path = "/InsuredDetailList", status = 200,
+        body = { value = { { id = NC_ID, firstName = "Al", lastName = "Poe", type = "Prospect",
+          insuredType = "Personal Lines", active = true } } } },
+    },
+    expect = {
+      outcome = "failed",
+      error = 'NowCerts field insuredType has the value "Personal Lines", which NowCerts does not know; accepted: Commercial, LifeHealth_Group',
+    } },
+
+  { name = "a webhook from another GHL location is ignored",
+    source = "ghl",
+    body = {
+      type = "ContactCreate", locationId = "other-location", id = "c113",
+      firstName = "Zed", lastName = "Doe", email = "zed@example.com",
+    },
+    expect = {
+      outcome = "ignored",
+      request_count = 0,
     } },
 
   { name = "the source design's contact.created format is accepted",
@@ -156,8 +210,9 @@ return {
 
   { name = "the echo of ncghl's own NowCerts write is skipped",
     source = "ghl",
-    fingerprints = {
-      { side = "ghl", id = "c106",
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c106" } },
+    snapshots = {
+      { nowcerts = NC_ID, ghl = "c106",
         fields = { firstName = "John", lastName = "Roe", email = "john@example.com" } },
     },
     body = contact_event("ContactUpdate", {

@@ -25,13 +25,19 @@ local PIPELINES = {
   } },
 }
 
--- The location "loc-short" has only a personal pipeline, and that without a
--- "Bound" stage.
+-- The location "loc-short" has only a personal pipeline, and that without
+-- a stage named like a quote's or a bound policy's.
 local PIPELINES_SHORT = {
   service = "ghl", method = "GET", path = "/opportunities/pipelines", status = 200,
   body = { pipelines = {
-    { id = "pl-personal", name = "Personal Lines", stages = stages("st-personal", { "New", "Quoted" }) },
+    { id = "pl-personal", name = "Personal Lines", stages = stages("st-personal", { "New", "Contacted", "Closed Lost" }) },
   } },
+}
+
+-- The location "loc-none" has no pipeline at all.
+local PIPELINES_NONE = {
+  service = "ghl", method = "GET", path = "/opportunities/pipelines", status = 200,
+  body = { pipelines = {} },
 }
 
 local INSURED_ID = "7a0c1b2e-3d4f-4a5b-8c6d-7e8f9a0b1c2d"
@@ -72,40 +78,63 @@ return {
               { key = "expiration_date", field_value = "2025-01-01" },
             } } },
       },
+      -- The default pipelines.lua names no pipeline: "Auto" is matched to
+      -- "Personal Lines" (a personal line), "Bound" by its word.
       data = { action = "created", opportunity_id = "o-1", contact_id = "c-new", kind = "policy",
-        pipeline = "Personal Lines", stage = "Bound" },
+        pipeline = "Personal Lines", how = "matched", stage = "Bound", stage_how = "matched", status = "open" },
     } },
 
-  { name = "a line whose pipeline GHL lacks fails for good, naming the pipeline",
+  { name = "a location without pipelines fails for good, saying so",
     source = "nowcerts",
-    config = { GHL_LOCATION_ID = "loc-short" },
+    config = { GHL_LOCATION_ID = "loc-none" },
     body = { event_type = "POLICY_INSERT", data = {
       policyNumber = "GL-9", policyType = "Commercial General Liability", premium = 5000,
       insuredEmail = "owner@acme.example" } },
-    answers = { PIPELINES_SHORT, PIPELINES_SHORT },
+    answers = { PIPELINES_NONE, PIPELINES_NONE },
     expect = {
       outcome = "failed",
-      error = 'GHL has no pipeline named "Commercial Lines"',
+      error = "GHL's location has no pipelines",
       requests = {
-        { service = "ghl", method = "GET", path = "/opportunities/pipelines", query = { locationId = "loc-short" } },
+        { service = "ghl", method = "GET", path = "/opportunities/pipelines", query = { locationId = "loc-none" } },
       },
-      -- Nothing is written when the pipeline is unknown: not even the contact.
+      -- Nothing is written when there is no pipeline: not even the contact.
       request_count = 1,
     } },
 
-  { name = "a stage GHL lacks fails for good, naming the stage and the pipeline",
+  { name = "without stages named like a quote's or a policy's: a policy goes to the last open stage",
     source = "nowcerts",
     config = { GHL_LOCATION_ID = "loc-short" },
     body = { event_type = "POLICY_INSERT", data = {
       policyNumber = "POL-8", policyType = "Auto", premium = 800, insuredEmail = "jo@example.com" } },
-    answers = { PIPELINES_SHORT, PIPELINES_SHORT },
+    answers = {
+      PIPELINES_SHORT,
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-8" } } },
+    },
     expect = {
-      outcome = "failed",
-      error = 'pipeline "Personal Lines" has no stage named "Bound"',
+      outcome = "done",
       requests = {
-        { service = "ghl", method = "GET", path = "/opportunities/pipelines" },
+        { service = "ghl", method = "POST", path = "/opportunities/",
+          body = { pipelineId = "pl-personal", pipelineStageId = "st-personal-contacted", status = "open" } },
       },
-      request_count = 1,
+      data = { pipeline = "Personal Lines", how = "matched", stage = "Contacted", stage_how = "catch-all" },
+    } },
+
+  { name = "without stages named like a quote's or a policy's: a quote goes to the first stage",
+    source = "nowcerts",
+    config = { GHL_LOCATION_ID = "loc-short" },
+    body = { event_type = "QUOTE_INSERT", data = {
+      policyNumber = "Q-8", policyType = "Auto", premium = 800, insuredEmail = "jo@example.com" } },
+    answers = {
+      PIPELINES_SHORT,
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-q8" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "POST", path = "/opportunities/",
+          body = { pipelineId = "pl-personal", pipelineStageId = "st-personal-new", status = "open" } },
+      },
+      data = { kind = "quote", stage = "New", stage_how = "catch-all" },
     } },
 
   { name = "NowCerts' own names: number, lineOfBusinesses, totalPremium, carrierName, dates with offsets",
@@ -220,7 +249,7 @@ return {
     source = "nowcerts",
     links = { { kind = "policy_number", nowcerts = "q-6", ghl = "o-q6" } },
     -- What ncghl last wrote to o-q6: the quote stage.
-    fingerprints = { { side = "ghl", id = "o-q6", fields = {
+    snapshots = { { kind = "policy_number", nowcerts = "q-6", ghl = "o-q6", fields = {
       name = "Auto Policy - Q-6", pipelineId = "pl-personal", pipelineStageId = "st-personal-quoted",
       status = "open" } } },
     body = { event_type = "POLICY_INSERT", data = {
@@ -243,7 +272,7 @@ return {
   { name = "a late update of a quote whose number is already bound is skipped",
     source = "nowcerts",
     links = { { kind = "policy_number", nowcerts = "q-6", ghl = "o-q6" } },
-    fingerprints = { { side = "ghl", id = "o-q6", fields = {
+    snapshots = { { kind = "policy_number", nowcerts = "q-6", ghl = "o-q6", fields = {
       name = "Auto Policy - Q-6", pipelineId = "pl-personal", pipelineStageId = "st-personal-bound",
       status = "open" } } },
     body = { event_type = "QUOTE_UPDATE", data = {
@@ -259,7 +288,7 @@ return {
     source = "nowcerts",
     links = { { kind = "policy_number", nowcerts = "r-1", ghl = "o-r1" },
       { kind = "contact", nowcerts = INSURED_ID, ghl = "c-9" } },
-    fingerprints = { { side = "ghl", id = "o-r1", fields = {
+    snapshots = { { kind = "policy_number", nowcerts = "r-1", ghl = "o-r1", fields = {
       name = "Auto Policy - R-1", pipelineId = "pl-personal", pipelineStageId = "st-personal-bound",
       status = "open" } } },
     body = { event_type = "POLICY_INSERT", data = {
@@ -281,7 +310,7 @@ return {
   { name = "an update leaves stage and status as GHL has them when they are what ncghl last wrote",
     source = "nowcerts",
     links = { { kind = "policy", nowcerts = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ghl = "o-77" } },
-    fingerprints = { { side = "ghl", id = "o-77", fields = {
+    snapshots = { { kind = "policy", nowcerts = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ghl = "o-77", fields = {
       name = "Homeowners Policy - H-77", monetaryValue = "980.5", pipelineId = "pl-personal",
       pipelineStageId = "st-personal-bound", status = "open" } } },
     body = { event_type = "POLICY_UPDATE", data = {
@@ -302,7 +331,8 @@ return {
 
   { name = "GHL's webhook about an opportunity ncghl just wrote is skipped as an echo",
     source = "ghl",
-    fingerprints = { { side = "ghl", id = "o-77", fields = {
+    links = { { kind = "policy", nowcerts = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ghl = "o-77" } },
+    snapshots = { { kind = "policy", nowcerts = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", ghl = "o-77", fields = {
       name = "Homeowners Policy - H-77", monetaryValue = "1010", pipelineId = "pl-personal",
       pipelineStageId = "st-personal-bound", status = "open" } } },
     body = { type = "OpportunityUpdate", locationId = "loc-1", id = "o-77", name = "Homeowners Policy - H-77",

@@ -81,7 +81,7 @@ return {
         { service = "ghl", method = "POST", path = "/contacts/search",
           body = { filters = { { field = "email", value = "pat@example.com" } } } },
         { service = "ghl", method = "POST", path = "/contacts/",
-          body = { firstName = "Pat", lastName = "Quinn", email = "pat@example.com", phone = "555-010-4444",
+          body = { firstName = "Pat", lastName = "Quinn", email = "pat@example.com", phone = "+15550104444",
             address1 = "9 Bay Rd", city = "Tampa", state = "FL", postalCode = "33602" } },
       },
       data = { action = "created", contact_id = "c-pat" },
@@ -90,20 +90,27 @@ return {
   { name = "hook UpdateInsured in PascalCase names updates the linked contact",
     source = "nowcerts",
     links = { { kind = "contact", nowcerts = INSURED_ID, ghl = "c-pat" } },
+    snapshots = { { nowcerts = INSURED_ID, ghl = "c-pat", tags = { "nowcerts" },
+      fields = { firstName = "Pat", lastName = "Quinn", email = "pat@example.com" } } },
     body = { hook = "UpdateInsured", data = { {
       Id = INSURED_ID, FirstName = "Pat", LastName = "Quinn-Lee", EMail = "pat@example.com" } } },
     answers = {
       { service = "ghl", method = "GET", path = "/contacts/c-pat", status = 200,
-        body = { contact = { id = "c-pat", email = "pat@example.com", tags = { "vip" } } } },
+        body = { contact = { id = "c-pat", firstName = "Pat", lastName = "Quinn", email = "pat@example.com",
+          tags = { "vip" } } } },
       { service = "ghl", method = "PUT", path = "/contacts/c-pat", status = 200,
         body = { succeded = true, contact = { id = "c-pat" } } },
     },
     expect = {
       outcome = "done",
       requests = {
+        -- Only the changed field. Tags are not touched: ncghl wants the
+        -- same tags as at the last sync, and someone removed "nowcerts" from
+        -- the contact since (that choice is theirs); "vip" is theirs too.
         { service = "ghl", method = "PUT", path = "/contacts/c-pat",
-          body = { lastName = "Quinn-Lee", tags = { "vip", "nowcerts" } } },
+          body = { lastName = "Quinn-Lee", firstName = ABSENT, tags = ABSENT } },
       },
+      request_count = 3,
       data = { action = "updated", contact_id = "c-pat", found_by = "link" },
     } },
 

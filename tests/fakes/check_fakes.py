@@ -105,7 +105,7 @@ class HookTarget:
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def wait(self, n, timeout=5.0):
+    def wait(self, n, timeout=20.0):
         deadline = time.monotonic() + timeout
         while len(self.received) < n and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -120,7 +120,7 @@ def start_fakes():
     proc = subprocess.Popen(
         [sys.executable, FAKES, "--nowcerts-port", "0", "--ghl-port", "0", "--quiet",
          "--nowcerts-user", USER, "--nowcerts-pass", PASSWORD, "--ghl-token", GHL_TOKEN,
-         "--ghl-rate-limit", str(RATE_LIMIT), "--ghl-rate-window", "600"],
+         "--ghl-rate-limit", str(RATE_LIMIT), "--ghl-rate-window", "600", "--ghl-locations", LOCATION + ",LOC2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     m = re.fullmatch(r"READY nowcerts=(\d+) ghl=(\d+)\n", line)
@@ -235,6 +235,38 @@ def main():
         state["jane"] = a.json["insuredDatabaseId"]
     c.check("nowcerts: Insured/Insert overwrites a same-name record", t_overwrite)
 
+    def t_insert_replaces():
+        jane = state["jane"]
+        full = {"firstName": "Jane", "lastName": "Doe", "type": 0, "insuredType": 1, "active": True,
+                "eMail": "other@two.com"}
+
+        def row():
+            return next(x for x in json.loads(call(nc, "GET", "/_records/insureds").raw) if x["id"] == jane)
+        created = row()["createDate"]
+        r = nc_post("/api/Insured/Insert", dict(full, databaseId=jane, city="Tampa", eMail2="two@x.com",
+                                                dateOfBirth="1980-02-03T00:00:00Z"))
+        expect(r.json["status"] == 1 and r.json["insuredDatabaseId"] == jane, f"{r}")
+        got = row()
+        expect(got["city"] == "Tampa" and got["eMail2"] == "two@x.com", f"fields not written: {got}")
+        # By databaseId: what the body leaves out is blanked.
+        r = nc_post("/api/Insured/Insert", dict(full, databaseId=jane.upper()))
+        expect(r.json["status"] == 1 and "has been overridden" in r.json["message"], f"{r}")
+        got = row()
+        expect(got["city"] is None and got["eMail2"] is None and got["dateOfBirth"] is None,
+               f"fields left out of the Insert were kept: {got}")
+        expect(got["id"] == jane and got["createDate"] == created and got["eMail"] == "other@two.com"
+               and got["insuredType"] == "Personal" and got["lastChangeUserId"] == state["user_id"], f"{got}")
+        # By the name-match quirk, the same: type/insuredType/active left out
+        # fall back to their defaults.
+        nc_post("/api/Insured/Insert", dict(full, databaseId=jane, city="Tampa"))
+        r = nc_post("/api/Insured/Insert", {"firstName": "jane", "lastName": "DOE", "eMail": "other@two.com"})
+        got = row()
+        expect(r.json["insuredDatabaseId"] == jane and got["city"] is None and got["active"] is False
+               and got["insuredType"] == "Commercial" and got["firstName"] == "jane", f"name match: {got}")
+        nc_post("/api/Insured/Insert", dict(full, databaseId=jane))
+    c.check("nowcerts: a matched Insured/Insert replaces the record (left-out fields blanked)",
+            t_insert_replaces)
+
     def t_status0():
         r = nc_post("/api/Insured/Insert", {"eMail": "x@y.com", "type": 1})
         expect(r.status == 200 and r.json == {"status": 0, "message":
@@ -258,7 +290,7 @@ def main():
     c.check("nowcerts: Insured/OnlyInsertInsured always creates", t_only_insert)
 
     def t_odata_filter():
-        r = nc_get("/api/InsuredDetailList", {"$filter": "eMail eq 'O''BRIEN@three.com'", "$count": "true"})
+        r = nc_get("/api/InsuredDetailList", {"$filter": "eMail eq 'o''brien@three.com'", "$count": "true"})
         expect(r.status == 200 and r.json["@odata.count"] == 1
                and r.json["value"][0]["id"] == state["jane2"], f"email filter: {r}")
         expect(r.json["@odata.context"].endswith("/api/$metadata#InsuredDetailList"), "context")
@@ -278,6 +310,42 @@ def main():
         r = nc_get("/api/InsuredDetailList", {"$filter": "changeDate gt 2999-01-01T00:00:00Z"})
         expect(r.json["value"] == [], f"future changeDate: {r}")
     c.check("nowcerts: OData $filter (eq, tolower, guid, changeDate, errors)", t_odata_filter)
+
+    def t_email_search():
+        ids = {}
+        for key, rec in (("a", {"commercialName": "Mail A", "eMail": "Ann.Lee@Example.com"}),
+                         ("b", {"commercialName": "Mail B", "eMail": "x@y.com", "eMail2": "ANN.LEE@example.COM"}),
+                         ("c", {"commercialName": "Mail C", "eMail3": "ann.lee@example.com",
+                                "phone": "(813) 555-0101"}),
+                         ("d", {"commercialName": "Mail D", "cellPhone": "8135550101", "smsPhone": "+18135550199"})):
+            ids[key] = call(nc, "POST", "/_records/insureds", body=rec).json["id"]
+
+        def hits(flt):
+            r = nc_get("/api/InsuredDetailList", {"$filter": flt})
+            expect(r.status == 200, f"{flt}: {r}")
+            return sorted(k for k, v in ids.items() if v in {x["id"] for x in r.json["value"]})
+        expect(hits("eMail eq 'ann.lee@example.com'") == [], "eq must be case-sensitive")
+        expect(hits("eMail eq 'Ann.Lee@Example.com'") == ["a"], "eq exact")
+        expect(hits("eMail ne 'Ann.Lee@Example.com' and startswith(commercialName,'Mail')") == ["b", "c", "d"], "ne")
+        email = "ann.lee@example.com"
+        flt = " or ".join(f"tolower({f}) eq '{email}'" for f in ("eMail", "eMail2", "eMail3"))
+        expect(hits(flt) == ["a", "b", "c"], f"tolower across the e-mail fields: {hits(flt)}")
+        expect(hits("toupper(eMail2) eq 'ANN.LEE@EXAMPLE.COM'") == ["b"], "toupper")
+        expect(hits("contains(eMail,'Lee@')") == ["a"] and hits("contains(eMail,'lee@')") == [],
+               "contains is case-sensitive")
+        expect(hits("contains(tolower(eMail),'lee@')") == ["a"], "contains(tolower())")
+        expect(hits("eMail in ('x@y.com','ann.lee@example.com')") == ["b"], "in is case-sensitive")
+        flt = ("phone eq '(813) 555-0101' or cellPhone eq '8135550101' or smsPhone eq '+18135550199'")
+        expect(hits(flt) == ["c", "d"], f"phones: {hits(flt)}")
+        expect(hits("contains(cellPhone,'5550101') or contains(phone,'555-0101')") == ["c", "d"], "phone contains")
+        expect(hits("phone eq '8135550101'") == [], "phones compare as typed")
+        r = nc_get("/api/InsuredDetailList", {"$filter": "tolower(eMail, eMail2) eq 'x'"})
+        expect(r.status == 400, f"tolower with two arguments: {r}")
+        r = nc_get("/api/InsuredDetailList", {"$filter": "email eq 'x'"})
+        expect(r.status == 400, f"field names are case-sensitive: {r}")
+        for v in ids.values():
+            call(nc, "DELETE", f"/_records/insureds/{v}")
+    c.check("nowcerts: e-mail and phone search (tolower, or, contains; eq is case-sensitive)", t_email_search)
 
     def t_odata_paging():
         for i, minute in enumerate((5, 1, 3, 1)):
@@ -411,8 +479,112 @@ def main():
     c.check("nowcerts: Zapier/Subscribe and Unsubscribe, REST-hook deliveries on writes and seeds",
             t_zapier_hooks)
 
+    def t_nc_agent_edits():
+        call(nc, "POST", "/_reset")
+        state.update(access=login().json["access_token"])
+        hook = HookTarget()
+        try:
+            nc_post("/api/Zapier/Subscribe", {"target_url": hook.url + "/u", "event": "UpdateInsured"})
+            nc_post("/api/Zapier/Subscribe", {"target_url": hook.url + "/c", "event": "ConvertProspectToInsured"})
+            iid = "0a0a0a0a-0000-4000-8000-000000000001"
+            call(nc, "POST", "/_records/insureds", body={
+                "id": iid, "firstName": "Ann", "lastName": "Lee", "city": "Tampa", "eMail": "ann@x.com", "type": 0,
+                "active": True, "createDate": "2024-01-01T00:00:00Z", "changeDate": "2024-01-01T00:00:00Z",
+                "lastChangeUserId": state["user_id"]})
+            r = call(nc, "PATCH", f"/_records/insureds/{iid.upper()}", body={"city": "Miami", "eMail": None,
+                                                                             "active": False})
+            expect(r.status == 200, f"edit: {r}")
+            got = r.json
+            expect(got["city"] == "Miami" and got["eMail"] is None and got["active"] is False
+                   and got["type"] == "Insured" and got["firstName"] == "Ann", f"edited record: {got}")
+            expect(got["changeDate"] > "2024-01-01T00:00:00Z" and got["createDate"] == "2024-01-01T00:00:00Z",
+                   f"changeDate not bumped: {got}")
+            expect(re.fullmatch(r"[0-9a-f-]{36}", got["lastChangeUserId"])
+                   and got["lastChangeUserId"] != state["user_id"] and got["lastChangeUserName"], f"{got}")
+            r = nc_get("/api/InsuredDetailList", {"$filter": "active eq false"})
+            expect([x["id"] for x in r.json["value"]] == [iid], f"inactive: {r}")
+            row = nc_get("/api/InsuredDetailList", {"$filter": f"id eq {iid}"}).json["value"][0]
+            expect(row["city"] == "Miami" and row["changeDate"] == got["changeDate"], f"list: {row}")
+            # The hooks fire as for an API write: UpdateInsured above; made a
+            # prospect (UpdateProspect, not subscribed), then converted back.
+            expect(call(nc, "PATCH", f"/_records/insureds/{iid}", body={"type": 1}).json["type"] == "Prospect",
+                   "type by number")
+            other = "11111111-2222-4333-8444-555555555555"
+            r = call(nc, "PATCH", f"/_records/insureds/{iid}", body={"type": "Insured", "_user": other})
+            expect(r.status == 200 and r.json["lastChangeUserId"] == other, f"_user: {r}")
+            got = hook.wait(2)
+            expect(len(got) == 2 and got[0][0] == "/u" and got[1][0] == "/c"
+                   and json.loads(got[0][2])["email"] is None
+                   and json.loads(got[1][2])["last_change_user_id"] == other
+                   and json.loads(got[1][2])["city"] == "Miami", f"deliveries: {got}")
+            for bad in ({"changeDate": "2030-01-01T00:00:00Z"}, {"nope": 1}, {"type": 42}, {"active": "x"},
+                        {"_user": "not-a-guid"}):
+                r = call(nc, "PATCH", f"/_records/insureds/{iid}", body=bad)
+                expect(r.status == 400 and "error" in r.json, f"{bad} accepted: {r}")
+            r = call(nc, "PATCH", "/_records/insureds/99999999-0000-4000-8000-000000000000", body={"city": "X"})
+            expect(r.status == 404, f"unknown id: {r}")
+            # An agent deletes the insured: it leaves the list, its policies go.
+            nc_post("/api/Policy/Insert", {"insuredDatabaseId": iid, "number": "D-1", "premium": 1})
+            pid = nc_get("/api/PolicyDetailList", {}).json["value"][0]["id"]
+            r = call(nc, "DELETE", f"/_records/insureds/{iid}")
+            expect(r.status == 200 and r.json == {"insuredDatabaseId": iid, "deleted": True,
+                                                  "policies": [{"policyDatabaseId": pid}],
+                                                  "insuredContacts": []}, f"delete: {r}")
+            expect(nc_get("/api/InsuredDetailList", {}).json["value"] == [], "deleted insured still listed")
+            expect(nc_get("/api/PolicyDetailList", {}).json["value"] == [], "its policy still listed")
+            expect(call(nc, "DELETE", f"/_records/insureds/{iid}").status == 404, "second delete")
+            # DeletedInsuredList: OData over the deleted rows.
+            r = nc_get("/api/DeletedInsuredList", {"$filter": f"insuredDatabaseId eq {iid}", "$count": "true"})
+            expect(r.status == 200 and r.json["@odata.count"] == 1
+                   and r.json["@odata.context"].endswith("/api/$metadata#DeletedInsuredList")
+                   and r.json["value"] == [{"insuredDatabaseId": iid, "deleted": True,
+                                            "policies": [{"policyDatabaseId": pid}], "insuredContacts": []}],
+                   f"deleted list: {r}")
+            call(nc, "POST", "/_records/deletedInsureds", body=[
+                {"insuredDatabaseId": "0a0a0a0a-0000-4000-8000-00000000000%d" % i} for i in (5, 3, 4)])
+            r = nc_get("/api/DeletedInsuredList", {"$orderby": "insuredDatabaseId asc", "$skip": "1",
+                                                   "$top": "2", "$count": "true"})
+            expect(r.json["@odata.count"] == 4 and [x["insuredDatabaseId"][-1] for x in r.json["value"]]
+                   == ["3", "4"], f"paging: {r}")
+            r = nc_get("/api/DeletedInsuredList", {"$filter": f"insuredDatabaseId eq '{iid}'"})
+            expect(r.status == 400, f"quoted guid: {r}")
+            r = nc_get("/api/DeletedInsuredList", {"$filter": "deletedAt ge 2020-01-01T00:00:00Z"})
+            expect(r.status == 400, f"a field the notes do not name: {r}")
+            expect(call(nc, "POST", "/_records/deletedInsureds", body={"deleted": True}).status == 400, "no id")
+            expect(call(nc, "PATCH", "/_records/policies/x", body={}).status == 404, "policy edits")
+        finally:
+            hook.close()
+    c.check("nowcerts: agent edits and deletes through PATCH/DELETE /_records/insureds/<id>", t_nc_agent_edits)
+
     # ---- GHL ------------------------------------------------------------------
     call(ghl, "POST", "/_reset")
+
+    def t_ghl_agent_edits():
+        seeded = call(ghl, "POST", "/_records/contacts", body={
+            "locationId": LOCATION, "firstName": "Bo", "lastName": "Day", "email": "Bo@X.com",
+            "tags": ["t1"], "dateAdded": "2024-01-01T00:00:00.000Z", "dateUpdated": "2024-01-01T00:00:00.000Z"}).json
+        cid = seeded["id"]
+        r = call(ghl, "PATCH", f"/_records/contacts/{cid}", body={
+            "firstName": "BOB", "phone": "(555) 222-3333", "email": None, "tags": ["t2"],
+            "customFields": [{"id": "cf1", "value": "x"}]})
+        expect(r.status == 200, f"edit: {r}")
+        got = r.json
+        expect(got["firstName"] == "BOB" and got["firstNameLowerCase"] == "bob"
+               and got["fullNameLowerCase"] == "bob day" and got["phone"] == "+15552223333"
+               and got["email"] is None and got["emailLowerCase"] is None and got["tags"] == ["t2"]
+               and got["customFields"] == [{"id": "cf1", "value": "x"}], f"edited: {got}")
+        expect(got["dateUpdated"] > "2024-01-01T00:00:00.000Z" and got["dateAdded"] == "2024-01-01T00:00:00.000Z",
+               f"dateUpdated not bumped: {got}")
+        expect(ghl_call("GET", f"/contacts/{cid}").json["contact"]["phone"] == "+15552223333", "not stored")
+        for bad in ({"locationId": "x"}, {"bogus": 1}, {"dnd": "yes"}, {"tags": "a"}):
+            r = call(ghl, "PATCH", f"/_records/contacts/{cid}", body=bad)
+            expect(r.status == 400, f"{bad} accepted: {r}")
+        expect(call(ghl, "PATCH", "/_records/contacts/nope", body={"city": "x"}).status == 404, "unknown id")
+        r = call(ghl, "DELETE", f"/_records/contacts/{cid}")
+        expect(r.status == 200 and r.json["id"] == cid, f"delete: {r}")
+        expect(ghl_call("GET", f"/contacts/{cid}").status == 400, "deleted contact still there")
+        expect(call(ghl, "DELETE", f"/_records/contacts/{cid}").status == 404, "second delete")
+    c.check("ghl: agent edits and deletes through PATCH/DELETE /_records/contacts/<id>", t_ghl_agent_edits)
 
     def t_ghl_headers():
         r = ghl_call("GET", "/contacts/abc", headers={"Version": "2021-07-28"})
@@ -527,6 +699,308 @@ def main():
             page = r.json["meta"]["nextPage"]
         expect(len(ids) == 230 and len(set(ids)) == 230, f"opportunities: {len(ids)} rows")
     c.check("ghl: contacts search and opportunities search page through hundreds", t_ghl_paging)
+
+    def t_ghl_webhooks():
+        call(ghl, "POST", "/_reset")
+        hook = HookTarget()
+        try:
+            ghl_call("POST", "/contacts/", {"locationId": LOCATION, "firstName": "Quiet"})
+            time.sleep(0.2)
+            expect(call(ghl, "GET", "/_webhooks").json == [] and hook.received == [], "sent without webhook_url")
+            url = hook.url + "/api/v1/webhooks/ghl"
+            expect(call(ghl, "POST", "/_config", body={"webhook_url": url}).status == 200, "config")
+            r = ghl_call("POST", "/contacts/", {"locationId": LOCATION, "firstName": "Web", "lastName": "Hook",
+                                                "email": "wh@x.com", "phone": "555 111 2222"})
+            cid = r.json["contact"]["id"]
+            got = hook.wait(1)
+            expect(len(got) == 1 and got[0][0] == "/api/v1/webhooks/ghl" and got[0][1] == "application/json",
+                   f"create: {got}")
+            b = json.loads(got[0][2])
+            expect(b["type"] == "ContactCreate" and b["locationId"] == LOCATION and b["id"] == cid
+                   and b["email"] == "wh@x.com" and b["phone"] == "+15551112222" and b["firstName"] == "Web"
+                   and b["dateUpdated"] == r.json["contact"]["dateUpdated"], f"body: {b}")
+            expect(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", b["timestamp"])
+                   and re.fullmatch(r"[0-9a-f-]{36}", b["webhookId"]), f"envelope: {b}")
+            expect("city" not in b and "tags" not in b and "customFields" not in b and "dndSettings" not in b,
+                   f"empty fields sent: {b}")
+            r = ghl_call("PUT", f"/contacts/{cid}", {"city": "Tampa"})
+            call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"email": None})
+            ghl_call("POST", f"/contacts/{cid}/tags", {"tags": ["vip"]})
+            call(ghl, "PATCH", f"/_records/contacts/{cid}", body={
+                "dnd": True, "dndSettings": {"SMS": {"status": "active"}}})
+            ghl_call("PUT", f"/contacts/{cid}", {"city": "Tampa"})     # no change: no webhook
+            ghl_call("DELETE", f"/contacts/{cid}")
+            got = [json.loads(x[2]) for x in hook.wait(6)]
+            expect([x["type"] for x in got] == ["ContactCreate", "ContactUpdate", "ContactUpdate",
+                                                "ContactTagUpdate", "ContactDndUpdate", "ContactDelete"],
+                   f"events: {[x['type'] for x in got]}")
+            expect(got[1]["city"] == "Tampa" and got[1]["dateUpdated"] == r.json["contact"]["dateUpdated"],
+                   f"update: {got[1]}")
+            expect("email" not in got[2] and got[2]["city"] == "Tampa", f"a cleared field is absent: {got[2]}")
+            expect(got[3]["tags"] == ["vip"] and got[4]["dnd"] is True
+                   and got[4]["dndSettings"] == {"SMS": {"status": "active"}}
+                   and "dndSettings" not in got[3], f"tag/dnd: {got[3:5]}")
+            expect(len({x["webhookId"] for x in got}) == 6, "webhookIds repeat")
+            for _ in range(400):
+                log = call(ghl, "GET", "/_webhooks").json
+                if len(log) >= 6:
+                    break
+                time.sleep(0.05)
+            expect([(x["type"], x["status"]) for x in log][-1] == ("ContactDelete", 200)
+                   and log[0]["body"] == got[0] and isinstance(log[0]["at"], float), f"/_webhooks: {log}")
+            # Hold, then flush last-in first-out.
+            hook.received.clear()
+            cid = call(ghl, "POST", "/_records/contacts", body={"locationId": LOCATION, "firstName": "H"}).json["id"]
+            expect(call(ghl, "POST", "/_webhooks/hold").status == 200, "hold")
+            for city in ("A", "B", "C"):
+                call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"city": city})
+            time.sleep(0.3)
+            expect(hook.received == [], f"sent while held: {hook.received}")
+            r = call(ghl, "POST", "/_webhooks/flush", body={"order": "lifo"})
+            expect(r.status == 200 and r.json["flushed"] == 3, f"flush: {r}")
+            expect([json.loads(x[2])["city"] for x in hook.wait(3)] == ["C", "B", "A"], f"{hook.received}")
+            expect(call(ghl, "POST", "/_webhooks/flush", body={"order": "random"}).status == 400, "bad order")
+            # Duplicates: the same delivery (same webhookId) twice.
+            hook.received.clear()
+            call(ghl, "POST", "/_config", body={"webhook_duplicate": 1})
+            call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"city": "D"})
+            got = [json.loads(x[2]) for x in hook.wait(2)]
+            expect(len(got) == 2 and got[0] == got[1] and got[0]["city"] == "D", f"duplicate: {got}")
+            # Shuffle: buffered until a flush, then all of them in some order.
+            hook.received.clear()
+            call(ghl, "POST", "/_config", body={"webhook_duplicate": 0, "webhook_shuffle": True})
+            for city in "EFGHIJ":
+                call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"city": city})
+            time.sleep(0.3)
+            expect(hook.received == [], "shuffled deliveries sent before a flush")
+            expect(call(ghl, "POST", "/_webhooks/flush").json["order"] == "shuffle", "default order")
+            expect(sorted(json.loads(x[2])["city"] for x in hook.wait(6)) == list("EFGHIJ"), f"{hook.received}")
+            # Delay: each delivery is sent no sooner than webhook_delay_ms
+            # after it was queued (the fake's own stamps, not a stopwatch).
+            hook.received.clear()
+            call(ghl, "POST", "/_config", body={"webhook_shuffle": False, "webhook_delay_ms": 300})
+            call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"city": "K"})
+            hook.wait(1)
+            for _ in range(400):
+                last = call(ghl, "GET", "/_webhooks").json[-1]
+                if last["body"].get("city") == "K":
+                    break
+                time.sleep(0.05)
+            expect(len(hook.received) == 1 and last["body"]["city"] == "K"
+                   and last["at"] - last["queued_at"] >= 0.3, f"delay: {last}")
+            # A reset drops what is queued, keeps the URL.
+            call(ghl, "POST", "/_config", body={"webhook_delay_ms": 0})
+            call(ghl, "POST", "/_webhooks/hold")
+            call(ghl, "PATCH", f"/_records/contacts/{cid}", body={"city": "L"})
+            call(ghl, "POST", "/_reset")
+            expect(call(ghl, "GET", "/_config").json["webhook_url"] == url, "reset dropped webhook_url")
+            expect(call(ghl, "POST", "/_webhooks/flush").json["flushed"] == 0, "queued delivery survived reset")
+            expect(call(ghl, "GET", "/_webhooks").json == [], "log survived reset")
+            for bad in ({"webhook_duplicate": 2}, {"webhook_url": "nope"}, {"webhook_shuffle": "yes"},
+                        {"webhook_delay_ms": -1}):
+                expect(call(ghl, "POST", "/_config", body=bad).status == 400, f"{bad} accepted")
+            call(ghl, "POST", "/_config", body={"webhook_url": None})
+        finally:
+            hook.close()
+    c.check("ghl: contact webhooks (create/update/tag/dnd/delete), hold/flush, duplicate, shuffle, delay",
+            t_ghl_webhooks)
+
+    def t_ghl_locations():
+        call(ghl, "POST", "/_reset")
+        expect(call(ghl, "GET", "/_config").json["locations"] == [LOCATION, "LOC2"], "--ghl-locations")
+        forbidden = {"statusCode": 403, "message": "The token does not have access to this location.",
+                     "error": "Forbidden"}
+        r = ghl_call("POST", "/contacts/", {"locationId": "ELSEWHERE", "email": "a@x.com"})
+        expect(r.status == 403 and r.json == forbidden, f"create elsewhere: {r}")
+        expect(ghl_call("POST", "/contacts/", {"email": "a@x.com"}).status == 422, "no locationId")
+        mine = ghl_call("POST", "/contacts/", {"locationId": LOCATION, "email": "same@x.com",
+                                               "phone": "5550001111"}).json["contact"]
+        two = ghl_call("POST", "/contacts/", {"locationId": "LOC2", "email": "same@x.com"}).json["contact"]
+        # Another sub-account's contact, seeded: the token cannot see it.
+        other = call(ghl, "POST", "/_records/contacts", body={"locationId": "ELSEWHERE", "email": "same@x.com",
+                                                              "phone": "5550001111"}).json
+        expect(other["locationId"] == "ELSEWHERE", f"seed elsewhere: {other}")
+        default = call(ghl, "POST", "/_records/contacts", body={"email": "d@x.com"}).json
+        expect(default["locationId"] == LOCATION, f"seed without a location: {default}")
+        r = ghl_call("POST", "/contacts/search", {"locationId": LOCATION, "pageLimit": 10, "filters": [
+            {"field": "email", "operator": "eq", "value": "same@x.com"}]})
+        expect([x["id"] for x in r.json["contacts"]] == [mine["id"]], f"search sees other locations: {r}")
+        r = ghl_call("POST", "/contacts/search", {"locationId": "ELSEWHERE", "pageLimit": 10})
+        expect(r.status == 403, f"search elsewhere: {r}")
+        r = ghl_call("GET", "/contacts/search/duplicate?" + urlencode({"locationId": "LOC2", "number": "5550001111"}))
+        expect(r.json == {"contact": None}, f"duplicate by phone crossed locations: {r}")
+        r = ghl_call("GET", "/contacts/search/duplicate?" + urlencode({"locationId": "LOC2", "email": "same@x.com"}))
+        expect(r.json["contact"]["id"] == two["id"], f"duplicate: {r}")
+        r = ghl_call("GET", "/contacts/search/duplicate?" + urlencode({"locationId": "ELSEWHERE", "email": "a@x"}))
+        expect(r.status == 403, f"duplicate elsewhere: {r}")
+        r = ghl_call("POST", "/contacts/upsert", {"locationId": "LOC2", "phone": "+1 555 000 1111"})
+        expect(r.json["new"] is True and r.json["contact"]["locationId"] == "LOC2", f"upsert crossed: {r}")
+        expect(ghl_call("POST", "/contacts/upsert", {"locationId": "ELSEWHERE", "email": "z@x.com"}).status == 403,
+               "upsert elsewhere")
+        for method, path, body in (("GET", f"/contacts/{other['id']}", None),
+                                   ("PUT", f"/contacts/{other['id']}", {"city": "X"}),
+                                   ("POST", f"/contacts/{other['id']}/tags", {"tags": ["x"]}),
+                                   ("DELETE", f"/contacts/{other['id']}", None)):
+            r = ghl_call(method, path, body)
+            expect(r.status == 400 and r.json == {"statusCode": 400, "message": "Contact not found"},
+                   f"{method} {path}: {r}")
+        expect(ghl_call("GET", f"/contacts/{two['id']}").status == 200, "second known location")
+        pls = ghl_call("GET", "/opportunities/pipelines?locationId=" + LOCATION).json["pipelines"]
+        expect(ghl_call("GET", "/opportunities/pipelines?locationId=ELSEWHERE").status == 403, "pipelines")
+        r = ghl_call("POST", "/opportunities/", {"pipelineId": pls[0]["id"], "locationId": LOCATION, "name": "o",
+                                                 "status": "open", "contactId": two["id"]})
+        expect(r.status == 400, f"opportunity for another location's contact: {r}")
+        expect(len(call(ghl, "GET", "/_records/contacts").json) == 5, "a refused create stored something")
+    c.check("ghl: contacts belong to locations; other locations are refused (403) or not found",
+            t_ghl_locations)
+
+    def t_ghl_field_types():
+        call(ghl, "POST", "/_reset")
+        seeded = call(ghl, "POST", "/_records/customFields", body=[
+            {"name": "Age", "dataType": "NUMERICAL"}, {"name": "Hobbies", "dataType": "CHECKBOX"},
+            {"name": "Nick"}, {"name": "Policy Number", "model": "opportunity"},
+            {"name": "Elsewhere", "locationId": "LOC2"}]).json
+        age, hobbies, nick, polno = (x["id"] for x in seeded[:4])
+        expect(seeded[1]["fieldKey"] == "contact.hobbies" and seeded[2]["dataType"] == "TEXT"
+               and seeded[3]["fieldKey"] == "opportunity.policy_number", f"seed: {seeded}")
+        r = ghl_call("GET", f"/locations/{LOCATION}/customFields?model=contact")
+        expect(r.status == 200 and sorted(x["name"] for x in r.json["customFields"]) == ["Age", "Hobbies", "Nick"]
+               and all({"id", "name", "fieldKey", "dataType", "model"} <= set(x) for x in r.json["customFields"]),
+               f"contact fields: {r}")
+        r = ghl_call("GET", f"/locations/{LOCATION}/customFields")
+        # The four seeded here, and the four opportunity fields every
+        # location starts with (the shipped policies.lua names them).
+        expect(len(r.json["customFields"]) == 8
+               and sum(x["model"] == "opportunity" for x in r.json["customFields"]) == 5, f"all: {r}")
+        expect(ghl_call("GET", f"/locations/{LOCATION}/customFields?model=lead").status == 422, "bad model")
+        expect(ghl_call("GET", "/locations/ELSEWHERE/customFields").status == 403, "other location")
+
+        def create(cfs, **extra):
+            return ghl_call("POST", "/contacts/", dict({"locationId": LOCATION, "firstName": "Cf",
+                                                        "customFields": cfs}, **extra))
+        r = create([{"id": age, "field_value": "12"}])
+        expect(r.status == 422 and r.json["message"] == [
+            "customFields.0.field_value must be a number conforming to the specified constraints"], f"{r}")
+        r = create([{"id": nick, "field_value": "N"}, {"key": "hobbies", "field_value": "golf"}])
+        expect(r.status == 422 and r.json["message"] == ["customFields.1.field_value must be an array"], f"{r}")
+        r = create([{"key": "contact.hobbies", "field_value": ["golf", 3]}])
+        expect(r.status == 422 and r.json["message"] == ["each value in customFields.0.field_value must be a string"],
+               f"{r}")
+        r = create([{"id": "unknownField00000000", "field_value": 5}])
+        expect(r.status == 422 and r.json["message"] == ["customFields.0.field_value must be a string"], f"{r}")
+        r = create([{"id": age, "field_value": 12}, {"key": "hobbies", "field_value": ["golf"]},
+                    {"id": nick, "field_value": "N"}], phone="813 555 0100")
+        expect(r.status == 201 and r.json["contact"]["phone"] == "+18135550100", f"valid: {r}")
+        cid = r.json["contact"]["id"]
+        r = ghl_call("PUT", f"/contacts/{cid}", {"customFields": [{"id": nick, "field_value": 7}]})
+        expect(r.status == 422 and r.json["message"] == ["customFields.0.field_value must be a string"], f"{r}")
+        r = ghl_call("POST", "/contacts/upsert", {"locationId": LOCATION, "email": "u@x.com",
+                                                  "customFields": [{"id": age, "field_value": "x"}]})
+        expect(r.status == 422, f"upsert: {r}")
+        expect(len(call(ghl, "GET", "/_records/contacts").json) == 1, "a refused write stored a contact")
+        # DND.
+        for bad, msg in (({"dnd": "yes"}, "dnd must be a boolean value"),
+                         ({"dndSettings": {"SMS": {"status": "paused"}}},
+                          "dndSettings.SMS.status must be one of the following values: active, inactive, permanent"),
+                         ({"dndSettings": {"Fax": {"status": "active"}}}, "property dndSettings.Fax should not exist"),
+                         ({"dndSettings": {"Email": {}}},
+                          "dndSettings.Email.status must be one of the following values: active, inactive, permanent"),
+                         ({"inboundDndSettings": {"all": {"status": "permanent"}}},
+                          "inboundDndSettings.all.status must be one of the following values: active, inactive")):
+            r = ghl_call("PUT", f"/contacts/{cid}", bad)
+            expect(r.status == 422 and msg in r.json["message"], f"{bad}: {r}")
+        r = ghl_call("PUT", f"/contacts/{cid}", {"dnd": True, "dndSettings": {
+            "SMS": {"status": "permanent", "message": "asked", "code": "101"}, "Email": {"status": "inactive"}}})
+        expect(r.status == 200 and r.json["contact"]["dndSettings"]["SMS"]["status"] == "permanent", f"{r}")
+        # Opportunities: string | string[] | object.
+        pls = ghl_call("GET", "/opportunities/pipelines?locationId=" + LOCATION).json["pipelines"]
+        base = {"pipelineId": pls[0]["id"], "locationId": LOCATION, "name": "o", "status": "open", "contactId": cid}
+        r = ghl_call("POST", "/opportunities/", dict(base, customFields=[{"key": "policy_number", "field_value": 5}]))
+        expect(r.status == 422 and r.json["message"] == ["customFields.0.field_value must be a string"], f"{r}")
+        r = ghl_call("POST", "/opportunities/", dict(base, customFields=[
+            {"key": "policy_number", "field_value": "P-1"}, {"id": polno, "field_value": ["a"]},
+            {"id": "x", "field_value": {}}]))
+        expect(r.status == 201, f"valid opportunity: {r}")
+        r = ghl_call("PUT", f"/opportunities/{r.json['opportunity']['id']}",
+                     {"customFields": [{"id": polno, "field_value": True}]})
+        expect(r.status == 422, f"opportunity update: {r}")
+    c.check("ghl: custom field value types, custom field list, dnd settings validated as the OpenAPI says",
+            t_ghl_field_types)
+
+    def t_ghl_oauth():
+        call(ghl, "POST", "/_reset")
+        call(ghl, "POST", "/_config", body={"oauth_client_id": "cid-1", "oauth_client_secret": "sec-1"})
+
+        def token(**form):
+            base = {"client_id": "cid-1", "client_secret": "sec-1", "user_type": "Location"}
+            return call(ghl, "POST", "/oauth/token", form=urlencode(dict(base, **form)))
+        code = call(ghl, "POST", "/_oauth/code", body={"locationId": LOCATION}).json["code"]
+        r = token(grant_type="authorization_code", code=code, client_secret="wrong")
+        expect(r.status == 401 and r.json["statusCode"] == 401, f"bad secret: {r}")
+        r = token(grant_type="authorization_code", code=code, client_id="other")
+        expect(r.status == 401, f"bad client id: {r}")
+        r = token(grant_type="authorization_code", code=code, redirect_uri="https://app.example/cb")
+        expect(r.status == 200, f"code exchange: {r}")
+        b = r.json
+        expect(b["token_type"] == "Bearer" and b["expires_in"] == 86399 and b["locationId"] == LOCATION
+               and b["userType"] == "Location" and b["approvedLocations"] == [LOCATION] and b["userId"]
+               and b["access_token"] and b["refresh_token"] and "companyId" in b and "scope" in b, f"{b}")
+        r = token(grant_type="authorization_code", code=code)
+        expect(r.status == 400 and r.json["statusCode"] == 400, f"code used twice: {r}")
+        # The access token works on its own location's routes, and only there.
+        auth = {"Authorization": "Bearer " + b["access_token"], "Version": "2021-07-28"}
+        r = call(ghl, "POST", "/contacts/", body={"locationId": LOCATION, "email": "oa@x.com"}, headers=auth)
+        expect(r.status == 201, f"create with an OAuth token: {r}")
+        r = call(ghl, "POST", "/contacts/", body={"locationId": "LOC2", "email": "oa@x.com"}, headers=auth)
+        expect(r.status == 403, f"another location with an OAuth token: {r}")
+        two = ghl_call("POST", "/contacts/", {"locationId": "LOC2", "email": "two@x.com"})
+        expect(two.status == 201, f"the static token still works: {two}")
+        r = call(ghl, "GET", f"/contacts/{two.json['contact']['id']}", headers=auth)
+        expect(r.status == 400, f"another location's contact: {r}")
+        r = call(ghl, "GET", "/opportunities/pipelines?locationId=" + LOCATION, headers=auth)
+        expect(r.status == 200, f"opportunity routes: {r}")
+        expect(call(ghl, "GET", "/contacts/x", headers={"Authorization": "Bearer " + b["access_token"]}).status
+               == 400, "Version still required on API routes")
+        # Refresh tokens rotate: the old one stops working.
+        r = token(grant_type="refresh_token", refresh_token=b["refresh_token"])
+        expect(r.status == 200 and r.json["refresh_token"] != b["refresh_token"]
+               and r.json["locationId"] == LOCATION, f"refresh: {r}")
+        newer = r.json
+        r = token(grant_type="refresh_token", refresh_token=b["refresh_token"])
+        expect(r.status == 400 and r.json["statusCode"] == 400, f"used refresh token: {r}")
+        r = token(grant_type="refresh_token", refresh_token=newer["refresh_token"], user_type="Company")
+        expect(r.status == 400, f"user_type mismatch: {r}")
+        r = token(grant_type="refresh_token", refresh_token=newer["refresh_token"])
+        expect(r.status == 200, f"latest refresh token refused: {r}")
+        # Validation: a form body is required.
+        r = call(ghl, "POST", "/oauth/token", body={"client_id": "cid-1", "client_secret": "sec-1",
+                                                    "grant_type": "refresh_token"})
+        expect(r.status == 422 and "client_id should not be empty" in r.json["message"], f"JSON body: {r}")
+        r = token(grant_type="password")
+        expect(r.status == 422, f"bad grant_type: {r}")
+        # Expired access tokens are refused.
+        call(ghl, "POST", "/_config", body={"oauth_token_ttl": 0})
+        code = call(ghl, "POST", "/_oauth/code", body={"locationId": LOCATION}).json["code"]
+        r = token(grant_type="authorization_code", code=code)
+        expect(r.status == 200 and r.json["expires_in"] == 0, f"{r}")
+        r = call(ghl, "GET", "/contacts/x", headers={"Authorization": "Bearer " + r.json["access_token"],
+                                                      "Version": "2021-07-28"})
+        expect(r.status == 401, f"expired token accepted: {r}")
+        expect(call(ghl, "POST", "/_oauth/code", body={}).status == 400, "code without a location")
+        # Faults on the token endpoint: 5xx, garbage, a hang.
+        call(ghl, "POST", "/_fault", body={"status": 503, "path": "^/oauth/token"})
+        expect(token(grant_type="refresh_token", refresh_token="x").status == 503, "5xx fault")
+        call(ghl, "POST", "/_fault", body={"status": 200, "raw_body": "<html>oops", "path": "^/oauth/token"})
+        r = token(grant_type="refresh_token", refresh_token="x")
+        expect(r.status == 200 and r.raw == "<html>oops" and r.json is None, f"garbage fault: {r}")
+        expect(call(ghl, "POST", "/_fault", body={"status": 200, "raw_body": 5}).status == 400, "raw_body type")
+        call(ghl, "POST", "/_fault", body={"hang": True, "path": "^/oauth/token"})
+        try:
+            call(ghl, "POST", "/oauth/token", form="grant_type=refresh_token", timeout=1)
+            raise AssertionError("hanging fault answered")
+        except (socket.timeout, TimeoutError):
+            pass
+    c.check("ghl: OAuth token endpoint (code, rotating refresh, location-scoped tokens, faults)", t_ghl_oauth)
 
     def t_ghl_rate_limit():
         call(ghl, "POST", "/_reset")

@@ -5,9 +5,13 @@ Both fakes run in one process (Python 3.11 standard library only), each on its
 own loopback port. They answer in the real APIs' shapes (ref/nowcerts/NOTES.md,
 ref/ghl/NOTES.md) and reproduce the documented quirks, so that a test that
 passes against them says something about the real thing: NowCerts' HTTP 200
-with "status":0, Insured/Insert overwriting a same-name record, rotating
-refresh tokens, OData filters and paging on changeDate; GHL's 422 for
-undeclared properties, the Version header, 100 requests per 10 s then 429.
+with "status":0, Insured/Insert replacing a matched (even same-name) record,
+rotating refresh tokens, OData filters (case-sensitive) and paging on
+changeDate, DeletedInsuredList; GHL's 422 for undeclared properties and
+mistyped custom fields, the Version header, 100 requests per 10 s then 429,
+locations, OAuth with rotating refresh tokens, and a webhook for every
+contact change (late, twice or out of order on demand). Where the notes are
+unsure, the fakes take the worse case for a client.
 
 Every path starting with "/_" is the control API (no auth); see README.md.
 
@@ -24,6 +28,7 @@ import copy
 import http.client
 import queue
 import hashlib
+import random
 import json
 import math
 import os
@@ -302,7 +307,9 @@ class Fake:
 
     def fault_reply(self, fault, req):
         status = fault["status"]
-        if fault["body"] is not None:
+        if fault.get("raw_body") is not None:
+            body = fault["raw_body"].encode()
+        elif fault["body"] is not None:
             body = fault["body"]
         else:
             body = self.default_error_body(status)
@@ -326,6 +333,9 @@ class Fake:
     def control(self, req):
         path = req.path.rstrip("/") or "/"
         method = req.method
+        edit = re.fullmatch(r"/_records/([^/]+)/([^/]+)", path)
+        if edit:
+            return self.c_record_edit(method, edit.group(1), edit.group(2), req)
         try:
             body = json_object(req) if method == "POST" else {}
         except BadJson as e:
@@ -369,6 +379,10 @@ class Fake:
             ("GET", "/_stats"): self.c_stats,
             ("POST", "/_revoke"): getattr(self, "c_revoke", None),
             ("GET", "/_deliveries"): getattr(self, "c_deliveries", None),
+            ("GET", "/_webhooks"): getattr(self, "c_webhooks", None),
+            ("POST", "/_webhooks/hold"): getattr(self, "c_webhooks_hold", None),
+            ("POST", "/_webhooks/flush"): getattr(self, "c_webhooks_flush", None),
+            ("POST", "/_oauth/code"): getattr(self, "c_oauth_code", None),
         }
         fn = routes.get((method, path))
         if fn is None:
@@ -376,6 +390,27 @@ class Fake:
                 return Reply(405, {"error": f"{method} not allowed on {path}"})
             return Reply(404, {"error": f"no control route {method} {path}"})
         return fn(body)
+
+    def c_record_edit(self, method, collection, rid, req):
+        """PATCH/DELETE /_records/<collection>/<id>: a person editing or
+        deleting a record in the product's own UI. Each fake says which
+        collections take it."""
+        editable = self.editable_collections()
+        if collection not in editable:
+            return Reply(404, {"error": f"{collection!r} records cannot be edited one by one",
+                               "editable": list(editable)})
+        if method not in ("PATCH", "DELETE"):
+            return Reply(405, {"error": "use PATCH (set fields) or DELETE"})
+        if method == "DELETE":
+            return self.agent_delete(collection, rid)
+        try:
+            body = json_object(req)
+        except BadJson as e:
+            return Reply(400, {"error": e.message})
+        return self.agent_edit(collection, rid, body)
+
+    def editable_collections(self):
+        return ()
 
     def c_requests(self, body):
         with self.lock:
@@ -405,7 +440,7 @@ class Fake:
 
     @staticmethod
     def parse_fault(body):
-        known = {"status", "count", "path", "method", "retry_after", "body", "latency_ms", "hang"}
+        known = {"status", "count", "path", "method", "retry_after", "body", "raw_body", "latency_ms", "hang"}
         unknown = set(body) - known
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
@@ -433,6 +468,11 @@ class Fake:
         method = body.get("method")
         if method is not None and not isinstance(method, str):
             raise ValueError("method must be a string")
+        raw_body = body.get("raw_body")
+        if raw_body is not None and not isinstance(raw_body, str):
+            raise ValueError("raw_body must be a string (sent as is, not as JSON)")
+        if raw_body is not None and body.get("body") is not None:
+            raise ValueError("give body or raw_body, not both")
         retry_after = body.get("retry_after")
         if retry_after is not None and (not is_number(retry_after) or retry_after < 0):
             raise ValueError("retry_after must be a non-negative number of seconds")
@@ -441,7 +481,7 @@ class Fake:
         return {
             "status": status, "count": count, "path": path, "path_rx": path_rx,
             "method": method.upper() if method else None, "retry_after": retry_after,
-            "body": body.get("body"), "latency_ms": latency, "hang": hang,
+            "body": body.get("body"), "raw_body": raw_body, "latency_ms": latency, "hang": hang,
         }
 
     def c_config(self, body):
@@ -501,7 +541,9 @@ _BOOL_FUNCS = {"contains", "startswith", "endswith"}
 class ODataFilter:
     """Parses a $filter once into a tree, type-checks it the way ASP.NET OData
     does (a quoted guid or datetime is a type error), then evaluates it per
-    record. String comparisons ignore case, as NowCerts' SQL collation does."""
+    record. String comparisons are case-SENSITIVE: NOTES §4 does not know
+    whether NowCerts' are, and a client that does not fold case itself
+    (tolower) must not pass against the fake."""
 
     def __init__(self, text, fields, entity):
         self.fields = fields
@@ -685,10 +727,10 @@ class ODataFilter:
             if node[1] == "trim":
                 return a[0].strip()
             if node[1] == "contains":
-                return a[1].casefold() in a[0].casefold()
+                return a[1] in a[0]
             if node[1] == "startswith":
-                return a[0].casefold().startswith(a[1].casefold())
-            return a[0].casefold().endswith(a[1].casefold())
+                return a[0].startswith(a[1])
+            return a[0].endswith(a[1])
         return self._eval(node, rec)
 
     def _eval(self, node, rec):
@@ -702,12 +744,12 @@ class ODataFilter:
         if kind == "truthy":
             return self._value(node[1], rec) is True
         if kind == "in":
-            left = fold(self._value(node[1], rec))
-            return any(left == fold(item[2]) for item in node[2])
+            left = self._value(node[1], rec)
+            return any(left == item[2] for item in node[2])
         if kind == "cmp":
             op = node[1]
-            left = fold(self._value(node[2], rec))
-            right = fold(self._value(node[3], rec))
+            left = self._value(node[2], rec)
+            right = self._value(node[3], rec)
             if op == "eq":
                 return left == right
             if op == "ne":
@@ -875,6 +917,11 @@ POLICY_WRITE = {k.lower(): k for k in (
     "businessSubType", "description", "billingType", "lineOfBusinessName", "carrierName", "mgaName",
     "premium", "binderId", "productName", "manualStatus", "deleteOtherLob")}
 
+# Rows of DeletedInsuredList (NOTES §6, sample deletedinsuredlist-response.json):
+# nothing else, no deletion time.
+DELETED_INSURED_FIELDS = {"insuredDatabaseId": "guid", "deleted": "bool", "policies": "list",
+                          "insuredContacts": "list"}
+
 NC_DENIED = {"Message": "Authorization has been denied for this request."}
 NC_INVALID = {"Message": "The request is invalid."}
 
@@ -1010,9 +1057,42 @@ def insured_display_name(rec):
     return rec.get("commercialName") or ""
 
 
+# The user an agent's edit in NowCerts' own UI is stamped with: never the API
+# user, so a client's "was this my own write?" check sees someone else.
+NC_AGENT_USER_ID = stable_guid("user:agency-agent")
+NC_AGENT_USER_NAME = "Agency Agent (fake NowCerts UI)"
+
+
+def insured_edit_fields(body):
+    """A control-API edit body (read-side names, null clears) as stored
+    values; raises InvalidBody naming the first bad field."""
+    fields = {}
+    for name, value in body.items():
+        if name == "_user":
+            continue
+        if name not in INSURED_FIELDS or name in INSURED_SERVER_FIELDS:
+            raise InvalidBody(f"{name}: not an editable InsuredDetailList field")
+        ftype = INSURED_FIELDS[name]
+        if name in INSURED_ENUMS:
+            if value is None:
+                raise InvalidBody(f"{name}: cannot be null")
+            fields[name] = enum_name(value, INSURED_ENUMS[name], name)
+        elif ftype == "bool":
+            if value is None:
+                raise InvalidBody(f"{name}: cannot be null")
+            fields[name] = as_bool(value, name)
+        elif ftype == "datetime":
+            if value is not None and parse_datetime(value) is None:
+                raise InvalidBody(f"{name}: {value!r} is not an ISO-8601 date")
+            fields[name] = value
+        else:
+            fields[name] = as_text(value, name)
+    return fields
+
+
 class NowCertsFake(Fake):
     label = "fake-nowcerts"
-    collections = ("insureds", "policies", "subscriptions")
+    collections = ("insureds", "policies", "subscriptions", "deletedInsureds")
     config_keys = {"latency_ms", "token_ttl", "date_precision"}
     route_flags = re.IGNORECASE
 
@@ -1031,6 +1111,7 @@ class NowCertsFake(Fake):
             ("POST", "/api/token", "h_token"),
             ("GET", "/api/InsuredDetailList", "h_insured_list"),
             ("GET", "/api/PolicyDetailList", "h_policy_list"),
+            ("GET", "/api/DeletedInsuredList", "h_deleted_insured_list"),
             ("POST", "/api/Insured/Insert", "h_insured_insert"),
             ("POST", "/api/Insured/OnlyInsertInsured", "h_insured_only_insert"),
             ("POST", "/api/Policy/Insert", "h_policy_insert"),
@@ -1283,6 +1364,10 @@ class NowCertsFake(Fake):
     def h_policy_list(self, req, user):
         return self.odata(req, "policies", POLICY_FIELDS, "PolicyDetail", "PolicyDetailList")
 
+    def h_deleted_insured_list(self, req, user):
+        return self.odata(req, "deletedInsureds", DELETED_INSURED_FIELDS, "DeletedInsured",
+                          "DeletedInsuredList")
+
     # ---- insureds ---------------------------------------------------------
     def insured_fields(self, body):
         """Write body → read-side field values (enums as names)."""
@@ -1344,6 +1429,19 @@ class NowCertsFake(Fake):
         self.records["insureds"][rec["id"]] = rec
         return rec
 
+    @staticmethod
+    def replace_insured(rec, fields):
+        """Insured/Insert on an existing record: the body becomes the record.
+        Writable fields it leaves out become null; the non-nullable enums and
+        bool fall back to Json.NET's defaults, as on a create. id, createDate
+        and the change stamps are the server's and are kept (the caller sets
+        the stamps)."""
+        for name in INSURED_WRITE.values():
+            if name != "databaseId":
+                rec[name] = None
+        rec.update({"type": "Insured", "insuredType": "Commercial", "active": False})
+        rec.update(fields)
+
     def insert_answer(self, rec, message):
         return Reply(200, {"insuredDatabaseId": rec["id"],
                            "referralSourceCompanyName": rec.get("referralSourceCompanyName"),
@@ -1363,10 +1461,12 @@ class NowCertsFake(Fake):
                 rec = self.new_insured(fields, user)
                 self.emit_insured(rec, None)
                 return self.insert_answer(rec, f"Insured '{insured_display_name(rec)}' has been imported")
-            # The documented quirk: whatever matched is overwritten with the
-            # fields given, even when it is a different person of the same name.
+            # The documented quirk: whatever matched is overwritten, even when
+            # it is a different person of the same name. A matched Insert
+            # replaces the record (SPEC 10): every writable field the body
+            # leaves out is blanked, not kept.
             before = rec.get("type")
-            rec.update(fields)
+            self.replace_insured(rec, fields)
             rec["changeDate"] = self.now()
             rec["lastChangeUserId"] = user["userId"]
             rec["lastChangeUserName"] = user["userDisplayName"]
@@ -1386,6 +1486,48 @@ class NowCertsFake(Fake):
             rec = self.new_insured(fields, user)
             self.emit_insured(rec, None)
             return self.insert_answer(rec, f"Insured '{insured_display_name(rec)}' has been imported")
+
+    # ---- an agent in NowCerts' UI (control API) ----------------------------------
+    def editable_collections(self):
+        return ("insureds",)
+
+    def agent_edit(self, collection, rid, body):
+        user_id = body.get("_user", NC_AGENT_USER_ID)
+        try:
+            user_id = as_guid(user_id, "_user")
+            fields = insured_edit_fields(body)
+        except InvalidBody as e:
+            return Reply(400, {"error": str(e)})
+        if user_id is None:
+            return Reply(400, {"error": "_user: a user guid is required"})
+        with self.lock:
+            rec = self.records["insureds"].get(rid.lower())
+            if rec is None:
+                return Reply(404, {"error": f"no insured {rid}"})
+            before = rec.get("type")
+            rec.update(fields)
+            rec["changeDate"] = self.now()
+            rec["lastChangeUserId"] = user_id
+            rec["lastChangeUserName"] = (NC_AGENT_USER_NAME if user_id == NC_AGENT_USER_ID
+                                         else f"User {user_id[:8]} (fake NowCerts UI)")
+            self.emit_insured(rec, before)
+            return Reply(200, copy.deepcopy(rec))
+
+    def agent_delete(self, collection, rid):
+        """Deleting an insured in the UI takes its policies with it; the
+        insured then appears in DeletedInsuredList with their ids."""
+        with self.lock:
+            rec = self.records["insureds"].pop(rid.lower(), None)
+            if rec is None:
+                return Reply(404, {"error": f"no insured {rid}"})
+            policies = [pid for pid, p in self.records["policies"].items()
+                        if p.get("insuredDatabaseId") == rec["id"]]
+            for pid in policies:
+                del self.records["policies"][pid]
+            row = {"insuredDatabaseId": rec["id"], "deleted": True,
+                   "policies": [{"policyDatabaseId": pid} for pid in policies], "insuredContacts": []}
+            self.records["deletedInsureds"][rec["id"]] = row
+            return Reply(200, copy.deepcopy(row))
 
     # ---- policies and quotes --------------------------------------------------
     def h_policy_insert(self, req, user):
@@ -1514,6 +1656,15 @@ class NowCertsFake(Fake):
             self.records["insureds"][rec["id"]] = rec
             self.emit_insured(rec, None if old is None else old.get("type"))
             return rec
+        if collection == "deletedInsureds":
+            db_id = as_guid(record.get("insuredDatabaseId"), "insuredDatabaseId") if isinstance(
+                record.get("insuredDatabaseId"), str) else None
+            if db_id is None:
+                raise ValueError("a deleted insured needs insuredDatabaseId (a guid)")
+            row = {"insuredDatabaseId": db_id, "deleted": True, "policies": [], "insuredContacts": []}
+            row.update({k: v for k, v in record.items() if k in ("deleted", "policies", "insuredContacts")})
+            self.records["deletedInsureds"][db_id] = row
+            return row
         if collection == "subscriptions":
             event = record.get("event")
             if event not in ZAPIER_EVENT_NAMES or not isinstance(record.get("target_url"), str):
@@ -1563,6 +1714,14 @@ OPP_SEARCH_PARAMS = {"q", "location_id", "pipeline_id", "pipeline_stage_id", "co
 SEEDED_PIPELINES = ("Personal Lines", "Commercial Lines")
 SEEDED_STAGES = ("New", "Quoted", "Bound")
 
+# The locations the static token may use, unless --ghl-locations or /_config
+# says otherwise: the integration tests', the sandbox's and the benchmark's.
+DEFAULT_GHL_LOCATIONS = ("it-location-1", "sandbox-location", "bench-location")
+# A location-scoped token asked about another location (v3 common schema's
+# 403 shape; the message is the one GHL users report).
+GHL_FORBIDDEN = {"statusCode": 403, "message": "The token does not have access to this location.",
+                 "error": "Forbidden"}
+
 GHL_UNAUTHORIZED = {"statusCode": 401, "message": "Invalid token: access token is invalid",
                     "error": "Unauthorized"}
 
@@ -1593,9 +1752,70 @@ def validate_contact_body(body, allowed, require_location):
                           else "each value in customFields must be an object")
         elif key in ("dndSettings", "inboundDndSettings") and not isinstance(value, dict):
             errors.append(f"{key} must be an object")
+        elif key in ("dndSettings", "inboundDndSettings"):
+            errors += dnd_settings_errors(key, value)
     if require_location and not (isinstance(body.get("locationId"), str) and body["locationId"]):
         errors.append("locationId should not be empty")
     return errors
+
+
+# DndSettingsSchema / InboundDndSettingsSchema (ref/ghl/openapi/apps/contacts.json).
+DND_CHANNELS = ("Call", "Email", "SMS", "WhatsApp", "GMB", "FB")
+DND_STATUSES = ("active", "inactive", "permanent")
+INBOUND_DND_STATUSES = ("active", "inactive")
+
+
+def dnd_settings_errors(key, value):
+    channels, statuses = (DND_CHANNELS, DND_STATUSES) if key == "dndSettings" else (("all",), INBOUND_DND_STATUSES)
+    errors = []
+    for channel, setting in value.items():
+        where = f"{key}.{channel}"
+        if channel not in channels:
+            errors.append(f"property {where} should not exist")
+        elif not isinstance(setting, dict):
+            errors.append(f"{where} must be an object")
+        else:
+            if setting.get("status") not in statuses:
+                errors.append(f"{where}.status must be one of the following values: " + ", ".join(statuses))
+            for extra in ("message", "code") if key == "dndSettings" else ("message",):
+                if setting.get(extra) is not None and not isinstance(setting[extra], str):
+                    errors.append(f"{where}.{extra} must be a string")
+            for extra in setting:
+                if extra not in ("status", "message", "code"):
+                    errors.append(f"property {where}.{extra} should not exist")
+    return errors
+
+
+# A custom field's dataType -> the JSON type its field_value must have (NOTES
+# §2: number for NUMERICAL/MONETORY, string[] for CHECKBOX/MULTIPLE_OPTIONS,
+# object for FILE); anything else, and a field the fake does not know, is a
+# string.
+CUSTOM_FIELD_VALUE_TYPES = {"NUMERICAL": "number", "MONETORY": "number", "CHECKBOX": "array",
+                            "MULTIPLE_OPTIONS": "array", "FILE_UPLOAD": "object"}
+CUSTOM_FIELD_DATA_TYPES = ("TEXT", "LARGE_TEXT", "NUMERICAL", "PHONE", "MONETORY", "CHECKBOX",
+                           "SINGLE_OPTIONS", "MULTIPLE_OPTIONS", "FLOAT", "TIME", "DATE", "TEXTBOX_LIST",
+                           "FILE_UPLOAD", "SIGNATURE", "RADIO", "EMAIL")
+
+
+def field_value_error(where, value, kind):
+    """class-validator's message when value is not of kind; None if it is.
+    null passes (the property is optional)."""
+    if value is None:
+        return None
+    if kind == "number":
+        return None if is_number(value) else f"{where} must be a number conforming to the specified constraints"
+    if kind == "array":
+        if not isinstance(value, list):
+            return f"{where} must be an array"
+        return None if all(isinstance(x, str) for x in value) else f"each value in {where} must be a string"
+    if kind == "object":
+        return None if isinstance(value, dict) else f"{where} must be an object"
+    if kind == "opportunity":
+        # CreateDto/UpdateOpportunityDto: string | string[] | object.
+        if isinstance(value, (str, dict)) or (isinstance(value, list) and all(isinstance(x, str) for x in value)):
+            return None
+        return f"{where} must be a string"
+    return None if isinstance(value, str) else f"{where} must be a string"
 
 
 def custom_field_id(item):
@@ -1625,14 +1845,120 @@ def merge_custom_fields(existing, items):
     return list(merged.values())
 
 
+# Contact fields a GHL contact webhook carries at top level
+# (ref/ghl/docs/webhook-events/Contact*.md), plus the record's dateUpdated.
+WEBHOOK_CONTACT_FIELDS = ("address1", "city", "state", "companyName", "country", "source", "dateAdded",
+                          "dateUpdated", "dateOfBirth", "dnd", "email", "name", "firstName", "lastName",
+                          "phone", "postalCode", "tags", "website", "attachments", "assignedTo",
+                          "customFields")
+# What a change to each event's fields looks like; the rest is ContactUpdate.
+WEBHOOK_TAG_FIELDS = {"tags"}
+WEBHOOK_DND_FIELDS = {"dnd", "dndSettings", "inboundDndSettings"}
+WEBHOOK_IGNORED_FIELDS = {"dateUpdated", "firstNameLowerCase", "lastNameLowerCase", "fullNameLowerCase",
+                          "emailLowerCase"}
+WEBHOOK_ORDERS = ("fifo", "lifo", "shuffle")
+
+
+def empty(value):
+    return value is None or value == "" or value == [] or value == {}
+
+
+def contact_webhook(event, contact):
+    """GHL's flat webhook body for a contact event. Empty fields are left out,
+    so a cleared field is simply absent (the worse case for a client)."""
+    body = {"type": event, "locationId": contact.get("locationId"), "id": contact["id"]}
+    for key in WEBHOOK_CONTACT_FIELDS + (("dndSettings",) if event == "ContactDndUpdate" else ()):
+        if not empty(contact.get(key)):
+            body[key] = copy.deepcopy(contact[key])
+    body["timestamp"] = iso_now_ms()
+    body["webhookId"] = str(uuid.uuid4())
+    return body
+
+
+def contact_events(before, after):
+    """The webhook events one contact write fires, in the order sent."""
+    if before is None:
+        return ["ContactCreate"]
+    if after is None:
+        return ["ContactDelete"]
+    changed = {k for k in set(before) | set(after)
+               if k not in WEBHOOK_IGNORED_FIELDS and before.get(k) != after.get(k)}
+    events = []
+    if changed - WEBHOOK_TAG_FIELDS - WEBHOOK_DND_FIELDS:
+        events.append("ContactUpdate")
+    if changed & WEBHOOK_TAG_FIELDS:
+        events.append("ContactTagUpdate")
+    if changed & WEBHOOK_DND_FIELDS:
+        events.append("ContactDndUpdate")
+    return events
+
+# ---- the location (for `ncghl doctor`) -------------------------------------
+# Kept apart from the rest of the GHL fake. GET /locations/{id} answers for
+# the locations the token may use (403 otherwise, as GHL does for a token of
+# another sub-account); a name can be seeded through /_records/locations.
+# The opportunity custom fields the shipped mappings/policies.lua names are
+# there from the start, as the seeded pipelines are, so `ncghl doctor
+# --sandbox` passes.
+DOCTOR_SEEDED_FIELDS = (("policy_number", "Policy Number"), ("carrier", "Carrier"),
+                        ("effective_date", "Effective Date"), ("expiration_date", "Expiration Date"))
+
+
+def doctor_seed_defaults(fake, locations=None):
+    for location in locations or fake.config["locations"]:
+        for key, name in DOCTOR_SEEDED_FIELDS:
+            fake.seed("customFields", {"id": stable_ghl_id("customField:%s:%s" % (location, key)),
+                                       "name": name, "fieldKey": "opportunity." + key,
+                                       "model": "opportunity", "locationId": location})
+
+
+def doctor_routes():
+    return [("GET", "/locations/{locationId}", "h_location_get")]
+
+
+def _h_location_get(self, req, location_id):
+    # Once locations are seeded, they are the sub-accounts this token
+    # reaches: any other answers 403, as GHL does.
+    with self.lock:
+        seeded = set(self.records["locations"])
+    denied = self.location_denied(req, location_id)
+    if denied or (seeded and location_id not in seeded):
+        return denied or Reply(403, dict(GHL_FORBIDDEN))
+    with self.lock:
+        loc = copy.deepcopy(self.records["locations"].get(location_id) or {"id": location_id,
+                                                                          "name": "Sandbox location"})
+    return Reply(200, {"location": loc})
+
+
 class GhlFake(Fake):
     label = "fake-ghl"
-    collections = ("contacts", "opportunities", "pipelines")
-    config_keys = {"latency_ms", "rate_limit", "rate_window"}
+    collections = ("contacts", "opportunities", "pipelines", "customFields", "locations")
+    config_keys = {"latency_ms", "rate_limit", "rate_window", "webhook_url", "webhook_delay_ms",
+                   "webhook_duplicate", "webhook_shuffle", "locations", "oauth_client_id",
+                   "oauth_client_secret", "oauth_token_ttl"}
 
     def __init__(self, config, request_log_max, quiet, token):
         self.token = token
+        config = dict(config)
+        for key, value in (("webhook_url", None), ("webhook_delay_ms", 0), ("webhook_duplicate", 0),
+                           ("webhook_shuffle", False), ("locations", list(DEFAULT_GHL_LOCATIONS)),
+                           ("oauth_client_id", "fake-ghl-client-id"),
+                           ("oauth_client_secret", "fake-ghl-client-secret"), ("oauth_token_ttl", 86399)):
+            config.setdefault(key, value)
+        self.wh_cond = None
         super().__init__(config, request_log_max, quiet)
+        self.wh_cond = threading.Condition(self.lock)
+        threading.Thread(target=self.webhooks_forever, daemon=True).start()
+
+    def reset(self):
+        # A reset drops queued deliveries but keeps where they go: the ncghl
+        # under test is still listening there.
+        url = self.config.get("webhook_url") if hasattr(self, "config") else None
+        with self.lock:
+            super().reset()
+            if url is not None and self.startup_config.get("webhook_url") is None:
+                self.config["webhook_url"] = url
+            if self.wh_cond is not None:
+                self.wh_cond.notify_all()
 
     def routes(self):
         # More specific paths first: /contacts/search must not be taken as an id.
@@ -1647,15 +1973,26 @@ class GhlFake(Fake):
             ("PUT", "/contacts/{id}", "h_contact_update"),
             ("DELETE", "/contacts/{id}", "h_contact_delete"),
             ("GET", "/opportunities/pipelines", "h_pipelines"),
+            ("GET", "/locations/{locationId}/customFields", "h_custom_fields"),
+            ("POST", "/oauth/token", "h_oauth_token"),
             ("GET", "/opportunities/search", "h_opp_search"),
             ("POST", "/opportunities/", "h_opp_create"),
             ("PUT", "/opportunities/{id}/status", "h_opp_status"),
             ("GET", "/opportunities/{id}", "h_opp_get"),
             ("PUT", "/opportunities/{id}", "h_opp_update"),
             ("DELETE", "/opportunities/{id}", "h_opp_delete"),
-        ]
+        ] + doctor_routes()
 
     def reset_upstream_state(self):
+        self.oauth_codes = {}      # code -> {"locationId", "userType", "redirect_uri"}; used once
+        self.oauth_access = {}     # access token -> {"locationId", "userType", "expires"}
+        self.oauth_refresh = {}    # refresh token -> grant; only the latest of a chain is a key
+        self.wh_generation = getattr(self, "wh_generation", 0) + 1
+        self.wh_queue = deque()     # (generation, due monotonic, url, body), sent in order
+        self.wh_buffer = []         # held or shuffled, waiting for a flush
+        self.wh_held = False
+        self.wh_next_shuffle = 0.0
+        self.wh_log = deque(maxlen=self.request_log_max)
         self.windows = {}   # rate-limit key -> deque of monotonic request times
         self.daily = Counter()
         for name in SEEDED_PIPELINES:
@@ -1665,6 +2002,7 @@ class GhlFake(Fake):
                 "stages": [{"id": stable_guid(f"stage:{name}:{s}"), "name": s} for s in SEEDED_STAGES],
                 "showInFunnel": True, "showInPieChart": True,
             }
+        doctor_seed_defaults(self)
 
     def validate_config(self, key, value):
         super().validate_config(key, value)
@@ -1672,6 +2010,281 @@ class GhlFake(Fake):
             raise ValueError("rate_limit must be a positive integer")
         if key == "rate_window" and (not is_number(value) or value <= 0):
             raise ValueError("rate_window must be a positive number of seconds")
+        if key == "webhook_url" and value is not None and not (
+                isinstance(value, str) and re.match(r"https?://[^/\s]+", value)):
+            raise ValueError("webhook_url must be an http(s) URL or null")
+        if key == "webhook_delay_ms" and (not is_number(value) or value < 0):
+            raise ValueError("webhook_delay_ms must be a non-negative number")
+        if key == "webhook_duplicate" and (not is_number(value) or not 0 <= value <= 1):
+            raise ValueError("webhook_duplicate must be a probability between 0 and 1")
+        if key == "webhook_shuffle" and not isinstance(value, bool):
+            raise ValueError("webhook_shuffle must be true or false")
+        if key in ("oauth_client_id", "oauth_client_secret") and not (isinstance(value, str) and value):
+            raise ValueError(f"{key} must be a non-empty string")
+        if key == "oauth_token_ttl" and (not is_number(value) or value < 0):
+            raise ValueError("oauth_token_ttl must be a non-negative number of seconds")
+        if key == "locations" and (not isinstance(value, list) or not value
+                                   or not all(isinstance(x, str) and x for x in value)):
+            raise ValueError("locations must be a non-empty array of location ids")
+
+    # ---- OAuth (ref/ghl/NOTES.md §1) ---------------------------------------------
+    def c_oauth_code(self, body):
+        """An authorization code, as GHL's redirect after "choose location"
+        would hand one to the app."""
+        location = body.get("locationId")
+        user_type = body.get("userType", "Location")
+        if user_type not in ("Location", "Company"):
+            return Reply(400, {"error": "userType must be Location or Company"})
+        if user_type == "Location" and not (isinstance(location, str) and location):
+            return Reply(400, {"error": "locationId is required for a Location code"})
+        redirect = body.get("redirect_uri")
+        if redirect is not None and not isinstance(redirect, str):
+            return Reply(400, {"error": "redirect_uri must be a string"})
+        code = secrets.token_hex(20)
+        with self.lock:
+            self.oauth_codes[code] = {"locationId": location if user_type == "Location" else None,
+                                      "userType": user_type, "redirect_uri": redirect}
+        return Reply(200, {"code": code})
+
+    def h_oauth_token(self, req):
+        # A form body (NOTES §1); a JSON body binds nothing, so its fields are
+        # "empty" (the worse case: the spec only documents the form).
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        form = {}
+        if ctype == "application/x-www-form-urlencoded":
+            form = dict(parse_qsl(req.text, keep_blank_values=True))
+        errors = [f"{k} should not be empty" for k in ("client_id", "client_secret", "grant_type") if not form.get(k)]
+        grant_type = form.get("grant_type")
+        if grant_type and grant_type not in ("authorization_code", "refresh_token", "client_credentials"):
+            errors.append("grant_type must be one of the following values: authorization_code, refresh_token, "
+                          "client_credentials")
+        if form.get("user_type") and form["user_type"] not in ("Company", "Location"):
+            errors.append("user_type must be one of the following values: Company, Location")
+        if errors:
+            return unprocessable(errors)
+        with self.lock:
+            if (form["client_id"] != self.config["oauth_client_id"]
+                    or form["client_secret"] != self.config["oauth_client_secret"]):
+                return Reply(401, {"statusCode": 401, "message": "Invalid client credentials",
+                                   "error": "Unauthorized"})
+            if grant_type == "client_credentials":
+                return bad_request("client_credentials is not supported by this fake")
+            # Lookup, checks and use under one lock: of two requests racing
+            # with one code or refresh token, exactly one wins.
+            store, given = ((self.oauth_codes, form.get("code")) if grant_type == "authorization_code"
+                            else (self.oauth_refresh, form.get("refresh_token")))
+            what = "authorization code" if grant_type == "authorization_code" else "refresh token"
+            grant = store.get(given or "")
+            if grant is None:
+                return bad_request(f"Invalid grant: {what} is invalid or already used")
+            if form.get("user_type") and form["user_type"] != grant["userType"]:
+                return bad_request(f"user_type does not match the grant ({grant['userType']})")
+            if (grant_type == "authorization_code" and grant["redirect_uri"] is not None
+                    and form.get("redirect_uri") != grant["redirect_uri"]):
+                return bad_request("Invalid grant: redirect_uri does not match")
+            del store[given]
+            if grant_type == "authorization_code":
+                grant = {"locationId": grant["locationId"], "userType": grant["userType"],
+                         "userId": stable_ghl_id("oauth-user:" + str(grant["locationId"]))}
+            return Reply(200, self.oauth_issue(grant))
+
+    def oauth_issue(self, grant):
+        """New access and refresh tokens for a grant; lock held."""
+        ttl = self.config["oauth_token_ttl"]
+        access, refresh = secrets.token_hex(24), secrets.token_hex(24)
+        self.oauth_access[access] = dict(grant, expires=time.time() + ttl)
+        self.oauth_refresh[refresh] = grant
+        location = grant.get("locationId")
+        body = {"access_token": access, "token_type": "Bearer",
+                "expires_in": int(ttl) if float(ttl).is_integer() else ttl, "refresh_token": refresh,
+                "scope": "contacts.readonly contacts.write opportunities.readonly opportunities.write "
+                         "locations/customFields.readonly",
+                "userType": grant["userType"], "companyId": stable_ghl_id("oauth-company"),
+                "userId": grant["userId"]}
+        if location:
+            body["locationId"] = location
+            body["approvedLocations"] = [location]
+        return body
+
+    # ---- custom fields ----------------------------------------------------------
+    def h_custom_fields(self, req, location):
+        unknown = [k for k in req.params if k != "model"]
+        model = req.params.get("model", "all")
+        errors = [f"property {k} should not exist" for k in unknown]
+        if model not in ("contact", "opportunity", "all"):
+            errors.append("model must be one of the following values: contact, opportunity, all")
+        if errors:
+            return unprocessable(errors)
+        denied = self.location_denied(req, location)
+        if denied:
+            return denied
+        with self.lock:
+            fields = [copy.deepcopy(f) for f in self.records["customFields"].values()
+                      if f.get("locationId") == location and model in ("all", f.get("model"))]
+        return Reply(200, {"customFields": fields})
+
+    def custom_field_errors(self, items, location, model):
+        """422 messages for customFields[].field_value of the wrong type: by
+        the seeded field's dataType for contacts, string | string[] | object
+        for opportunities."""
+        errors = []
+        if not isinstance(items, list):
+            return errors
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            key = next((k for k in ("field_value", "fieldValue", "value") if k in item), "field_value")
+            where = f"customFields.{i}.{key}"
+            if model == "opportunity":
+                kind = "opportunity"
+            else:
+                field = self.find_custom_field(item, location, model)
+                kind = CUSTOM_FIELD_VALUE_TYPES.get(field.get("dataType"), "string") if field else "string"
+            err = field_value_error(where, item.get(key), kind)
+            if err:
+                errors.append(err)
+        return errors
+
+    def find_custom_field(self, item, location, model):
+        """The seeded field an input item names (by id, else by key: bare or
+        as "<model>.<key>"), or None."""
+        cid, key = item.get("id"), item.get("key")
+        for f in self.records["customFields"].values():
+            if f.get("model") != model or (location is not None and f.get("locationId") != location):
+                continue
+            if cid and f.get("id") == cid:
+                return f
+            if not cid and isinstance(key, str) and key and f.get("fieldKey") in (key, f"{model}.{key}"):
+                return f
+        return None
+
+    # ---- locations ------------------------------------------------------------
+    def token_locations(self, token):
+        """The locations a token may touch: an OAuth token its own (none for
+        a Company token), the static token (a Private Integration token)
+        every known location."""
+        grant = self.oauth_access.get(token)
+        if grant is not None:
+            return {grant["locationId"]} if grant.get("locationId") else set()
+        return set(self.config["locations"])
+
+    @staticmethod
+    def location_denied(req, location):
+        if location in req.locations:
+            return None
+        return Reply(403, dict(GHL_FORBIDDEN))
+
+    @staticmethod
+    def visible(req, rec):
+        """A record of a location the token cannot see answers as not found."""
+        return rec if rec is not None and rec.get("locationId") in req.locations else None
+
+    # ---- webhooks to ncghl ----------------------------------------------------
+    def contact_changed(self, before, after):
+        """Queues the webhooks one contact write fires (before None: created;
+        after None: deleted). Called with the lock held, right after the
+        write, so the bodies carry the record as that write left it."""
+        url = self.config.get("webhook_url")
+        if url is None:
+            return
+        record = after if after is not None else before
+        for event in contact_events(before, after):
+            body = contact_webhook(event, record)
+            copies = 2 if random.random() < self.config.get("webhook_duplicate", 0) else 1
+            for _ in range(copies):
+                # A duplicate is a resend: the same body, webhookId included.
+                self.wh_enqueue(url, copy.deepcopy(body))
+
+    def wh_enqueue(self, url, body):
+        queued = time.time()
+        if self.wh_held or self.config.get("webhook_shuffle"):
+            if not self.wh_buffer:
+                self.wh_next_shuffle = time.monotonic() + self.config.get("webhook_delay_ms", 0) / 1000.0
+            self.wh_buffer.append((url, body, queued))
+        else:
+            due = time.monotonic() + self.config.get("webhook_delay_ms", 0) / 1000.0
+            self.wh_queue.append((self.wh_generation, due, url, body, queued))
+        self.wh_cond.notify_all()
+
+    def wh_release(self, order):
+        """Moves the buffer to the send queue in the given order; lock held."""
+        items = list(self.wh_buffer)
+        self.wh_buffer = []
+        if order == "lifo":
+            items.reverse()
+        elif order == "shuffle":
+            random.shuffle(items)
+        now = time.monotonic()
+        for url, body, queued in items:
+            self.wh_queue.append((self.wh_generation, now, url, body, queued))
+        self.wh_cond.notify_all()
+        return len(items)
+
+    def webhooks_forever(self):
+        while True:
+            with self.wh_cond:
+                while True:
+                    now = time.monotonic()
+                    delay = self.config.get("webhook_delay_ms", 0) / 1000.0
+                    if (self.wh_buffer and not self.wh_held and self.config.get("webhook_shuffle")
+                            and delay > 0 and now >= self.wh_next_shuffle):
+                        self.wh_release("shuffle")
+                        self.wh_next_shuffle = now + delay
+                    while self.wh_queue and self.wh_queue[0][0] != self.wh_generation:
+                        self.wh_queue.popleft()
+                    if self.wh_queue and self.wh_queue[0][1] <= now:
+                        generation, _, url, body, queued = self.wh_queue.popleft()
+                        break
+                    waits = [0.5]
+                    if self.wh_queue:
+                        waits.append(self.wh_queue[0][1] - now)
+                    if self.wh_buffer and not self.wh_held and self.config.get("webhook_shuffle") and delay > 0:
+                        waits.append(self.wh_next_shuffle - now)
+                    self.wh_cond.wait(max(0.001, min(waits)))
+            self.wh_send(generation, url, body, queued)
+
+    def wh_send(self, generation, url, body, queued):
+        entry = {"type": body.get("type"), "webhookId": body.get("webhookId"), "url": url, "body": body,
+                 "queued_at": queued, "at": time.time(), "status": None, "answer": None, "error": None}
+        try:
+            u = urlsplit(url)
+            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+            conn = cls(u.hostname, u.port, timeout=DELIVERY_TIMEOUT_S)
+            try:
+                path = (u.path or "/") + ("?" + u.query if u.query else "")
+                conn.request("POST", path, body=json.dumps(body, separators=(",", ":")).encode(),
+                             headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                entry["answer"] = resp.read().decode("utf-8", "replace")[:2000]
+                entry["status"] = resp.status
+            finally:
+                conn.close()
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            entry["status"] = 0
+            entry["error"] = f"{type(e).__name__}: {e}"
+        self.log(f"webhook {entry['type']} -> {url}: {entry['status']}")
+        with self.lock:
+            if generation == self.wh_generation:
+                self.wh_log.append(entry)
+
+    def c_webhooks(self, body):
+        with self.lock:
+            return Reply(200, copy.deepcopy(list(self.wh_log)))
+
+    def c_webhooks_hold(self, body):
+        with self.lock:
+            self.wh_held = True
+            return Reply(200, {"held": True, "buffered": len(self.wh_buffer)})
+
+    def c_webhooks_flush(self, body):
+        unknown = set(body) - {"order"}
+        default = "shuffle" if self.config.get("webhook_shuffle") else "fifo"
+        order = body.get("order", default)
+        if unknown or order not in WEBHOOK_ORDERS:
+            return Reply(400, {"error": "body: {\"order\": \"fifo\"|\"lifo\"|\"shuffle\"}"})
+        with self.lock:
+            self.wh_held = False
+            return Reply(200, {"flushed": self.wh_release(order), "order": order})
 
     def default_error_body(self, status):
         if status == 401:
@@ -1682,11 +2295,16 @@ class GhlFake(Fake):
         return {"statusCode": status, "message": phrase}
 
     # ---- rate limit ---------------------------------------------------------
-    @staticmethod
-    def rate_key(req):
+    def rate_key(self, req):
         # A Private Integration or location token belongs to one location, so
-        # the token stands for GHL's "per app per location" bucket.
-        return req.bearer()
+        # the token stands for GHL's "per app per location" bucket; OAuth
+        # tokens rotate, so theirs is keyed by the location itself.
+        token = req.bearer()
+        with self.lock:
+            grant = self.oauth_access.get(token)
+        if grant is not None:
+            return "oauth-location:" + str(grant.get("locationId"))
+        return token
 
     def rate_take(self, key):
         """Counts one request in key's sliding window; returns 0 when allowed,
@@ -1729,14 +2347,24 @@ class GhlFake(Fake):
             return Reply(404, {"statusCode": 404, "message": f"Cannot {req.method} {req.path}",
                                "error": "Not Found"})
         route, fn, params = m
+        if fn == self.h_oauth_token:
+            # No Bearer and no Version header (ref/ghl/openapi/apps/oauth.json).
+            return fn(req)
         token = req.bearer()
-        if not token or (self.token is not None and token != self.token):
+        with self.lock:
+            grant = self.oauth_access.get(token)
+        if grant is not None:
+            if time.time() >= grant["expires"]:
+                return Reply(401, dict(GHL_UNAUTHORIZED))
+        elif not token or (self.token is not None and token != self.token):
             return Reply(401, dict(GHL_UNAUTHORIZED))
         if (req.headers.get("Version") or "").strip() != GHL_VERSION:
             return bad_request("Version header is missing or invalid")
         wait = self.rate_take(self.rate_key(req))
         if wait:
             return Reply(429, {"statusCode": 429, "message": "Too many requests"}, {"Retry-After": wait})
+        with self.lock:
+            req.locations = self.token_locations(token)
         try:
             return fn(req, *params)
         except BadJson as e:
@@ -1779,10 +2407,17 @@ class GhlFake(Fake):
     def h_contact_create(self, req):
         body = json_object(req)
         errors = validate_contact_body(body, CREATE_CONTACT, require_location=True)
+        with self.lock:
+            errors += self.custom_field_errors(body.get("customFields"), body.get("locationId"), "contact")
         if errors:
             return unprocessable(errors)
+        denied = self.location_denied(req, body["locationId"])
+        if denied:
+            return denied
         with self.lock:
-            return Reply(201, {"contact": copy.deepcopy(self.new_contact(body))})
+            contact = self.new_contact(body)
+            self.contact_changed(None, contact)
+            return Reply(201, {"contact": copy.deepcopy(contact)})
 
     def h_contact_update(self, req, cid):
         body = json_object(req)
@@ -1790,23 +2425,31 @@ class GhlFake(Fake):
         if errors:
             return unprocessable(errors)
         with self.lock:
-            contact = self.records["contacts"].get(cid)
+            contact = self.visible(req, self.records["contacts"].get(cid))
             if contact is None:
                 return bad_request("Contact not found")
+            errors = self.custom_field_errors(body.get("customFields"), contact.get("locationId"), "contact")
+            if errors:
+                return unprocessable(errors)
+            before = copy.deepcopy(contact)
             self.write_contact(contact, body)
+            self.contact_changed(before, contact)
             return Reply(200, {"succeded": True, "contact": copy.deepcopy(contact)})
 
     def h_contact_get(self, req, cid):
         with self.lock:
-            contact = self.records["contacts"].get(cid)
+            contact = self.visible(req, self.records["contacts"].get(cid))
             if contact is None:
                 return bad_request("Contact not found")
             return Reply(200, {"contact": copy.deepcopy(contact)})
 
     def h_contact_delete(self, req, cid):
         with self.lock:
-            if self.records["contacts"].pop(cid, None) is None:
+            contact = self.visible(req, self.records["contacts"].get(cid))
+            if contact is None:
                 return bad_request("Contact not found")
+            del self.records["contacts"][cid]
+            self.contact_changed(contact, None)
         return Reply(200, {"succeded": True})
 
     def h_contact_add_tags(self, req, cid):
@@ -1815,11 +2458,13 @@ class GhlFake(Fake):
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             return unprocessable(["tags must be an array"])
         with self.lock:
-            contact = self.records["contacts"].get(cid)
+            contact = self.visible(req, self.records["contacts"].get(cid))
             if contact is None:
                 return bad_request("Contact not found")
+            before = copy.deepcopy(contact)
             contact["tags"] = list(dict.fromkeys(contact["tags"] + tags))
             contact["dateUpdated"] = iso_now_ms()
+            self.contact_changed(before, contact)
             return Reply(201, {"tags": list(contact["tags"])})
 
     def h_contact_remove_tags(self, req, cid):
@@ -1828,12 +2473,52 @@ class GhlFake(Fake):
         if not isinstance(tags, list):
             return unprocessable(["tags must be an array"])
         with self.lock:
-            contact = self.records["contacts"].get(cid)
+            contact = self.visible(req, self.records["contacts"].get(cid))
             if contact is None:
                 return bad_request("Contact not found")
+            before = copy.deepcopy(contact)
             contact["tags"] = [t for t in contact["tags"] if t not in tags]
             contact["dateUpdated"] = iso_now_ms()
+            self.contact_changed(before, contact)
             return Reply(200, {"tags": list(contact["tags"])})
+
+    # ---- an agent in GHL's UI (control API) ----------------------------------------
+    def editable_collections(self):
+        return ("contacts",)
+
+    def agent_edit(self, collection, rid, body):
+        # Any contact field a person can type into GHL's UI; moving a contact
+        # to another location is not an edit.
+        allowed = (CONTACT_STRINGS - {"locationId"}) | {"dnd", "dndSettings", "inboundDndSettings",
+                                                          "tags", "customFields", "type"}
+        errors = validate_contact_body(body, allowed, require_location=False)
+        if "type" in body and body["type"] not in ("lead", "customer", None):
+            errors.append("type must be lead or customer")
+        if errors:
+            return Reply(400, {"error": errors})
+        update = dict(body)
+        for key, empty in (("tags", []), ("customFields", None), ("dnd", False), ("type", "lead")):
+            if key in update and update[key] is None:
+                update[key] = empty
+        with self.lock:
+            contact = self.records["contacts"].get(rid)
+            if contact is None:
+                return Reply(404, {"error": f"no contact {rid}"})
+            before = copy.deepcopy(contact)
+            if "customFields" in update and update["customFields"] is None:
+                del update["customFields"]
+                contact["customFields"] = []
+            self.write_contact(contact, update)
+            self.contact_changed(before, contact)
+            return Reply(200, copy.deepcopy(contact))
+
+    def agent_delete(self, collection, rid):
+        with self.lock:
+            contact = self.records["contacts"].pop(rid, None)
+            if contact is None:
+                return Reply(404, {"error": f"no contact {rid}"})
+            self.contact_changed(contact, None)
+            return Reply(200, copy.deepcopy(contact))
 
     def contacts_in(self, location_id):
         return [c for c in self.records["contacts"].values() if c.get("locationId") == location_id]
@@ -1850,8 +2535,13 @@ class GhlFake(Fake):
     def h_contact_upsert(self, req):
         body = json_object(req)
         errors = validate_contact_body(body, UPSERT_CONTACT, require_location=True)
+        with self.lock:
+            errors += self.custom_field_errors(body.get("customFields"), body.get("locationId"), "contact")
         if errors:
             return unprocessable(errors)
+        denied = self.location_denied(req, body["locationId"])
+        if denied:
+            return denied
         trace = str(uuid.uuid4())
         with self.lock:
             candidates = self.contacts_in(body["locationId"])
@@ -1861,11 +2551,14 @@ class GhlFake(Fake):
             if found is None:
                 found = next((c for c in candidates if self.same_phone(c, body.get("phone"))), None)
             if found is None:
-                return Reply(200, {"new": True, "contact": copy.deepcopy(self.new_contact(body)),
-                                   "traceId": trace})
+                contact = self.new_contact(body)
+                self.contact_changed(None, contact)
+                return Reply(200, {"new": True, "contact": copy.deepcopy(contact), "traceId": trace})
             # Observed quirk [I#313]: gender is silently ignored on an existing contact.
             update = {k: v for k, v in body.items() if k not in ("gender", "locationId")}
+            before = copy.deepcopy(found)
             self.write_contact(found, update)
+            self.contact_changed(before, found)
             return Reply(200, {"new": False, "contact": copy.deepcopy(found), "traceId": trace})
 
     def contact_filter(self, flt):
@@ -1918,6 +2611,9 @@ class GhlFake(Fake):
                 errors.append(str(e))
         if errors:
             return unprocessable(errors)
+        denied = self.location_denied(req, body["locationId"])
+        if denied:
+            return denied
         with self.lock:
             hits = [c for c in self.contacts_in(body["locationId"]) if all(p(c) for p in preds)]
             hits.sort(key=lambda c: c.get("dateAdded") or "", reverse=True)
@@ -1936,6 +2632,9 @@ class GhlFake(Fake):
         email, number = req.params.get("email"), req.params.get("number")
         if not email and not number:
             return bad_request("Pass at least one of number, email query parameter")
+        denied = self.location_denied(req, location)
+        if denied:
+            return denied
         with self.lock:
             candidates = self.contacts_in(location)
             found = next((c for c in candidates if self.same_email(c, email)), None)
@@ -1968,6 +2667,7 @@ class GhlFake(Fake):
         cfs = body.get("customFields")
         if cfs is not None and (not isinstance(cfs, list) or not all(isinstance(c, dict) for c in cfs)):
             errors.append("customFields must be an array")
+        errors += self.custom_field_errors(cfs, None, "opportunity")
         return errors
 
     def check_pipeline(self, pipeline_id, stage_id):
@@ -1999,11 +2699,15 @@ class GhlFake(Fake):
                                            ("pipelineId", "locationId", "name", "status", "contactId"))
         if errors:
             return unprocessable(errors)
+        denied = self.location_denied(req, body["locationId"])
+        if denied:
+            return denied
         with self.lock:
             stage, err = self.check_pipeline(body["pipelineId"], body.get("pipelineStageId"))
             if err:
                 return err
-            if body["contactId"] not in self.records["contacts"]:
+            contact = self.visible(req, self.records["contacts"].get(body["contactId"]))
+            if contact is None or contact.get("locationId") != body["locationId"]:
                 return bad_request("Contact not found")
             now = iso_now_ms()
             opp = {"id": ghl_id(), "name": body["name"], "monetaryValue": body.get("monetaryValue", 0),
@@ -2023,7 +2727,7 @@ class GhlFake(Fake):
         if errors:
             return unprocessable(errors)
         with self.lock:
-            opp = self.records["opportunities"].get(oid)
+            opp = self.visible(req, self.records["opportunities"].get(oid))
             if opp is None:
                 return bad_request("Opportunity not found")
             pipeline_id = body.get("pipelineId", opp["pipelineId"])
@@ -2055,7 +2759,7 @@ class GhlFake(Fake):
         if errors:
             return unprocessable(errors)
         with self.lock:
-            opp = self.records["opportunities"].get(oid)
+            opp = self.visible(req, self.records["opportunities"].get(oid))
             if opp is None:
                 return bad_request("Opportunity not found")
             now = iso_now_ms()
@@ -2069,15 +2773,16 @@ class GhlFake(Fake):
 
     def h_opp_get(self, req, oid):
         with self.lock:
-            opp = self.records["opportunities"].get(oid)
+            opp = self.visible(req, self.records["opportunities"].get(oid))
             if opp is None:
                 return bad_request("Opportunity not found")
             return Reply(200, {"opportunity": self.opportunity_view(opp)})
 
     def h_opp_delete(self, req, oid):
         with self.lock:
-            if self.records["opportunities"].pop(oid, None) is None:
+            if self.visible(req, self.records["opportunities"].get(oid)) is None:
                 return bad_request("Opportunity not found")
+            del self.records["opportunities"][oid]
         return Reply(200, {"succeded": True})
 
     def h_opp_search(self, req):
@@ -2093,6 +2798,9 @@ class GhlFake(Fake):
             errors.append("page must be a number conforming to the specified constraints")
         if errors:
             return unprocessable(errors)
+        denied = self.location_denied(req, p["location_id"])
+        if denied:
+            return denied
         limit, page = int(limit), int(page)
         wanted = {"locationId": p["location_id"], "contactId": p.get("contact_id"),
                   "pipelineId": p.get("pipeline_id"), "pipelineStageId": p.get("pipeline_stage_id"),
@@ -2139,6 +2847,9 @@ class GhlFake(Fake):
         location = req.params.get("locationId")
         if not location:
             return unprocessable(["locationId should not be empty"])
+        denied = self.location_denied(req, location)
+        if denied:
+            return denied
         with self.lock:
             pipelines = []
             for pl in self.records["pipelines"].values():
@@ -2147,8 +2858,22 @@ class GhlFake(Fake):
                 pipelines.append(view)
         return Reply(200, {"pipelines": pipelines})
 
+    h_location_get = _h_location_get
+
     # ---- seeding (/_records) -------------------------------------------------
     def seed(self, collection, record):
+        if collection in ("contacts", "opportunities") and not record.get("locationId"):
+            # Seeded without one: the first known location, so the record is
+            # visible; seeding any other location simulates another sub-account.
+            record["locationId"] = self.config["locations"][0]
+        if collection == "locations":
+            loc = {"id": record.get("id") or ghl_id(), "name": "Location"}
+            loc.update(record)
+            self.records["locations"][loc["id"]] = loc
+            if loc["id"] not in self.config["locations"]:
+                self.config["locations"] = self.config["locations"] + [loc["id"]]
+                doctor_seed_defaults(self, [loc["id"]])
+            return loc
         if collection == "contacts":
             contact = {"id": record.get("id") or ghl_id(), "type": "lead", "dnd": False, "tags": [],
                        "customFields": [], "attachments": [], "dateAdded": record.get("dateAdded") or iso_now_ms()}
@@ -2169,6 +2894,23 @@ class GhlFake(Fake):
             opp.update(record)
             self.records["opportunities"][opp["id"]] = opp
             return opp
+        if collection == "customFields":
+            model = record.get("model", "contact")
+            if model not in ("contact", "opportunity"):
+                raise ValueError("model must be contact or opportunity")
+            name = record.get("name")
+            if not isinstance(name, str) or not name:
+                raise ValueError("a custom field needs a name")
+            data_type = record.get("dataType", "TEXT")
+            if data_type not in CUSTOM_FIELD_DATA_TYPES:
+                raise ValueError("dataType must be one of " + ", ".join(CUSTOM_FIELD_DATA_TYPES))
+            key = record.get("fieldKey") or f"{model}.{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}"
+            field = {"id": record.get("id") or stable_ghl_id("customField:" + key.split(".", 1)[-1]),
+                     "name": name, "fieldKey": key, "dataType": data_type, "model": model,
+                     "locationId": record.get("locationId") or self.config["locations"][0]}
+            field.update({k: v for k, v in record.items() if k not in field})
+            self.records["customFields"][field["id"]] = field
+            return field
         pipeline = {"id": ghl_id(), "name": None, "stages": [], "showInFunnel": True, "showInPieChart": True}
         pipeline.update(record)
         pipeline["stages"] = [s if isinstance(s, dict) else {"id": stable_guid(f"stage:{pipeline['id']}:{s}"), "name": s}
@@ -2328,7 +3070,10 @@ class Handler(BaseHTTPRequestHandler):
                 return
 
     def _send(self, reply):
-        data = b"" if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
+        if isinstance(reply.body, bytes):
+            data = reply.body     # a raw_body fault: garbage on purpose
+        else:
+            data = b"" if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -2357,6 +3102,8 @@ def parse_args(argv):
     ap.add_argument("--nowcerts-user", default=None, help="default: accept any non-empty user")
     ap.add_argument("--nowcerts-pass", default=None, help="default: accept any non-empty password")
     ap.add_argument("--ghl-token", default=None, help="default: accept any non-empty Bearer token")
+    ap.add_argument("--ghl-locations", default=",".join(DEFAULT_GHL_LOCATIONS),
+                    help="comma-separated location ids the GHL token may use")
     ap.add_argument("--ghl-rate-limit", type=int, default=100, help="requests per window per token")
     ap.add_argument("--ghl-rate-window", type=float, default=10.0, help="window length, seconds")
     ap.add_argument("--request-log", type=int, default=20000,
@@ -2367,6 +3114,8 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.ghl_rate_limit < 1 or args.ghl_rate_window <= 0:
         ap.error("--ghl-rate-limit must be >= 1 and --ghl-rate-window > 0")
+    if not [x for x in args.ghl_locations.split(",") if x.strip()]:
+        ap.error("--ghl-locations needs at least one location id")
     if args.latency_ms < 0 or args.token_ttl < 0 or args.request_log < 1:
         ap.error("--latency-ms and --token-ttl must be >= 0, --request-log >= 1")
     return args
@@ -2379,7 +3128,9 @@ def main(argv=None):
     nowcerts = NowCertsFake({"latency_ms": args.latency_ms, "token_ttl": ttl, "date_precision": "second"},
                             args.request_log, args.quiet, args.nowcerts_user, args.nowcerts_pass)
     ghl = GhlFake({"latency_ms": args.latency_ms, "rate_limit": args.ghl_rate_limit,
-                   "rate_window": args.ghl_rate_window}, args.request_log, args.quiet, args.ghl_token)
+                   "rate_window": args.ghl_rate_window,
+                   "locations": [x.strip() for x in args.ghl_locations.split(",") if x.strip()]},
+                  args.request_log, args.quiet, args.ghl_token)
     servers = []
     try:
         for fake, port in ((nowcerts, args.nowcerts_port), (ghl, args.ghl_port)):

@@ -347,6 +347,31 @@ class Fakes:
     def stats(self, side):
         return self._ctl(side, "GET", "/_stats")
 
+    def agent_edit(self, side, coll, rid, fields):
+        """A person editing one record in the product's UI (PATCH
+        /_records/<coll>/<id>); answers the record after the change."""
+        return self._ctl(side, "PATCH", "/_records/%s/%s" % (coll, rid), fields)
+
+    def agent_delete(self, side, coll, rid):
+        """A person deleting one record in the product's UI."""
+        return self._ctl(side, "DELETE", "/_records/%s/%s" % (coll, rid))
+
+    def ghl_webhooks(self):
+        """The contact webhooks the fake GHL has sent (needs webhook_url set
+        through config("ghl", webhook_url=...))."""
+        return self._ctl("ghl", "GET", "/_webhooks")
+
+    def hold_ghl_webhooks(self):
+        return self._ctl("ghl", "POST", "/_webhooks/hold", {})
+
+    def flush_ghl_webhooks(self, order="fifo"):
+        return self._ctl("ghl", "POST", "/_webhooks/flush", {"order": order})
+
+    def ghl_oauth_code(self, location="it-location-1", **extra):
+        """An authorization code the fake GHL's POST /oauth/token exchanges
+        for tokens of that location."""
+        return self._ctl("ghl", "POST", "/_oauth/code", dict(extra, locationId=location))["code"]
+
     # Views over /_requests -------------------------------------------------
 
     def calls(self, side, method=None, path_re=None):
@@ -420,6 +445,9 @@ class Server:
             "LUA_DIR": str(ROOT / "lua"),
             "GHL_WEBHOOK_VERIFY": "false",
             "NOWCERTS_POLL_INTERVAL": "0",
+            # The preflight checks serve runs at start (test_doctor.py turns
+            # them on) make upstream calls that tests counting calls would see.
+            "DOCTOR_AT_START": "false",
             "RETRY_INITIAL_DELAY": "0.1",
             "LOG_LEVEL": "DEBUG",
             "LOG_FILE": self.log_path,

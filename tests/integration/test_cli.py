@@ -305,7 +305,8 @@ class Mappings(IntegTest):
         self.assertEqual(p.returncode, 0, p)
         out = json.loads(p.stdout)
         self.assertEqual([(r["method"], r["path"]) for r in out["requests"]],
-                         [("POST", "/contacts/search"), ("PUT", "/contacts/c42")])
+                         [("POST", "/contacts/search"), ("PUT", "/contacts/c42"),
+                          ("POST", "/contacts/c42/tags")])
         self.assertEqual(out["data"]["action"], "updated")
 
         bad = self.tmp / "bad.json"

@@ -13,9 +13,9 @@ import harness  # noqa: E402
 from harness import IntegTest, ghl_event, nowcerts_event  # noqa: E402
 
 CREATE_CONTACT = r"^/contacts/?$"
-METRICS = ("webhook_requests_total", "webhook_duration_seconds", "upstream_requests_total",
-           "upstream_duration_seconds", "events", "retries_total", "token_refreshes_total",
-           "mapping_reloads_total")
+METRICS = ("ncghl_webhook_requests_total", "ncghl_webhook_duration_seconds", "ncghl_upstream_requests_total",
+           "ncghl_upstream_duration_seconds", "ncghl_events", "ncghl_retries_total", "ncghl_token_refreshes_total",
+           "ncghl_mapping_reloads_total")
 SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
@@ -62,18 +62,28 @@ class Metrics(IntegTest):
         for name in METRICS:
             self.assertRegex(text, r"(?m)^(# TYPE )?%s[\s{_]" % name, "missing metric %s" % name)
         smp = samples(text)
+        # SPEC 12: Prometheus naming. Every family has the ncghl_ prefix and
+        # every counter ends in _total.
+        types = dict(re.findall(r"(?m)^# TYPE (\S+) (\S+)$", text))
+        self.assertIn("ncghl_log_dropped_total", types)
+        for name, kind in types.items():
+            self.assertTrue(name.startswith("ncghl_"), "metric without the ncghl_ prefix: " + name)
+            if kind == "counter":
+                self.assertTrue(name.endswith("_total"), "counter not ending in _total: " + name)
+        for name, _, _ in smp:
+            self.assertTrue(name.startswith("ncghl_"), "sample without the ncghl_ prefix: " + name)
 
         def total(name, **labels):
             return sum(v for n, lab, v in smp
                        if n == name and all(lab.get(k) == val for k, val in labels.items()))
 
-        self.assertGreaterEqual(total("webhook_requests_total", source="nowcerts"), 1)
-        self.assertGreaterEqual(total("webhook_requests_total", source="ghl"), 1)
-        self.assertGreaterEqual(total("upstream_requests_total", service="ghl"), 2)
-        self.assertGreaterEqual(total("upstream_requests_total", service="nowcerts"), 1)
-        self.assertGreaterEqual(total("retries_total", service="ghl"), 1)
-        self.assertGreaterEqual(total("webhook_duration_seconds_count", source="nowcerts"), 1)
-        self.assertGreaterEqual(total("events", status="done"), 2)
+        self.assertGreaterEqual(total("ncghl_webhook_requests_total", source="nowcerts"), 1)
+        self.assertGreaterEqual(total("ncghl_webhook_requests_total", source="ghl"), 1)
+        self.assertGreaterEqual(total("ncghl_upstream_requests_total", service="ghl"), 2)
+        self.assertGreaterEqual(total("ncghl_upstream_requests_total", service="nowcerts"), 1)
+        self.assertGreaterEqual(total("ncghl_retries_total", service="ghl"), 1)
+        self.assertGreaterEqual(total("ncghl_webhook_duration_seconds_count", source="nowcerts"), 1)
+        self.assertGreaterEqual(total("ncghl_events", status="done"), 2)
 
     def test_series_move_with_traffic_and_histograms_add_up(self):
         s = self.server()
@@ -87,15 +97,15 @@ class Metrics(IntegTest):
                        if n == name and all(lab.get(k) == x for k, x in labels.items()))
 
         # Zero series exist from the start, so alerts and rate() see them.
-        for name, labels in (("retries_total", {"service": "ghl"}),
-                             ("retries_total", {"service": "nowcerts"}),
-                             ("mapping_reloads_total", {"result": "ok"}),
-                             ("mapping_reloads_total", {"result": "error"}),
-                             ("token_refreshes_total", {"service": "nowcerts", "result": "error"})):
+        for name, labels in (("ncghl_retries_total", {"service": "ghl"}),
+                             ("ncghl_retries_total", {"service": "nowcerts"}),
+                             ("ncghl_mapping_reloads_total", {"result": "ok"}),
+                             ("ncghl_mapping_reloads_total", {"result": "error"}),
+                             ("ncghl_token_refreshes_total", {"service": "nowcerts", "result": "error"})):
             self.assertTrue([1 for n, lab, _ in before if n == name and
                              all(lab.get(k) == x for k, x in labels.items())],
                             "no %s%r series before any traffic" % (name, labels))
-        self.assertEqual(val(before, "webhook_requests_total"), 0)
+        self.assertEqual(val(before, "ncghl_webhook_requests_total"), 0)
 
         for i in range(3):
             self.assertEqual(s.nowcerts(nowcerts_event("FOO_BAR", {"n": i})).status, 200)
@@ -104,16 +114,16 @@ class Metrics(IntegTest):
         self.assertJSONAnswer(s.nowcerts(nowcerts_event("INSURED_INSERT")), 502)
 
         after = samples(s.get("/metrics").text)
-        self.assertEqual(val(after, "webhook_requests_total", source="nowcerts", status="200"), 3)
-        self.assertEqual(val(after, "webhook_requests_total", source="nowcerts", status="422"), 1)
-        self.assertEqual(val(after, "webhook_requests_total", source="nowcerts", status="502"), 1)
-        self.assertEqual(val(after, "webhook_duration_seconds_count", source="nowcerts"), 5)
-        self.assertGreater(val(after, "webhook_duration_seconds_sum", source="nowcerts"), 0)
-        self.assertEqual(val(after, "events", status="dead"), 1)
-        self.assertEqual(val(after, "events", status="done"), 3)
-        self.assertGreaterEqual(val(after, "upstream_requests_total", service="ghl", status="400"), 1)
+        self.assertEqual(val(after, "ncghl_webhook_requests_total", source="nowcerts", status="200"), 3)
+        self.assertEqual(val(after, "ncghl_webhook_requests_total", source="nowcerts", status="422"), 1)
+        self.assertEqual(val(after, "ncghl_webhook_requests_total", source="nowcerts", status="502"), 1)
+        self.assertEqual(val(after, "ncghl_webhook_duration_seconds_count", source="nowcerts"), 5)
+        self.assertGreater(val(after, "ncghl_webhook_duration_seconds_sum", source="nowcerts"), 0)
+        self.assertEqual(val(after, "ncghl_events", status="dead"), 1)
+        self.assertEqual(val(after, "ncghl_events", status="done"), 3)
+        self.assertGreaterEqual(val(after, "ncghl_upstream_requests_total", service="ghl", status="400"), 1)
         # Histogram buckets are cumulative and end in +Inf = _count.
-        for name in ("webhook_duration_seconds", "upstream_duration_seconds"):
+        for name in ("ncghl_webhook_duration_seconds", "ncghl_upstream_duration_seconds"):
             series = {}
             for n, lab, v in after:
                 if n == name + "_bucket":
@@ -132,7 +142,7 @@ class Metrics(IntegTest):
                                    "direction": "to_nowcerts",
                                    "data": harness.ghl_contact()}).status, 200)
         smp = samples(s.get("/metrics").text)
-        ok = sum(v for n, lab, v in smp if n == "token_refreshes_total"
+        ok = sum(v for n, lab, v in smp if n == "ncghl_token_refreshes_total"
                  and lab.get("service") == "nowcerts" and lab.get("result") == "ok")
         self.assertGreaterEqual(ok, 1, "the NowCerts login was not counted")
 
@@ -313,7 +323,7 @@ class RateLimit(IntegTest):
             self.assertEqual(s.get("/metrics").status, 200)
             self.assertEqual(s.get("/openapi.json").status, 200)
         text = s.get("/metrics").text
-        self.assertRegex(text, r'(?m)^webhook_requests_total\{source="nowcerts",status="429"\} 1$')
+        self.assertRegex(text, r'(?m)^ncghl_webhook_requests_total\{source="nowcerts",status="429"\} 1$')
 
     def test_the_limit_is_per_client_address(self):
         s = self.server({"RATE_LIMIT_PER_MINUTE": 1})

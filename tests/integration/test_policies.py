@@ -19,6 +19,18 @@ def guid():
     return "6d45d106-%s-4%s-8%s-%s" % (uniq(4), uniq(3), uniq(3), uniq(12))
 
 
+def mappings_with(tmp, lua):
+    """A copy of the shipped mappings whose pipelines.lua ends with `lua`
+    (an agency's own settings), and its directory."""
+    mapdir = tmp / "mappings"
+    shutil.copytree(harness.ROOT / "mappings", mapdir)
+    p = mapdir / "pipelines.lua"
+    text = p.read_text()
+    at = text.rindex("return pipelines")
+    p.write_text(text[:at] + lua + "\n" + text[at:])
+    return mapdir
+
+
 class Policies(IntegTest):
     def _post(self, s, event_type, data):
         ans = self.assertJSONAnswer(s.nowcerts(nowcerts_event(event_type, data)), 200)
@@ -247,12 +259,8 @@ class Policies(IntegTest):
         self.assertEqual(len(self.fakes.calls("ghl", "GET", r"^/opportunities/pipelines")), 1)
 
     def test_a_pipeline_ghl_does_not_have_fails_the_event_naming_it(self):
-        mapdir = self.tmp / "mappings"
-        shutil.copytree(harness.ROOT / "mappings", mapdir)
-        p = mapdir / "pipelines.lua"
-        p.write_text(p.read_text().replace('{ pipeline = "Personal Lines" }',
-                                           '{ pipeline = "Life and Health" }'))
-        s = self.server(env={"MAPPINGS_DIR": str(mapdir)})
+        s = self.server(env={"MAPPINGS_DIR": str(mappings_with(
+            self.tmp, 'pipelines.by_line = { { pipeline = "Life and Health" } }'))})
         c = self.seed_contact()
         r = s.nowcerts(nowcerts_event("POLICY_INSERT", {
             "policyNumber": "L-" + uniq(6), "policyType": "Auto", "premium": 1,
@@ -336,6 +344,202 @@ class Policies(IntegTest):
         body = self.assertJSONAnswer(r, 502)
         self.assertIn("GHL POST /opportunities/ failed: HTTP 400", body.get("error", ""))
         self.assertEqual(len(self.fakes.calls("ghl", "POST", r"^/opportunities/?$")), 1)
+
+
+class PolicyStatusAndPipelines(IntegTest):
+    """SPEC section 10, Policies: the opportunity's status and stage follow
+    the policy's status, and the default pipeline choice works against a
+    location whose pipelines have names of their own."""
+
+    OTHER = {
+        "Personal Lines": ("Auto Insurance", ["New Lead", "Quote Sent", "Sold", "Lost"]),
+        "Commercial Lines": ("Business Insurance", ["Inquiry", "Proposal", "Issued", "Closed Lost"]),
+    }
+
+    def _rename_pipelines(self, extra=()):
+        """The fake GHL's location, with its two seeded pipelines renamed
+        (same ids, other names and stages): no "Personal Lines", no
+        "Commercial Lines", no "Quoted" or "Bound"."""
+        for pl in self.fakes.records("ghl", "pipelines"):
+            name, stages = self.OTHER[pl["name"]]
+            self.fakes.seed("ghl", "pipelines", {"id": pl["id"], "name": name, "stages": stages})
+        for name, stages in extra:
+            self.fakes.seed("ghl", "pipelines", {"name": name, "stages": stages})
+        names = sorted(pl["name"] for pl in self.fakes.records("ghl", "pipelines"))
+        self.assertNotIn("Personal Lines", names)
+
+    def _stage(self, pipeline, stage):
+        for pl in self.fakes.records("ghl", "pipelines"):
+            if pl.get("name") == pipeline:
+                for st in pl.get("stages") or []:
+                    if st.get("name") == stage:
+                        return pl["id"], st["id"]
+        raise AssertionError("the fake GHL has no %s / %s" % (pipeline, stage))
+
+    def _post(self, s, event_type, data):
+        ans = self.assertJSONAnswer(s.nowcerts(nowcerts_event(event_type, data)), 200)
+        self.assertIs(ans.get("success"), True, ans)
+        return ans
+
+    def _one_opp(self, name):
+        opps = [o for o in self.fakes.records("ghl", "opportunities") if o.get("name") == name]
+        self.assertEqual(len(opps), 1, "opportunities: %r" % self.fakes.records("ghl", "opportunities"))
+        return opps[0]
+
+    def test_a_policy_finds_the_pipeline_matching_its_line(self):
+        self._rename_pipelines()
+        s = self.server()
+        c = self.seed_contact()
+        number = "GL-" + uniq(6)
+        ans = self._post(s, "POLICY_INSERT", {
+            "databaseId": guid(), "number": number, "lineOfBusinessName": "General Liability",
+            "totalPremium": 2500, "status": "Active", "active": True, "insuredEmail": c["email"]})
+        opp = self._one_opp("General Liability Policy - %s" % number)
+        self.assertEqual((opp["pipelineId"], opp["pipelineStageId"]),
+                         self._stage("Business Insurance", "Issued"))
+        self.assertEqual(opp["status"], "open")
+        d = ans["data"]
+        self.assertEqual((d["pipeline"], d["how"], d["stage"], d["stage_how"]),
+                         ("Business Insurance", "matched", "Issued", "matched"), d)
+        # A personal line in the same location goes to the other pipeline.
+        self._post(s, "POLICY_INSERT", {"number": number + "-H", "lineOfBusinessName": "Homeowners",
+                                        "totalPremium": 900, "insuredEmail": c["email"]})
+        opp = self._one_opp("Homeowners Policy - %s-H" % number)
+        self.assertEqual((opp["pipelineId"], opp["pipelineStageId"]),
+                         self._stage("Auto Insurance", "Sold"))
+
+    def test_a_quote_sits_at_the_quote_stage_open(self):
+        self._rename_pipelines()
+        s = self.server()
+        c = self.seed_contact()
+        number = "Q-" + uniq(6)
+        ans = self._post(s, "QUOTE_INSERT", {"number": number, "isQuote": True,
+                                             "lineOfBusinessName": "Personal Auto",
+                                             "totalPremium": 450, "status": "Active",
+                                             "insuredEmail": c["email"]})
+        opp = self._one_opp("Personal Auto Policy - %s" % number)
+        self.assertEqual((opp["pipelineId"], opp["pipelineStageId"]),
+                         self._stage("Auto Insurance", "Quote Sent"))
+        self.assertEqual(opp["status"], "open")
+        self.assertEqual(ans["data"]["kind"], "quote", ans)
+
+    def test_a_cancelled_policy_is_lost(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = "C-" + uniq(6)
+        ans = self._post(s, "POLICY_INSERT", {
+            "databaseId": guid(), "number": number, "lineOfBusinessName": "Auto",
+            "totalPremium": 700, "status": "Cancelled", "active": False, "insuredEmail": c["email"]})
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual(opp["status"], "lost", opp)
+        self.assertEqual(ans["data"]["policy_status"], "Cancelled", ans)
+
+    def test_a_policy_going_from_active_to_cancelled_moves_its_opportunity_to_lost(self):
+        self._rename_pipelines()
+        s = self.server()
+        c = self.seed_contact()
+        pid, number = guid(), "AC-" + uniq(6)
+        data = {"databaseId": pid, "number": number, "lineOfBusinessName": "Auto",
+                "totalPremium": 700, "status": "Active", "active": True, "insuredEmail": c["email"]}
+        self._post(s, "POLICY_INSERT", data)
+        first = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual(first["status"], "open")
+        ans = self._post(s, "POLICY_UPDATE", dict(data, status="Cancelled", active=False))
+        self.assertEqual(ans["data"]["action"], "updated", ans)
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual(opp["id"], first["id"])
+        self.assertEqual(opp["status"], "lost", opp)
+        # Still at the policy stage: only the status changed.
+        self.assertEqual((opp["pipelineId"], opp["pipelineStageId"]), self._stage("Auto Insurance", "Sold"))
+        put = self.fakes.calls("ghl", "PUT", r"^/opportunities/")
+        self.assertEqual(len(put), 1, put)
+        self.assertEqual(harness.req_body(put[0]).get("status"), "lost", put)
+        # Expired and non-renewed are lost too; back to Active is open again.
+        self._post(s, "POLICY_UPDATE", dict(data, status="Active"))
+        self.assertEqual(self._one_opp("Auto Policy - %s" % number)["status"], "open")
+        self._post(s, "POLICY_UPDATE", dict(data, status="Non-Renewal"))
+        self.assertEqual(self._one_opp("Auto Policy - %s" % number)["status"], "lost")
+
+    def test_explicit_names_win(self):
+        self._rename_pipelines(extra=[("Everything", ["Open", "Quoted", "Won"])])
+        # Only the pipeline is named; the stage is still chosen by its words.
+        s = self.server(env={"MAPPINGS_DIR": str(mappings_with(
+            self.tmp, 'pipelines.by_line = { { pipeline = "Everything" } }'))})
+        c = self.seed_contact()
+        number = "E-" + uniq(6)
+        ans = self._post(s, "POLICY_INSERT", {"number": number, "lineOfBusinessName": "Auto",
+                                              "totalPremium": 10, "insuredEmail": c["email"]})
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual((opp["pipelineId"], opp["pipelineStageId"]), self._stage("Everything", "Won"))
+        self.assertEqual((ans["data"]["how"], ans["data"]["stage_how"]), ("explicit", "matched"), ans)
+
+    def test_a_policy_number_sent_as_a_json_number_reaches_ghl_as_text(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = int(uniq(6), 16) + 100000
+        self._post(s, "POLICY_INSERT", {"number": number, "lineOfBusinessName": "Auto",
+                                        "totalPremium": 10, "insuredEmail": c["email"]})
+        opp = self._one_opp("Auto Policy - %d" % number)
+        post = self.fakes.calls("ghl", "POST", r"^/opportunities/?$")
+        self.assertEqual(len(post), 1, post)
+        sent = {cf.get("key"): cf.get("field_value") for cf in harness.req_body(post[0])["customFields"]}
+        self.assertEqual(sent.get("policy_number"), str(number), sent)
+        self.assertIn(str(number), [cf.get("fieldValue") for cf in opp["customFields"]], opp)
+
+    def test_an_unknown_status_fails_naming_the_accepted_values(self):
+        s = self.server()
+        c = self.seed_contact()
+        r = s.nowcerts(nowcerts_event("POLICY_INSERT", {
+            "number": "U-" + uniq(6), "lineOfBusinessName": "Auto", "totalPremium": 10,
+            "status": "Suspended", "insuredEmail": c["email"]}))
+        body = self.assertJSONAnswer(r, 502)
+        self.assertEqual(body.get("status"), "dead", body)
+        err = body.get("error", "")
+        self.assertIn('"Suspended"', err)
+        self.assertIn("field status", err)
+        for accepted in ("Active", "Cancelled", "Expired", "Non-Renewal"):
+            self.assertIn(accepted, err)
+        self.assertEqual(self.fakes.records("ghl", "opportunities"), [])
+
+    def test_choices_list_what_each_kind_of_line_gets(self):
+        """pipelines.choices(location_pipelines), which `ncghl doctor`
+        shows, read here through a route added to a copy of the mappings,
+        against the fake GHL's real pipelines."""
+        self._rename_pipelines()
+        # One explicit rule, for a pipeline this location does not have.
+        mapdir = mappings_with(self.tmp, 'pipelines.by_line = { { pipeline = "Life", words = { "life" } } }')
+        routes = mapdir / "routes.lua"
+        text = routes.read_text()
+        cut = text.rstrip().rfind("\nreturn")
+        routes.write_text(text[:cut] + "\nnowcerts.PIPELINE_CHOICES = function(ev)\n"
+                          "  return { choices = require(\"pipelines\").choices((ghl.pipelines())) }\n"
+                          "end\n" + text[cut:])
+        s = self.server(env={"MAPPINGS_DIR": str(mapdir)})
+        ans = self._post(s, "PIPELINE_CHOICES", {})
+        got = {(c["line"], c["kind"]): (c.get("pipeline"), c.get("stage"), c["how"])
+               for c in ans["data"]["choices"]}
+        self.assertEqual(got, {
+            ("Life", "quote"): ("Life", None, "missing"),
+            ("Life", "policy"): ("Life", None, "missing"),
+            ("commercial lines", "quote"): ("Business Insurance", "Proposal", "matched"),
+            ("commercial lines", "policy"): ("Business Insurance", "Issued", "matched"),
+            ("personal lines", "quote"): ("Auto Insurance", "Quote Sent", "matched"),
+            ("personal lines", "policy"): ("Auto Insurance", "Sold", "matched"),
+            ("any other line", "quote"): ("Auto Insurance", "Quote Sent", "catch-all"),
+            ("any other line", "policy"): ("Auto Insurance", "Sold", "catch-all"),
+        }, ans)
+
+    def test_map_shows_the_choice_and_how_it_was_made(self):
+        s = self.server(start=False)
+        f = self.tmp / "policy.json"
+        f.write_text(json.dumps(nowcerts_event("POLICY_INSERT", {
+            "number": "M-1", "lineOfBusinessName": "Workers Comp", "totalPremium": 10,
+            "status": "Expired", "insuredEmail": "m@example.com"})))
+        p = s.cli("map", "--source", "nowcerts", f)
+        self.assertEqual(p.returncode, 0, p)
+        d = json.loads(p.stdout)["data"]
+        self.assertEqual((d["pipeline"], d["how"], d["stage"], d["stage_how"], d["status"]),
+                         ("Commercial Lines", "matched", "Bound", "matched", "lost"), d)
 
 
 class RestHooks(IntegTest):

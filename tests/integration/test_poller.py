@@ -3,6 +3,7 @@ into events through the same queue as a webhook, skips ncghl's own changes,
 and a restart (even kill -9 in the middle of paging) neither skips nor
 repeats a change."""
 
+import json
 import sqlite3
 import sys
 from datetime import datetime, timedelta, timezone
@@ -139,10 +140,15 @@ class Poller(IntegTest):
         self._polls_after(3)
         self.assertEqual(self.fakes.calls("ghl", "POST", CREATE_CONTACT), [])
         self.assertEqual(self.fakes.calls("ghl", "PUT", UPDATE_CONTACT), [])
-        # Skipped by the poller itself (lastChangeUserId is ncghl's user),
-        # not merely answered "echo" by the mappings: no event at all.
-        self.assertEqual([e for e in s.events() if e["source"] == "nowcerts"], [])
-        self.assertRegex(s.log_text(), r"poller: insureds [1-9]\d* changed \(0 new events, "
+        # The row ncghl wrote (lastChangeUserId is ncghl's user) is compared
+        # field by field with the base (SPEC 10) and ends there: skipped,
+        # nothing sent back.
+        own = [e for e in s.events() if e["source"] == "nowcerts"]
+        self.assertEqual(len(own), 1, own)
+        self.assertEqual(own[0]["status"], "done", own)
+        result = db_query(s.db_path, "SELECT result FROM events WHERE id = ?", (own[0]["id"],))
+        self.assertEqual(json.loads(result[0][0]).get("action"), "skipped", result)
+        self.assertRegex(s.log_text(), r"poller: insureds [1-9]\d* changed \(1 new events, "
                                        r"\d+ seen before, [1-9]\d* ncghl's own\)")
 
     def test_first_start_reads_no_history(self):

@@ -22,7 +22,7 @@ OK_RESULTS = ("success", "succeeded", "ok")
 def reloads(server, results):
     text = server.get("/metrics").text
     total = 0.0
-    for m in re.finditer(r'(?m)^mapping_reloads_total\{[^}]*result="(\w+)"[^}]*\}\s+(\S+)', text):
+    for m in re.finditer(r'(?m)^ncghl_mapping_reloads_total\{[^}]*result="(\w+)"[^}]*\}\s+(\S+)', text):
         if m.group(1) in results:
             total += float(m.group(2))
     return total

@@ -3,13 +3,15 @@ headers) never appear in any log line, at any level."""
 
 import json
 import re
+import shutil
 import sys
+import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.dont_write_bytecode = True  # keep the source tree clean
 import harness  # noqa: E402
-from harness import IntegTest, ghl_event, insured_data, nowcerts_event, req_body, uniq  # noqa: E402
+from harness import ROOT, IntegTest, ghl_event, insured_data, nowcerts_event, req_body, uniq  # noqa: E402
 
 CREATE_CONTACT = r"^/contacts/?$"
 
@@ -100,6 +102,52 @@ class Secrets(IntegTest):
                     else "token")
             self.assertNotIn(secret, log, "a %s appears in LOG_FILE" % kind)
             self.assertNotIn(secret, err, "a %s appears on stderr" % kind)
+
+
+# A route that logs what it was sent, as agencies do while they debug: the
+# raw body (the secret JSON-escaped in it), the secret URL-encoded, and the
+# plain secret pushed across the line limit at many offsets.
+LOGS_ITS_INPUT = r'''
+nowcerts.LOG_INPUT = function(ev)
+  ncghl.log("info", "raw " .. ev.raw)
+  ncghl.log("info", "url-encoded " .. ev.data.url)
+  for pad = 7950, 8250, 7 do
+    ncghl.log("info", string.rep("y", pad) .. ev.data.plain .. " end")
+  end
+  return {action = "logged"}
+end
+'''
+
+
+class EncodedSecrets(IntegTest):
+    def test_secret_encoded_or_cut_never_reaches_the_log(self):
+        key = "pit/%s+=Kq%s" % (uniq(12), uniq(12))
+        copy = self.tmp / "mappings"
+        shutil.copytree(ROOT / "mappings", copy)
+        routes = copy / "routes.lua"
+        text = routes.read_text()
+        cut = text.rstrip().rfind("\nreturn")
+        routes.write_text(text[:cut] + "\n" + LOGS_ITS_INPUT + text[cut:])
+        s = self.server({"GHL_API_KEY": key, "MAPPINGS_DIR": copy, "LOG_LEVEL": "DEBUG"})
+        url = urllib.parse.quote(key, safe="")
+        # JSON escapes as another encoder may write them: "\/" and "\u00XX".
+        escaped = key.replace("/", "\\/").replace("K", "\\u004B").replace("+", "\\u002b")
+        raw = ('{"event_type":"LOG_INPUT","timestamp":"2024-01-15T10:30:00Z",'
+               '"data":{"url":"%s","plain":"%s","escaped":"%s"}}' % (url, escaped, escaped))
+        ans = self.assertJSONAnswer(s.nowcerts(raw), 200)
+        self.assertEqual(ans["data"].get("action"), "logged", ans)
+        s.stop()
+        log = s.log_text()
+        err = s.stderr_text()
+        self.assertIn("url-encoded ***", log)
+        self.assertIn("raw ", log)
+        cut_lines = [x for x in log.splitlines() if "yyyyyyyy" in x]
+        self.assertEqual(len(cut_lines), 43, "the padded lines did not all reach the log")
+        half = key[:len(key) // 2]
+        for form in (key, url, escaped, half, urllib.parse.quote(half, safe=""), key[:6],
+                     escaped[:len(escaped) // 2]):
+            self.assertNotIn(form, log, "part of the key reaches LOG_FILE: %r" % form)
+            self.assertNotIn(form, err, "part of the key reaches stderr: %r" % form)
 
 
 if __name__ == "__main__":

@@ -166,7 +166,7 @@ class GhlSignatures(SignedTest):
         s = self.ghl_server()
         self.assert_refused(s, s.ghl(self.body()), "missing")
         text = s.get("/metrics").text
-        self.assertRegex(text, r'(?m)^webhook_requests_total\{source="ghl",status="401"\} 1$')
+        self.assertRegex(text, r'(?m)^ncghl_webhook_requests_total\{source="ghl",status="401"\} 1$')
 
 
 class NowcertsHmac(SignedTest):

@@ -18,7 +18,8 @@ static const char *vars[] = {"HOST", "PORT", "DEBUG", "LOG_LEVEL", "MAX_RETRIES"
                              "RETRY_INITIAL_DELAY", "RETRY_BACKOFF_FACTOR", "MAPPINGS_DIR",
                              "GHL_API_KEY", "NOWCERTS_PASSWORD", "WEBHOOK_WAIT_MS",
                              "GHL_WEBHOOK_VERIFY", "GHL_CLIENT_ID", "DB_PATH", "NOWCERTS_BASE_URL",
-                             "IDEMPOTENCY_TTL", NULL};
+                             "IDEMPOTENCY_TTL", "LOG_FORMAT", "LOG_PII", "LUA_MEMORY_MB",
+                             "LUA_EVENT_MEMORY_MB", "LUA_EVENT_TIMEOUT_MS", NULL};
 static char dir[64];
 
 static int setup(void **state) {
@@ -71,7 +72,35 @@ static void test_defaults(void **state) {
   assert_true(c.ghl_webhook_verify);
   assert_null(c.admin_token);
   assert_int_equal(c.log_level, LOGL_INFO);
+  assert_false(c.log_json);
+  assert_false(c.log_pii);
+  assert_int_equal(c.lua_memory_mb, 64);
+  assert_int_equal(c.lua_event_memory_mb, 16); /* a quarter of the state */
+  assert_int_equal(c.lua_event_timeout_ms, 2000);
   config_free(&c);
+}
+
+static void test_logging_and_lua_event_limits(void **state) {
+  (void)state;
+  struct config c;
+  char err[256] = "";
+  const char *env = write_env("LOG_FORMAT=JSON\nLOG_PII=true\nLUA_MEMORY_MB=32\n"
+                              "LUA_EVENT_TIMEOUT_MS=500\n");
+  assert_int_equal(config_load(&c, env, false, err, sizeof err), 0);
+  assert_true(c.log_json);
+  assert_true(c.log_pii);
+  assert_int_equal(c.lua_event_memory_mb, 8);
+  assert_int_equal(c.lua_event_timeout_ms, 500);
+  config_free(&c);
+  env = write_env("LUA_MEMORY_MB=32\nLUA_EVENT_MEMORY_MB=20\n");
+  assert_int_equal(config_load(&c, env, false, err, sizeof err), 0);
+  assert_int_equal(c.lua_event_memory_mb, 20);
+  config_free(&c);
+  /* An event's share cannot be more than the whole state. */
+  env = write_env("LUA_MEMORY_MB=32\nLUA_EVENT_MEMORY_MB=40\n");
+  assert_int_equal(config_load(&c, env, false, err, sizeof err), -1);
+  assert_true(strncmp(err, "LUA_EVENT_MEMORY_MB:", 20) == 0);
+  write_env("");
 }
 
 static void test_env_file_and_precedence(void **state) {
@@ -131,6 +160,9 @@ static void test_bad_values(void **state) {
   expect_bad("GHL_WEBHOOK_VERIFY", "maybe");
   expect_bad("NOWCERTS_BASE_URL", "ftp://example.com");
   expect_bad("IDEMPOTENCY_TTL", "0");
+  expect_bad("LOG_FORMAT", "xml");
+  expect_bad("LOG_PII", "sometimes");
+  expect_bad("LUA_EVENT_TIMEOUT_MS", "0");
 }
 
 static void test_partial_oauth_rejected(void **state) {
@@ -168,6 +200,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_env_file_and_precedence, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sandbox_forces_fakes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_values, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_logging_and_lua_event_limits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_partial_oauth_rejected, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_env_file, setup, teardown),
       cmocka_unit_test_setup_teardown(test_secret_names, setup, teardown),

@@ -16,7 +16,7 @@
 static char *slurp(const char *path) {
   FILE *f = fopen(path, "r");
   assert_non_null(f);
-  static char text[65536];
+  static char text[1 << 20];
   size_t n = fread(text, 1, sizeof text - 1, f);
   text[n] = 0;
   fclose(f);
@@ -72,10 +72,135 @@ static void test_level_filter(void **state) {
   assert_int_equal(log_parse_level("LOUD"), -1);
 }
 
+static char *log_to_file(char *path) {
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  assert_int_equal(log_init(LOGL_DEBUG, path), 0);
+  return path;
+}
+
+static char *close_and_read(char *path) {
+  log_close();
+  char *text = slurp(path);
+  unlink(path);
+  return text;
+}
+
+/* A secret straddling the line limit: the line is cut, and the part of the
+ * secret before the cut is not printed either. */
+static void test_secret_cut_by_the_line_limit(void **state) {
+  (void)state;
+  char path[] = "/tmp/ncghl-log-XXXXXX";
+  log_to_file(path);
+  log_add_secret("SECRETVALUE-0123456789");
+  for (int pad = 8100; pad < 8200; pad += 3) {
+    char *filler = malloc((size_t)pad + 1);
+    memset(filler, 'x', (size_t)pad);
+    filler[pad] = 0;
+    log_info("%s%s tail", filler, "SECRETVALUE-0123456789");
+    free(filler);
+  }
+  char *text = close_and_read(path);
+  assert_null(strstr(text, "SECRETVALUE"));
+  assert_null(strstr(text, "0123456789"));
+  /* The tail before the cut: at least the first four bytes never show. */
+  assert_null(strstr(text, "xSECR"));
+  for (char *line = text; *line;) {
+    char *nl = strchr(line, '\n');
+    assert_non_null(nl);
+    assert_true(nl - line <= 8192);
+    line = nl + 1;
+  }
+}
+
+static void test_encoded_secrets_are_redacted(void **state) {
+  (void)state;
+  char path[] = "/tmp/ncghl-log-XXXXXX";
+  log_to_file(path);
+  log_add_secret("pa ss/w+rd=A1");
+  log_info("form password=pa+ss%%2Fw%%2Brd%%3DA1&x=1");
+  log_info("url q=pa%%20ss%%2fw%%2brd%%3dA1 end");
+  log_info("json {\"p\":\"pa ss\\/w+rd=\\u0041\\u0031\"}");
+  char *text = close_and_read(path);
+  assert_null(strstr(text, "ss%2Fw"));
+  assert_null(strstr(text, "ss%2fw"));
+  assert_null(strstr(text, "ss\\/w"));
+  assert_non_null(strstr(text, "form password=***&x=1"));
+  assert_non_null(strstr(text, "url q=*** end"));
+  assert_non_null(strstr(text, "json {\"p\":\"***\"}"));
+}
+
+static void test_json_format(void **state) {
+  (void)state;
+  char path[] = "/tmp/ncghl-log-XXXXXX";
+  log_set_format(true);
+  log_to_file(path);
+  log_add_secret("tok-abcdef-123456");
+  log_warn("lua event=ev-42 failed: \"quoted\" token tok-abcdef-123456");
+  char *text = close_and_read(path);
+  log_set_format(false);
+  assert_non_null(strstr(text, "{\"ts\":\""));
+  assert_non_null(strstr(text, "\"level\":\"WARNING\""));
+  assert_non_null(strstr(text, "\"msg\":\"lua event=ev-42 failed: \\\"quoted\\\" token ***\""));
+  assert_non_null(strstr(text, ",\"event\":\"ev-42\"}"));
+  assert_null(strstr(text, "tok-abcdef"));
+}
+
+static void test_personal_data_masked_unless_shown(void **state) {
+  (void)state;
+  char path[] = "/tmp/ncghl-log-XXXXXX";
+  log_to_file(path);
+  log_info("GET /InsuredDetailList?$filter=eMail%%20eq%%20%%27jane.doe%%40example.com%%27 phone +1 555-123-4567");
+  log_info("body {\"firstName\":\"Jane\",\"lastName\":\"Doe\",\"phone\":\"(555) 123-4567\"}");
+  char *text = close_and_read(path);
+  assert_null(strstr(text, "jane.doe"));
+  assert_null(strstr(text, "example"));
+  assert_null(strstr(text, "123-4567"));
+  assert_null(strstr(text, "Jane"));
+  assert_null(strstr(text, "Doe"));
+  assert_non_null(strstr(text, "%27j***%40e***.com%27"));
+  assert_non_null(strstr(text, "***4567"));
+  assert_non_null(strstr(text, "\"firstName\":\"J***\""));
+
+  char path2[] = "/tmp/ncghl-log-XXXXXX";
+  log_set_pii(true);
+  log_to_file(path2);
+  log_info("email jane.doe@example.com");
+  text = close_and_read(path2);
+  log_set_pii(false);
+  assert_non_null(strstr(text, "jane.doe@example.com"));
+}
+
+/* The writer is a thread: lines queued before log_close are all written,
+ * in order, and nothing was dropped. */
+static void test_lines_in_order_and_none_dropped(void **state) {
+  (void)state;
+  char path[] = "/tmp/ncghl-log-XXXXXX";
+  log_to_file(path);
+  unsigned long long before = log_dropped();
+  for (int i = 0; i < 500; i++)
+    log_info("line %04d", i);
+  char *text = close_and_read(path);
+  assert_true(log_dropped() == before);
+  char *p = text;
+  for (int i = 0; i < 500; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "line %04d", i);
+    p = strstr(p, want);
+    assert_non_null(p);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_redaction_and_levels),
       cmocka_unit_test(test_level_filter),
+      cmocka_unit_test(test_secret_cut_by_the_line_limit),
+      cmocka_unit_test(test_encoded_secrets_are_redacted),
+      cmocka_unit_test(test_json_format),
+      cmocka_unit_test(test_personal_data_masked_unless_shown),
+      cmocka_unit_test(test_lines_in_order_and_none_dropped),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -152,6 +152,10 @@ static int answer_ghl(struct fake *f, const struct call_rec *c, char *out, size_
     contact_json(k, one, sizeof(one));
     snprintf(out, len, "{\"contact\":%s}", one);
     status = 201;
+  } else if (strncmp(c->path, "/contacts/", 10) == 0 && strstr(c->path, "/tags")) {
+    /* Tags are added and removed through their own endpoints. */
+    status = strcmp(c->method, "POST") == 0 ? 201 : 200;
+    snprintf(out, len, "{\"tags\":[]}");
   } else if (strncmp(c->path, "/contacts/", 10) == 0) {
     struct contact *k = contact_by_id(f, c->path + 10);
     if (k && strcmp(c->method, "GET") == 0) {
@@ -593,7 +597,7 @@ static void test_insured_insert_creates_contact_and_link(void **state) {
   assert_string_equal(json_str(json_get(created, "locationId")), "loc-1");
   assert_string_equal(json_str(json_get(created, "firstName")), "Jane");
   assert_string_equal(json_str(json_get(created, "email")), "Jane@X.com");
-  assert_string_equal(json_str(json_get(created, "phone")), "(555) 123-4567");
+  assert_string_equal(json_str(json_get(created, "phone")), "+15551234567"); /* E.164 */
   assert_string_equal(json_str(json_get(created, "address1")), "1 Main St");
   assert_string_equal(json_str(json_get(created, "postalCode")), "33601");
   assert_string_equal(json_str(json_get(created, "source")), "NowCerts");
@@ -605,11 +609,11 @@ static void test_insured_insert_creates_contact_and_link(void **state) {
   assert_non_null(link);
   assert_string_equal(link, "c1");
   free(link);
-  char *fp = store_fp_get(w->store, "ghl", "c1");
-  assert_non_null(fp);
-  assert_non_null(strstr(fp, "jane@x.com"));
-  assert_null(strstr(fp, "NowCerts")); /* constants are not fingerprinted */
-  free(fp);
+  char *snap = store_snapshot_get(w->store, "contact", NC_ID);
+  assert_non_null(snap);
+  assert_non_null(strstr(snap, "jane@x.com"));
+  assert_null(strstr(snap, "NowCerts")); /* constants are not synced fields */
+  free(snap);
   assert_int_equal(count_attempts(w, "nowcerts_1"), 3);
   assert_int_equal(lrt_running(w->rt), 0);
   outcome_free(&o);
@@ -628,7 +632,7 @@ static void test_synchronous_answers_still_resume_through_the_loop(void **state)
   outcome_free(&o);
 }
 
-static void test_update_strips_create_only_fields_and_merges_tags(void **state) {
+static void test_update_strips_create_only_fields_and_keeps_tags(void **state) {
   struct world *w = *state;
   /* A map that also fills two create-only fields. */
   make_mappings(w, "source = map.const(\"NowCerts\"),",
@@ -646,30 +650,35 @@ static void test_update_strips_create_only_fields_and_merges_tags(void **state) 
   assert_non_null(strstr(o.data, "\"action\":\"updated\""));
   assert_non_null(strstr(o.data, "\"contact_id\":\"c9\""));
   assert_int_equal(count_calls(&w->fake, "POST", "/contacts/search"), 1);
-  assert_int_equal(count_calls(&w->fake, "POST", "/contacts/"), 1); /* the search only */
   assert_int_equal(count_calls(&w->fake, "PUT", "/contacts/c9"), 1);
   struct json *put = body_of(find_call(&w->fake, "PUT", "/contacts/c9", 0));
   assert_null(json_get(put, "locationId"));
   assert_null(json_get(put, "gender"));
   assert_null(json_get(put, "companyName"));
   assert_string_equal(json_str(json_get(put, "lastName")), "Doe");
-  const struct json *tags = json_get(put, "tags");
-  assert_int_equal(json_len(tags), 2);
-  assert_string_equal(json_str(json_at(tags, 0)), "vip");
-  assert_string_equal(json_str(json_at(tags, 1)), "nowcerts");
+  /* No tags in a PUT (it would replace "vip"): ncghl's own go through the
+   * tag endpoint, and only those. */
+  assert_null(json_get(put, "tags"));
   json_free(put);
+  struct json *tags = body_of(find_call(&w->fake, "POST", "/contacts/c9/tags", 0));
+  assert_int_equal(json_len(json_get(tags, "tags")), 1);
+  assert_string_equal(json_str(json_at(json_get(tags, "tags"), 0)), "nowcerts");
+  json_free(tags);
   char *link = store_link_ghl(w->store, "contact", NC_ID);
   assert_string_equal(link, "c9");
   free(link);
   outcome_free(&o);
 
-  /* The next event follows the link (GET), and a create would carry the
-   * create-only fields: they are only kept out of updates. */
+  /* The next event follows the link (GET) and writes only what changed. */
   nowcerts_event(w, "nowcerts_3", "INSURED_UPDATE",
                  "{\"id\":\"" NC_ID "\",\"firstName\":\"Janet\",\"lastName\":\"Doe\"}", &o);
   assert_int_equal(o.outcome, LRT_DONE);
-  assert_int_equal(count_calls(&w->fake, "GET", "/contacts/c9"), 1);
   assert_int_equal(count_calls(&w->fake, "PUT", "/contacts/c9"), 2);
+  put = body_of(find_call(&w->fake, "PUT", "/contacts/c9", 1));
+  assert_string_equal(json_str(json_get(put, "firstName")), "Janet");
+  assert_null(json_get(put, "lastName"));
+  assert_null(json_get(put, "email"));
+  json_free(put);
   outcome_free(&o);
 }
 
@@ -759,11 +768,11 @@ static void test_memory_cap_fails_the_event_not_the_runtime(void **state) {
   struct outcome o = {0};
   nowcerts_event(w, "nowcerts_11", "GROW", "{}", &o);
   assert_int_equal(o.outcome, LRT_FAILED);
-  assert_string_equal(o.error, "not enough memory");
+  assert_non_null(strstr(o.error, "not enough memory: the event's own limit"));
   outcome_free(&o);
   nowcerts_event(w, "nowcerts_12", "PCALL_GROW", "{}", &o);
   assert_int_equal(o.outcome, LRT_FAILED);
-  assert_string_equal(o.error, "not enough memory");
+  assert_non_null(strstr(o.error, "not enough memory: the event's own limit"));
   outcome_free(&o);
   nowcerts_event(w, "nowcerts_13", "SMALL", "{}", &o);
   assert_int_equal(o.outcome, LRT_DONE);
@@ -902,7 +911,11 @@ static void test_concurrent_events_for_one_email_create_once(void **state) {
   assert_int_equal(a.outcome, LRT_DONE);
   assert_int_equal(b.outcome, LRT_DONE);
   assert_int_equal(count_calls(&w->fake, "POST", "/contacts/search"), 2);
-  assert_int_equal(count_calls(&w->fake, "POST", "/contacts/") - 2, 1); /* one create */
+  /* One create: every other POST under /contacts/ is a search or a tag. */
+  assert_int_equal(count_calls(&w->fake, "POST", "/contacts/") -
+                       count_calls(&w->fake, "POST", "/contacts/search") -
+                       count_calls(&w->fake, "POST", "/contacts/c1/tags"),
+                   1);
   assert_int_equal(count_calls(&w->fake, "PUT", "/contacts/c1"), 1);
   assert_int_equal(w->fake.ncontacts, 1);
   assert_non_null(strstr(a.data, "\"action\":\"created\""));
@@ -943,14 +956,18 @@ static void test_ghl_contact_to_nowcerts_and_echo(void **state) {
             &o);
   assert_int_equal(o.outcome, LRT_DONE);
   assert_non_null(strstr(o.data, "\"action\":\"created\""));
-  assert_int_equal(w->fake.ncalls, 2);
-  /* Searched by email (quote doubled, all percent-encoded), then created
-   * with OnlyInsertInsured: never Insured/Insert without a databaseId. */
+  assert_int_equal(w->fake.ncalls, 4);
+  /* Searched by email in every e-mail field without case (quote doubled,
+   * all percent-encoded), then by phone, then created with
+   * OnlyInsertInsured: never Insured/Insert without a databaseId. */
   assert_string_equal(w->fake.calls[0].path,
-                      "/InsuredDetailList?$filter=eMail%20eq%20%27ann.o%27%27hara%40x.com%27"
+                      "/InsuredDetailList?$filter=tolower%28eMail%29%20eq%20%27ann.o%27%27hara%40x.com%27"
+                      "%20or%20tolower%28eMail2%29%20eq%20%27ann.o%27%27hara%40x.com%27"
+                      "%20or%20tolower%28eMail3%29%20eq%20%27ann.o%27%27hara%40x.com%27"
                       "&$top=10&$count=true");
-  assert_string_equal(w->fake.calls[1].path, "/Insured/OnlyInsertInsured");
-  struct json *ins = body_of(&w->fake.calls[1]);
+  assert_non_null(strstr(w->fake.calls[1].path, "contains%28cellPhone%2C%271111%27%29"));
+  assert_string_equal(w->fake.calls[2].path, "/Insured/OnlyInsertInsured");
+  struct json *ins = body_of(&w->fake.calls[2]);
   assert_string_equal(json_str(json_get(ins, "eMail")), "Ann.O'Hara@x.com");
   assert_string_equal(json_str(json_get(ins, "lastName")), "O'Hara");
   assert_int_equal((int)json_num(json_get(ins, "type")), 1);
@@ -958,6 +975,8 @@ static void test_ghl_contact_to_nowcerts_and_echo(void **state) {
   assert_true(json_bool(json_get(ins, "active")));
   assert_null(json_get(ins, "databaseId"));
   json_free(ins);
+  /* The contact gets ncghl's tags for a NowCerts prospect. */
+  assert_string_equal(w->fake.calls[3].path, "/contacts/g1/tags");
   char *link = store_link_nowcerts(w->store, "contact", "g1");
   assert_non_null(link);
   char lower[64];
@@ -979,7 +998,7 @@ static void test_ghl_contact_to_nowcerts_and_echo(void **state) {
   nowcerts_event(w, "nowcerts_20", "INSURED_UPDATE", data, &o);
   assert_int_equal(o.outcome, LRT_DONE);
   assert_non_null(strstr(o.data, "\"action\":\"skipped\""));
-  assert_int_equal(w->fake.ncalls, 2);
+  assert_int_equal(w->fake.ncalls, 4);
   outcome_free(&o);
 
   /* A real change is not an echo: it goes to GHL, following the link. */
@@ -1025,9 +1044,16 @@ static void test_normalize_accepts_every_format(void **state) {
   /* The source design's GHL body, a manual sync, and a NowCerts Zapier-ish
    * body nobody routes. */
   run_event(w, "ghl_4", "ghl", "contact.deleted",
+            "{\"event\":\"contact.deleted\",\"contact\":{\"id\":\"x\"},\"locationId\":\"loc-1\"}",
+            &o);
+  assert_int_equal(o.outcome, LRT_DONE); /* ContactDelete: x was never linked */
+  assert_non_null(strstr(o.data, "\"action\":\"skipped\""));
+  outcome_free(&o);
+  /* Another GHL location's webhook never reaches a route. */
+  run_event(w, "ghl_4b", "ghl", "contact.deleted",
             "{\"event\":\"contact.deleted\",\"contact\":{\"id\":\"x\"},\"locationId\":\"l\"}", &o);
   assert_int_equal(o.outcome, LRT_IGNORED);
-  assert_string_equal(o.message, "No route for ghl event ContactDelete");
+  assert_string_equal(o.message, "GHL ContactDelete for location l, not this service's GHL_LOCATION_ID");
   outcome_free(&o);
   run_event(w, "manual_1", "manual", "contact",
             "{\"source\":\"ghl\",\"entity_type\":\"policy\",\"direction\":\"to_nowcerts\","
@@ -1290,7 +1316,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_insured_insert_creates_contact_and_link, setup, teardown),
     cmocka_unit_test_setup_teardown(test_synchronous_answers_still_resume_through_the_loop, setup,
                                     teardown),
-    cmocka_unit_test_setup_teardown(test_update_strips_create_only_fields_and_merges_tags, setup,
+    cmocka_unit_test_setup_teardown(test_update_strips_create_only_fields_and_keeps_tags, setup,
                                     teardown),
     cmocka_unit_test_setup_teardown(test_unrouted_event_is_ignored, setup, teardown),
     cmocka_unit_test_setup_teardown(test_4xx_fails_after_one_call, setup, teardown),

@@ -23,7 +23,7 @@ static char *render(struct metrics *m, struct buf *b) {
 static void test_counter_and_labels(void **state) {
   (void)state;
   struct metrics *m = metrics_new();
-  struct metric *c = metrics_counter(m, "webhook_requests_total", "Webhook requests answered.",
+  struct metric *c = metrics_counter(m, "ncghl_webhook_requests_total", "Webhook requests answered.",
                                      METRIC_LABELS("source", "status"));
   assert_non_null(c);
   metric_inc(c, METRIC_LABELS("nowcerts", "200"));
@@ -36,10 +36,10 @@ static void test_counter_and_labels(void **state) {
 
   struct buf b;
   const char *text = render(m, &b);
-  assert_string_equal(text, "# HELP webhook_requests_total Webhook requests answered.\n"
-                            "# TYPE webhook_requests_total counter\n"
-                            "webhook_requests_total{source=\"nowcerts\",status=\"200\"} 2\n"
-                            "webhook_requests_total{source=\"ghl\",status=\"401\"} 3\n");
+  assert_string_equal(text, "# HELP ncghl_webhook_requests_total Webhook requests answered.\n"
+                            "# TYPE ncghl_webhook_requests_total counter\n"
+                            "ncghl_webhook_requests_total{source=\"nowcerts\",status=\"200\"} 2\n"
+                            "ncghl_webhook_requests_total{source=\"ghl\",status=\"401\"} 3\n");
   buf_free(&b);
   metrics_free(m);
 }
@@ -76,12 +76,12 @@ static void test_wrong_uses_change_nothing(void **state) {
 static void test_same_name_is_the_same_family(void **state) {
   (void)state;
   struct metrics *m = metrics_new();
-  struct metric *a = metrics_counter(m, "retries_total", "Retries.", METRIC_LABELS("service"));
-  struct metric *b = metrics_counter(m, "retries_total", "Retries.", METRIC_LABELS("service"));
+  struct metric *a = metrics_counter(m, "ncghl_retries_total", "Retries.", METRIC_LABELS("service"));
+  struct metric *b = metrics_counter(m, "ncghl_retries_total", "Retries.", METRIC_LABELS("service"));
   assert_ptr_equal(a, b);
   /* the same name with another type or other labels is refused */
-  assert_null(metrics_gauge(m, "retries_total", "Retries.", METRIC_LABELS("service")));
-  assert_null(metrics_counter(m, "retries_total", "Retries.", METRIC_LABELS("svc")));
+  assert_null(metrics_gauge(m, "ncghl_retries_total", "Retries.", METRIC_LABELS("service")));
+  assert_null(metrics_counter(m, "ncghl_retries_total", "Retries.", METRIC_LABELS("svc")));
   metrics_free(m);
 }
 

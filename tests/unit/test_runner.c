@@ -197,7 +197,7 @@ static void test_outcomes_errors_and_markers(void **state) {
       "    answers = { { service = \"nowcerts\", status = 0, error = \"connection refused\" } },\n"
       "    expect = { outcome = \"retry\", error = \"connection error: connection refused\" } },\n"
       "  { name = \"status 0 fails\", source = \"ghl\",\n"
-      "    body = { type = \"ContactCreate\", id = \"g1\", email = \"a@x.com\" },\n"
+      "    body = { type = \"ContactCreate\", id = \"g1\", email = \"a@x.com\", firstName = \"A\", lastName = \"B\" },\n"
       "    answers = { { service = \"nowcerts\", method = \"POST\", status = 200,\n"
       "                  body = { status = 0, message = \"nope\" } } },\n"
       "    expect = { outcome = \"failed\", error = \"status 0: nope\" } },\n"
@@ -214,13 +214,14 @@ static void test_outcomes_errors_and_markers(void **state) {
       "        { path = \"/contacts/search\", body = { filters = { { field = \"email\" } } } },\n"
       "        { path = \"/contacts/search\", body = { filters = { { field = \"phone\" } } } },\n"
       "        { method = \"put\", path = \"/contacts/c5\", body = { locationId = ABSENT, email = ANY } } },\n"
-      "      request_count = 3,\n"
+      "      request_count = 4,\n"
       "      data = { contact_id = \"c5\", found_by = \"phone\" } } },\n"
       /* A query is matched as a subset of the decoded query string. */
       "  { name = \"query subset\", source = \"ghl\",\n"
       "    body = { type = \"ContactCreate\", id = \"g2\", email = \"O'Brien@x.com\" },\n"
       "    expect = { requests = { { service = \"nowcerts\", method = \"GET\", path = \"/InsuredDetailList\",\n"
-      "      query = { [\"$filter\"] = \"eMail eq 'o''brien@x.com'\" } } } } },\n"
+      "      query = { [\"$filter\"] = \"tolower(eMail) eq 'o''brien@x.com' or tolower(eMail2) eq\"\n"
+      "        .. \" 'o''brien@x.com' or tolower(eMail3) eq 'o''brien@x.com'\" } } } } },\n"
       "  { name = \"a case's config wins\", source = \"nowcerts\",\n"
       "    config = { GHL_LOCATION_ID = \"loc-9\" },\n"
       "    body = { event_type = \"INSURED_INSERT\", data = { email = \"a@x.com\" } },\n"
@@ -446,7 +447,8 @@ static void test_map_with_fixtures(void **state) {
                 NULL);
   assert_string_equal(json_str(json_get(request_at(doc, 0), "path")), "/InsuredDetailList");
   assert_string_equal(json_str(json_get(json_get(request_at(doc, 0), "query"), "$filter")),
-                      "eMail eq 'al@x.com'");
+                      "tolower(eMail) eq 'al@x.com' or tolower(eMail2) eq 'al@x.com' or "
+                      "tolower(eMail3) eq 'al@x.com'");
   assert_string_equal(json_str(json_get(request_at(doc, 1), "path")), "/Insured/OnlyInsertInsured");
   assert_string_equal(json_str(json_get(json_get(doc, "data"), "insured_id")),
                       "00000000-0000-4000-8000-000000000001");

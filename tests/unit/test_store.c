@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "log.h"
 #include "store.h"
 
@@ -146,11 +147,12 @@ static void test_open_creates_dirs_and_migrates_once(void **state) {
   sqlite3_finalize(st);
   assert_int_equal(sqlite3_prepare_v2(db,
                                       "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
-                                      " name IN ('events','attempts','links','fingerprints','kv')",
+                                      " name IN ('events','attempts','links','kv','snapshots',"
+                                      " 'conflicts','changes')",
                                       -1, &st, NULL),
                    SQLITE_OK);
   assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), 5);
+  assert_int_equal(sqlite3_column_int(st, 0), 7);
   sqlite3_finalize(st);
   sqlite3_close(db);
 }
@@ -749,20 +751,211 @@ static void test_links(void **state) {
   assert_null(store_link_nowcerts(f->s, "contact", NULL));
 }
 
-static void test_fingerprints(void **state) {
+static void test_link_delete(void **state) {
   struct fx *f = *state;
-  assert_int_equal(store_fp_put(f->s, "ghl", "c1", "{\"email\":\"a@b\"}", 1), 0);
-  assert_int_equal(store_fp_put(f->s, "nowcerts", "c1", "{\"x\":1}", 1), 0);
-  assert_str_owned(store_fp_get(f->s, "ghl", "c1"), "{\"email\":\"a@b\"}");
-  assert_str_owned(store_fp_get(f->s, "nowcerts", "c1"), "{\"x\":1}");
-  assert_int_equal(store_fp_put(f->s, "ghl", "c1", "{\"email\":\"c@d\"}", 2), 0);
-  assert_str_owned(store_fp_get(f->s, "ghl", "c1"), "{\"email\":\"c@d\"}");
-  assert_str_owned(store_fp_get(f->s, "ghl", "c2"), NULL);
-  assert_int_equal(store_fp_put(f->s, "ghl", "c1", NULL, 3), 0);
-  assert_str_owned(store_fp_get(f->s, "ghl", "c1"), NULL);
-  assert_str_owned(store_fp_get(f->s, "nowcerts", "c1"), "{\"x\":1}");
-  assert_null(store_fp_get(f->s, NULL, "c1"));
-  assert_int_equal(store_fp_put(f->s, NULL, "c1", "{}", 3), -1);
+  assert_int_equal(store_link_put(f->s, "contact", "nc1", "g1", 1), 0);
+  assert_int_equal(store_link_put(f->s, "policy", "nc1", "o1", 1), 0);
+  assert_int_equal(store_link_delete(f->s, "contact", "nc1"), 0);
+  assert_str_owned(store_link_ghl(f->s, "contact", "nc1"), NULL);
+  assert_str_owned(store_link_nowcerts(f->s, "contact", "g1"), NULL);
+  assert_str_owned(store_link_ghl(f->s, "policy", "nc1"), "o1"); /* other kinds stay */
+  assert_int_equal(store_link_delete(f->s, "contact", "nc-unknown"), 0);
+  assert_int_equal(store_link_delete(f->s, NULL, "nc1"), -1);
+}
+
+static void test_snapshots(void **state) {
+  struct fx *f = *state;
+  assert_str_owned(store_snapshot_get(f->s, "contact", "nc1"), NULL);
+  assert_int_equal(store_snapshot_put(f->s, "contact", "nc1", "g1", "{\"v\":1}", 1), 0);
+  assert_int_equal(store_snapshot_put(f->s, "policy", "nc1", "o1", "{\"v\":2}", 1), 0);
+  assert_str_owned(store_snapshot_get(f->s, "contact", "nc1"), "{\"v\":1}");
+  assert_int_equal(store_snapshot_put(f->s, "contact", "nc1", NULL, "{\"v\":3}", 2), 0);
+  assert_str_owned(store_snapshot_get(f->s, "contact", "nc1"), "{\"v\":3}");
+  assert_str_owned(store_snapshot_get(f->s, "policy", "nc1"), "{\"v\":2}");
+  assert_int_equal(store_snapshot_put(f->s, "contact", "nc1", NULL, NULL, 3), 0);
+  assert_str_owned(store_snapshot_get(f->s, "contact", "nc1"), NULL);
+  assert_int_equal(store_snapshot_put(f->s, "contact", "", NULL, "{}", 3), -1);
+  assert_int_equal(store_snapshot_put(f->s, NULL, "nc1", NULL, "{}", 3), -1);
+}
+
+struct rows {
+  int n;
+  long long ids[16];
+  char fields[16][32];
+  char winners[16][16];
+};
+
+static int conflict_row(void *ud, const struct store_conflict *c) {
+  struct rows *r = ud;
+  r->ids[r->n] = c->id;
+  snprintf(r->fields[r->n], sizeof r->fields[0], "%s", c->field);
+  snprintf(r->winners[r->n], sizeof r->winners[0], "%s", c->winner);
+  r->n++;
+  return 0;
+}
+
+static int change_row(void *ud, const struct store_change *c) {
+  struct rows *r = ud;
+  r->ids[r->n] = c->id;
+  snprintf(r->fields[r->n], sizeof r->fields[0], "%s:%s", c->field, c->new_value ? c->new_value : "-");
+  snprintf(r->winners[r->n], sizeof r->winners[0], "%s", c->action);
+  r->n++;
+  return 0;
+}
+
+static void test_conflicts(void **state) {
+  struct fx *f = *state;
+  assert_int_equal(store_conflict_count(f->s), 0);
+  struct store_conflict c = {.kind = "contact", .nowcerts_id = "nc1", .ghl_id = "g1",
+                             .field = "phone", .nowcerts_value = "5551112222",
+                             .ghl_value = "5553334444", .base = "5550000000",
+                             .winner = "nowcerts", .event_id = "ghl_1", .nowcerts_at = 10,
+                             .ghl_at = 9, .at = 11};
+  assert_int_equal(store_conflict_add(f->s, &c), 0);
+  c.field = "city";
+  c.winner = "ghl";
+  c.nowcerts_id = "nc2";
+  c.ghl_id = "g2";
+  c.base = NULL; /* no base: a field neither side had */
+  assert_int_equal(store_conflict_add(f->s, &c), 0);
+  c.field = "email";
+  assert_int_equal(store_conflict_add(f->s, &c), 0);
+  assert_int_equal(store_conflict_count(f->s), 3);
+
+  struct rows r = {0};
+  struct store_sync_filter all = {0};
+  assert_int_equal(store_conflict_list(f->s, &all, conflict_row, &r), 0);
+  assert_int_equal(r.n, 3); /* newest first */
+  assert_string_equal(r.fields[0], "email");
+  assert_string_equal(r.fields[2], "phone");
+  assert_string_equal(r.winners[2], "nowcerts");
+
+  memset(&r, 0, sizeof r);
+  struct store_sync_filter by_link = {.kind = "contact", .nowcerts_id = "nc2"};
+  assert_int_equal(store_conflict_list(f->s, &by_link, conflict_row, &r), 0);
+  assert_int_equal(r.n, 2);
+  long long newest = r.ids[0];
+
+  memset(&r, 0, sizeof r);
+  struct store_sync_filter page = {.ghl_id = "g2", .before = newest, .limit = 5};
+  assert_int_equal(store_conflict_list(f->s, &page, conflict_row, &r), 0);
+  assert_int_equal(r.n, 1);
+  assert_string_equal(r.fields[0], "city");
+
+  memset(&r, 0, sizeof r);
+  struct store_sync_filter one = {.limit = 1};
+  assert_int_equal(store_conflict_list(f->s, &one, conflict_row, &r), 0);
+  assert_int_equal(r.n, 1);
+
+  struct store_conflict bad = {.kind = "contact", .nowcerts_id = "nc1", .field = "x"};
+  assert_int_equal(store_conflict_add(f->s, &bad), -1); /* no winner */
+
+  struct buf b;
+  buf_init(&b, 0);
+  c.id = 7;
+  c.ghl_value = "a \"quoted\" value";
+  store_conflict_json(&b, &c);
+  assert_non_null(strstr(b.p, "\"id\":7,\"kind\":\"contact\""));
+  assert_non_null(strstr(b.p, "\"ghl_value\":\"a \\\"quoted\\\" value\""));
+  assert_non_null(strstr(b.p, "\"base\":null"));
+  buf_free(&b);
+}
+
+static void test_changes(void **state) {
+  struct fx *f = *state;
+  struct store_change c = {.kind = "contact", .nowcerts_id = "nc1", .ghl_id = "g1",
+                           .field = "city", .side = "ghl", .old_value = NULL,
+                           .new_value = "Tampa", .action = "sent", .event_id = "ghl_1", .at = 1};
+  assert_int_equal(store_change_add(f->s, &c), 0);
+  c.field = "phone";
+  c.new_value = "5551112222";
+  c.side = "nowcerts";
+  c.event_id = "nowcerts_2";
+  assert_int_equal(store_change_add(f->s, &c), 0);
+  c.nowcerts_id = "nc9";
+  c.ghl_id = "g9";
+  assert_int_equal(store_change_add(f->s, &c), 0);
+
+  struct rows r = {0};
+  struct store_sync_filter link = {.kind = "contact", .nowcerts_id = "nc1"};
+  assert_int_equal(store_change_list(f->s, &link, change_row, &r), 0);
+  assert_int_equal(r.n, 2);
+  assert_string_equal(r.fields[0], "phone:5551112222");
+  assert_string_equal(r.fields[1], "city:Tampa");
+  assert_string_equal(r.winners[1], "sent");
+
+  memset(&r, 0, sizeof r);
+  struct store_sync_filter ev = {.event_id = "nowcerts_2"};
+  assert_int_equal(store_change_list(f->s, &ev, change_row, &r), 0);
+  assert_int_equal(r.n, 2);
+
+  memset(&r, 0, sizeof r);
+  struct store_sync_filter by_ghl = {.ghl_id = "g9"};
+  assert_int_equal(store_change_list(f->s, &by_ghl, change_row, &r), 0);
+  assert_int_equal(r.n, 1);
+
+  struct store_change bad = {.kind = "contact", .field = "x", .side = "ghl"};
+  assert_int_equal(store_change_add(f->s, &bad), -1); /* no action */
+}
+
+/* A file of schema version 2 (record fingerprints) opened by this version:
+ * each link's GHL-side fingerprint becomes its snapshot's bases, so nothing
+ * is re-sent whole after the upgrade. */
+static void test_migration_turns_fingerprints_into_snapshots(void **state) {
+  struct fx *f = *state;
+  store_close(f->s);
+  f->s = NULL;
+  char old[300];
+  snprintf(old, sizeof old, "%s/v2.db", f->dir);
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(old, &db), SQLITE_OK);
+  const char *v2 =
+      "CREATE TABLE events (id TEXT PRIMARY KEY, source TEXT NOT NULL, type TEXT NOT NULL"
+      " DEFAULT '', payload TEXT NOT NULL DEFAULT '', status INTEGER NOT NULL, attempts INTEGER"
+      " NOT NULL DEFAULT 0, last_error TEXT, result TEXT, created_at REAL NOT NULL, updated_at"
+      " REAL NOT NULL, next_at REAL NOT NULL DEFAULT 0);"
+      "CREATE INDEX events_status_next ON events (status, next_at);"
+      "CREATE INDEX events_created ON events (created_at);"
+      "CREATE TABLE attempts (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL"
+      " REFERENCES events (id) ON DELETE CASCADE, event_attempt INTEGER NOT NULL, service TEXT"
+      " NOT NULL, method TEXT NOT NULL, url TEXT NOT NULL, status INTEGER NOT NULL, error TEXT,"
+      " duration_ms REAL NOT NULL, at REAL NOT NULL);"
+      "CREATE INDEX attempts_event ON attempts (event_id);"
+      "CREATE TABLE links (kind TEXT NOT NULL, nowcerts_id TEXT NOT NULL, ghl_id TEXT NOT NULL,"
+      " updated_at REAL NOT NULL, UNIQUE (kind, nowcerts_id), UNIQUE (kind, ghl_id));"
+      "CREATE TABLE fingerprints (side TEXT NOT NULL, record_id TEXT NOT NULL, json TEXT NOT NULL,"
+      " updated_at REAL NOT NULL, PRIMARY KEY (side, record_id));"
+      "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+      "CREATE INDEX events_status_created ON events (status, created_at);"
+      "INSERT INTO links VALUES ('contact', 'nc1', 'g1', 5);"
+      "INSERT INTO links VALUES ('policy', 'p1', 'o1', 5);"
+      "INSERT INTO links VALUES ('contact', 'nc2', 'g2', 5);"
+      "INSERT INTO fingerprints VALUES ('ghl', 'g1',"
+      " '{\"email\":\"jane@x.com\",\"phone\":\"5551234567\",\"tags\":[\"a\"]}', 6);"
+      "INSERT INTO fingerprints VALUES ('ghl', 'o1', '{\"pipelineStageId\":\"s1\",\"monetaryValue\":980}', 6);"
+      "INSERT INTO fingerprints VALUES ('nowcerts', 'nc1', '{\"eMail\":\"jane@x.com\"}', 6);"
+      "PRAGMA user_version = 2;";
+  assert_int_equal(sqlite3_exec(db, v2, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+
+  char err[256];
+  f->s = store_open(old, err, sizeof err);
+  if (!f->s)
+    fail_msg("store_open: %s", err);
+  assert_true(store_schema_version(f->s) >= 3);
+  char *snap = store_snapshot_get(f->s, "contact", "nc1");
+  assert_non_null(snap);
+  assert_non_null(strstr(snap, "\"email\":{\"base\":\"jane@x.com\"}"));
+  assert_non_null(strstr(snap, "\"phone\":{\"base\":\"5551234567\"}"));
+  assert_null(strstr(snap, "tags")); /* lists were never fingerprinted values */
+  free(snap);
+  snap = store_snapshot_get(f->s, "policy", "p1");
+  assert_non_null(snap);
+  assert_non_null(strstr(snap, "\"pipelineStageId\":{\"base\":\"s1\"}"));
+  assert_non_null(strstr(snap, "\"monetaryValue\":{\"base\":\"980\"}"));
+  free(snap);
+  assert_str_owned(store_snapshot_get(f->s, "contact", "nc2"), NULL); /* no fingerprint */
+  assert_str_owned(store_link_ghl(f->s, "contact", "nc1"), "g1");
 }
 
 static void test_kv(void **state) {
@@ -932,7 +1125,7 @@ static void test_survives_reopen(void **state) {
   put(f->s, "p2", 5, STORE_PUT_NEW);
   assert_int_equal(store_begin(f->s), 0);
   assert_int_equal(store_link_put(f->s, "contact", "nc1", "g1", 6), 0);
-  assert_int_equal(store_fp_put(f->s, "ghl", "g1", "{\"a\":1}", 6), 0);
+  assert_int_equal(store_snapshot_put(f->s, "contact", "nc1", "g1", "{\"a\":1}", 6), 0);
   assert_int_equal(store_kv_put(f->s, "cursor", "42"), 0);
   assert_int_equal(store_commit(f->s), 0);
 
@@ -950,7 +1143,7 @@ static void test_survives_reopen(void **state) {
   assert_int_equal(n, 1);
   assert_str_owned(store_link_ghl(f->s, "contact", "nc1"), "g1");
   assert_str_owned(store_link_nowcerts(f->s, "contact", "g1"), "nc1");
-  assert_str_owned(store_fp_get(f->s, "ghl", "g1"), "{\"a\":1}");
+  assert_str_owned(store_snapshot_get(f->s, "contact", "nc1"), "{\"a\":1}");
   assert_str_owned(store_kv_get(f->s, "cursor"), "42");
   put(f->s, "p1", 7, STORE_PUT_DUPLICATE); /* idempotency survives a restart */
 }
@@ -985,7 +1178,12 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_list_and_counts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_attempts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_links, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_fingerprints, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_link_delete, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_changes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_migration_turns_fingerprints_into_snapshots, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_errors_are_logged_with_sqlite_message, setup, teardown),

@@ -467,6 +467,82 @@ static void test_missing_parameters(void **state) {
   assert_null(tokens_new(&o, &tio));
 }
 
+struct saved {
+  int calls;
+  char refresh[64], access[64];
+  double lifetime;
+};
+
+static void saver(void *ud, const char *refresh, const char *access, double lifetime) {
+  struct saved *s = ud;
+  s->calls++;
+  snprintf(s->refresh, sizeof s->refresh, "%s", refresh);
+  snprintf(s->access, sizeof s->access, "%s", access ? access : "");
+  s->lifetime = lifetime;
+}
+
+/* A rotated GHL refresh token is handed to the saver, and tokens restored
+ * from an earlier run are used instead of the configured seed. */
+static void test_ghl_oauth_tokens_saved_and_restored(void **state) {
+  (void)state;
+  struct fake_io io = {0};
+  struct tokens_params p = {.kind = TOKENS_GHL_OAUTH,
+                            .base_url = "https://services.example.test",
+                            .client_id = "client-1",
+                            .client_secret = "secret-1",
+                            .refresh_token = "GHL-SEED",
+                            .refresh_margin = 300};
+  struct tokens_io tio = {.post = fake_post, .cancel = fake_cancel, .io_ud = &io};
+  struct tokens *tk = tokens_new(&p, &tio);
+  struct saved sv = {0};
+  tokens_set_saver(tk, saver, &sv);
+  struct got g = {0};
+  assert_int_equal(tokens_wait(tk, 0, on_token, &g), 0);
+  answer(&io, 200,
+         "{\"access_token\":\"GHL-ACCESS-1\",\"expires_in\":86399,"
+         "\"refresh_token\":\"GHL-REFRESH-1\"}");
+  assert_int_equal(sv.calls, 1);
+  assert_string_equal(sv.refresh, "GHL-REFRESH-1");
+  assert_string_equal(sv.access, "GHL-ACCESS-1");
+  assert_true(sv.lifetime == 86399);
+  /* A failed refresh saves nothing. */
+  tokens_invalid(tk, "GHL-ACCESS-1");
+  assert_int_equal(tokens_wait(tk, 5, on_token, &g), 0);
+  answer(&io, 503, "{\"error\":\"temporarily_unavailable\"}");
+  assert_int_equal(sv.calls, 1);
+  tokens_free(tk);
+
+  /* The next start: the seed is still configured, the stored pair wins. */
+  struct fake_io io2 = {0};
+  tio.io_ud = &io2;
+  tk = tokens_new(&p, &tio);
+  assert_int_equal(tokens_restore(tk, "GHL-REFRESH-1", "GHL-ACCESS-1", 1000, 50), 0);
+  assert_string_equal(tokens_fresh(tk, 60), "GHL-ACCESS-1");
+  /* Past its renewal time (lifetime minus the margin) it is refreshed with
+   * the stored refresh token, never the seed. */
+  assert_null(tokens_fresh(tk, 50 + 1000 - 299));
+  assert_int_equal(tokens_wait(tk, 800, on_token, &g), 0);
+  assert_non_null(strstr(last_form(&io2), "refresh_token=GHL-REFRESH-1&"));
+  assert_null(strstr(last_form(&io2), "GHL-SEED"));
+  tokens_free(tk);
+
+  /* An expired stored access token: only the refresh token is taken. */
+  struct fake_io io3 = {0};
+  tio.io_ud = &io3;
+  tk = tokens_new(&p, &tio);
+  assert_int_equal(tokens_restore(tk, "GHL-REFRESH-2", "GHL-ACCESS-2", -5, 50), 0);
+  assert_null(tokens_fresh(tk, 60));
+  assert_int_equal(tokens_wait(tk, 60, on_token, &g), 0);
+  assert_non_null(strstr(last_form(&io3), "refresh_token=GHL-REFRESH-2&"));
+  tokens_free(tk);
+
+  /* Other kinds have nothing to restore. */
+  struct fake_io io4 = {0};
+  struct tokens *nc = nowcerts(&io4, 300);
+  assert_int_equal(tokens_restore(nc, "x-refresh", "x-access", 100, 0), -1);
+  tokens_free(nc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_login_then_reuse_while_fresh),
@@ -480,6 +556,7 @@ int main(void) {
       cmocka_unit_test(test_short_lifetime_does_not_renew_every_call),
       cmocka_unit_test(test_ghl_static),
       cmocka_unit_test(test_ghl_oauth_refresh_rotates),
+      cmocka_unit_test(test_ghl_oauth_tokens_saved_and_restored),
       cmocka_unit_test(test_tokens_are_redacted_in_logs),
       cmocka_unit_test(test_form_escape),
       cmocka_unit_test(test_missing_parameters),

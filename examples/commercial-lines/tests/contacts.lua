@@ -56,8 +56,9 @@ return {
           body = {
             companyName = ABSENT, -- GHL answers 422 to it on update
             customFields = ANY,
-            tags = { "roofing", "nowcerts", "commercial" },
+            tags = ABSENT, -- a PUT of tags would replace "roofing"
           } },
+        { service = "ghl", method = "POST", path = "/contacts/c-acme/tags", body = { tags = { "commercial" } } },
       },
       data = { action = "updated", found_by = "link" },
     } },

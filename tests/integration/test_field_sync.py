@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""SPEC 10: two-way sync at the field level, judged by what the agency sees
+in both systems afterwards. NowCerts changes arrive through the poller (an
+agent edits a record in the fake NowCerts' UI), GHL changes through the fake
+GHL's own webhooks (an agent edits the contact; GHL also reports every write
+ncghl makes, so echoes are real). Each test ends by reading both fakes'
+records field by field."""
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+from harness import IntegTest, ghl_event, http, uniq, wait_until  # noqa: E402
+
+CREATE_CONTACT = r"^/contacts/?$"
+UPDATE_CONTACT = r"^/contacts/[^/]+$"
+NC_INSERT = r"^/api/Insured/Insert$"
+NC_ONLY_INSERT = r"^/api/Insured/OnlyInsertInsured$"
+SETTLE = 30
+
+
+def phone():
+    return "813%07d" % (int(uniq(6), 16) % 10000000)
+
+
+def e164(p):
+    digits = "".join(ch for ch in p if ch.isdigit())
+    return "+1" + digits[-10:]
+
+
+class FieldSync(IntegTest):
+    ENV = {"NOWCERTS_POLL_INTERVAL": 1, "GHL_RATE_LIMIT": 0}
+
+    # ---- set-up --------------------------------------------------------------
+
+    def start(self, **env):
+        e = dict(self.ENV)
+        e.update(env)
+        s = self.server(e)
+        self.fakes.config("ghl", webhook_url=s.base + "/api/v1/webhooks/ghl")
+        self.addCleanup(self.fakes.config, "ghl", webhook_url=None)
+        return s
+
+    def insured(self, **extra):
+        rec = {"firstName": "Ann", "lastName": "L" + uniq(5), "eMail": "ann.%s@example.com" % uniq(),
+               "phone": phone(), "addressLine1": "7 Pine St", "state": "FL", "zipCode": "33603",
+               "type": "Insured", "insuredType": "Personal", "active": True}
+        rec.update(extra)
+        return rec
+
+    def lead(self, **fields):
+        """A GHL contact with only the given fields, as a web form makes it."""
+        c = dict(fields, locationId="it-location-1")
+        c["id"] = self.seed_id("ghl", "contacts", dict(c), "email")
+        return c
+
+    def nc(self, ins_id):
+        for r in self.fakes.records("nowcerts", "insureds"):
+            if harness.rid(r) == ins_id:
+                return r
+        return None
+
+    def contact(self, cid):
+        for c in self.fakes.records("ghl", "contacts"):
+            if c.get("id") == cid:
+                return c
+        return None
+
+    def linked_pair(self, s, **extra):
+        """An insured made in NowCerts (seen by the poller) and the contact
+        ncghl made for it. Returns (insured id, contact id)."""
+        rec = self.insured(**extra)
+        ins_id = self.seed_id("nowcerts", "insureds", rec, "eMail")
+        wait_until(lambda: self.contacts_with_email(rec["eMail"]), SETTLE, 0.1, "the contact made in GHL")
+        cid = self.contacts_with_email(rec["eMail"])[0]["id"]
+        self.settle(s)
+        return ins_id, cid
+
+    def settle(self, s, quiet=1.5):
+        """Waits until no event is pending or running and neither fake got a
+        request for `quiet` seconds (echoes and polls included)."""
+        last = [None, time.monotonic()]
+
+        def quiet_now():
+            n = (len(self.fakes.requests("ghl")), len(self.fakes.calls("nowcerts", "POST")),
+                 len(self.fakes.ghl_webhooks()))
+            busy = [e for e in s.events() if e["status"] in ("pending", "running")]
+            if n != last[0] or busy:
+                last[0], last[1] = n, time.monotonic()
+                return False
+            return time.monotonic() - last[1] >= quiet
+        wait_until(quiet_now, SETTLE, 0.2, "the sync to settle")
+
+    def agent_nc(self, ins_id, **fields):
+        return self.fakes.agent_edit("nowcerts", "insureds", ins_id, fields)
+
+    def agent_ghl(self, cid, **fields):
+        return self.fakes.agent_edit("ghl", "contacts", cid, fields)
+
+    def conflicts(self, s):
+        p = s.cli("conflicts", "--json")
+        self.assertEqual(p.returncode, 0, p)
+        return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+    # ---- the cases of issue 7 --------------------------------------------------
+
+    def test_a_city_added_in_ghl_reaches_nowcerts(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)  # synced without a city
+        self.assertFalse(self.contact(cid).get("city"))
+        self.agent_ghl(cid, city="Tampa")
+        wait_until(lambda: self.nc(ins_id).get("city") == "Tampa", SETTLE, 0.2, "the city in NowCerts")
+        self.settle(s)
+        self.assertEqual(self.nc(ins_id).get("city"), "Tampa")
+        self.assertEqual(self.contact(cid).get("city"), "Tampa")
+        self.assertEqual(len(self.fakes.calls("ghl", "POST", CREATE_CONTACT)), 1)
+
+    def test_a_cell_phone_added_in_nowcerts_reaches_ghl(self):
+        # The person came from GHL without a phone: ncghl made the prospect in
+        # NowCerts, and what it wrote there must not hide a phone added later.
+        s = self.start()
+        c = self.lead(firstName="Cy", lastName="L" + uniq(5), email="cy.%s@example.com" % uniq())
+        a = self.assertJSONAnswer(s.ghl(ghl_event("ContactCreate", c)), 200)
+        ins_id, cid = a["data"]["insured_id"], c["id"]
+        self.settle(s)
+        self.assertFalse(self.contact(cid).get("phone"))
+        cell = phone()
+        self.agent_nc(ins_id, cellPhone=cell)
+        wait_until(lambda: self.contact(cid).get("phone") == e164(cell), SETTLE, 0.2, "the phone in GHL")
+        self.settle(s)
+        self.assertEqual(self.nc(ins_id).get("cellPhone"), cell)
+        self.assertEqual(self.contact(cid).get("phone"), e164(cell))
+
+    def test_edits_to_different_fields_on_both_sides_both_survive(self):
+        # The NowCerts edit is not polled yet when GHL's arrives: GHL's write
+        # to NowCerts must not undo it, and the poller must not then drop the
+        # row as ncghl's own change.
+        s = self.start(NOWCERTS_POLL_INTERVAL=4)
+        ins_id, cid = self.linked_pair(s)
+        new_phone, new_email = phone(), "moved.%s@example.com" % uniq()
+        self.agent_nc(ins_id, phone=new_phone)
+        self.agent_ghl(cid, email=new_email)
+        wait_until(lambda: self.contact(cid).get("phone") == e164(new_phone)
+                   and (self.nc(ins_id).get("eMail") or "").lower() == new_email,
+                   SETTLE, 0.2, "both edits on both sides")
+        self.settle(s)
+        n, c = self.nc(ins_id), self.contact(cid)
+        self.assertEqual(n["phone"], new_phone)
+        self.assertEqual(n["eMail"].lower(), new_email)
+        self.assertEqual(c["phone"], e164(new_phone))
+        self.assertEqual(c["email"].lower(), new_email)
+        self.assertEqual(self.conflicts(s), [])
+
+    def test_tags_people_add_stay_and_a_tag_whose_rule_ended_goes(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s, type="Prospect")
+        self.assertEqual(sorted(self.contact(cid)["tags"]), ["nowcerts", "prospect"])
+        self.agent_ghl(cid, tags=self.contact(cid)["tags"] + ["vip"])
+        self.settle(s)
+        self.agent_nc(ins_id, type="Insured")  # the prospect became a customer
+        wait_until(lambda: "prospect" not in self.contact(cid)["tags"], SETTLE, 0.2, "prospect removed")
+        self.settle(s)
+        self.assertEqual(sorted(self.contact(cid)["tags"]), ["nowcerts", "vip"])
+        self.assertEqual(self.nc(ins_id)["type"], "Insured")
+        # Tags only ever went through the tag endpoints, never a PUT of tags.
+        for r in self.fakes.calls("ghl", "PUT", UPDATE_CONTACT):
+            self.assertNotIn("tags", harness.req_body(r) or {}, r)
+
+    def test_a_write_to_nowcerts_keeps_the_fields_ncghl_does_not_map(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s, dateOfBirth="1980-04-02T00:00:00", addressLine2="Apt 4",
+                                       eMail2="work.%s@example.com" % uniq(), description="VIP client")
+        before = self.nc(ins_id)
+        self.agent_ghl(cid, city="Orlando")
+        wait_until(lambda: self.nc(ins_id).get("city") == "Orlando", SETTLE, 0.2, "the city in NowCerts")
+        self.settle(s)
+        after = self.nc(ins_id)
+        for f in ("dateOfBirth", "addressLine2", "eMail2", "description", "type", "insuredType", "active"):
+            self.assertEqual(after.get(f), before.get(f), f)
+        self.assertGreaterEqual(len(self.fakes.calls("nowcerts", "POST", NC_INSERT)), 1)
+
+    def test_a_lead_with_a_first_name_and_a_phone_becomes_a_prospect(self):
+        s = self.start()
+        c = self.lead(firstName="Lou", phone=e164(phone()))
+        body = ghl_event("ContactCreate", c)
+        a = self.assertJSONAnswer(s.ghl(body), 200)
+        self.assertEqual(a["data"].get("action"), "created", a)
+        ins = self.nc(a["data"]["insured_id"])
+        self.assertEqual(ins["firstName"], "Lou")
+        self.assertEqual(ins["lastName"], "(no last name)")
+        self.assertEqual(ins["type"], "Prospect")
+        # The stand-in never comes back to GHL.
+        self.settle(s)
+        self.assertFalse(self.contact(c["id"]).get("lastName"))
+
+    def test_a_contact_with_neither_name_nor_company_is_skipped_with_its_reason(self):
+        s = self.start()
+        c = self.lead(phone=e164(phone()))
+        a = self.assertJSONAnswer(s.ghl(ghl_event("ContactCreate", c)), 200)
+        self.assertEqual(a["data"].get("action"), "skipped", a)
+        self.assertIn("neither a name nor a company", a["data"].get("reason", ""))
+        self.assertEqual(self.fakes.calls("nowcerts", "POST", NC_ONLY_INSERT), [])
+
+    def test_webhooks_of_another_location_are_ignored_and_counted(self):
+        s = self.start()
+        c = harness.ghl_contact()
+        a = self.assertJSONAnswer(s.ghl(ghl_event("ContactCreate", c, location="another-sub-account")), 200)
+        self.assertEqual(a.get("status"), "ignored", a)
+        self.assertEqual(self.fakes.records("nowcerts", "insureds"), [])
+        metrics = s.get("/metrics").text
+        self.assertRegex(metrics, r'ncghl_ignored_events_total\{reason="other_location"\} 1\b')
+
+    def test_phones_reach_ghl_in_e164(self):
+        s = self.start()
+        rec = self.insured(phone="(813) 555-0142")
+        self.seed_id("nowcerts", "insureds", rec, "eMail")
+        wait_until(lambda: self.contacts_with_email(rec["eMail"]), SETTLE, 0.1, "the contact")
+        create = self.fakes.calls("ghl", "POST", CREATE_CONTACT)[0]
+        self.assertEqual(harness.req_body(create)["phone"], "+18135550142")
+        self.assertEqual(self.contacts_with_email(rec["eMail"])[0]["phone"], "+18135550142")
+
+    def test_a_contact_deleted_in_ghl_is_not_created_again(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        self.fakes.agent_delete("ghl", "contacts", cid)  # GHL sends ContactDelete
+        self.settle(s)
+        self.agent_nc(ins_id, city="Clearwater")
+        self.settle(s, quiet=3)
+        self.assertIsNone(self.contact(cid))
+        self.assertEqual(self.contacts_with_email(self.nc(ins_id)["eMail"]), [])
+        self.assertEqual(len(self.fakes.calls("ghl", "POST", CREATE_CONTACT)), 1)
+        self.assertEqual(self.nc(ins_id)["city"], "Clearwater")
+        # The change was looked at and left alone, on purpose: not dead.
+        updates = [e for e in s.events() if e["source"] == "nowcerts" and e["type"] == "INSURED_UPDATE"]
+        self.assertTrue(updates)
+        self.assertEqual({e["status"] for e in updates}, {"done"}, updates)
+
+    def test_a_merged_survivor_is_linked_after_the_contact_is_deleted(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        email = self.nc(ins_id)["eMail"]
+        self.fakes.agent_delete("ghl", "contacts", cid)
+        self.settle(s)
+        # GHL merged the person into another contact that has their e-mail.
+        survivor = self.seed_contact(email=email, first="Ann", last=self.nc(ins_id)["lastName"])
+        self.agent_nc(ins_id, city="Sarasota")
+        wait_until(lambda: self.contact(survivor["id"]).get("city") == "Sarasota", SETTLE, 0.2,
+                   "the survivor updated")
+        self.settle(s)
+        self.assertEqual(len(self.contacts_with_email(email)), 1)
+        self.assertEqual(len(self.fakes.calls("ghl", "POST", CREATE_CONTACT)), 1)
+        rows = harness_db(s, "SELECT ghl_id FROM links WHERE kind = 'contact' AND nowcerts_id = ?",
+                          (ins_id.lower(),))
+        self.assertEqual(rows, [(survivor["id"],)])
+
+    def test_both_sides_changing_one_field_is_a_recorded_conflict_the_newer_wins(self):
+        s = self.start(NOWCERTS_POLL_INTERVAL=3, ADMIN_TOKEN="t0k")
+        ins_id, cid = self.linked_pair(s)
+        self.fakes.hold_ghl_webhooks()
+        nc_phone, ghl_phone = phone(), phone()
+        self.agent_nc(ins_id, phone=nc_phone)
+        time.sleep(1.2)  # the GHL edit is the newer one, by the records' own times
+        self.agent_ghl(cid, phone=e164(ghl_phone))
+        # The poll finds the NowCerts edit and reads GHL: a conflict; GHL wins.
+        wait_until(lambda: self.nc(ins_id).get("phone") == e164(ghl_phone), SETTLE, 0.2,
+                   "GHL's phone in NowCerts")
+        self.fakes.flush_ghl_webhooks()
+        self.settle(s)
+        self.assertEqual(self.contact(cid)["phone"], e164(ghl_phone))
+        self.assertEqual(self.nc(ins_id)["phone"], e164(ghl_phone))
+        cs = self.conflicts(s)
+        self.assertEqual(len(cs), 1, cs)
+        c = cs[0]
+        self.assertEqual((c["field"], c["winner"]), ("phone", "ghl"))
+        self.assertEqual(c["nowcerts_value"], nc_phone[-10:])
+        self.assertEqual(c["ghl_value"], ghl_phone[-10:])
+        self.assertEqual(c["nowcerts_id"], ins_id.lower())
+        self.assertEqual(c["ghl_id"], cid)
+        self.assertGreater(c["ghl_at"], c["nowcerts_at"])
+        # The admin API lists it too, and the metric counts it.
+        r = http("GET", s.base + "/api/v1/conflicts", headers={"Authorization": "Bearer t0k"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([x["id"] for x in r.json()["conflicts"]], [c["id"]])
+        self.assertEqual(http("GET", s.base + "/api/v1/conflicts").status, 401)
+        self.assertRegex(s.get("/metrics").text, r'ncghl_conflicts_total\{kind="contact",winner="ghl"\} 1\b')
+        # The person's timeline has both sides' edits of the phone.
+        r = http("GET", s.base + "/api/v1/timeline?nowcerts_id=" + ins_id.lower(),
+                 headers={"Authorization": "Bearer t0k"})
+        actions = {(x["field"], x["side"], x["action"]) for x in r.json()["changes"]}
+        self.assertIn(("phone", "ghl", "conflict_won"), actions)
+        self.assertIn(("phone", "nowcerts", "conflict_lost"), actions)
+
+    def test_a_late_webhook_never_overwrites_a_newer_value(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        self.fakes.hold_ghl_webhooks()
+        self.agent_ghl(cid, city="Ocala")
+        time.sleep(0.05)
+        self.agent_ghl(cid, city="Venice")
+        self.fakes.flush_ghl_webhooks(order="lifo")  # the newer one first, the older late
+        wait_until(lambda: self.nc(ins_id).get("city") == "Venice", SETTLE, 0.2, "Venice in NowCerts")
+        self.settle(s)
+        self.assertEqual(self.nc(ins_id)["city"], "Venice")
+        self.assertEqual(self.contact(cid)["city"], "Venice")
+
+    def test_a_repeated_webhook_changes_nothing(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        self.fakes.config("ghl", webhook_duplicate=1.0)
+        self.addCleanup(self.fakes.config, "ghl", webhook_duplicate=0)
+        self.agent_ghl(cid, city="Largo")
+        wait_until(lambda: self.nc(ins_id).get("city") == "Largo", SETTLE, 0.2, "Largo in NowCerts")
+        self.settle(s)
+        self.assertEqual(len([r for r in self.fakes.calls("nowcerts", "POST", NC_INSERT)
+                              if (harness.req_body(r) or {}).get("city") == "Largo"]), 1)
+
+    def test_a_clear_in_nowcerts_travels_and_a_never_cleared_field_stays(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s, city="Tampa")
+        self.assertEqual(self.contact(cid).get("city"), "Tampa")
+        self.agent_nc(ins_id, city=None)
+        wait_until(lambda: not self.contact(cid).get("city"), SETTLE, 0.2, "the city cleared in GHL")
+        last = self.contact(cid)["lastName"]
+        self.agent_ghl(cid, lastName=None)  # GHL's webhook leaves it out
+        self.settle(s)
+        self.assertFalse(self.nc(ins_id).get("city"))
+        self.assertEqual(self.nc(ins_id)["lastName"], last)  # map.keep: never cleared
+
+    def test_our_own_writes_come_back_and_stop_there(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        self.agent_ghl(cid, city="Lakeland")
+        wait_until(lambda: self.nc(ins_id).get("city") == "Lakeland", SETTLE, 0.2, "Lakeland")
+        self.settle(s)
+        writes = (len(self.fakes.calls("ghl", "PUT")) + len(self.fakes.calls("ghl", "POST", CREATE_CONTACT)),
+                  len(self.fakes.calls("nowcerts", "POST", NC_INSERT)))
+        time.sleep(4)  # several polls and any echo webhook
+        self.settle(s)
+        self.assertEqual((len(self.fakes.calls("ghl", "PUT")) + len(self.fakes.calls("ghl", "POST", CREATE_CONTACT)),
+                          len(self.fakes.calls("nowcerts", "POST", NC_INSERT))), writes)
+
+    def test_a_create_whose_answer_was_lost_is_found_not_made_twice(self):
+        # GHL makes the contact but the answer comes after ncghl gave up: the
+        # next run searches first and links what the lost answer made.
+        s = self.start(UPSTREAM_TIMEOUT=1, MAX_RETRIES=1)
+        self.fakes.fault("ghl", latency_ms=1800, count=1, path=CREATE_CONTACT, method="POST")
+        rec = self.insured()
+        self.seed_id("nowcerts", "insureds", rec, "eMail")
+        wait_until(lambda: self.contacts_with_email(rec["eMail"]), SETTLE, 0.2, "the contact")
+        wait_until(lambda: any(e["status"] == "done" and e["source"] == "nowcerts" and e["attempts"] >= 2
+                               for e in s.events()), 60, 0.5, "the re-run to find it")
+        self.settle(s)
+        self.assertEqual(len(self.contacts_with_email(rec["eMail"])), 1)
+        self.assertEqual(len(self.fakes.calls("ghl", "POST", CREATE_CONTACT)), 1)
+
+
+def harness_db(s, sql, args=()):
+    import sqlite3
+    con = sqlite3.connect("file:%s?mode=ro" % s.db_path, uri=True, timeout=10)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+if __name__ == "__main__":
+    harness.main()
