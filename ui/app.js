@@ -594,7 +594,7 @@
           h("td", { "data-label": "Field" }, h("strong", null, c.field)),
           h("td", { "data-label": "Side" }, h("span", { class: c.side === "ghl" ? "side-ghl" : "side-nc" }, sideName(c.side))),
           h("td", { "data-label": "Change" }, h("span", null, val(c.old_value, "old"), " \u2192 ", val(c.new_value))),
-          h("td", { "data-label": "What ncghl did" }, c.action || "—"),
+          h("td", { "data-label": "What ncghl did", class: "action", "data-action": c.action || "" }, c.action ? c.action.replace(/_/g, " ") : "—"),
           withEvent ? h("td", { "data-label": "Event" }, c.event_id ? h("a", { href: "#/event/" + encodeURIComponent(c.event_id) }, "story \u2192") : "—") : null);
       })));
   }

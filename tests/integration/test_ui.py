@@ -26,6 +26,7 @@ import shutil
 import signal
 import sqlite3
 import tempfile
+import time
 import urllib.parse
 
 from selenium import webdriver
@@ -36,11 +37,16 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import IntegTest, insured_data, nowcerts_event, uniq  # noqa: E402
+from harness import IntegTest, insured_data, nowcerts_event, uniq, wait_until  # noqa: E402
 
 CREATE_CONTACT = r"^/contacts/?$"
 UI_FILES = harness.ROOT / "ui"
 BROWSER_WAIT = 20  # seconds; only when to give up waiting
+
+
+def phone():
+    """A Tampa number no other test uses, as a NowCerts agent types it."""
+    return "813%07d" % (int(uniq(6), 16) % 10000000)
 
 
 def chromium_paths():
@@ -167,7 +173,10 @@ class UIFiles(IntegTest):
         self.assertIn(first.lower(), story["people"])
         posts = [a for a in story["attempts"] if a["method"] == "POST" and a["status"] == 201]
         self.assertTrue(posts, story["attempts"])
-        self.assertEqual(posts[-1]["request"].get("email"), email)
+        # Personal data in the bodies is masked as in the log (LOG_PII off).
+        self.assertNotEqual(posts[-1]["request"].get("email"), email)
+        self.assertIn("***", posts[-1]["request"].get("email"))
+        self.assertNotIn(email, json.dumps(story["attempts"]))
         self.assertTrue(posts[-1]["answer"]["contact"]["id"])
         # The overview, reloads (one at start, one per SIGHUP), no backfill.
         ov = self.assertJSONAnswer(s.get("/api/v1/overview", auth), 200)
@@ -181,8 +190,16 @@ class UIFiles(IntegTest):
                            what="the reload recorded")
         self.assertEqual(self.assertJSONAnswer(s.get("/api/v1/backfill", auth), 200),
                          {"backfills": []})
-        paths = self.assertJSONAnswer(s.get("/openapi.json"), 200)["paths"]
-        for path in ("/api/v1/overview", "/api/v1/reloads", "/api/v1/backfill", "/ui"):
+        s.stop()
+        s2 = self.server({"ADMIN_TOKEN": token, "LOG_PII": "true"})
+        raw = self.assertJSONAnswer(s2.nowcerts(nowcerts_event(
+            "INSURED_INSERT", insured_data(email="pii." + email))), 200)["event_id"]
+        story = self.assertJSONAnswer(s2.get("/api/v1/events/" + raw, auth), 200)
+        self.assertIn("pii." + email, [a["request"].get("email") for a in story["attempts"]
+                                        if isinstance(a["request"], dict)])
+        paths = self.assertJSONAnswer(s2.get("/openapi.json"), 200)["paths"]
+        for path in ("/api/v1/overview", "/api/v1/reloads", "/api/v1/backfill", "/ui",
+                     "/api/v1/conflicts", "/api/v1/timeline"):
             self.assertIn("get", paths.get(path, {}), path)
         names = {p["name"] for p in paths["/api/v1/events"]["get"]["parameters"]}
         self.assertTrue({"status", "source", "type", "q", "before", "limit"} <= names, names)
@@ -329,7 +346,7 @@ class UIBrowser(IntegTest):
         self.h1("Person timeline")
         self.wait(lambda d: "timeline?" in d.current_url, "the timeline's address")
         self.assertIn(contact_id, self.d.current_url)
-        self.shot("timeline")
+        self.wait(lambda d: contact_id in d.find_element(By.TAG_NAME, "main").text, "the pair named")
 
         # Dead letters: the dead one, replayed, goes back to the queue and
         # ends done (GHL refused only once).
@@ -355,8 +372,8 @@ class UIBrowser(IntegTest):
         # Conflicts.
         self.css('#nav a[data-view="conflicts"]')[0].click()
         self.h1("Conflicts")
-        self.wait(lambda d: self.visible(".empty, table.conflicts"), "the conflict list")
-        self.shot("conflicts")
+        self.wait(lambda d: "No conflicts" in d.find_element(By.TAG_NAME, "main").text,
+                  "the empty conflict list")
 
         # Mappings: the load at start, and a reload after SIGHUP.
         s.proc.send_signal(signal.SIGHUP)
@@ -413,6 +430,83 @@ class UIBrowser(IntegTest):
         errors = [e for e in self.d.get_log("browser") if e.get("level") == "SEVERE"
                   and "favicon" not in e.get("message", "") and "401" not in e.get("message", "")]
         self.assertEqual(errors, [], "errors in the browser console")
+
+    # ---- a real conflict -----------------------------------------------------
+
+    def test_conflict_list_timeline_and_story(self):
+        """The same field edited in NowCerts and in GHL before ncghl synced
+        either (as test_field_sync.py does it): the conflict shows in the
+        list, the person's timeline and the story of the event behind it."""
+        token = "ui-" + uniq(20)
+        s = self.server({"ADMIN_TOKEN": token, "NOWCERTS_POLL_INTERVAL": 3, "GHL_RATE_LIMIT": 0})
+        self.fakes.config("ghl", webhook_url=s.base + "/api/v1/webhooks/ghl")
+        self.addCleanup(self.fakes.config, "ghl", webhook_url=None)
+        email = "ann.%s@example.com" % uniq()
+        ins_id = self.seed_id("nowcerts", "insureds", {
+            "firstName": "Ann", "lastName": "Conflict" + uniq(4), "eMail": email,
+            "phone": phone(), "addressLine1": "7 Pine St", "state": "FL", "zipCode": "33603",
+            "type": "Insured", "insuredType": "Personal", "active": True}, "eMail")
+        wait_until(lambda: self.contacts_with_email(email), 30, 0.1, "the contact made in GHL")
+        cid = self.contacts_with_email(email)[0]["id"]
+        self.settle(s)
+        self.fakes.hold_ghl_webhooks()
+        nc_phone, ghl_phone = phone(), phone()
+        self.fakes.agent_edit("nowcerts", "insureds", ins_id, {"phone": nc_phone})
+        time.sleep(1.2)  # so GHL's edit is the newer one by the records' own times
+        self.fakes.agent_edit("ghl", "contacts", cid, {"phone": "+1" + ghl_phone})
+        wait_until(lambda: any(r.get("phone") == "+1" + ghl_phone
+                               for r in self.fakes.records("nowcerts", "insureds")
+                               if harness.rid(r) == ins_id), 30, 0.2, "GHL's phone in NowCerts")
+        self.fakes.flush_ghl_webhooks()
+        self.settle(s)
+
+        self.d.get(s.base + "/ui/#/conflicts")
+        self.d.execute_script("sessionStorage.setItem('ncghl.adminToken', arguments[0])", token)
+        self.d.refresh()
+        self.h1("Conflicts")
+        self.wait(lambda d: len(self.css("table.conflicts tbody tr")) == 1, "one conflict listed")
+        row = self.css("table.conflicts tbody tr")[0].text
+        self.assertIn("phone", row)
+        self.assertIn(nc_phone, row)
+        self.assertIn(ghl_phone, row)
+        self.assertIn("GoHighLevel", row)  # the newer side won
+        self.shot("conflicts")
+
+        self.css("table.conflicts tbody tr a")[0].click()  # its timeline
+        self.h1("Person timeline")
+        self.wait(lambda d: self.css("table.changes tbody tr"), "the person's field changes")
+        text = self.d.find_element(By.TAG_NAME, "main").text
+        self.assertIn(ins_id.lower(), text)
+        self.assertIn(cid, text)
+        actions = {(e.get_attribute("data-action"), e.text) for e in self.css("td.action")}
+        self.assertIn(("conflict_won", "conflict won"), actions)
+        self.assertIn(("conflict_lost", "conflict lost"), actions)
+        self.shot("timeline", full=True)
+        # The story of the event behind a change names its field changes.
+        self.css("table.changes tbody tr a")[0].click()
+        self.wait(lambda d: self.visible("#event-status .badge"), "the event's story")
+        self.wait(lambda d: "Field changes" in d.find_element(By.TAG_NAME, "main").text,
+                  "the story's field changes")
+
+        # The same person found by e-mail on the People view.
+        self.d.get(s.base + "/ui/#/timeline?" + urllib.parse.urlencode({"q": email}))
+        self.wait(lambda d: "nowcerts_id=" in d.current_url and self.css("table.changes tbody tr"),
+                  "the timeline found by e-mail")
+
+    def settle(self, s, quiet=1.5):
+        """No event pending or running, and no request to either fake, for
+        `quiet` seconds (echoes and polls included)."""
+        last = [None, time.monotonic()]
+
+        def quiet_now():
+            n = (len(self.fakes.requests("ghl")), len(self.fakes.calls("nowcerts", "POST")),
+                 len(self.fakes.ghl_webhooks()))
+            busy = [e for e in s.events() if e["status"] in ("pending", "running")]
+            if n != last[0] or busy:
+                last[0], last[1] = n, time.monotonic()
+                return False
+            return time.monotonic() - last[1] >= quiet
+        wait_until(quiet_now, 30, 0.2, "the sync to settle")
 
 
 if __name__ == "__main__":
