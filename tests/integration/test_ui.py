@@ -86,13 +86,6 @@ class UIFiles(IntegTest):
     """The page's files over HTTP: served only with ADMIN_TOKEN, with the
     right types, nothing outside ui/, nothing from elsewhere."""
 
-    def test_ui_is_404_without_admin_token(self):
-        s = self.server({"ADMIN_TOKEN": None})
-        for path in ("/ui", "/ui/", "/ui/index.html", "/ui/app.js", "/api/v1/overview",
-                     "/api/v1/reloads", "/api/v1/backfill"):
-            with self.subTest(path=path):
-                self.assertJSONAnswer(s.get(path, {"Authorization": "Bearer x"}), 404)
-
     def test_files_types_and_paths(self):
         s = self.server({"ADMIN_TOKEN": "tok-" + uniq()})
         for path, ctype in (("/ui", "text/html"), ("/ui/", "text/html"),
@@ -112,8 +105,21 @@ class UIFiles(IntegTest):
                 self.assertJSONAnswer(s.get(path), 404)
         self.assertJSONAnswer(s.request("POST", "/ui/app.js", {}), 405)
         self.assertIn("web page: http://127.0.0.1:%d/ui" % s.port, s.log_text())
+        # The same files, and the routes the page reads, are 404 without
+        # ADMIN_TOKEN, like every admin route.
+        s.stop()
+        off = self.server({"ADMIN_TOKEN": None})
+        for path in ("/ui", "/ui/", "/ui/index.html", "/ui/app.js", "/api/v1/overview",
+                     "/api/v1/reloads", "/api/v1/backfill", "/api/v1/conflicts",
+                     "/api/v1/timeline?nowcerts_id=x"):
+            with self.subTest(path=path, admin_token=None):
+                self.assertJSONAnswer(off.get(path, {"Authorization": "Bearer x"}), 404)
+        self.assertNotIn("web page: http://127.0.0.1:%d/ui" % off.port, off.log_text())
 
     def test_nothing_is_loaded_from_outside(self):
+        names = sorted(f.name for f in UI_FILES.iterdir())
+        for name in ("index.html", "app.js", "app.css"):
+            self.assertIn(name, names)
         for f in sorted(UI_FILES.iterdir()):
             # An XML namespace is a name, never fetched.
             text = f.read_text(encoding="utf-8").replace('xmlns="http://www.w3.org/2000/svg"', "")
