@@ -275,10 +275,12 @@
     function load() {
       Promise.all([api("/api/v1/overview"), api("/api/v1/backfill"),
         fetch("/metrics", { cache: "no-store" }).then(function (x) { return x.ok ? x.text() : ""; })
-          .catch(function () { return ""; })])
+          .catch(function () { return ""; }),
+        fetch("/health", { cache: "no-store" }).then(function (x) { return x.json(); })
+          .catch(function () { return { status: "unreachable" }; })])
         .then(function (all) {
           if (!current()) return;
-          var ov = all[0].body, bf = all[1].body, m = parseMetrics(all[2]);
+          var ov = all[0].body, bf = all[1].body, m = parseMetrics(all[2]), health = all[3] || {};
           var t = Date.now() / 1000;
           var webhooks = total(m, "webhook_requests_total");
           var upstream = total(m, "upstream_requests_total");
@@ -300,6 +302,10 @@
               h("div", null, h("h1", null, "Overview"),
                 h("p", { class: "muted" }, "The queue now, and how fast it moves. Refreshes every 5 s.")),
               h("div", { class: "muted small" }, "ncghl " + ov.version + " · mappings " + ov.mappings.version)),
+            health.status && health.status !== "healthy" ? h("div", { class: "notice health-notice" + (health.status === "degraded" ? "" : " bad") },
+              h("strong", null, health.status === "degraded" ? "Running, but a preflight check failed. " : "The store cannot be written: webhooks are refused. "),
+              health.reasons && health.reasons.length ? h("ul", { class: "reasons" }, health.reasons.map(function (r) { return h("li", null, r); })) :
+                "Run ncghl doctor on the server for details.") : null,
             e.dead ? h("div", { class: "notice bad" }, num(e.dead) + " event" + (e.dead === 1 ? " is" : "s are") +
               " dead: nothing more will be tried until you replay them. ",
               h("a", { href: "#/dead" }, "Open dead letters")) : null,
@@ -331,6 +337,7 @@
                   h("dt", null, "Webhooks answered"), h("dd", null, num(webhooks) + (rate ? " · " + rate.hooks.toFixed(1) + "/s now" : "")),
                   h("dt", null, "Upstream calls"), h("dd", null, num(upstream) + (rate ? " · " + rate.up.toFixed(1) + "/s now" : "")),
                   h("dt", null, "Upstream failures"), h("dd", null, num(failedUp)),
+                  h("dt", null, "Health"), h("dd", null, h("span", { class: "badge st-" + (health.status === "healthy" ? "ok" : health.status === "degraded" ? "retry_wait" : "error"), id: "health" }, health.status || "unknown")),
                   h("dt", null, "Running events"), h("dd", null, num(ov.running)),
                   h("dt", null, "Mappings"), h("dd", null, h("span", { class: "mono" }, ov.mappings.version), " · ",
                     badge(ov.mappings.last_reload.result === "ok" ? "ok" : "error"), " ",

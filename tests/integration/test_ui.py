@@ -231,6 +231,10 @@ class UIBrowser(IntegTest):
         self.shots = harness.ROOT / "docs" / "ui" if want else pathlib.Path(self.tmp)
         self.shots.mkdir(parents=True, exist_ok=True)
         self.d.set_window_size(1280, 900)
+        # A page left open by the test before keeps polling its stopped
+        # server: leave it, and drop what the console said meanwhile.
+        self.d.get("about:blank")
+        self.d.get_log("browser")
 
     # ---- helpers ----
 
@@ -320,6 +324,9 @@ class UIBrowser(IntegTest):
                   "the dead card counting 1")
         self.wait(lambda d: self.visible("#dead-count") and self.css("#dead-count")[0].text == "1",
                   "the dead count in the navigation")
+        self.wait(lambda d: self.visible("#health") and self.css("#health")[0].text == "healthy",
+                  "the service healthy")
+        self.assertFalse(self.visible(".health-notice"))
         self.shot("overview")
 
         # Find an event by e-mail and open its story.
@@ -436,6 +443,25 @@ class UIBrowser(IntegTest):
         errors = [e for e in self.d.get_log("browser") if e.get("level") == "SEVERE"
                   and "favicon" not in e.get("message", "") and "401" not in e.get("message", "")]
         self.assertEqual(errors, [], "errors in the browser console")
+
+    def test_a_failed_preflight_shows_on_the_overview(self):
+        """ncghl doctor's checks at start (DOCTOR_AT_START) fail when the GHL
+        location is not the token's: /health is degraded, and the page says
+        why."""
+        self.fakes.seed("ghl", "locations", {"id": "the-real-location", "name": "Agency"})
+        token = "ui-" + uniq(20)
+        s = self.server({"ADMIN_TOKEN": token, "DOCTOR_AT_START": "true"})
+        wait_until(lambda: s.get("/health").json()["status"] == "degraded", 30, 0.1,
+                   "/health degraded")
+        reasons = s.get("/health").json()["reasons"]
+        self.d.get(s.base + "/ui/")
+        self.d.execute_script("sessionStorage.setItem('ncghl.adminToken', arguments[0])", token)
+        self.d.get(s.base + "/ui/#/")
+        self.h1("Overview")
+        self.wait(lambda d: self.visible(".health-notice"), "the preflight notice")
+        shown = [li.text for li in self.css(".health-notice li")]
+        self.assertEqual(shown, reasons)
+        self.assertEqual(self.css("#health")[0].text, "degraded")
 
     # ---- a real conflict -----------------------------------------------------
 
