@@ -147,6 +147,11 @@
     var q = params ? new URLSearchParams(params).toString() : "";
     location.hash = "#/" + view + (q ? "?" + q : "");
   }
+  /* Rows a page: 50, or the address's limit= (1 to 500). */
+  function pageSize(p) {
+    var n = parseInt(p.get("limit") || "", 10);
+    return n >= 1 && n <= 500 ? n : PAGE;
+  }
   function cleanParams(obj) {
     var out = {};
     Object.keys(obj).forEach(function (k) { if (obj[k]) out[k] = obj[k]; });
@@ -449,7 +454,7 @@
     var qs = new URLSearchParams();
     ["q", "status", "source", "type", "before"].forEach(function (k) { if (p.get(k)) qs.set(k, p.get(k)); });
     Object.keys(extra || {}).forEach(function (k) { qs.set(k, extra[k]); });
-    qs.set("limit", String(PAGE));
+    qs.set("limit", String(pageSize(p)));
     return api("/api/v1/events?" + qs.toString());
   }
 
@@ -477,6 +482,8 @@
       var form = filtersForm(p, knownTypes);
       var body;
       if (res.status !== 200) body = h("div", { class: "notice bad" }, detail(res));
+      else if (!res.body.length && p.get("before")) body = [empty("No older events", "That was the oldest event that matches."),
+        pager("events", p, res, 0)];
       else if (!res.body.length) body = p.get("q") ?
         empty("No events for \u201c" + p.get("q") + "\u201d", "Search by the start of an e-mail, a first or a last name; other filters narrow it further.") :
         empty("No events match", p.toString() ? "Loosen a filter, or clear them all." : "Nothing has arrived yet. Webhooks, the NowCerts poller and backfills all land here.");
@@ -646,7 +653,8 @@
       done(empty("Pick a person", "Enter an e-mail or name, or an id from either side. An event's story and the conflict list link here too."));
       return;
     }
-    var qs = new URLSearchParams(cleanParams({ nowcerts_id: p.get("nowcerts_id"), ghl_id: p.get("ghl_id"), kind: p.get("kind") || "contact" }));
+    var qs = new URLSearchParams(cleanParams({ nowcerts_id: p.get("nowcerts_id"), ghl_id: p.get("ghl_id"),
+      kind: p.get("kind") || "contact", before: p.get("before"), limit: String(pageSize(p)) }));
     api("/api/v1/timeline?" + qs.toString()).then(function (res) {
       if (res.status === 404 && !(res.body && res.body.link !== undefined)) {
         done(h("div", { class: "empty" }, h("strong", null, "No timeline for this pair"), detail(res)));
@@ -658,7 +666,17 @@
         h("span", { class: "small" }, h("span", { class: "side-nc" }, "NowCerts "), h("span", { class: "id" }, l.nowcerts_id),
           " \u2194 ", h("span", { class: "side-ghl" }, "GoHighLevel "), h("span", { class: "id" }, l.ghl_id))) : null;
       var changes = res.body.changes || [];
-      done([facts, changes.length ? changesTable(changes, true) : empty("No field changes recorded", "ncghl records a change each time it sees or writes a field of this pair.")]);
+      var params = {};
+      p.forEach(function (v, k) { params[k] = v; });
+      var older = changes.length === pageSize(p) ? h("a", { class: "btn", id: "older", href: "#/timeline?" +
+        new URLSearchParams(Object.assign({}, params, { before: String(changes[changes.length - 1].id) })).toString() }, "Older \u2192") : h("span");
+      delete params.before;
+      var newest = p.get("before") ? h("a", { class: "btn btn-quiet", href: "#/timeline?" + new URLSearchParams(params).toString() }, "\u2190 Newest") : h("span");
+      done([facts, changes.length ? [changesTable(changes, true),
+        h("div", { class: "pager" }, newest, h("span", null, changes.length + " change" + (changes.length === 1 ? "" : "s")), older)] :
+        p.get("before") ? [empty("No older changes", "That was the first change ncghl recorded for this pair."),
+          h("div", { class: "pager" }, newest, h("span"), h("span"))] :
+        empty("No field changes recorded", "ncghl records a change each time it sees or writes a field of this pair.")]);
     }).catch(failed);
   }
 
@@ -666,7 +684,7 @@
 
   function viewConflicts(r, current) {
     var p = r.params;
-    var qs = new URLSearchParams({ limit: String(PAGE) });
+    var qs = new URLSearchParams({ limit: String(pageSize(p)) });
     ["before", "nowcerts_id", "ghl_id"].forEach(function (k) { if (p.get(k)) qs.set(k, p.get(k)); });
     api("/api/v1/conflicts?" + qs.toString()).then(function (res) {
       if (!current()) return;

@@ -334,6 +334,22 @@ class UIBrowser(IntegTest):
         self.h1("Events")
         self.wait(lambda d: len(self.css("tbody tr[data-id]")) == 5, "five events listed")
         self.shot("events")
+        listed = [r.get_attribute("data-id") for r in self.css("tbody tr[data-id]")]
+        # Two a page: "Older" walks the same five, in the same order.
+        self.d.get(s.base + "/ui/#/events?limit=2")
+        paged = []
+        while True:
+            self.wait(lambda d: (self.css("tbody tr[data-id]") and
+                                 self.css("tbody tr[data-id]")[0].get_attribute("data-id") not in paged) or
+                      (len(paged) == 5 and "No older events" in d.find_element(By.TAG_NAME, "main").text),
+                      "the next page")
+            paged += [r.get_attribute("data-id") for r in self.css("tbody tr[data-id]")]
+            if not self.css("#older"):
+                break
+            self.css("#older")[0].click()
+        self.assertEqual(paged, listed)
+        self.css('#nav a[data-view="events"]')[0].click()
+        self.wait(lambda d: len(self.css("tbody tr[data-id]")) == 5, "five events again")
         q = self.css("#f-q")[0]
         q.send_keys(email.upper())
         self.css(".filters button[type=submit]")[0].click()
@@ -514,6 +530,24 @@ class UIBrowser(IntegTest):
         self.assertIn(("conflict_won", "conflict won"), actions)
         self.assertIn(("conflict_lost", "conflict lost"), actions)
         self.shot("timeline", full=True)
+        # Three a page: the pages hold every change once.
+        every = [r.text for r in self.css("table.changes tbody tr")]
+        self.d.get(self.d.current_url + "&limit=3")
+        paged = []
+        while True:
+            # A full last page links to an empty one that says so.
+            self.wait(lambda d: (self.css("table.changes tbody tr") and
+                                 len(paged) + len(self.css("table.changes tbody tr")) <= len(every) and
+                                 self.css("table.changes tbody tr")[0].text == every[len(paged)]) or
+                      (len(paged) == len(every) and "No older changes" in
+                       d.find_element(By.TAG_NAME, "main").text),
+                      "the next page of changes")
+            paged += [r.text for r in self.css("table.changes tbody tr")]
+            if not self.css("#older"):
+                break
+            self.css("#older")[0].click()
+        self.assertEqual(paged, every)
+        self.d.back()
         # The story of the event behind a change names its field changes.
         self.css("table.changes tbody tr a")[0].click()
         self.wait(lambda d: self.visible("#event-status .badge"), "the event's story")
