@@ -499,12 +499,14 @@ class UIBrowser(IntegTest):
         self.settle(s)
         self.fakes.hold_ghl_webhooks()
         nc_phone, ghl_phone = phone(), phone()
-        self.fakes.agent_edit("nowcerts", "insureds", ins_id, {"phone": nc_phone})
-        time.sleep(1.2)  # so GHL's edit is the newer one by the records' own times
+        # GHL's edit first: its webhook is held, so ncghl learns of it only
+        # when the poll finds the NowCerts edit and reads the contact. Which
+        # poll that is does not matter; the NowCerts edit, newer, wins.
         self.fakes.agent_edit("ghl", "contacts", cid, {"phone": "+1" + ghl_phone})
-        wait_until(lambda: any(r.get("phone") == "+1" + ghl_phone
-                               for r in self.fakes.records("nowcerts", "insureds")
-                               if harness.rid(r) == ins_id), 30, 0.2, "GHL's phone in NowCerts")
+        time.sleep(1.2)  # so the NowCerts edit is the newer one by the records' own times
+        self.fakes.agent_edit("nowcerts", "insureds", ins_id, {"phone": nc_phone})
+        wait_until(lambda: (self.contact(cid) or {}).get("phone") == "+1" + nc_phone, 30, 0.2,
+                   "NowCerts' phone in GHL")
         self.fakes.flush_ghl_webhooks()
         self.settle(s)
 
@@ -517,7 +519,8 @@ class UIBrowser(IntegTest):
         self.assertIn("phone", row)
         self.assertIn(nc_phone, row)
         self.assertIn(ghl_phone, row)
-        self.assertIn("GoHighLevel", row)  # the newer side won
+        winner = self.css('table.conflicts tbody tr td[data-label="Winner"]')[0].text
+        self.assertEqual(winner, "NowCerts")  # the newer side
         self.shot("conflicts")
 
         self.css("table.conflicts tbody tr a")[0].click()  # its timeline
@@ -558,6 +561,12 @@ class UIBrowser(IntegTest):
         self.d.get(s.base + "/ui/#/timeline?" + urllib.parse.urlencode({"q": email}))
         self.wait(lambda d: "nowcerts_id=" in d.current_url and self.css("table.changes tbody tr"),
                   "the timeline found by e-mail")
+
+    def contact(self, cid):
+        for c in self.fakes.records("ghl", "contacts"):
+            if c.get("id") == cid:
+                return c
+        return None
 
     def settle(self, s, quiet=1.5):
         """No event pending or running, and no request to either fake, for
