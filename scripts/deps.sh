@@ -6,6 +6,8 @@ PACKAGES=(
   build-essential cmake pkg-config python3 curl
   liblua5.4-dev lua-cjson-dev libevent-dev libcurl4-openssl-dev
   libsqlite3-dev libssl-dev libcmocka-dev sqlite3 wrk lua-check
+  # tests/integration/test_ui.py drives the /ui page in a real headless browser.
+  chromium chromium-driver python3-selenium
 )
 # Only the benchmark needs these: the peer (the source design in Python) it
 # is compared against. `scripts/deps.sh --bench` adds them.

@@ -212,6 +212,19 @@ static char *get_dir(struct loader *ld, const char *name, const char *def) {
   return strdup(def);
 }
 
+/* Like get_dir, but an unset UI_DIR whose default is missing (an install
+ * without the page) is not an error: /ui is then 404. */
+static char *get_ui_dir(struct loader *ld) {
+  const char *v = lookup(ld, "UI_DIR");
+  if (v && *v)
+    return get_dir(ld, "UI_DIR", "ui");
+  if (is_dir("ui"))
+    return strdup("ui");
+  char alt[PATH_MAX];
+  snprintf(alt, sizeof alt, "%s/ui", NCGHL_SOURCE_DIR);
+  return is_dir(alt) ? strdup(alt) : NULL;
+}
+
 /* MAPPINGS_DEFAULTS_DIR: the shipped mappings, which an agency's
  * MAPPINGS_DIR overlays (docs/mapping-guide.md). By default they sit beside
  * the engine's library (<LUA_DIR>/../mappings, as in the repository and an
@@ -335,6 +348,7 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   c->ghl_rate_limit = (int)get_num(&ld, "GHL_RATE_LIMIT", 100, 0, 1e6, true);
   c->event_concurrency = (int)get_num(&ld, "EVENT_CONCURRENCY", 64, 1, 100000, true);
   c->admin_token = get_str(&ld, "ADMIN_TOKEN", NULL);
+  c->ui_dir = get_ui_dir(&ld);
   c->nowcerts_webhook_secret = get_str(&ld, "NOWCERTS_WEBHOOK_SECRET", NULL);
   c->ghl_webhook_verify = get_bool(&ld, "GHL_WEBHOOK_VERIFY", !sandbox);
   c->ghl_webhook_ed25519_key =
@@ -382,7 +396,7 @@ void config_free(struct config *c) {
   char **strs[] = {&c->host, &c->log_file, &c->nowcerts_base_url, &c->nowcerts_username,
                    &c->nowcerts_password, &c->ghl_base_url, &c->ghl_api_key, &c->ghl_location_id,
                    &c->ghl_client_id, &c->ghl_client_secret, &c->ghl_refresh_token, &c->db_path,
-                   &c->mappings_dir, &c->lua_dir, &c->mappings_defaults_dir, &c->admin_token, &c->nowcerts_webhook_secret,
+                   &c->mappings_dir, &c->lua_dir, &c->mappings_defaults_dir, &c->admin_token, &c->ui_dir, &c->nowcerts_webhook_secret,
                    &c->ghl_webhook_ed25519_key, &c->ghl_webhook_rsa_key, &c->public_url,
                    &c->default_country};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {

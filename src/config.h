@@ -45,6 +45,7 @@ struct config {
   int ghl_rate_limit; /* per 10 s window */
   int event_concurrency; /* events run at once */
   char *admin_token;
+  char *ui_dir; /* the /ui page's files; NULL: none found (the page is 404) */
   char *nowcerts_webhook_secret;
   bool ghl_webhook_verify;
   char *ghl_webhook_ed25519_key; /* PEM path, X-GHL-Signature */

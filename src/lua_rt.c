@@ -1107,8 +1107,9 @@ static void on_attempt(void *ud, const struct up_attempt *a) {
     return;
   if (e->rt->host.queue)
     queue_join(e->rt->host.queue);
-  if (store_attempt_add(s, e->id, e->run, service_name(a->service), a->method, a->url, a->status,
-                        a->error, a->duration_ms, now_unix()) != 0)
+  if (store_attempt_add_io(s, e->id, e->run, service_name(a->service), a->method, a->url,
+                           a->status, a->error, a->duration_ms, now_unix(), a->request,
+                           a->request_len, a->answer, a->answer_len) != 0)
     log_warn("lua event=%s: could not record an upstream attempt", e->id);
 }
 

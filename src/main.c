@@ -197,6 +197,18 @@ static void on_store_failed(void *ud, const char *reason) {
   event_base_loopexit(a->base, &tv);
 }
 
+/* The reload history /ui shows: each load's result and the version left
+ * running. Losing a line of history never stops a reload. */
+static void note_reload(struct app *a, bool ok, const char *message) {
+  struct timeval now;
+  evutil_gettimeofday(&now, NULL);
+  if (a->queue)
+    queue_join(a->queue);
+  if (store_reload_add(a->store, (double)now.tv_sec + now.tv_usec / 1e6, ok, lrt_version(a->rt),
+                       message) != 0)
+    log_warn("could not record the mapping reload in the store");
+}
+
 static void on_hup(evutil_socket_t sig, short what, void *arg) {
   (void)sig;
   (void)what;
@@ -205,10 +217,12 @@ static void on_hup(evutil_socket_t sig, short what, void *arg) {
   if (lrt_reload(a->rt, err, sizeof err) == 0) {
     log_info("mappings reloaded (version %s)", lrt_version(a->rt));
     metric_inc(a->m_reloads, METRIC_LABELS("ok"));
+    note_reload(a, true, lrt_last_reload(a->rt, NULL, NULL));
     start_doctor(a);
   } else {
     log_error("mappings reload failed, keeping version %s: %s", lrt_version(a->rt), err);
     metric_inc(a->m_reloads, METRIC_LABELS("error"));
+    note_reload(a, false, err);
   }
 }
 
@@ -356,6 +370,7 @@ static int cmd_serve(int argc, char **argv) {
     log_error("mappings: %s", err);
     goto out;
   }
+  note_reload(&a, true, "loaded at start");
   a.engine = engine_new(a.base, &a.cfg, a.store, a.queue, a.rt);
   if (!a.engine)
     goto out;
@@ -387,6 +402,8 @@ static int cmd_serve(int argc, char **argv) {
   log_info("ncghl %s listening on http://%s:%d (store %s, mappings %s version %s%s)", NCGHL_VERSION,
            a.cfg.host, a.cfg.port, a.cfg.db_path, a.cfg.mappings_dir, lrt_version(a.rt),
            sandbox ? ", sandbox" : "");
+  if (a.cfg.admin_token && *a.cfg.admin_token && a.cfg.ui_dir)
+    log_info("web page: http://%s:%d/ui (sign in with ADMIN_TOKEN)", a.cfg.host, a.cfg.port);
   event_base_dispatch(a.base);
   rc = a.store_failed ? 1 : 0;
   log_info("stopped%s", a.store_failed ? " (store failed: exit status 1)" : "");

@@ -25,6 +25,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "admin.h"
 #include "buf.h"
 #include "config.h"
 #include "digest.h"
@@ -47,8 +48,6 @@
 #define RL_BUCKETS 1024
 /* At most this many client addresses are remembered (about 80 bytes each). */
 #define RL_MAX_CLIENTS 4096
-#define ADMIN_LIST_DEFAULT 100
-#define ADMIN_LIST_MAX 10000
 
 /* R_HOOK is a NowCerts REST-hook delivery: the nowcerts path with ?hook=. */
 enum route { R_NOWCERTS, R_GHL, R_MANUAL, R_HOOK };
@@ -99,6 +98,7 @@ struct server {
   struct queue *queue;
   struct engine *engine;
   struct lrt *rt;
+  struct admin *admin;
   struct evhttp *http;
   struct sig_keys *ghl_keys; /* NULL when GHL_WEBHOOK_VERIFY is off */
   struct answer *owed;
@@ -125,12 +125,6 @@ static double mono_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double wall_now(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
 }
 
 static void track_answered(const struct track *t, int code) {
@@ -1081,11 +1075,21 @@ static const char openapi_json[] =
                 "\"in\":\"query\","
                 "\"required\":false,"
                 "\"schema\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":10000,\"default\":100}"
-              "}"
+              "},"
+              "{\"name\":\"source\",\"in\":\"query\",\"required\":false,"
+                "\"schema\":{\"type\":\"string\",\"maxLength\":15},\"description\":\"nowcerts, ghl, manual\"},"
+              "{\"name\":\"type\",\"in\":\"query\",\"required\":false,"
+                "\"schema\":{\"type\":\"string\",\"maxLength\":100},\"description\":\"the event type, e.g. INSURED_INSERT\"},"
+              "{\"name\":\"q\",\"in\":\"query\",\"required\":false,"
+                "\"schema\":{\"type\":\"string\",\"maxLength\":200},"
+                "\"description\":\"a person: each word (up to four) starts one of the e-mails or names of the event's payload, case-insensitive\"},"
+              "{\"name\":\"before\",\"in\":\"query\",\"required\":false,"
+                "\"schema\":{\"type\":\"string\"},\"description\":\"the X-Next-Before of the page before: the next page starts after it\"}"
             "],"
             "\"responses\":{"
               "\"200\":{"
                 "\"description\":\"The events\","
+                "\"headers\":{\"X-Next-Before\":{\"description\":\"present when the page is full: the cursor of the next page\",\"schema\":{\"type\":\"string\"}}},"
                 "\"content\":{"
                   "\"application/json\":{"
                     "\"schema\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Event\"}}"
@@ -1145,20 +1149,11 @@ static const char openapi_json[] =
         "},"
         "\"/api/v1/conflicts\":{"
           "\"get\":{"
-            "\"summary\":\"Fields both sides changed since the last sync, and which side won, newest first (admin)\","
+            "\"summary\":\"Fields both sides changed since the last sync, newest first (admin)\","
             "\"security\":[{\"adminBearer\":[]}],"
-            "\"parameters\":["
-              "{\"name\":\"limit\",\"in\":\"query\",\"schema\":{\"type\":\"integer\",\"minimum\":1}},"
-              "{\"name\":\"before\",\"in\":\"query\",\"description\":\"page: conflicts with a smaller id\",\"schema\":{\"type\":\"integer\"}},"
-              "{\"name\":\"kind\",\"in\":\"query\",\"schema\":{\"type\":\"string\"}},"
-              "{\"name\":\"nowcerts_id\",\"in\":\"query\",\"schema\":{\"type\":\"string\"}},"
-              "{\"name\":\"ghl_id\",\"in\":\"query\",\"schema\":{\"type\":\"string\"}}"
-            "],"
+            "\"parameters\":[{\"name\":\"limit\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"integer\"},\"description\":\"1 to 10000, default 100\"},{\"name\":\"before\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"integer\"},\"description\":\"next_before of the page before\"},{\"name\":\"kind\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"contact, policy\"},{\"name\":\"nowcerts_id\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"one link's\"},{\"name\":\"ghl_id\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"one link's\"}],"
             "\"responses\":{"
-              "\"200\":{"
-                "\"description\":\"{conflicts:[{id,kind,nowcerts_id,ghl_id,field,nowcerts_value,ghl_value,base,winner,event_id,nowcerts_at,ghl_at,at}],next_before}\","
-                "\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\"}}}"
-              "},"
+              "\"200\":{\"description\":\"{conflicts:[{id, kind, nowcerts_id, ghl_id, field, nowcerts_value, ghl_value, base, winner, event_id, nowcerts_at, ghl_at, at}], next_before}\",\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\"}}}},"
               "\"401\":{\"$ref\":\"#/components/responses/AdminUnauthorized\"},"
               "\"404\":{\"$ref\":\"#/components/responses/AdminOff\"},"
               "\"422\":{\"$ref\":\"#/components/responses/Invalid\"}"
@@ -1167,23 +1162,67 @@ static const char openapi_json[] =
         "},"
         "\"/api/v1/timeline\":{"
           "\"get\":{"
-            "\"summary\":\"A person's timeline: every field change ncghl saw or made for one insured/contact link (admin)\","
+            "\"summary\":\"One person's field changes, from which side, with the event behind each (admin)\","
             "\"security\":[{\"adminBearer\":[]}],"
-            "\"parameters\":["
-              "{\"name\":\"nowcerts_id\",\"in\":\"query\",\"schema\":{\"type\":\"string\"}},"
-              "{\"name\":\"ghl_id\",\"in\":\"query\",\"schema\":{\"type\":\"string\"}},"
-              "{\"name\":\"kind\",\"in\":\"query\",\"schema\":{\"type\":\"string\",\"default\":\"contact\"}},"
-              "{\"name\":\"limit\",\"in\":\"query\",\"schema\":{\"type\":\"integer\",\"minimum\":1}},"
-              "{\"name\":\"before\",\"in\":\"query\",\"schema\":{\"type\":\"integer\"}}"
-            "],"
+            "\"parameters\":[{\"name\":\"nowcerts_id\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"this or ghl_id is required\"},{\"name\":\"ghl_id\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"this or nowcerts_id is required\"},{\"name\":\"kind\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"string\"},\"description\":\"default contact\"},{\"name\":\"limit\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"integer\"},\"description\":\"1 to 10000, default 100\"},{\"name\":\"before\",\"in\":\"query\",\"required\":false,\"schema\":{\"type\":\"integer\"},\"description\":\"the id of the last change of the page before\"}],"
             "\"responses\":{"
-              "\"200\":{"
-                "\"description\":\"{link:{kind,nowcerts_id,ghl_id}|null,changes:[{id,kind,nowcerts_id,ghl_id,field,side,old_value,new_value,action,event_id,at}]}\","
-                "\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\"}}}"
-              "},"
+              "\"200\":{\"description\":\"{link:{kind, nowcerts_id, ghl_id}|null, changes:[{id, at, field, side, old_value, new_value, action, event_id}]}\",\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\"}}}},"
               "\"401\":{\"$ref\":\"#/components/responses/AdminUnauthorized\"},"
               "\"404\":{\"$ref\":\"#/components/responses/AdminOff\"},"
               "\"422\":{\"$ref\":\"#/components/responses/Invalid\"}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/overview\":{"
+          "\"get\":{"
+            "\"summary\":\"The queue at a glance (admin)\","
+            "\"security\":[{\"adminBearer\":[]}],"
+            "\"responses\":{"
+              "\"200\":{\"description\":\"{events:{pending,running,done,retry_wait,dead}, received:{minute,hour,day}, running, mappings:{version,last_reload:{result,at,message}}, version, now}\",\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\"}}}},"
+              "\"401\":{\"$ref\":\"#/components/responses/AdminUnauthorized\"},"
+              "\"404\":{\"$ref\":\"#/components/responses/AdminOff\"}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/reloads\":{"
+          "\"get\":{"
+            "\"summary\":\"The mapping version and its load history, newest first (admin)\","
+            "\"security\":[{\"adminBearer\":[]}],"
+            "\"responses\":{"
+              "\"200\":{\"description\":\"{version, reloads:[{at, result: ok|error, version, message}]}\",\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\"}}}},"
+              "\"401\":{\"$ref\":\"#/components/responses/AdminUnauthorized\"},"
+              "\"404\":{\"$ref\":\"#/components/responses/AdminOff\"}"
+            "}"
+          "}"
+        "},"
+        "\"/api/v1/backfill\":{"
+          "\"get\":{"
+            "\"summary\":\"Unfinished backfills: the resume point ncghl backfill keeps (admin)\","
+            "\"security\":[{\"adminBearer\":[]}],"
+            "\"responses\":{"
+              "\"200\":{\"description\":\"{backfills:[{from: nowcerts|ghl, stage, cursor:{since, stage, pos, read, queued}}]}\",\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\"}}}},"
+              "\"401\":{\"$ref\":\"#/components/responses/AdminUnauthorized\"},"
+              "\"404\":{\"$ref\":\"#/components/responses/AdminOff\"}"
+            "}"
+          "}"
+        "},"
+        "\"/ui\":{"
+          "\"get\":{"
+            "\"summary\":\"The web page (only when ADMIN_TOKEN is set; it asks for the token)\","
+            ""
+            "\"responses\":{"
+              "\"200\":{\"description\":\"The file\",\"content\":{\"text/html\":{},\"text/javascript\":{},\"text/css\":{},\"image/svg+xml\":{}}},"
+              "\"404\":{\"description\":\"No such file, or ADMIN_TOKEN unset\",\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}}"
+            "}"
+          "}"
+        "},"
+        "\"/ui/{file}\":{"
+          "\"get\":{"
+            "\"summary\":\"The web page's files: HTML, CSS, JavaScript, images\","
+            "\"parameters\":[{\"name\":\"file\",\"in\":\"path\",\"required\":true,\"schema\":{\"type\":\"string\"}}],"
+            "\"responses\":{"
+              "\"200\":{\"description\":\"The file\",\"content\":{\"text/html\":{},\"text/javascript\":{},\"text/css\":{},\"image/svg+xml\":{}}},"
+              "\"404\":{\"description\":\"No such file, or ADMIN_TOKEN unset\",\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Detail\"}}}}"
             "}"
           "}"
         "}"
@@ -1430,7 +1469,9 @@ static const char openapi_json[] =
               "\"event_attempt\":{"
                 "\"type\":\"integer\","
                 "\"description\":\"which run of the event made the call\""
-              "}"
+              "},"
+              "\"request\":{\"nullable\":true,\"description\":\"the body sent: its first 2 KB, JSON when it parses, else text\"},"
+              "\"answer\":{\"nullable\":true,\"description\":\"the body answered: its first 2 KB, JSON when it parses, else text\"}"
             "}"
           "},"
           "\"EventDetail\":{"
@@ -1448,7 +1489,9 @@ static const char openapi_json[] =
                   "}"
                 "]"
               "},"
-              "\"attempts\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Attempt\"}}"
+              "\"attempts\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Attempt\"}},"
+              "\"links\":{\"type\":\"array\",\"description\":\"the cross-references holding a record id of the payload or result: {kind, nowcerts_id, ghl_id}\",\"items\":{\"type\":\"object\"}},"
+              "\"people\":{\"type\":\"array\",\"description\":\"the e-mails and names found in the payload\",\"items\":{\"type\":\"string\"}}"
             "}"
           "},"
           "\"Replayed\":{"
@@ -1466,407 +1509,6 @@ static const char openapi_json[] =
 
 static void handle_openapi(struct evhttp_request *req) {
   send_json(req, NULL, 200, "OK", openapi_json, sizeof openapi_json - 1);
-}
-
-/* ---- admin API ------------------------------------------------------------- */
-
-static bool admin_authorized(struct server *s, struct evhttp_request *req) {
-  const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-  const char *token = NULL;
-  if (h && strncasecmp(h, "Bearer ", 7) == 0) {
-    token = h + 7;
-    while (*token == ' ')
-      token++;
-  }
-  if (token && sig_secret_equal(token, s->cfg->admin_token))
-    return true;
-  evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
-  send_detail(req, NULL, 401, "Unauthorized",
-              h ? "Invalid admin token" : "Not authenticated: send Authorization: Bearer <ADMIN_TOKEN>");
-  return false;
-}
-
-
-struct listing {
-  struct buf b;
-  int n;
-  long long last; /* the last row's id, for the next page */
-};
-
-static int list_one(void *ud, const struct store_event *e) {
-  struct listing *l = ud;
-  buf_putc(&l->b, l->n++ ? ',' : '[');
-  buf_putc(&l->b, '{');
-  store_event_json_fields(&l->b, e);
-  buf_putc(&l->b, '}');
-  return 0;
-}
-
-static void admin_list(struct server *s, struct evhttp_request *req, const char *query) {
-  struct evkeyvalq q;
-  /* It initialises q even when the query cannot be parsed. */
-  evhttp_parse_query_str(query ? query : "", &q);
-  const char *status = evhttp_find_header(&q, "status");
-  const char *limit_s = evhttp_find_header(&q, "limit");
-  static const char *const statuses[] = {"pending", "running", "done", "retry_wait", "dead", NULL};
-  long limit = ADMIN_LIST_DEFAULT;
-  if (status && !one_of(status, statuses)) {
-    char msg[160];
-    permitted(msg, sizeof msg, statuses);
-    send_problem(req, NULL, "query", "status", msg, "value_error.const");
-    evhttp_clear_headers(&q);
-    return;
-  }
-  if (limit_s) {
-    char *end;
-    limit = strtol(limit_s, &end, 10);
-    if (!*limit_s || *end || limit < 1 || limit > ADMIN_LIST_MAX) {
-      char msg[96];
-      snprintf(msg, sizeof msg, "limit must be a whole number from 1 to %d", ADMIN_LIST_MAX);
-      send_problem(req, NULL, "query", "limit", msg, "value_error.number");
-      evhttp_clear_headers(&q);
-      return;
-    }
-  }
-  struct listing l;
-  buf_init(&l.b, 0);
-  l.n = 0;
-  int rc = store_event_list(s->store, status, (int)limit, list_one, &l);
-  evhttp_clear_headers(&q);
-  if (rc != 0) {
-    buf_free(&l.b);
-    send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
-    return;
-  }
-  buf_puts(&l.b, l.n ? "]" : "[]");
-  send_buf(req, NULL, 200, "OK", &l.b);
-  buf_free(&l.b);
-}
-
-/* A stored JSON text as a JSON value: as it is when it parses (it was
- * checked at intake), as a string otherwise, null when absent. */
-static void put_json_value(struct buf *b, const char *text, size_t len) {
-  if (!text) {
-    buf_puts(b, "null");
-    return;
-  }
-  char err[64];
-  struct json *v = json_parse(text, len, err, sizeof err);
-  if (v)
-    buf_append(b, text, len);
-  else
-    buf_json_str(b, text, len);
-  json_free(v);
-}
-
-static int attempt_one(void *ud, const struct store_attempt *a) {
-  struct listing *l = ud;
-  struct buf *b = &l->b;
-  buf_puts(b, l->n++ ? ",{" : "{");
-  buf_puts(b, "\"service\":");
-  buf_json_str(b, a->service ? a->service : "", a->service ? strlen(a->service) : 0);
-  buf_puts(b, ",\"method\":");
-  buf_json_str(b, a->method ? a->method : "", a->method ? strlen(a->method) : 0);
-  buf_puts(b, ",\"url\":");
-  buf_json_str(b, a->url ? a->url : "", a->url ? strlen(a->url) : 0);
-  buf_printf(b, ",\"status\":%d,\"error\":", a->status);
-  if (a->error)
-    buf_json_str(b, a->error, strlen(a->error));
-  else
-    buf_puts(b, "null");
-  buf_printf(b, ",\"duration_ms\":%.1f,\"at\":%.3f,\"event_attempt\":%d}", a->duration_ms, a->at,
-             a->event_attempt);
-  return 0;
-}
-
-static int change_one(void *ud, const struct store_change *c) {
-  struct listing *l = ud;
-  if (l->n++)
-    buf_putc(&l->b, ',');
-  store_change_json(&l->b, c);
-  return 0;
-}
-
-static int conflict_one(void *ud, const struct store_conflict *c) {
-  struct listing *l = ud;
-  if (l->n++)
-    buf_putc(&l->b, ',');
-  store_conflict_json(&l->b, c);
-  l->last = c->id;
-  return 0;
-}
-
-/* GET /api/v1/conflicts?limit=&before=&kind=&nowcerts_id=&ghl_id= and
- * GET /api/v1/timeline?nowcerts_id=|ghl_id=[&kind=contact][&limit=&before=]:
- * the conflicts ncghl recorded, and one link's field changes (a person's
- * timeline), newest first, a page at a time. */
-static void admin_sync_list(struct server *s, struct evhttp_request *req, const char *query,
-                            bool timeline) {
-  struct evkeyvalq q;
-  evhttp_parse_query_str(query ? query : "", &q);
-  struct store_sync_filter f = {
-      .kind = evhttp_find_header(&q, "kind"),
-      .nowcerts_id = evhttp_find_header(&q, "nowcerts_id"),
-      .ghl_id = evhttp_find_header(&q, "ghl_id"),
-      .limit = ADMIN_LIST_DEFAULT,
-  };
-  const char *limit_s = evhttp_find_header(&q, "limit");
-  const char *before_s = evhttp_find_header(&q, "before");
-  if (limit_s) {
-    char *end;
-    long limit = strtol(limit_s, &end, 10);
-    if (!*limit_s || *end || limit < 1 || limit > ADMIN_LIST_MAX) {
-      char msg[96];
-      snprintf(msg, sizeof msg, "limit must be a whole number from 1 to %d", ADMIN_LIST_MAX);
-      send_problem(req, NULL, "query", "limit", msg, "value_error.number");
-      evhttp_clear_headers(&q);
-      return;
-    }
-    f.limit = (int)limit;
-  }
-  if (before_s) {
-    char *end;
-    long long before = strtoll(before_s, &end, 10);
-    if (!*before_s || *end || before < 1) {
-      send_problem(req, NULL, "query", "before", "before must be a positive id", "value_error.number");
-      evhttp_clear_headers(&q);
-      return;
-    }
-    f.before = before;
-  }
-  if (timeline && !f.nowcerts_id && !f.ghl_id) {
-    send_problem(req, NULL, "query", "nowcerts_id", "give nowcerts_id or ghl_id", "value_error.missing");
-    evhttp_clear_headers(&q);
-    return;
-  }
-  struct listing l;
-  buf_init(&l.b, 0);
-  l.n = 0;
-  l.last = 0;
-  int rc;
-  if (timeline) {
-    /* The link as it stands now, so a timeline opened by either id names
-     * both; a contact deleted in GHL has no link any more (null). */
-    if (!f.kind)
-      f.kind = "contact";
-    char *nc = f.nowcerts_id ? strdup(f.nowcerts_id) : store_link_nowcerts(s->store, f.kind, f.ghl_id);
-    char *gh = f.ghl_id ? strdup(f.ghl_id) : store_link_ghl(s->store, f.kind, f.nowcerts_id);
-    buf_puts(&l.b, "{\"link\":");
-    if (nc && gh) {
-      buf_puts(&l.b, "{\"kind\":");
-      buf_json_str(&l.b, f.kind, strlen(f.kind));
-      buf_puts(&l.b, ",\"nowcerts_id\":");
-      buf_json_str(&l.b, nc, strlen(nc));
-      buf_puts(&l.b, ",\"ghl_id\":");
-      buf_json_str(&l.b, gh, strlen(gh));
-      buf_putc(&l.b, '}');
-    } else {
-      buf_puts(&l.b, "null");
-    }
-    buf_puts(&l.b, ",\"changes\":[");
-    /* Changes are kept by the NowCerts id when it is known, so one lookup
-     * finds those made before and after the contact id changed. */
-    struct store_sync_filter g = f;
-    if (nc) {
-      g.nowcerts_id = nc;
-      g.ghl_id = NULL;
-    }
-    rc = store_change_list(s->store, &g, change_one, &l);
-    buf_putc(&l.b, ']');
-    free(nc);
-    free(gh);
-  } else {
-    buf_puts(&l.b, "{\"conflicts\":[");
-    rc = store_conflict_list(s->store, &f, conflict_one, &l);
-    buf_putc(&l.b, ']');
-    if (l.n == f.limit && l.last > 1)
-      buf_printf(&l.b, ",\"next_before\":%lld", l.last);
-    else
-      buf_puts(&l.b, ",\"next_before\":null");
-  }
-  buf_putc(&l.b, '}');
-  evhttp_clear_headers(&q);
-  if (rc != 0)
-    send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
-  else
-    send_buf(req, NULL, 200, "OK", &l.b);
-  buf_free(&l.b);
-}
-
-/* ids are "<source>_<hex>"; anything else cannot name an event. */
-static bool id_ok(const char *id) {
-  if (!*id || strlen(id) >= EVENT_ID_MAX)
-    return false;
-  for (const char *p = id; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-          *p == '_' || *p == '-' || *p == ':' || *p == '.'))
-      return false;
-  return true;
-}
-
-static void send_not_found_event(struct evhttp_request *req, const char *id) {
-  char msg[EVENT_ID_MAX + 32];
-  snprintf(msg, sizeof msg, "Event not found: %s", id);
-  send_detail(req, NULL, 404, "Not Found", msg);
-}
-
-static void admin_show(struct server *s, struct evhttp_request *req, const char *id) {
-  struct store_event e;
-  int rc = store_event_get(s->store, id, &e);
-  if (rc != 0) {
-    if (rc > 0)
-      send_not_found_event(req, id);
-    else
-      send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
-    return;
-  }
-  struct listing l;
-  buf_init(&l.b, 0);
-  l.n = 0;
-  buf_puts(&l.b, "{\"event\":{");
-  store_event_json_fields(&l.b, &e);
-  buf_puts(&l.b, ",\"payload\":");
-  put_json_value(&l.b, e.payload, e.payload ? e.payload_len : 0);
-  buf_puts(&l.b, ",\"result\":");
-  put_json_value(&l.b, e.result, e.result ? strlen(e.result) : 0);
-  buf_puts(&l.b, "},\"attempts\":[");
-  rc = store_attempt_list(s->store, id, attempt_one, &l);
-  /* The field changes this event saw or made: the links it touched. */
-  buf_puts(&l.b, "],\"changes\":[");
-  l.n = 0;
-  struct store_sync_filter f = {.event_id = id, .limit = ADMIN_LIST_MAX};
-  if (rc == 0)
-    rc = store_change_list(s->store, &f, change_one, &l);
-  buf_puts(&l.b, "]}");
-  store_event_free(&e);
-  if (rc != 0)
-    send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
-  else
-    send_buf(req, NULL, 200, "OK", &l.b);
-  buf_free(&l.b);
-}
-
-struct replay {
-  struct server *srv;
-  struct evhttp_request *req;
-  char id[EVENT_ID_MAX];
-  enum ev_status was;
-};
-
-static void on_replay_committed(void *ud, bool committed) {
-  struct replay *r = ud;
-  if (!committed) {
-    send_detail(r->req, NULL, 503, "Service Unavailable", "The replay could not be stored; try again");
-  } else {
-    engine_kick(r->srv->engine); /* the poll would find it too, a second later */
-    log_info("event %s: replayed through the admin API (was %s)", r->id, store_status_name(r->was));
-    struct buf b;
-    buf_init(&b, 0);
-    buf_printf(&b, "{\"success\":true,\"status\":\"queued\",\"event_id\":\"%s\",\"previous_status\":\"%s\"}",
-               r->id, store_status_name(r->was));
-    send_buf(r->req, NULL, 202, "Accepted", &b);
-    buf_free(&b);
-  }
-  free(r);
-}
-
-static void admin_replay(struct server *s, struct evhttp_request *req, const char *id) {
-  if (s->draining) {
-    send_detail(req, NULL, 503, "Service Unavailable", "Shutting down; replay it after the restart");
-    return;
-  }
-  struct store_event e;
-  int rc = store_event_get(s->store, id, &e);
-  if (rc > 0) {
-    send_not_found_event(req, id);
-    return;
-  }
-  if (rc < 0) {
-    send_detail(req, NULL, 503, "Service Unavailable", "The store could not be read; try again");
-    return;
-  }
-  enum ev_status was = e.status;
-  store_event_free(&e);
-  if (was == EV_RUNNING) {
-    char msg[EVENT_ID_MAX + 64];
-    snprintf(msg, sizeof msg, "Event is running now; replay it once it ends: %s", id);
-    send_detail(req, NULL, 409, "Conflict", msg);
-    return;
-  }
-  struct replay *r = calloc(1, sizeof *r);
-  if (!r || queue_join_durable(s->queue) != 0 || store_event_requeue(s->store, id, wall_now()) != 1) {
-    free(r);
-    send_detail(req, NULL, 503, "Service Unavailable", "The replay could not be stored; try again");
-    return;
-  }
-  r->srv = s;
-  r->req = req;
-  r->was = was;
-  snprintf(r->id, sizeof r->id, "%s", id);
-  /* Like a webhook: the answer goes out after the commit that holds it. */
-  queue_after_commit(s->queue, on_replay_committed, r);
-}
-
-/* Routes under /api/v1/events. Every one of them is 404 while ADMIN_TOKEN
- * is unset, before anything else is looked at. */
-static void handle_admin(struct server *s, struct evhttp_request *req, const char *path,
-                         const char *query, enum evhttp_cmd_type cmd) {
-  if (!s->cfg->admin_token || !*s->cfg->admin_token) {
-    send_detail(req, NULL, 404, "Not Found", "Not Found");
-    return;
-  }
-  const char *rest = path + strlen("/api/v1/events");
-  char id[EVENT_ID_MAX + 1];
-  enum { A_LIST, A_SHOW, A_REPLAY } what;
-  if (!*rest) {
-    what = A_LIST;
-  } else {
-    rest++; /* the '/' */
-    const char *slash = strchr(rest, '/');
-    size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (n == 0 || n >= sizeof id || (slash && strcmp(slash, "/replay") != 0)) {
-      send_detail(req, NULL, 404, "Not Found", "Not Found");
-      return;
-    }
-    memcpy(id, rest, n);
-    id[n] = 0;
-    what = slash ? A_REPLAY : A_SHOW;
-  }
-  enum evhttp_cmd_type want = what == A_REPLAY ? EVHTTP_REQ_POST : EVHTTP_REQ_GET;
-  if (cmd != want && !(cmd == EVHTTP_REQ_HEAD && want == EVHTTP_REQ_GET)) {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                      want == EVHTTP_REQ_GET ? "GET" : "POST");
-    send_detail(req, NULL, 405, "Method Not Allowed", "Method Not Allowed");
-    return;
-  }
-  if (!admin_authorized(s, req))
-    return;
-  if (what == A_LIST)
-    admin_list(s, req, query);
-  else if (!id_ok(id))
-    send_not_found_event(req, id);
-  else if (what == A_SHOW)
-    admin_show(s, req, id);
-  else
-    admin_replay(s, req, id);
-}
-
-/* /api/v1/conflicts and /api/v1/timeline: GET only, admin token, 404 while
- * ADMIN_TOKEN is unset (like every admin route). */
-static void handle_admin_sync(struct server *s, struct evhttp_request *req, const char *path,
-                              const char *query, enum evhttp_cmd_type cmd) {
-  if (!s->cfg->admin_token || !*s->cfg->admin_token) {
-    send_detail(req, NULL, 404, "Not Found", "Not Found");
-    return;
-  }
-  if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
-    send_detail(req, NULL, 405, "Method Not Allowed", "Method Not Allowed");
-    return;
-  }
-  if (!admin_authorized(s, req))
-    return;
-  admin_sync_list(s, req, query, strcmp(path, "/api/v1/timeline") == 0);
 }
 
 /* ---- routing --------------------------------------------------------------- */
@@ -1906,14 +1548,8 @@ static void on_request(struct evhttp_request *req, void *arg) {
     clean[--n] = 0; /* "/health/" is "/health" */
   enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 
-  if (strcmp(clean, "/api/v1/events") == 0 || strncmp(clean, "/api/v1/events/", 15) == 0) {
-    handle_admin(s, req, clean, query, cmd);
+  if (admin_handle(s->admin, req, clean, query, cmd))
     return;
-  }
-  if (strcmp(clean, "/api/v1/conflicts") == 0 || strcmp(clean, "/api/v1/timeline") == 0) {
-    handle_admin_sync(s, req, clean, query, cmd);
-    return;
-  }
 
   static const struct {
     const char *path;
@@ -2017,9 +1653,11 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
   s->rt = rt;
   s->rl_swept = mono_now();
   s->own_metrics = metrics_new();
-  s->http = s->own_metrics ? evhttp_new(base) : NULL;
+  s->admin = admin_new(cfg, store, queue, engine, rt);
+  s->http = s->own_metrics && s->admin ? evhttp_new(base) : NULL;
   if (!s->http) {
     snprintf(err, errlen, "cannot create the HTTP server");
+    admin_free(s->admin);
     metrics_free(s->own_metrics);
     free(s);
     return NULL;
@@ -2044,6 +1682,7 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
       snprintf(why, sizeof why, "GHL_WEBHOOK_ED25519_KEY/GHL_WEBHOOK_RSA_KEY: %s", err);
       snprintf(err, errlen, "%s", why);
       evhttp_free(s->http);
+      admin_free(s->admin);
       metrics_free(s->own_metrics);
       free(s);
       return NULL;
@@ -2054,6 +1693,7 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
              cfg->host, cfg->port);
     evhttp_free(s->http);
     sig_keys_free(s->ghl_keys);
+    admin_free(s->admin);
     metrics_free(s->own_metrics);
     free(s);
     return NULL;
@@ -2069,7 +1709,10 @@ void server_set_metrics(struct server *s, struct metrics *m) {
   s->own_metrics = NULL;
 }
 
-void server_drain(struct server *s) { s->draining = true; }
+void server_drain(struct server *s) {
+  s->draining = true;
+  admin_drain(s->admin);
+}
 
 int server_pending(const struct server *s) { return s->nowed; }
 
@@ -2107,6 +1750,7 @@ void server_free(struct server *s) {
       s->rl[b] = c->next;
       free(c);
     }
+  admin_free(s->admin);
   metrics_free(s->own_metrics);
   free(s->refused);
   free(s);

@@ -4,8 +4,8 @@
  * to its end within WEBHOOK_WAIT_MS, 202 while it still runs, and the
  * SPEC's answers for duplicates, bad bodies and failures. Around that: the
  * inbound rate limit, webhook signatures (GHL's keys, our NowCerts HMAC),
- * NowCerts REST-hook intake, /health, /metrics, /openapi.json and the admin
- * API. Every answer but /metrics is JSON. */
+ * NowCerts REST-hook intake, /health, /metrics and /openapi.json; the admin
+ * API's routes are admin.c's. Every answer but /metrics is JSON. */
 #ifndef NCGHL_SERVER_H
 #define NCGHL_SERVER_H
 

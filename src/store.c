@@ -33,6 +33,15 @@ _Static_assert(EV_PENDING == 0 && EV_RUNNING == 1 && EV_DONE == 2 && EV_RETRY_WA
 static const char *const status_names[EV_STATUS_COUNT] = {"pending", "running", "done",
                                                           "retry_wait", "dead"};
 
+/* Which payload fields name a person (compared lower-cased, at any depth):
+ * the e-mail and name fields of NowCerts, GHL and the source design. */
+#define PEOPLE_TERM "lower(trim(t.value))"
+#define PEOPLE_WHERE                                                                             \
+  "t.type = 'text' AND length(trim(t.value)) BETWEEN 2 AND 200 AND lower(t.key) IN ('email',"    \
+  " 'insuredemail', 'firstname', 'lastname', 'insuredfirstname', 'insuredlastname',"           \
+  " 'first_name', 'last_name', 'name', 'fullname', 'full_name', 'commercialname',"              \
+  " 'contactname', 'companyname')"
+
 /* Migration i takes the file from schema version i to i + 1, in one
  * transaction. A shipped migration is never edited: a schema change is a new
  * string at the end. */
@@ -142,6 +151,31 @@ static const char *const migrations[] = {
     /* 4: who holds a running row. A row left running by
      * an owner whose lease lapsed is taken up again without a restart. */
     "ALTER TABLE events ADD COLUMN owner TEXT;",
+    /* 5: what the /ui page reads. Each upstream attempt
+     * keeps a bounded excerpt of its request and answer; event_people holds
+     * the lower-cased e-mails and names of each payload (filled at intake),
+     * so finding a person's events is one index range, not a scan of every
+     * payload; events by type or source page on their own index; reloads is
+     * the history of the mapping versions. Events stored before this
+     * migration get their people here, once. */
+    "ALTER TABLE attempts ADD COLUMN request TEXT;"
+    "ALTER TABLE attempts ADD COLUMN answer TEXT;"
+    "CREATE TABLE event_people ("
+    " term TEXT NOT NULL,"
+    " event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,"
+    " PRIMARY KEY (term, event_id)) WITHOUT ROWID;"
+    "CREATE INDEX event_people_event ON event_people (event_id);"
+    "CREATE INDEX events_type_created ON events (type, created_at);"
+    "CREATE INDEX events_source_created ON events (source, created_at);"
+    "CREATE TABLE reloads ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " at REAL NOT NULL,"
+    " ok INTEGER NOT NULL,"
+    " version TEXT NOT NULL,"
+    " message TEXT NOT NULL);"
+    "INSERT OR IGNORE INTO event_people (term, event_id)"
+    " SELECT " PEOPLE_TERM ", events.id FROM events, json_tree(CASE WHEN json_valid(events.payload)"
+    " THEN events.payload ELSE '{}' END) AS t WHERE " PEOPLE_WHERE ";",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -188,6 +222,11 @@ enum stmt_id {
   ST_KV_GET,
   ST_KV_DEL,
   ST_WRITABLE_PROBE,
+  ST_PEOPLE_PUT,
+  ST_AT_ADD_IO,
+  ST_RELOAD_ADD,
+  ST_RELOAD_LIST,
+  ST_EV_SINCE,
   ST_EV_RUNNING_LIST,
   ST_EV_RELEASE,
   ST_RETAIN_EVENTS,
@@ -246,7 +285,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_AT_ADD] = "INSERT INTO attempts (event_id, event_attempt, service, method, url, status,"
                   " error, duration_ms, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [ST_AT_LIST] = "SELECT seq, service, method, url, status, error, duration_ms, at,"
-                   " event_attempt FROM attempts WHERE event_id = ?1 ORDER BY seq",
+                   " event_attempt, request, answer FROM attempts WHERE event_id = ?1"
+                   " ORDER BY seq",
     [ST_LINK_PUT] = "INSERT OR REPLACE INTO links (kind, nowcerts_id, ghl_id, updated_at)"
                     " VALUES (?1, ?2, ?3, ?4)",
     [ST_LINK_GHL] = "SELECT ghl_id FROM links WHERE kind = ?1 AND nowcerts_id = ?2",
@@ -272,6 +312,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* Always rolled back: it only proves the write lock and a write. */
     [ST_WRITABLE_PROBE] = "INSERT OR REPLACE INTO kv (key, value)"
                           " VALUES ('ncghl.writable_probe', '1')",
+    [ST_PEOPLE_PUT] = "INSERT OR IGNORE INTO event_people (term, event_id) SELECT DISTINCT "
+                      PEOPLE_TERM ", ?1 FROM json_tree(CASE WHEN json_valid(?2) THEN ?2"
+                      " ELSE '{}' END) AS t WHERE " PEOPLE_WHERE,
+    [ST_AT_ADD_IO] = "INSERT INTO attempts (event_id, event_attempt, service, method, url,"
+                     " status, error, duration_ms, at, request, answer)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    [ST_RELOAD_ADD] = "INSERT INTO reloads (at, ok, version, message) VALUES (?1, ?2, ?3, ?4)",
+    [ST_RELOAD_LIST] = "SELECT at, ok, version, message FROM reloads ORDER BY seq DESC LIMIT ?1",
+    [ST_EV_SINCE] = "SELECT COUNT(*) FROM events WHERE created_at >= ?1",
     [ST_EV_RUNNING_LIST] = "SELECT id, owner, updated_at FROM events WHERE status = " S_RUNNING,
     [ST_EV_RELEASE] = "UPDATE events SET status = " S_PENDING ", owner = NULL, updated_at = ?2"
                       " WHERE id = ?1 AND status = " S_RUNNING,
@@ -849,6 +898,11 @@ int store_event_put(struct store *s, const char *id, const char *source, const c
   if (run(s, ST_EV_INSERT, brc, what) != 0)
     return -1;
   if (sqlite3_changes(s->db) == 1) {
+    /* Search only: an event whose people cannot be noted is still stored. */
+    st = s->st[ST_PEOPLE_PUT];
+    brc = bind_str(st, 1, id);
+    brc |= sqlite3_bind_text(st, 2, payload, (int)payload_len, SQLITE_STATIC);
+    run(s, ST_PEOPLE_PUT, brc, "event_put (people)");
     if (result)
       *result = STORE_PUT_NEW;
     if (existing)
@@ -1120,9 +1174,31 @@ int store_count_by_status(struct store *s, long counts[EV_STATUS_COUNT]) {
 int store_attempt_add(struct store *s, const char *event_id, int event_attempt, const char *service,
                       const char *method, const char *url, int status, const char *error,
                       double duration_ms, double at) {
+  return store_attempt_add_io(s, event_id, event_attempt, service, method, url, status, error,
+                              duration_ms, at, NULL, 0, NULL, 0);
+}
+
+/* Binds at most STORE_EXCERPT_MAX bytes of text, cut back to a whole UTF-8
+ * character so the excerpt stays valid text. */
+static int bind_excerpt(sqlite3_stmt *st, int i, const char *p, size_t len) {
+  if (!p)
+    return sqlite3_bind_null(st, i);
+  if (len > STORE_EXCERPT_MAX) {
+    len = STORE_EXCERPT_MAX;
+    while (len > 0 && ((unsigned char)p[len] & 0xC0) == 0x80)
+      len--;
+  }
+  return sqlite3_bind_text(st, i, p, (int)len, SQLITE_STATIC);
+}
+
+int store_attempt_add_io(struct store *s, const char *event_id, int event_attempt,
+                         const char *service, const char *method, const char *url, int status,
+                         const char *error, double duration_ms, double at, const char *request,
+                         size_t request_len, const char *answer, size_t answer_len) {
   if (!event_id)
     return fail_arg("attempt_add", "missing event id");
-  sqlite3_stmt *st = s->st[ST_AT_ADD];
+  enum stmt_id id = request || answer ? ST_AT_ADD_IO : ST_AT_ADD;
+  sqlite3_stmt *st = s->st[id];
   int brc = bind_str(st, 1, event_id);
   brc |= sqlite3_bind_int(st, 2, event_attempt);
   brc |= bind_str(st, 3, service ? service : "");
@@ -1132,7 +1208,11 @@ int store_attempt_add(struct store *s, const char *event_id, int event_attempt, 
   brc |= bind_str(st, 7, error);
   brc |= sqlite3_bind_double(st, 8, duration_ms);
   brc |= sqlite3_bind_double(st, 9, at);
-  return run(s, ST_AT_ADD, brc, "attempt_add");
+  if (id == ST_AT_ADD_IO) {
+    brc |= bind_excerpt(st, 10, request, request_len);
+    brc |= bind_excerpt(st, 11, answer, answer_len);
+  }
+  return run(s, id, brc, "attempt_add");
 }
 
 static void attempt_free(struct store_attempt *a) {
@@ -1140,6 +1220,8 @@ static void attempt_free(struct store_attempt *a) {
   free(a->method);
   free(a->url);
   free(a->error);
+  free(a->request);
+  free(a->answer);
 }
 
 int store_attempt_list(struct store *s, const char *event_id,
@@ -1166,7 +1248,8 @@ int store_attempt_list(struct store *s, const char *event_id,
       a.at = sqlite3_column_double(st, 7);
       a.event_attempt = sqlite3_column_int(st, 8);
       if (col_dup(st, 1, &a.service, NULL) != 0 || col_dup(st, 2, &a.method, NULL) != 0 ||
-          col_dup(st, 3, &a.url, NULL) != 0 || col_dup(st, 5, &a.error, NULL) != 0) {
+          col_dup(st, 3, &a.url, NULL) != 0 || col_dup(st, 5, &a.error, NULL) != 0 ||
+          col_dup(st, 9, &a.request, NULL) != 0 || col_dup(st, 10, &a.answer, NULL) != 0) {
         attempt_free(&a);
         ret = fail_arg("attempt_list", "out of memory");
         break;
@@ -1609,3 +1692,201 @@ void store_counts_set(struct store *s, const long counts[EV_STATUS_COUNT]) {
 }
 
 long store_count_queries(struct store *s) { return s->count_queries; }
+
+/* ---- what the /ui page reads ------------------------------------------- */
+
+int store_reload_add(struct store *s, double at, bool ok, const char *version,
+                     const char *message) {
+  sqlite3_stmt *st = s->st[ST_RELOAD_ADD];
+  int brc = sqlite3_bind_double(st, 1, at);
+  brc |= sqlite3_bind_int(st, 2, ok ? 1 : 0);
+  brc |= bind_str(st, 3, version ? version : "");
+  brc |= bind_str(st, 4, message ? message : "");
+  return run(s, ST_RELOAD_ADD, brc, "reload_add");
+}
+
+int store_reload_list(struct store *s, int limit,
+                      int (*cb)(void *ud, const struct store_reload *r), void *ud) {
+  sqlite3_stmt *st = s->st[ST_RELOAD_LIST];
+  int ret = 0;
+  if (sqlite3_bind_int(st, 1, limit > 0 ? limit : -1) != SQLITE_OK) {
+    ret = fail(s, "reload_list");
+  } else {
+    for (;;) {
+      int rc = sqlite3_step(st);
+      if (rc == SQLITE_DONE)
+        break;
+      if (rc != SQLITE_ROW) {
+        ret = fail(s, "reload_list");
+        break;
+      }
+      struct store_reload r = {.at = sqlite3_column_double(st, 0),
+                               .ok = sqlite3_column_int(st, 1) != 0,
+                               .version = (const char *)sqlite3_column_text(st, 2),
+                               .message = (const char *)sqlite3_column_text(st, 3)};
+      if (cb(ud, &r))
+        break;
+    }
+  }
+  done_with(st);
+  return ret;
+}
+
+int store_event_count_since(struct store *s, double since, long *n) {
+  sqlite3_stmt *st = s->st[ST_EV_SINCE];
+  int ret = 0;
+  *n = 0;
+  if (sqlite3_bind_double(st, 1, since) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW)
+    ret = fail(s, "event_count_since");
+  else
+    *n = (long)sqlite3_column_int64(st, 0);
+  done_with(st);
+  return ret;
+}
+
+/* A search term's index range: [term, term + U+10FFFF), every term that
+ * starts with it. */
+#define TERM_TOP "char(1114111)"
+#define SEARCH_TERMS_MAX 4
+
+int store_event_search(struct store *s, const struct store_event_filter *f, int limit,
+                       int (*cb)(void *ud, const struct store_event *e), void *ud) {
+  const char *what = "event_search";
+  int status = -1;
+  if (f->status && (status = store_status_parse(f->status)) < 0)
+    return fail_arg(what, "unknown status");
+  /* The person is split in words, lower-cased: the first picks the events
+   * through the index, each further one must name the same event. */
+  char words[SEARCH_TERMS_MAX][STORE_SEARCH_MAX + 1];
+  int nwords = 0;
+  if (f->person) {
+    const char *p = f->person;
+    while (*p && nwords < SEARCH_TERMS_MAX) {
+      while (*p == ' ' || *p == '\t' || *p == ',')
+        p++;
+      size_t n = 0;
+      while (p[n] && p[n] != ' ' && p[n] != '\t' && p[n] != ',')
+        n++;
+      if (!n)
+        break;
+      if (n > STORE_SEARCH_MAX)
+        n = STORE_SEARCH_MAX;
+      for (size_t i = 0; i < n; i++)
+        words[nwords][i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] - 'A' + 'a' : p[i]);
+      words[nwords][n] = 0;
+      nwords++;
+      p += n;
+      while (*p && *p != ' ' && *p != '\t' && *p != ',')
+        p++; /* the rest of an overlong word */
+    }
+  }
+  struct buf q;
+  buf_init(&q, 0);
+  buf_puts(&q, "SELECT " EV_COLS " FROM events");
+  if (nwords)
+    buf_puts(&q, " JOIN (SELECT DISTINCT event_id FROM event_people WHERE term >= ?1 AND term < ?1"
+                 " || " TERM_TOP ") AS p ON p.event_id = events.id");
+  buf_puts(&q, " WHERE 1");
+  /* Either the words, joined by one space, start one term ("acme roof" in
+   * "acme roofing"), or each further word starts a term of its own. */
+  char phrase[SEARCH_TERMS_MAX * (STORE_SEARCH_MAX + 2)] = "";
+  if (nwords > 1) {
+    for (int i = 0; i < nwords; i++)
+      snprintf(phrase + strlen(phrase), sizeof phrase - strlen(phrase), "%s%s", i ? " " : "",
+               words[i]);
+    buf_puts(&q, " AND (EXISTS (SELECT 1 FROM event_people AS ph WHERE ph.event_id = events.id"
+                 " AND ph.term >= ?9 AND ph.term < ?9 || " TERM_TOP ") OR (1");
+    for (int i = 1; i < nwords; i++)
+      buf_printf(&q,
+                 " AND EXISTS (SELECT 1 FROM event_people AS q WHERE q.event_id = events.id"
+                 " AND q.term >= ?%d AND q.term < ?%d || " TERM_TOP ")",
+                 i + 1, i + 1);
+    buf_puts(&q, "))");
+  }
+  if (status >= 0)
+    buf_puts(&q, " AND status = ?10");
+  if (f->source)
+    buf_puts(&q, " AND source = ?11");
+  if (f->type)
+    buf_puts(&q, " AND type = ?12");
+  if (f->before_id)
+    buf_puts(&q, " AND (created_at < ?13 OR (created_at = ?13 AND id < ?14))");
+  buf_puts(&q, " ORDER BY created_at DESC, id DESC LIMIT ?15");
+  if (!q.p) {
+    buf_free(&q);
+    return fail_arg(what, "out of memory");
+  }
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(s->db, q.p, (int)q.len, &st, NULL) != SQLITE_OK) {
+    buf_free(&q);
+    return fail(s, what);
+  }
+  buf_free(&q);
+  int brc = SQLITE_OK;
+  for (int i = 0; i < nwords; i++)
+    brc |= bind_str(st, i + 1, words[i]);
+  if (nwords > 1)
+    brc |= bind_str(st, 9, phrase);
+  if (status >= 0)
+    brc |= sqlite3_bind_int(st, 10, status);
+  if (f->source)
+    brc |= bind_str(st, 11, f->source);
+  if (f->type)
+    brc |= bind_str(st, 12, f->type);
+  if (f->before_id) {
+    brc |= sqlite3_bind_double(st, 13, f->before_at);
+    brc |= bind_str(st, 14, f->before_id);
+  }
+  brc |= sqlite3_bind_int(st, 15, limit > 0 ? limit : -1);
+  int ret = 0;
+  if (brc != SQLITE_OK) {
+    ret = fail(s, what);
+  } else {
+    for (;;) {
+      int rc = sqlite3_step(st);
+      if (rc == SQLITE_DONE)
+        break;
+      if (rc != SQLITE_ROW) {
+        ret = fail(s, what);
+        break;
+      }
+      struct store_event e;
+      if (read_event(st, &e) != 0) {
+        ret = fail_arg(what, "out of memory");
+        break;
+      }
+      int stop = cb(ud, &e);
+      store_event_free(&e);
+      if (stop)
+        break;
+    }
+  }
+  sqlite3_finalize(st);
+  return ret;
+}
+
+int store_event_people(struct store *s, const char *event_id,
+                       int (*cb)(void *ud, const char *term), void *ud) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(s->db, "SELECT term FROM event_people WHERE event_id = ?1 ORDER BY term",
+                         -1, &st, NULL) != SQLITE_OK)
+    return fail(s, "event_people");
+  int ret = 0;
+  if (bind_str(st, 1, event_id) != SQLITE_OK) {
+    ret = fail(s, "event_people");
+  } else {
+    for (;;) {
+      int rc = sqlite3_step(st);
+      if (rc == SQLITE_DONE)
+        break;
+      if (rc != SQLITE_ROW) {
+        ret = fail(s, "event_people");
+        break;
+      }
+      if (cb(ud, (const char *)sqlite3_column_text(st, 0)))
+        break;
+    }
+  }
+  sqlite3_finalize(st);
+  return ret;
+}

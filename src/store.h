@@ -53,7 +53,11 @@ struct store_attempt {
   double duration_ms;
   double at;
   int event_attempt; /* which run of the event made the call */
+  char *request;     /* excerpt of the body sent, NULL if none or not kept */
+  char *answer;      /* excerpt of the body answered, NULL if none or not kept */
 };
+/* How much of an attempt's request and answer bodies is kept. */
+#define STORE_EXCERPT_MAX 2048
 
 /* Creates the file's directory if needed. err gets a one-line reason. */
 struct store *store_open(const char *path, char *err, size_t errlen);
@@ -112,6 +116,12 @@ int store_count_by_status(struct store *s, long counts[EV_STATUS_COUNT]);
 int store_attempt_add(struct store *s, const char *event_id, int event_attempt, const char *service,
                       const char *method, const char *url, int status, const char *error,
                       double duration_ms, double at);
+/* The same, keeping the first STORE_EXCERPT_MAX bytes of the request and
+ * answer bodies (either may be NULL) for the event's story in /ui. */
+int store_attempt_add_io(struct store *s, const char *event_id, int event_attempt,
+                         const char *service, const char *method, const char *url, int status,
+                         const char *error, double duration_ms, double at, const char *request,
+                         size_t request_len, const char *answer, size_t answer_len);
 int store_attempt_list(struct store *s, const char *event_id,
                        int (*cb)(void *ud, const struct store_attempt *a), void *ud);
 
@@ -234,5 +244,40 @@ int store_counts_seed(struct store *s);
 void store_counts(struct store *s, long counts[EV_STATUS_COUNT]);
 void store_counts_set(struct store *s, const long counts[EV_STATUS_COUNT]);
 long store_count_queries(struct store *s);
+
+/* ---- what the /ui page reads ---- */
+
+/* Events newest first (created_at, then id, descending), every filter
+ * optional (NULL). person is one to four words; an event matches when each
+ * word starts one of the e-mails or names in its payload, or the words
+ * together start one ("acme roof"), case-insensitive (the terms are noted
+ * at intake, so this is an index range). Paging: before_id and
+ * before_at are the id and created_at of the last event of the page before. */
+#define STORE_SEARCH_MAX 200
+struct store_event_filter {
+  const char *status, *source, *type, *person;
+  const char *before_id;
+  double before_at;
+};
+int store_event_search(struct store *s, const struct store_event_filter *f, int limit,
+                       int (*cb)(void *ud, const struct store_event *e), void *ud);
+/* The e-mails and names noted for an event, sorted. */
+int store_event_people(struct store *s, const char *event_id,
+                       int (*cb)(void *ud, const char *term), void *ud);
+/* Events received since a unix time. */
+int store_event_count_since(struct store *s, double since, long *n);
+
+/* The mapping load and reload history: each load's time, result, the
+ * version it left running (a hash of the scripts) and its message. */
+struct store_reload {
+  double at;
+  bool ok;
+  const char *version, *message; /* valid during the callback */
+};
+int store_reload_add(struct store *s, double at, bool ok, const char *version,
+                     const char *message);
+/* Newest first. */
+int store_reload_list(struct store *s, int limit,
+                      int (*cb)(void *ud, const struct store_reload *r), void *ud);
 
 #endif

@@ -523,6 +523,22 @@ static bool nowcerts_status0(const char *body, size_t len, char *msg, size_t msg
   return failed;
 }
 
+/* The first UP_EXCERPT_MAX bytes of a body with personal data masked:
+ * what an attempt's stored request and answer may show. NULL for no body,
+ * and when out of memory (the excerpt is then left out, never unmasked). */
+#define UP_EXCERPT_MAX 4096
+static char *masked_excerpt(const char *p, size_t len, size_t *out_len) {
+  *out_len = 0;
+  if (!p)
+    return NULL;
+  size_t n = len > UP_EXCERPT_MAX ? UP_EXCERPT_MAX : len;
+  size_t cap = 2 * n + 16; /* a short name can grow when masked ("Al" -> "A***") */
+  char *out = malloc(cap);
+  if (out)
+    *out_len = pii_mask(p, n, out, cap);
+  return out;
+}
+
 static void on_http(void *ud, const struct httpc_response *resp) {
   struct ucall *c = ud;
   struct upstream *u = c->u;
@@ -576,9 +592,19 @@ static void on_http(void *ud, const struct httpc_response *resp) {
     struct up_attempt a = {.service = c->svc, .method = c->method, .url = url ? url : c->url,
                            .status = resp->status, .error = error ? error : c->error,
                            .duration_ms = resp->duration_ms};
+    /* The bodies too, for an event's story in /ui, masked the same way. */
+    size_t req_n = c->body ? c->body_len : 0, ans_n = resp->body ? resp->body_len : 0;
+    char *req = mask ? masked_excerpt(c->body, req_n, &req_n) : NULL;
+    char *ans = mask ? masked_excerpt(resp->body, ans_n, &ans_n) : NULL;
+    a.request = mask ? req : c->body;
+    a.request_len = a.request ? req_n : 0;
+    a.answer = mask ? ans : resp->body;
+    a.answer_len = a.answer ? ans_n : 0;
     c->on_attempt(c->ud, &a);
     free(url);
     free(error);
+    free(req);
+    free(ans);
   }
   log_debug("upstream: %s %s %s -> %d (%.1f ms)", up_service_name(c->svc), c->method, c->url,
             resp->status, resp->duration_ms);

@@ -41,6 +41,10 @@ struct up_attempt {
   int status;         /* 0: no answer */
   const char *error;  /* NULL on success */
   double duration_ms;
+  const char *request; /* the body sent, NULL if none */
+  size_t request_len;
+  const char *answer;  /* the body answered, "" if none */
+  size_t answer_len;
 };
 
 struct up_result {

@@ -94,6 +94,11 @@ class SyncCase(IntegTest):
             return time.monotonic() - last[1] >= quiet
         wait_until(quiet_now, SETTLE, 0.2, "the sync to settle")
 
+    def just_after_a_poll(self):
+        n = len(self.fakes.calls("nowcerts", "GET", r"/InsuredDetailList"))
+        wait_until(lambda: len(self.fakes.calls("nowcerts", "GET", r"/InsuredDetailList")) > n, SETTLE, 0.02,
+                   "a poll")
+
     def agent_nc(self, ins_id, **fields):
         return self.fakes.agent_edit("nowcerts", "insureds", ins_id, fields)
 
@@ -144,6 +149,7 @@ class FieldSync(SyncCase):
         s = self.start(NOWCERTS_POLL_INTERVAL=4)
         ins_id, cid = self.linked_pair(s)
         new_phone, new_email = phone(), "moved.%s@example.com" % uniq()
+        self.just_after_a_poll()
         self.agent_nc(ins_id, phone=new_phone)
         self.agent_ghl(cid, email=new_email)
         wait_until(lambda: self.contact(cid).get("phone") == e164(new_phone)
@@ -260,10 +266,11 @@ class FieldSync(SyncCase):
         self.assertEqual(rows, [(survivor["id"],)])
 
     def test_both_sides_changing_one_field_is_a_recorded_conflict_the_newer_wins(self):
-        s = self.start(NOWCERTS_POLL_INTERVAL=3, ADMIN_TOKEN="t0k")
+        s = self.start(NOWCERTS_POLL_INTERVAL=5, ADMIN_TOKEN="t0k")
         ins_id, cid = self.linked_pair(s)
         self.fakes.hold_ghl_webhooks()
         nc_phone, ghl_phone = phone(), phone()
+        self.just_after_a_poll()  # so that both edits land before the next one
         self.agent_nc(ins_id, phone=nc_phone)
         time.sleep(1.2)  # the GHL edit is the newer one, by the records' own times
         self.agent_ghl(cid, phone=e164(ghl_phone))
