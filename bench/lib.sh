@@ -92,8 +92,14 @@ stop_peer() { (cd "$TMP/peer" && ./stop.sh >/dev/null 2>&1) || true; }
 # Every request is a new person: a unique e-mail and a unique phone.
 run_wrk() {
   local t=2; [ "$4" -lt 2 ] && t=1
-  taskset -c 1 wrk -t"$t" -c"$4" -d"$3" --latency -s "$ROOT/bench/unique.lua" "$2" -- "$1-$STAMP" "${5:-0}" "${6:-0}" > "$TMP/wrk.out" 2>&1 || true
+  # --timeout 10s: a slow answer is counted in the latency, not dropped as
+  # an error (wrk's default, 2 s, would hide the peer's tail at 256).
+  taskset -c 1 wrk -t"$t" -c"$4" -d"$3" --timeout 10s --latency -s "$ROOT/bench/unique.lua" "$2" -- "$1-$STAMP" "${5:-0}" "${6:-0}" > "$TMP/wrk.out" 2>&1 || true
   { echo "-- wrk $1 $2 -d$3 -c$4 pad=${5:-0}"; cat "$TMP/wrk.out"; } >> "$RAW"
   grep '^RESULT' "$TMP/wrk.out" || echo "RESULT rps=0 p50=0 p99=0 max=0 requests=0 errors=0 statuses=none unique=0 body=0"
+}
+# better A B: the RESULT line with more requests/s.
+better() {
+  if [ -z "$2" ] || awk -v a="$(field "$1" rps)" -v b="$(field "$2" rps)" 'BEGIN {exit !(a > b)}'; then echo "$1"; else echo "$2"; fi
 }
 field() { echo "$1" | sed -n "s/.* $2=\([^ ]*\).*/\1/p"; }

@@ -131,13 +131,14 @@ def figure(rows, series_name, xlabel, title, caption):
 
 
 def table(rows, series_name, xname):
-    lines = [f"| system | {xname} | connections | body bytes | req/s | p50 ms | p99 ms | answers | outcome |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| system | {xname} | connections | body bytes | req/s | p50 ms | p99 ms | wrk errors | answers "
+             "| outcome |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if r["series"] != series_name:
             continue
         lines.append(f"| {r['system']} | {r['x']} | {r['conns']} | {r['body']} | {r['rps']} | {r['p50']} | "
-                     f"{r['p99']} | {r['statuses']} | {r['outcome']} |")
+                     f"{r['p99']} | {r['errors']} | {r['statuses']} | {r['outcome']} |")
     return "\n".join(lines)
 
 
@@ -160,7 +161,8 @@ def main():
                 "phone). Plots: [connections](scaling-connections.svg), "
                 "[body size](scaling-payload.svg).\n\n"
                 f"Run: {caption}. Taken on a machine shared with other engineers' tests: read the "
-                "shape, not the third digit. One run per point.\n\n"
+                "shape, not the third digit. Each point is the better of its runs (most requests/s). "
+                "`wrk errors` are connections wrk gave up on (10 s time-out, or reset).\n\n"
                 "## Against connections (body ~260 bytes)\n\n" + table(rows, "conns", "connections") +
                 "\n\n## Against body size (32 connections)\n\n" + table(rows, "payload", "KiB") + "\n")
 
