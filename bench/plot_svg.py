@@ -131,7 +131,7 @@ def figure(rows, series_name, xlabel, title, caption):
 
 
 def table(rows, series_name, xname):
-    lines = [f"| system | {xname} | connections | body bytes | req/s | p50 ms | p99 ms | wrk errors | answers "
+    lines = [f"| system | {xname} | wrk -c | body bytes | req/s | p50 ms | p99 ms | wrk errors | answers "
              "| outcome |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -163,7 +163,7 @@ def main():
                 f"Run: {caption}. Taken on a machine shared with other engineers' tests: read the "
                 "shape, not the third digit. Each point is the better of its runs (most requests/s). "
                 "`wrk errors` are connections wrk gave up on (10 s time-out, or reset).\n\n"
-                "## Against connections (body ~260 bytes)\n\n" + table(rows, "conns", "connections") +
+                "## Against connections (body ~260 bytes)\n\n" + table(rows, "conns", "point") +
                 "\n\n## Against body size (32 connections)\n\n" + table(rows, "payload", "KiB") + "\n")
 
 
