@@ -126,7 +126,7 @@ for i in $(seq 1 "$REPEAT"); do
   log "accepted $accepted, delivered $last, $((last - c0)) after intake stopped: $e2e/s"
   log "outcomes: $o"
   # The row's rate is the delivery rate; the run kept is the faster drain.
-  rr="RESULT rps=$e2e p50=- p99=- statuses=$accepted%20accepted,%20$last%20delivered unique=$(field "$r" unique)"
+  rr="RESULT rps=$e2e p50=- p99=- statuses=$(field "$r" statuses)%20accepted,%20$last%20delivered unique=$(field "$r" unique)"
   keep "$rr" "$hwm" "$o"
   stop_pid "$NCGHL_PID"; stop_pid "$FAKE_PID"
 done
