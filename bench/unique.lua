@@ -5,7 +5,11 @@
 -- phone makes every request the same household to ncghl, whose upserts must
 -- then take them one at a time. The peer does no lookups, so it is
 -- indifferent to the phone.)
--- usage: wrk -t2 -c32 -d10s --latency -s bench/unique.lua http://127.0.0.1:8001 -- RUN_ID
+-- usage: wrk -t2 -c32 -d10s --latency -s bench/unique.lua http://127.0.0.1:8001 -- RUN_ID [PAD [SERIES]]
+-- PAD (bytes, default 0): that much more body, as extra fields the mapping
+-- does not read ("note_01": "xxx..."), for the payload-size curve.
+-- SERIES (0-498, default 0): keeps phones unique across runs against one
+-- server (the e-mail has RUN_ID; the phone's area code has SERIES).
 local threads = {}
 
 function setup(thread)
@@ -15,18 +19,31 @@ end
 
 function init(args)
   run_id = args[1] or tostring(math.random(1, 1e9))
+  local pad = tonumber(args[2] or "0") or 0
+  local series = tonumber(args[3] or "0") or 0
+  area = series * 2 + tid
   counter = 0
   statuses = {}
+  -- Built once per thread: the body grows, not the load generator's work.
+  extra = ""
+  local i = 0
+  while #extra < pad do
+    i = i + 1
+    extra = extra .. string.format('"note_%03d":"%s",', i, string.rep("x", 240))
+  end
 end
 
 local headers = { ["Content-Type"] = "application/json" }
-local fmt = '{"event_type":"INSURED_INSERT","timestamp":"2024-01-15T10:30:00Z","data":{'
+local fmt = '{"event_type":"INSURED_INSERT","timestamp":"2024-01-15T10:30:00Z","data":{%s'
   .. '"firstName":"Bench","lastName":"User","email":"bench-%s-t%d-%d@example.com",'
   .. '"phone":"+1%03d%07d","address":{"street":"123 Test St","city":"Miami","state":"FL","zip":"33101"}}}'
 
 function request()
   counter = counter + 1
-  return wrk.format("POST", "/api/v1/webhooks/nowcerts", headers, string.format(fmt, run_id, tid, counter, tid, counter % 10000000))
+  if counter == 1 then
+    body_len = #string.format(fmt, extra, run_id, tid, counter, area, counter % 10000000)
+  end
+  return wrk.format("POST", "/api/v1/webhooks/nowcerts", headers, string.format(fmt, extra, run_id, tid, counter, area, counter % 10000000))
 end
 
 function response(status, hdrs, body)
@@ -34,16 +51,20 @@ function response(status, hdrs, body)
 end
 
 function done(summary, latency, requests)
-  local total = {}
+  local total, unique, body_len = {}, 0, 0
   for _, t in ipairs(threads) do
+    -- Each request() made a new e-mail and phone: the count of them is the
+    -- count of distinct people sent.
+    unique = unique + (t:get("counter") or 0)
+    body_len = math.max(body_len, t:get("body_len") or 0)
     for k, v in pairs(t:get("statuses")) do total[k] = (total[k] or 0) + v end
   end
   local parts = {}
   for k, v in pairs(total) do parts[#parts + 1] = string.format("%s=%d", tostring(k), v) end
   table.sort(parts)
-  io.write(string.format("RESULT rps=%.1f p50=%.2f p99=%.2f max=%.2f requests=%d errors=%d statuses=%s\n",
+  io.write(string.format("RESULT rps=%.1f p50=%.2f p99=%.2f max=%.2f requests=%d errors=%d statuses=%s unique=%d body=%d\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
     latency:percentile(99) / 1000, latency.max / 1000, summary.requests,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status
-      + summary.errors.timeout, table.concat(parts, ",")))
+      + summary.errors.timeout, table.concat(parts, ","), unique, body_len))
 end

@@ -10,8 +10,9 @@ PACKAGES=(
   chromium chromium-driver python3-selenium
 )
 # Only the benchmark needs these: the peer (the source design in Python) it
-# is compared against. `scripts/deps.sh --bench` adds them.
-BENCH_PACKAGES=(python3-fastapi python3-uvicorn python3-httpx python3-pydantic)
+# is compared against, and rsvg-convert to look at bench/curve.sh's SVGs as
+# PNG. `scripts/deps.sh --bench` adds them.
+BENCH_PACKAGES=(python3-fastapi python3-uvicorn python3-httpx python3-pydantic librsvg2-bin)
 [ "${1:-}" = "--bench" ] && PACKAGES+=("${BENCH_PACKAGES[@]}")
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -377,6 +377,35 @@ static void test_post_body_and_headers(void **state) {
   assert_string_equal(f->srv.last_ctype, "");
 }
 
+/* Requests one after another reuse the same pooled easy handle: none may
+ * carry the previous one's method, header or body. */
+static void test_reused_handle_carries_nothing_over(void **state) {
+  struct fixture *f = *state;
+  int done = 0;
+  struct result a = {.done = &done}, b = {.done = &done}, c = {.done = &done},
+                d = {.done = &done};
+  const char *hdrs[] = {"X-Test: first", "Content-Type: application/json", NULL};
+  assert_int_equal(hsend(f, "POST", "/echo", "first-body", hdrs, 5000, &a), 0);
+  run_until(f, &done, 1);
+  assert_string_equal(a.body, "POST|first|first-body");
+  assert_string_equal(f->srv.last_ctype, "application/json");
+
+  assert_int_equal(hsend(f, "DELETE", "/echo", NULL, NULL, 5000, &b), 0);
+  run_until(f, &done, 2);
+  assert_string_equal(b.body, "DELETE||");
+  assert_string_equal(f->srv.last_ctype, "");
+
+  assert_int_equal(hsend(f, "PUT", "/echo", "third", NULL, 5000, &c), 0);
+  run_until(f, &done, 3);
+  assert_string_equal(c.body, "PUT||third");
+
+  assert_int_equal(hsend(f, "GET", "/echo", NULL, NULL, 5000, &d), 0);
+  run_until(f, &done, 4);
+  assert_int_equal(d.status, 200);
+  assert_string_equal(d.body, "GET||");
+  assert_string_equal(f->srv.last_ctype, "");
+}
+
 static void test_retry_after_and_ratelimit_headers(void **state) {
   struct fixture *f = *state;
   int done = 0;
@@ -844,6 +873,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_get, setup, teardown),
       cmocka_unit_test_setup_teardown(test_post_body_and_headers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_reused_handle_carries_nothing_over, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retry_after_and_ratelimit_headers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_timeout_and_body_limit, setup, teardown),
