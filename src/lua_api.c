@@ -87,9 +87,8 @@ static bool write_later(struct lapi_ctx *c, char what, const char *a, const char
 
 /* Writes the rest of the run reads back (a snapshot) or whose order
  * matters (the timeline) join the batch now. When another process holds the
- * write lock they cannot wait on the loop: the run fails retryable and runs
- * again, which the field-level sync makes safe (what was sent is what the
- * other side now has, so nothing is sent twice). */
+ * write lock they answer false and the script waits (ncghl.wait_writable)
+ * and writes again: the event waits, the loop does not. */
 static bool join_now(struct lapi_ctx *c) {
   return !c->host->queue || queue_join(c->host->queue) == 0;
 }
@@ -99,6 +98,17 @@ static bool join_now(struct lapi_ctx *c) {
 static int raise_store_error(lua_State *L, const char *what) {
   lapi_push_fail(L, true, what);
   return lua_error(L);
+}
+
+/* The answer of such a write when another process holds the lock: false,
+ * nothing written; the caller waits with ncghl.wait_writable and tries
+ * again. Any other failure raises. */
+static int busy_or_raise(lua_State *L, struct lapi_ctx *c) {
+  if (c->host->queue && queue_busy(c->host->queue)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  return raise_store_error(L, "store: the write could not join a batch; the event runs again");
 }
 
 void lapi_push_fail(lua_State *L, bool retryable, const char *message) {
@@ -300,7 +310,7 @@ static int api_link_del(lua_State *L) {
     return 0;
   }
   if (!join_now(c))
-    return raise_store_error(L, "store: busy (another process holds the write lock); the event runs again");
+    return busy_or_raise(L, c);
   if (store_link_delete(c->host->store, kind, nowcerts_id) != 0)
     return raise_store_error(L, "store: could not remove the id link");
   return 0;
@@ -341,7 +351,7 @@ static int api_snapshot_put(lua_State *L) {
     return 0;
   }
   if (!join_now(c))
-    return raise_store_error(L, "store: busy (another process holds the write lock); the event runs again");
+    return busy_or_raise(L, c);
   if (store_snapshot_put(c->host->store, kind, id, ghl_id, json, now_unix()) != 0)
     return raise_store_error(L, "store: could not save the sync snapshot");
   return 0;
@@ -405,7 +415,7 @@ static int api_conflict_add(lua_State *L) {
     return 0;
   }
   if (!join_now(c))
-    return raise_store_error(L, "store: busy (another process holds the write lock); the event runs again");
+    return busy_or_raise(L, c);
   if (store_conflict_add(c->host->store, &k) != 0)
     return raise_store_error(L, "store: could not record the conflict");
   return 0;
@@ -452,7 +462,7 @@ static int api_change_add(lua_State *L) {
     return 0;
   }
   if (!join_now(c))
-    return raise_store_error(L, "store: busy (another process holds the write lock); the event runs again");
+    return busy_or_raise(L, c);
   if (store_change_add(c->host->store, &k) != 0)
     return raise_store_error(L, "store: could not record the field change");
   return 0;

@@ -101,7 +101,7 @@ struct lock {
   struct lock *next; /* bucket chain */
 };
 
-enum park { PARK_NONE, PARK_CALL, PARK_LOCK };
+enum park { PARK_NONE, PARK_CALL, PARK_LOCK, PARK_WRITE };
 enum wake { WAKE_START, WAKE_RESULT, WAKE_LOCKED };
 
 struct saved_result {
@@ -738,6 +738,7 @@ static void wrap_global(lua_State *L, const char *name, lua_CFunction fn) {
 
 static int api_call(lua_State *L);
 static int api_lock(lua_State *L);
+static int api_wait_writable(lua_State *L);
 
 static void open_sandbox(lua_State *L, struct lrt_state *st) {
   open_lib(L, LUA_GNAME, luaopen_base);
@@ -792,6 +793,8 @@ static void open_sandbox(lua_State *L, struct lrt_state *st) {
   lua_setfield(L, -2, "call");
   lua_pushcfunction(L, api_lock);
   lua_setfield(L, -2, "lock");
+  lua_pushcfunction(L, api_wait_writable);
+  lua_setfield(L, -2, "wait_writable");
   lua_pop(L, 1);
 }
 
@@ -1248,6 +1251,31 @@ static int api_call(lua_State *L) {
     e->call_buf = NULL;
     return luaL_error(L, "ncghl.call: could not start %s %s", method, path);
   }
+  return lua_yield(L, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* ncghl.wait_writable                                                      */
+
+static void on_writable(void *ud, bool ok) {
+  struct lrt_ev *e = ud;
+  (void)ok; /* the write is tried again either way; a failed queue fails it */
+  e->park = PARK_NONE;
+  ready_push(e, WAKE_LOCKED);
+}
+
+/* ncghl.wait_writable(): returns once the store's batch is open again after
+ * another process held the write lock (at once when there is no queue). A
+ * store write the rest of the run reads back (a sync snapshot) waits here
+ * rather than fail the event or land later out of order; the loop goes on
+ * meanwhile. */
+static int api_wait_writable(lua_State *L) {
+  struct lrt_ev *e = yielding_event(L, "ncghl.wait_writable");
+  struct queue *q = e->rt->host.queue;
+  if (!q || !queue_busy(q))
+    return 0;
+  e->park = PARK_WRITE;
+  queue_when_writable(q, on_writable, e);
   return lua_yield(L, 0);
 }
 

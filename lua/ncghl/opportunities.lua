@@ -70,7 +70,10 @@ local function record_written(opp_id, body, trace, links)
   end
   local text = json.encode(snap)
   for _, l in ipairs(links) do
-    ncghl.snapshot_put(l[1], l[2], opp_id, text)
+    -- Another process holding the store's write lock: wait, then write.
+    while ncghl.snapshot_put(l[1], l[2], opp_id, text) == false do
+      ncghl.wait_writable()
+    end
   end
 end
 

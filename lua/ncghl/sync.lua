@@ -32,6 +32,15 @@ local norm = fields.normalise
 -- delay; a blind second create would make a duplicate).
 sync.recheck_delay = 10
 
+-- A store write that must land now (the rest of the run, and the next event
+-- about this person, read it back): when another process holds the store's
+-- write lock, ncghl's write answers false; the event waits and writes again.
+local function stored(fn, ...)
+  while fn(...) == false do
+    ncghl.wait_writable()
+  end
+end
+
 local function other(side)
   return side == "nowcerts" and "ghl" or "nowcerts"
 end
@@ -155,7 +164,7 @@ local function load_snapshot(nc_id, kind)
 end
 
 local function save_snapshot(nc_id, ghl_id, snap, kind)
-  ncghl.snapshot_put(kind or KIND, nc_id, ghl_id, json.encode(snap))
+  stored(ncghl.snapshot_put, kind or KIND, nc_id, ghl_id, json.encode(snap))
 end
 
 -- A contact written for a record that names no NowCerts id (the source
@@ -455,7 +464,7 @@ end
 -- The timeline ---------------------------------------------------------------
 
 local function note(ids, field, side, old, new, action)
-  ncghl.change_add({
+  stored(ncghl.change_add, {
     kind = KIND,
     nowcerts_id = ids.nowcerts,
     ghl_id = ids.ghl,
@@ -715,7 +724,7 @@ local function retire(maps, what, nc_id, ghl_id, snap)
       { insured_id = nc_id, contact_id = ghl_id })
   elseif choice == "delete" then
     ghl.delete_contact(ghl_id)
-    ncghl.link_del(KIND, nc_id)
+    stored(ncghl.link_del, KIND, nc_id)
     snap.deleted_ghl_id = ghl_id
     snap.retired = what
     save_snapshot(nc_id, nil, snap)
@@ -1066,7 +1075,7 @@ function sync.contact(from, rec, opts)
     if to == "ghl" then
       -- Deleted in GHL without ncghl hearing of it: forget the link, keep a
       -- tombstone, and link the person's other contact if GHL has one.
-      ncghl.link_del(KIND, ids.nowcerts)
+      stored(ncghl.link_del, KIND, ids.nowcerts)
       snap.deleted_ghl_id = ids.ghl
       save_snapshot(ids.nowcerts, nil, snap)
       note(ids, "contact", "ghl", ids.ghl, "", "deleted")
@@ -1074,7 +1083,7 @@ function sync.contact(from, rec, opts)
     end
     -- Deleted (or merged away) in NowCerts: the same as a contact deleted
     -- in GHL, the other way round.
-    ncghl.link_del(KIND, ids.nowcerts)
+    stored(ncghl.link_del, KIND, ids.nowcerts)
     ncghl.link_put("contact_deleted", ids.nowcerts, ids.ghl)
     snap.deleted_nowcerts_id = ids.nowcerts
     save_snapshot(ids.nowcerts, nil, snap)
@@ -1109,7 +1118,7 @@ function sync.contact(from, rec, opts)
           ghl_at = from == "ghl" and at or their_at,
         }
         local winner = decide(p.key, c)
-        ncghl.conflict_add({
+        stored(ncghl.conflict_add, {
           kind = KIND,
           nowcerts_id = ids.nowcerts,
           ghl_id = ids.ghl,
@@ -1278,7 +1287,7 @@ function sync.contact_deleted(ghl_id)
   ncghl.lock("contact:nowcerts:" .. nc_id)
   local snap = load_snapshot(nc_id)
   snap.deleted_ghl_id = ghl_id
-  ncghl.link_del(KIND, nc_id)
+  stored(ncghl.link_del, KIND, nc_id)
   save_snapshot(nc_id, nil, snap)
   note({ nowcerts = nc_id, ghl = ghl_id }, "contact", "ghl", ghl_id, "", "deleted")
   return {
