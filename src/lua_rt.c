@@ -34,7 +34,6 @@
 #include "lua_cost.h"
 #include "pii.h"
 #include "queue.h"
-#include "runner.h"
 #include "store.h"
 
 /* The count hook fires every HOOK_EVERY VM instructions: often enough to stop
@@ -142,6 +141,7 @@ struct lrt_ev {
 
 struct lrt {
   struct lrt_host host;
+  lrt_check_fn check; /* lrt_set_check: the reload's test cases */
   struct lrt_state *cur;
   int running;
   bool freeing;
@@ -1779,6 +1779,11 @@ void lrt_free(struct lrt *rt) {
   rt_destroy(rt);
 }
 
+void lrt_set_check(struct lrt *rt, lrt_check_fn check) {
+  if (rt)
+    rt->check = check;
+}
+
 /* The runner's twin: a runtime on the offline host, from the same bytes. */
 static struct lrt *build_twin(void *ud, const struct lrt_host *host, char *err, size_t errlen) {
   return rt_create(host, ud, err, errlen);
@@ -1809,8 +1814,8 @@ int lrt_reload(struct lrt *rt, char *err, size_t errlen) {
   if (rc == 0 && !(st = state_build(rt, &scripts, err, errlen)))
     rc = -1;
   double t1 = mono_ms();
-  if (rc == 0)
-    rc = runner_check(rt->host.cfg, rt->host.base, build_twin, &scripts, &ncases, err, errlen);
+  if (rc == 0 && rt->check)
+    rc = rt->check(rt->host.cfg, rt->host.base, build_twin, &scripts, &ncases, err, errlen);
   scripts_free(&scripts);
   double t2 = mono_ms();
   if (rc != 0) {

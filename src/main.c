@@ -354,6 +354,7 @@ static int cmd_serve(int argc, char **argv) {
     log_error("mappings: %s", err);
     goto out;
   }
+  lrt_set_check(a.rt, runner_check);
   a.engine = engine_new(a.base, &a.cfg, a.store, a.queue, a.rt);
   if (!a.engine)
     goto out;

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "lua_rt.h"
 #include "queue.h"
+#include "runner.h"
 #include "store.h"
 #include "upstream.h"
 
@@ -407,6 +408,7 @@ static void start_rt(struct world *w) {
   w->rt = lrt_new(&host, err, sizeof(err));
   if (!w->rt)
     fail_msg("lrt_new: %s", err);
+  lrt_set_check(w->rt, runner_check);
 }
 
 static char *slurp(const char *path) {
