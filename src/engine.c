@@ -7,8 +7,8 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "queue.h"
@@ -69,12 +69,6 @@ struct engine {
   struct event *lease_ev;
   int waiting; /* jobs without payload, queued behind the budget */
 };
-
-static double wall_now(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 static unsigned hash_id(const char *s) {
   unsigned h = 2166136261u; /* FNV-1a; ids are already uniform hex */
@@ -202,14 +196,14 @@ static void write_outcome(void *ud, bool writable) {
   /* Without a batch (the queue failed) nothing is written: the row stays
    * running and its lease brings it back. */
   if (joined != 0 || store_event_finish(e->store, j->id, j->status, j->next_at, j->error,
-                                        j->status == EV_DONE ? j->data : NULL, wall_now()) != 0)
+                                        j->status == EV_DONE ? j->data : NULL, clock_wall()) != 0)
     log_error("event %s: cannot record its outcome", j->id);
   queue_after_commit(e->queue, on_finished, j);
 }
 
 static void on_run_done(void *ud, const struct lrt_result *r) {
   struct job *j = ud;
-  double now = wall_now();
+  double now = clock_wall();
   double next_at = 0;
   j->running = false;
   j->outcome = r->outcome;
@@ -286,7 +280,7 @@ int engine_submit(struct engine *e, const char *id, const char *source, const ch
                   const char *payload, size_t len, enum store_put *put, enum ev_status *existing) {
   if (queue_join_durable(e->queue) != 0)
     return -1;
-  double now = wall_now();
+  double now = clock_wall();
   bool start_now = !e->stopping && e->active < e->cfg->event_concurrency;
   enum ev_status initial = start_now ? EV_RUNNING : EV_PENDING;
   if (store_event_put(e->store, id, source, type, payload, len, initial, now,
@@ -332,7 +326,7 @@ static void claim_due(struct engine *e) {
     room = 256;
   struct store_event *evs = calloc((size_t)room, sizeof *evs);
   int n = 0;
-  if (!evs || queue_join(e->queue) != 0 || store_claim_due(e->store, wall_now(), room, evs, &n) != 0) {
+  if (!evs || queue_join(e->queue) != 0 || store_claim_due(e->store, clock_wall(), room, evs, &n) != 0) {
     free(evs);
     return;
   }
@@ -399,7 +393,7 @@ static int sweep_one(void *ud, const char *id, const char *owner, double updated
 static void lease_sweep(struct engine *e) {
   if (e->stopping || queue_join(e->queue) != 0)
     return;
-  struct sweep w = {e, wall_now(), NULL, 0, 0};
+  struct sweep w = {e, clock_wall(), NULL, 0, 0};
   char key[96], beat[32];
   snprintf(key, sizeof key, "lease.%s", store_owner(e->store));
   snprintf(beat, sizeof beat, "%.0f", w.now);

@@ -1,6 +1,5 @@
 #include "events_cmd.h"
 
-#include <event2/util.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +8,7 @@
 
 #include "ascase.h"
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "presence.h"
@@ -204,13 +204,12 @@ int replay_main(int argc, char **argv, const char *usage) {
     snprintf(l.ids[0], EVENT_ID_MAX, "%s", argv[0]);
     l.n = 1;
   }
-  struct timeval now;
-  evutil_gettimeofday(&now, NULL);
+  double now = clock_wall();
   size_t done = 0;
   if (l.n == 0 || store_begin(s) != 0)
     goto out;
   for (size_t i = 0; i < l.n; i++) {
-    int r = store_event_requeue(s, l.ids[i], (double)now.tv_sec + now.tv_usec / 1e6);
+    int r = store_event_requeue(s, l.ids[i], now);
     if (r < 0) {
       store_rollback(s);
       fprintf(stderr, "ncghl replay: cannot write to %s; nothing was replayed\n", cfg.db_path);

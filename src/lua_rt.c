@@ -26,6 +26,7 @@
 
 #include <lua-cjson.h>
 
+#include "clock.h"
 #include "config.h"
 #include "digest.h"
 #include "dirlist.h"
@@ -161,7 +162,6 @@ struct lrt {
 };
 
 static void ev_finish(struct lrt_ev *e, int rc, int nres);
-static double now_unix(void);
 
 static char *xstrdup(const char *s) {
   if (!s)
@@ -181,12 +181,6 @@ static struct lrt_state *state_of(lua_State *L) {
 
 static long budget_of(const struct config *cfg) {
   return cfg->lua_instruction_budget > 0 ? cfg->lua_instruction_budget : DEFAULT_BUDGET;
-}
-
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* An event's limits, from the configuration. */
@@ -268,7 +262,7 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
   }
   if (!g->killed) {
     g->budget -= lua_gethookcount(L);
-    if (g->deadline > 0 && mono_now() > g->deadline)
+    if (g->deadline > 0 && clock_mono() > g->deadline)
       g->killed = MSG_TIME;
     else if (g->budget > 0)
       return;
@@ -343,7 +337,7 @@ static int c_guarded(lua_State *L) {
   struct guard *g = state_of(L)->guard;
   int kind = (int)lua_tointeger(L, lua_upvalueindex(2));
   if (g && g->deadline > 0) {
-    double left_ms = (g->deadline - mono_now()) * 1000.0;
+    double left_ms = (g->deadline - clock_mono()) * 1000.0;
     if (left_ms < 0)
       left_ms = 0;
     const char *what = cguard_names[kind];
@@ -972,11 +966,11 @@ static void ev_resume(struct lrt_ev *e, int nargs) {
   st->limit_on = true;
   /* The time limit counts the event's code running on the loop, summed over
    * its resumes; waiting for an upstream answer is not part of it. */
-  double t0 = mono_now();
+  double t0 = clock_mono();
   e->guard.deadline = t0 + (e->guard.time_left > 1e-6 ? e->guard.time_left : 1e-6);
   int nres = 0;
   int rc = lua_resume(e->co, NULL, nargs, &nres);
-  e->guard.time_left -= mono_now() - t0;
+  e->guard.time_left -= clock_mono() - t0;
   e->guard.deadline = 0;
   st->limit_on = false;
   st->cur = NULL;
@@ -1094,12 +1088,6 @@ static const char *service_name(enum up_service s) {
   return s == UP_GHL ? "ghl" : "nowcerts";
 }
 
-static double now_unix(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void on_attempt(void *ud, const struct up_attempt *a) {
   struct lrt_ev *e = ud;
   struct store *s = e->rt->host.store;
@@ -1108,7 +1096,7 @@ static void on_attempt(void *ud, const struct up_attempt *a) {
   if (e->rt->host.queue)
     queue_join(e->rt->host.queue);
   if (store_attempt_add(s, e->id, e->run, service_name(a->service), a->method, a->url, a->status,
-                        a->error, a->duration_ms, now_unix()) != 0)
+                        a->error, a->duration_ms, clock_wall()) != 0)
     log_warn("lua event=%s: could not record an upstream attempt", e->id);
 }
 
@@ -1722,7 +1710,7 @@ static void set_last(struct lrt *rt, bool ok, const char *fmt, ...) {
   vsnprintf(rt->last_msg, sizeof(rt->last_msg), fmt, ap);
   va_end(ap);
   rt->last_ok = ok;
-  rt->last_at = now_unix();
+  rt->last_at = clock_wall();
 }
 
 /* A runtime around a state built from scripts already read. */
@@ -1789,12 +1777,6 @@ static struct lrt *build_twin(void *ud, const struct lrt_host *host, char *err, 
   return rt_create(host, ud, err, errlen);
 }
 
-static double mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* The scripts are read once. From those bytes two states are built: the one
  * that may become current, on the service's host, and a twin on the offline
  * runner's host (fixtures, links in memory) that runs every test case under
@@ -1806,18 +1788,18 @@ int lrt_reload(struct lrt *rt, char *err, size_t errlen) {
     snprintf(err, errlen, "no runtime");
     return -1;
   }
-  double t0 = mono_ms();
+  double t0 = clock_mono() * 1e3;
   struct script_list scripts = {0};
   struct lrt_state *st = NULL;
   int ncases = 0;
   int rc = scripts_read(rt->host.cfg, &scripts, err, errlen);
   if (rc == 0 && !(st = state_build(rt, &scripts, err, errlen)))
     rc = -1;
-  double t1 = mono_ms();
+  double t1 = clock_mono() * 1e3;
   if (rc == 0 && rt->check)
     rc = rt->check(rt->host.cfg, rt->host.base, build_twin, &scripts, &ncases, err, errlen);
   scripts_free(&scripts);
-  double t2 = mono_ms();
+  double t2 = clock_mono() * 1e3;
   if (rc != 0) {
     if (st)
       state_free(st); /* the caller reports err; the old state stays current */
@@ -1873,7 +1855,7 @@ int lrt_pcall(struct lrt *rt, int nargs, int nresults) {
   struct guard g;
   memset(&g, 0, sizeof g);
   guard_for_event(&g, rt->host.cfg);
-  g.deadline = mono_now() + g.time_left;
+  g.deadline = clock_mono() + g.time_left;
   struct guard *saved_guard = st->guard;
   bool saved_limit = st->limit_on, saved_refused = st->refused;
   lua_Hook saved_hook = lua_gethook(L);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "backfill.h"
+#include "clock.h"
 #include "config.h"
 #include "conflicts_cmd.h"
 #include "doctor.h"
@@ -138,9 +139,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   struct app *a = arg;
-  struct timeval now;
-  evutil_gettimeofday(&now, NULL);
-  double t = (double)now.tv_sec + now.tv_usec / 1e6;
+  double t = clock_wall();
   int running = engine_running(a->engine);
   if (running == 0 || t >= a->drain_deadline) {
     if (running)
@@ -169,9 +168,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg) {
   server_drain(a->server);
   poller_stop(a->poller);
   engine_stop(a->engine);
-  struct timeval now;
-  evutil_gettimeofday(&now, NULL);
-  a->drain_deadline = (double)now.tv_sec + now.tv_usec / 1e6 + SHUTDOWN_GRACE_SECONDS;
+  a->drain_deadline = clock_wall() + SHUTDOWN_GRACE_SECONDS;
   a->drain_timer = event_new(a->base, -1, EV_PERSIST, on_drain_tick, a);
   struct timeval tick = {0, 50000};
   event_add(a->drain_timer, &tick);
