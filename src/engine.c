@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "hash.h"
 #include "log.h"
 #include "queue.h"
 #include "retry.h"
@@ -35,7 +36,7 @@ struct engine_watch {
 };
 
 struct job {
-  struct job *next; /* hash chain */
+  struct hash_node node; /* in engine.jobs, keyed by id */
   struct engine *e;
   char id[EVENT_ID_MAX];
   char source[16];
@@ -60,7 +61,8 @@ struct engine {
   struct store *store;
   struct queue *queue;
   struct lrt *rt;
-  struct job *buckets[ENGINE_BUCKETS];
+  struct hash_node *buckets[ENGINE_BUCKETS];
+  struct hash_table jobs; /* by id, in buckets */
   int active; /* jobs starting or running: the concurrency budget */
   bool stopping;
   bool backlog; /* events were left pending for lack of a slot */
@@ -70,18 +72,9 @@ struct engine {
   int waiting; /* jobs without payload, queued behind the budget */
 };
 
-static unsigned hash_id(const char *s) {
-  unsigned h = 2166136261u; /* FNV-1a; ids are already uniform hex */
-  while (*s)
-    h = (h ^ (unsigned char)*s++) * 16777619u;
-  return h % ENGINE_BUCKETS;
-}
-
 static struct job *job_find(struct engine *e, const char *id) {
-  for (struct job *j = e->buckets[hash_id(id)]; j; j = j->next)
-    if (strcmp(j->id, id) == 0)
-      return j;
-  return NULL;
+  struct hash_node *n = hash_find(&e->jobs, id);
+  return n ? HASH_ENTRY(n, struct job, node) : NULL;
 }
 
 static struct job *job_add(struct engine *e, const char *id, const char *source, const char *type,
@@ -109,9 +102,8 @@ static struct job *job_add(struct engine *e, const char *id, const char *source,
   }
   if (!payload)
     e->waiting++;
-  unsigned b = hash_id(id);
-  j->next = e->buckets[b];
-  e->buckets[b] = j;
+  j->node.key = j->id;
+  hash_insert(&e->jobs, &j->node);
   return j;
 }
 
@@ -132,11 +124,7 @@ static int job_fill(struct engine *e, struct job *j, const char *payload, size_t
 static void job_remove(struct engine *e, struct job *j) {
   if (!j->payload)
     e->waiting--;
-  for (struct job **p = &e->buckets[hash_id(j->id)]; *p; p = &(*p)->next)
-    if (*p == j) {
-      *p = j->next;
-      break;
-    }
+  hash_remove(&e->jobs, &j->node);
   struct engine_watch *w = j->watches;
   while (w) {
     struct engine_watch *n = w->next;
@@ -428,6 +416,7 @@ struct engine *engine_new(struct event_base *base, const struct config *cfg, str
   struct engine *e = calloc(1, sizeof *e);
   if (!e)
     return NULL;
+  hash_init(&e->jobs, e->buckets, ENGINE_BUCKETS);
   e->base = base;
   e->cfg = cfg;
   e->store = store;
@@ -458,9 +447,8 @@ void engine_free(struct engine *e) {
     event_free(e->kick_ev);
   if (e->lease_ev)
     event_free(e->lease_ev);
-  for (int b = 0; b < ENGINE_BUCKETS; b++)
-    while (e->buckets[b])
-      job_remove(e, e->buckets[b]);
+  for (struct hash_node *n; (n = hash_any(&e->jobs));)
+    job_remove(e, HASH_ENTRY(n, struct job, node));
   free(e);
 }
 

@@ -30,6 +30,7 @@
 #include "config.h"
 #include "digest.h"
 #include "dirlist.h"
+#include "hash.h"
 #include "log.h"
 #include "lua_api.h"
 #include "lua_cost.h"
@@ -98,7 +99,7 @@ struct lrt_state {
 struct lock {
   char *key;
   struct lrt_ev *owner;
-  struct lock *next; /* bucket chain */
+  struct hash_node node; /* in lrt.locks while held, keyed by key */
 };
 
 enum park { PARK_NONE, PARK_CALL, PARK_LOCK };
@@ -153,7 +154,8 @@ struct lrt {
   bool draining; /* lrt_drain runs the ready list itself: no timer needed */
   bool quiet;
   unsigned visit_gen;
-  struct lock *buckets[LOCK_BUCKETS];
+  struct hash_node *buckets[LOCK_BUCKETS];
+  struct hash_table locks; /* the held ones, in buckets */
 
   /* The last load or reload, for /health. */
   bool last_ok;
@@ -1241,18 +1243,9 @@ static int api_call(lua_State *L) {
 /* ------------------------------------------------------------------------ */
 /* ncghl.lock                                                               */
 
-static unsigned lock_hash(const char *k) {
-  unsigned h = 2166136261u;
-  for (; *k; k++)
-    h = (h ^ (unsigned char)*k) * 16777619u;
-  return h % LOCK_BUCKETS;
-}
-
 static struct lock *lock_find(struct lrt *rt, const char *key) {
-  for (struct lock *l = rt->buckets[lock_hash(key)]; l; l = l->next)
-    if (strcmp(l->key, key) == 0)
-      return l;
-  return NULL;
+  struct hash_node *n = hash_find(&rt->locks, key);
+  return n ? HASH_ENTRY(n, struct lock, node) : NULL;
 }
 
 static bool can_acquire(struct lrt *rt, struct lrt_ev *e) {
@@ -1269,10 +1262,9 @@ static bool can_acquire(struct lrt *rt, struct lrt_ev *e) {
 static void acquire_all(struct lrt *rt, struct lrt_ev *e) {
   for (int i = 0; i < e->nwant; i++) {
     struct lock *l = e->want[i];
-    unsigned b = lock_hash(l->key);
     l->owner = e;
-    l->next = rt->buckets[b];
-    rt->buckets[b] = l;
+    l->node.key = l->key;
+    hash_insert(&rt->locks, &l->node);
     e->held[e->nheld++] = l;
   }
   free(e->want);
@@ -1323,11 +1315,7 @@ static void release_locks(struct lrt_ev *e) {
   struct lrt *rt = e->rt;
   for (int i = 0; i < e->nheld; i++) {
     struct lock *l = e->held[i];
-    struct lock **pp = &rt->buckets[lock_hash(l->key)];
-    while (*pp && *pp != l)
-      pp = &(*pp)->next;
-    if (*pp)
-      *pp = l->next;
+    hash_remove(&rt->locks, &l->node);
     free(l->key);
     free(l);
   }
@@ -1721,6 +1709,7 @@ static struct lrt *rt_create(const struct lrt_host *host, const struct script_li
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  hash_init(&rt->locks, rt->buckets, LOCK_BUCKETS);
   rt->host = *host;
   rt->kick = evtimer_new(host->base, on_kick, rt);
   if (!rt->kick) {
