@@ -91,9 +91,9 @@ void lrt_free(struct lrt *rt);
 int lrt_run(struct lrt *rt, const struct lrt_event *ev, lrt_done_cb done, void *ud);
 /* Loads the scripts again into a fresh state and runs every mapping test
  * case (MAPPINGS_DIR/tests, see runner.h) against the same script bytes,
- * through lrt_set_check's function; only
- * if both work does the new state become current (running events finish on
- * the old one, freed after the last). On failure the old state stays and err
+ * through the check lrt_set_check gave it; only if both work does the new
+ * state become current (running events finish on the old one, freed after
+ * the last). On failure the old state stays and err
  * says why: "file:line: message" for a script, the case file, line and first
  * difference for a failing case. Runs on the loop and blocks it while it
  * works (15-25 ms for the shipped mappings and their 50 cases on the 2-core
@@ -108,7 +108,6 @@ int lrt_reload(struct lrt *rt, char *err, size_t errlen);
  * returns 0 when the scripts may go live (*ncases: how many cases ran), else
  * -1 with the first problem in err. Without one (the default) a reload runs
  * no test cases. */
-struct lrt_host;
 typedef struct lrt *(*lrt_build_fn)(void *ud, const struct lrt_host *host, char *err,
                                     size_t errlen);
 typedef int (*lrt_check_fn)(const struct config *cfg, struct event_base *base,
