@@ -21,11 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "httpc.h"
 #include "json.h"
@@ -79,12 +79,6 @@ struct bf {
   double last_print;
   bool progress_open; /* a \r line is on the terminal */
 };
-
-static double now_s(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 static const char *stage_name(const struct bf *b, int stage) {
   if (b->from_ghl)
@@ -214,7 +208,7 @@ static void cursor_load(struct bf *b) {
 /* ---- reading ------------------------------------------------------------------- */
 
 static void read_progress(struct bf *b, bool force) {
-  double t = now_s();
+  double t = clock_wall();
   if (!force && !b->tty && t - b->last_print < PLAIN_PROGRESS_SECONDS)
     return;
   b->last_print = t;
@@ -237,7 +231,7 @@ static int queue_event(struct bf *b, const char *source, const char *type, const
                        size_t len, const char *id) {
   enum store_put put;
   enum ev_status existing = EV_PENDING;
-  if (store_event_put(b->store, id, source, type, body, len, EV_PENDING, now_s(),
+  if (store_event_put(b->store, id, source, type, body, len, EV_PENDING, clock_wall(),
                       b->cfg.idempotency_ttl, &put, &existing) != 0)
     return -1;
   b->read++;
@@ -573,7 +567,7 @@ static int check_event(struct bf *b, const char *id, struct tally *t) {
 }
 
 static void follow_progress(struct bf *b, size_t total, size_t left, double started, bool force) {
-  double t = now_s();
+  double t = clock_wall();
   if (!force && t - b->last_print < (b->tty ? 0.2 : PLAIN_PROGRESS_SECONDS))
     return;
   b->last_print = t;
@@ -607,7 +601,7 @@ static void follow_progress(struct bf *b, size_t total, size_t left, double star
 static int follow(struct bf *b, struct tally *t) {
   size_t total = b->nids;
   size_t left = total;
-  double started = now_s(), checked = started;
+  double started = clock_wall(), checked = started;
   b->last_print = 0;
   follow_progress(b, total, left, started, true);
   while (left > 0) {
@@ -629,8 +623,8 @@ static int follow(struct bf *b, struct tally *t) {
     follow_progress(b, total, left, started, left == 0);
     if (left == 0)
       break;
-    if (now_s() - checked >= PRESENCE_CHECK_SECONDS) {
-      checked = now_s();
+    if (clock_wall() - checked >= PRESENCE_CHECK_SECONDS) {
+      checked = clock_wall();
       if (!presence_running(b->store, NULL)) {
         say(b, "the service on %s stopped: %zu events are still queued; they run at its next start",
             b->cfg.db_path, left);

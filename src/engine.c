@@ -7,9 +7,10 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "clock.h"
 #include "config.h"
+#include "hash.h"
 #include "log.h"
 #include "queue.h"
 #include "retry.h"
@@ -35,7 +36,7 @@ struct engine_watch {
 };
 
 struct job {
-  struct job *next; /* hash chain */
+  struct hash_node node; /* in engine.jobs, keyed by id */
   struct engine *e;
   char id[EVENT_ID_MAX];
   char source[16];
@@ -60,7 +61,8 @@ struct engine {
   struct store *store;
   struct queue *queue;
   struct lrt *rt;
-  struct job *buckets[ENGINE_BUCKETS];
+  struct hash_node *buckets[ENGINE_BUCKETS];
+  struct hash_table jobs; /* by id, in buckets */
   int active; /* jobs starting or running: the concurrency budget */
   bool stopping;
   bool backlog; /* events were left pending for lack of a slot */
@@ -70,24 +72,9 @@ struct engine {
   int waiting; /* jobs without payload, queued behind the budget */
 };
 
-static double wall_now(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
-}
-
-static unsigned hash_id(const char *s) {
-  unsigned h = 2166136261u; /* FNV-1a; ids are already uniform hex */
-  while (*s)
-    h = (h ^ (unsigned char)*s++) * 16777619u;
-  return h % ENGINE_BUCKETS;
-}
-
 static struct job *job_find(struct engine *e, const char *id) {
-  for (struct job *j = e->buckets[hash_id(id)]; j; j = j->next)
-    if (strcmp(j->id, id) == 0)
-      return j;
-  return NULL;
+  struct hash_node *n = hash_find(&e->jobs, id);
+  return n ? HASH_ENTRY(n, struct job, node) : NULL;
 }
 
 static struct job *job_add(struct engine *e, const char *id, const char *source, const char *type,
@@ -115,9 +102,8 @@ static struct job *job_add(struct engine *e, const char *id, const char *source,
   }
   if (!payload)
     e->waiting++;
-  unsigned b = hash_id(id);
-  j->next = e->buckets[b];
-  e->buckets[b] = j;
+  j->node.key = j->id;
+  hash_insert(&e->jobs, &j->node);
   return j;
 }
 
@@ -138,11 +124,7 @@ static int job_fill(struct engine *e, struct job *j, const char *payload, size_t
 static void job_remove(struct engine *e, struct job *j) {
   if (!j->payload)
     e->waiting--;
-  for (struct job **p = &e->buckets[hash_id(j->id)]; *p; p = &(*p)->next)
-    if (*p == j) {
-      *p = j->next;
-      break;
-    }
+  hash_remove(&e->jobs, &j->node);
   struct engine_watch *w = j->watches;
   while (w) {
     struct engine_watch *n = w->next;
@@ -202,14 +184,14 @@ static void write_outcome(void *ud, bool writable) {
   /* Without a batch (the queue failed) nothing is written: the row stays
    * running and its lease brings it back. */
   if (joined != 0 || store_event_finish(e->store, j->id, j->status, j->next_at, j->error,
-                                        j->status == EV_DONE ? j->data : NULL, wall_now()) != 0)
+                                        j->status == EV_DONE ? j->data : NULL, clock_wall()) != 0)
     log_error("event %s: cannot record its outcome", j->id);
   queue_after_commit(e->queue, on_finished, j);
 }
 
 static void on_run_done(void *ud, const struct lrt_result *r) {
   struct job *j = ud;
-  double now = wall_now();
+  double now = clock_wall();
   double next_at = 0;
   j->running = false;
   j->outcome = r->outcome;
@@ -286,7 +268,7 @@ int engine_submit(struct engine *e, const char *id, const char *source, const ch
                   const char *payload, size_t len, enum store_put *put, enum ev_status *existing) {
   if (queue_join_durable(e->queue) != 0)
     return -1;
-  double now = wall_now();
+  double now = clock_wall();
   bool start_now = !e->stopping && e->active < e->cfg->event_concurrency;
   enum ev_status initial = start_now ? EV_RUNNING : EV_PENDING;
   if (store_event_put(e->store, id, source, type, payload, len, initial, now,
@@ -332,7 +314,7 @@ static void claim_due(struct engine *e) {
     room = 256;
   struct store_event *evs = calloc((size_t)room, sizeof *evs);
   int n = 0;
-  if (!evs || queue_join(e->queue) != 0 || store_claim_due(e->store, wall_now(), room, evs, &n) != 0) {
+  if (!evs || queue_join(e->queue) != 0 || store_claim_due(e->store, clock_wall(), room, evs, &n) != 0) {
     free(evs);
     return;
   }
@@ -399,7 +381,7 @@ static int sweep_one(void *ud, const char *id, const char *owner, double updated
 static void lease_sweep(struct engine *e) {
   if (e->stopping || queue_join(e->queue) != 0)
     return;
-  struct sweep w = {e, wall_now(), NULL, 0, 0};
+  struct sweep w = {e, clock_wall(), NULL, 0, 0};
   char key[96], beat[32];
   snprintf(key, sizeof key, "lease.%s", store_owner(e->store));
   snprintf(beat, sizeof beat, "%.0f", w.now);
@@ -434,6 +416,7 @@ struct engine *engine_new(struct event_base *base, const struct config *cfg, str
   struct engine *e = calloc(1, sizeof *e);
   if (!e)
     return NULL;
+  hash_init(&e->jobs, e->buckets, ENGINE_BUCKETS);
   e->base = base;
   e->cfg = cfg;
   e->store = store;
@@ -464,9 +447,8 @@ void engine_free(struct engine *e) {
     event_free(e->kick_ev);
   if (e->lease_ev)
     event_free(e->lease_ev);
-  for (int b = 0; b < ENGINE_BUCKETS; b++)
-    while (e->buckets[b])
-      job_remove(e, e->buckets[b]);
+  for (struct hash_node *n; (n = hash_any(&e->jobs));)
+    job_remove(e, HASH_ENTRY(n, struct job, node));
   free(e);
 }
 

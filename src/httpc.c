@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "log.h"
 
 #define MAX_HOST_CONNECTIONS 64
@@ -69,12 +70,6 @@ struct httpc {
   int pooled;
   bool dispatching, dead;
 };
-
-static double mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
 
 static void list_remove(struct hreq **head, struct hreq *r) {
   if (r->prev)
@@ -207,7 +202,7 @@ static void dispatch(struct httpc *h) {
     struct httpc_response resp = {0};
     long code = 0;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
-    resp.duration_ms = mono_ms() - r->started_ms;
+    resp.duration_ms = clock_mono() * 1e3 - r->started_ms;
     resp.retry_after = r->retry_after;
     resp.ratelimit_remaining = r->rl_remaining;
     resp.ratelimit_max = r->rl_max;
@@ -538,7 +533,7 @@ int httpc_send(struct httpc *h, const struct httpc_request *req, httpc_cb cb, vo
     hreq_free(h, r);
     return -1;
   }
-  r->started_ms = mono_ms();
+  r->started_ms = clock_mono() * 1e3;
   /* add_handle only arms the timer (at 0 ms): the transfer, and so the
    * callback, starts on the next turn of the loop. */
   CURLMcode mc = curl_multi_add_handle(h->multi, e);

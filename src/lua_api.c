@@ -6,6 +6,7 @@
 
 #include <lauxlib.h>
 
+#include "clock.h"
 #include "config.h"
 #include "digest.h"
 #include "log.h"
@@ -20,12 +21,6 @@
 
 static struct lapi_ctx *ctx_of(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(1));
-}
-
-static double now_unix(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static const char *event_label(const struct lapi_ctx *c) {
@@ -54,7 +49,7 @@ static void on_writable_write(void *ud, bool ok) {
   struct later_write *w = ud;
   int rc = -1;
   if (ok)
-    rc = store_link_put(w->store, w->a, w->b, w->c, now_unix());
+    rc = store_link_put(w->store, w->a, w->b, w->c, clock_wall());
   if (rc != 0)
     log_error("lua: a link write that waited for the store's lock was lost (%s %s)", w->a, w->b);
   later_free(w);
@@ -288,7 +283,7 @@ static int api_link_put(lua_State *L) {
   }
   if (write_later(c, 'l', kind, nowcerts_id, ghl_id))
     return 0;
-  if (store_link_put(c->host->store, kind, nowcerts_id, ghl_id, now_unix()) != 0)
+  if (store_link_put(c->host->store, kind, nowcerts_id, ghl_id, clock_wall()) != 0)
     return raise_store_error(L, "store: could not save the id link");
   return 0;
 }
@@ -352,7 +347,7 @@ static int api_snapshot_put(lua_State *L) {
   }
   if (!join_now(c))
     return busy_or_raise(L, c);
-  if (store_snapshot_put(c->host->store, kind, id, ghl_id, json, now_unix()) != 0)
+  if (store_snapshot_put(c->host->store, kind, id, ghl_id, json, clock_wall()) != 0)
     return raise_store_error(L, "store: could not save the sync snapshot");
   return 0;
 }
@@ -404,7 +399,7 @@ static int api_conflict_add(lua_State *L) {
       .event_id = c->event_id,
       .nowcerts_at = opt_number(L, 1, "nowcerts_at"),
       .ghl_at = opt_number(L, 1, "ghl_at"),
-      .at = now_unix(),
+      .at = clock_wall(),
   };
   if (!k.kind || !k.nowcerts_id || !k.field || !k.winner)
     return luaL_error(L, "ncghl.conflict_add: kind, nowcerts_id, field and winner are required");
@@ -453,7 +448,7 @@ static int api_change_add(lua_State *L) {
       .new_value = opt_field(L, 1, "new"),
       .action = opt_field(L, 1, "action"),
       .event_id = c->event_id,
-      .at = now_unix(),
+      .at = clock_wall(),
   };
   if (!k.kind || !k.field || !k.side || !k.action)
     return luaL_error(L, "ncghl.change_add: kind, field, side and action are required");
@@ -589,7 +584,7 @@ static int api_sha256(lua_State *L) {
 }
 
 static int api_now(lua_State *L) {
-  lua_pushnumber(L, now_unix());
+  lua_pushnumber(L, clock_wall());
   return 1;
 }
 

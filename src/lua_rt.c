@@ -26,15 +26,16 @@
 
 #include <lua-cjson.h>
 
+#include "clock.h"
 #include "config.h"
 #include "digest.h"
 #include "dirlist.h"
+#include "hash.h"
 #include "log.h"
 #include "lua_api.h"
 #include "lua_cost.h"
 #include "pii.h"
 #include "queue.h"
-#include "runner.h"
 #include "store.h"
 
 /* The count hook fires every HOOK_EVERY VM instructions: often enough to stop
@@ -98,7 +99,7 @@ struct lrt_state {
 struct lock {
   char *key;
   struct lrt_ev *owner;
-  struct lock *next; /* bucket chain */
+  struct hash_node node; /* in lrt.locks while held, keyed by key */
 };
 
 enum park { PARK_NONE, PARK_CALL, PARK_LOCK, PARK_WRITE };
@@ -142,6 +143,7 @@ struct lrt_ev {
 
 struct lrt {
   struct lrt_host host;
+  lrt_check_fn check; /* lrt_set_check: the reload's test cases */
   struct lrt_state *cur;
   int running;
   bool freeing;
@@ -152,7 +154,8 @@ struct lrt {
   bool draining; /* lrt_drain runs the ready list itself: no timer needed */
   bool quiet;
   unsigned visit_gen;
-  struct lock *buckets[LOCK_BUCKETS];
+  struct hash_node *buckets[LOCK_BUCKETS];
+  struct hash_table locks; /* the held ones, in buckets */
 
   /* The last load or reload, for /health. */
   bool last_ok;
@@ -161,7 +164,6 @@ struct lrt {
 };
 
 static void ev_finish(struct lrt_ev *e, int rc, int nres);
-static double now_unix(void);
 
 static char *xstrdup(const char *s) {
   if (!s)
@@ -181,12 +183,6 @@ static struct lrt_state *state_of(lua_State *L) {
 
 static long budget_of(const struct config *cfg) {
   return cfg->lua_instruction_budget > 0 ? cfg->lua_instruction_budget : DEFAULT_BUDGET;
-}
-
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* An event's limits, from the configuration. */
@@ -268,7 +264,7 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
   }
   if (!g->killed) {
     g->budget -= lua_gethookcount(L);
-    if (g->deadline > 0 && mono_now() > g->deadline)
+    if (g->deadline > 0 && clock_mono() > g->deadline)
       g->killed = MSG_TIME;
     else if (g->budget > 0)
       return;
@@ -343,7 +339,7 @@ static int c_guarded(lua_State *L) {
   struct guard *g = state_of(L)->guard;
   int kind = (int)lua_tointeger(L, lua_upvalueindex(2));
   if (g && g->deadline > 0) {
-    double left_ms = (g->deadline - mono_now()) * 1000.0;
+    double left_ms = (g->deadline - clock_mono()) * 1000.0;
     if (left_ms < 0)
       left_ms = 0;
     const char *what = cguard_names[kind];
@@ -975,11 +971,11 @@ static void ev_resume(struct lrt_ev *e, int nargs) {
   st->limit_on = true;
   /* The time limit counts the event's code running on the loop, summed over
    * its resumes; waiting for an upstream answer is not part of it. */
-  double t0 = mono_now();
+  double t0 = clock_mono();
   e->guard.deadline = t0 + (e->guard.time_left > 1e-6 ? e->guard.time_left : 1e-6);
   int nres = 0;
   int rc = lua_resume(e->co, NULL, nargs, &nres);
-  e->guard.time_left -= mono_now() - t0;
+  e->guard.time_left -= clock_mono() - t0;
   e->guard.deadline = 0;
   st->limit_on = false;
   st->cur = NULL;
@@ -1097,12 +1093,6 @@ static const char *service_name(enum up_service s) {
   return s == UP_GHL ? "ghl" : "nowcerts";
 }
 
-static double now_unix(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void on_attempt(void *ud, const struct up_attempt *a) {
   struct lrt_ev *e = ud;
   struct store *s = e->rt->host.store;
@@ -1111,7 +1101,7 @@ static void on_attempt(void *ud, const struct up_attempt *a) {
   if (e->rt->host.queue)
     queue_join(e->rt->host.queue);
   if (store_attempt_add_io(s, e->id, e->run, service_name(a->service), a->method, a->url,
-                           a->status, a->error, a->duration_ms, now_unix(), a->request,
+                           a->status, a->error, a->duration_ms, clock_wall(), a->request,
                            a->request_len, a->answer, a->answer_len) != 0)
     log_warn("lua event=%s: could not record an upstream attempt", e->id);
 }
@@ -1282,18 +1272,9 @@ static int api_wait_writable(lua_State *L) {
 /* ------------------------------------------------------------------------ */
 /* ncghl.lock                                                               */
 
-static unsigned lock_hash(const char *k) {
-  unsigned h = 2166136261u;
-  for (; *k; k++)
-    h = (h ^ (unsigned char)*k) * 16777619u;
-  return h % LOCK_BUCKETS;
-}
-
 static struct lock *lock_find(struct lrt *rt, const char *key) {
-  for (struct lock *l = rt->buckets[lock_hash(key)]; l; l = l->next)
-    if (strcmp(l->key, key) == 0)
-      return l;
-  return NULL;
+  struct hash_node *n = hash_find(&rt->locks, key);
+  return n ? HASH_ENTRY(n, struct lock, node) : NULL;
 }
 
 static bool can_acquire(struct lrt *rt, struct lrt_ev *e) {
@@ -1310,10 +1291,9 @@ static bool can_acquire(struct lrt *rt, struct lrt_ev *e) {
 static void acquire_all(struct lrt *rt, struct lrt_ev *e) {
   for (int i = 0; i < e->nwant; i++) {
     struct lock *l = e->want[i];
-    unsigned b = lock_hash(l->key);
     l->owner = e;
-    l->next = rt->buckets[b];
-    rt->buckets[b] = l;
+    l->node.key = l->key;
+    hash_insert(&rt->locks, &l->node);
     e->held[e->nheld++] = l;
   }
   free(e->want);
@@ -1364,11 +1344,7 @@ static void release_locks(struct lrt_ev *e) {
   struct lrt *rt = e->rt;
   for (int i = 0; i < e->nheld; i++) {
     struct lock *l = e->held[i];
-    struct lock **pp = &rt->buckets[lock_hash(l->key)];
-    while (*pp && *pp != l)
-      pp = &(*pp)->next;
-    if (*pp)
-      *pp = l->next;
+    hash_remove(&rt->locks, &l->node);
     free(l->key);
     free(l);
   }
@@ -1751,7 +1727,7 @@ static void set_last(struct lrt *rt, bool ok, const char *fmt, ...) {
   vsnprintf(rt->last_msg, sizeof(rt->last_msg), fmt, ap);
   va_end(ap);
   rt->last_ok = ok;
-  rt->last_at = now_unix();
+  rt->last_at = clock_wall();
 }
 
 /* A runtime around a state built from scripts already read. */
@@ -1762,6 +1738,7 @@ static struct lrt *rt_create(const struct lrt_host *host, const struct script_li
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  hash_init(&rt->locks, rt->buckets, LOCK_BUCKETS);
   rt->host = *host;
   rt->kick = evtimer_new(host->base, on_kick, rt);
   if (!rt->kick) {
@@ -1808,15 +1785,14 @@ void lrt_free(struct lrt *rt) {
   rt_destroy(rt);
 }
 
+void lrt_set_check(struct lrt *rt, lrt_check_fn check) {
+  if (rt)
+    rt->check = check;
+}
+
 /* The runner's twin: a runtime on the offline host, from the same bytes. */
 static struct lrt *build_twin(void *ud, const struct lrt_host *host, char *err, size_t errlen) {
   return rt_create(host, ud, err, errlen);
-}
-
-static double mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* The scripts are read once. From those bytes two states are built: the one
@@ -1830,18 +1806,18 @@ int lrt_reload(struct lrt *rt, char *err, size_t errlen) {
     snprintf(err, errlen, "no runtime");
     return -1;
   }
-  double t0 = mono_ms();
+  double t0 = clock_mono() * 1e3;
   struct script_list scripts = {0};
   struct lrt_state *st = NULL;
   int ncases = 0;
   int rc = scripts_read(rt->host.cfg, &scripts, err, errlen);
   if (rc == 0 && !(st = state_build(rt, &scripts, err, errlen)))
     rc = -1;
-  double t1 = mono_ms();
-  if (rc == 0)
-    rc = runner_check(rt->host.cfg, rt->host.base, build_twin, &scripts, &ncases, err, errlen);
+  double t1 = clock_mono() * 1e3;
+  if (rc == 0 && rt->check)
+    rc = rt->check(rt->host.cfg, rt->host.base, build_twin, &scripts, &ncases, err, errlen);
   scripts_free(&scripts);
-  double t2 = mono_ms();
+  double t2 = clock_mono() * 1e3;
   if (rc != 0) {
     if (st)
       state_free(st); /* the caller reports err; the old state stays current */
@@ -1897,7 +1873,7 @@ int lrt_pcall(struct lrt *rt, int nargs, int nresults) {
   struct guard g;
   memset(&g, 0, sizeof g);
   guard_for_event(&g, rt->host.cfg);
-  g.deadline = mono_now() + g.time_left;
+  g.deadline = clock_mono() + g.time_left;
   struct guard *saved_guard = st->guard;
   bool saved_limit = st->limit_on, saved_refused = st->refused;
   lua_Hook saved_hook = lua_gethook(L);

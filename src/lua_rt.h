@@ -90,9 +90,10 @@ int lrt_load_module(struct lua_State *L, const char *name);
 void lrt_free(struct lrt *rt);
 int lrt_run(struct lrt *rt, const struct lrt_event *ev, lrt_done_cb done, void *ud);
 /* Loads the scripts again into a fresh state and runs every mapping test
- * case (MAPPINGS_DIR/tests, see runner.h) against the same script bytes; only
- * if both work does the new state become current (running events finish on
- * the old one, freed after the last). On failure the old state stays and err
+ * case (MAPPINGS_DIR/tests, see runner.h) against the same script bytes,
+ * through the check lrt_set_check gave it; only if both work does the new
+ * state become current (running events finish on the old one, freed after
+ * the last). On failure the old state stays and err
  * says why: "file:line: message" for a script, the case file, line and first
  * difference for a failing case. Runs on the loop and blocks it while it
  * works (15-25 ms for the shipped mappings and their 50 cases on the 2-core
@@ -100,6 +101,19 @@ int lrt_run(struct lrt *rt, const struct lrt_event *ev, lrt_done_cb done, void *
  * SIGHUP that arrives meanwhile is only recorded by libevent's handler, and
  * the callback runs again after this one returns: it is never lost. */
 int lrt_reload(struct lrt *rt, char *err, size_t errlen);
+/* lrt_reload's test of new scripts before they become current, passed in
+ * by the host (main.c: runner_check, runner.h) so that the runtime does not
+ * depend on the runner, which depends on it. It gets a `build` that makes a
+ * runtime from the bytes the reload read, on the host it is given, and
+ * returns 0 when the scripts may go live (*ncases: how many cases ran), else
+ * -1 with the first problem in err. Without one (the default) a reload runs
+ * no test cases. */
+typedef struct lrt *(*lrt_build_fn)(void *ud, const struct lrt_host *host, char *err,
+                                    size_t errlen);
+typedef int (*lrt_check_fn)(const struct config *cfg, struct event_base *base,
+                            lrt_build_fn build, void *build_ud, int *ncases, char *err,
+                            size_t errlen);
+void lrt_set_check(struct lrt *rt, lrt_check_fn check);
 /* Short hash of the loaded scripts' bytes, for /health. */
 const char *lrt_version(const struct lrt *rt);
 /* The last load or reload, for /health: *ok whether it took, *when (Unix

@@ -8,16 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include "ascase.h"
 #include "backfill.h"
-#include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "conflicts_cmd.h"
 #include "doctor.h"
 #include "engine.h"
+#include "events_cmd.h"
 #include "httpc.h"
 #include "log.h"
 #include "lua_rt.h"
@@ -140,9 +139,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   struct app *a = arg;
-  struct timeval now;
-  evutil_gettimeofday(&now, NULL);
-  double t = (double)now.tv_sec + now.tv_usec / 1e6;
+  double t = clock_wall();
   int running = engine_running(a->engine);
   if (running == 0 || t >= a->drain_deadline) {
     if (running)
@@ -171,9 +168,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg) {
   server_drain(a->server);
   poller_stop(a->poller);
   engine_stop(a->engine);
-  struct timeval now;
-  evutil_gettimeofday(&now, NULL);
-  a->drain_deadline = (double)now.tv_sec + now.tv_usec / 1e6 + SHUTDOWN_GRACE_SECONDS;
+  a->drain_deadline = clock_wall() + SHUTDOWN_GRACE_SECONDS;
   a->drain_timer = event_new(a->base, -1, EV_PERSIST, on_drain_tick, a);
   struct timeval tick = {0, 50000};
   event_add(a->drain_timer, &tick);
@@ -370,6 +365,7 @@ static int cmd_serve(int argc, char **argv) {
     log_error("mappings: %s", err);
     goto out;
   }
+  lrt_set_check(a.rt, runner_check);
   note_reload(&a, true, "loaded at start");
   a.engine = engine_new(a.base, &a.cfg, a.store, a.queue, a.rt);
   if (!a.engine)
@@ -414,216 +410,6 @@ out:
   return rc;
 }
 
-static void put_field(struct buf *b, const char *s) {
-  for (; s && *s; s++)
-    buf_putc(b, (*s == '\t' || *s == '\n' || *s == '\r') ? ' ' : *s);
-}
-
-struct list_opts {
-  bool json;
-  struct buf line;
-};
-
-static int print_event(void *ud, const struct store_event *e) {
-  struct list_opts *o = ud;
-  struct buf *b = &o->line;
-  buf_reset(b);
-  if (o->json) {
-    buf_putc(b, '{');
-    store_event_json_fields(b, e);
-    buf_putc(b, '}');
-  } else {
-    buf_printf(b, "%s\t%s\t", e->id, e->source);
-    put_field(b, e->type);
-    buf_printf(b, "\t%s\t%d\t", store_status_name(e->status), e->attempts);
-    put_field(b, e->last_error);
-  }
-  if (b->p)
-    puts(b->p);
-  return 0;
-}
-
-static int cmd_events(int argc, char **argv) {
-  const char *status = NULL;
-  int limit = 100;
-  struct list_opts o = {false, {0}};
-  const char *as_case = NULL;
-  for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--as-case") == 0 && i + 1 < argc)
-      as_case = argv[++i];
-    else if (strcmp(argv[i], "--json") == 0)
-      o.json = true;
-    else if (strcmp(argv[i], "--status") == 0 && i + 1 < argc)
-      status = argv[++i];
-    else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
-      char *end;
-      limit = (int)strtol(argv[++i], &end, 10);
-      if (*end || limit <= 0) {
-        fprintf(stderr, "ncghl events: --limit wants a positive whole number\n");
-        return 2;
-      }
-    } else {
-      fprintf(stderr, "ncghl events: unknown option '%s'\n%s", argv[i], usage);
-      return 2;
-    }
-  }
-  if (status && store_status_parse(status) < 0) {
-    fprintf(stderr, "ncghl events: unknown status '%s' (pending, running, done, retry_wait, dead)\n",
-            status);
-    return 2;
-  }
-  struct config cfg;
-  if (load_config(&cfg, NULL, false) != 0)
-    return 1;
-  struct stat st;
-  if (stat(cfg.db_path, &st) != 0) {
-    fprintf(stderr, "ncghl events: no store at %s (DB_PATH): nothing has been received yet\n",
-            cfg.db_path);
-    config_free(&cfg);
-    return 1;
-  }
-  char err[1024];
-  struct store *s = store_open(cfg.db_path, err, sizeof err);
-  if (!s) {
-    fprintf(stderr, "ncghl events: %s\n", err);
-    config_free(&cfg);
-    return 1;
-  }
-  if (as_case) {
-    int got = ascase_write(stdout, &cfg, s, as_case);
-    if (got != 0)
-      fprintf(stderr, "ncghl events: %s %s in %s (DB_PATH)\n",
-              got > 0 ? "no event" : "cannot read event", as_case, cfg.db_path);
-    store_close(s);
-    config_free(&cfg);
-    log_close();
-    return got == 0 ? 0 : 1;
-  }
-  buf_init(&o.line, 0);
-  int rc = store_event_list(s, status, limit, print_event, &o) == 0 ? 0 : 1;
-  buf_free(&o.line);
-  store_close(s);
-  config_free(&cfg);
-  log_close();
-  return rc;
-}
-
-struct id_list {
-  char (*ids)[EVENT_ID_MAX];
-  size_t n, cap;
-  bool oom; /* the list stopped early: replay nothing rather than part */
-};
-
-static int collect_id(void *ud, const struct store_event *e) {
-  struct id_list *l = ud;
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 64;
-    char(*ids)[EVENT_ID_MAX] = realloc(l->ids, cap * sizeof *ids);
-    if (!ids) {
-      l->oom = true;
-      return -1;
-    }
-    l->ids = ids;
-    l->cap = cap;
-  }
-  snprintf(l->ids[l->n++], EVENT_ID_MAX, "%s", e->id);
-  return 0;
-}
-
-/* Puts events back in the queue of the same store, keeping their ids and
- * attempt history. The service's once-a-second poll picks them up; with no
- * service running they wait for its next start, and this says so. */
-static int cmd_replay(int argc, char **argv) {
-  if (argc != 1 || (argv[0][0] == '-' && strcmp(argv[0], "--dead") != 0)) {
-    fprintf(stderr, "ncghl replay: give one event id or --dead\n%s", usage);
-    return 2;
-  }
-  bool all_dead = strcmp(argv[0], "--dead") == 0;
-  struct config cfg;
-  if (load_config(&cfg, NULL, false) != 0)
-    return 1;
-  struct stat st;
-  char err[1024];
-  struct store *s = NULL;
-  int rc = 1;
-  struct id_list l = {0};
-  if (stat(cfg.db_path, &st) != 0) {
-    fprintf(stderr, "ncghl replay: no store at %s (DB_PATH): nothing has been received yet\n",
-            cfg.db_path);
-    goto out;
-  }
-  if (!(s = store_open(cfg.db_path, err, sizeof err))) {
-    fprintf(stderr, "ncghl replay: %s\n", err);
-    goto out;
-  }
-  if (all_dead) {
-    if (store_event_list(s, "dead", 0, collect_id, &l) != 0 || l.oom) {
-      fprintf(stderr, "ncghl replay: cannot read the dead events from %s\n", cfg.db_path);
-      goto out;
-    }
-    if (l.n == 0) {
-      printf("no dead events in %s: nothing to replay\n", cfg.db_path);
-      rc = 0;
-      goto out;
-    }
-  } else {
-    struct store_event e;
-    int got = store_event_get(s, argv[0], &e);
-    if (got != 0) {
-      fprintf(stderr, "ncghl replay: %s %s in %s (DB_PATH)\n",
-              got > 0 ? "no event" : "cannot read event", argv[0], cfg.db_path);
-      goto out;
-    }
-    enum ev_status was = e.status;
-    store_event_free(&e);
-    if (was == EV_RUNNING) {
-      fprintf(stderr, "ncghl replay: event %s is running now; replay it once it has ended\n",
-              argv[0]);
-      goto out;
-    }
-    if (!(l.ids = malloc(sizeof *l.ids)))
-      goto out;
-    snprintf(l.ids[0], EVENT_ID_MAX, "%s", argv[0]);
-    l.n = 1;
-  }
-  struct timeval now;
-  evutil_gettimeofday(&now, NULL);
-  size_t done = 0;
-  if (l.n == 0 || store_begin(s) != 0)
-    goto out;
-  for (size_t i = 0; i < l.n; i++) {
-    int r = store_event_requeue(s, l.ids[i], (double)now.tv_sec + now.tv_usec / 1e6);
-    if (r < 0) {
-      store_rollback(s);
-      fprintf(stderr, "ncghl replay: cannot write to %s; nothing was replayed\n", cfg.db_path);
-      goto out;
-    }
-    done += (size_t)r;
-  }
-  if (store_commit(s) != 0) {
-    fprintf(stderr, "ncghl replay: cannot write to %s; nothing was replayed\n", cfg.db_path);
-    goto out;
-  }
-  if (all_dead)
-    printf("%zu dead event%s put back in the queue (ids and attempt history kept)\n", done,
-           done == 1 ? "" : "s");
-  else
-    printf("event %s put back in the queue (id and attempt history kept)\n", l.ids[0]);
-  long pid = 0;
-  if (presence_running(s, &pid))
-    printf("a service is running on %s (pid %ld): it will be picked up within about a second\n",
-           cfg.db_path, pid);
-  else
-    printf("no service is running on %s: it will run at the next start\n", cfg.db_path);
-  rc = 0;
-out:
-  free(l.ids);
-  store_close(s);
-  config_free(&cfg);
-  log_close();
-  return rc;
-}
-
 int main(int argc, char **argv) {
   if (argc < 2) {
     fputs(usage, stderr);
@@ -633,9 +419,9 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "serve") == 0)
     return cmd_serve(argc - 2, argv + 2);
   if (strcmp(cmd, "events") == 0)
-    return cmd_events(argc - 2, argv + 2);
+    return events_main(argc - 2, argv + 2, usage);
   if (strcmp(cmd, "replay") == 0)
-    return cmd_replay(argc - 2, argv + 2);
+    return replay_main(argc - 2, argv + 2, usage);
   if (strcmp(cmd, "conflicts") == 0)
     return conflicts_main(argc - 2, argv + 2);
   if (strcmp(cmd, "check") == 0)

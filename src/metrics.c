@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "hash.h"
 
 /* Webhook answers are mostly a few milliseconds (the commit) or as long as
  * the mapping's upstream calls take, up to WEBHOOK_WAIT_MS. */
@@ -206,11 +207,10 @@ struct metric *metrics_histogram(struct metrics *m, const char *name, const char
 }
 
 static uint32_t hash_values(const char *const *values, int n) {
-  uint32_t h = 2166136261u; /* FNV-1a, with a separator between values */
+  uint32_t h = HASH_SEED; /* with a separator between values */
   for (int i = 0; i < n; i++) {
-    for (const unsigned char *p = (const unsigned char *)values[i]; *p; p++)
-      h = (h ^ *p) * 16777619u;
-    h = (h ^ 0xffu) * 16777619u;
+    h = hash_add(h, values[i], strlen(values[i]));
+    h = hash_add(h, "\xff", 1);
   }
   return h;
 }

@@ -24,9 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/time.h>
 #include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "engine.h"
 #include "json.h"
@@ -71,12 +71,6 @@ struct poller {
 };
 
 /* ---- time --------------------------------------------------------------- */
-
-static double wall_now(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 static int digits(const char **p, int n, int *out) {
   int v = 0;
@@ -299,7 +293,7 @@ static void begin_list(struct poller *p) {
   if (!v || poller_parse_time(v, &mark) != 0) {
     /* No history: the first start reads from now (less the overlap) on.
      * Earlier records are what `ncghl backfill` is for. */
-    mark = wall_now();
+    mark = clock_wall();
     log_info("poller: no %s watermark yet; reading changes from now on", poller_list_name(p->list));
   }
   free(v);
@@ -320,8 +314,8 @@ static void next_step(struct poller *p) {
     p->list = POLLER_POLICIES;
     begin_list(p);
   } else if (p->list == POLLER_POLICIES && p->cfg->nowcerts_deleted_poll_interval > 0 &&
-             wall_now() >= p->deleted_due) {
-    p->deleted_due = wall_now() + p->cfg->nowcerts_deleted_poll_interval;
+             clock_wall() >= p->deleted_due) {
+    p->deleted_due = clock_wall() + p->cfg->nowcerts_deleted_poll_interval;
     p->list = POLLER_DELETED;
     p->consumed = 0;
     p->more = false;

@@ -8,9 +8,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "queue.h"
 #include "store.h"
 
@@ -25,9 +25,7 @@ struct presence {
 
 static void beat(struct presence *p) {
   char v[64];
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  snprintf(v, sizeof v, "%ld %ld", (long)getpid(), (long)tv.tv_sec);
+  snprintf(v, sizeof v, "%ld %ld", (long)getpid(), (long)clock_wall());
   if (queue_join(p->queue) == 0)
     store_kv_put(p->store, "service.presence", v);
 }
@@ -71,10 +69,9 @@ bool presence_running(struct store *store, long *pid) {
   free(v);
   if (!ok || who <= 0)
     return false;
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
+  long now = (long)clock_wall();
   bool alive = kill((pid_t)who, 0) == 0 || errno == EPERM;
   if (pid)
     *pid = who;
-  return alive && tv.tv_sec - at <= PRESENCE_STALE;
+  return alive && now - at <= PRESENCE_STALE;
 }

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "store.h"
 
@@ -194,12 +195,6 @@ static void on_synced(evutil_socket_t fd, short what, void *arg) {
   start_sync(q);
 }
 
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void run_commit(struct queue *q) {
   if (!q->open)
     return;
@@ -223,7 +218,7 @@ static void run_commit(struct queue *q) {
     return;
   }
   q->open = false;
-  q->last_commit = mono_now();
+  q->last_commit = clock_mono();
   if (!ok) {
     store_rollback(q->store);
     if (store_last_fault(q->store) == STORE_FAULT_FULL)
@@ -383,7 +378,7 @@ static int join(struct queue *q, bool durable) {
      * at most every QUEUE_COMMIT_INTERVAL: each COMMIT costs about as much
      * as the writes it carries, and under load a loop turn holds only a
      * request or two, so waiting a moment makes the batches worth it. */
-    double wait = q->last_commit + QUEUE_COMMIT_INTERVAL - mono_now();
+    double wait = q->last_commit + QUEUE_COMMIT_INTERVAL - clock_mono();
     if (wait <= 0) {
       event_active(q->commit_ev, 0, 0);
     } else {

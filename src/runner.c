@@ -20,6 +20,7 @@
  * are API shapes and are kept in that Lua, next to the notes they cite. */
 #include "runner.h"
 
+#include "clock.h"
 #include "dirlist.h"
 
 #include <dirent.h>
@@ -85,12 +86,6 @@ static char *xstrdup(const char *s) {
   if (p)
     memcpy(p, s, n);
   return p;
-}
-
-static double mono_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* The whole file, NUL-terminated; -1 with a reason. */
@@ -597,7 +592,7 @@ int runner_run(struct runner *r, int rounds, FILE *out, struct runner_report *re
     rounds = 1;
   r->map_mode = false;
   bool all = true;
-  double t0 = mono_s();
+  double t0 = clock_mono();
   for (int round = 0; round < rounds; round++) {
     for (int i = 0; i < r->ncases; i++) {
       run_case(r, i);
@@ -621,7 +616,7 @@ int runner_run(struct runner *r, int rounds, FILE *out, struct runner_report *re
       }
     }
   }
-  rep->seconds = mono_s() - t0;
+  rep->seconds = clock_mono() - t0;
   run_reset(r);
   push_fn(r, "finish");
   if (lrt_pcall(r->rt, 0, 0) != LUA_OK)

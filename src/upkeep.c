@@ -13,9 +13,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "store.h"
 
@@ -43,12 +43,6 @@ struct upkeep {
   struct event *msg_ev;
 };
 
-static double wall_now(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
-}
-
 static void send_msg(struct upkeep *u, const struct upkeep_msg *m) {
   while (write(u->msg_pipe[1], m, sizeof *m) < 0 && errno == EINTR)
     ;
@@ -62,7 +56,7 @@ static bool wait_stop(struct upkeep *u, int ms) {
 }
 
 static bool retention_pass(struct upkeep *u, struct store *s) {
-  double cutoff = wall_now() - (double)u->retention_days * 86400.0;
+  double cutoff = clock_wall() - (double)u->retention_days * 86400.0;
   long total = 0;
   for (;;) {
     int n = 0;
@@ -91,10 +85,10 @@ static void *upkeep_thread(void *arg) {
     log_error("upkeep: cannot open the store a second time: %s", err);
     return NULL;
   }
-  double next_retention = 0, next_recount = wall_now() + UPKEEP_RECOUNT_SECONDS;
+  double next_retention = 0, next_recount = clock_wall() + UPKEEP_RECOUNT_SECONDS;
   while (!wait_stop(u, UPKEEP_TICK_MS)) {
     store_checkpoint(s, NULL, NULL);
-    double now = wall_now();
+    double now = clock_wall();
     if (u->retention_days > 0 && now >= next_retention) {
       if (retention_pass(u, s))
         break;

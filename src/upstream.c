@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "digest.h"
 #include "httpc.h"
@@ -111,12 +112,6 @@ int up_service_parse(const char *name) {
   if (strcmp(name, "ghl") == 0)
     return UP_GHL;
   return -1;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* xorshift64*: jitter only needs to spread retries apart, not be secret. */
@@ -299,12 +294,6 @@ static void on_token_result(void *ud, bool ok) {
 
 #define OAUTH_KV_KEY "ghl_oauth"
 
-static double wall_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Appends s as a JSON string (tokens are printable ASCII, but escape what
  * JSON needs anyway). */
 static void json_string_to(struct buf *b, const char *s) {
@@ -335,7 +324,7 @@ static void save_oauth(void *ud, const char *refresh, const char *access, double
   json_string_to(&b, refresh);
   buf_printf(&b, ",\"access_token\":");
   json_string_to(&b, access ? access : "");
-  buf_printf(&b, ",\"expires_at\":%.0f}", wall_now() + lifetime);
+  buf_printf(&b, ",\"expires_at\":%.0f}", clock_wall() + lifetime);
   /* The refresh token GHL just issued is the only one that will work: a
    * failure to keep it is worth an error line (the token itself never is). */
   if (!b.p || store_kv_put(u->store, OAUTH_KV_KEY, b.p) != 0)
@@ -363,12 +352,12 @@ void up_set_store(struct upstream *u, struct store *s) {
   const char *refresh = root ? json_str(json_get(root, "refresh_token")) : NULL;
   const char *access = root ? json_str(json_get(root, "access_token")) : NULL;
   const struct json *exp = root ? json_get(root, "expires_at") : NULL;
-  double left = exp && json_type(exp) == JSON_NUMBER ? json_num(exp) - wall_now() : 0;
+  double left = exp && json_type(exp) == JSON_NUMBER ? json_num(exp) - clock_wall() : 0;
   if (!stored_seed || !refresh) {
     log_warn("tokens: the stored GHL OAuth tokens are unreadable; using GHL_REFRESH_TOKEN");
   } else if (strcmp(stored_seed, seed) != 0) {
     log_info("tokens: GHL_REFRESH_TOKEN changed since the tokens were stored; using it");
-  } else if (tokens_restore(tk, refresh, access, left, now_s()) == 0) {
+  } else if (tokens_restore(tk, refresh, access, left, clock_mono()) == 0) {
     log_info("tokens: using the GHL OAuth tokens stored by an earlier run%s",
              left > 0 ? "" : " (the access token has expired: refreshing first)");
   }
@@ -550,7 +539,7 @@ static void on_http(void *ud, const struct httpc_response *resp) {
     log_warn("upstream: out of memory keeping a response body");
 
   if (c->svc == UP_GHL) {
-    double now = now_s();
+    double now = clock_mono();
     ratelimit_observe(&u->ghl_rl, resp->ratelimit_remaining, resp->ratelimit_interval_ms, now);
     /* A 429 holds back every GHL call, not just this one. */
     if (resp->status == 429)
@@ -640,7 +629,7 @@ static void on_http(void *ud, const struct httpc_response *resp) {
 static void send_with(struct ucall *c, const char *token) {
   struct upstream *u = c->u;
   if (c->svc == UP_GHL) {
-    double wait = ratelimit_take(&u->ghl_rl, now_s());
+    double wait = ratelimit_take(&u->ghl_rl, clock_mono());
     if (wait > 0) {
       log_debug("upstream: ghl rate limit: %s %s waits %.2f s", c->method, c->url, wait);
       arm(c, wait);
@@ -717,7 +706,7 @@ static void attempt(struct ucall *c) {
     finish(c);
     return;
   }
-  double now = now_s();
+  double now = clock_mono();
   const char *token = tokens_fresh(tk, now);
   if (token) {
     send_with(c, token);

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "lua_rt.h"
 #include "queue.h"
+#include "runner.h"
 #include "store.h"
 #include "upstream.h"
 
@@ -407,6 +408,7 @@ static void start_rt(struct world *w) {
   w->rt = lrt_new(&host, err, sizeof(err));
   if (!w->rt)
     fail_msg("lrt_new: %s", err);
+  lrt_set_check(w->rt, runner_check);
 }
 
 static char *slurp(const char *path) {
@@ -1117,6 +1119,73 @@ static void write_case(struct world *w, const char *source) {
   write_file(dir, "contacts.lua", text);
 }
 
+/* The reload's check is whatever the host gave (lrt_set_check): it sees the
+ * host's configuration and a build that makes a runtime from the new
+ * scripts on another host, its refusal keeps the old scripts, and without
+ * one no case runs (lua_rt.c does not reach into the runner). */
+struct check_calls {
+  int n;
+  const struct config *cfg;
+  bool built;
+  int answer;
+};
+static struct check_calls *check_seen;
+
+static int counting_check(const struct config *cfg, struct event_base *base, lrt_build_fn build,
+                          void *build_ud, int *ncases, char *err, size_t errlen) {
+  check_seen->n++;
+  check_seen->cfg = cfg;
+  struct lrt_host host = {.base = base, .cfg = cfg};
+  struct lrt *twin = build(build_ud, &host, err, errlen);
+  check_seen->built = twin != NULL;
+  lrt_free(twin);
+  *ncases = 7;
+  if (check_seen->answer != 0)
+    snprintf(err, errlen, "refused by the host's check");
+  return check_seen->answer;
+}
+
+static void test_reload_check_comes_from_the_host(void **state) {
+  struct world *w = *state;
+  make_mappings(w, NULL, NULL);
+  write_case(w, "NowCerts");
+  start_rt(w);
+  char v1[13], err[1024];
+  snprintf(v1, sizeof(v1), "%s", lrt_version(w->rt));
+  struct check_calls calls = {0};
+  check_seen = &calls;
+  lrt_set_check(w->rt, counting_check);
+  if (lrt_reload(w->rt, err, sizeof(err)) != 0)
+    fail_msg("reload: %s", err);
+  assert_int_equal(calls.n, 1);
+  assert_ptr_equal(calls.cfg, &w->cfg);
+  assert_true(calls.built);
+  bool ok = false;
+  const char *msg = lrt_last_reload(w->rt, &ok, NULL);
+  assert_true(ok);
+  if (!strstr(msg, "7 test cases passed"))
+    fail_msg("unexpected: %s", msg);
+
+  calls.answer = -1;
+  make_mappings(w, "map.const(\"NowCerts\")", "map.const(\"Changed\")");
+  assert_int_equal(lrt_reload(w->rt, err, sizeof(err)), -1);
+  assert_int_equal(calls.n, 2);
+  assert_string_equal(err, "refused by the host's check");
+  assert_string_equal(lrt_version(w->rt), v1);
+
+  /* No check: the case that now fails is not run, and the scripts go live. */
+  lrt_set_check(w->rt, NULL);
+  if (lrt_reload(w->rt, err, sizeof(err)) != 0)
+    fail_msg("reload: %s", err);
+  assert_int_equal(calls.n, 2);
+  assert_string_not_equal(lrt_version(w->rt), v1);
+  msg = lrt_last_reload(w->rt, &ok, NULL);
+  assert_true(ok);
+  if (!strstr(msg, "0 test cases passed"))
+    fail_msg("unexpected: %s", msg);
+  check_seen = NULL;
+}
+
 static void test_reload_runs_the_test_cases_first(void **state) {
   struct world *w = *state;
   make_mappings(w, NULL, NULL);
@@ -1335,6 +1404,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_ghl_contact_to_nowcerts_and_echo, setup, teardown),
     cmocka_unit_test_setup_teardown(test_normalize_accepts_every_format, setup, teardown),
     cmocka_unit_test_setup_teardown(test_reload_runs_the_test_cases_first, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_reload_check_comes_from_the_host, setup, teardown),
     cmocka_unit_test_setup_teardown(test_reload_cases_leave_nothing_behind, setup, teardown),
     cmocka_unit_test_setup_teardown(test_reload_of_the_shipped_mappings, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_sighup_during_a_reload_is_not_lost, setup, teardown),
