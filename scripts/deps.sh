@@ -10,7 +10,15 @@ PACKAGES=(
 # Only the benchmark needs these: the peer (the source design in Python) it
 # is compared against. `scripts/deps.sh --bench` adds them.
 BENCH_PACKAGES=(python3-fastapi python3-uvicorn python3-httpx python3-pydantic)
-[ "${1:-}" = "--bench" ] && PACKAGES+=("${BENCH_PACKAGES[@]}")
+# Only `make fuzz` needs these: clang and its libFuzzer/sanitizer runtime
+# (the suite replays the fuzz corpora with gcc). `scripts/deps.sh --fuzz`.
+FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+for arg in "$@"; do
+  case "$arg" in
+  --bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;
+  --fuzz) PACKAGES+=("${FUZZ_PACKAGES[@]}") ;;
+  esac
+done
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
