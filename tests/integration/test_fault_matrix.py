@@ -484,7 +484,8 @@ class Storage(FaultCase):
             t.join(40)
         with self.subTest("every webhook is answered while the other process holds the lock"):
             self.assertEqual([x for x in batch if x.status is None], [],
-                             "intake stalled: no answer while another process held the lock")
+                             "intake stalled: no answer while another process held the lock "
+                             "(answers: %r)" % batch)
             for x in batch:
                 self.assertIn(x.status, (200, 202, 503), "%r: %r" % (x, x.answer))
         # Whatever was acknowledged must be on disk: the process dies now,
