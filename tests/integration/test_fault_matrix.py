@@ -518,15 +518,17 @@ class Storage(FaultCase):
         sent = []
         stop = threading.Event()
 
-        def feed():
+        def feed(side):
             while not stop.is_set():
-                x = self.make("nowcerts", 1)[0]
+                x = self.make(side, 1)[0]
                 self.post(current[0], x, timeout=5.0)
                 sent.append(x)
                 if x.status is None:
                     time.sleep(0.02)
 
-        feeders = [threading.Thread(target=feed) for _ in range(2)]
+        # One stream each way: NowCerts webhooks make GHL contacts, GHL
+        # webhooks NowCerts insureds.
+        feeders = [threading.Thread(target=feed, args=(side,)) for side in ("nowcerts", "ghl")]
         for t in feeders:
             t.start()
         try:
@@ -541,6 +543,8 @@ class Storage(FaultCase):
                 t.join(15)
         s = current[0]
         acked = [x for x in sent if x.acked]
+        print("    %d webhooks sent, %d acknowledged, over 5 kill -9 rounds"
+              % (len(sent), len(acked)), flush=True)
         self.assertGreater(len(acked), 0, "no webhook was acknowledged at all")
         st = self.states(s)
         stored = [x for x in sent if x.id in st]
