@@ -1765,15 +1765,15 @@ void server_free(struct server *s) {
 
 int server_check_webhook(const char *path, const char *hook, const char *body, size_t len,
                          char *type, size_t typelen, char *id) {
+  /* In the order of enum route: R_NOWCERTS, R_GHL, R_MANUAL. */
   static const char *const paths[] = {"/api/v1/webhooks/nowcerts", "/api/v1/webhooks/ghl",
                                       "/api/v1/sync/manual"};
-  enum route r = R_NOWCERTS;
   size_t i = 0;
   while (i < sizeof paths / sizeof *paths && strcmp(path, paths[i]) != 0)
     i++;
   if (i == sizeof paths / sizeof *paths)
     return 404;
-  r = (enum route)i;
+  enum route r = (enum route)i;
   if (r == R_NOWCERTS && hook)
     r = R_HOOK;
   if (r == R_HOOK && !one_of(hook, hook_names))
