@@ -3,7 +3,7 @@ BUILD ?= build
 SANITIZE ?= OFF
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test sanitize clean
+.PHONY: all deps build run test sanitize fuzz clean
 
 all: build
 
@@ -24,5 +24,25 @@ test: build
 sanitize:
 	$(MAKE) test BUILD=build-asan SANITIZE=ON
 
+# libFuzzer on every tests/fuzz target (clang, ASan, UBSan), FUZZ_SECONDS
+# each. New inputs go to $(FUZZ_BUILD)/corpus/<target>; the seeds in
+# tests/fuzz/corpus are only read. A crash stops with its input saved as
+# $(FUZZ_BUILD)/crash-<target>-*.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= json webhook sig env map
+fuzz:
+	@scripts/deps.sh --fuzz
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNCGHL_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j2 --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+	  ./$(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$dict \
+	    -artifact_prefix=$(FUZZ_BUILD)/crash-$$t- $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t \
+	    || exit 1; \
+	done
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

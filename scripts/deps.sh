@@ -13,7 +13,15 @@ PACKAGES=(
 # is compared against, and rsvg-convert to look at bench/curve.sh's SVGs as
 # PNG. `scripts/deps.sh --bench` adds them.
 BENCH_PACKAGES=(python3-fastapi python3-uvicorn python3-httpx python3-pydantic librsvg2-bin)
-[ "${1:-}" = "--bench" ] && PACKAGES+=("${BENCH_PACKAGES[@]}")
+# Only `make fuzz` needs these: clang and its libFuzzer/sanitizer runtime
+# (the suite replays the fuzz corpora with gcc). `scripts/deps.sh --fuzz`.
+FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+for arg in "$@"; do
+  case "$arg" in
+  --bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;
+  --fuzz) PACKAGES+=("${FUZZ_PACKAGES[@]}") ;;
+  esac
+done
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

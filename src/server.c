@@ -262,20 +262,19 @@ static void require_enum(struct problems *p, const struct json *root, const char
   problem(p, field, msg, "value_error.const");
 }
 
-/* Checks the body against the route's model; on success returns the event
- * type to store (malloc'd). On failure it has answered and returns NULL. */
-static char *validate(struct evhttp_request *req, const struct track *tr, const struct json *root) {
-  enum route r = tr->route;
-  struct problems p;
-  buf_init(&p.b, 0);
-  p.n = 0;
+/* Checks the body against the route's model without answering, so the
+ * same checks serve a request and server_check_webhook. On success returns
+ * the event type to store (malloc'd); otherwise NULL with the 422 problems
+ * in p, or (p->n == 0) a 400 sentence in detail. */
+static char *check_body(enum route r, const struct json *root, struct problems *p, char *detail,
+                        size_t dlen) {
   char *type = NULL;
   if (json_type(root) != JSON_OBJECT) {
-    problem(&p, NULL, "value is not a valid dict", "type_error.dict");
+    problem(p, NULL, "value is not a valid dict", "type_error.dict");
   } else if (r == R_NOWCERTS) {
-    require_str(&p, root, "event_type");
-    require_obj(&p, root, "data");
-    if (!p.n)
+    require_str(p, root, "event_type");
+    require_obj(p, root, "data");
+    if (!p->n)
       type = strdup(json_str(json_get(root, "event_type")));
   } else if (r == R_GHL) {
     /* GHL's own format names the event "type"; the source design's, "event". */
@@ -283,28 +282,25 @@ static char *validate(struct evhttp_request *req, const struct track *tr, const 
     const struct json *ev = json_get(root, "event");
     const struct json *name = t ? t : ev;
     if (!name)
-      problem(&p, "type", "field required (\"type\", or \"event\" in the source design's format)",
+      problem(p, "type", "field required (\"type\", or \"event\" in the source design's format)",
               "value_error.missing");
     else if (json_type(name) != JSON_STRING)
-      problem(&p, t ? "type" : "event", "str type expected", "type_error.str");
+      problem(p, t ? "type" : "event", "str type expected", "type_error.str");
     else
       type = strdup(json_str(name));
   } else {
     static const char *const sources[] = {"nowcerts", "ghl", NULL};
     static const char *const entities[] = {"contact", "policy", "quote", NULL};
     static const char *const directions[] = {"to_ghl", "to_nowcerts", NULL};
-    require_enum(&p, root, "source", sources);
-    require_enum(&p, root, "entity_type", entities);
-    require_enum(&p, root, "direction", directions);
-    require_obj(&p, root, "data");
-    if (!p.n) {
+    require_enum(p, root, "source", sources);
+    require_enum(p, root, "entity_type", entities);
+    require_enum(p, root, "direction", directions);
+    require_obj(p, root, "data");
+    if (!p->n) {
       const char *src = json_str(json_get(root, "source"));
       const char *dir = json_str(json_get(root, "direction"));
       if ((strcmp(src, "nowcerts") == 0) != (strcmp(dir, "to_ghl") == 0)) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "Invalid combination: source=%s direction=%s", src, dir);
-        buf_free(&p.b);
-        send_detail(req, tr, 400, "Bad Request", msg);
+        snprintf(detail, dlen, "Invalid combination: source=%s direction=%s", src, dir);
         return NULL;
       }
       struct buf t;
@@ -313,8 +309,20 @@ static char *validate(struct evhttp_request *req, const struct track *tr, const 
       type = buf_steal(&t);
     }
   }
-  if (p.n)
+  return type;
+}
+
+/* check_body for a request: on failure it has answered and returns NULL. */
+static char *validate(struct evhttp_request *req, const struct track *tr, const struct json *root) {
+  struct problems p;
+  buf_init(&p.b, 0);
+  p.n = 0;
+  char detail[128] = "";
+  char *type = check_body(tr->route, root, &p, detail, sizeof detail);
+  if (!type && p.n)
     send_problems(req, tr, &p);
+  else if (!type)
+    send_detail(req, tr, 400, "Bad Request", detail);
   buf_free(&p.b);
   return type;
 }
@@ -715,6 +723,22 @@ static void owe(struct answer *a) {
   queue_after_commit(s->queue, on_committed, a);
 }
 
+/* A REST hook's stored payload {"hook":<name>,"data":<body>} and the
+ * canonical form its id is taken over. Returns 0, or non-zero when out of
+ * memory. */
+static int hook_wrap(const char *hook, const struct json *root, const char *body, size_t len,
+                     struct buf *canon, struct buf *payload) {
+  /* The wrapper's canonical form, written directly: "data" sorts before
+   * "hook", and a hook name is plain letters that need no escaping. */
+  int rc = buf_puts(canon, "{\"data\":");
+  rc |= json_canonical(root, canon);
+  rc |= buf_printf(canon, ",\"hook\":\"%s\"}", hook);
+  rc |= buf_printf(payload, "{\"hook\":\"%s\",\"data\":", hook);
+  rc |= buf_append(payload, body, len);
+  rc |= buf_putc(payload, '}');
+  return rc;
+}
+
 /* NowCerts REST hook (?hook=<EventName>): the delivery's shape is not
  * documented, so any JSON object or array is taken as it is, wrapped as
  * {"hook":<name>,"data":<body>} for the mappings to normalise. */
@@ -728,14 +752,7 @@ static void handle_hook(struct server *s, struct evhttp_request *req, const stru
   struct buf canon, payload;
   buf_init(&canon, 0);
   buf_init(&payload, 0);
-  /* The wrapper's canonical form, written directly: "data" sorts before
-   * "hook", and a hook name is plain letters that need no escaping. */
-  int rc = buf_puts(&canon, "{\"data\":");
-  rc |= json_canonical(root, &canon);
-  rc |= buf_printf(&canon, ",\"hook\":\"%s\"}", hook);
-  rc |= buf_printf(&payload, "{\"hook\":\"%s\",\"data\":", hook);
-  rc |= buf_append(&payload, body, len);
-  rc |= buf_putc(&payload, '}');
+  int rc = hook_wrap(hook, root, body, len, &canon, &payload);
   char type[64];
   snprintf(type, sizeof type, "hook:%s", hook);
   if (rc != 0)
@@ -1754,4 +1771,57 @@ void server_free(struct server *s) {
   metrics_free(s->own_metrics);
   free(s->refused);
   free(s);
+}
+
+int server_check_webhook(const char *path, const char *hook, const char *body, size_t len,
+                         char *type, size_t typelen, char *id) {
+  /* In the order of enum route: R_NOWCERTS, R_GHL, R_MANUAL. */
+  static const char *const paths[] = {"/api/v1/webhooks/nowcerts", "/api/v1/webhooks/ghl",
+                                      "/api/v1/sync/manual"};
+  size_t i = 0;
+  while (i < sizeof paths / sizeof *paths && strcmp(path, paths[i]) != 0)
+    i++;
+  if (i == sizeof paths / sizeof *paths)
+    return 404;
+  enum route r = (enum route)i;
+  if (r == R_NOWCERTS && hook)
+    r = R_HOOK;
+  if (r == R_HOOK && !one_of(hook, hook_names))
+    return 422;
+  char err[160];
+  struct json *root = json_parse(body, len, err, sizeof err);
+  if (!root)
+    return 422;
+  int code = 0;
+  struct buf canon, payload;
+  buf_init(&canon, 0);
+  buf_init(&payload, 0);
+  if (r == R_HOOK) {
+    if (json_type(root) != JSON_OBJECT && json_type(root) != JSON_ARRAY)
+      code = 422;
+    else if (hook_wrap(hook, root, body, len, &canon, &payload) != 0)
+      code = 500;
+    else
+      snprintf(type, typelen, "hook:%s", hook);
+  } else {
+    struct problems p;
+    buf_init(&p.b, 0);
+    p.n = 0;
+    char detail[128] = "";
+    char *t = check_body(r, root, &p, detail, sizeof detail);
+    if (!t)
+      code = p.n ? 422 : 400;
+    else if (json_canonical(root, &canon) != 0)
+      code = 500;
+    else
+      snprintf(type, typelen, "%s", t);
+    free(t);
+    buf_free(&p.b);
+  }
+  if (code == 0)
+    digest_event_id(route_source[r], canon.p ? canon.p : "", canon.len, id);
+  buf_free(&canon);
+  buf_free(&payload);
+  json_free(root);
+  return code;
 }

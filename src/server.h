@@ -43,4 +43,14 @@ int server_undo_refused(struct server *s);
 int server_pending(const struct server *s);
 void server_free(struct server *s);
 
+/* The checks a webhook body passes before it is stored, without a request or
+ * a store (for the fuzzer and tests): path is the route
+ * ("/api/v1/webhooks/nowcerts", "/api/v1/webhooks/ghl", "/api/v1/sync/manual"),
+ * hook the ?hook= name or NULL. Signatures, size and rate limits are not
+ * checked here. Returns 0 when the service would store the event, with its
+ * type in `type` and its id in `id` (EVENT_ID_MAX bytes); otherwise the
+ * status it would answer (404, 400, 422, 500). */
+int server_check_webhook(const char *path, const char *hook, const char *body, size_t len,
+                         char *type, size_t typelen, char *id);
+
 #endif

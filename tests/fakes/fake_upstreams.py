@@ -38,6 +38,7 @@ import select
 import signal
 import socket
 import string
+import struct
 import sys
 import threading
 import time
@@ -65,6 +66,22 @@ _NS = uuid.UUID("6f1f6a5e-2b8e-4d8e-9a57-0c9a1f0e5c11")
 # --------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------
+
+# Faults that break the wire instead of answering (Handler._wire_fault).
+WIRE_FAULT_KEYS = {"reset", "raw", "truncate"}
+
+
+def parse_wire_fault(body, status):
+    """The wire-breaking keys of a /_fault body, checked."""
+    reset = bool(body.get("reset", False))
+    raw = body.get("raw")
+    if raw is not None and not isinstance(raw, str):
+        raise ValueError("raw must be a string (the answer's body, sent as is)")
+    truncate = bool(body.get("truncate", False))
+    if reset and (raw is not None or truncate):
+        raise ValueError("reset sends nothing, so it takes neither raw nor truncate")
+    return {"reset": reset, "raw": raw, "truncate": truncate}
+
 
 def iso_now_ms():
     """GHL's timestamps: UTC, milliseconds, Z."""
@@ -374,6 +391,7 @@ class Fake:
             ("POST", "/_fault"): self.c_fault,
             ("GET", "/_fault"): self.c_faults,
             ("GET", "/_faults"): self.c_faults,
+            ("DELETE", "/_fault"): self.c_clear_faults,
             ("POST", "/_config"): self.c_config,
             ("GET", "/_config"): self.c_get_config,
             ("GET", "/_stats"): self.c_stats,
@@ -430,6 +448,14 @@ class Fake:
             pending = sum(f["count"] for f in self.faults)
         return Reply(200, {"queued": self.fault_view(fault), "pending": pending})
 
+    def c_clear_faults(self, body):
+        """Drops the pending faults and nothing else (records stay), so a
+        test can end a fault storm of unknown length mid-way."""
+        with self.lock:
+            dropped = sum(f["count"] for f in self.faults)
+            self.faults = []
+        return Reply(200, {"dropped": dropped})
+
     def c_faults(self, body):
         with self.lock:
             return Reply(200, [self.fault_view(f) for f in self.faults])
@@ -441,6 +467,7 @@ class Fake:
     @staticmethod
     def parse_fault(body):
         known = {"status", "count", "path", "method", "retry_after", "body", "raw_body", "latency_ms", "hang"}
+        known |= WIRE_FAULT_KEYS
         unknown = set(body) - known
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
@@ -454,8 +481,10 @@ class Fake:
         if not is_number(latency) or latency < 0:
             raise ValueError("latency_ms must be a non-negative number")
         hang = bool(body.get("hang", False))
-        if status == 0 and not hang and latency == 0:
-            raise ValueError("a fault needs a status, latency_ms or hang")
+        wire = parse_wire_fault(body, status)
+        breaks = wire["reset"] or wire["raw"] is not None or wire["truncate"]
+        if status == 0 and not hang and latency == 0 and not breaks:
+            raise ValueError("a fault needs a status, latency_ms, hang, reset, raw or truncate")
         path = body.get("path")
         path_rx = None
         if path is not None:
@@ -481,7 +510,7 @@ class Fake:
         return {
             "status": status, "count": count, "path": path, "path_rx": path_rx,
             "method": method.upper() if method else None, "retry_after": retry_after,
-            "body": body.get("body"), "raw_body": raw_body, "latency_ms": latency, "hang": hang,
+            "body": body.get("body"), "raw_body": raw_body, "latency_ms": latency, "hang": hang, **wire,
         }
 
     def c_config(self, body):
@@ -3043,6 +3072,10 @@ class Handler(BaseHTTPRequestHandler):
             fake.log_answer(entry, 0, fake.route_name(req.method, path))
             fake.log(f"{req.method} {self.path} -> hung up ({(time.monotonic() - started) * 1000:.1f} ms)")
             return
+        if fault and self._wire_fault(fault):
+            fake.log_answer(entry, 0, fake.route_name(req.method, path))
+            fake.log(f"{req.method} {self.path} -> broken answer ({(time.monotonic() - started) * 1000:.1f} ms)")
+            return
         if fault and fault["status"]:
             reply = fake.fault_reply(fault, req)
             reply.route = fake.route_name(req.method, path)
@@ -3068,6 +3101,44 @@ class Handler(BaseHTTPRequestHandler):
                              + traceback.format_exc())
             sys.stderr.flush()
             return Reply(500, {"message": f"fake internal error: {type(e).__name__}: {e}"})
+
+    def _wire_fault(self, fault):
+        """The faults that break the wire rather than answer: `reset` (the
+        connection is closed with a TCP RST, nothing sent), `raw` (the
+        status with these bytes as the body, not JSON) and `truncate` (the
+        status and headers promising the whole body, then only part of it
+        and a close). Returns whether it handled the request."""
+        if fault.get("reset"):
+            self.close_connection = True
+            try:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+            return True
+        raw, cut = fault.get("raw"), fault.get("truncate")
+        if raw is None and not cut:
+            return False
+        status = fault["status"] or 200
+        if raw is not None:
+            data = raw.encode("utf-8")
+        else:
+            body = fault["body"] if fault["body"] is not None else {"message": "x" * 200}
+            data = json.dumps(body, separators=(",", ":")).encode()
+        sent = data[:len(data) // 2] if cut else data
+        self.close_connection = True
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8" if raw is None
+                             else "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(sent)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return True
 
     def _hang(self):
         """Holds the connection without answering until the client goes away,
