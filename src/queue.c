@@ -73,6 +73,8 @@ struct queue {
   unsigned long synced_gen; /* lazy_gen covered by the last good sync */
   long long changes_at_begin; /* store_total_changes when the batch opened */
 
+  bool full; /* the last batch was rolled back on a full disk; cleared by a good commit */
+
   /* Writes waiting for the write lock another process holds. */
   struct event *busy_ev;
   struct wlist when_writable;
@@ -202,10 +204,12 @@ static void run_commit(struct queue *q) {
     /* A statement of the batch hit a full disk or an I/O error and SQLite
      * rolled the whole batch back under us. */
     q->open = false;
-    if (store_last_fault(q->store) == STORE_FAULT_IO)
+    if (store_last_fault(q->store) == STORE_FAULT_IO) {
       enter_failed(q, "a write failed: %s", "I/O error");
-    else
+    } else {
+      q->full = true;
       log_error("queue: the batch was rolled back by SQLite (disk full?); its requests get 503");
+    }
     wlist_run(&q->batch, false);
     return;
   }
@@ -221,11 +225,14 @@ static void run_commit(struct queue *q) {
   q->last_commit = clock_mono();
   if (!ok) {
     store_rollback(q->store);
-    if (store_last_fault(q->store) == STORE_FAULT_FULL)
+    if (store_last_fault(q->store) == STORE_FAULT_FULL) {
+      q->full = true;
       log_error("queue: batch commit failed (disk full), rolled back; its requests get 503");
-    else
+    } else
       enter_failed(q, "COMMIT failed: %s", "the store could not write its batch");
   }
+  if (ok)
+    q->full = false;
   log_debug("queue: batch %s, %zu waiting%s", ok ? "committed" : "rolled back", q->batch.n,
             q->durable ? " for the fsync" : "");
   if (ok && !q->durable && store_total_changes(q->store) != q->changes_at_begin) {
@@ -475,6 +482,8 @@ int queue_undo(struct queue *q, int (*fn)(void *ud, struct store *s), void *ud) 
   }
   return open_wal(q) == 0 && fdatasync(q->wal_fd) == 0 ? 0 : -1;
 }
+
+bool queue_disk_full(const struct queue *q) { return q && q->full; }
 
 const char *queue_failed(const struct queue *q) { return q->failed[0] ? q->failed : NULL; }
 

@@ -60,6 +60,9 @@ int queue_flush(struct queue *q);
 bool queue_busy(struct queue *q);
 void queue_when_writable(struct queue *q, queue_commit_cb cb, void *ud);
 const char *queue_failed(const struct queue *q);
+/* The last batch was rolled back on a full disk and none has committed
+ * since: the store cannot be written (/health says so). */
+bool queue_disk_full(const struct queue *q);
 void queue_on_fail(struct queue *q, void (*cb)(void *ud, const char *reason), void *ud);
 /* Last words of a failed queue (at exit): one transaction of fn's writes,
  * committed and synced on the loop, whatever the queue's state. 0 when it

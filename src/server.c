@@ -616,10 +616,15 @@ static void send_store_failed(struct server *s, struct evhttp_request *req, cons
 static void owe(struct answer *a);
 
 /* An event that arrived while another process held the write lock: its
- * request waits (not the loop) until a batch can be opened. */
+ * request waits (not the loop) until a batch can be opened, but not for
+ * ever: past INTAKE_LOCK_WAIT_S (a backfill or replay holds it for moments,
+ * not seconds) it is answered 503 with Retry-After, nothing
+ * stored, so the sender tries again and its copy is accepted as new. */
+#define INTAKE_LOCK_WAIT_S 10
 struct deferred {
   struct answer *a;
   struct evhttp_connection *conn;
+  struct event *timer;
   char *type, *payload;
   size_t len;
 };
@@ -627,9 +632,32 @@ struct deferred {
 static void deferred_free(struct deferred *d) {
   if (d->conn)
     evhttp_connection_set_closecb(d->conn, NULL, NULL);
+  if (d->timer)
+    event_free(d->timer);
   free(d->type);
   free(d->payload);
   free(d);
+}
+
+/* The lock is still held: answer now; the queue's callback, when it comes,
+ * finds no request and only frees. */
+static void on_deferred_timeout(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct deferred *d = arg;
+  struct answer *a = d->a;
+  if (!a->req)
+    return;
+  if (d->conn) {
+    evhttp_connection_set_closecb(d->conn, NULL, NULL);
+    d->conn = NULL;
+  }
+  struct evhttp_request *req = a->req;
+  a->req = NULL;
+  log_info("intake %s: another process still holds the store's write lock; answered 503", a->id);
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "2");
+  send_detail(req, &a->track, 503, "Service Unavailable",
+              "The store is busy (another process holds it); nothing was stored. Try again shortly");
 }
 
 static void on_deferred_close(struct evhttp_connection *conn, void *arg) {
@@ -683,6 +711,11 @@ static int defer_submit(struct answer *a, const char *type, const char *payload,
   d->len = len;
   d->conn = evhttp_request_get_connection(a->req);
   evhttp_connection_set_closecb(d->conn, on_deferred_close, d);
+  d->timer = evtimer_new(a->srv->base, on_deferred_timeout, d);
+  if (d->timer) {
+    struct timeval tv = {INTAKE_LOCK_WAIT_S, 0};
+    evtimer_add(d->timer, &tv);
+  }
   log_debug("intake %s: the write lock is held by another process; waiting for it", a->id);
   queue_when_writable(a->srv->queue, on_writable, d);
   return 0;
@@ -829,6 +862,8 @@ static void handle_event(struct server *s, struct evhttp_request *req, const str
 
 static void handle_health(struct server *s, struct evhttp_request *req) {
   const char *failed = queue_failed(s->queue);
+  if (!failed && queue_disk_full(s->queue))
+    failed = "the disk is full: the last batch could not be written";
   bool ok = !failed && store_writable(s->store);
   struct buf b;
   buf_init(&b, 0);

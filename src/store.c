@@ -6,6 +6,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 /* Debian's libsqlite3 is built with the pre-update hook (the session
  * extension needs it); the header only declares it when asked. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
@@ -738,6 +739,13 @@ struct store *store_open(const char *path, char *err, size_t errlen) {
   if (!s) {
     set_err(err, errlen, "out of memory");
     return NULL;
+  }
+  /* The store holds personal data and the GHL tokens: its file is the
+   * owner's only. SQLite gives the -wal and -shm files the same mode. */
+  if (strcmp(path, ":memory:") != 0) {
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+      close(fd);
   }
   int rc = sqlite3_open_v2(path, &s->db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
