@@ -404,3 +404,19 @@ void config_free(struct config *c) {
     *strs[i] = NULL;
   }
 }
+
+int config_load_for_command(struct config *c, const char *env_file, bool sandbox) {
+  char err[1024];
+  if (config_load(c, env_file, sandbox, err, sizeof err) != 0) {
+    fprintf(stderr, "ncghl: configuration error: %s\n", err);
+    return -1;
+  }
+  log_set_format(c->log_json);
+  log_set_pii(c->log_pii);
+  if (log_init(c->log_level, c->log_file) != 0) {
+    fprintf(stderr, "ncghl: configuration error: LOG_FILE: cannot open %s\n", c->log_file);
+    config_free(c);
+    return -1;
+  }
+  return 0;
+}

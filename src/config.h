@@ -70,6 +70,10 @@ struct config {
  * some defaults (upstreams on loopback, webhook verification off).
  * Returns 0, or -1 with "NAME: why" in err. */
 int config_load(struct config *c, const char *env_file, bool sandbox, char *err, size_t errlen);
+/* config_load for a command (serve, events, replay, ...): the one-line
+ * error on stderr, and the log set up as configured (format, PII masking,
+ * level, file). 0, or -1 with nothing to free. */
+int config_load_for_command(struct config *c, const char *env_file, bool sandbox);
 void config_free(struct config *c);
 /* Whether a configuration value may be shown (false for passwords, tokens,
  * keys and secrets). */

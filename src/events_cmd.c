@@ -14,22 +14,9 @@
 #include "presence.h"
 #include "store.h"
 
-/* The same loading as `serve` (main.c): the log goes where the service's
- * does, and a bad setting is the same message. */
+/* The same loading as `serve` (config_load_for_command). */
 static int load_config(struct config *cfg, const char *env_file, bool sandbox) {
-  char err[1024];
-  if (config_load(cfg, env_file, sandbox, err, sizeof err) != 0) {
-    fprintf(stderr, "ncghl: configuration error: %s\n", err);
-    return -1;
-  }
-  log_set_format(cfg->log_json);
-  log_set_pii(cfg->log_pii);
-  if (log_init(cfg->log_level, cfg->log_file) != 0) {
-    fprintf(stderr, "ncghl: configuration error: LOG_FILE: cannot open %s\n", cfg->log_file);
-    config_free(cfg);
-    return -1;
-  }
-  return 0;
+  return config_load_for_command(cfg, env_file, sandbox);
 }
 
 static void put_field(struct buf *b, const char *s) {

@@ -271,19 +271,7 @@ static void app_free(struct app *a) {
 }
 
 static int load_config(struct config *cfg, const char *env_file, bool sandbox) {
-  char err[1024];
-  if (config_load(cfg, env_file, sandbox, err, sizeof err) != 0) {
-    fprintf(stderr, "ncghl: configuration error: %s\n", err);
-    return -1;
-  }
-  log_set_format(cfg->log_json);
-  log_set_pii(cfg->log_pii);
-  if (log_init(cfg->log_level, cfg->log_file) != 0) {
-    fprintf(stderr, "ncghl: configuration error: LOG_FILE: cannot open %s\n", cfg->log_file);
-    config_free(cfg);
-    return -1;
-  }
-  return 0;
+  return config_load_for_command(cfg, env_file, sandbox);
 }
 
 static int cmd_serve(int argc, char **argv) {
