@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "engine.h"
 #include "json.h"
@@ -38,12 +39,6 @@ struct admin {
   struct lrt *rt;
   bool draining;
 };
-
-static double wall_now(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
-}
 
 static void send_json(struct evhttp_request *req, int code, const char *reason, const char *body,
                       size_t len) {
@@ -615,7 +610,7 @@ static void admin_replay(struct admin *s, struct evhttp_request *req, const char
     return;
   }
   struct replay *r = calloc(1, sizeof *r);
-  if (!r || queue_join_durable(s->queue) != 0 || store_event_requeue(s->store, id, wall_now()) != 1) {
+  if (!r || queue_join_durable(s->queue) != 0 || store_event_requeue(s->store, id, clock_wall()) != 1) {
     free(r);
     send_detail(req, 503, "Service Unavailable", "The replay could not be stored; try again");
     return;
@@ -709,7 +704,7 @@ static void put_time(struct buf *b, double t) {
  * lives in /metrics' histograms, which the page reads too. */
 static void admin_overview(struct admin *s, struct evhttp_request *req) {
   long counts[EV_STATUS_COUNT];
-  double now = wall_now();
+  double now = clock_wall();
   static const struct {
     const char *name;
     double seconds;

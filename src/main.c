@@ -195,11 +195,10 @@ static void on_store_failed(void *ud, const char *reason) {
 /* The reload history /ui shows: each load's result and the version left
  * running. Losing a line of history never stops a reload. */
 static void note_reload(struct app *a, bool ok, const char *message) {
-  struct timeval now;
-  evutil_gettimeofday(&now, NULL);
+
   if (a->queue)
     queue_join(a->queue);
-  if (store_reload_add(a->store, (double)now.tv_sec + now.tv_usec / 1e6, ok, lrt_version(a->rt),
+  if (store_reload_add(a->store, clock_wall(), ok, lrt_version(a->rt),
                        message) != 0)
     log_warn("could not record the mapping reload in the store");
 }
