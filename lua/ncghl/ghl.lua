@@ -6,6 +6,7 @@
 local json = require "ncghl.json"
 local util = require "ncghl.util"
 local fields = require "ncghl.fields"
+local custom_fields = require "ncghl.custom_fields"
 
 local ghl = {}
 
@@ -182,9 +183,99 @@ function ghl.get_contact(id)
   return type(found.contact) == "table" and found.contact or found
 end
 
--- A body as GHL takes it: phones in E.164.
-local function outgoing(body)
+-- Custom fields ----------------------------------------------------------
+
+-- GHL's custom fields per location, as last read; like the pipelines, one
+-- GET serves every event until a key is missing: then they are read again,
+-- but at most once a minute, so a key the location lacks (which doctor
+-- names) does not cost every event a GET.
+local fields_cache = {}
+local fields_read_at = {}
+local FIELDS_REREAD_S = 60
+
+-- The location's custom fields [{id, fieldKey, model, ...}] and whether they
+-- were just read. A location GHL will not list (a token without the
+-- locations/customFields.readonly scope: 401/403, or 404) gives an empty
+-- list, kept, so keys go out as mapped and doctor names the missing scope;
+-- an answer that may come later (5xx, 429, none) fails the event for a retry.
+function ghl.custom_field_list(refresh)
+  local loc = ghl.location_id()
+  local cached = fields_cache[loc]
+  if cached and not refresh then
+    return cached, false
+  end
+  local path = "/locations/" .. util.pct(loc) .. "/customFields?model=all"
+  local res = ghl.call("GET", path)
+  local list = {}
+  if res.ok or res.retryable then
+    local found = ghl.check("GET", path, res)
+    list = type(found.customFields) == "table" and found.customFields or {}
+  end
+  fields_cache[loc] = list
+  fields_read_at[loc] = os.time()
+  return list, true
+end
+
+local function field_of(list, key, model)
+  local of_model = {}
+  for _, f in ipairs(list) do
+    if type(f) == "table" and (f.model == nil or f.model == model) and not util.empty(f.id) then
+      of_model[#of_model + 1] = f
+    end
+  end
+  return custom_fields.find(of_model, key)
+end
+
+-- with_field_ids(body, model) -> body, or a copy whose customFields items
+-- named by key carry GHL's field id instead: the notes say prefer id, and
+-- which key form GHL's write API takes is not confirmed. Which keys match
+-- a field is ncghl.custom_fields.key_form; a key GHL does not list goes out
+-- as mapped (`ncghl doctor` names it).
+function ghl.with_field_ids(body, model)
+  local items = type(body) == "table" and body.customFields
+  if type(items) ~= "table" then
+    return body
+  end
+  local keyed = false
+  for _, it in ipairs(items) do
+    if type(it) == "table" and util.empty(it.id) and not util.empty(it.key) then
+      keyed = true
+      break
+    end
+  end
+  if not keyed then
+    return body
+  end
+  local list, fresh = ghl.custom_field_list(false)
+  local function resolve(l)
+    local out, missing = {}, false
+    for i, it in ipairs(items) do
+      local f = type(it) == "table" and util.empty(it.id) and not util.empty(it.key)
+        and field_of(l, it.key, model)
+      if f then
+        local item = util.without(it, { "key" })
+        item.id = util.str(f.id)
+        out[i] = item
+      else
+        missing = missing or (type(it) == "table" and util.empty(it.id))
+        out[i] = it
+      end
+    end
+    return out, missing
+  end
+  local out, missing = resolve(list)
+  local read_at = fields_read_at[ghl.location_id()] or 0
+  if missing and not fresh and os.time() - read_at >= FIELDS_REREAD_S then
+    out = resolve((ghl.custom_field_list(true)))
+  end
   local b = util.without(body)
+  b.customFields = out
+  return b
+end
+
+-- A body as GHL takes it: phones in E.164, custom fields by id.
+local function outgoing(body)
+  local b = ghl.with_field_ids(util.without(body), "contact")
   if b.phone ~= nil and b.phone ~= "" then
     b.phone = ghl.phone(b.phone) or b.phone
   end
@@ -264,6 +355,8 @@ local pipelines_cache = {}
 
 function ghl.reset_cache()
   pipelines_cache = {}
+  fields_cache = {}
+  fields_read_at = {}
 end
 
 -- The location's pipelines [{id, name, stages = [{id, name}]}] and whether

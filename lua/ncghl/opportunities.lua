@@ -353,6 +353,7 @@ function opportunities.upsert(src, m, opts)
 
   -- One write, tried once more with fresh pipeline ids if GHL refused ours.
   local function send(method, path, b)
+    b = ghl.with_field_ids(b, "opportunity")
     local res = ghl.call(method, path, b)
     if pipeline_refused(res) and (b.pipelineId or b.pipelineStageId) then
       ghl.pipelines(true)

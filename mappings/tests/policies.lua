@@ -460,4 +460,33 @@ return {
     body = { type = "OpportunityStageUpdate", locationId = "loc-1", id = "o-elsewhere", name = "Boat - B1",
       pipelineId = "pl-personal", pipelineStageId = "st-personal-new", status = "open", monetaryValue = 10 },
     expect = { outcome = "ignored", request_count = 0 } },
+
+  { name = "custom fields named by key go to GHL by the id its field list gives (of the opportunity's model)",
+    source = "nowcerts",
+    config = { GHL_LOCATION_ID = "loc-fields" },
+    links = { { kind = "contact", nowcerts = INSURED_ID, ghl = "c-9" } },
+    body = { event_type = "POLICY_INSERT", data = {
+      number = "CF-1", lineOfBusinessName = "Auto", premium = 1, carrierName = "Progressive",
+      insuredDatabaseId = INSURED_ID } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "GET", path = "/locations/loc-fields/customFields", status = 200,
+        body = { customFields = {
+          { id = "cf-contact-pn", name = "Policy Number", fieldKey = "contact.policy_number", model = "contact" },
+          { id = "cf-pn", name = "Policy Number", fieldKey = "opportunity.policy_number", model = "opportunity" },
+          { id = "cf-carrier", name = "Carrier", fieldKey = "opportunity.carrier", model = "opportunity" },
+        } } },
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-cf" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "GET", path = "/locations/loc-fields/customFields", query = { model = "all" } },
+        { service = "ghl", method = "POST", path = "/opportunities/",
+          body = { customFields = {
+            { id = "cf-pn", field_value = "CF-1" },
+            { id = "cf-carrier", field_value = "Progressive" },
+          } } },
+      },
+    } },
 }

@@ -482,9 +482,17 @@ class PolicyStatusAndPipelines(IntegTest):
         opp = self._one_opp("Auto Policy - %d" % number)
         post = self.fakes.calls("ghl", "POST", r"^/opportunities/?$")
         self.assertEqual(len(post), 1, post)
-        sent = {cf.get("key"): cf.get("field_value") for cf in harness.req_body(post[0])["customFields"]}
-        self.assertEqual(sent.get("policy_number"), str(number), sent)
-        self.assertIn(str(number), [cf.get("fieldValue") for cf in opp["customFields"]], opp)
+        # The map names the field by key; ncghl sends GHL's id for it, read
+        # from the location's custom-field list (the reference notes: prefer id).
+        fields = self.fakes.records("ghl", "customFields")
+        fields = fields.values() if isinstance(fields, dict) else fields
+        field_id = next(f["id"] for f in fields
+                        if f.get("fieldKey") == "opportunity.policy_number" and f.get("locationId") == "it-location-1")
+        sent = {cf.get("id"): cf.get("field_value") for cf in harness.req_body(post[0])["customFields"]}
+        self.assertEqual(sent.get(field_id), str(number), sent)
+        self.assertNotIn("key", json.dumps(harness.req_body(post[0])["customFields"]))
+        self.assertIn({"id": field_id, "fieldValue": str(number)},
+                      [{"id": cf.get("id"), "fieldValue": cf.get("fieldValue")} for cf in opp["customFields"]], opp)
 
     def test_an_unknown_status_fails_naming_the_accepted_values(self):
         s = self.server()
