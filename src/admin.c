@@ -14,6 +14,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "allowed.h"
 #include "buf.h"
 #include "clock.h"
 #include "config.h"
@@ -81,20 +82,6 @@ static void send_problem(struct evhttp_request *req, const char *where, const ch
   buf_puts(&b, "}]}");
   send_buf(req, 422, "Unprocessable Entity", &b);
   buf_free(&b);
-}
-
-static bool one_of(const char *s, const char *const *allowed) {
-  for (int i = 0; s && allowed[i]; i++)
-    if (strcmp(s, allowed[i]) == 0)
-      return true;
-  return false;
-}
-
-/* "unexpected value; permitted: 'a', 'b'" */
-static void permitted(char *msg, size_t len, const char *const *allowed) {
-  snprintf(msg, len, "unexpected value; permitted: ");
-  for (int i = 0; allowed[i]; i++)
-    snprintf(msg + strlen(msg), len - strlen(msg), "%s'%s'", i ? ", " : "", allowed[i]);
 }
 
 static bool admin_authorized(struct admin *s, struct evhttp_request *req) {
@@ -194,8 +181,8 @@ static void admin_list(struct admin *s, struct evhttp_request *req, const char *
     f.type = NULL;
   if (f.person && !*f.person)
     f.person = NULL;
-  if (f.status && !one_of(f.status, statuses)) {
-    permitted(msg, sizeof msg, statuses);
+  if (f.status && !allowed_has(statuses, f.status)) {
+    allowed_message(msg, sizeof msg, statuses);
     bad = "status";
     type = "value_error.const";
   } else if (f.source && !filter_ok(f.source, 15)) {
@@ -455,7 +442,7 @@ static void collect_ids(const struct json *v, struct ids *out, int depth) {
   for (size_t i = 0; i < json_len(v) && out->n < LINK_IDS_MAX; i++) {
     const struct json *c = json_at(v, i);
     const char *k = t == JSON_OBJECT ? json_key_at(v, i) : NULL;
-    if (k && json_type(c) == JSON_STRING && one_of(k, keys) && *json_str(c)) {
+    if (k && json_type(c) == JSON_STRING && allowed_has(keys, k) && *json_str(c)) {
       bool seen = false;
       for (int j = 0; j < out->n; j++)
         seen |= strcmp(out->v[j], json_str(c)) == 0;

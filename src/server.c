@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "admin.h"
+#include "allowed.h"
 #include "buf.h"
 #include "clock.h"
 #include "config.h"
@@ -231,20 +232,6 @@ static void require_obj(struct problems *p, const struct json *root, const char 
     problem(p, field, "value is not a valid dict", "type_error.dict");
 }
 
-static bool one_of(const char *s, const char *const *allowed) {
-  for (int i = 0; s && allowed[i]; i++)
-    if (strcmp(s, allowed[i]) == 0)
-      return true;
-  return false;
-}
-
-/* "unexpected value; permitted: 'a', 'b'" */
-static void permitted(char *msg, size_t len, const char *const *allowed) {
-  snprintf(msg, len, "unexpected value; permitted: ");
-  for (int i = 0; allowed[i]; i++)
-    snprintf(msg + strlen(msg), len - strlen(msg), "%s'%s'", i ? ", " : "", allowed[i]);
-}
-
 static void require_enum(struct problems *p, const struct json *root, const char *field,
                          const char *const *allowed) {
   const struct json *v = json_get(root, field);
@@ -252,10 +239,10 @@ static void require_enum(struct problems *p, const struct json *root, const char
     problem(p, field, "field required", "value_error.missing");
     return;
   }
-  if (one_of(json_type(v) == JSON_STRING ? json_str(v) : NULL, allowed))
+  if (allowed_has(allowed, json_type(v) == JSON_STRING ? json_str(v) : NULL))
     return;
   char msg[160];
-  permitted(msg, sizeof msg, allowed);
+  allowed_message(msg, sizeof msg, allowed);
   problem(p, field, msg, "value_error.const");
 }
 
@@ -791,9 +778,9 @@ static void handle_hook(struct server *s, struct evhttp_request *req, const stru
 static void handle_event(struct server *s, struct evhttp_request *req, const struct track *t,
                          const char *hook) {
   enum route r = t->route;
-  if (r == R_HOOK && !one_of(hook, hook_names)) {
+  if (r == R_HOOK && !allowed_has(hook_names, hook)) {
     char msg[320];
-    permitted(msg, sizeof msg, hook_names);
+    allowed_message(msg, sizeof msg, hook_names);
     send_problem(req, t, "query", "hook", msg, "value_error.const");
     return;
   }
@@ -1181,7 +1168,7 @@ int server_check_webhook(const char *path, const char *hook, const char *body, s
   enum route r = (enum route)i;
   if (r == R_NOWCERTS && hook)
     r = R_HOOK;
-  if (r == R_HOOK && !one_of(hook, hook_names))
+  if (r == R_HOOK && !allowed_has(hook_names, hook))
     return 422;
   char err[160];
   struct json *root = json_parse(body, len, err, sizeof err);

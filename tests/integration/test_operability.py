@@ -270,6 +270,9 @@ class Admin(IntegTest):
         for q in ("status=sleepy", "limit=0", "limit=x", "limit=-1"):
             with self.subTest(query=q):
                 self.assert422(s.get("/api/v1/events?" + q, auth))
+        sleepy = self.assert422(s.get("/api/v1/events?status=sleepy", auth))
+        self.assertEqual(sleepy["detail"][0]["msg"], "unexpected value; permitted: "
+                         "'pending', 'running', 'done', 'retry_wait', 'dead'", sleepy)
         one = self.assertJSONAnswer(s.get("/api/v1/events/" + ids[0], auth), 200)
         self.assertEqual(one["attempts"], [])  # ignored: no upstream call
         self.assertEqual(one["event"]["payload"]["data"], {"n": 0})
@@ -399,6 +402,9 @@ class RestHooks(IntegTest):
             with self.subTest(hook=hook):
                 body = self.assert422(s.post(self.PATH + hook, {"a": 1}))
                 self.assertEqual(body["detail"][0]["loc"], ["query", "hook"])
+                self.assertTrue(body["detail"][0]["msg"].startswith(
+                    "unexpected value; permitted: 'CreateInsured', 'UpdateInsured'"), body)
+                self.assertEqual(body["detail"][0]["type"], "value_error.const")
         for raw in (b'"text"', b"42", b"null", b"{not json"):
             with self.subTest(body=raw):
                 self.assert422(s.post(self.PATH + "CreateInsured", raw))
