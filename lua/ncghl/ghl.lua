@@ -387,15 +387,7 @@ local function named(list, name)
   return nil
 end
 
-local function names_of(list)
-  local out = {}
-  for _, item in ipairs(type(list) == "table" and list or {}) do
-    if type(item) == "table" and not util.empty(item.name) then
-      out[#out + 1] = '"' .. util.str(item.name) .. '"'
-    end
-  end
-  return #out > 0 and table.concat(out, ", ") or "none"
-end
+local names_of = util.names_of
 
 -- resolve_pipeline("Personal Lines", "Bound") -> pipeline id, stage id (nil
 -- when no stage is asked for: GHL then uses the pipeline's first stage).

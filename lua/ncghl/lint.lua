@@ -22,16 +22,7 @@ lint.maps = {
   { module = "policies", map = "opportunity", fields = "ghl_opportunity", what = "a GHL opportunity" },
 }
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    if type(k) == "string" then
-      keys[#keys + 1] = k
-    end
-  end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = util.sorted_keys
 
 -- Each configured map that exists: { entry, table }.
 local function each_map()

@@ -90,15 +90,7 @@ function choice.named(list, name)
 end
 
 -- '"A", "B"' for a message, or "none".
-function choice.names_of(list)
-  local out = {}
-  for _, item in ipairs(type(list) == "table" and list or {}) do
-    if type(item) == "table" and not util.empty(item.name) then
-      out[#out + 1] = '"' .. util.str(item.name) .. '"'
-    end
-  end
-  return #out > 0 and table.concat(out, ", ") or "none"
-end
+choice.names_of = util.names_of
 
 -- The first explicit rule of settings.by_line that takes `line`: a rule
 -- takes a line that contains one of its words, or every line when it has

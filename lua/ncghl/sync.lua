@@ -60,16 +60,7 @@ local function has(list, x)
   return false
 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    if type(k) == "string" then
-      keys[#keys + 1] = k
-    end
-  end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = util.sorted_keys
 
 -- The fields the two maps sync both ways: a GHL field `key` whose NowCerts
 -- paths (to_ghl[key]) name a NowCerts field `nc_field` whose GHL paths

@@ -213,6 +213,29 @@ function util.require_optional(name)
   error(mod, 0)
 end
 
+-- The string keys of t, sorted: for output in a stable order.
+function util.sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    if type(k) == "string" then
+      keys[#keys + 1] = k
+    end
+  end
+  table.sort(keys)
+  return keys
+end
+
+-- '"A", "B"' (the names of a list of {name = ...}) for a message, or "none".
+function util.names_of(list)
+  local out = {}
+  for _, item in ipairs(type(list) == "table" and list or {}) do
+    if type(item) == "table" and not util.empty(item.name) then
+      out[#out + 1] = '"' .. util.str(item.name) .. '"'
+    end
+  end
+  return #out > 0 and table.concat(out, ", ") or "none"
+end
+
 -- A shallow copy without the listed keys.
 function util.without(t, keys)
   local out = {}
