@@ -51,9 +51,9 @@ start_ncghl() { # extra env...
   wait_http "http://127.0.0.1:$PORT/health"
 }
 
-# events STATUS: ncghl's events{status=...} gauge (pending, running, done,
+# events STATUS: ncghl's ncghl_events{status=...} gauge (pending, running, done,
 # retry_wait, dead).
-events() { curl -fs "http://127.0.0.1:$PORT/metrics" | sed -n "s/^events{status=\"$1\"} \([0-9]*\).*/\1/p"; }
+events() { curl -fs "http://127.0.0.1:$PORT/metrics" | sed -n "s/^ncghl_events{status=\"$1\"} \([0-9]*\).*/\1/p"; }
 backlog() { echo $(( $(events pending) + $(events running) + $(events retry_wait) )); }
 
 # wait_drain MAX_S: until nothing is pending, running or waiting to retry,
