@@ -970,6 +970,26 @@ ZAPIER_EVENT_TYPES = {
 ZAPIER_EVENT_NAMES = {v: k for k, v in ZAPIER_EVENT_TYPES.items()}
 # A delivery holds its target this long at most.
 DELIVERY_TIMEOUT_S = 10.0
+
+
+def post_json(url, data, entry):
+    """POSTs the JSON bytes `data` to url, as both fakes deliver webhooks;
+    records the answer in entry: status and answer, or status 0 and error."""
+    try:
+        u = urlsplit(url)
+        cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+        conn = cls(u.hostname, u.port, timeout=DELIVERY_TIMEOUT_S)
+        try:
+            path = (u.path or "/") + ("?" + u.query if u.query else "")
+            conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            entry["answer"] = resp.read().decode("utf-8", "replace")[:2000]
+            entry["status"] = resp.status
+        finally:
+            conn.close()
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        entry["status"] = 0
+        entry["error"] = f"{type(e).__name__}: {e}"
 # Read-side names that the Zapier/Insert* bodies spell differently (NOTES §4,
 # §5: first_name, email, phone_number, address_line_1, zip_code, ...); the
 # rest are converted from camelCase by rule.
@@ -1234,22 +1254,7 @@ class NowCertsFake(Fake):
                 continue
             entry = {"event": event, "name": name, "target_url": url, "body": body,
                      "at": time.time(), "status": None, "error": None}
-            try:
-                u = urlsplit(url)
-                cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-                conn = cls(u.hostname, u.port, timeout=DELIVERY_TIMEOUT_S)
-                try:
-                    path = (u.path or "/") + ("?" + u.query if u.query else "")
-                    conn.request("POST", path, body=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-                    resp = conn.getresponse()
-                    entry["answer"] = resp.read().decode("utf-8", "replace")[:2000]
-                    entry["status"] = resp.status
-                finally:
-                    conn.close()
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                entry["status"] = 0
-                entry["error"] = f"{type(e).__name__}: {e}"
+            post_json(url, json.dumps(body).encode(), entry)
             self.log(f"delivery {name} -> {url}: {entry['status']}")
             with self.lock:
                 if generation == self.generation:
@@ -2293,22 +2298,7 @@ class GhlFake(Fake):
     def wh_send(self, generation, url, body, queued):
         entry = {"type": body.get("type"), "webhookId": body.get("webhookId"), "url": url, "body": body,
                  "queued_at": queued, "at": time.time(), "status": None, "answer": None, "error": None}
-        try:
-            u = urlsplit(url)
-            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-            conn = cls(u.hostname, u.port, timeout=DELIVERY_TIMEOUT_S)
-            try:
-                path = (u.path or "/") + ("?" + u.query if u.query else "")
-                conn.request("POST", path, body=json.dumps(body, separators=(",", ":")).encode(),
-                             headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                entry["answer"] = resp.read().decode("utf-8", "replace")[:2000]
-                entry["status"] = resp.status
-            finally:
-                conn.close()
-        except (OSError, ValueError, http.client.HTTPException) as e:
-            entry["status"] = 0
-            entry["error"] = f"{type(e).__name__}: {e}"
+        post_json(url, json.dumps(body, separators=(",", ":")).encode(), entry)
         self.log(f"webhook {entry['type']} -> {url}: {entry['status']}")
         with self.lock:
             if generation == self.wh_generation:
