@@ -27,13 +27,29 @@ choice.NOISE = {
 }
 
 -- The folded words of a name: "Commercial Auto (BAP)" -> commercial, auto, bap.
+-- Every event matches its line against the same few pipeline and stage
+-- names, so the split is kept per text (a bounded table, emptied when full);
+-- callers only read the list.
+local words_cache, words_cached = {}, 0
+
 function choice.words(text)
-  local out = {}
+  local key = type(text) == "string" and text or nil
+  local out = key and words_cache[key]
+  if out then
+    return out
+  end
+  out = {}
   for w in fold(text):gmatch("[%w']+") do
     w = w:gsub("'", "")
     if w ~= "" then
       out[#out + 1] = w
     end
+  end
+  if key then
+    if words_cached >= 4096 then
+      words_cache, words_cached = {}, 0
+    end
+    words_cache[key], words_cached = out, words_cached + 1
   end
   return out
 end
@@ -108,8 +124,21 @@ end
 
 -- Text with every run of other characters than letters and digits as one
 -- space, and a space in front: " e o" for "E&O".
+local spaced_cache, spaced_cached = {}, 0
+
 local function spaced(text)
-  return " " .. (fold(text):gsub("[^%w]+", " "))
+  local out = type(text) == "string" and spaced_cache[text]
+  if out then
+    return out
+  end
+  out = " " .. (fold(text):gsub("[^%w]+", " "))
+  if type(text) == "string" then
+    if spaced_cached >= 4096 then
+      spaced_cache, spaced_cached = {}, 0
+    end
+    spaced_cache[text], spaced_cached = out, spaced_cached + 1
+  end
+  return out
 end
 
 -- Whether `list` has a phrase that starts at a word of the text: hints are

@@ -67,7 +67,13 @@ local sorted_keys = util.sorted_keys
 -- (to_nowcerts[nc_field]) name `key` back. postalCode = {"address.zip",
 -- "zipCode"} and zipCode = {"postalCode"} make one pair. Constants and
 -- functions pair with nothing: they are written when a record is created.
-function sync.pairs(to_ghl, to_nowcerts)
+-- Worked out once per pair of map tables (weak keys: a reload's new maps
+-- start afresh). Maps are tables an agency writes and never changes while
+-- they run, and the pairing is O(fields^2): per event it was a quarter of
+-- the mapping's time.
+local pairs_cache = setmetatable({}, { __mode = "k" })
+
+local function compute_pairs(to_ghl, to_nowcerts)
   local out = {}
   local nc_keys = sorted_keys(to_nowcerts)
   for _, key in ipairs(sorted_keys(to_ghl)) do
@@ -89,6 +95,20 @@ function sync.pairs(to_ghl, to_nowcerts)
         end
       end
     end
+  end
+  return out
+end
+
+function sync.pairs(to_ghl, to_nowcerts)
+  local by_nc = pairs_cache[to_ghl]
+  if not by_nc then
+    by_nc = setmetatable({}, { __mode = "k" })
+    pairs_cache[to_ghl] = by_nc
+  end
+  local out = by_nc[to_nowcerts]
+  if not out then
+    out = compute_pairs(to_ghl, to_nowcerts)
+    by_nc[to_nowcerts] = out
   end
   return out
 end
