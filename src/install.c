@@ -297,10 +297,9 @@ static void take_tokens(struct pend *p, const char *body, size_t len) {
       fail(p, 403, "Forbidden", "Location not served here", msg);
     } else {
       int rc = tokens_install(t.tokens, refresh, access, lifetime, clock_mono());
-      const char *name = set(t.name) ? t.name : location;
       if (rc == 0) {
-        log_info("install: GHL location %s installed (%s); its tokens are in use and stored",
-                 location, name);
+        log_info("install: GHL location %s%s%s%s installed; its tokens are in use and stored",
+                 location, t.name ? " (" : "", t.name ? t.name : "", t.name ? ")" : "");
         snprintf(msg, sizeof msg,
                  "ncghl now reaches GHL location %s with the app's tokens. They are stored and "
                  "renewed by ncghl; you can close this page.",

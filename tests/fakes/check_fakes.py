@@ -1001,6 +1001,14 @@ def main():
         r = call(ghl, "GET", "/opportunities/pipelines?locationId=" + LOCATION,
                  headers={"Authorization": "Bearer " + second["access_token"], "Version": "2021-07-28"})
         expect(r.status == 200, f"the new install's access token: {r}")
+        # A day passing: the location's access tokens expire, its refresh token still works.
+        expect(call(ghl, "POST", "/_oauth/expire", body={"locationId": LOCATION}).json["expired"] == 1,
+               "expire control")
+        r = call(ghl, "GET", "/opportunities/pipelines?locationId=" + LOCATION,
+                 headers={"Authorization": "Bearer " + second["access_token"], "Version": "2021-07-28"})
+        expect(r.status == 401, f"an expired access token: {r}")
+        r = token(grant_type="refresh_token", refresh_token=second["refresh_token"])
+        expect(r.status == 200, f"refresh after expiry: {r}")
         # Codes expire.
         call(ghl, "POST", "/_config", body={"oauth_code_ttl": 0})
         code = call(ghl, "POST", "/_oauth/code", body={"locationId": LOCATION}).json["code"]

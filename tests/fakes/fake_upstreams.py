@@ -401,6 +401,7 @@ class Fake:
             ("POST", "/_webhooks/hold"): getattr(self, "c_webhooks_hold", None),
             ("POST", "/_webhooks/flush"): getattr(self, "c_webhooks_flush", None),
             ("POST", "/_oauth/code"): getattr(self, "c_oauth_code", None),
+            ("POST", "/_oauth/expire"): getattr(self, "c_oauth_expire", None),
         }
         fn = routes.get((method, path))
         if fn is None:
@@ -2101,6 +2102,20 @@ class GhlFake(Fake):
                                       "userType": user_type, "redirect_uri": redirect,
                                       "expires": time.time() + self.config["oauth_code_ttl"]}
         return Reply(200, {"code": code})
+
+    def c_oauth_expire(self, body):
+        """The day passing: every access token issued for locationId expires
+        now (refresh tokens keep working)."""
+        location = body.get("locationId")
+        if not (isinstance(location, str) and location):
+            return Reply(400, {"error": "locationId is required"})
+        with self.lock:
+            expired = 0
+            for grant in self.oauth_access.values():
+                if grant.get("locationId") == location:
+                    grant["expires"] = 0
+                    expired += 1
+        return Reply(200, {"expired": expired})
 
     def h_oauth_token(self, req):
         # A form body (NOTES §1); a JSON body binds nothing, so its fields are
