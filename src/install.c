@@ -150,7 +150,7 @@ static void pend_free(struct pend *p) {
   free(p);
 }
 
-void install_free(struct install *in) {
+void install_stop(struct install *in) {
   if (!in)
     return;
   while (in->pending) {
@@ -162,6 +162,12 @@ void install_free(struct install *in) {
                 "install again from the Marketplace once it is back.");
     pend_free(p);
   }
+}
+
+void install_free(struct install *in) {
+  if (!in)
+    return;
+  install_stop(in);
   free(in->token_url);
   free(in);
 }

@@ -34,8 +34,10 @@ typedef bool (*install_find_fn)(void *ud, const char *location_id, struct instal
  * when out of memory. */
 struct install *install_new(const struct config *cfg, struct httpc *http, install_find_fn find,
                             void *find_ud);
-/* Answers exchanges still in flight 503 and cancels them; before httpc_free
- * and before the HTTP server is freed. */
+/* Answers exchanges still in flight 503 and cancels them, while the loop
+ * can still write the pages out (the end of a graceful stop). */
+void install_stop(struct install *in);
+/* install_stop, then frees; before httpc_free and the HTTP server. */
 void install_free(struct install *in);
 /* Whether path (without a trailing '/') is one of this module's routes, so
  * the server can rate-limit it before install_handle. */
@@ -43,7 +45,8 @@ bool install_owns(const char *path);
 /* Answers req (a path install_owns), now or when GHL's token endpoint has. */
 void install_handle(struct install *in, struct evhttp_request *req, const char *path,
                     const char *query, enum evhttp_cmd_type cmd);
-/* Exchanges in flight. */
+/* Exchanges in flight: a graceful stop waits for them, since GHL may
+ * already have spent their codes. */
 int install_pending(const struct install *in);
 
 #endif

@@ -143,9 +143,15 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
   struct app *a = arg;
   double t = clock_wall();
   int running = engine_running(a->engine);
-  if (running == 0 || t >= a->drain_deadline) {
+  /* An install exchange in flight may hold a code GHL already spent. */
+  int installs = install_pending(a->install);
+  if ((running == 0 && installs == 0) || t >= a->drain_deadline) {
     if (running)
       log_warn("stopping with %d events still running; they run again at the next start", running);
+    if (installs)
+      log_warn("stopping with %d GHL install(s) waiting for GHL's token endpoint; install again",
+               installs);
+    install_stop(a->install);
     /* Settle every answer that waits on a commit or an fsync while the
      * loop still runs, and give the loop a moment to write them out. */
     queue_flush(a->queue);

@@ -9,7 +9,9 @@ Only the static token given to the fake (--ghl-token) and tokens it issued
 are accepted, so a call made with any other token fails."""
 
 import json
+import socket
 import sqlite3
+import threading
 import sys
 import urllib.parse
 from pathlib import Path
@@ -185,6 +187,43 @@ class Install(InstallTest):
         code = self.code(redirect_uri=redirect)
         self.assertPage(self.callback(s, code), 200, "Installed")
         self.assertEqual(self.token_requests()[0].get("redirect_uri"), redirect)
+
+
+class Interrupted(InstallTest):
+    def test_a_browser_that_leaves_early_still_gets_its_install(self):
+        # GHL may already have spent the code: the exchange goes on and its
+        # tokens are used even though nobody is left to see the page.
+        s = self.server(self.env())
+        self.fakes.fault("ghl", path="^/oauth/token", count=1, latency_ms=1500)
+        with self.assertRaises((socket.timeout, TimeoutError)):
+            harness.http("GET", "%s/oauth/callback?code=%s" % (s.base, self.code()), timeout=0.3)
+        harness.wait_until(lambda: self.stored(s) is not None, what="the install to be stored")
+        installed = self.stored(s)
+        self.assertEqual(self.sync_one(s)["headers"]["authorization"],
+                         "Bearer " + installed["access_token"])
+        s.stop()
+        self.assertNoSecretsLogged(s)
+
+    def test_a_graceful_stop_waits_for_an_exchange_in_flight(self):
+        s = self.server(self.env())
+        self.fakes.fault("ghl", path="^/oauth/token", count=1, latency_ms=1000)
+        got = {}
+
+        def browse():
+            try:
+                got["r"] = self.callback(s, self.code())
+            except (OSError, harness.httplib.HTTPException) as e:
+                got["error"] = e
+        t = threading.Thread(target=browse)
+        t.start()
+        harness.wait_until(lambda: len(self.fakes.calls("ghl", "POST", r"^/oauth/token$")) == 1,
+                           what="the exchange to reach GHL")
+        self.assertEqual(s.stop(), 0)
+        t.join(30)
+        self.assertIn("r", got, got)
+        self.assertPage(got["r"], 200, "Installed")
+        self.assertIsNotNone(self.stored(s))
+        self.assertNoSecretsLogged(s)
 
 
 class Refused(InstallTest):
