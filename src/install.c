@@ -64,12 +64,23 @@ static bool set(const char *s) { return s && *s; }
 static void html_escape(struct buf *b, const char *s) {
   for (; s && *s; s++) {
     switch (*s) {
-    case '<': buf_puts(b, "&lt;"); break;
-    case '>': buf_puts(b, "&gt;"); break;
-    case '&': buf_puts(b, "&amp;"); break;
-    case '"': buf_puts(b, "&quot;"); break;
-    case '\'': buf_puts(b, "&#39;"); break;
-    default: buf_putc(b, *s);
+    case '<':
+      buf_puts(b, "&lt;");
+      break;
+    case '>':
+      buf_puts(b, "&gt;");
+      break;
+    case '&':
+      buf_puts(b, "&amp;");
+      break;
+    case '"':
+      buf_puts(b, "&quot;");
+      break;
+    case '\'':
+      buf_puts(b, "&#39;");
+      break;
+    default:
+      buf_putc(b, *s);
     }
   }
 }
@@ -199,8 +210,8 @@ static bool id_like(const char *s) {
   size_t n = 0;
   for (; s[n]; n++) {
     char c = s[n];
-    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-          c == '-' || c == '_'))
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '_'))
       return false;
   }
   return n > 0 && n <= LOCATION_MAX;
@@ -419,8 +430,11 @@ static void handle_callback(struct install *in, struct evhttp_request *req, cons
   static const char *const headers[] = {"Content-Type: application/x-www-form-urlencoded",
                                         "Accept: application/json", NULL};
   double t = in->cfg->upstream_timeout;
-  struct httpc_request hr = {.method = "POST", .url = in->token_url, .headers = headers,
-                             .body = form.p, .body_len = form.len,
+  struct httpc_request hr = {.method = "POST",
+                             .url = in->token_url,
+                             .headers = headers,
+                             .body = form.p,
+                             .body_len = form.len,
                              .timeout_ms = t > 0 ? (long)(t * 1000) : DEFAULT_TIMEOUT_MS};
   if (rc == 0 && form.p)
     rc = httpc_send(in->http, &hr, on_token_answer, p);
@@ -455,8 +469,8 @@ static void handle_install(struct install *in, struct evhttp_request *req) {
   const struct config *c = in->cfg;
   struct buf url;
   buf_init(&url, 0);
-  const char *host = set(c->ghl_marketplace_url) ? c->ghl_marketplace_url
-                                                 : "https://marketplace.gohighlevel.com";
+  const char *host =
+      set(c->ghl_marketplace_url) ? c->ghl_marketplace_url : "https://marketplace.gohighlevel.com";
   size_t hl = strlen(host);
   while (hl > 0 && host[hl - 1] == '/')
     hl--;
