@@ -171,6 +171,23 @@ class Install(InstallTest):
         self.assertEqual([c["headers"]["authorization"] for c in creates],
                          ["Bearer " + installed["access_token"]])
 
+    def test_doctor_says_to_install_then_uses_the_installed_tokens(self):
+        s = self.server(self.env())
+        p = s.cli("doctor", timeout=60)
+        lines = [l for l in p.stdout.splitlines() if "GHL token" in l]
+        self.assertTrue(lines and lines[0].startswith("✗"), p.stdout)
+        self.assertIn("install the Marketplace app", lines[0])
+        self.assertPage(self.callback(s, self.code()), 200, "Installed")
+        installed = self.stored(s)
+        p = s.cli("doctor", timeout=60)
+        self.assertIn("✓ GHL token works for location " + LOCATION, p.stdout)
+        # It used the stored access token; nothing was refreshed.
+        self.assertEqual(len(self.token_requests()), 1)
+        doctor_calls = self.fakes.calls("ghl", "GET", r"^/locations/" + LOCATION + "$")
+        self.assertEqual(doctor_calls[-1]["headers"]["authorization"],
+                         "Bearer " + installed["access_token"])
+        self.assertNotIn(installed["access_token"], p.stdout + p.stderr)
+
     def test_redirect_uri_and_the_install_link(self):
         redirect = "https://ncghl.example.test/oauth/callback"
         s = self.server(self.env(GHL_REDIRECT_URI=redirect,
