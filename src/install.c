@@ -305,7 +305,15 @@ static void take_tokens(struct pend *p, const char *body, size_t len) {
     if (!(lifetime > 0) || !isfinite(lifetime))
       lifetime = DEFAULT_LIFETIME;
     struct install_target t = {0};
-    if (!in->find(in->find_ud, location, &t) || !t.tokens) {
+    bool served = in->find(in->find_ud, location, &t);
+    if (served && !t.tokens) {
+      snprintf(msg, sizeof msg,
+               "Location %s is served here with a fixed token (GHL_API_KEY), not through the "
+               "Marketplace app: give it the app's GHL_CLIENT_ID and GHL_CLIENT_SECRET, then "
+               "install again. Nothing was stored.",
+               location);
+      fail(p, 409, "Conflict", "Location not set up for the app", msg);
+    } else if (!served) {
       snprintf(msg, sizeof msg,
                "Location %s is not served by this ncghl (GHL_LOCATION_ID or its tenants name "
                "other locations). Nothing was stored. Uninstall the app from that location in "

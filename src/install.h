@@ -21,7 +21,8 @@ struct install;
 /* The tenant that serves location_id: its GHL OAuth tokens (which keep
  * themselves in that tenant's store through their saver) and a name for
  * the page and the log. Returns false when this deployment does not serve
- * that location (the install is refused with 403). */
+ * that location (the install is refused with 403); true with tokens NULL
+ * when it does, but not through OAuth (a static token: refused with 409). */
 struct install_target {
   struct tokens *tokens;
   const char *name; /* may be NULL */
