@@ -12,7 +12,6 @@
 
 #include <event2/http.h>
 
-struct event_base;
 struct config;
 struct httpc;
 struct tokens;
