@@ -329,6 +329,13 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
     c->ghl_client_secret = get_str(&ld, "GHL_CLIENT_SECRET", NULL);
     c->ghl_refresh_token = get_str(&ld, "GHL_REFRESH_TOKEN", NULL);
   }
+  c->ghl_redirect_uri = get_url(&ld, "GHL_REDIRECT_URI", NULL);
+  c->ghl_oauth_scopes =
+      get_str(&ld, "GHL_OAUTH_SCOPES",
+              "contacts.readonly contacts.write opportunities.readonly opportunities.write "
+              "locations.readonly locations/customFields.readonly");
+  c->ghl_marketplace_url =
+      get_url(&ld, "GHL_MARKETPLACE_URL", "https://marketplace.gohighlevel.com");
 
   c->max_retries = (int)get_num(&ld, "MAX_RETRIES", 3, 0, 100, true);
   c->retry_backoff_factor = get_num(&ld, "RETRY_BACKOFF_FACTOR", 2.0, 1.0, 100, false);
@@ -374,10 +381,13 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
                                         c->lua_memory_mb, true);
   c->lua_event_timeout_ms = (int)get_num(&ld, "LUA_EVENT_TIMEOUT_MS", 2000, 10, 3600000, true);
 
+  /* Client id and secret alone are a deployment waiting for its
+   * Marketplace install (docs/install.md); a refresh token needs both. */
   if (!ld.failed && (c->ghl_client_id || c->ghl_client_secret || c->ghl_refresh_token) &&
-      !(c->ghl_client_id && c->ghl_client_secret && c->ghl_refresh_token))
-    fail(&ld, "GHL_REFRESH_TOKEN",
-         "OAuth refresh needs GHL_CLIENT_ID, GHL_CLIENT_SECRET and GHL_REFRESH_TOKEN together", NULL);
+      !(c->ghl_client_id && c->ghl_client_secret))
+    fail(&ld, c->ghl_client_id ? "GHL_CLIENT_SECRET" : "GHL_CLIENT_ID",
+         "GHL OAuth needs GHL_CLIENT_ID and GHL_CLIENT_SECRET together (GHL_REFRESH_TOKEN "
+         "is optional: a Marketplace install brings one)", NULL);
 
   envfile_free(&ld.file);
   /* Registered before anything can log, so no line ever carries them. */
@@ -395,7 +405,8 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
 void config_free(struct config *c) {
   char **strs[] = {&c->host, &c->log_file, &c->nowcerts_base_url, &c->nowcerts_username,
                    &c->nowcerts_password, &c->ghl_base_url, &c->ghl_api_key, &c->ghl_location_id,
-                   &c->ghl_client_id, &c->ghl_client_secret, &c->ghl_refresh_token, &c->db_path,
+                   &c->ghl_client_id, &c->ghl_client_secret, &c->ghl_refresh_token, &c->ghl_redirect_uri,
+                   &c->ghl_oauth_scopes, &c->ghl_marketplace_url, &c->db_path,
                    &c->mappings_dir, &c->lua_dir, &c->mappings_defaults_dir, &c->admin_token, &c->ui_dir, &c->nowcerts_webhook_secret,
                    &c->ghl_webhook_ed25519_key, &c->ghl_webhook_rsa_key, &c->public_url,
                    &c->default_country};

@@ -26,6 +26,12 @@ struct config {
   char *ghl_client_id;
   char *ghl_client_secret;
   char *ghl_refresh_token;
+  /* Marketplace install (install.c): the redirect URI registered with the
+   * app (sent as redirect_uri when set), the scopes GET /oauth/install asks
+   * for, and the marketplace host it sends the browser to. */
+  char *ghl_redirect_uri;
+  char *ghl_oauth_scopes;
+  char *ghl_marketplace_url;
 
   int max_retries;
   double retry_backoff_factor;

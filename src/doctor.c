@@ -26,6 +26,7 @@
 #include "poller.h"
 #include "sandbox.h"
 #include "store.h"
+#include "tokens.h"
 #include "upstream.h"
 
 enum step {
@@ -143,7 +144,11 @@ static void lua_lines(struct doctor *d, const char *fn, const char *body, size_t
 /* ---- upstream checks ---------------------------------------------------- */
 
 static void ghl_fix(const struct doctor *d, int status, char *out, size_t n) {
-  if (status == 0)
+  if (status == 0 && d->up && up_ghl_oauth(d->up) && !tokens_has_grant(up_ghl_oauth(d->up)))
+    snprintf(out, n,
+             "GHL OAuth has no tokens yet: install the Marketplace app on the sub-account "
+             "(open /oauth/install on this service; docs/install.md)");
+  else if (status == 0)
     snprintf(out, n, "GHL did not answer at GHL_BASE_URL (%s): check the address and the network",
              d->cfg->ghl_base_url);
   else if (status == 401)
@@ -511,6 +516,9 @@ int doctor_main(int argc, char **argv) {
     goto out;
   }
   store = store_open(cfg.db_path, err, sizeof err);
+  /* GHL OAuth tokens (rotated or from a Marketplace install) live in the
+   * store, as for serve and backfill: the seed alone may be used up. */
+  up_set_store(up, store);
   struct lrt_host host = {base, &cfg, up, NULL, NULL, cmd_up_start, up, NULL, NULL};
   rt = lrt_new(&host, err, sizeof err);
   if (!rt) {

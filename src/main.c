@@ -18,6 +18,7 @@
 #include "engine.h"
 #include "events_cmd.h"
 #include "httpc.h"
+#include "install.h"
 #include "log.h"
 #include "lua_rt.h"
 #include "metrics.h"
@@ -80,6 +81,7 @@ struct app {
   struct lrt *rt;
   struct engine *engine;
   struct server *server;
+  struct install *install; /* GHL Marketplace install (install.h) */
   struct presence *presence;
   struct poller *poller;
   struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
@@ -141,9 +143,15 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
   struct app *a = arg;
   double t = clock_wall();
   int running = engine_running(a->engine);
-  if (running == 0 || t >= a->drain_deadline) {
+  /* An install exchange in flight may hold a code GHL already spent. */
+  int installs = install_pending(a->install);
+  if ((running == 0 && installs == 0) || t >= a->drain_deadline) {
     if (running)
       log_warn("stopping with %d events still running; they run again at the next start", running);
+    if (installs)
+      log_warn("stopping with %d GHL install(s) waiting for GHL's token endpoint; install again",
+               installs);
+    install_stop(a->install);
     /* Settle every answer that waits on a commit or an fsync while the
      * loop still runs, and give the loop a moment to write them out. */
     queue_flush(a->queue);
@@ -225,6 +233,19 @@ static int up_start_hook(void *ud, const struct up_call *call, up_attempt_cb on_
   return up_start(ud, call, on_attempt, done, done_ud);
 }
 
+/* Single-agency mode: the one GHL OAuth tokens object serves the install
+ * of GHL_LOCATION_ID, or of any location while it is unset. (With tenants,
+ * this looks the location up among them.) */
+static bool install_find_single(void *ud, const char *location_id, struct install_target *out) {
+  struct app *a = ud;
+  const char *mine = a->cfg.ghl_location_id;
+  if (mine && *mine && strcmp(mine, location_id) != 0)
+    return false;
+  out->tokens = up_ghl_oauth(a->up);
+  out->name = NULL;
+  return true;
+}
+
 static void app_free(struct app *a) {
   poller_stop(a->poller);
   /* Nothing new starts; then everything written is committed and synced,
@@ -240,6 +261,8 @@ static void app_free(struct app *a) {
     presence_stop(a->presence);
   if (a->store_failed)
     server_undo_refused(a->server);
+  install_free(a->install); /* answers its browsers while the server is there */
+  a->install = NULL;
   if (a->server)
     server_free(a->server);
   upkeep_stop(a->upkeep);
@@ -362,6 +385,9 @@ static int cmd_serve(int argc, char **argv) {
     log_error("%s", err);
     goto out;
   }
+  if (!(a.install = install_new(&a.cfg, a.http, install_find_single, &a)))
+    goto out;
+  server_set_install(a.server, a.install);
   a.m_reloads = metrics_counter(a.metrics, "ncghl_mapping_reloads_total",
                                 "Mapping reloads on SIGHUP; error: the old mappings were kept.",
                                 METRIC_LABELS("result"));

@@ -33,6 +33,7 @@
 #include "digest.h"
 #include "engine.h"
 #include "hash.h"
+#include "install.h"
 #include "json.h"
 #include "log.h"
 #include "lua_rt.h"
@@ -103,6 +104,7 @@ struct server {
   struct engine *engine;
   struct lrt *rt;
   struct admin *admin;
+  struct install *install; /* the Marketplace install's routes; NULL: 503 there */
   struct evhttp *http;
   struct sig_keys *ghl_keys; /* NULL when GHL_WEBHOOK_VERIFY is off */
   struct answer *owed;
@@ -929,6 +931,32 @@ static bool has_param(const char *query, const char *name, char *value, size_t l
   return v != NULL;
 }
 
+static void send_rate_limited(struct server *s, struct evhttp_request *req, const struct track *t,
+                              long wait) {
+  char secs[24], msg[128];
+  snprintf(secs, sizeof secs, "%ld", wait);
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", secs);
+  snprintf(msg, sizeof msg, "Rate limit exceeded (%d requests a minute); retry after %ld s",
+           s->cfg->rate_limit_per_minute, wait);
+  send_detail(req, t, 429, "Too Many Requests", msg);
+}
+
+/* The Marketplace install's routes (install.c) share the inbound rate
+ * limit: each forged code would cost a request to GHL's token endpoint. */
+static void route_install(struct server *s, struct evhttp_request *req, const char *path,
+                          const char *query, enum evhttp_cmd_type cmd) {
+  if (s->draining) {
+    send_detail(req, NULL, 503, "Service Unavailable", "Shutting down; try again shortly");
+    return;
+  }
+  long wait = rl_check(s, req);
+  if (wait > 0) {
+    send_rate_limited(s, req, NULL, wait);
+    return;
+  }
+  install_handle(s->install, req, path, query, cmd);
+}
+
 static void on_request(struct evhttp_request *req, void *arg) {
   struct server *s = arg;
   double t0 = clock_mono();
@@ -949,6 +977,10 @@ static void on_request(struct evhttp_request *req, void *arg) {
 
   if (admin_handle(s->admin, req, clean, query, cmd))
     return;
+  if (install_owns(clean)) {
+    route_install(s, req, clean, query, cmd);
+    return;
+  }
 
   static const struct {
     const char *path;
@@ -996,12 +1028,7 @@ static void on_request(struct evhttp_request *req, void *arg) {
     }
     long wait = rl_check(s, req);
     if (wait > 0) {
-      char secs[24], msg[128];
-      snprintf(secs, sizeof secs, "%ld", wait);
-      evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", secs);
-      snprintf(msg, sizeof msg, "Rate limit exceeded (%d requests a minute); retry after %ld s",
-               s->cfg->rate_limit_per_minute, wait);
-      send_detail(req, &t, 429, "Too Many Requests", msg);
+      send_rate_limited(s, req, &t, wait);
       return;
     }
     handle_event(s, req, &t, hook);
@@ -1107,6 +1134,8 @@ void server_set_metrics(struct server *s, struct metrics *m) {
   metrics_free(s->own_metrics);
   s->own_metrics = NULL;
 }
+
+void server_set_install(struct server *s, struct install *in) { s->install = in; }
 
 void server_drain(struct server *s) {
   s->draining = true;

@@ -28,6 +28,10 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
  * registry of its own. */
 struct metrics;
 void server_set_metrics(struct server *s, struct metrics *m);
+/* Serves the Marketplace install's routes (install.h) with in; the caller
+ * keeps it and frees it before the server. Until then they answer 503. */
+struct install;
+void server_set_install(struct server *s, struct install *in);
 /* From now on new requests are answered 503 (shutting down); answers still
  * owed are sent as their events end. */
 void server_drain(struct server *s);

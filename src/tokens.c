@@ -149,8 +149,9 @@ struct tokens *tokens_new(const struct tokens_params *p, const struct tokens_io 
       return NULL;
     break;
   case TOKENS_GHL_OAUTH:
-    if (!set(p->base_url) || !set(p->client_id) || !set(p->client_secret) ||
-        !set(p->refresh_token) || !io || !io->post)
+    /* No refresh token yet is a deployment waiting for its Marketplace
+     * install (tokens_install); it has nothing to send until then. */
+    if (!set(p->base_url) || !set(p->client_id) || !set(p->client_secret) || !io || !io->post)
       return NULL;
     break;
   default:
@@ -186,9 +187,11 @@ struct tokens *tokens_new(const struct tokens_params *p, const struct tokens_io 
   } else if (p->kind == TOKENS_GHL_OAUTH) {
     oom |= !(tk->client_id = strdup(p->client_id));
     oom |= !(tk->client_secret = strdup(p->client_secret));
-    oom |= !(tk->refresh = strdup(p->refresh_token));
     log_add_secret(p->client_secret);
-    log_add_secret(p->refresh_token);
+    if (set(p->refresh_token)) {
+      oom |= !(tk->refresh = strdup(p->refresh_token));
+      log_add_secret(p->refresh_token);
+    }
   }
   if (set(p->static_token)) {
     /* With OAuth this is a first access token of unknown age: use it until
@@ -294,6 +297,44 @@ int tokens_restore(struct tokens *tk, const char *refresh, const char *access, d
     tk->renew_at = now + lifetime - early;
   }
   return 0;
+}
+
+bool tokens_has_grant(const struct tokens *tk) { return tk->refresh || tk->access; }
+
+static void dispatch(struct tokens *tk, const char *token, int status, const char *error);
+
+int tokens_install(struct tokens *tk, const char *refresh, const char *access, double lifetime,
+                   double now) {
+  if (tk->kind != TOKENS_GHL_OAUTH || !set(refresh) || !set(access) || !(lifetime > 0) ||
+      tk->dead)
+    return -1;
+  char *r = strdup(refresh);
+  char *a = strdup(access);
+  if (!r || !a) {
+    free(r);
+    free(a);
+    return -1;
+  }
+  log_add_secret(r);
+  log_add_secret(a);
+  /* A refresh in flight presented the grant being replaced: whatever it
+   * brings back must not overwrite the install, so it is dropped, and the
+   * calls waiting for it take the installed token instead. */
+  if (tk->inflight && tk->io.cancel)
+    tk->io.cancel(tk->io.io_ud, tk->inflight);
+  tk->inflight = NULL;
+  tk->req = REQ_NONE;
+  replace_secret(&tk->refresh, &tk->refresh_issued, r);
+  replace_secret(&tk->access, &tk->access_issued, a);
+  tk->refused = false;
+  double early = tk->margin < lifetime / 2 ? tk->margin : lifetime / 2;
+  tk->renew_at = now + lifetime - early;
+  int stored = tk->saver ? tk->saver(tk->saver_ud, tk->refresh, tk->access, lifetime) : -1;
+  log_info("tokens: ghl tokens installed (Marketplace)%s",
+           stored == 0 ? "; stored" : "; NOT stored, a restart will lose them");
+  if (tk->waiters)
+    dispatch(tk, tk->access, 200, NULL);
+  return stored == 0 ? 0 : 1;
 }
 
 static void observe(struct tokens *tk, bool ok) {

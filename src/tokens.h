@@ -18,7 +18,8 @@ struct tokens;
 enum tokens_kind {
   TOKENS_NOWCERTS = 0, /* password login at <base>/token, refresh_token grant */
   TOKENS_GHL_STATIC,   /* a fixed token (Private Integration token) */
-  TOKENS_GHL_OAUTH     /* refresh_token grant at <base>/oauth/token */
+  TOKENS_GHL_OAUTH     /* refresh_token grant at <base>/oauth/token; without a
+                        * refresh token it waits for a Marketplace install */
 };
 
 struct tokens_params {
@@ -28,7 +29,8 @@ struct tokens_params {
   const char *password;      /* NowCerts */
   const char *client_id;     /* GHL OAuth */
   const char *client_secret; /* GHL OAuth */
-  const char *refresh_token; /* GHL OAuth: the configured (first) refresh token */
+  const char *refresh_token; /* GHL OAuth: the configured (first) refresh token;
+                              * NULL: none until tokens_install */
   const char *static_token;  /* GHL static; with OAuth: an optional first access
                               * token, used until it is refused */
   double refresh_margin;     /* seconds before expiry to renew (NowCerts, OAuth) */
@@ -94,11 +96,25 @@ void tokens_set_observer(struct tokens *tk, tokens_observer_fn fn, void *ud);
  * lifetime: seconds from the response on (or left, for restore); <= 0 for
  * an access token that is no longer usable. Restored tokens are registered
  * with the logger. Both do nothing for other kinds. */
-typedef void (*tokens_saver_fn)(void *ud, const char *refresh, const char *access,
-                                double lifetime);
+typedef int (*tokens_saver_fn)(void *ud, const char *refresh, const char *access,
+                               double lifetime); /* 0: stored */
 void tokens_set_saver(struct tokens *tk, tokens_saver_fn fn, void *ud);
 int tokens_restore(struct tokens *tk, const char *refresh, const char *access, double lifetime,
                    double now);
+
+/* A Marketplace install (an authorization code exchanged by install.c)
+ * replaces both GHL OAuth tokens at once, without a restart: the next
+ * tokens_fresh returns `access`, the next refresh presents `refresh`. A
+ * refresh in flight is dropped (its answer belongs to the replaced grant)
+ * and its waiters get the new access token. The pair goes to the saver.
+ * Returns 0 when in use and stored, 1 when in use but the saver failed
+ * (or there is none), -1 when nothing changed (not OAuth, empty token,
+ * lifetime <= 0, out of memory). */
+int tokens_install(struct tokens *tk, const char *refresh, const char *access, double lifetime,
+                   double now);
+/* Whether there is anything to authenticate with yet: false for GHL OAuth
+ * configured without a refresh token, before its install. */
+bool tokens_has_grant(const struct tokens *tk);
 
 /* application/x-www-form-urlencoded value encoding into out (NUL-terminated,
  * at most outlen bytes). Returns the length, or -1 when out is too small. */

@@ -219,8 +219,9 @@ struct upstream *up_new(struct event_base *base, const struct config *cfg, struc
     u->missing[UP_NOWCERTS] =
         "NowCerts credentials not configured (NOWCERTS_USERNAME, NOWCERTS_PASSWORD)";
   }
-  if (set(cfg->ghl_client_id) && set(cfg->ghl_client_secret) && set(cfg->ghl_refresh_token) &&
-      set(cfg->ghl_base_url)) {
+  /* Client id and secret make GHL OAuth, even before there is a refresh
+   * token: a Marketplace install (install.c) brings the first pair. */
+  if (set(cfg->ghl_client_id) && set(cfg->ghl_client_secret) && set(cfg->ghl_base_url)) {
     struct tokens_params p = {.kind = TOKENS_GHL_OAUTH,
                               .base_url = cfg->ghl_base_url,
                               .client_id = cfg->ghl_client_id,
@@ -310,12 +311,20 @@ static void json_string_to(struct buf *b, const char *s) {
   buf_append(b, "\"", 1);
 }
 
-static void save_oauth(void *ud, const char *refresh, const char *access, double lifetime) {
+/* Which configured seed the stored pair grew from: a changed
+ * GHL_REFRESH_TOKEN wins over what an earlier run stored. Without one (a
+ * deployment installed from the Marketplace) the seed is the empty string. */
+static void seed_digest(const struct upstream *u, char *out) {
+  const char *seed = u->cfg->ghl_refresh_token ? u->cfg->ghl_refresh_token : "";
+  digest_sha256_hex(seed, strlen(seed), out);
+}
+
+static int save_oauth(void *ud, const char *refresh, const char *access, double lifetime) {
   struct upstream *u = ud;
   if (!u->store)
-    return;
+    return -1;
   char seed[DIGEST_HEX_LEN + 1];
-  digest_sha256_hex(u->cfg->ghl_refresh_token, strlen(u->cfg->ghl_refresh_token), seed);
+  seed_digest(u, seed);
   struct buf b;
   buf_init(&b, 0);
   buf_printf(&b, "{\"seed\":");
@@ -327,17 +336,19 @@ static void save_oauth(void *ud, const char *refresh, const char *access, double
   buf_printf(&b, ",\"expires_at\":%.0f}", clock_wall() + lifetime);
   /* The refresh token GHL just issued is the only one that will work: a
    * failure to keep it is worth an error line (the token itself never is). */
-  if (!b.p || store_kv_put(u->store, OAUTH_KV_KEY, b.p) != 0)
+  int rc = b.p && store_kv_put(u->store, OAUTH_KV_KEY, b.p) == 0 ? 0 : -1;
+  if (rc != 0)
     log_error("tokens: could not store the rotated GHL refresh token; a restart will need "
               "the newest one in GHL_REFRESH_TOKEN");
   if (b.p)
     memset(b.p, 0, b.len);
   buf_free(&b);
+  return rc;
 }
 
 void up_set_store(struct upstream *u, struct store *s) {
   struct tokens *tk = u ? u->tk[UP_GHL] : NULL;
-  if (!tk || !s || !set(u->cfg->ghl_refresh_token) || !tokens_can_renew(tk))
+  if (!tk || !s || !tokens_can_renew(tk))
     return;
   u->store = s;
   tokens_set_saver(tk, save_oauth, u);
@@ -347,7 +358,7 @@ void up_set_store(struct upstream *u, struct store *s) {
   char err[64];
   struct json *root = json_parse(v, strlen(v), err, sizeof err);
   char seed[DIGEST_HEX_LEN + 1];
-  digest_sha256_hex(u->cfg->ghl_refresh_token, strlen(u->cfg->ghl_refresh_token), seed);
+  seed_digest(u, seed);
   const char *stored_seed = root ? json_str(json_get(root, "seed")) : NULL;
   const char *refresh = root ? json_str(json_get(root, "refresh_token")) : NULL;
   const char *access = root ? json_str(json_get(root, "access_token")) : NULL;
@@ -364,6 +375,11 @@ void up_set_store(struct upstream *u, struct store *s) {
   json_free(root);
   memset(v, 0, strlen(v));
   free(v);
+}
+
+struct tokens *up_ghl_oauth(struct upstream *u) {
+  struct tokens *tk = u ? u->tk[UP_GHL] : NULL;
+  return tk && tokens_can_renew(tk) ? tk : NULL;
 }
 
 void up_set_metrics(struct upstream *u, struct metrics *m) {
@@ -718,7 +734,9 @@ static void attempt(struct ucall *c) {
   }
   c->status = 0;
   c->retryable = true;
-  set_error(c, "token request: could not be sent");
+  /* Events wait (retry_wait) for the install rather than die. */
+  set_error(c, tokens_has_grant(tk) ? "token request: could not be sent"
+                                    : "GHL app not installed yet: no OAuth tokens (docs/install.md)");
   after_failure(c, -1);
 }
 

@@ -75,10 +75,15 @@ const char *up_nowcerts_user_id(const struct upstream *u);
 int up_active(const struct upstream *u);
 /* Keeps GHL OAuth tokens in the store (kv "ghl_oauth"): restores the ones
  * an earlier run stored, unless GHL_REFRESH_TOKEN was changed since (a new
- * seed wins), and stores every rotation from now on. Call before the first
- * up_start. Nothing happens without OAuth refresh configured. */
+ * seed wins), and stores every rotation and install from now on. Call
+ * before the first up_start. Nothing happens without GHL OAuth (client id
+ * and secret) configured. */
 struct store;
 void up_set_store(struct upstream *u, struct store *s);
+/* The GHL OAuth tokens, for a Marketplace install (tokens_install); NULL
+ * when GHL is not OAuth (no client id and secret). */
+struct tokens;
+struct tokens *up_ghl_oauth(struct upstream *u);
 /* Counts into m from now on: ncghl_upstream_requests_total{service,status} and
  * ncghl_upstream_duration_seconds{service} per HTTP attempt (status "0": no
  * answer), ncghl_retries_total{service}, ncghl_token_refreshes_total{service,result}. */

@@ -987,6 +987,33 @@ def main():
                                                       "Version": "2021-07-28"})
         expect(r.status == 401, f"expired token accepted: {r}")
         expect(call(ghl, "POST", "/_oauth/code", body={}).status == 400, "code without a location")
+        # An install again revokes the earlier install's tokens of that location.
+        call(ghl, "POST", "/_config", body={"oauth_token_ttl": 86399})
+        first = token(grant_type="authorization_code",
+                      code=call(ghl, "POST", "/_oauth/code", body={"locationId": LOCATION}).json["code"]).json
+        second = token(grant_type="authorization_code",
+                       code=call(ghl, "POST", "/_oauth/code", body={"locationId": LOCATION}).json["code"]).json
+        r = call(ghl, "GET", "/opportunities/pipelines?locationId=" + LOCATION,
+                 headers={"Authorization": "Bearer " + first["access_token"], "Version": "2021-07-28"})
+        expect(r.status == 401, f"the replaced install's access token: {r}")
+        r = token(grant_type="refresh_token", refresh_token=first["refresh_token"])
+        expect(r.status == 400, f"the replaced install's refresh token: {r}")
+        r = call(ghl, "GET", "/opportunities/pipelines?locationId=" + LOCATION,
+                 headers={"Authorization": "Bearer " + second["access_token"], "Version": "2021-07-28"})
+        expect(r.status == 200, f"the new install's access token: {r}")
+        # A day passing: the location's access tokens expire, its refresh token still works.
+        expect(call(ghl, "POST", "/_oauth/expire", body={"locationId": LOCATION}).json["expired"] == 1,
+               "expire control")
+        r = call(ghl, "GET", "/opportunities/pipelines?locationId=" + LOCATION,
+                 headers={"Authorization": "Bearer " + second["access_token"], "Version": "2021-07-28"})
+        expect(r.status == 401, f"an expired access token: {r}")
+        r = token(grant_type="refresh_token", refresh_token=second["refresh_token"])
+        expect(r.status == 200, f"refresh after expiry: {r}")
+        # Codes expire.
+        call(ghl, "POST", "/_config", body={"oauth_code_ttl": 0})
+        code = call(ghl, "POST", "/_oauth/code", body={"locationId": LOCATION}).json["code"]
+        r = token(grant_type="authorization_code", code=code)
+        expect(r.status == 400 and "expired" in r.json["message"], f"expired code: {r}")
         # Faults on the token endpoint: 5xx, garbage, a hang.
         call(ghl, "POST", "/_fault", body={"status": 503, "path": "^/oauth/token"})
         expect(token(grant_type="refresh_token", refresh_token="x").status == 503, "5xx fault")

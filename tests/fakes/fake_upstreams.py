@@ -401,6 +401,7 @@ class Fake:
             ("POST", "/_webhooks/hold"): getattr(self, "c_webhooks_hold", None),
             ("POST", "/_webhooks/flush"): getattr(self, "c_webhooks_flush", None),
             ("POST", "/_oauth/code"): getattr(self, "c_oauth_code", None),
+            ("POST", "/_oauth/expire"): getattr(self, "c_oauth_expire", None),
         }
         fn = routes.get((method, path))
         if fn is None:
@@ -1986,7 +1987,7 @@ class GhlFake(Fake):
     collections = ("contacts", "opportunities", "pipelines", "customFields", "locations")
     config_keys = {"latency_ms", "rate_limit", "rate_window", "webhook_url", "webhook_delay_ms",
                    "webhook_duplicate", "webhook_shuffle", "locations", "oauth_client_id",
-                   "oauth_client_secret", "oauth_token_ttl"}
+                   "oauth_client_secret", "oauth_token_ttl", "oauth_code_ttl"}
 
     def __init__(self, config, request_log_max, quiet, token):
         self.token = token
@@ -1994,7 +1995,8 @@ class GhlFake(Fake):
         for key, value in (("webhook_url", None), ("webhook_delay_ms", 0), ("webhook_duplicate", 0),
                            ("webhook_shuffle", False), ("locations", list(DEFAULT_GHL_LOCATIONS)),
                            ("oauth_client_id", "fake-ghl-client-id"),
-                           ("oauth_client_secret", "fake-ghl-client-secret"), ("oauth_token_ttl", 86399)):
+                           ("oauth_client_secret", "fake-ghl-client-secret"), ("oauth_token_ttl", 86399),
+                           ("oauth_code_ttl", 300)):
             config.setdefault(key, value)
         self.wh_cond = None
         super().__init__(config, request_log_max, quiet)
@@ -2039,6 +2041,7 @@ class GhlFake(Fake):
         self.oauth_codes = {}      # code -> {"locationId", "userType", "redirect_uri"}; used once
         self.oauth_access = {}     # access token -> {"locationId", "userType", "expires"}
         self.oauth_refresh = {}    # refresh token -> grant; only the latest of a chain is a key
+        self.oauth_revoked = set() # access tokens of a replaced install: refused, never "static"
         self.wh_generation = getattr(self, "wh_generation", 0) + 1
         self.wh_queue = deque()     # (generation, due monotonic, url, body), sent in order
         self.wh_buffer = []         # held or shuffled, waiting for a flush
@@ -2073,8 +2076,8 @@ class GhlFake(Fake):
             raise ValueError("webhook_shuffle must be true or false")
         if key in ("oauth_client_id", "oauth_client_secret") and not (isinstance(value, str) and value):
             raise ValueError(f"{key} must be a non-empty string")
-        if key == "oauth_token_ttl" and (not is_number(value) or value < 0):
-            raise ValueError("oauth_token_ttl must be a non-negative number of seconds")
+        if key in ("oauth_token_ttl", "oauth_code_ttl") and (not is_number(value) or value < 0):
+            raise ValueError(f"{key} must be a non-negative number of seconds")
         if key == "locations" and (not isinstance(value, list) or not value
                                    or not all(isinstance(x, str) and x for x in value)):
             raise ValueError("locations must be a non-empty array of location ids")
@@ -2094,9 +2097,25 @@ class GhlFake(Fake):
             return Reply(400, {"error": "redirect_uri must be a string"})
         code = secrets.token_hex(20)
         with self.lock:
+            # GHL documents no code lifetime; a short one is the worse case.
             self.oauth_codes[code] = {"locationId": location if user_type == "Location" else None,
-                                      "userType": user_type, "redirect_uri": redirect}
+                                      "userType": user_type, "redirect_uri": redirect,
+                                      "expires": time.time() + self.config["oauth_code_ttl"]}
         return Reply(200, {"code": code})
+
+    def c_oauth_expire(self, body):
+        """The day passing: every access token issued for locationId expires
+        now (refresh tokens keep working)."""
+        location = body.get("locationId")
+        if not (isinstance(location, str) and location):
+            return Reply(400, {"error": "locationId is required"})
+        with self.lock:
+            expired = 0
+            for grant in self.oauth_access.values():
+                if grant.get("locationId") == location:
+                    grant["expires"] = 0
+                    expired += 1
+        return Reply(200, {"expired": expired})
 
     def h_oauth_token(self, req):
         # A form body (NOTES §1); a JSON body binds nothing, so its fields are
@@ -2135,10 +2154,27 @@ class GhlFake(Fake):
                     and form.get("redirect_uri") != grant["redirect_uri"]):
                 return bad_request("Invalid grant: redirect_uri does not match")
             del store[given]
+            if grant_type == "authorization_code" and time.time() >= grant["expires"]:
+                return bad_request("Invalid grant: authorization code has expired")
             if grant_type == "authorization_code":
                 grant = {"locationId": grant["locationId"], "userType": grant["userType"],
                          "userId": stable_ghl_id("oauth-user:" + str(grant["locationId"]))}
+                # An install again replaces the earlier install's tokens.
+                # GHL does not say whether the old ones keep working; the
+                # worse case for a client is that they stop at once.
+                self.oauth_revoke(grant)
             return Reply(200, self.oauth_issue(grant))
+
+    def oauth_revoke(self, grant):
+        """Forgets every access and refresh token of grant's location and
+        user type; lock held."""
+        def same(g):
+            return g.get("locationId") == grant["locationId"] and g.get("userType") == grant["userType"]
+        for table in (self.oauth_access, self.oauth_refresh):
+            for token in [t for t, g in table.items() if same(g)]:
+                del table[token]
+                if table is self.oauth_access:
+                    self.oauth_revoked.add(token)
 
     def oauth_issue(self, grant):
         """New access and refresh tokens for a grant; lock held."""
@@ -2390,6 +2426,9 @@ class GhlFake(Fake):
         token = req.bearer()
         with self.lock:
             grant = self.oauth_access.get(token)
+            revoked = token in self.oauth_revoked
+        if revoked:
+            return Reply(401, dict(GHL_UNAUTHORIZED))
         if grant is not None:
             if time.time() >= grant["expires"]:
                 return Reply(401, dict(GHL_UNAUTHORIZED))

@@ -372,6 +372,10 @@ class Fakes:
         for tokens of that location."""
         return self._ctl("ghl", "POST", "/_oauth/code", dict(extra, locationId=location))["code"]
 
+    def ghl_oauth_expire(self, location="it-location-1"):
+        """Expires every OAuth access token of that location in the fake GHL."""
+        return self._ctl("ghl", "POST", "/_oauth/expire", {"locationId": location})["expired"]
+
     # Views over /_requests -------------------------------------------------
 
     def calls(self, side, method=None, path_re=None):

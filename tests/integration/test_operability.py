@@ -160,7 +160,8 @@ class OpenApi(IntegTest):
         routes = {"/health": "get", "/metrics": "get", "/openapi.json": "get",
                   "/api/v1/webhooks/nowcerts": "post", "/api/v1/webhooks/ghl": "post",
                   "/api/v1/sync/manual": "post", "/api/v1/events": "get",
-                  "/api/v1/events/{id}": "get", "/api/v1/events/{id}/replay": "post"}
+                  "/api/v1/events/{id}": "get", "/api/v1/events/{id}/replay": "post",
+                  "/oauth/callback": "get", "/oauth/install": "get"}
         for p, method in routes.items():
             with self.subTest(path=p):
                 self.assertIn(p, paths)

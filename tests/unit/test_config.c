@@ -175,6 +175,31 @@ static void test_partial_oauth_rejected(void **state) {
   unsetenv("GHL_CLIENT_ID");
 }
 
+/* Client id and secret without a refresh token wait for a Marketplace
+ * install; a refresh token without the secret is still refused. */
+static void test_oauth_without_refresh_token_accepted(void **state) {
+  (void)state;
+  struct config c;
+  char err[256] = "";
+  assert_int_equal(config_load(&c, write_env("GHL_CLIENT_ID=abc\nGHL_CLIENT_SECRET=def\n"
+                                             "GHL_REDIRECT_URI=https://ncghl.example/oauth/callback\n"),
+                               false, err, sizeof err),
+                   0);
+  assert_null(c.ghl_refresh_token);
+  assert_string_equal(c.ghl_redirect_uri, "https://ncghl.example/oauth/callback");
+  assert_non_null(strstr(c.ghl_oauth_scopes, "contacts.write"));
+  assert_string_equal(c.ghl_marketplace_url, "https://marketplace.gohighlevel.com");
+  config_free(&c);
+  assert_int_equal(config_load(&c, write_env("GHL_CLIENT_ID=abc\nGHL_REFRESH_TOKEN=r\n"), false,
+                               err, sizeof err),
+                   -1);
+  assert_non_null(strstr(err, "GHL_CLIENT_SECRET"));
+  assert_int_equal(config_load(&c, write_env("GHL_REDIRECT_URI=not a url\n"), false, err,
+                               sizeof err),
+                   -1);
+  assert_non_null(strstr(err, "GHL_REDIRECT_URI"));
+}
+
 static void test_missing_env_file(void **state) {
   (void)state;
   struct config c;
@@ -202,6 +227,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_bad_values, setup, teardown),
       cmocka_unit_test_setup_teardown(test_logging_and_lua_event_limits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_partial_oauth_rejected, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_oauth_without_refresh_token_accepted, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_env_file, setup, teardown),
       cmocka_unit_test_setup_teardown(test_secret_names, setup, teardown),
   };

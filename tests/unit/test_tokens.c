@@ -462,10 +462,21 @@ static void test_missing_parameters(void **state) {
   assert_null(tokens_new(&p, &tio));
   p.password = "";
   assert_null(tokens_new(&p, &tio));
-  struct tokens_params o = {.kind = TOKENS_GHL_OAUTH, .base_url = "http://x", .client_id = "c",
-                            .client_secret = "s"};
+  struct tokens_params o = {.kind = TOKENS_GHL_OAUTH, .base_url = "http://x", .client_id = "c"};
   assert_null(tokens_new(&o, &tio));
+  /* Client id and secret without a refresh token: a deployment waiting for
+   * its Marketplace install, with nothing to send until then. */
+  o.client_secret = "s";
+  struct tokens *tk = tokens_new(&o, &tio);
+  assert_non_null(tk);
+  assert_false(tokens_has_grant(tk));
+  assert_null(tokens_fresh(tk, 0));
+  struct got g = {0};
+  assert_int_equal(tokens_wait(tk, 0, on_token, &g), -1);
+  assert_int_equal(io.n, 0);
+  tokens_free(tk);
 }
+
 
 struct saved {
   int calls;
@@ -473,12 +484,13 @@ struct saved {
   double lifetime;
 };
 
-static void saver(void *ud, const char *refresh, const char *access, double lifetime) {
+static int saver(void *ud, const char *refresh, const char *access, double lifetime) {
   struct saved *s = ud;
   s->calls++;
   snprintf(s->refresh, sizeof s->refresh, "%s", refresh);
   snprintf(s->access, sizeof s->access, "%s", access ? access : "");
   s->lifetime = lifetime;
+  return 0;
 }
 
 /* A rotated GHL refresh token is handed to the saver, and tokens restored
@@ -543,6 +555,62 @@ static void test_ghl_oauth_tokens_saved_and_restored(void **state) {
   tokens_free(nc);
 }
 
+/* A Marketplace install replaces both tokens at once: calls waiting for a
+ * refresh of the old grant get the installed token, the refresh's answer
+ * is never applied, the pair is saved, and the next refresh presents the
+ * installed refresh token. */
+static void test_ghl_oauth_install(void **state) {
+  (void)state;
+  struct fake_io io = {0};
+  struct tokens_params p = {.kind = TOKENS_GHL_OAUTH,
+                            .base_url = "https://services.example.test",
+                            .client_id = "client-1",
+                            .client_secret = "secret-1",
+                            .refresh_token = "OLD-REFRESH",
+                            .refresh_margin = 300};
+  struct tokens_io tio = {.post = fake_post, .cancel = fake_cancel, .io_ud = &io};
+  struct tokens *tk = tokens_new(&p, &tio);
+  struct saved sv = {0};
+  tokens_set_saver(tk, saver, &sv);
+  struct got g = {0};
+  assert_int_equal(tokens_wait(tk, 0, on_token, &g), 0);
+  assert_int_equal(open_count(&io), 1);
+
+  assert_int_equal(tokens_install(tk, "NEW-REFRESH", "NEW-ACCESS", 86399, 10), 0);
+  assert_int_equal(g.calls, 1);
+  assert_string_equal(g.token, "NEW-ACCESS");
+  assert_true(io.req[0].cancelled);
+  assert_int_equal(sv.calls, 1);
+  assert_string_equal(sv.refresh, "NEW-REFRESH");
+  assert_string_equal(sv.access, "NEW-ACCESS");
+  assert_string_equal(tokens_fresh(tk, 20), "NEW-ACCESS");
+
+  /* Refused later: the refresh presents the installed refresh token. */
+  assert_true(tokens_invalid(tk, "NEW-ACCESS"));
+  assert_int_equal(tokens_wait(tk, 30, on_token, &g), 0);
+  assert_non_null(strstr(last_form(&io), "refresh_token=NEW-REFRESH&"));
+  tokens_free(tk);
+
+  /* Nothing changes on bad input, and other kinds take no install. */
+  struct fake_io io2 = {0};
+  tio.io_ud = &io2;
+  p.refresh_token = NULL;
+  tk = tokens_new(&p, &tio);
+  assert_int_equal(tokens_install(tk, "", "A", 100, 0), -1);
+  assert_int_equal(tokens_install(tk, "R", NULL, 100, 0), -1);
+  assert_int_equal(tokens_install(tk, "R", "A", 0, 0), -1);
+  assert_false(tokens_has_grant(tk));
+  /* No saver: in use, but reported as not stored. */
+  assert_int_equal(tokens_install(tk, "R", "A", 100, 0), 1);
+  assert_true(tokens_has_grant(tk));
+  assert_string_equal(tokens_fresh(tk, 1), "A");
+  tokens_free(tk);
+  struct fake_io io3 = {0};
+  struct tokens *nc = nowcerts(&io3, 300);
+  assert_int_equal(tokens_install(nc, "R", "A", 100, 0), -1);
+  tokens_free(nc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_login_then_reuse_while_fresh),
@@ -560,6 +628,7 @@ int main(void) {
       cmocka_unit_test(test_tokens_are_redacted_in_logs),
       cmocka_unit_test(test_form_escape),
       cmocka_unit_test(test_missing_parameters),
+      cmocka_unit_test(test_ghl_oauth_install),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
