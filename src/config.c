@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "tenant.h"
 
 struct envfile {
   char **keys, **vals;
@@ -313,10 +314,41 @@ static int load(struct config *c, struct loader *ld0, const char *env_file, bool
 
 int config_load(struct config *c, const char *env_file, bool sandbox, char *err, size_t errlen) {
   struct loader ld = {.err = err, .errlen = errlen};
-  return load(c, &ld, env_file, sandbox);
+  if (load(c, &ld, env_file, sandbox) != 0)
+    return -1;
+  /* `ncghl <command> --tenant NAME` (main.c sets NCGHL_TENANT): the
+   * command works on that tenant as `serve` runs it. */
+  const char *name = getenv("NCGHL_TENANT");
+  if (!name || !*name)
+    return 0;
+  char why[1024];
+  if (!c->tenants_dir) {
+    snprintf(err, errlen, "--tenant %s: TENANTS_DIR is not set, so there are no tenants", name);
+  } else if (!tenant_name_ok(name)) {
+    snprintf(err, errlen, "--tenant %.60s: not a tenant name ([a-z0-9][a-z0-9_-]{0,39})", name);
+  } else {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s.env", c->tenants_dir, name);
+    if (access(path, F_OK) != 0) {
+      snprintf(err, errlen, "--tenant %s: no such tenant (%s does not exist)", name, path);
+    } else {
+      struct config t;
+      char *env = c->env_file ? strdup(c->env_file) : NULL;
+      int rc = config_load_tenant(&t, env, sandbox, name, path, why, sizeof why);
+      free(env);
+      if (rc == 0) {
+        config_free(c);
+        *c = t;
+        return 0;
+      }
+      snprintf(err, errlen, "%s", why);
+    }
+  }
+  config_free(c);
+  return -1;
 }
 
-int config_load_tenant(struct config *c, const char *env_file, bool sandbox,
+int config_load_tenant(struct config *c, const char *env_file, bool sandbox, const char *name,
                        const char *tenant_file, char *err, size_t errlen) {
   memset(c, 0, sizeof *c);
   struct loader ld = {.err = err, .errlen = errlen};
@@ -355,8 +387,18 @@ int config_load_tenant(struct config *c, const char *env_file, bool sandbox,
   if (rc != 0) {
     snprintf(why, sizeof why, "%s", err);
     snprintf(err, errlen, "%s: %s", tenant_file, why);
+    return rc;
   }
-  return rc;
+  /* Its own store: STORE_URL plugs in here when the config has it. */
+  char *db = tenant_store_location(c->db_path, NULL, name);
+  if (!db) {
+    config_free(c);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  free(c->db_path);
+  c->db_path = db;
+  return 0;
 }
 
 /* The one reading of every variable, for the process and for a tenant

@@ -70,18 +70,21 @@ struct config {
 
 /* Fills c from the environment and env_file (NULL: ./.env if present); a
  * variable already in the environment wins over the file. sandbox changes
- * some defaults (upstreams on loopback, webhook verification off).
+ * some defaults (upstreams on loopback, webhook verification off). With
+ * NCGHL_TENANT=<name> in the environment (a command's --tenant), c is that
+ * tenant's configuration (config_load_tenant) instead.
  * Returns 0, or -1 with "NAME: why" in err. */
 int config_load(struct config *c, const char *env_file, bool sandbox, char *err, size_t errlen);
 /* config_load for a command (serve, events, replay, ...): the one-line
  * error on stderr, and the log set up as configured (format, PII masking,
  * level, file). 0, or -1 with nothing to free. */
 int config_load_for_command(struct config *c, const char *env_file, bool sandbox);
-/* config_load for one tenant: tenant_file's values first, then the
- * process environment and env_file as config_load reads them. A tenant file
- * may set only per-agency variables (config_is_per_tenant), must set
+/* config_load for tenant `name`: tenant_file's values first, then the
+ * process environment and env_file as config_load reads them; db_path is
+ * the tenant's own store (tenant_store_location). A tenant file may set
+ * only per-agency variables (config_is_per_tenant), must set
  * GHL_LOCATION_ID, and its errors read "<tenant_file>: NAME: why". */
-int config_load_tenant(struct config *c, const char *env_file, bool sandbox,
+int config_load_tenant(struct config *c, const char *env_file, bool sandbox, const char *name,
                        const char *tenant_file, char *err, size_t errlen);
 /* Whether a variable belongs to one agency (credentials, limits, mappings)
  * and so may be set in a tenant file; the others are the process's. */

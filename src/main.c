@@ -69,6 +69,9 @@ static const char usage[] =
     "  version                          print the version\n"
     "  help                             this text\n"
     "\n"
+    "With TENANTS_DIR set, every command but serve takes --tenant NAME: it then works on that\n"
+    "tenant's configuration and store (docs/tenants.md).\n"
+    "\n"
     "Configuration comes from the environment and an optional .env file (see README.md).\n";
 
 struct app {
@@ -288,8 +291,24 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
-  if (strcmp(cmd, "serve") == 0)
+  if (strcmp(cmd, "serve") == 0) {
+    unsetenv("NCGHL_TENANT"); /* serve runs every tenant */
     return cmd_serve(argc - 2, argv + 2);
+  }
+  /* --tenant NAME, anywhere after the command: the command works on that
+   * tenant's configuration and store (config.h). */
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "--tenant") != 0)
+      continue;
+    if (i + 1 >= argc) {
+      fprintf(stderr, "ncghl %s: --tenant needs a tenant's name\n", cmd);
+      return 2;
+    }
+    setenv("NCGHL_TENANT", argv[i + 1], 1);
+    memmove(argv + i, argv + i + 2, (size_t)(argc - i - 2 + 1) * sizeof *argv);
+    argc -= 2;
+    break;
+  }
   if (strcmp(cmd, "events") == 0)
     return events_main(argc - 2, argv + 2, usage);
   if (strcmp(cmd, "replay") == 0)

@@ -232,10 +232,8 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
   t->name = name ? strdup(name) : NULL;
   t->file = file ? strdup(file) : NULL;
   t->file_text = file_text ? strdup(file_text) : NULL;
-  /* STORE_URL plugs in here (PostgreSQL, SPEC 13): the config has no
-   * store_url yet, so every store is SQLite under DB_PATH. */
-  const char *store_url = NULL;
-  t->store_at = tenant_store_location(t->cfg.db_path, store_url, name);
+  /* A tenant's config already names its own store (config_load_tenant). */
+  t->store_at = strdup(t->cfg.db_path);
   struct event_base *base = ts->sh.base;
   if (name) {
     t->view = metrics_view(ts->sh.metrics, "tenant", name);
@@ -468,7 +466,8 @@ int tenants_sync_dir(struct tenants *ts, const struct config *main, bool sandbox
       refuse(ts, x, &nbad, err, errlen, "%s: cannot read: %s", x->path, strerror(errno));
       continue;
     }
-    if (config_load_tenant(&x->cfg, main->env_file, sandbox, x->path, why, sizeof why) != 0) {
+    if (config_load_tenant(&x->cfg, main->env_file, sandbox, x->name, x->path, why, sizeof why) !=
+        0) {
       refuse(ts, x, &nbad, err, errlen, "%s%s", why, "");
       continue;
     }
