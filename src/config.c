@@ -353,6 +353,12 @@ int config_load_tenant(struct config *c, const char *env_file, bool sandbox, con
   memset(c, 0, sizeof *c);
   struct loader ld = {.err = err, .errlen = errlen};
   char why[1024];
+  if (sandbox) {
+    /* The sandbox's accounts are its fakes', one location for everyone. */
+    snprintf(err, errlen, "%s: tenants are not run with --sandbox (unset TENANTS_DIR)",
+             tenant_file);
+    return -1;
+  }
   if (envfile_read(&ld.over, tenant_file, true, why, sizeof why) != 0) {
     envfile_free(&ld.over);
     snprintf(err, errlen, "%s", why);
