@@ -5,7 +5,9 @@
  * SPEC's answers for duplicates, bad bodies and failures. Around that: the
  * inbound rate limit, webhook signatures (GHL's keys, our NowCerts HMAC),
  * NowCerts REST-hook intake, /health, /metrics and /openapi.json; the admin
- * API's routes are admin.c's. Every answer but /metrics is JSON. */
+ * API's routes are admin.c's. Every answer but /metrics is JSON. Each
+ * tenant's intake is a site of its own (its store, queue, engine, Lua);
+ * the listener, its limits and GHL's keys are the process's. */
 #ifndef NCGHL_SERVER_H
 #define NCGHL_SERVER_H
 

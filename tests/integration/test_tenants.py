@@ -329,6 +329,11 @@ class Tenants(IntegTest):
             self.assertEqual(ids, [rb["event_id"]], r)
         r = self.assertJSONAnswer(s.get("/api/v1/events?tenant=zzz", headers=auth), 404)
         self.assertIn("zzz", r["detail"])
+        # The page is the process's; its selector lists the tenants /health names.
+        page = s.get("/ui/")
+        self.assertEqual(page.status, 200, page)
+        self.assertIn('id="tenant"', page.text)
+        self.assertEqual(sorted(s.get("/health").json()["tenants"]), ["a", "b"])
 
 
 if __name__ == "__main__":
