@@ -1374,6 +1374,8 @@ int server_pending(const struct server *s) {
 }
 
 void server_site_set_degraded(struct server_site *s, const char *const *reasons, size_t n) {
+  if (!s)
+    return; /* a retiring tenant's doctor ending: it has no site any more */
   free(s->degraded);
   s->degraded = NULL;
   if (n == 0)

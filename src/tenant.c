@@ -8,6 +8,7 @@
 #include "tenant.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,11 +53,26 @@ struct tenant {
   struct metric *m_reloads;
   struct doctor *doctor; /* the last preflight run (doctor.h) */
   bool doctor_running, doctor_again;
+
+  /* Retiring (its file changed or went): no site, no new work; freed once
+   * its running events end, or at retire_deadline. Then `next` starts, the
+   * configuration that replaces it (none when its file is gone). */
+  struct event *retire_timer;
+  double retire_deadline;
+  struct config next_cfg;
+  char *next_file, *next_text;
+  bool has_next;
 };
+
+/* How long a retiring tenant's running events may take before it is freed
+ * anyway (they stay 'running' in its store, run again at its next start):
+ * the same grace as a stopping service. */
+#define RETIRE_GRACE_SECONDS 10
 
 struct tenants {
   struct tenant_shared sh;
   struct tenant *list;
+  struct tenant *retiring;
   bool started; /* the directory was read once: later errors keep what runs */
 };
 
@@ -178,7 +194,9 @@ static void tenant_stop(struct tenant *t) {
     engine_stop(t->engine);
 }
 
-static void tenant_free(struct tenant *t) {
+/* keep_cfg and keep_text, when not NULL, get the tenant's configuration and
+ * file text instead of their being freed (a restart's fallback). */
+static void tenant_free_keep(struct tenant *t, struct config *keep_cfg, char **keep_text) {
   if (!t)
     return;
   tenant_stop(t);
@@ -204,14 +222,28 @@ static void tenant_free(struct tenant *t) {
   poller_free(t->poller); /* after queue and upstream: they may hold its callbacks */
   if (t->store)
     store_close(t->store);
+  if (t->retire_timer)
+    event_free(t->retire_timer);
+  if (t->has_next)
+    config_free(&t->next_cfg);
+  free(t->next_file);
+  free(t->next_text);
   metrics_free(t->view);
-  config_free(&t->cfg);
+  if (keep_cfg)
+    *keep_cfg = t->cfg;
+  else
+    config_free(&t->cfg);
+  if (keep_text)
+    *keep_text = t->file_text;
+  else
+    free(t->file_text);
   free(t->name);
   free(t->file);
-  free(t->file_text);
   free(t->store_at);
   free(t);
 }
+
+static void tenant_free(struct tenant *t) { tenant_free_keep(t, NULL, NULL); }
 
 /* Builds and starts one tenant on cfg (taken over). NULL with the reason
  * logged, everything undone. */
@@ -312,6 +344,93 @@ oom:
   log_error("%s%sout of memory", who, sep);
 fail:
   tenant_free(t);
+  return NULL;
+}
+
+static void add(struct tenants *ts, struct tenant *t);
+
+static void retired(struct tenants *ts, struct tenant *t) {
+  for (struct tenant **p = &ts->retiring; *p; p = &(*p)->next)
+    if (*p == t) {
+      *p = t->next;
+      t->next = NULL;
+      break;
+    }
+  int left = t->engine ? engine_running(t->engine) : 0;
+  if (left)
+    log_warn("tenant %s: stopped with %d events still running; they run again at its next start",
+             t->name, left);
+  bool has_next = t->has_next;
+  struct config next = t->next_cfg, old;
+  memset(&old, 0, sizeof old);
+  char *file = t->next_file, *text = t->next_text, *old_text = NULL;
+  char *name = strdup(t->name);
+  t->has_next = false;
+  t->next_file = t->next_text = NULL;
+  memset(&t->next_cfg, 0, sizeof t->next_cfg);
+  if (has_next)
+    tenant_free_keep(t, &old, &old_text);
+  else
+    tenant_free(t);
+  if (has_next && name) {
+    struct tenant *n = tenant_start(ts, name, file, text, &next);
+    if (!n && old_text) {
+      log_error("tenants: %s: the new configuration did not start; the old one runs again", file);
+      n = tenant_start(ts, name, file, old_text, &old);
+    }
+    if (n)
+      add(ts, n);
+  }
+  config_free(&next);
+  config_free(&old);
+  free(file);
+  free(text);
+  free(old_text);
+  free(name);
+}
+
+static void on_retire_tick(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct tenant *t = arg;
+  if ((t->engine ? engine_running(t->engine) : 0) == 0 || clock_wall() >= t->retire_deadline)
+    retired(t->set, t);
+}
+
+/* Takes t (already out of the running list) off the server and off new
+ * work, and frees it once its running events end; answers still owed are
+ * sent 202 at once (their events are stored). */
+static void retire(struct tenants *ts, struct tenant *t) {
+  tenant_stop(t);
+  server_site_remove(ts->sh.server, t->site);
+  t->site = NULL;
+  t->next = ts->retiring;
+  ts->retiring = t;
+  t->retire_deadline = clock_wall() + RETIRE_GRACE_SECONDS;
+  t->retire_timer = event_new(ts->sh.base, -1, EV_PERSIST, on_retire_tick, t);
+  struct timeval tick = {0, 50000};
+  if (!t->retire_timer || event_add(t->retire_timer, &tick) != 0)
+    retired(ts, t); /* no timer: at once, as a stop would */
+}
+
+/* What replaces a retiring tenant when it is gone (cfg and text taken
+ * over; a later SIGHUP's file replaces an earlier one's). */
+static void retire_then(struct tenant *t, const char *file, const char *text, struct config *cfg) {
+  if (t->has_next)
+    config_free(&t->next_cfg);
+  free(t->next_file);
+  free(t->next_text);
+  t->next_file = strdup(file);
+  t->next_text = strdup(text);
+  t->next_cfg = *cfg;
+  memset(cfg, 0, sizeof *cfg);
+  t->has_next = true;
+}
+
+static struct tenant *find_retiring(struct tenants *ts, const char *name) {
+  for (struct tenant *t = ts->retiring; t; t = t->next)
+    if (strcmp(t->name, name) == 0)
+      return t;
   return NULL;
 }
 
@@ -499,32 +618,18 @@ int tenants_sync_dir(struct tenants *ts, const struct config *main, bool sandbox
       continue;
     unlink_tenant(ts, t);
     if (!x) {
-      log_info("tenant %s: stopped (%s/%s.env is gone)", t->name, main->tenants_dir, t->name);
-      tenant_free(t);
+      log_info("tenant %s: stopping (%s/%s.env is gone)", t->name, main->tenants_dir, t->name);
+      retire(ts, t);
       continue;
     }
-    /* Kept until the new one runs: if it cannot start, the old
-     * configuration starts again. */
-    struct config old = t->cfg;
-    memset(&t->cfg, 0, sizeof t->cfg);
-    char *old_text = t->file_text;
-    t->file_text = NULL;
+    /* The old one goes first (both would hold one store); the new one
+     * starts when it is gone, and if it cannot, the old configuration
+     * (kept from the old one) starts again. */
     log_info("tenant %s: %s changed; restarting it on the new configuration", t->name, x->path);
-    tenant_free(t);
-    struct tenant *n = tenant_start(ts, x->name, x->path, x->text, &x->cfg);
+    retire_then(t, x->path, x->text, &x->cfg);
     x->loaded = false;
-    if (!n) {
-      log_error("tenants: %s: the new configuration did not start; the old one runs again",
-                x->path);
-      n = tenant_start(ts, x->name, x->path, old_text, &old);
-      nbad++;
-    } else {
-      config_free(&old);
-    }
-    free(old_text);
     x->refused = true; /* dealt with */
-    if (n)
-      add(ts, n);
+    retire(ts, t);
   }
   /* Unchanged tenants reload their mappings, as the single agency does. */
   if (ts->started)
@@ -536,6 +641,13 @@ int tenants_sync_dir(struct tenants *ts, const struct config *main, bool sandbox
     struct wanted *x = &w[i];
     if (x->refused || find_name(ts, x->name))
       continue;
+    struct tenant *r = find_retiring(ts, x->name);
+    if (r) {
+      /* Still going: this file starts when it is gone. */
+      retire_then(r, x->path, x->text, &x->cfg);
+      x->loaded = false;
+      continue;
+    }
     struct tenant *n = tenant_start(ts, x->name, x->path, x->text, &x->cfg);
     x->loaded = false;
     if (!n) {
@@ -568,11 +680,16 @@ int tenants_running(const struct tenants *ts) {
   int n = 0;
   for (const struct tenant *t = ts ? ts->list : NULL; t; t = t->next)
     n += t->engine ? engine_running(t->engine) : 0;
+  for (const struct tenant *t = ts ? ts->retiring : NULL; t; t = t->next)
+    n += t->engine ? engine_running(t->engine) : 0;
   return n;
 }
 
 void tenants_flush(struct tenants *ts) {
   for (struct tenant *t = ts ? ts->list : NULL; t; t = t->next)
+    if (t->queue)
+      queue_flush(t->queue);
+  for (struct tenant *t = ts ? ts->retiring : NULL; t; t = t->next)
     if (t->queue)
       queue_flush(t->queue);
 }
@@ -597,6 +714,11 @@ void tenants_free(struct tenants *ts) {
   while (ts->list) {
     struct tenant *t = ts->list;
     ts->list = t->next;
+    tenant_free(t);
+  }
+  while (ts->retiring) {
+    struct tenant *t = ts->retiring;
+    ts->retiring = t->next;
     tenant_free(t);
   }
   free(ts);

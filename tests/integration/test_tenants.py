@@ -10,6 +10,7 @@ import sqlite3
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -231,9 +232,10 @@ class Tenants(IntegTest):
         rb = self.assertJSONAnswer(s.post("/t/b/api/v1/webhooks/nowcerts", eb), 200)
         self.assertEqual(len(self.ghl_contacts(self.fakes_b, eb["data"]["email"])), 1)
         # Changed: a's new key is used from now on.
+        starts = s.log_text().count("tenant a: started")
         self.write_tenant("a", GHL_API_KEY="key-a2")
         s.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: "tenant a: started" in s.log_text().split("changed;")[-1], 10, 0.1,
+        wait_until(lambda: s.log_text().count("tenant a: started") > starts, 10, 0.1,
                    "tenant a restarted")
         ea = nowcerts_event("INSURED_INSERT")
         self.assertJSONAnswer(s.post("/t/a/api/v1/webhooks/nowcerts", ea), 200)
@@ -262,6 +264,31 @@ class Tenants(IntegTest):
         ea2 = nowcerts_event("INSURED_INSERT")
         self.assertJSONAnswer(s.post("/t/a/api/v1/webhooks/nowcerts", ea2), 200)
         self.assertEqual(len(self.ghl_contacts(self.fakes, ea2["data"]["email"])), 1)
+
+    def test_an_event_running_when_its_tenant_changes_is_not_lost(self):
+        s = self.start(names=("a",))
+        # Tenant a's GHL is slow: the event is still running at the SIGHUP.
+        self.fakes.fault("ghl", latency_ms=1500, count=3)
+        ev = nowcerts_event("INSURED_INSERT")
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault(
+            "r", s.post("/t/a/api/v1/webhooks/nowcerts", ev)))
+        t.start()
+        wait_until(lambda: "intake nowcerts INSURED_INSERT" in s.log_text(), 10, 0.02, "intake")
+        starts = s.log_text().count("tenant a: started")
+        self.write_tenant("a", GHL_API_KEY="key-a")  # the same values, a changed file
+        with open(self.tdir / "a.env", "a") as f:
+            f.write("# edited\n")
+        s.proc.send_signal(signal.SIGHUP)
+        t.join(30)
+        # Answered (stored, still running): 202, or 200 if it ended first.
+        self.assertIn(out["r"].status, (200, 202), out["r"])
+        wait_until(lambda: s.log_text().count("tenant a: started") > starts, 30, 0.1,
+                   "tenant a restarted")
+        # The old tenant let it finish before it went: one contact, one event, done.
+        self.assertEqual(len(self.ghl_contacts(self.fakes, ev["data"]["email"])), 1)
+        self.assertEqual([e["status"] for e in self.events(s, "a")], ["done"])
+        self.assertNotIn("still running", s.log_text())
 
     # -- configuration errors at start ---------------------------------------
 
