@@ -113,6 +113,7 @@ struct server_site {
   struct admin *admin;
   struct answer *owed;
   int nowed;
+  bool paused; /* its tenant restarts: new events are answered 503 */
   struct metric *m_requests, *m_duration, *m_events;
 
   /* Events stored but answered 503 because the store failed after their
@@ -730,6 +731,13 @@ static int defer_submit(struct answer *a, const char *type, const char *payload,
  * until the commit. Takes nothing over from the caller. */
 static void submit(struct server_site *s, struct evhttp_request *req, const struct track *t,
                    const char *type, const char *payload, size_t len, const struct buf *canon) {
+  if (s->paused) {
+    /* Nothing stored: the sender's next try reaches the restarted tenant. */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "2");
+    send_detail(req, t, 503, "Service Unavailable",
+                "This tenant is restarting on its new configuration; send it again shortly");
+    return;
+  }
   struct answer *a = calloc(1, sizeof *a);
   if (!a) {
     send_detail(req, t, 500, "Internal Server Error", "out of memory");
@@ -1347,6 +1355,17 @@ static void site_free(struct server_site *p) {
   free(p->refused);
   free(p->name);
   free(p);
+}
+
+void server_site_pause(struct server_site *site) {
+  if (!site)
+    return;
+  site->paused = true;
+  while (site->owed) {
+    struct answer *a = site->owed;
+    send_queued(a); /* stored: it runs on, or again after the restart */
+    answer_free(a);
+  }
 }
 
 void server_site_remove(struct server *s, struct server_site *site) {

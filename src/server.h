@@ -40,6 +40,10 @@ struct server_site *server_site_add(struct server *s, const char *tenant,
                                     const struct config *cfg, struct store *store,
                                     struct queue *queue, struct engine *engine, struct lrt *rt,
                                     struct metrics *m);
+/* Its tenant restarts: from now on new events are answered 503 with
+ * Retry-After (nothing stored), and answers still owed are sent 202 at
+ * once; the site stays until server_site_remove. */
+void server_site_pause(struct server_site *site);
 /* Takes a site away: its answers still owed are sent 202 (their events are
  * stored and run when the tenant runs again). Before its modules go. */
 void server_site_remove(struct server *s, struct server_site *site);

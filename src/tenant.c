@@ -397,13 +397,20 @@ static void on_retire_tick(evutil_socket_t fd, short what, void *arg) {
     retired(t->set, t);
 }
 
-/* Takes t (already out of the running list) off the server and off new
- * work, and frees it once its running events end; answers still owed are
- * sent 202 at once (their events are stored). */
+/* Takes t (already out of the running list) off new work, and off the
+ * server (paused instead when a new configuration follows), and frees it
+ * once its running events end; answers still owed are sent 202 at once
+ * (their events are stored). */
 static void retire(struct tenants *ts, struct tenant *t) {
   tenant_stop(t);
-  server_site_remove(ts->sh.server, t->site);
-  t->site = NULL;
+  if (t->has_next) {
+    /* Restarting: its webhooks meanwhile get 503 and are sent again, not a
+     * 404 that a sender could take for good. The site goes with it. */
+    server_site_pause(t->site);
+  } else {
+    server_site_remove(ts->sh.server, t->site);
+    t->site = NULL;
+  }
   t->next = ts->retiring;
   ts->retiring = t;
   t->retire_deadline = clock_wall() + RETIRE_GRACE_SECONDS;
