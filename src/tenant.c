@@ -638,6 +638,20 @@ int tenants_sync_dir(struct tenants *ts, const struct config *main, bool sandbox
     x->refused = true; /* dealt with */
     retire(ts, t);
   }
+  /* A tenant still retiring from an earlier change whose file is now gone
+   * does not start again when it is done. */
+  for (struct tenant *r = ts->retiring; r; r = r->next) {
+    bool wanted = false;
+    for (size_t i = 0; i < nw && !wanted; i++)
+      wanted = strcmp(w[i].name, r->name) == 0;
+    if (wanted || !r->has_next)
+      continue;
+    log_info("tenant %s: stopping (%s/%s.env is gone)", r->name, main->tenants_dir, r->name);
+    config_free(&r->next_cfg);
+    r->has_next = false;
+    server_site_remove(ts->sh.server, r->site);
+    r->site = NULL;
+  }
   /* Unchanged tenants reload their mappings, as the single agency does. */
   if (ts->started)
     for (struct tenant *t = ts->list; t; t = t->next)
