@@ -310,7 +310,7 @@ static bool listed(const char *const *list, const char *name) {
 
 bool config_is_per_tenant(const char *name) { return listed(per_tenant, name); }
 
-static int load(struct config *c, struct loader *ld0, const char *env_file, bool sandbox);
+static int load(struct config *c, const struct loader *ld0, const char *env_file, bool sandbox);
 
 int config_load(struct config *c, const char *env_file, bool sandbox, char *err, size_t errlen) {
   struct loader ld = {.err = err, .errlen = errlen};
@@ -409,7 +409,7 @@ int config_load_tenant(struct config *c, const char *env_file, bool sandbox, con
 
 /* The one reading of every variable, for the process and for a tenant
  * alike (a tenant's file, if any, is already in ld->over). */
-static int load(struct config *c, struct loader *ld0, const char *env_file, bool sandbox) {
+static int load(struct config *c, const struct loader *ld0, const char *env_file, bool sandbox) {
   struct loader ld = *ld0;
   char *err = ld.err;
   size_t errlen = ld.errlen;
