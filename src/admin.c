@@ -920,6 +920,24 @@ void admin_free(struct admin *a) { free(a); }
 
 void admin_drain(struct admin *a) { a->draining = true; }
 
+bool admin_is_route(const char *path) {
+  static const char *const exact[] = {"/api/v1/events", "/api/v1/conflicts", "/api/v1/timeline",
+                                      "/api/v1/overview", "/api/v1/reloads", "/api/v1/backfill",
+                                      "/ui", NULL};
+  for (int i = 0; exact[i]; i++)
+    if (strcmp(path, exact[i]) == 0)
+      return true;
+  return strncmp(path, "/api/v1/events/", 15) == 0 || strncmp(path, "/ui/", 4) == 0;
+}
+
+bool admin_check_token(struct admin *a, struct evhttp_request *req) {
+  if (!a->cfg->admin_token || !*a->cfg->admin_token) {
+    send_detail(req, 404, "Not Found", "Not Found");
+    return false;
+  }
+  return admin_authorized(a, req);
+}
+
 bool admin_handle(struct admin *a, struct evhttp_request *req, const char *path, const char *query,
                   enum evhttp_cmd_type cmd) {
   if (strcmp(path, "/api/v1/events") == 0 || strncmp(path, "/api/v1/events/", 15) == 0) {

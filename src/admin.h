@@ -20,6 +20,11 @@ struct admin;
 struct admin *admin_new(const struct config *cfg, struct store *store, struct queue *queue,
                         struct engine *engine, struct lrt *rt);
 void admin_free(struct admin *a);
+/* Whether path is one of the admin routes (the API's and /ui's). */
+bool admin_is_route(const char *path);
+/* The admin API's gate alone: true when req carries ADMIN_TOKEN; else it
+ * has been answered (404 without ADMIN_TOKEN, 401). */
+bool admin_check_token(struct admin *a, struct evhttp_request *req);
 /* From now on a replay is refused with 503 (shutting down). */
 void admin_drain(struct admin *a);
 /* Answers req when path (without a trailing '/') is an admin route and

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "tenant.h"
 
 struct envfile {
   char **keys, **vals;
@@ -97,6 +98,7 @@ static void envfile_free(struct envfile *f) {
 }
 
 struct loader {
+  struct envfile over; /* a tenant's file: read before everything else */
   struct envfile file;
   char *err;
   size_t errlen;
@@ -104,6 +106,9 @@ struct loader {
 };
 
 static const char *lookup(struct loader *ld, const char *name) {
+  for (size_t i = ld->over.n; i-- > 0;)
+    if (strcmp(ld->over.keys[i], name) == 0)
+      return ld->over.vals[i];
   const char *v = getenv(name);
   if (v)
     return v;
@@ -276,13 +281,146 @@ bool config_is_secret(const char *name) {
   return false;
 }
 
+/* The variables one agency may set in its tenant file: its accounts, its
+ * limits, its mappings. Everything else is shared by the process (one
+ * listener, one log, one store location, GHL's signing keys). */
+static const char *const per_tenant[] = {
+    "NOWCERTS_BASE_URL", "NOWCERTS_USERNAME", "NOWCERTS_PASSWORD", "GHL_BASE_URL", "GHL_API_KEY",
+    "GHL_LOCATION_ID", "GHL_CLIENT_ID", "GHL_CLIENT_SECRET", "GHL_REFRESH_TOKEN",
+    "NOWCERTS_WEBHOOK_SECRET", "NOWCERTS_POLL_INTERVAL", "NOWCERTS_DELETED_POLL_INTERVAL",
+    "GHL_RATE_LIMIT", "MAX_RETRIES", "RETRY_BACKOFF_FACTOR", "RETRY_INITIAL_DELAY",
+    "UPSTREAM_TIMEOUT", "DEFAULT_COUNTRY", "WEBHOOK_WAIT_MS", "MAPPINGS_DIR",
+    "TOKEN_REFRESH_MARGIN", "IDEMPOTENCY_TTL", "EVENT_CONCURRENCY", "RETENTION_DAYS", "PUBLIC_URL",
+    "LUA_MEMORY_MB", "LUA_INSTRUCTION_BUDGET", "LUA_EVENT_MEMORY_MB", "LUA_EVENT_TIMEOUT_MS",
+    "DOCTOR_AT_START", NULL};
+
+/* The process's own: a tenant file naming one is told where it belongs. */
+static const char *const per_process[] = {
+    "HOST", "PORT", "DEBUG", "LOG_LEVEL", "LOG_FILE", "LOG_FORMAT", "LOG_PII",
+    "SANDBOX_NOWCERTS_PORT", "SANDBOX_GHL_PORT", "DB_PATH", "STORE_URL", "LUA_DIR",
+    "MAPPINGS_DEFAULTS_DIR", "MAX_BODY_BYTES", "RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN", "UI_DIR",
+    "GHL_WEBHOOK_VERIFY", "GHL_WEBHOOK_ED25519_KEY", "GHL_WEBHOOK_RSA_KEY", "TENANTS_DIR", NULL};
+
+static bool listed(const char *const *list, const char *name) {
+  for (size_t i = 0; list[i]; i++)
+    if (strcmp(list[i], name) == 0)
+      return true;
+  return false;
+}
+
+bool config_is_per_tenant(const char *name) { return listed(per_tenant, name); }
+
+static int load(struct config *c, const struct loader *ld0, const char *env_file, bool sandbox);
+
 int config_load(struct config *c, const char *env_file, bool sandbox, char *err, size_t errlen) {
+  struct loader ld = {.err = err, .errlen = errlen};
+  if (load(c, &ld, env_file, sandbox) != 0)
+    return -1;
+  /* `ncghl <command> --tenant NAME` (main.c sets NCGHL_TENANT): the
+   * command works on that tenant as `serve` runs it. */
+  const char *name = getenv("NCGHL_TENANT");
+  if (!name || !*name)
+    return 0;
+  char why[1024];
+  if (!c->tenants_dir) {
+    snprintf(err, errlen, "--tenant %s: TENANTS_DIR is not set, so there are no tenants", name);
+  } else if (!tenant_name_ok(name)) {
+    snprintf(err, errlen, "--tenant %.60s: not a tenant name ([a-z0-9][a-z0-9_-]{0,39})", name);
+  } else {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s.env", c->tenants_dir, name);
+    if (access(path, F_OK) != 0) {
+      snprintf(err, errlen, "--tenant %s: no such tenant (%s does not exist)", name, path);
+    } else {
+      struct config t;
+      char *env = c->env_file ? strdup(c->env_file) : NULL;
+      int rc = config_load_tenant(&t, env, sandbox, name, path, why, sizeof why);
+      free(env);
+      if (rc == 0) {
+        config_free(c);
+        *c = t;
+        return 0;
+      }
+      snprintf(err, errlen, "%s", why);
+    }
+  }
+  config_free(c);
+  return -1;
+}
+
+int config_load_tenant(struct config *c, const char *env_file, bool sandbox, const char *name,
+                       const char *tenant_file, char *err, size_t errlen) {
   memset(c, 0, sizeof *c);
   struct loader ld = {.err = err, .errlen = errlen};
-  if (envfile_read(&ld.file, env_file ? env_file : ".env", env_file != NULL, err, errlen) != 0) {
-    envfile_free(&ld.file);
+  char why[1024];
+  if (sandbox) {
+    /* The sandbox's accounts are its fakes', one location for everyone. */
+    snprintf(err, errlen, "%s: tenants are not run with --sandbox (unset TENANTS_DIR)",
+             tenant_file);
     return -1;
   }
+  if (envfile_read(&ld.over, tenant_file, true, why, sizeof why) != 0) {
+    envfile_free(&ld.over);
+    snprintf(err, errlen, "%s", why);
+    return -1;
+  }
+  /* A process variable in a tenant file would silently do nothing (or,
+   * worse, half of something): say so, with the file and the name. */
+  const char *bad = NULL, *what = NULL, *loc = NULL;
+  for (size_t i = 0; i < ld.over.n && !bad; i++) {
+    const char *k = ld.over.keys[i];
+    if (strcmp(k, "GHL_LOCATION_ID") == 0 && *ld.over.vals[i])
+      loc = ld.over.vals[i];
+    if (config_is_per_tenant(k))
+      continue;
+    bad = k;
+    what = listed(per_process, k)
+               ? "is set for the whole process, not per tenant; set it in the main configuration"
+               : "is not a tenant variable (docs/tenants.md lists them)";
+  }
+  if (bad || !loc) {
+    if (bad)
+      snprintf(err, errlen, "%s: %s %s", tenant_file, bad, what);
+    else
+      snprintf(err, errlen,
+               "%s: GHL_LOCATION_ID: required in every tenant file (webhooks from GHL find their "
+               "tenant by it)",
+               tenant_file);
+    envfile_free(&ld.over);
+    return -1;
+  }
+  int rc = load(c, &ld, env_file, sandbox);
+  if (rc != 0) {
+    snprintf(why, sizeof why, "%s", err);
+    snprintf(err, errlen, "%s: %s", tenant_file, why);
+    return rc;
+  }
+  /* Its own store: STORE_URL plugs in here when the config has it. */
+  char *db = tenant_store_location(c->db_path, NULL, name);
+  if (!db) {
+    config_free(c);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  free(c->db_path);
+  c->db_path = db;
+  return 0;
+}
+
+/* The one reading of every variable, for the process and for a tenant
+ * alike (a tenant's file, if any, is already in ld->over). */
+static int load(struct config *c, const struct loader *ld0, const char *env_file, bool sandbox) {
+  struct loader ld = *ld0;
+  char *err = ld.err;
+  size_t errlen = ld.errlen;
+  memset(c, 0, sizeof *c);
+  if (envfile_read(&ld.file, env_file ? env_file : ".env", env_file != NULL, err, errlen) != 0) {
+    envfile_free(&ld.file);
+    envfile_free(&ld.over);
+    return -1;
+  }
+  if (env_file || access(".env", R_OK) == 0)
+    c->env_file = strdup(env_file ? env_file : ".env");
   const double BIG = 1e18;
   c->sandbox = sandbox;
   c->host = get_str(&ld, "HOST", "127.0.0.1");
@@ -389,7 +527,12 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
          "GHL OAuth needs GHL_CLIENT_ID and GHL_CLIENT_SECRET together (GHL_REFRESH_TOKEN "
          "is optional: a Marketplace install brings one)", NULL);
 
+  const char *td = lookup(&ld, "TENANTS_DIR");
+  if (td && *td)
+    c->tenants_dir = get_dir(&ld, "TENANTS_DIR", td);
+
   envfile_free(&ld.file);
+  envfile_free(&ld.over);
   /* Registered before anything can log, so no line ever carries them. */
   const char *secrets[] = {c->nowcerts_password, c->ghl_api_key, c->ghl_client_secret,
                            c->ghl_refresh_token, c->admin_token, c->nowcerts_webhook_secret};
@@ -409,7 +552,7 @@ void config_free(struct config *c) {
                    &c->ghl_oauth_scopes, &c->ghl_marketplace_url, &c->db_path,
                    &c->mappings_dir, &c->lua_dir, &c->mappings_defaults_dir, &c->admin_token, &c->ui_dir, &c->nowcerts_webhook_secret,
                    &c->ghl_webhook_ed25519_key, &c->ghl_webhook_rsa_key, &c->public_url,
-                   &c->default_country};
+                   &c->default_country, &c->tenants_dir, &c->env_file};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
     free(*strs[i]);
     *strs[i] = NULL;

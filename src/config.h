@@ -66,6 +66,9 @@ struct config {
   int lua_event_memory_mb;     /* per event, at most lua_memory_mb */
   int lua_event_timeout_ms;    /* per event: time its code runs on the loop */
 
+  char *tenants_dir; /* TENANTS_DIR: one <name>.env a tenant (docs/tenants.md); NULL: none */
+  char *env_file;    /* the .env file read (NULL: none), which a tenant file is read over */
+
   bool sandbox;
   int sandbox_nowcerts_port;
   int sandbox_ghl_port;
@@ -73,13 +76,25 @@ struct config {
 
 /* Fills c from the environment and env_file (NULL: ./.env if present); a
  * variable already in the environment wins over the file. sandbox changes
- * some defaults (upstreams on loopback, webhook verification off).
+ * some defaults (upstreams on loopback, webhook verification off). With
+ * NCGHL_TENANT=<name> in the environment (a command's --tenant), c is that
+ * tenant's configuration (config_load_tenant) instead.
  * Returns 0, or -1 with "NAME: why" in err. */
 int config_load(struct config *c, const char *env_file, bool sandbox, char *err, size_t errlen);
 /* config_load for a command (serve, events, replay, ...): the one-line
  * error on stderr, and the log set up as configured (format, PII masking,
  * level, file). 0, or -1 with nothing to free. */
 int config_load_for_command(struct config *c, const char *env_file, bool sandbox);
+/* config_load for tenant `name`: tenant_file's values first, then the
+ * process environment and env_file as config_load reads them; db_path is
+ * the tenant's own store (tenant_store_location). A tenant file may set
+ * only per-agency variables (config_is_per_tenant), must set
+ * GHL_LOCATION_ID, and its errors read "<tenant_file>: NAME: why". */
+int config_load_tenant(struct config *c, const char *env_file, bool sandbox, const char *name,
+                       const char *tenant_file, char *err, size_t errlen);
+/* Whether a variable belongs to one agency (credentials, limits, mappings)
+ * and so may be set in a tenant file; the others are the process's. */
+bool config_is_per_tenant(const char *name);
 void config_free(struct config *c);
 /* Whether a configuration value may be shown (false for passwords, tokens,
  * keys and secrets). */

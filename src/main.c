@@ -30,6 +30,7 @@
 #include "server.h"
 #include "store.h"
 #include "subscribe.h"
+#include "tenant.h"
 #include "upkeep.h"
 #include "upstream.h"
 
@@ -69,80 +70,32 @@ static const char usage[] =
     "  version                          print the version\n"
     "  help                             this text\n"
     "\n"
+    "With TENANTS_DIR set, every command but serve takes --tenant NAME: it then works on that\n"
+    "tenant's configuration and store (docs/tenants.md).\n"
+    "\n"
     "Configuration comes from the environment and an optional .env file (see README.md).\n";
 
 struct app {
-  struct config cfg;
+  struct config cfg; /* the process's; each tenant has its own (tenant.h) */
+  bool sandbox;
   struct event_base *base;
-  struct store *store;
-  struct queue *queue;
   struct httpc *http;
-  struct upstream *up;
-  struct lrt *rt;
-  struct engine *engine;
   struct server *server;
+  struct tenants *tenants;
   struct install *install; /* GHL Marketplace install (install.h) */
-  struct presence *presence;
-  struct poller *poller;
   struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
   double drain_deadline;
   pid_t fakes;
   struct metrics *metrics;
-  struct metric *m_reloads;
-  struct doctor *doctor;   /* the last preflight run (doctor.h) */
-  bool doctor_running, doctor_again;
-  struct upkeep *upkeep;
   bool store_failed;
 };
-
-static void start_doctor(struct app *a);
-
-/* The preflight's ✗ lines become warnings and /health's "degraded". */
-static void on_doctor_done(void *ud, struct doctor *d) {
-  struct app *a = ud;
-  size_t n;
-  const struct doctor_line *lines = doctor_lines(d, &n);
-  const char **reasons = calloc(n ? n : 1, sizeof *reasons);
-  size_t nr = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (lines[i].ok)
-      continue;
-    log_warn("doctor: ✗ %s. Fix: %s", lines[i].text, lines[i].fix ? lines[i].fix : "see ncghl doctor");
-    if (reasons)
-      reasons[nr++] = lines[i].text;
-  }
-  if (nr == 0)
-    log_info("doctor: all %zu checks passed", n);
-  server_set_degraded(a->server, reasons, nr);
-  free(reasons);
-  a->doctor_running = false;
-  if (a->doctor_again) {
-    a->doctor_again = false;
-    start_doctor(a);
-  }
-}
-
-/* The same checks as `ncghl doctor`, in the background; a run asked for
- * while one is going (a reload) starts when it ends. The finished run is
- * kept until the next one: it may be in its own callback. */
-static void start_doctor(struct app *a) {
-  if (!a->cfg.doctor_at_start)
-    return;
-  if (a->doctor_running) {
-    a->doctor_again = true;
-    return;
-  }
-  doctor_free(a->doctor);
-  a->doctor = doctor_start(a->base, &a->cfg, a->up, a->store, a->rt, on_doctor_done, a);
-  a->doctor_running = a->doctor != NULL;
-}
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   struct app *a = arg;
   double t = clock_wall();
-  int running = engine_running(a->engine);
+  int running = tenants_running(a->tenants);
   /* An install exchange in flight may hold a code GHL already spent. */
   int installs = install_pending(a->install);
   if ((running == 0 && installs == 0) || t >= a->drain_deadline) {
@@ -154,7 +107,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
     install_stop(a->install);
     /* Settle every answer that waits on a commit or an fsync while the
      * loop still runs, and give the loop a moment to write them out. */
-    queue_flush(a->queue);
+    tenants_flush(a->tenants);
     event_del(a->drain_timer);
     struct timeval out = {0, 100000};
     event_base_loopexit(a->base, &out);
@@ -174,8 +127,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg) {
   log_info("signal %d: stopping (waiting up to %d s for running events)", (int)sig,
            SHUTDOWN_GRACE_SECONDS);
   server_drain(a->server);
-  poller_stop(a->poller);
-  engine_stop(a->engine);
+  tenants_stop(a->tenants);
   a->drain_deadline = clock_wall() + SHUTDOWN_GRACE_SECONDS;
   a->drain_timer = event_new(a->base, -1, EV_PERSIST, on_drain_tick, a);
   struct timeval tick = {0, 50000};
@@ -183,10 +135,11 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg) {
   on_drain_tick(-1, 0, a);
 }
 
-/* The store can no longer be trusted (queue.h): stop taking and starting
+/* A store can no longer be trusted (queue.h): stop taking and starting
  * work now, keep answering /health with the reason for a while, then exit
  * non-zero. The next start recovers from the file: every event answered
- * 2xx was synced before its answer, so none is lost. */
+ * 2xx was synced before its answer, so none is lost. One tenant's store
+ * failing stops the process: a restart is how every store recovers. */
 static void on_store_failed(void *ud, const char *reason) {
   struct app *a = ud;
   if (a->store_failed)
@@ -194,92 +147,59 @@ static void on_store_failed(void *ud, const char *reason) {
   a->store_failed = true;
   log_error("store failed (%s): intake stopped; exiting in %d s for a restart", reason,
             STORE_FAILED_EXIT_SECONDS);
-  poller_stop(a->poller);
-  engine_stop(a->engine);
+  tenants_stop(a->tenants);
   struct timeval tv = {STORE_FAILED_EXIT_SECONDS, 0};
   event_base_loopexit(a->base, &tv);
 }
 
-/* The reload history /ui shows: each load's result and the version left
- * running. Losing a line of history never stops a reload. */
-static void note_reload(struct app *a, bool ok, const char *message) {
-
-  if (a->queue)
-    queue_join(a->queue);
-  if (store_reload_add(a->store, clock_wall(), ok, lrt_version(a->rt),
-                       message) != 0)
-    log_warn("could not record the mapping reload in the store");
-}
-
+/* SIGHUP: the single agency reloads its mappings; with tenants, the
+ * directory is read again (tenant.h says what each change does). */
 static void on_hup(evutil_socket_t sig, short what, void *arg) {
   (void)sig;
   (void)what;
   struct app *a = arg;
-  char err[1024];
-  if (lrt_reload(a->rt, err, sizeof err) == 0) {
-    log_info("mappings reloaded (version %s)", lrt_version(a->rt));
-    metric_inc(a->m_reloads, METRIC_LABELS("ok"));
-    note_reload(a, true, lrt_last_reload(a->rt, NULL, NULL));
-    start_doctor(a);
-  } else {
-    log_error("mappings reload failed, keeping version %s: %s", lrt_version(a->rt), err);
-    metric_inc(a->m_reloads, METRIC_LABELS("error"));
-    note_reload(a, false, err);
+  if (!a->cfg.tenants_dir) {
+    tenants_reload_mappings(a->tenants);
+    return;
   }
+  char err[1200];
+  int bad = tenants_sync_dir(a->tenants, &a->cfg, a->sandbox, err, sizeof err);
+  log_info("tenants reloaded from %s: %zu running%s", a->cfg.tenants_dir,
+           tenants_count(a->tenants), bad ? ", some files refused (see above)" : "");
 }
 
-static int up_start_hook(void *ud, const struct up_call *call, up_attempt_cb on_attempt,
-                         up_done_cb done, void *done_ud) {
-  return up_start(ud, call, on_attempt, done, done_ud);
-}
-
-/* Single-agency mode: the one GHL OAuth tokens object serves the install
- * of GHL_LOCATION_ID, or of any location while it is unset. (With tenants,
- * this looks the location up among them.) */
-static bool install_find_single(void *ud, const char *location_id, struct install_target *out) {
+/* The Marketplace install's tenant: the one whose GHL_LOCATION_ID is the
+ * installed location. The app's keys (GHL_CLIENT_ID/SECRET) are the
+ * process's, inherited by every tenant: one Marketplace app serves them all. */
+static bool install_find(void *ud, const char *location_id, struct install_target *out) {
   struct app *a = ud;
-  const char *mine = a->cfg.ghl_location_id;
-  if (mine && *mine && strcmp(mine, location_id) != 0)
-    return false;
-  out->tokens = up_ghl_oauth(a->up);
-  out->name = NULL;
+  struct tenant *t = tenants_by_location(a->tenants, location_id);
+  if (!t) {
+    /* The single agency without GHL_LOCATION_ID takes the location it is
+     * installed for (a deployment waiting for its first install). */
+    struct tenant *single = tenants_by_name(a->tenants, NULL);
+    const char *mine = single ? tenant_config(single)->ghl_location_id : NULL;
+    if (!single || (mine && *mine))
+      return false;
+    t = single;
+  }
+  out->tokens = tenant_ghl_tokens(t);
+  out->name = tenant_name(t);
   return true;
 }
 
 static void app_free(struct app *a) {
-  poller_stop(a->poller);
-  /* Nothing new starts; then everything written is committed and synced,
-   * and the answers waiting on it are sent, while the server that owns
-   * them is still there. Only then does the server go (answering 202 for
-   * events still running: they are on disk and run again at the next
-   * start). */
-  if (a->engine)
-    engine_stop(a->engine);
-  if (a->queue)
-    queue_flush(a->queue);
-  if (a->presence)
-    presence_stop(a->presence);
+  /* Every tenant stops, commits and takes its site off the server, whose
+   * answers still owed are sent first; only then does the server go. */
   if (a->store_failed)
-    server_undo_refused(a->server);
+    tenants_undo_refused(a->tenants);
   install_free(a->install); /* answers its browsers while the server is there */
   a->install = NULL;
+  tenants_free(a->tenants);
   if (a->server)
     server_free(a->server);
-  upkeep_stop(a->upkeep);
-  if (a->engine)
-    engine_free(a->engine);
-  if (a->queue)
-    queue_free(a->queue); /* commits what the last turn wrote */
-  if (a->rt)
-    lrt_free(a->rt);
-  if (a->up)
-    up_free(a->up);
   if (a->http)
     httpc_free(a->http);
-  doctor_free(a->doctor); /* after up_free: its calls end without calling back */
-  poller_free(a->poller); /* after queue and upstream: they may hold its callbacks */
-  if (a->store)
-    store_close(a->store);
   struct event *evs[] = {a->sig_term, a->sig_int, a->sig_hup, a->drain_timer};
   for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
     if (evs[i])
@@ -329,88 +249,63 @@ static int cmd_serve(int argc, char **argv) {
     log_info("sandbox: fake NowCerts on http://127.0.0.1:%d/api, fake GHL on http://127.0.0.1:%d",
              a.cfg.sandbox_nowcerts_port, a.cfg.sandbox_ghl_port);
   }
+  a.sandbox = sandbox;
   a.base = event_base_new();
   if (a.base)
     event_base_priority_init(a.base, QUEUE_PRIORITIES);
-  a.store = a.base ? store_open(a.cfg.db_path, err, sizeof err) : NULL;
-  if (!a.store) {
-    log_error("DB_PATH: cannot open the store %s: %s", a.cfg.db_path, a.base ? err : "no event base");
-    goto out;
-  }
-  int recovered = 0;
-  if (store_recover_running(a.store, &recovered) != 0)
-    goto out;
-  if (recovered)
-    log_warn("%d events were running when the service last stopped; they run again", recovered);
-  /* The one count query: from here on the counts follow every change. */
-  if (store_counts_seed(a.store) != 0)
-    goto out;
-  /* The loop never sleeps in SQLite's busy handler, and never checkpoints
-   * inside a COMMIT: upkeep's thread does that (and retention). */
-  store_set_busy_timeout(a.store, 0);
-  store_set_autocheckpoint(a.store, 0);
-  a.queue = queue_new(a.base, a.store);
-  a.http = httpc_new(a.base, 16 * 1024 * 1024);
-  a.up = a.http ? up_new(a.base, &a.cfg, a.http) : NULL;
-  if (!a.queue || !a.up) {
+  /* One registry for the whole process; each module registers its own
+   * families in it (a tenant's through its view). Without memory for it the
+   * service runs uncounted. */
+  a.metrics = metrics_new();
+  a.http = a.base ? httpc_new(a.base, 16 * 1024 * 1024) : NULL;
+  if (!a.http) {
     log_error("cannot set up outbound HTTP");
     goto out;
   }
-  /* One registry for the whole process; each module registers its own
-   * families in it. Without memory for it the service runs uncounted. */
-  a.metrics = metrics_new();
-  up_set_store(a.up, a.store);
-  struct lrt_host host = {a.base, &a.cfg, a.up, a.store, a.queue, up_start_hook, a.up,
-                          metrics_counter(a.metrics, "ncghl_conflicts_total",
-                                          "Fields both sides changed since the last sync, by"
-                                          " which side's value won (ncghl conflicts lists them).",
-                                          METRIC_LABELS("kind", "winner")),
-                          metrics_counter(a.metrics, "ncghl_ignored_events_total",
-                                          "Events left alone on purpose, by reason"
-                                          " (other_location: a GHL webhook for another"
-                                          " sub-account).",
-                                          METRIC_LABELS("reason"))};
-  a.rt = lrt_new(&host, err, sizeof err);
-  if (!a.rt) {
-    log_error("mappings: %s", err);
-    goto out;
-  }
-  lrt_set_check(a.rt, runner_check);
-  note_reload(&a, true, "loaded at start");
-  a.engine = engine_new(a.base, &a.cfg, a.store, a.queue, a.rt);
-  if (!a.engine)
-    goto out;
-  a.server = server_new(a.base, &a.cfg, a.store, a.queue, a.engine, a.rt, err, sizeof err);
+  a.server = server_new(a.base, &a.cfg, a.metrics, err, sizeof err);
   if (!a.server) {
     log_error("%s", err);
     goto out;
   }
-  if (!(a.install = install_new(&a.cfg, a.http, install_find_single, &a)))
+  struct tenant_shared shared = {a.base, a.http, a.server, a.metrics, on_store_failed, &a};
+  a.tenants = tenants_new(&shared);
+  if (!a.tenants)
+    goto out;
+  if (a.cfg.tenants_dir) {
+    if (tenants_sync_dir(a.tenants, &a.cfg, sandbox, err, sizeof err) != 0) {
+      log_error("tenants: %s", err);
+      goto out;
+    }
+    log_info("tenants: %zu from %s", tenants_count(a.tenants), a.cfg.tenants_dir);
+  } else {
+    /* The single agency: one tenant without a name, on its own copy of the
+     * configuration (the process keeps its own for the listener). */
+    struct config one;
+    if (config_load(&one, env_file, sandbox, err, sizeof err) != 0) {
+      log_error("configuration error: %s", err);
+      goto out;
+    }
+    if (tenants_start_single(a.tenants, &one) != 0)
+      goto out;
+  }
+  if (!(a.install = install_new(&a.cfg, a.http, install_find, &a)))
     goto out;
   server_set_install(a.server, a.install);
-  a.m_reloads = metrics_counter(a.metrics, "ncghl_mapping_reloads_total",
-                                "Mapping reloads on SIGHUP; error: the old mappings were kept.",
-                                METRIC_LABELS("result"));
-  metric_add(a.m_reloads, METRIC_LABELS("ok"), 0);
-  metric_add(a.m_reloads, METRIC_LABELS("error"), 0);
-  server_set_metrics(a.server, a.metrics);
-  up_set_metrics(a.up, a.metrics);
-  a.presence = presence_start(a.base, a.store, a.queue);
-  queue_on_fail(a.queue, on_store_failed, &a);
-  a.upkeep = upkeep_start(a.base, a.store, a.cfg.db_path, a.cfg.retention_days);
-  if (poller_wanted(&a.cfg) &&
-      !(a.poller = poller_new(a.base, &a.cfg, a.store, a.queue, a.engine, a.up)))
-    goto out;
   a.sig_term = evsignal_new(a.base, SIGTERM, on_stop_signal, &a);
   a.sig_int = evsignal_new(a.base, SIGINT, on_stop_signal, &a);
   a.sig_hup = evsignal_new(a.base, SIGHUP, on_hup, &a);
   event_add(a.sig_term, NULL);
   event_add(a.sig_int, NULL);
   event_add(a.sig_hup, NULL);
-  start_doctor(&a);
-  log_info("ncghl %s listening on http://%s:%d (store %s, mappings %s version %s%s)", NCGHL_VERSION,
-           a.cfg.host, a.cfg.port, a.cfg.db_path, a.cfg.mappings_dir, lrt_version(a.rt),
-           sandbox ? ", sandbox" : "");
+  struct tenant *single = tenants_by_name(a.tenants, NULL);
+  if (single)
+    log_info("ncghl %s listening on http://%s:%d (store %s, mappings %s version %s%s)", NCGHL_VERSION,
+             a.cfg.host, a.cfg.port, a.cfg.db_path, a.cfg.mappings_dir,
+             tenant_mappings_version(single), sandbox ? ", sandbox" : "");
+  else
+    log_info("ncghl %s listening on http://%s:%d (%zu tenants from %s%s)", NCGHL_VERSION,
+             a.cfg.host, a.cfg.port, tenants_count(a.tenants), a.cfg.tenants_dir,
+             sandbox ? ", sandbox" : "");
   if (a.cfg.admin_token && *a.cfg.admin_token && a.cfg.ui_dir)
     log_info("web page: http://%s:%d/ui (sign in with ADMIN_TOKEN)", a.cfg.host, a.cfg.port);
   event_base_dispatch(a.base);
@@ -429,8 +324,24 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
-  if (strcmp(cmd, "serve") == 0)
+  if (strcmp(cmd, "serve") == 0) {
+    unsetenv("NCGHL_TENANT"); /* serve runs every tenant */
     return cmd_serve(argc - 2, argv + 2);
+  }
+  /* --tenant NAME, anywhere after the command: the command works on that
+   * tenant's configuration and store (config.h). */
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "--tenant") != 0)
+      continue;
+    if (i + 1 >= argc) {
+      fprintf(stderr, "ncghl %s: --tenant needs a tenant's name\n", cmd);
+      return 2;
+    }
+    setenv("NCGHL_TENANT", argv[i + 1], 1);
+    memmove(argv + i, argv + i + 2, (size_t)(argc - i - 2 + 1) * sizeof *argv);
+    argc -= 2;
+    break;
+  }
   if (strcmp(cmd, "events") == 0)
     return events_main(argc - 2, argv + 2, usage);
   if (strcmp(cmd, "replay") == 0)

@@ -51,11 +51,17 @@ struct metric {
   int nbounds;
   struct series **series;
   size_t nseries, cap;
+  /* A view's handle (metrics_view): counts into target, a family of the
+   * root, with `bound` as its first label value. */
+  struct metric *target;
+  char *bound;
 };
 
 struct metrics {
-  struct metric **families;
+  struct metric **families; /* a view's: its handles */
   size_t n, cap;
+  struct metrics *root; /* a view's registry; NULL for a registry */
+  char *label, *value;
 };
 
 static bool name_ok(const char *s, bool colon) {
@@ -90,6 +96,7 @@ static void family_free(struct metric *f) {
     free(f->labels[i]);
   free(f->labels);
   free(f->bounds);
+  free(f->bound);
   free(f->name);
   free(f->help);
   free(f);
@@ -103,7 +110,53 @@ void metrics_free(struct metrics *m) {
   for (size_t i = 0; i < m->n; i++)
     family_free(m->families[i]);
   free(m->families);
+  free(m->label);
+  free(m->value);
   free(m);
+}
+
+struct metrics *metrics_view(struct metrics *root, const char *label, const char *value) {
+  if (!root || root->root || !name_ok(label, false) || !value)
+    return NULL;
+  struct metrics *v = calloc(1, sizeof *v);
+  if (!v)
+    return NULL;
+  v->root = root;
+  v->label = strdup(label);
+  v->value = strdup(value);
+  if (!v->label || !v->value) {
+    metrics_free(v);
+    return NULL;
+  }
+  return v;
+}
+
+static int add_family(struct metrics *m, struct metric *f) {
+  if (m->n == m->cap) {
+    size_t cap = m->cap ? m->cap * 2 : 16;
+    struct metric **fs = realloc(m->families, cap * sizeof *fs);
+    if (!fs)
+      return -1;
+    m->families = fs;
+    m->cap = cap;
+  }
+  m->families[m->n++] = f;
+  return 0;
+}
+
+/* A view's handle counts into its root family with its own value first:
+ * values becomes tmp, which holds MAX_LABELS + 2 pointers. */
+static struct metric *bind(struct metric *f, const char *const **values, const char **tmp) {
+  if (!f || !f->target)
+    return f;
+  const char *const *v = *values ? *values : no_labels;
+  int n = 0;
+  tmp[n++] = f->bound;
+  for (int i = 0; v[i] && n <= MAX_LABELS; i++)
+    tmp[n++] = v[i];
+  tmp[n] = NULL;
+  *values = tmp;
+  return f->target;
 }
 
 static int count_list(const char *const *l) {
@@ -135,6 +188,25 @@ static struct metric *family(struct metrics *m, enum metric_type type, const cha
                              int nbounds) {
   if (!m || !name_ok(name, true))
     return NULL;
+  if (m->root) {
+    const char *all[MAX_LABELS + 2] = {m->label};
+    int n = 1;
+    for (int i = 0; labels && labels[i] && n <= MAX_LABELS; i++)
+      all[n++] = labels[i];
+    all[n] = NULL;
+    struct metric *target = family(m->root, type, name, help, all, bounds, nbounds);
+    struct metric *h = target ? calloc(1, sizeof *h) : NULL;
+    if (!h)
+      return NULL;
+    h->type = type;
+    h->target = target;
+    h->bound = strdup(m->value);
+    if (!h->bound || add_family(m, h) != 0) {
+      family_free(h);
+      return NULL;
+    }
+    return h;
+  }
   int nlabels = count_list(labels);
   if (nlabels > MAX_LABELS)
     return NULL;
@@ -265,6 +337,8 @@ static struct series *lookup(struct metric *f, const char *const *values) {
 }
 
 void metric_add(struct metric *f, const char *const *values, double v) {
+  const char *tmp[MAX_LABELS + 2];
+  f = bind(f, &values, tmp);
   if (!f || f->type == METRIC_HISTOGRAM)
     return;
   /* A counter only goes up; a negative step would break rate(). */
@@ -278,6 +352,8 @@ void metric_add(struct metric *f, const char *const *values, double v) {
 void metric_inc(struct metric *f, const char *const *values) { metric_add(f, values, 1); }
 
 void metric_set(struct metric *f, const char *const *values, double v) {
+  const char *tmp[MAX_LABELS + 2];
+  f = bind(f, &values, tmp);
   if (!f || f->type != METRIC_GAUGE)
     return;
   struct series *s = lookup(f, values);
@@ -286,6 +362,8 @@ void metric_set(struct metric *f, const char *const *values, double v) {
 }
 
 void metric_observe(struct metric *f, const char *const *values, double v) {
+  const char *tmp[MAX_LABELS + 2];
+  f = bind(f, &values, tmp);
   if (!f || f->type != METRIC_HISTOGRAM || isnan(v))
     return;
   struct series *s = lookup(f, values);
@@ -301,6 +379,8 @@ void metric_observe(struct metric *f, const char *const *values, double v) {
 }
 
 double metric_value(struct metric *f, const char *const *values) {
+  const char *tmp[MAX_LABELS + 2];
+  f = bind(f, &values, tmp);
   if (!f)
     return 0;
   if (!values)
@@ -406,6 +486,8 @@ int metrics_render(const struct metrics *m, struct buf *out) {
   int rc = 0;
   for (size_t i = 0; i < m->n && rc == 0; i++) {
     const struct metric *f = m->families[i];
+    if (f->target)
+      continue; /* a view's handle: its root renders it */
     rc |= buf_printf(out, "# HELP %s ", f->name);
     rc |= put_escaped(out, f->help, false);
     rc |= buf_printf(out, "\n# TYPE %s %s\n", f->name, type_names[f->type]);

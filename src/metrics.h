@@ -28,6 +28,12 @@ extern const double metrics_upstream_buckets[];
 extern const int metrics_upstream_nbuckets;
 
 struct metrics *metrics_new(void);
+/* A view of registry root in which every family gets one more label, first:
+ * label=value (a tenant's metrics: tenant="a"). Families registered through
+ * it live in root (rendered there, with that label) and count with the
+ * view's value put before the values given. metrics_free(view) frees the
+ * view, not the series it counted. NULL when out of memory or misused. */
+struct metrics *metrics_view(struct metrics *root, const char *label, const char *value);
 void metrics_free(struct metrics *m);
 
 /* Registers a family, or returns the one already registered under that name

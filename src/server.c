@@ -67,11 +67,14 @@ static const char *const hook_names[] = {"CreateInsured",  "UpdateInsured",
                                          NULL};
 
 struct server;
+struct server_site;
 
 /* Who is being answered on a webhook route, and since when: what the
- * webhook metrics need at the moment the answer goes out. */
+ * webhook metrics need at the moment the answer goes out. site is NULL
+ * while a GHL webhook has not found its tenant yet: it counts as tenant "". */
 struct track {
   struct server *srv;
+  struct server_site *site;
   enum route route;
   double t0; /* monotonic seconds at arrival */
 };
@@ -84,8 +87,8 @@ struct rl_client {
 };
 
 struct answer {
-  struct answer *prev, *next; /* the server's list of answers owed */
-  struct server *srv;
+  struct answer *prev, *next; /* the site's list of answers owed */
+  struct server_site *site;
   struct track track; /* its route, and when it arrived */
   struct evhttp_request *req;
   struct evhttp_connection *conn;
@@ -96,46 +99,64 @@ struct answer {
   struct event *timer;
 };
 
-struct server {
-  struct event_base *base;
+/* One tenant's intake (the single agency's is the site without a name):
+ * everything an event touches from its arrival to its answer is the
+ * site's, so no tenant's request ever reaches another's store. */
+struct server_site {
+  struct server_site *next;
+  struct server *srv;
+  char *name; /* NULL: the single agency, on the routes without /t/ */
   const struct config *cfg;
   struct store *store;
   struct queue *queue;
   struct engine *engine;
   struct lrt *rt;
   struct admin *admin;
-  struct install *install; /* the Marketplace install's routes; NULL: 503 there */
-  struct evhttp *http;
-  struct sig_keys *ghl_keys; /* NULL when GHL_WEBHOOK_VERIFY is off */
   struct answer *owed;
   int nowed;
-  bool draining;
-
-  struct metrics *metrics;     /* the registry /metrics renders */
-  struct metrics *own_metrics; /* ours until server_set_metrics hands one over */
-  struct metric *m_requests, *m_duration, *m_events, *m_log_dropped;
+  bool paused; /* its tenant restarts: new events are answered 503 */
+  struct metric *m_requests, *m_duration, *m_events;
 
   /* Events stored but answered 503 because the store failed after their
    * COMMIT (a failed fsync): undone at exit so a later copy is new. */
   char (*refused)[EVENT_ID_MAX];
   size_t nrefused, caprefused;
 
-  struct rl_client *rl[RL_BUCKETS]; /* inbound rate limit, by client address */
-  int rl_count;
-  double rl_swept;
-
   char *degraded; /* JSON array of the last doctor run's ✗ reasons; NULL: none */
 };
 
+struct server {
+  struct event_base *base;
+  const struct config *cfg; /* the process's: listener, limits, GHL's keys */
+  struct evhttp *http;
+  struct sig_keys *ghl_keys; /* NULL when GHL_WEBHOOK_VERIFY is off */
+  struct install *install;   /* the Marketplace install's routes; NULL: 503 there */
+  bool draining;
+  struct server_site *sites;
+
+  struct metrics *metrics;     /* the registry /metrics renders */
+  struct metrics *own_metrics; /* ours until server_set_metrics hands one over */
+  struct metric *m_log_dropped;
+  /* Tenant "" (tenants configured): GHL webhooks before, or without, their
+   * tenant. */
+  struct metrics *unrouted;
+  struct metric *m_requests, *m_duration, *m_ignored;
+
+  struct rl_client *rl[RL_BUCKETS]; /* inbound rate limit, by client address */
+  int rl_count;
+  double rl_swept;
+};
+
 static void track_answered(const struct track *t, int code) {
-  struct server *s = t->srv;
-  if (!s->m_requests)
+  struct metric *req = t->site ? t->site->m_requests : t->srv->m_requests;
+  struct metric *dur = t->site ? t->site->m_duration : t->srv->m_duration;
+  if (!req)
     return;
   char status[16];
   snprintf(status, sizeof status, "%d", code);
   const char *src = route_source[t->route];
-  metric_inc(s->m_requests, METRIC_LABELS(src, status));
-  metric_observe(s->m_duration, METRIC_LABELS(src), clock_mono() - t->t0);
+  metric_inc(req, METRIC_LABELS(src, status));
+  metric_observe(dur, METRIC_LABELS(src), clock_mono() - t->t0);
 }
 
 /* t is NULL for answers outside the webhook routes. */
@@ -314,7 +335,7 @@ static char *validate(struct evhttp_request *req, const struct track *tr, const 
 }
 
 static void answer_unlink(struct answer *a) {
-  struct server *s = a->srv;
+  struct server_site *s = a->site;
   if (a->prev)
     a->prev->next = a->next;
   else if (s->owed == a)
@@ -329,7 +350,7 @@ static void answer_free(struct answer *a) {
   if (a->timer)
     event_free(a->timer);
   if (a->watch)
-    engine_unwatch(a->srv->engine, a->watch);
+    engine_unwatch(a->site->engine, a->watch);
   if (a->conn)
     evhttp_connection_set_closecb(a->conn, NULL, NULL);
   answer_unlink(a);
@@ -392,9 +413,10 @@ static void on_conn_close(struct evhttp_connection *conn, void *arg) {
   answer_free(a);
 }
 
-static void send_store_failed(struct server *s, struct evhttp_request *req, const struct track *t);
+static void send_store_failed(struct server_site *s, struct evhttp_request *req,
+                              const struct track *t);
 
-static void remember_refused(struct server *s, const char *id) {
+static void remember_refused(struct server_site *s, const char *id) {
   if (s->nrefused == s->caprefused) {
     size_t cap = s->caprefused ? s->caprefused * 2 : 16;
     char(*v)[EVENT_ID_MAX] = realloc(s->refused, cap * sizeof *v);
@@ -407,14 +429,14 @@ static void remember_refused(struct server *s, const char *id) {
 }
 
 static int forget_refused(void *ud, struct store *st) {
-  struct server *s = ud;
+  struct server_site *s = ud;
   for (size_t i = 0; i < s->nrefused; i++)
     if (store_event_forget(st, s->refused[i]) < 0)
       return -1;
   return 0;
 }
 
-int server_undo_refused(struct server *s) {
+int server_site_undo_refused(struct server_site *s) {
   if (!s || s->nrefused == 0)
     return 0;
   if (queue_undo(s->queue, forget_refused, s) != 0) {
@@ -431,7 +453,7 @@ int server_undo_refused(struct server *s) {
 
 static void on_committed(void *ud, bool committed) {
   struct answer *a = ud;
-  struct server *s = a->srv;
+  struct server_site *s = a->site;
   if (!committed) {
     if (a->put == STORE_PUT_NEW && queue_failed(s->queue))
       remember_refused(s, a->id);
@@ -462,7 +484,7 @@ static void on_committed(void *ud, bool committed) {
     answer_free(a);
     return;
   }
-  a->timer = evtimer_new(s->base, on_wait_timeout, a);
+  a->timer = evtimer_new(s->srv->base, on_wait_timeout, a);
   struct timeval tv = {s->cfg->webhook_wait_ms / 1000, (s->cfg->webhook_wait_ms % 1000) * 1000};
   evtimer_add(a->timer, &tv);
   a->conn = evhttp_request_get_connection(a->req);
@@ -556,6 +578,7 @@ static long rl_check(struct server *s, struct evhttp_request *req) {
  * go on, else it has been answered. */
 static int check_signatures(struct server *s, struct evhttp_request *req, const struct track *t,
                             const char *body, size_t len) {
+  struct server_site *site = t->site;
   struct evkeyvalq *h = evhttp_request_get_input_headers(req);
   enum route r = t->route;
   if (r == R_GHL && s->ghl_keys) {
@@ -568,7 +591,9 @@ static int check_signatures(struct server *s, struct evhttp_request *req, const 
       return -1;
     }
   }
-  const char *secret = s->cfg->nowcerts_webhook_secret;
+  /* NowCerts routes always know their tenant by now (path or the single
+   * agency): the secret is that tenant's. */
+  const char *secret = site ? site->cfg->nowcerts_webhook_secret : NULL;
   if ((r == R_NOWCERTS || r == R_HOOK) && secret && *secret) {
     enum sig_result v = sig_verify_hmac(secret, body, len, evhttp_find_header(h, "X-NCGHL-Signature"));
     if (v != SIG_OK) {
@@ -583,7 +608,8 @@ static int check_signatures(struct server *s, struct evhttp_request *req, const 
   return 0;
 }
 
-static void send_store_failed(struct server *s, struct evhttp_request *req, const struct track *t) {
+static void send_store_failed(struct server_site *s, struct evhttp_request *req,
+                              const struct track *t) {
   const char *why = queue_failed(s->queue);
   if (!why) {
     send_detail(req, t, 503, "Service Unavailable", "The event could not be stored; try again");
@@ -595,6 +621,7 @@ static void send_store_failed(struct server *s, struct evhttp_request *req, cons
 }
 
 static void owe(struct answer *a);
+static struct server_site *server_site_by_location(const struct server *s, const char *loc);
 
 /* An event that arrived while another process held the write lock: its
  * request waits (not the loop) until a batch can be opened, but not for
@@ -651,7 +678,7 @@ static void on_deferred_close(struct evhttp_connection *conn, void *arg) {
 static void on_writable(void *ud, bool ok) {
   struct deferred *d = ud;
   struct answer *a = d->a;
-  struct server *s = a->srv;
+  struct server_site *s = a->site;
   if (!a->req) {
     free(a);
     deferred_free(d);
@@ -692,26 +719,33 @@ static int defer_submit(struct answer *a, const char *type, const char *payload,
   d->len = len;
   d->conn = evhttp_request_get_connection(a->req);
   evhttp_connection_set_closecb(d->conn, on_deferred_close, d);
-  d->timer = evtimer_new(a->srv->base, on_deferred_timeout, d);
+  d->timer = evtimer_new(a->site->srv->base, on_deferred_timeout, d);
   if (d->timer) {
     struct timeval tv = {INTAKE_LOCK_WAIT_S, 0};
     evtimer_add(d->timer, &tv);
   }
   log_debug("intake %s: the write lock is held by another process; waiting for it", a->id);
-  queue_when_writable(a->srv->queue, on_writable, d);
+  queue_when_writable(a->site->queue, on_writable, d);
   return 0;
 }
 
 /* Stores the event (payload as given, id over `canon`) and parks its answer
  * until the commit. Takes nothing over from the caller. */
-static void submit(struct server *s, struct evhttp_request *req, const struct track *t,
+static void submit(struct server_site *s, struct evhttp_request *req, const struct track *t,
                    const char *type, const char *payload, size_t len, const struct buf *canon) {
+  if (s->paused) {
+    /* Nothing stored: the sender's next try reaches the restarted tenant. */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "2");
+    send_detail(req, t, 503, "Service Unavailable",
+                "This tenant is restarting on its new configuration; send it again shortly");
+    return;
+  }
   struct answer *a = calloc(1, sizeof *a);
   if (!a) {
     send_detail(req, t, 500, "Internal Server Error", "out of memory");
     return;
   }
-  a->srv = s;
+  a->site = s;
   a->req = req;
   a->track = *t;
   digest_event_id(route_source[t->route], canon->p ? canon->p : "", canon->len, a->id);
@@ -728,7 +762,7 @@ static void submit(struct server *s, struct evhttp_request *req, const struct tr
 }
 
 static void owe(struct answer *a) {
-  struct server *s = a->srv;
+  struct server_site *s = a->site;
   a->next = s->owed;
   if (s->owed)
     s->owed->prev = a;
@@ -756,7 +790,7 @@ static int hook_wrap(const char *hook, const struct json *root, const char *body
 /* NowCerts REST hook (?hook=<EventName>): the delivery's shape is not
  * documented, so any JSON object or array is taken as it is, wrapped as
  * {"hook":<name>,"data":<body>} for the mappings to normalise. */
-static void handle_hook(struct server *s, struct evhttp_request *req, const struct track *t,
+static void handle_hook(struct server_site *s, struct evhttp_request *req, const struct track *t,
                         const char *hook, const struct json *root, const char *body, size_t len) {
   if (json_type(root) != JSON_OBJECT && json_type(root) != JSON_ARRAY) {
     send_problem(req, t, "body", NULL, "a REST-hook body must be a JSON object or array",
@@ -808,7 +842,7 @@ static void handle_event(struct server *s, struct evhttp_request *req, const str
     return;
   }
   if (r == R_HOOK) {
-    handle_hook(s, req, t, hook, root, body, len);
+    handle_hook(t->site, req, t, hook, root, body, len);
     json_free(root);
     return;
   }
@@ -816,6 +850,31 @@ static void handle_event(struct server *s, struct evhttp_request *req, const str
   if (!type) {
     json_free(root);
     return;
+  }
+  struct track routed = *t;
+  if (!routed.site && r == R_GHL) {
+    /* Several tenants, a GHL webhook on the plain route: its locationId
+     * names the tenant. A location no tenant has is another sub-account's,
+     * left alone as the single agency leaves it (SPEC 10). */
+    const char *loc = json_str(json_get(root, "locationId"));
+    routed.site = loc ? server_site_by_location(s, loc) : NULL;
+    if (!routed.site) {
+      metric_inc(s->m_ignored, METRIC_LABELS("other_location"));
+      struct buf b;
+      buf_init(&b, 0);
+      buf_printf(&b, "{\"success\":true,\"status\":\"ignored\",\"message\":");
+      char msg[300];
+      snprintf(msg, sizeof msg, "GHL %.60s for location %.80s: no tenant has this GHL_LOCATION_ID",
+               type, loc ? loc : "(none)");
+      buf_json_str(&b, msg, strlen(msg));
+      buf_putc(&b, '}');
+      send_buf(req, t, 200, "OK", &b);
+      buf_free(&b);
+      free(type);
+      json_free(root);
+      return;
+    }
+    t = &routed;
   }
   if (r == R_GHL && s->ghl_keys) {
     /* Signed bodies carry their own time; an old one is a replay. */
@@ -833,63 +892,136 @@ static void handle_event(struct server *s, struct evhttp_request *req, const str
   if (json_canonical(root, &canon) != 0)
     send_detail(req, t, 500, "Internal Server Error", "out of memory");
   else
-    submit(s, req, t, type, body, len, &canon);
+    submit(t->site, req, t, type, body, len, &canon);
   free(type);
   json_free(root);
   buf_free(&canon);
 }
 
+/* ---- sites ------------------------------------------------------------------ */
+
+static struct server_site *single_site(const struct server *s) {
+  for (struct server_site *p = s->sites; p; p = p->next)
+    if (!p->name)
+      return p;
+  return NULL;
+}
+
+static struct server_site *site_by_name(const struct server *s, const char *name) {
+  for (struct server_site *p = s->sites; p; p = p->next)
+    if (p->name && strcmp(p->name, name) == 0)
+      return p;
+  return NULL;
+}
+
+static struct server_site *server_site_by_location(const struct server *s, const char *loc) {
+  for (struct server_site *p = s->sites; p; p = p->next)
+    if (p->name && p->cfg->ghl_location_id && strcmp(p->cfg->ghl_location_id, loc) == 0)
+      return p;
+  return NULL;
+}
+
+/* "a, b, c": the tenants an answer may name, in the order they were added. */
+static void site_names(const struct server *s, struct buf *b) {
+  for (const struct server_site *p = s->sites; p; p = p->next)
+    if (p->name)
+      buf_printf(b, "%s%s", b->len ? ", " : "", p->name);
+}
+
 /* ---- health, metrics, OpenAPI ---------------------------------------------- */
 
-static void handle_health(struct server *s, struct evhttp_request *req) {
-  const char *failed = queue_failed(s->queue);
-  if (!failed && queue_disk_full(s->queue))
-    failed = "the disk is full: the last batch could not be written";
-  bool ok = !failed && store_writable(s->store);
-  struct buf b;
-  buf_init(&b, 0);
-  /* degraded: serving, but a doctor check failed (server_set_degraded). */
-  buf_printf(&b,
-             "{\"status\":\"%s\",\"service\":\"" SERVICE_NAME "\",\"version\":\"" NCGHL_VERSION
-             "\",\"store\":{\"writable\":%s,\"schema_version\":%d",
-             !ok ? "unhealthy" : s->degraded ? "degraded" : "healthy", ok ? "true" : "false",
-             store_schema_version(s->store));
+/* Whether the site's store takes writes; *failed says why intake stopped. */
+static bool site_ok(const struct server_site *site, const char **failed) {
+  *failed = queue_failed(site->queue);
+  if (!*failed && queue_disk_full(site->queue))
+    *failed = "the disk is full: the last batch could not be written";
+  return !*failed && store_writable(site->store);
+}
+
+/* One site's part of /health: store, running events, mappings, the last
+ * reload and the doctor's reasons. */
+static void health_site(struct buf *b, const struct server_site *site) {
+  const char *failed;
+  bool ok = site_ok(site, &failed);
+  buf_printf(b, "\"store\":{\"writable\":%s,\"schema_version\":%d", ok ? "true" : "false",
+             store_schema_version(site->store));
   if (failed) {
     /* Why intake stopped: the file is no longer trusted until a restart. */
-    buf_puts(&b, ",\"failed\":");
-    buf_json_str(&b, failed, strlen(failed));
+    buf_puts(b, ",\"failed\":");
+    buf_json_str(b, failed, strlen(failed));
   }
-  buf_printf(&b, "},\"events_running\":%d,\"mappings\":{\"version\":\"%s\",\"dir\":",
-             engine_running(s->engine), lrt_version(s->rt));
-  buf_json_str(&b, s->cfg->mappings_dir, strlen(s->cfg->mappings_dir));
+  buf_printf(b, "},\"events_running\":%d,\"mappings\":{\"version\":\"%s\",\"dir\":",
+             engine_running(site->engine), lrt_version(site->rt));
+  buf_json_str(b, site->cfg->mappings_dir, strlen(site->cfg->mappings_dir));
   /* Kept apart from "mappings": a failed reload changes nothing there. */
   bool reload_ok = false;
   double reload_at = 0;
-  const char *msg = lrt_last_reload(s->rt, &reload_ok, &reload_at);
+  const char *msg = lrt_last_reload(site->rt, &reload_ok, &reload_at);
   char at[32] = "";
   time_t secs = (time_t)reload_at;
   struct tm tm;
   if (gmtime_r(&secs, &tm))
     strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  buf_printf(&b, "},\"last_reload\":{\"result\":\"%s\",\"at\":\"%s\",\"message\":",
+  buf_printf(b, "},\"last_reload\":{\"result\":\"%s\",\"at\":\"%s\",\"message\":",
              reload_ok ? "ok" : "error", at);
-  buf_json_str(&b, msg ? msg : "", msg ? strlen(msg) : 0);
-  buf_putc(&b, '}');
-  if (s->degraded)
-    buf_printf(&b, ",\"reasons\":%s", s->degraded);
+  buf_json_str(b, msg ? msg : "", msg ? strlen(msg) : 0);
+  buf_putc(b, '}');
+  if (site->degraded)
+    buf_printf(b, ",\"reasons\":%s", site->degraded);
+}
+
+/* The single agency's answer is the site's fields at the top level; with
+ * tenants, each tenant's are under "tenants" with its own status, and the
+ * service is unhealthy when one tenant's store is, degraded when one
+ * tenant is. */
+static void handle_health(struct server *s, struct evhttp_request *req) {
+  struct server_site *one = single_site(s);
+  bool ok = true, degraded = false;
+  for (struct server_site *p = s->sites; p; p = p->next) {
+    const char *failed;
+    ok = site_ok(p, &failed) && ok;
+    degraded = degraded || p->degraded;
+  }
+  struct buf b;
+  buf_init(&b, 0);
+  /* degraded: serving, but a doctor check failed (server_set_degraded). */
+  buf_printf(&b,
+             "{\"status\":\"%s\",\"service\":\"" SERVICE_NAME "\",\"version\":\"" NCGHL_VERSION
+             "\",",
+             !ok ? "unhealthy" : degraded ? "degraded" : "healthy");
+  if (one) {
+    health_site(&b, one);
+  } else {
+    buf_puts(&b, "\"tenants\":{");
+    for (struct server_site *p = s->sites; p; p = p->next) {
+      const char *failed;
+      bool tok = site_ok(p, &failed);
+      buf_json_str(&b, p->name, strlen(p->name));
+      buf_printf(&b, ":{\"status\":\"%s\",\"ghl_location_id\":",
+                 !tok ? "unhealthy" : p->degraded ? "degraded" : "healthy");
+      const char *loc = p->cfg->ghl_location_id ? p->cfg->ghl_location_id : "";
+      buf_json_str(&b, loc, strlen(loc));
+      buf_putc(&b, ',');
+      health_site(&b, p);
+      buf_puts(&b, p->next ? "}," : "}");
+    }
+    buf_putc(&b, '}');
+  }
   buf_putc(&b, '}');
   send_buf(req, NULL, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", &b);
   buf_free(&b);
 }
 
 static void handle_metrics(struct server *s, struct evhttp_request *req) {
-  long counts[EV_STATUS_COUNT];
-  /* From the counts the store keeps in memory (seeded once at start): a
+  /* From the counts each store keeps in memory (seeded once at start): a
    * scrape never scans the events. */
-  store_counts(s->store, counts);
-  for (int i = 0; i < EV_STATUS_COUNT; i++)
-    metric_set(s->m_events, METRIC_LABELS(store_status_name((enum ev_status)i)),
-               (double)(counts[i] > 0 ? counts[i] : 0));
+  for (struct server_site *p = s->sites; p; p = p->next) {
+    long counts[EV_STATUS_COUNT];
+    store_counts(p->store, counts);
+    for (int i = 0; i < EV_STATUS_COUNT; i++)
+      metric_set(p->m_events, METRIC_LABELS(store_status_name((enum ev_status)i)),
+                 (double)(counts[i] > 0 ? counts[i] : 0));
+  }
   /* The logger counts its drops itself (it has no registry); bring the
    * counter up to date at each scrape. */
   double dropped = (double)log_dropped();
@@ -957,6 +1089,27 @@ static void route_install(struct server *s, struct evhttp_request *req, const ch
   install_handle(s->install, req, path, query, cmd);
 }
 
+static void send_unknown_tenant(struct evhttp_request *req, const char *name) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "Unknown tenant '%.64s'", name);
+  send_detail(req, NULL, 404, "Not Found", msg);
+}
+
+/* With tenants configured, a route that belongs to one tenant was asked
+ * for without naming it (admin API). */
+static void send_which_tenant(struct server *s, struct evhttp_request *req) {
+  struct buf names, msg;
+  buf_init(&names, 0);
+  buf_init(&msg, 0);
+  site_names(s, &names);
+  buf_printf(&msg,
+             "Several tenants are configured (%s): add ?tenant=<name> or use /t/<name>/api/v1/...",
+             names.p ? names.p : "");
+  send_detail(req, NULL, 400, "Bad Request", msg.p ? msg.p : "Several tenants are configured");
+  buf_free(&names);
+  buf_free(&msg);
+}
+
 static void on_request(struct evhttp_request *req, void *arg) {
   struct server *s = arg;
   double t0 = clock_mono();
@@ -975,10 +1128,51 @@ static void on_request(struct evhttp_request *req, void *arg) {
     clean[--n] = 0; /* "/health/" is "/health" */
   enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 
-  if (admin_handle(s->admin, req, clean, query, cmd))
-    return;
+  /* The Marketplace install is the process's: the token's location says
+   * which tenant it is for. */
   if (install_owns(clean)) {
     route_install(s, req, clean, query, cmd);
+    return;
+  }
+
+  /* Which tenant: the single agency's site, or with tenants the one the
+   * path (/t/<name>/...) or ?tenant= names; none yet for a GHL webhook on
+   * the plain route, which its locationId routes. */
+  struct server_site *site = single_site(s);
+  const char *rest = clean;
+  bool prefixed = false;
+  if (!site && strncmp(clean, "/t/", 3) == 0) {
+    char name[64];
+    size_t k = strcspn(clean + 3, "/");
+    snprintf(name, sizeof name, "%.*s", (int)(k < sizeof name ? k : sizeof name - 1), clean + 3);
+    site = site_by_name(s, name);
+    if (!site) {
+      send_unknown_tenant(req, name);
+      return;
+    }
+    rest = clean + 3 + k;
+    prefixed = true;
+  } else if (!site) {
+    char name[64];
+    if (has_param(query, "tenant", name, sizeof name) && !(site = site_by_name(s, name))) {
+      send_unknown_tenant(req, name);
+      return;
+    }
+  }
+
+  if (site) {
+    if (admin_handle(site->admin, req, rest, query, cmd))
+      return;
+  } else if (admin_is_route(rest)) {
+    /* The page is the same for every tenant (it asks the API with
+     * ?tenant=); the API answers only for a tenant named. */
+    struct admin *any = s->sites ? s->sites->admin : NULL;
+    if (!any)
+      send_detail(req, NULL, 404, "Not Found", "Not Found");
+    else if (strcmp(rest, "/ui") == 0 || strncmp(rest, "/ui/", 4) == 0)
+      admin_handle(any, req, rest, query, cmd);
+    else if (admin_check_token(any, req))
+      send_which_tenant(s, req);
     return;
   }
 
@@ -996,8 +1190,10 @@ static void on_request(struct evhttp_request *req, void *arg) {
       {"/api/v1/sync/manual", EVHTTP_REQ_POST, H_EVENT, R_MANUAL},
   };
   for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
-    if (strcmp(clean, routes[i].path) != 0)
+    if (strcmp(rest, routes[i].path) != 0)
       continue;
+    if (prefixed && routes[i].handler != H_EVENT)
+      break; /* /health and /metrics are the process's, not a tenant's */
     bool head = cmd == EVHTTP_REQ_HEAD && routes[i].method == EVHTTP_REQ_GET;
     if (cmd != routes[i].method && !head) {
       evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
@@ -1019,9 +1215,18 @@ static void on_request(struct evhttp_request *req, void *arg) {
       break;
     }
     char hook[64] = "";
-    struct track t = {s, routes[i].route, t0};
+    struct track t = {s, site, routes[i].route, t0};
     if (t.route == R_NOWCERTS && has_param(query, "hook", hook, sizeof hook))
       t.route = R_HOOK;
+    if (!site && t.route != R_GHL) {
+      /* Only GHL says whose a webhook is (locationId); NowCerts and manual
+       * syncs must come on their tenant's path. */
+      char msg[200];
+      snprintf(msg, sizeof msg,
+               "Several tenants are configured: send this to /t/<tenant>%s", routes[i].path);
+      send_detail(req, &t, 404, "Not Found", msg);
+      return;
+    }
     if (s->draining) {
       send_detail(req, &t, 503, "Service Unavailable", "Shutting down; send it again shortly");
       return;
@@ -1037,18 +1242,22 @@ static void on_request(struct evhttp_request *req, void *arg) {
   send_detail(req, NULL, 404, "Not Found", "Not Found");
 }
 
-/* The families this module counts into, in registry m. */
-static void use_metrics(struct server *s, struct metrics *m) {
-  s->metrics = m;
-  s->m_requests = metrics_counter(m, "ncghl_webhook_requests_total",
+/* The families a site counts into, in registry (or tenant view) m. */
+static void site_metrics(struct server_site *p, struct metrics *m) {
+  p->m_requests = metrics_counter(m, "ncghl_webhook_requests_total",
                                   "Webhook and manual-sync requests answered, by HTTP status.",
                                   METRIC_LABELS("source", "status"));
-  s->m_duration = metrics_histogram(m, "ncghl_webhook_duration_seconds",
+  p->m_duration = metrics_histogram(m, "ncghl_webhook_duration_seconds",
                                     "Time from a webhook's arrival to its answer.",
                                     METRIC_LABELS("source"), metrics_webhook_buckets,
                                     metrics_webhook_nbuckets);
-  s->m_events = metrics_gauge(m, "ncghl_events", "Stored events by status, kept as they change.",
+  p->m_events = metrics_gauge(m, "ncghl_events", "Stored events by status, kept as they change.",
                               METRIC_LABELS("status"));
+}
+
+/* The process's own families, in registry m. */
+static void use_metrics(struct server *s, struct metrics *m) {
+  s->metrics = m;
   s->m_log_dropped = metrics_counter(m, "ncghl_log_dropped_total",
                                      "Log lines dropped because the log writer fell behind.",
                                      METRIC_NO_LABELS);
@@ -1063,9 +1272,8 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg) {
   return bev;
 }
 
-struct server *server_new(struct event_base *base, const struct config *cfg, struct store *store,
-                          struct queue *queue, struct engine *engine, struct lrt *rt, char *err,
-                          size_t errlen) {
+struct server *server_new(struct event_base *base, const struct config *cfg, struct metrics *m,
+                          char *err, size_t errlen) {
   struct server *s = calloc(1, sizeof *s);
   if (!s) {
     snprintf(err, errlen, "out of memory");
@@ -1073,22 +1281,17 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
   }
   s->base = base;
   s->cfg = cfg;
-  s->store = store;
-  s->queue = queue;
-  s->engine = engine;
-  s->rt = rt;
   s->rl_swept = clock_mono();
-  s->own_metrics = metrics_new();
-  s->admin = admin_new(cfg, store, queue, engine, rt);
-  s->http = s->own_metrics && s->admin ? evhttp_new(base) : NULL;
+  if (!m)
+    m = s->own_metrics = metrics_new(); /* out of memory before: count into our own */
+  s->http = m ? evhttp_new(base) : NULL;
   if (!s->http) {
     snprintf(err, errlen, "cannot create the HTTP server");
-    admin_free(s->admin);
     metrics_free(s->own_metrics);
     free(s);
     return NULL;
   }
-  use_metrics(s, s->own_metrics);
+  use_metrics(s, m);
   /* Every method reaches our handler, so a wrong one gets a JSON 405 rather
    * than libevent's own page. Bodies up to 8x the limit are read and refused
    * with a JSON 413; beyond that libevent closes the connection itself. */
@@ -1108,7 +1311,6 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
       snprintf(why, sizeof why, "GHL_WEBHOOK_ED25519_KEY/GHL_WEBHOOK_RSA_KEY: %s", err);
       snprintf(err, errlen, "%s", why);
       evhttp_free(s->http);
-      admin_free(s->admin);
       metrics_free(s->own_metrics);
       free(s);
       return NULL;
@@ -1119,7 +1321,6 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
              cfg->host, cfg->port);
     evhttp_free(s->http);
     sig_keys_free(s->ghl_keys);
-    admin_free(s->admin);
     metrics_free(s->own_metrics);
     free(s);
     return NULL;
@@ -1127,24 +1328,105 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
   return s;
 }
 
-void server_set_metrics(struct server *s, struct metrics *m) {
-  if (!s || !m || m == s->metrics)
+struct server_site *server_site_add(struct server *s, const char *tenant,
+                                    const struct config *cfg, struct store *store,
+                                    struct queue *queue, struct engine *engine, struct lrt *rt,
+                                    struct metrics *m) {
+  struct server_site *p = calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  p->srv = s;
+  p->cfg = cfg;
+  p->store = store;
+  p->queue = queue;
+  p->engine = engine;
+  p->rt = rt;
+  p->name = tenant ? strdup(tenant) : NULL;
+  p->admin = admin_new(cfg, store, queue, engine, rt);
+  if (!p->admin || (tenant && !p->name)) {
+    admin_free(p->admin);
+    free(p->name);
+    free(p);
+    return NULL;
+  }
+  if (tenant && !s->unrouted) {
+    /* GHL webhooks that find no tenant count as tenant "". */
+    s->unrouted = metrics_view(s->metrics, "tenant", "");
+    s->m_requests = metrics_counter(s->unrouted, "ncghl_webhook_requests_total",
+                                    "Webhook and manual-sync requests answered, by HTTP status.",
+                                    METRIC_LABELS("source", "status"));
+    s->m_duration = metrics_histogram(s->unrouted, "ncghl_webhook_duration_seconds",
+                                      "Time from a webhook's arrival to its answer.",
+                                      METRIC_LABELS("source"), metrics_webhook_buckets,
+                                      metrics_webhook_nbuckets);
+    s->m_ignored = metrics_counter(s->unrouted, "ncghl_ignored_events_total",
+                                   "Events left alone on purpose, by reason (other_location: a"
+                                   " GHL webhook for another sub-account).",
+                                   METRIC_LABELS("reason"));
+  }
+  site_metrics(p, m ? m : s->metrics);
+  if (s->draining)
+    admin_drain(p->admin);
+  struct server_site **end = &s->sites;
+  while (*end)
+    end = &(*end)->next;
+  *end = p;
+  return p;
+}
+
+static void site_free(struct server_site *p) {
+  while (p->owed) {
+    struct answer *a = p->owed;
+    send_queued(a); /* acknowledged and stored: it will run after a restart */
+    answer_free(a);
+  }
+  free(p->degraded);
+  admin_free(p->admin);
+  free(p->refused);
+  free(p->name);
+  free(p);
+}
+
+void server_site_pause(struct server_site *site) {
+  if (!site)
     return;
-  use_metrics(s, m);
-  metrics_free(s->own_metrics);
-  s->own_metrics = NULL;
+  site->paused = true;
+  while (site->owed) {
+    struct answer *a = site->owed;
+    send_queued(a); /* stored: it runs on, or again after the restart */
+    answer_free(a);
+  }
+}
+
+void server_site_remove(struct server *s, struct server_site *site) {
+  if (!s || !site)
+    return;
+  for (struct server_site **p = &s->sites; *p; p = &(*p)->next)
+    if (*p == site) {
+      *p = site->next;
+      site_free(site);
+      return;
+    }
 }
 
 void server_set_install(struct server *s, struct install *in) { s->install = in; }
 
 void server_drain(struct server *s) {
   s->draining = true;
-  admin_drain(s->admin);
+  for (struct server_site *p = s->sites; p; p = p->next)
+    admin_drain(p->admin);
 }
 
-int server_pending(const struct server *s) { return s->nowed; }
+int server_pending(const struct server *s) {
+  int n = 0;
+  for (const struct server_site *p = s->sites; p; p = p->next)
+    n += p->nowed;
+  return n;
+}
 
-void server_set_degraded(struct server *s, const char *const *reasons, size_t n) {
+void server_site_set_degraded(struct server_site *s, const char *const *reasons, size_t n) {
+  if (!s)
+    return; /* a retiring tenant's doctor ending: it has no site any more */
   free(s->degraded);
   s->degraded = NULL;
   if (n == 0)
@@ -1164,11 +1446,10 @@ void server_set_degraded(struct server *s, const char *const *reasons, size_t n)
 void server_free(struct server *s) {
   if (!s)
     return;
-  free(s->degraded);
-  while (s->owed) {
-    struct answer *a = s->owed;
-    send_queued(a); /* acknowledged and stored: it will run after a restart */
-    answer_free(a);
+  while (s->sites) {
+    struct server_site *p = s->sites;
+    s->sites = p->next;
+    site_free(p);
   }
   evhttp_free(s->http);
   sig_keys_free(s->ghl_keys);
@@ -1178,9 +1459,8 @@ void server_free(struct server *s) {
       s->rl[b] = c->next;
       free(c);
     }
-  admin_free(s->admin);
+  metrics_free(s->unrouted);
   metrics_free(s->own_metrics);
-  free(s->refused);
   free(s);
 }
 

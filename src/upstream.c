@@ -284,6 +284,10 @@ const char *up_nowcerts_user_id(const struct upstream *u) {
   return u && u->tk[UP_NOWCERTS] ? tokens_user_id(u->tk[UP_NOWCERTS]) : NULL;
 }
 
+struct tokens *up_tokens(struct upstream *u, enum up_service svc) {
+  return u && (svc == UP_NOWCERTS || svc == UP_GHL) ? u->tk[svc] : NULL;
+}
+
 int up_active(const struct upstream *u) { return u ? u->active : 0; }
 
 static void on_token_result(void *ud, bool ok) {

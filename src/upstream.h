@@ -71,6 +71,10 @@ int up_start(struct upstream *u, const struct up_call *call, up_attempt_cb on_at
 /* The NowCerts user id from the last token response (for skipping our own
  * changes), NULL before the first login. */
 const char *up_nowcerts_user_id(const struct upstream *u);
+/* The tokens object of a service (tokens.h), NULL when not configured:
+ * for the Marketplace install, which hands a location new GHL tokens. */
+struct tokens;
+struct tokens *up_tokens(struct upstream *u, enum up_service svc);
 /* Calls in flight, retries waiting included. */
 int up_active(const struct upstream *u);
 /* Keeps GHL OAuth tokens in the store (kv "ghl_oauth"): restores the ones

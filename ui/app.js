@@ -7,6 +7,11 @@
   "use strict";
 
   var TOKEN_KEY = "ncghl.adminToken";
+  /* With tenants (docs/tenants.md), the one this tab looks at: every admin
+   * API call carries it as ?tenant=, and /metrics series of the others are
+   * left out. Empty: the single agency. */
+  var TENANT_KEY = "ncghl.tenant";
+  var tenants = [];
   var PAGE = 50;
   var STATUSES = ["pending", "running", "done", "retry_wait", "dead"];
   var STATUS_TEXT = { pending: "Pending", running: "Running", done: "Done",
@@ -108,9 +113,35 @@
   /* ---- the admin API ---- */
 
   function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+  function tenant() { return sessionStorage.getItem(TENANT_KEY) || ""; }
+  function withTenant(path) {
+    if (!tenant()) return path;
+    return path + (path.indexOf("?") >= 0 ? "&" : "?") + "tenant=" + encodeURIComponent(tenant());
+  }
+  /* The tenants /health names (none: the single agency), into the selector;
+   * a tab keeps its choice while that tenant exists. */
+  function loadTenants() {
+    return fetch("/health", { cache: "no-store" }).then(function (x) { return x.json(); })
+      .then(function (hl) {
+        tenants = hl && hl.tenants ? Object.keys(hl.tenants).sort() : [];
+        if (tenants.indexOf(tenant()) < 0) {
+          if (tenants.length) sessionStorage.setItem(TENANT_KEY, tenants[0]);
+          else sessionStorage.removeItem(TENANT_KEY);
+        }
+        var sel = document.getElementById("tenant");
+        sel.textContent = "";
+        tenants.forEach(function (n) {
+          var o = h("option", { value: n }, n);
+          if (n === tenant()) o.selected = true;
+          sel.appendChild(o);
+        });
+        sel.hidden = !tenants.length;
+      }).catch(function () {});
+  }
 
   function api(path, opts) {
     opts = opts || {};
+    path = withTenant(path);
     var headers = { Authorization: "Bearer " + token(), Accept: "application/json" };
     if (opts.body !== undefined) headers["Content-Type"] = "application/json";
     return fetch(path, { method: opts.method || "GET", headers: headers, cache: "no-store",
@@ -212,7 +243,9 @@
     if (!t) return;
     var btn = document.getElementById("login-submit");
     btn.disabled = true;
-    fetch("/api/v1/overview", { headers: { Authorization: "Bearer " + t }, cache: "no-store" })
+    loadTenants().then(function () {
+      return fetch(withTenant("/api/v1/overview"), { headers: { Authorization: "Bearer " + t }, cache: "no-store" });
+    })
       .then(function (r) {
         btn.disabled = false;
         if (r.status === 200) {
@@ -241,6 +274,7 @@
       var name = m[1].replace(/^ncghl_/, "");
       var labels = {};
       (m[2] || "").replace(/([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"/g, function (_, k, v) { labels[k] = v; });
+      if (labels.tenant !== undefined && labels.tenant !== tenant()) return;
       (out[name] = out[name] || []).push({ labels: labels, value: parseFloat(m[3]) });
     });
     return out;
@@ -286,6 +320,7 @@
         .then(function (all) {
           if (!current()) return;
           var ov = all[0].body, bf = all[1].body, m = parseMetrics(all[2]), health = all[3] || {};
+          if (health.tenants && health.tenants[tenant()]) health = health.tenants[tenant()];
           var t = Date.now() / 1000;
           var webhooks = total(m, "webhook_requests_total");
           var upstream = total(m, "upstream_requests_total");
@@ -772,7 +807,11 @@
     main = document.getElementById("main");
     document.getElementById("login-form").addEventListener("submit", onLogin);
     document.getElementById("logout").addEventListener("click", function () { signOut(); });
+    document.getElementById("tenant").addEventListener("change", function (e) {
+      sessionStorage.setItem(TENANT_KEY, e.target.value);
+      render();
+    });
     window.addEventListener("hashchange", render);
-    render();
+    loadTenants().then(render);
   });
 })();

@@ -44,6 +44,44 @@ static void test_counter_and_labels(void **state) {
   metrics_free(m);
 }
 
+/* A tenant's view: the same family names, one more label first, rendered by
+ * the root; two views share a family, each with its own series. */
+static void test_view_adds_a_label(void **state) {
+  (void)state;
+  struct metrics *m = metrics_new();
+  struct metrics *a = metrics_view(m, "tenant", "a"), *b2 = metrics_view(m, "tenant", "b");
+  assert_non_null(a);
+  assert_non_null(b2);
+  assert_null(metrics_view(a, "tenant", "x")); /* a view of a view */
+  struct metric *ca = metrics_counter(a, "ncghl_x_total", "X.", METRIC_LABELS("source"));
+  struct metric *cb = metrics_counter(b2, "ncghl_x_total", "X.", METRIC_LABELS("source"));
+  struct metric *ga = metrics_gauge(a, "ncghl_g", "G.", METRIC_NO_LABELS);
+  assert_non_null(ca);
+  assert_non_null(cb);
+  metric_inc(ca, METRIC_LABELS("ghl"));
+  metric_add(cb, METRIC_LABELS("ghl"), 5);
+  metric_set(ga, METRIC_NO_LABELS, 7);
+  metric_inc(ca, METRIC_LABELS("ghl", "extra")); /* one value too many: ignored */
+  assert_true(metric_value(ca, METRIC_LABELS("ghl")) == 1);
+  assert_true(metric_value(cb, METRIC_LABELS("ghl")) == 5);
+  assert_true(metric_value(ga, METRIC_NO_LABELS) == 7);
+  /* The plain family of that name has the label: a label-less one is refused. */
+  assert_null(metrics_counter(m, "ncghl_x_total", "X.", METRIC_LABELS("source")));
+  metrics_free(a); /* the series stay in the root */
+  struct buf b;
+  const char *text = render(m, &b);
+  assert_string_equal(text, "# HELP ncghl_x_total X.\n"
+                            "# TYPE ncghl_x_total counter\n"
+                            "ncghl_x_total{tenant=\"a\",source=\"ghl\"} 1\n"
+                            "ncghl_x_total{tenant=\"b\",source=\"ghl\"} 5\n"
+                            "# HELP ncghl_g G.\n"
+                            "# TYPE ncghl_g gauge\n"
+                            "ncghl_g{tenant=\"a\"} 7\n");
+  buf_free(&b);
+  metrics_free(b2);
+  metrics_free(m);
+}
+
 static void test_wrong_uses_change_nothing(void **state) {
   (void)state;
   struct metrics *m = metrics_new();
@@ -172,6 +210,7 @@ static void test_many_series_and_a_bounded_buffer(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_counter_and_labels),
+      cmocka_unit_test(test_view_adds_a_label),
       cmocka_unit_test(test_wrong_uses_change_nothing),
       cmocka_unit_test(test_same_name_is_the_same_family),
       cmocka_unit_test(test_escaping),
