@@ -368,5 +368,55 @@ class Tenants(IntegTest):
         self.assertEqual(sorted(s.get("/health").json()["tenants"]), ["a", "b"])
 
 
+    # -- the Marketplace install (SPEC 13) ---------------------------------
+
+    def test_a_marketplace_install_stores_the_tokens_of_the_tenant_it_is_for(self):
+        client, secret = "it-client-" + harness.uniq(8), "it-secret-" + harness.uniq(16)
+        self.fakes_b.config("ghl", oauth_client_id=client, oauth_client_secret=secret)
+        # Tenant b waits for its install (no API key); the app's keys and
+        # GHL's address are the process's, inherited by every tenant.
+        self.write_tenant("a")
+        self.write_tenant("b", GHL_API_KEY=None)
+        s = self.server({"TENANTS_DIR": self.tdir, "ADMIN_TOKEN": "it-admin-token",
+                         "GHL_CLIENT_ID": client, "GHL_CLIENT_SECRET": secret,
+                         "GHL_BASE_URL": self.fakes_b.ghl_base, "GHL_API_KEY": None})
+        code = self.fakes_b.ghl_oauth_code("loc-b")
+        r = s.get("/oauth/callback?code=" + code)
+        self.assertEqual(r.status, 200, r.text)
+        self.assertIn("loc-b", r.text)
+        # The tokens are in b's store, and only there.
+        def kv(name):
+            db = sqlite3.connect(self.tmp / "tenants" / (name + ".db"))
+            try:
+                row = db.execute("SELECT value FROM kv WHERE key = 'ghl_oauth'").fetchone()
+            finally:
+                db.close()
+            return json.loads(row[0]) if row else None
+        tokens = kv("b")
+        self.assertIsNotNone(tokens)
+        self.assertIsNone(kv("a"))
+        # b's next contact reaches b's GHL with the installed access token;
+        # a keeps its API key.
+        ev = nowcerts_event("INSURED_INSERT")
+        ans = self.assertJSONAnswer(s.post("/t/b/api/v1/webhooks/nowcerts", ev), 200)
+        self.assertEqual(ans["data"].get("action"), "created", ans)
+        creates = self.fakes_b.calls("ghl", "POST", CREATE_CONTACT)
+        self.assertEqual([c["headers"]["authorization"] for c in creates],
+                         ["Bearer " + tokens["access_token"]])
+        got = self.ghl_contacts(self.fakes_b, ev["data"]["email"])
+        self.assertEqual([c["locationId"] for c in got], ["loc-b"])
+        ev2 = nowcerts_event("INSURED_INSERT")
+        self.assertJSONAnswer(s.post("/t/a/api/v1/webhooks/nowcerts", ev2), 200)
+        self.assertEqual([c["headers"]["authorization"]
+                          for c in self.fakes.calls("ghl", "POST", CREATE_CONTACT)], ["Bearer key-a"])
+        # A location no tenant serves is refused, and stores nothing.
+        r = s.get("/oauth/callback?code=" + self.fakes_b.ghl_oauth_code("loc-z"))
+        self.assertEqual(r.status, 403, r.text)
+        self.assertEqual(kv("b")["access_token"], tokens["access_token"])
+        text = s.log_text() + s.stderr_text()
+        for secret_text in (secret, code, tokens["access_token"], tokens["refresh_token"]):
+            self.assertNotIn(secret_text, text)
+
+
 if __name__ == "__main__":
     harness.main()
