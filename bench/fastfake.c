@@ -24,12 +24,13 @@ enum route {
   R_TAGS_ADD,
   R_TAGS_REMOVE,
   R_NC_TOKEN,
+  R_NC_LIST,
   R_UNKNOWN,
   R_COUNT
 };
 
 static const char *const route_names[R_COUNT] = {
-    "search", "create", "get", "update", "tags_add", "tags_remove", "nc_token", "unknown",
+    "search", "create", "get", "update", "tags_add", "tags_remove", "nc_token", "nc_list", "unknown",
 };
 
 struct fake {
@@ -161,6 +162,12 @@ static void on_request(struct evhttp_request *req, void *arg) {
     answer(f, req, 200,
            "{\"access_token\":\"bench-access-token\",\"token_type\":\"bearer\",\"expires_in\":86400,"
            "\"refresh_token\":\"bench-refresh-token\",\"userId\":\"bench-user\"}");
+  } else if (cmd == EVHTTP_REQ_GET && (strstr(uri, "/InsuredDetailList?") ||
+                                       strstr(uri, "/PolicyDetailList?") ||
+                                       strstr(uri, "/DeletedInsuredList?"))) {
+    /* A poller's page (bench/tenants.sh: 500 pollers): nothing changed. */
+    f->routes[R_NC_LIST]++;
+    answer(f, req, 200, "{\"@odata.count\":0,\"value\":[]}");
   } else {
     f->routes[R_UNKNOWN]++;
     fprintf(stderr, "fastfake: not answered: %d %s\n", (int)cmd, uri);

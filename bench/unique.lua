@@ -5,7 +5,7 @@
 -- phone makes every request the same household to ncghl, whose upserts must
 -- then take them one at a time. The peer does no lookups, so it is
 -- indifferent to the phone.)
--- usage: wrk -t2 -c32 -d10s --latency -s bench/unique.lua http://127.0.0.1:8001 -- RUN_ID [PAD [SERIES]]
+-- usage: wrk -t2 -c32 -d10s --latency -s bench/unique.lua http://127.0.0.1:8001[/t/TENANT] -- RUN_ID [PAD [SERIES]]
 -- PAD (bytes, default 0): that much more body, as extra fields the mapping
 -- does not read ("note_01": "xxx..."), for the payload-size curve.
 -- SERIES (0-498, default 0): keeps phones unique across runs against one
@@ -34,6 +34,8 @@ function init(args)
 end
 
 local headers = { ["Content-Type"] = "application/json" }
+-- A URL with a path (http://host:port/t/acme) posts to that tenant's route.
+prefix = (wrk.path and wrk.path ~= "/") and wrk.path:gsub("/+$", "") or ""
 local fmt = '{"event_type":"INSURED_INSERT","timestamp":"2024-01-15T10:30:00Z","data":{%s'
   .. '"firstName":"Bench","lastName":"User","email":"bench-%s-t%d-%d@example.com",'
   .. '"phone":"+1%03d%07d","address":{"street":"123 Test St","city":"Miami","state":"FL","zip":"33101"}}}'
@@ -43,7 +45,7 @@ function request()
   if counter == 1 then
     body_len = #string.format(fmt, extra, run_id, tid, counter, area, counter % 10000000)
   end
-  return wrk.format("POST", "/api/v1/webhooks/nowcerts", headers, string.format(fmt, extra, run_id, tid, counter, area, counter % 10000000))
+  return wrk.format("POST", prefix .. "/api/v1/webhooks/nowcerts", headers, string.format(fmt, extra, run_id, tid, counter, area, counter % 10000000))
 end
 
 function response(status, hdrs, body)
