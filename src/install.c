@@ -190,21 +190,6 @@ int install_pending(const struct install *in) { return in ? in->npending : 0; }
 
 /* ---- the exchange --------------------------------------------------------------- */
 
-/* Appends "&name=value" (no '&' first), the value form-encoded. */
-static int form_add(struct buf *b, const char *name, const char *value) {
-  size_t cap = strlen(value) * 3 + 1;
-  char *enc = malloc(cap);
-  if (!enc)
-    return -1;
-  int rc = -1;
-  if (tokens_form_escape(value, enc, cap) >= 0)
-    rc = buf_printf(b, "%s%s=%s", b->len ? "&" : "", name, enc);
-  /* The encoded code and secret are as secret as the values. */
-  memset(enc, 0, cap);
-  free(enc);
-  return rc;
-}
-
 static bool id_like(const char *s) {
   size_t n = 0;
   for (; s[n]; n++) {
@@ -425,13 +410,13 @@ static void handle_callback(struct install *in, struct evhttp_request *req, cons
   int rc = code_copy ? 0 : -1;
   if (rc == 0) {
     log_add_secret(code_copy);
-    rc |= form_add(&form, "client_id", in->cfg->ghl_client_id);
-    rc |= form_add(&form, "client_secret", in->cfg->ghl_client_secret);
-    rc |= form_add(&form, "grant_type", "authorization_code");
-    rc |= form_add(&form, "code", code_copy);
-    rc |= form_add(&form, "user_type", "Location");
+    rc |= tokens_form_add(&form, "client_id", in->cfg->ghl_client_id);
+    rc |= tokens_form_add(&form, "client_secret", in->cfg->ghl_client_secret);
+    rc |= tokens_form_add(&form, "grant_type", "authorization_code");
+    rc |= tokens_form_add(&form, "code", code_copy);
+    rc |= tokens_form_add(&form, "user_type", "Location");
     if (set(in->cfg->ghl_redirect_uri))
-      rc |= form_add(&form, "redirect_uri", in->cfg->ghl_redirect_uri);
+      rc |= tokens_form_add(&form, "redirect_uri", in->cfg->ghl_redirect_uri);
   }
   evhttp_clear_headers(&q);
   static const char *const headers[] = {"Content-Type: application/x-www-form-urlencoded",
@@ -482,12 +467,12 @@ static void handle_install(struct install *in, struct evhttp_request *req) {
   while (hl > 0 && host[hl - 1] == '/')
     hl--;
   int rc = buf_printf(&url, "%.*s/v2/oauth/chooselocation?", (int)hl, host);
-  rc |= form_add(&url, "response_type", "code");
+  rc |= tokens_form_add(&url, "response_type", "code");
   if (set(c->ghl_redirect_uri))
-    rc |= form_add(&url, "redirect_uri", c->ghl_redirect_uri);
-  rc |= form_add(&url, "client_id", c->ghl_client_id);
+    rc |= tokens_form_add(&url, "redirect_uri", c->ghl_redirect_uri);
+  rc |= tokens_form_add(&url, "client_id", c->ghl_client_id);
   if (set(c->ghl_oauth_scopes))
-    rc |= form_add(&url, "scope", c->ghl_oauth_scopes);
+    rc |= tokens_form_add(&url, "scope", c->ghl_oauth_scopes);
   if (rc != 0 || !url.p) {
     buf_free(&url);
     send_page(req, 500, "Internal Server Error", "Install", "Out of memory.");

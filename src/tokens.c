@@ -89,8 +89,7 @@ long tokens_form_escape(const char *s, char *out, size_t outlen) {
   return (long)n;
 }
 
-/* Appends "&name=value" (no '&' first) with value form-encoded. */
-static int form_add(struct buf *b, const char *name, const char *value) {
+int tokens_form_add(struct buf *b, const char *name, const char *value) {
   size_t cap = strlen(value) * 3 + 1;
   char *enc = malloc(cap);
   if (!enc)
@@ -350,19 +349,19 @@ static int send_request(struct tokens *tk, enum req_kind what, double now) {
   buf_init(&form, 0);
   int rc = 0;
   if (what == REQ_LOGIN) {
-    rc |= form_add(&form, "grant_type", "password");
-    rc |= form_add(&form, "username", tk->username);
-    rc |= form_add(&form, "password", tk->password);
-    rc |= form_add(&form, "client_id", NOWCERTS_CLIENT_ID);
+    rc |= tokens_form_add(&form, "grant_type", "password");
+    rc |= tokens_form_add(&form, "username", tk->username);
+    rc |= tokens_form_add(&form, "password", tk->password);
+    rc |= tokens_form_add(&form, "client_id", NOWCERTS_CLIENT_ID);
   } else {
-    rc |= form_add(&form, "grant_type", "refresh_token");
-    rc |= form_add(&form, "refresh_token", tk->refresh);
+    rc |= tokens_form_add(&form, "grant_type", "refresh_token");
+    rc |= tokens_form_add(&form, "refresh_token", tk->refresh);
     if (tk->kind == TOKENS_NOWCERTS) {
-      rc |= form_add(&form, "client_id", NOWCERTS_CLIENT_ID);
+      rc |= tokens_form_add(&form, "client_id", NOWCERTS_CLIENT_ID);
     } else {
-      rc |= form_add(&form, "client_id", tk->client_id);
-      rc |= form_add(&form, "client_secret", tk->client_secret);
-      rc |= form_add(&form, "user_type", "Location");
+      rc |= tokens_form_add(&form, "client_id", tk->client_id);
+      rc |= tokens_form_add(&form, "client_secret", tk->client_secret);
+      rc |= tokens_form_add(&form, "user_type", "Location");
     }
   }
   void *h = NULL;

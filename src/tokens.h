@@ -119,5 +119,10 @@ bool tokens_has_grant(const struct tokens *tk);
 /* application/x-www-form-urlencoded value encoding into out (NUL-terminated,
  * at most outlen bytes). Returns the length, or -1 when out is too small. */
 long tokens_form_escape(const char *s, char *out, size_t outlen);
+/* Appends "&name=value" to a form body ("name=value" when it is empty),
+ * the value form-encoded; the encoded copy is wiped (it is as secret as
+ * the value). 0, or -1 out of memory. */
+struct buf;
+int tokens_form_add(struct buf *b, const char *name, const char *value);
 
 #endif

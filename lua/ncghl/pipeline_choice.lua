@@ -26,33 +26,38 @@ choice.NOISE = {
   ["for"] = true, ["a"] = true, ["new"] = true,
 }
 
--- The folded words of a name: "Commercial Auto (BAP)" -> commercial, auto, bap.
--- Every event matches its line against the same few pipeline and stage
--- names, so the split is kept per text (a bounded table, emptied when full);
--- callers only read the list.
-local words_cache, words_cached = {}, 0
-
-function choice.words(text)
-  local key = type(text) == "string" and text or nil
-  local out = key and words_cache[key]
-  if out then
+-- Every event matches its line against the same few pipeline, stage and
+-- hint names, so what is worked out of a name is kept per text: a bounded
+-- table, emptied when full. Callers only read what it returns.
+local function memo_by_text(fn)
+  local cache, n = {}, 0
+  return function(text)
+    if type(text) ~= "string" then
+      return fn(text)
+    end
+    local out = cache[text]
+    if out == nil then
+      out = fn(text)
+      if n >= 4096 then
+        cache, n = {}, 0
+      end
+      cache[text], n = out, n + 1
+    end
     return out
   end
-  out = {}
+end
+
+-- The folded words of a name: "Commercial Auto (BAP)" -> commercial, auto, bap.
+choice.words = memo_by_text(function(text)
+  local out = {}
   for w in fold(text):gmatch("[%w']+") do
     w = w:gsub("'", "")
     if w ~= "" then
       out[#out + 1] = w
     end
   end
-  if key then
-    if words_cached >= 4096 then
-      words_cache, words_cached = {}, 0
-    end
-    words_cache[key], words_cached = out, words_cached + 1
-  end
   return out
-end
+end)
 
 -- Two words match when equal, or when the shorter (4 letters or more) starts
 -- the longer: "home" and "homeowners", "quote" and "quoted".
@@ -124,22 +129,9 @@ end
 
 -- Text with every run of other characters than letters and digits as one
 -- space, and a space in front: " e o" for "E&O".
-local spaced_cache, spaced_cached = {}, 0
-
-local function spaced(text)
-  local out = type(text) == "string" and spaced_cache[text]
-  if out then
-    return out
-  end
-  out = " " .. (fold(text):gsub("[^%w]+", " "))
-  if type(text) == "string" then
-    if spaced_cached >= 4096 then
-      spaced_cache, spaced_cached = {}, 0
-    end
-    spaced_cache[text], spaced_cached = out, spaced_cached + 1
-  end
-  return out
-end
+local spaced = memo_by_text(function(text)
+  return " " .. (fold(text):gsub("[^%w]+", " "))
+end)
 
 -- Whether `list` has a phrase that starts at a word of the text: hints are
 -- short ("rv", "bop"), and "rv" must not be found in "Services".
