@@ -13,7 +13,6 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +32,6 @@
 #define LOCATION_MAX 128
 /* When the token answer has no usable expires_in: short, so the first
  * refresh comes early rather than after a refusal. */
-#define DEFAULT_LIFETIME 3600.0
 #define DEFAULT_TIMEOUT_MS 10000
 
 /* One exchange in flight: the browser waiting for its page. */
@@ -280,14 +278,7 @@ static void take_tokens(struct pend *p, const char *body, size_t len) {
     fail(p, 502, "Bad Gateway", "Install failed",
          "GHL's token endpoint answered with a locationId that is not an id; nothing was stored.");
   } else {
-    double lifetime = -1;
-    const struct json *exp = json_get(root, "expires_in");
-    if (exp && json_type(exp) == JSON_NUMBER)
-      lifetime = json_num(exp);
-    else if (exp && json_type(exp) == JSON_STRING)
-      lifetime = strtod(json_str(exp), NULL);
-    if (!(lifetime > 0) || !isfinite(lifetime))
-      lifetime = DEFAULT_LIFETIME;
+    double lifetime = tokens_lifetime(root);
     struct install_target t = {0};
     bool served = in->find(in->find_ud, location, &t);
     if (served && !t.tokens) {

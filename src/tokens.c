@@ -66,6 +66,16 @@ static const char *kind_name(enum tokens_kind k) {
 
 static bool set(const char *s) { return s && *s; }
 
+double tokens_lifetime(const struct json *root) {
+  double lifetime = -1;
+  const struct json *exp = json_get(root, "expires_in");
+  if (exp && json_type(exp) == JSON_NUMBER)
+    lifetime = json_num(exp);
+  else if (exp && json_type(exp) == JSON_STRING)
+    lifetime = strtod(json_str(exp), NULL);
+  return lifetime > 0 && isfinite(lifetime) ? lifetime : DEFAULT_LIFETIME;
+}
+
 long tokens_form_escape(const char *s, char *out, size_t outlen) {
   static const char hex[] = "0123456789ABCDEF";
   size_t n = 0;
@@ -456,14 +466,7 @@ static int take_response(struct tokens *tk, const char *body, size_t len, char *
   if (refresh && *refresh)
     log_add_secret(refresh);
 
-  double lifetime = -1;
-  const struct json *exp = json_get(root, "expires_in");
-  if (exp && json_type(exp) == JSON_NUMBER)
-    lifetime = json_num(exp);
-  else if (exp && json_type(exp) == JSON_STRING)
-    lifetime = strtod(json_str(exp), NULL);
-  if (!(lifetime > 0) || !isfinite(lifetime))
-    lifetime = DEFAULT_LIFETIME;
+  double lifetime = tokens_lifetime(root);
 
   char *new_access = strdup(access);
   char *new_refresh = refresh && *refresh ? strdup(refresh) : NULL;

@@ -124,5 +124,9 @@ long tokens_form_escape(const char *s, char *out, size_t outlen);
  * the value). 0, or -1 out of memory. */
 struct buf;
 int tokens_form_add(struct buf *b, const char *name, const char *value);
+/* A token answer's lifetime in seconds: its expires_in (a number, or a
+ * number as text), or an hour when it has none that makes sense. */
+struct json;
+double tokens_lifetime(const struct json *root);
 
 #endif
