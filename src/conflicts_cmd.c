@@ -82,13 +82,13 @@ int conflicts_main(int argc, char **argv) {
     return 1;
   }
   struct stat st;
-  if (stat(cfg.db_path, &st) != 0) {
+  if (config_store_is_file(&cfg) && stat(cfg.db_path, &st) != 0) {
     fprintf(stderr, "ncghl conflicts: no store at %s (DB_PATH): nothing has been synced yet\n",
-            cfg.db_path);
+            cfg.store_label);
     config_free(&cfg);
     return 1;
   }
-  struct store *s = store_open(cfg.db_path, err, sizeof err);
+  struct store *s = store_open(config_store(&cfg), err, sizeof err);
   if (!s) {
     fprintf(stderr, "ncghl conflicts: %s\n", err);
     config_free(&cfg);

@@ -287,15 +287,15 @@ static void check_poller(struct doctor *d) {
 static void check_store(struct doctor *d) {
   if (!d->store) {
     add_line(d, false, "make DB_PATH's directory exist and writable by the service's user",
-             "store %s cannot be opened", d->cfg->db_path);
+             "store %s cannot be opened", d->cfg->store_label);
     return;
   }
   if (!store_writable(d->store)) {
     add_line(d, false, "free disk space, or give the service's user write access to DB_PATH",
-             "store %s cannot be written", d->cfg->db_path);
+             "store %s cannot be written", d->cfg->store_label);
     return;
   }
-  add_line(d, true, NULL, "store %s is writable (schema version %d)", d->cfg->db_path,
+  add_line(d, true, NULL, "store %s is writable (schema version %d)", d->cfg->store_label,
            store_schema_version(d->store));
 }
 
@@ -510,7 +510,7 @@ int doctor_main(int argc, char **argv) {
     printf("✗ cannot set up outbound HTTP (out of memory)\n");
     goto out;
   }
-  store = store_open(cfg.db_path, err, sizeof err);
+  store = store_open(config_store(&cfg), err, sizeof err);
   struct lrt_host host = {base, &cfg, up, NULL, NULL, cmd_up_start, up, NULL, NULL};
   rt = lrt_new(&host, err, sizeof err);
   if (!rt) {

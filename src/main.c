@@ -309,9 +309,9 @@ static int cmd_serve(int argc, char **argv) {
   a.base = event_base_new();
   if (a.base)
     event_base_priority_init(a.base, QUEUE_PRIORITIES);
-  a.store = a.base ? store_open(a.cfg.db_path, err, sizeof err) : NULL;
+  a.store = a.base ? store_open(config_store(&a.cfg), err, sizeof err) : NULL;
   if (!a.store) {
-    log_error("DB_PATH: cannot open the store %s: %s", a.cfg.db_path, a.base ? err : "no event base");
+    log_error("%s: cannot open the store %s: %s", config_store_var(&a.cfg), a.cfg.store_label, a.base ? err : "no event base");
     goto out;
   }
   int recovered = 0;
@@ -371,7 +371,7 @@ static int cmd_serve(int argc, char **argv) {
   up_set_metrics(a.up, a.metrics);
   a.presence = presence_start(a.base, a.store, a.queue);
   queue_on_fail(a.queue, on_store_failed, &a);
-  a.upkeep = upkeep_start(a.base, a.store, a.cfg.db_path, a.cfg.retention_days);
+  a.upkeep = upkeep_start(a.base, a.store, config_store(&a.cfg), a.cfg.retention_days);
   if (poller_wanted(&a.cfg) &&
       !(a.poller = poller_new(a.base, &a.cfg, a.store, a.queue, a.engine, a.up)))
     goto out;
@@ -383,7 +383,7 @@ static int cmd_serve(int argc, char **argv) {
   event_add(a.sig_hup, NULL);
   start_doctor(&a);
   log_info("ncghl %s listening on http://%s:%d (store %s, mappings %s version %s%s)", NCGHL_VERSION,
-           a.cfg.host, a.cfg.port, a.cfg.db_path, a.cfg.mappings_dir, lrt_version(a.rt),
+           a.cfg.host, a.cfg.port, a.cfg.store_label, a.cfg.mappings_dir, lrt_version(a.rt),
            sandbox ? ", sandbox" : "");
   if (a.cfg.admin_token && *a.cfg.admin_token && a.cfg.ui_dir)
     log_info("web page: http://%s:%d/ui (sign in with ADMIN_TOKEN)", a.cfg.host, a.cfg.port);
