@@ -399,6 +399,38 @@ static int ensure_connected(struct pg *s) {
   return 0;
 }
 
+static PGresult *exec_once(struct pg *s, const char *sql, struct prm *p) {
+  return p ? PQexecParams(s->conn, sql, p->n, NULL, p->v, p->len, p->fmt, 0)
+           : PQexec(s->conn,
+                    sql); /* may hold several statements (migrations) */
+}
+
+static bool result_ok(const PGresult *r) {
+  ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* A write inside a transaction runs under a savepoint of its own: SQLite
+ * undoes only the failed statement and keeps the transaction, while
+ * PostgreSQL would spoil the whole batch of the group commit. */
+static bool needs_guard(struct pg *s, const char *sql, struct prm *p) {
+  return p && in_txn(s) && !s->aborted &&
+         (strncmp(sql, "INSERT", 6) == 0 || strncmp(sql, "UPDATE", 6) == 0 ||
+          strncmp(sql, "DELETE", 6) == 0 || strncmp(sql, "WITH", 4) == 0);
+}
+
+static void log_failure(struct pg *s, const PGresult *r, const char *what) {
+  const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(s->conn);
+  char line[512];
+  snprintf(line, sizeof line, "%s",
+           msg && *msg ? msg : "no answer from the server");
+  line[strcspn(line, "\n")] = '\0';
+  if (s->fault == STORE_FAULT_BUSY)
+    log_debug("store: %s: %s", what, line);
+  else
+    log_error("store: %s: %s", what, line);
+}
+
 /* Runs one statement; the result (rows or none) or NULL on failure, which
  * is logged and classified. */
 static PGresult *q(struct pg *s, const char *sql, struct prm *p,
@@ -415,29 +447,47 @@ static PGresult *q(struct pg *s, const char *sql, struct prm *p,
     log_debug("store: %s: skipped, the transaction already failed", what);
     return NULL;
   }
-  PGresult *r =
-      p ? PQexecParams(s->conn, sql, p->n, NULL, p->v, p->len, p->fmt, 0)
-        : PQexec(s->conn, sql); /* may hold several statements (migrations) */
-  ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+  bool guard = needs_guard(s, sql, p);
+  if (guard) {
+    PGresult *g = PQexec(s->conn, "SAVEPOINT store_stmt");
+    bool ok = result_ok(g);
+    PQclear(g);
+    if (!ok)
+      guard = false; /* the statement itself will say what is wrong */
+  }
+  PGresult *r = exec_once(s, sql, p);
+  if (!result_ok(r) && !in_txn(s) && PQstatus(s->conn) != CONNECTION_OK &&
+      (strncmp(sql, "SELECT", 6) == 0 || strcmp(sql, "BEGIN") == 0)) {
+    /* The connection was found dead by a statement that changes nothing:
+     * connect again and ask once more. */
+    PQclear(r);
+    r = ensure_connected(s) == 0 ? exec_once(s, sql, p) : NULL;
+  }
+  if (result_ok(r)) {
+    if (guard) {
+      PGresult *g = PQexec(s->conn, "RELEASE store_stmt");
+      PQclear(g);
+    }
     const char *n = PQcmdTuples(r);
     if (n && *n && strncmp(PQcmdStatus(r), "SELECT", 6) != 0)
       s->changes += atoll(n);
     return r;
   }
   s->fault = fault_of(s, r);
-  if (in_txn(s))
-    s->aborted = true;
-  const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(s->conn);
-  char line[512];
-  snprintf(line, sizeof line, "%s",
-           msg && *msg ? msg : "no answer from the server");
-  line[strcspn(line, "\n")] = '\0';
-  if (s->fault == STORE_FAULT_BUSY)
-    log_debug("store: %s: %s", what, line);
-  else
-    log_error("store: %s: %s", what, line);
+  log_failure(s, r, what);
   PQclear(r);
+  if (in_txn(s)) {
+    bool undone = false;
+    if (guard) {
+      PGresult *g = PQexec(s->conn, "ROLLBACK TO store_stmt");
+      undone = result_ok(g);
+      PQclear(g);
+      g = PQexec(s->conn, "RELEASE store_stmt");
+      PQclear(g);
+    }
+    if (!undone)
+      s->aborted = true;
+  }
   return NULL;
 }
 
