@@ -236,6 +236,13 @@ static void run_commit(struct queue *q) {
     if (store_last_fault(q->store) == STORE_FAULT_FULL) {
       q->full = true;
       log_error("queue: batch commit failed (disk full), rolled back; its requests get 503");
+    } else if (!q->wal_sync) {
+      /* A database server (PostgreSQL): a failed COMMIT, a lost connection
+       * included, left nothing of the batch behind and casts no doubt on
+       * what was committed before, so the next batch simply tries again
+       * (on a new connection if need be). */
+      log_error("queue: batch commit failed on the database server, rolled back; its requests "
+                "get 503");
     } else
       enter_failed(q, "COMMIT failed: %s", "the store could not write its batch");
   }
