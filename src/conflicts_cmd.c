@@ -81,10 +81,9 @@ int conflicts_main(int argc, char **argv) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
-  struct stat st;
-  if (config_store_is_file(&cfg) && stat(cfg.db_path, &st) != 0) {
-    fprintf(stderr, "ncghl conflicts: no store at %s (DB_PATH): nothing has been synced yet\n",
-            cfg.store_label);
+  if (!store_exists(config_store(&cfg))) {
+    fprintf(stderr, "ncghl conflicts: no store at %s (%s): nothing has been synced yet\n",
+            cfg.store_label, config_store_var(&cfg));
     config_free(&cfg);
     return 1;
   }

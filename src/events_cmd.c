@@ -80,10 +80,9 @@ int events_main(int argc, char **argv, const char *usage) {
   struct config cfg;
   if (load_config(&cfg, NULL, false) != 0)
     return 1;
-  struct stat st;
-  if (config_store_is_file(&cfg) && stat(cfg.db_path, &st) != 0) {
-    fprintf(stderr, "ncghl events: no store at %s (DB_PATH): nothing has been received yet\n",
-            cfg.store_label);
+  if (!store_exists(config_store(&cfg))) {
+    fprintf(stderr, "ncghl events: no store at %s (%s): nothing has been received yet\n",
+            cfg.store_label, config_store_var(&cfg));
     config_free(&cfg);
     return 1;
   }
@@ -147,14 +146,13 @@ int replay_main(int argc, char **argv, const char *usage) {
   struct config cfg;
   if (load_config(&cfg, NULL, false) != 0)
     return 1;
-  struct stat st;
   char err[1024];
   struct store *s = NULL;
   int rc = 1;
   struct id_list l = {0};
-  if (config_store_is_file(&cfg) && stat(cfg.db_path, &st) != 0) {
-    fprintf(stderr, "ncghl replay: no store at %s (DB_PATH): nothing has been received yet\n",
-            cfg.store_label);
+  if (!store_exists(config_store(&cfg))) {
+    fprintf(stderr, "ncghl replay: no store at %s (%s): nothing has been received yet\n",
+            cfg.store_label, config_store_var(&cfg));
     goto out;
   }
   if (!(s = store_open(config_store(&cfg), err, sizeof err))) {

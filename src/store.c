@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -147,6 +148,13 @@ void store_base_init(struct store *s, const struct store_ops *ops) {
   host[sizeof host - 1] = '\0';
   snprintf(s->owner, sizeof s->owner, "%s:%ld:%ld", host, (long)getpid(),
            (long)time(NULL));
+}
+
+bool store_exists(const char *target) {
+  if (store_is_url(target))
+    return store_pg_exists(target);
+  struct stat st;
+  return target && stat(target, &st) == 0;
 }
 
 struct store *store_open(const char *target, char *err, size_t errlen) {

@@ -67,6 +67,11 @@ struct store_attempt {
  * missing; default public); anything else is a SQLite file, whose directory
  * is created if needed. err gets a one-line reason, never a password. */
 struct store *store_open(const char *target, char *err, size_t errlen);
+/* Whether a store was ever created there (a SQLite file exists; a
+ * PostgreSQL schema has ncghl's tables), for commands that read one and
+ * must not create it. A database that cannot be reached counts as there:
+ * store_open then says why. */
+bool store_exists(const char *target);
 /* True for a target store_open gives to PostgreSQL. */
 bool store_is_url(const char *target);
 /* The target as messages may show it: a URL's password is masked. */

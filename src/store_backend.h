@@ -116,5 +116,6 @@ void store_set_err(char *err, size_t errlen, const char *fmt, ...)
 
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen);
 struct store *store_pg_open(const char *url, char *err, size_t errlen);
+bool store_pg_exists(const char *url);
 
 #endif

@@ -813,6 +813,28 @@ fail:
 static const struct store_ops pg_ops;
 static void pg_close(struct store *base_);
 
+bool store_pg_exists(const char *url) {
+  char *conninfo = NULL, schema[PG_SCHEMA_MAX + 1];
+  if (split_schema(url, &conninfo, schema, NULL, 0) != 0)
+    return true; /* store_open says what is wrong with the URL */
+  PGconn *c = PQconnectdb(conninfo);
+  free(conninfo);
+  bool there = true;
+  if (c && PQstatus(c) == CONNECTION_OK) {
+    PQsetNoticeProcessor(c, on_notice, NULL);
+    const char *v[1] = {schema};
+    PGresult *r = PQexecParams(
+        c,
+        "SELECT to_regclass(quote_ident($1) || '.schema_version') IS NOT NULL",
+        1, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+      there = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+  }
+  PQfinish(c);
+  return there;
+}
+
 struct store *store_pg_open(const char *url, char *err, size_t errlen) {
   struct pg *s = calloc(1, sizeof *s);
   if (!s) {

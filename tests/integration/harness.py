@@ -552,7 +552,12 @@ class Server:
             "GHL_LOCATION_ID": "it-location-1",
         })
         self.store_url = None
-        if PG:
+        given = (env or {}).get("STORE_URL")
+        if PG and given:
+            # Another server's database (two nodes on one store).
+            self.store_url = given
+            self.db_name = urllib.parse.urlsplit(given).path.lstrip("/")
+        elif PG:
             key = str(self.workdir.resolve())
             if key not in _databases:
                 _databases[key] = pg_cluster().createdb()
