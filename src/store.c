@@ -200,6 +200,14 @@ long store_count_queries(struct store *s) { return s->count_queries; }
 
 const char *store_wal_file(struct store *s) { return s->ops->wal_file(s); }
 
+int store_rate_take(struct store *s, const char *key, int limit, double window, double now,
+                    double *wait) {
+  *wait = 0;
+  if (limit <= 0)
+    return 0;
+  return s->ops->rate_take(s, key, limit, window, now, wait);
+}
+
 /* ---- the dispatch ------------------------------------------------------ */
 
 void store_close(struct store *s) {

@@ -273,6 +273,16 @@ void store_counts(struct store *s, long counts[EV_STATUS_COUNT]);
 void store_counts_set(struct store *s, const long counts[EV_STATUS_COUNT]);
 long store_count_queries(struct store *s);
 
+/* ---- limits shared by every node of a store ---- */
+
+/* A sliding-window limiter kept in the store, so several nodes on one
+ * database together send at most `limit` requests per `window` seconds
+ * under one key (GHL: per location). 0 when a request may go now (it is
+ * counted), else *wait gets the seconds until one may. `now` is wall-clock
+ * time: the nodes' clocks must agree (NTP). */
+int store_rate_take(struct store *s, const char *key, int limit, double window, double now,
+                    double *wait);
+
 /* ---- what the /ui page reads ---- */
 
 /* Events newest first (created_at, then id, descending), every filter

@@ -94,6 +94,8 @@ struct store_ops {
   int (*event_people)(struct store *s, const char *event_id,
                       int (*cb)(void *ud, const char *term), void *ud);
   const char *(*wal_file)(struct store *s);
+  int (*rate_take)(struct store *s, const char *key, int limit, double window, double now,
+                   double *wait);
 };
 
 struct store {

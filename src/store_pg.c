@@ -193,6 +193,24 @@ static const char *const migrations[] = {
     " message TEXT NOT NULL);" PG_PEOPLE_FUNCTION
     "INSERT INTO event_people (term, event_id) SELECT t, events.id FROM events,"
     " ncghl_people(events.payload) AS t ON CONFLICT DO NOTHING;",
+    /* 6: limits shared by every node (store_rate_take). The function takes
+     * a lock per key for its transaction, so two nodes counting the same
+     * window take turns; its answer is the wait (0: counted, go). */
+    "CREATE TABLE rate_stamps ("
+    " key TEXT NOT NULL,"
+    " at DOUBLE PRECISION NOT NULL);"
+    "CREATE INDEX rate_stamps_key_at ON rate_stamps (key, at);"
+    "CREATE FUNCTION ncghl_rate_take(k TEXT, lim INTEGER, win DOUBLE PRECISION,"
+    " now DOUBLE PRECISION) RETURNS DOUBLE PRECISION LANGUAGE plpgsql AS $f$"
+    " DECLARE n INTEGER; oldest DOUBLE PRECISION;"
+    " BEGIN"
+    "  PERFORM pg_advisory_xact_lock(hashtext('ncghl.rate.' || k));"
+    "  DELETE FROM rate_stamps WHERE key = k AND at <= now - win;"
+    "  SELECT count(*), min(at) INTO n, oldest FROM rate_stamps WHERE key = k;"
+    "  IF n < lim THEN INSERT INTO rate_stamps (key, at) VALUES (k, now); "
+    "RETURN 0; END IF;"
+    "  RETURN greatest(oldest + win - now, 0.001);"
+    " END $f$;",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -416,7 +434,8 @@ static bool result_ok(const PGresult *r) {
 static bool needs_guard(struct pg *s, const char *sql, struct prm *p) {
   return p && in_txn(s) && !s->aborted &&
          (strncmp(sql, "INSERT", 6) == 0 || strncmp(sql, "UPDATE", 6) == 0 ||
-          strncmp(sql, "DELETE", 6) == 0 || strncmp(sql, "WITH", 4) == 0);
+          strncmp(sql, "DELETE", 6) == 0 || strncmp(sql, "WITH", 4) == 0 ||
+          strncmp(sql, "SELECT ncghl_", 13) == 0);
 }
 
 static void log_failure(struct pg *s, const PGresult *r, const char *what) {
@@ -2141,6 +2160,27 @@ static int pg_event_people(struct store *base_, const char *event_id,
   return 0;
 }
 
+static int pg_rate_take(struct store *base_, const char *key, int limit,
+                        double window, double now, double *wait) {
+  struct pg *s = (struct pg *)base_;
+  struct prm p = {0};
+  p_text(&p, key);
+  p_int(&p, limit);
+  p_dbl(&p, window);
+  p_dbl(&p, now);
+  PGresult *r =
+      q(s,
+        "SELECT ncghl_rate_take($1, $2::integer, $3::double precision,"
+        " $4::double precision)",
+        &p, "rate_take");
+  p_free(&p);
+  if (!r)
+    return -1;
+  *wait = PQntuples(r) ? dbl_col(r, 0, 0) : 0;
+  PQclear(r);
+  return 0;
+}
+
 /* No WAL file of ours: a COMMIT with synchronous_commit on is durable. */
 static const char *pg_wal_file(struct store *base_) {
   (void)base_;
@@ -2199,4 +2239,5 @@ static const struct store_ops pg_ops = {
     .event_search = pg_event_search,
     .event_people = pg_event_people,
     .wal_file = pg_wal_file,
+    .rate_take = pg_rate_take,
 };

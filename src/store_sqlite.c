@@ -175,6 +175,13 @@ static const char *const migrations[] = {
     "INSERT OR IGNORE INTO event_people (term, event_id)"
     " SELECT " PEOPLE_TERM ", events.id FROM events, json_tree(CASE WHEN json_valid(events.payload)"
     " THEN events.payload ELSE '{}' END) AS t WHERE " PEOPLE_WHERE ";",
+    /* 6: limits shared by every node of a store (store_rate_take): the
+     * send times of the last window, per key. A SQLite file has one
+     * service, but the schema stays the same on both backends. */
+    "CREATE TABLE rate_stamps ("
+    " key TEXT NOT NULL,"
+    " at REAL NOT NULL);"
+    "CREATE INDEX rate_stamps_key_at ON rate_stamps (key, at);",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -1840,6 +1847,44 @@ static const char *sq_wal_file(struct store *base_) {
   return sqlite3_filename_wal(p);
 }
 
+/* The window's stamps are read and written under the write lock (a
+ * transaction of its own, or a savepoint of the caller's). */
+static int sq_rate_take(struct store *base_, const char *key, int limit, double window, double now,
+                        double *wait) {
+  struct sq *s = (struct sq *)base_;
+  static const char *const sql[] = {
+      "DELETE FROM rate_stamps WHERE key = ?1 AND at <= ?2",
+      "SELECT count(*), min(at) FROM rate_stamps WHERE key = ?1",
+      "INSERT INTO rate_stamps (key, at) VALUES (?1, ?2)",
+  };
+  bool own;
+  if (op_begin(s, &own) != 0)
+    return -1;
+  bool ok = true;
+  for (int i = 0; ok && i < 3; i++) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK) {
+      ok = fail(s, "rate_take") == 0;
+      break;
+    }
+    int brc = bind_str(st, 1, key);
+    if (i != 1)
+      brc |= sqlite3_bind_double(st, 2, i == 0 ? now - window : now);
+    int rc = brc == SQLITE_OK ? sqlite3_step(st) : SQLITE_ERROR;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+      ok = fail(s, "rate_take") == 0;
+    if (ok && i == 1 && sqlite3_column_int(st, 0) >= limit) {
+      *wait = sqlite3_column_double(st, 1) + window - now;
+      if (*wait <= 0)
+        *wait = 0.001;
+      sqlite3_finalize(st);
+      break; /* full: nothing is counted */
+    }
+    sqlite3_finalize(st);
+  }
+  return op_end(s, own, ok);
+}
+
 static const struct store_ops sqlite_ops = {
     .close = sq_close,
     .begin = sq_begin,
@@ -1892,4 +1937,5 @@ static const struct store_ops sqlite_ops = {
     .event_search = sq_event_search,
     .event_people = sq_event_people,
     .wal_file = sq_wal_file,
+    .rate_take = sq_rate_take,
 };

@@ -19,6 +19,7 @@ from harness import IntegTest, insured_data, nowcerts_event  # noqa: E402
 
 STATUS_DONE = 2
 STATUS_RUNNING = 1
+SLOP = 0.25
 
 
 class TwoNodes(IntegTest):
@@ -93,6 +94,35 @@ class TwoNodes(IntegTest):
         self.assertEqual(upd["data"].get("contact_id"), first["data"].get("contact_id"), upd)
         self.assertEqual(len(self.contacts_with_email(moved["email"])), 1)
         self.assertEqual(self.contacts_with_email(ev["data"]["email"]), [])
+
+    def test_ghl_rate_limit_is_shared_by_the_nodes(self):
+        # 3 requests per 10 s per location, for both nodes together: 4
+        # events (at least a search and a create each) to two nodes must
+        # spread over more than one window instead of each node sending 3.
+        limit = 3
+        a, b = self._nodes({"GHL_RATE_LIMIT": limit, "WEBHOOK_WAIT_MS": 0})
+        events = [nowcerts_event("INSURED_INSERT", insured_data()) for _ in range(4)]
+        ids = [self.assertJSONAnswer((a, b)[i % 2].nowcerts(ev), 202)["event_id"]
+               for i, ev in enumerate(events)]
+
+        def all_done():
+            rows = dict(a.db_query("SELECT id, status FROM events"))
+            return all(rows.get(i) == STATUS_DONE for i in ids)
+
+        harness.wait_until(all_done, 90, 0.5, "the four events to be done")
+        for ev in events:
+            self.assertEqual(len(self.contacts_with_email(ev["data"]["email"])), 1)
+        at = sorted(harness.req_at(r) for r in self.fakes.calls("ghl"))
+        self.assertGreaterEqual(len(at), 2 * len(events), at)
+        # Any limit+1 requests span a whole window; the slop is the
+        # difference between when ncghl counted a send and when the fake
+        # saw it arrive, not a speed verdict.
+        for i in range(len(at) - limit):
+            self.assertGreaterEqual(at[i + limit] - at[i], 10.0 - SLOP,
+                                    "more than %d GHL requests within 10 s: %r" % (limit, at))
+        # Both nodes sent some of them: the window was shared, not owned.
+        for n in (a, b):
+            self.assertIn(": done", n.log_text())
 
 
 if __name__ == "__main__":

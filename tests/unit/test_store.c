@@ -192,11 +192,11 @@ static void test_open_creates_dirs_and_migrates_once(void **state) {
   assert_int_equal(sqlite3_prepare_v2(db,
                                       "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
                                       " name IN ('events','attempts','links','kv','snapshots',"
-                                      " 'conflicts','changes')",
+                                      " 'conflicts','changes','rate_stamps')",
                                       -1, &st, NULL),
                    SQLITE_OK);
   assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), 7);
+  assert_int_equal(sqlite3_column_int(st, 0), 8);
   sqlite3_finalize(st);
   sqlite3_close(db);
 }
@@ -1321,12 +1321,41 @@ static void test_forget_only_a_row_that_never_ran(void **state) {
   store_event_free(&e);
 }
 
+/* ---- limits shared by the nodes of a store ---- */
+
+static void test_rate_take_is_a_sliding_window(void **state) {
+  struct fx *f = *state;
+  double wait = -1;
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(store_rate_take(f->s, "ghl:loc1", 3, 10, 100 + i, &wait), 0);
+    assert_true(wait == 0);
+  }
+  /* Full: the oldest (at 100) leaves the window at 110. */
+  assert_int_equal(store_rate_take(f->s, "ghl:loc1", 3, 10, 104, &wait), 0);
+  assert_true(wait > 5.99 && wait < 6.01);
+  /* Another key has its own window. */
+  assert_int_equal(store_rate_take(f->s, "ghl:loc2", 3, 10, 104, &wait), 0);
+  assert_true(wait == 0);
+  /* The refused take was not counted: at 110 one place is free again. */
+  assert_int_equal(store_rate_take(f->s, "ghl:loc1", 3, 10, 110, &wait), 0);
+  assert_true(wait == 0);
+  assert_int_equal(store_rate_take(f->s, "ghl:loc1", 3, 10, 110.5, &wait), 0);
+  assert_true(wait > 0.49 && wait < 0.51);
+  /* Inside the caller's transaction too, and a limit of 0 is no limit. */
+  assert_int_equal(store_begin(f->s), 0);
+  assert_int_equal(store_rate_take(f->s, "ghl:loc3", 1, 10, 200, &wait), 0);
+  assert_true(wait == 0);
+  assert_int_equal(store_commit(f->s), 0);
+  assert_int_equal(store_rate_take(f->s, "ghl:loc3", 0, 10, 200, &wait), 0);
+  assert_true(wait == 0);
+}
+
 /* ---- PostgreSQL only ---- */
 
 static void test_pg_tables_live_in_the_urls_schema(void **state) {
   struct fx *f = *state;
   int v = store_schema_version(f->s);
-  assert_int_equal(v, 5); /* SQLite's files say the same (PRAGMA user_version) */
+  assert_int_equal(v, 6); /* SQLite's files say the same (PRAGMA user_version) */
   reopen(f);
   assert_int_equal(store_schema_version(f->s), v);
   put(f->s, "e1", 1, STORE_PUT_NEW);
@@ -1335,8 +1364,9 @@ static void test_pg_tables_live_in_the_urls_schema(void **state) {
   snprintf(sql, sizeof sql,
            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '%s'", f->schema);
   /* events, attempts, links, kv, snapshots, conflicts, changes,
-   * event_people, reloads and schema_version; none of them in public. */
-  assert_int_equal(pg_long(c, sql), 10);
+   * event_people, reloads, rate_stamps and schema_version; none of them in
+   * public. */
+  assert_int_equal(pg_long(c, sql), 11);
   snprintf(sql, sizeof sql, "SELECT version FROM %s.schema_version", f->schema);
   assert_int_equal(pg_long(c, sql), v);
   snprintf(sql, sizeof sql, "SELECT count(*) FROM %s.events WHERE id = 'e1'", f->schema);
@@ -1492,6 +1522,24 @@ static void test_pg_recover_leaves_live_nodes_rows(void **state) {
   assert_int_equal(running, 1);
 }
 
+/* Two nodes share one window: together they get the limit, not twice it. */
+static void test_pg_two_connections_share_a_rate_window(void **state) {
+  struct fx *f = *state;
+  char err[256];
+  struct store *other = store_open(f->path, err, sizeof err);
+  assert_non_null(other);
+  int allowed = 0;
+  for (int i = 0; i < 10; i++) {
+    double wait = -1;
+    assert_int_equal(store_rate_take(i % 2 ? other : f->s, "ghl:shared", 4, 10, 50 + i * 0.1,
+                                     &wait),
+                     0);
+    allowed += wait == 0;
+  }
+  assert_int_equal(allowed, 4);
+  store_close(other);
+}
+
 static void kill_other_backends(void) {
   PGconn *c = pg_side();
   pg_exec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname ="
@@ -1588,6 +1636,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_pg_errors_are_logged_with_the_servers_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_two_connections_never_claim_the_same_event, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_recover_leaves_live_nodes_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate_take_is_a_sliding_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_two_connections_share_a_rate_window, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_pg_reconnects_between_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_payload_bytes_round_trip, setup, teardown),
     };
@@ -1627,6 +1678,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_running_rows_carry_their_owner_and_can_be_released, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retention_keeps_dead_and_unfinished, setup, teardown),
       cmocka_unit_test_setup_teardown(test_forget_only_a_row_that_never_ran, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rate_take_is_a_sliding_window, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
