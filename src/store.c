@@ -5,11 +5,14 @@
  * API share, the owner of running rows and the in-memory counts. */
 #include "store.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -177,6 +180,69 @@ int store_attempt_add(struct store *s, const char *event_id, int event_attempt,
 
 const char *store_owner(struct store *s) { return s->owner; }
 
+bool store_is_shared(struct store *s) { return s->shared; }
+
+/* Owners are "host:pid:start". */
+bool store_owner_gone(struct store *s, const char *owner) {
+  const char *mine = s->owner;
+  const char *c1 = strrchr(owner, ':');
+  const char *m1 = strrchr(mine, ':');
+  if (!c1 || !m1 || c1 == owner)
+    return false;
+  const char *c0 = c1 - 1;
+  while (c0 > owner && *c0 != ':')
+    c0--;
+  const char *m0 = m1 - 1;
+  while (m0 > mine && *m0 != ':')
+    m0--;
+  if (*c0 != ':' || *m0 != ':' || c0 - owner != m0 - mine ||
+      strncmp(owner, mine, (size_t)(c0 - owner)) != 0)
+    return false; /* another host: only its lease can say */
+  long pid = strtol(c0 + 1, NULL, 10);
+  if (pid <= 0)
+    return false;
+  if (pid == (long)getpid())
+    return strcmp(owner, mine) != 0;
+  return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* "<owner> <until>" in kv: held by its owner until the time given. */
+int store_lease_take(struct store *s, const char *name, double ttl,
+                     double now) {
+  char *cur = store_kv_get(s, name);
+  char owner[sizeof s->owner] = "";
+  double until = 0;
+  if (cur) {
+    const char *sp = strrchr(cur, ' ');
+    if (sp && (size_t)(sp - cur) < sizeof owner) {
+      memcpy(owner, cur, (size_t)(sp - cur));
+      owner[sp - cur] = '\0';
+      until = strtod(sp + 1, NULL);
+    }
+  }
+  bool mine = strcmp(owner, s->owner) == 0;
+  if (cur && !mine && until >= now && !store_owner_gone(s, owner)) {
+    free(cur);
+    return 0; /* another live node holds it */
+  }
+  char v[sizeof s->owner + 32];
+  snprintf(v, sizeof v, "%s %.3f", s->owner, now + ttl);
+  /* Compare and swap: of two nodes taking a lapsed lease at once, one wins. */
+  int rc = s->ops->kv_swap(s, name, cur, v);
+  free(cur);
+  return rc;
+}
+
+int store_lease_release(struct store *s, const char *name) {
+  char *cur = store_kv_get(s, name);
+  size_t n = strlen(s->owner);
+  int rc = 0;
+  if (cur && strncmp(cur, s->owner, n) == 0 && cur[n] == ' ')
+    rc = store_kv_put(s, name, NULL);
+  free(cur);
+  return rc;
+}
+
 int store_counts_seed(struct store *s) {
   long c[EV_STATUS_COUNT];
   if (store_count_by_status(s, c) != 0)
@@ -200,8 +266,8 @@ long store_count_queries(struct store *s) { return s->count_queries; }
 
 const char *store_wal_file(struct store *s) { return s->ops->wal_file(s); }
 
-int store_rate_take(struct store *s, const char *key, int limit, double window, double now,
-                    double *wait) {
+int store_rate_take(struct store *s, const char *key, int limit, double window,
+                    double now, double *wait) {
   *wait = 0;
   if (limit <= 0)
     return 0;

@@ -273,6 +273,23 @@ void store_counts(struct store *s, long counts[EV_STATUS_COUNT]);
 void store_counts_set(struct store *s, const long counts[EV_STATUS_COUNT]);
 long store_count_queries(struct store *s);
 
+/* Whether a running row's owner is a process of this host that is gone: a
+ * pid that no longer exists, or ours under another start time (an earlier
+ * run that had our pid). Another host's owner is never "gone" here: only
+ * its lease can say. */
+bool store_owner_gone(struct store *s, const char *owner);
+/* True when several nodes may work on this store at once (PostgreSQL);
+ * a SQLite file has one service. */
+bool store_is_shared(struct store *s);
+/* A named lease in kv ("<owner> <until>"), for work one node at a time
+ * does (the poller): 1 when this connection's owner holds it for ttl
+ * seconds from now (taken, or renewed), 0 when another live owner does, -1
+ * on error. It is free once its time passed or its owner is gone
+ * (store_owner_gone); of two nodes taking it at once only one gets it.
+ * store_lease_release gives it up if it is ours. */
+int store_lease_take(struct store *s, const char *name, double ttl, double now);
+int store_lease_release(struct store *s, const char *name);
+
 /* ---- limits shared by every node of a store ---- */
 
 /* A sliding-window limiter kept in the store, so several nodes on one

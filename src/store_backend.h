@@ -96,6 +96,9 @@ struct store_ops {
   const char *(*wal_file)(struct store *s);
   int (*rate_take)(struct store *s, const char *key, int limit, double window, double now,
                    double *wait);
+  /* Sets key to value if it holds old (NULL: if it is absent): 1 done, 0
+   * not, -1 error. */
+  int (*kv_swap)(struct store *s, const char *key, const char *old, const char *value);
 };
 
 struct store {
@@ -108,6 +111,7 @@ struct store {
   long delta[EV_STATUS_COUNT];
   long saved_delta[EV_STATUS_COUNT]; /* at the open savepoint */
   long count_queries;
+  bool shared; /* several nodes may use this store at once (PostgreSQL) */
 };
 
 /* Sets ops and the owner ("<host>:<pid>:<start time>"), zeroes the rest. */

@@ -861,6 +861,7 @@ struct store *store_pg_open(const char *url, char *err, size_t errlen) {
     return NULL;
   }
   store_base_init(&s->base, &pg_ops);
+  s->base.shared = true;
   store_display_name(url, s->label, sizeof s->label);
   s->full_sync = true;
   s->lock_ms = PG_DEFAULT_LOCK_MS;
@@ -1313,31 +1314,6 @@ static int pg_event_release(struct store *base_, const char *id, double now) {
   return n < 0 ? -1 : n > 0;
 }
 
-/* Whether the owner of a running row is a process of this host that is
- * gone: the same pid as ours (an earlier run whose pid we got) or a pid
- * that no longer exists. Owners are "host:pid:start". */
-static bool owner_gone_here(const char *owner, const char *mine) {
-  const char *c1 = strrchr(owner, ':');
-  const char *m1 = strrchr(mine, ':');
-  if (!c1 || !m1 || c1 == owner)
-    return false;
-  const char *c0 = c1 - 1;
-  while (c0 > owner && *c0 != ':')
-    c0--;
-  const char *m0 = m1 - 1;
-  while (m0 > mine && *m0 != ':')
-    m0--;
-  if (*c0 != ':' || *m0 != ':' || c0 - owner != m0 - mine ||
-      strncmp(owner, mine, (size_t)(c0 - owner)) != 0)
-    return false; /* another host: only its lease can say */
-  long pid = strtol(c0 + 1, NULL, 10);
-  if (pid <= 0)
-    return false;
-  if (pid == (long)getpid())
-    return strcmp(owner, mine) != 0;
-  return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
-}
-
 struct recover {
   struct pg *s;
   double now;
@@ -1349,7 +1325,7 @@ static int recover_one(void *ud, const char *id, const char *owner,
                        double updated_at) {
   (void)updated_at;
   struct recover *w = ud;
-  bool take = !owner || owner_gone_here(owner, w->s->base.owner);
+  bool take = !owner || store_owner_gone(&w->s->base, owner);
   if (!take) {
     char key[200];
     snprintf(key, sizeof key, "lease.%s", owner);
@@ -2160,6 +2136,29 @@ static int pg_event_people(struct store *base_, const char *event_id,
   return 0;
 }
 
+static int pg_kv_swap(struct store *base_, const char *key, const char *old,
+                      const char *value) {
+  struct pg *s = (struct pg *)base_;
+  if (!key || !value)
+    return fail_arg("kv_swap", "missing key or value");
+  struct prm p = {0};
+  p_text(&p, key);
+  p_text(&p, value);
+  long n = 0;
+  int rc;
+  if (!old) {
+    rc = run(s,
+             "INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO "
+             "NOTHING",
+             &p, "kv_swap", &n);
+  } else {
+    p_text(&p, old);
+    rc = run(s, "UPDATE kv SET value = $2 WHERE key = $1 AND value = $3", &p,
+             "kv_swap", &n);
+  }
+  return rc != 0 ? -1 : n > 0;
+}
+
 static int pg_rate_take(struct store *base_, const char *key, int limit,
                         double window, double now, double *wait) {
   struct pg *s = (struct pg *)base_;
@@ -2240,4 +2239,5 @@ static const struct store_ops pg_ops = {
     .event_people = pg_event_people,
     .wal_file = pg_wal_file,
     .rate_take = pg_rate_take,
+    .kv_swap = pg_kv_swap,
 };

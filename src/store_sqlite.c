@@ -1885,6 +1885,26 @@ static int sq_rate_take(struct store *base_, const char *key, int limit, double 
   return op_end(s, own, ok);
 }
 
+static int sq_kv_swap(struct store *base_, const char *key, const char *old, const char *value) {
+  struct sq *s = (struct sq *)base_;
+  if (!key || !value)
+    return fail_arg("kv_swap", "missing key or value");
+  sqlite3_stmt *st = NULL;
+  const char *sql = old ? "UPDATE kv SET value = ?2 WHERE key = ?1 AND value = ?3"
+                        : "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING";
+  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    return fail(s, "kv_swap");
+  int brc = bind_str(st, 1, key);
+  brc |= bind_str(st, 2, value);
+  if (old)
+    brc |= bind_str(st, 3, old);
+  int rc = brc == SQLITE_OK ? sqlite3_step(st) : SQLITE_ERROR;
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE)
+    return fail(s, "kv_swap");
+  return sqlite3_changes(s->db) > 0;
+}
+
 static const struct store_ops sqlite_ops = {
     .close = sq_close,
     .begin = sq_begin,
@@ -1938,4 +1958,5 @@ static const struct store_ops sqlite_ops = {
     .event_people = sq_event_people,
     .wal_file = sq_wal_file,
     .rate_take = sq_rate_take,
+    .kv_swap = sq_kv_swap,
 };

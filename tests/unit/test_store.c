@@ -1350,6 +1350,42 @@ static void test_rate_take_is_a_sliding_window(void **state) {
   assert_true(wait == 0);
 }
 
+/* A named lease for work one node at a time does (the poller). */
+static void test_lease_goes_to_one_owner_at_a_time(void **state) {
+  struct fx *f = *state;
+  assert_int_equal(store_lease_take(f->s, "work.lease", 30, 1000), 1);
+  assert_int_equal(store_lease_take(f->s, "work.lease", 30, 1010), 1); /* renewed */
+  char *v = store_kv_get(f->s, "work.lease");
+  assert_non_null(v);
+  char want[256];
+  snprintf(want, sizeof want, "%s 1040.000", store_owner(f->s));
+  assert_string_equal(v, want);
+  free(v);
+  /* Another host's live owner holds it until its time passes. */
+  assert_int_equal(store_kv_put(f->s, "work.lease", "other-host:7:1 2000.000"), 0);
+  assert_int_equal(store_lease_take(f->s, "work.lease", 30, 1999), 0);
+  assert_int_equal(store_lease_release(f->s, "work.lease"), 0);
+  assert_str_owned(store_kv_get(f->s, "work.lease"), "other-host:7:1 2000.000");
+  assert_int_equal(store_lease_take(f->s, "work.lease", 30, 2001), 1);
+  /* A process of this host that is gone holds nothing (pid 2^22+1 is
+   * above Linux's pid_max default). */
+  char host[128];
+  snprintf(host, sizeof host, "%s", store_owner(f->s));
+  *strchr(host, ':') = '\0';
+  char dead[200];
+  snprintf(dead, sizeof dead, "%s:4194305:1 9999.000", host);
+  assert_int_equal(store_kv_put(f->s, "work.lease", dead), 0);
+  *strrchr(dead, ' ') = '\0';
+  assert_true(store_owner_gone(f->s, dead));
+  assert_false(store_owner_gone(f->s, store_owner(f->s))); /* ourselves */
+  assert_false(store_owner_gone(f->s, "other-host:7:1"));  /* only its lease can say */
+  assert_false(store_owner_gone(f->s, "x"));
+  snprintf(dead, sizeof dead, "%s:4194305:1 9999.000", host);
+  assert_int_equal(store_lease_take(f->s, "work.lease", 30, 3000), 1);
+  assert_int_equal(store_lease_release(f->s, "work.lease"), 0);
+  assert_null(store_kv_get(f->s, "work.lease"));
+}
+
 /* ---- PostgreSQL only ---- */
 
 static void test_pg_tables_live_in_the_urls_schema(void **state) {
@@ -1637,6 +1673,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_pg_two_connections_never_claim_the_same_event, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_recover_leaves_live_nodes_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rate_take_is_a_sliding_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_goes_to_one_owner_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_two_connections_share_a_rate_window, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pg_reconnects_between_transactions, setup, teardown),
@@ -1679,6 +1716,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_retention_keeps_dead_and_unfinished, setup, teardown),
       cmocka_unit_test_setup_teardown(test_forget_only_a_row_that_never_ran, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rate_take_is_a_sliding_window, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_lease_goes_to_one_owner_at_a_time, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
