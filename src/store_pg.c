@@ -230,7 +230,8 @@ struct pg {
   char schema[PG_SCHEMA_MAX + 1]; /* where every table lives */
   char label[512];                /* the URL with its password masked */
   bool full_sync;                 /* synchronous_commit on */
-  int lock_ms;                    /* lock_timeout in force */
+  int lock_ms;                    /* lock_timeout wanted */
+  bool lock_pending; /* asked inside a transaction: set at the next BEGIN */
   enum store_fault fault;
   bool txn_open;  /* BEGIN ran and no COMMIT or ROLLBACK yet */
   bool aborted;   /* a statement failed inside the open transaction */
@@ -529,9 +530,13 @@ static int exec_simple(struct pg *s, const char *sql, const char *what) {
   return run(s, sql, NULL, what, NULL);
 }
 
+static int apply_lock_timeout(struct pg *s);
+
 static int txn_begin(struct pg *s) {
   s->aborted = false;
   s->savepoints = 0;
+  if (s->lock_pending && apply_lock_timeout(s) == 0)
+    s->lock_pending = false;
   if (exec_simple(s, "BEGIN", "begin") != 0)
     return -1;
   s->txn_open = true;
@@ -701,7 +706,17 @@ static int split_schema(const char *url, char **conninfo, char *schema,
   }
   char *qm = strchr(u, '?');
   if (!qm) {
-    *conninfo = u;
+    struct buf b;
+    buf_init(&b, 0);
+    buf_puts(&b, u);
+    if (!strstr(url, "connect_timeout="))
+      buf_puts(&b, "?connect_timeout=5");
+    free(u);
+    *conninfo = buf_steal(&b);
+    if (!*conninfo) {
+      store_set_err(err, errlen, "out of memory");
+      return -1;
+    }
     return 0;
   }
   struct buf rest;
@@ -734,6 +749,10 @@ static int split_schema(const char *url, char **conninfo, char *schema,
     first = false;
   }
   free(u);
+  /* libpq waits for a connection without end by default: a reconnect on
+   * the loop must give up in time. A URL that says otherwise wins. */
+  if (!strstr(url, "connect_timeout="))
+    buf_puts(&rest, first ? "?connect_timeout=5" : "&connect_timeout=5");
   *conninfo = buf_steal(&rest);
   if (!*conninfo) {
     store_set_err(err, errlen, "out of memory");
@@ -1839,7 +1858,10 @@ static char *pg_kv_get(struct store *base_, const char *key) {
 static void pg_set_busy_timeout(struct store *base_, int ms) {
   struct pg *s = (struct pg *)base_;
   s->lock_ms = ms;
-  if (!in_txn(s) || !s->aborted)
+  /* A SET inside a transaction would be undone by its ROLLBACK. */
+  if (in_txn(s))
+    s->lock_pending = true;
+  else
     apply_lock_timeout(s);
 }
 
