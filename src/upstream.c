@@ -646,13 +646,21 @@ static void on_http(void *ud, const struct httpc_response *resp) {
 static void send_with(struct ucall *c, const char *token) {
   struct upstream *u = c->u;
   if (c->svc == UP_GHL) {
-    double wait = ratelimit_take(&u->ghl_rl, clock_mono());
-    /* The store's window counts every node's sends. It cannot be asked
-     * (the database is away): this node's own window still holds. */
-    if (wait <= 0 && u->shared_rl &&
-        store_rate_take(u->shared_rl, u->shared_rl_key, u->cfg->ghl_rate_limit, GHL_RATE_WINDOW,
-                        clock_wall(), &wait) != 0)
-      wait = 0;
+    /* The store's window counts every node's sends; it is asked only when
+     * this node's own window has room, and this node counts a send only
+     * once the store let it go (a refused try counted here would keep the
+     * node's own window full of sends that never happened). When the
+     * store cannot be asked (the database is away), the node's own window
+     * still holds. */
+    double wait = 0;
+    if (u->shared_rl) {
+      wait = ratelimit_peek(&u->ghl_rl, clock_mono());
+      if (wait <= 0 && store_rate_take(u->shared_rl, u->shared_rl_key, u->cfg->ghl_rate_limit,
+                                       GHL_RATE_WINDOW, clock_wall(), &wait) != 0)
+        wait = 0;
+    }
+    if (wait <= 0)
+      wait = ratelimit_take(&u->ghl_rl, clock_mono());
     if (wait > 0) {
       log_debug("upstream: ghl rate limit: %s %s waits %.2f s", c->method, c->url, wait);
       arm(c, wait);
