@@ -6,6 +6,9 @@ PACKAGES=(
   build-essential cmake pkg-config python3 curl
   liblua5.4-dev lua-cjson-dev libevent-dev libcurl4-openssl-dev
   libsqlite3-dev libssl-dev libcmocka-dev sqlite3 wrk lua-check
+  # The store on PostgreSQL (STORE_URL): libpq to build, and the server the
+  # suite starts itself (tests/pgcluster.py) to run unit_pg/ and integration_pg/.
+  libpq-dev postgresql
   # tests/integration/test_ui.py drives the /ui page in a real headless browser.
   chromium chromium-driver python3-selenium
 )

@@ -293,7 +293,7 @@ static void fetch(struct bf *b);
 /* Stores a page's events and the cursor after it in one transaction. */
 static bool store_page(struct bf *b, const struct json *rows, size_t start, bool more) {
   if (store_begin(b->store) != 0) {
-    fail(b, "cannot write to the store %s", b->cfg.db_path);
+    fail(b, "cannot write to the store %s", b->cfg.store_label);
     return false;
   }
   struct buf body;
@@ -348,7 +348,7 @@ static bool store_page(struct bf *b, const struct json *rows, size_t start, bool
   }
   if (rc != 0 || store_commit(b->store) != 0) {
     store_rollback(b->store);
-    fail(b, "cannot store the events of a %s page in %s", stage_name(b, b->stage), b->cfg.db_path);
+    fail(b, "cannot store the events of a %s page in %s", stage_name(b, b->stage), b->cfg.store_label);
     return false;
   }
   return true;
@@ -609,7 +609,7 @@ static int follow(struct bf *b, struct tally *t) {
     for (size_t i = 0; i < left; i++) {
       int rc = waiting < FOLLOW_SCAN ? check_event(b, b->ids[i].id, t) : 0;
       if (rc < 0) {
-        fail(b, "cannot read the store %s", b->cfg.db_path);
+        fail(b, "cannot read the store %s", b->cfg.store_label);
         return 1;
       }
       if (rc == 0) {
@@ -627,7 +627,7 @@ static int follow(struct bf *b, struct tally *t) {
       checked = clock_wall();
       if (!presence_running(b->store, NULL)) {
         say(b, "the service on %s stopped: %zu events are still queued; they run at its next start",
-            b->cfg.db_path, left);
+            b->cfg.store_label, left);
         return 1;
       }
     }
@@ -682,7 +682,7 @@ static int run(struct bf *b) {
   long pid = 0;
   if (b->nids > 0 && !presence_running(b->store, &pid)) {
     say(b, "no service is running on %s: %zu events queued; they run at the next start",
-        b->cfg.db_path, b->nids);
+        b->cfg.store_label, b->nids);
     return 0;
   }
   if (b->nids > 0) {
@@ -759,9 +759,10 @@ int backfill_main(int argc, char **argv) {
     fprintf(stderr, "ncghl backfill: cannot initialise libcurl\n");
     goto out;
   }
-  b.store = store_open(b.cfg.db_path, err, sizeof err);
+  b.store = store_open(config_store(&b.cfg), err, sizeof err);
   if (!b.store) {
-    fprintf(stderr, "ncghl backfill: DB_PATH: cannot open the store %s: %s\n", b.cfg.db_path, err);
+    fprintf(stderr, "ncghl backfill: %s: cannot open the store %s: %s\n", config_store_var(&b.cfg),
+            b.cfg.store_label, err);
     goto cleanup;
   }
   b.base = event_base_new();

@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "tenant.h"
+#include "store.h"
 
 struct envfile {
   char **keys, **vals;
@@ -281,6 +282,21 @@ bool config_is_secret(const char *name) {
   return false;
 }
 
+/* A URL's password (scheme://user:password@host) is a secret like the
+ * others: no log line may carry it, whatever prints the URL. */
+static void add_url_password_secret(const char *url) {
+  const char *auth = url ? strstr(url, "://") : NULL;
+  const char *at = auth ? strchr(auth + 3, '@') : NULL;
+  const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - (auth + 3))) : NULL;
+  if (!colon || at - colon < 2)
+    return;
+  char *pw = strndup(colon + 1, (size_t)(at - colon - 1));
+  if (pw)
+    log_add_secret(pw);
+  free(pw);
+}
+
+
 /* The variables one agency may set in its tenant file: its accounts, its
  * limits, its mappings. Everything else is shared by the process (one
  * listener, one log, one store location, GHL's signing keys). */
@@ -395,15 +411,24 @@ int config_load_tenant(struct config *c, const char *env_file, bool sandbox, con
     snprintf(err, errlen, "%s: %s", tenant_file, why);
     return rc;
   }
-  /* Its own store: STORE_URL plugs in here when the config has it. */
+  /* Its own store: a file beside DB_PATH's, or its own schema of the
+   * STORE_URL database. */
   char *db = tenant_store_location(c->db_path, NULL, name);
-  if (!db) {
+  char *url = c->store_url ? tenant_store_location(c->db_path, c->store_url, name) : NULL;
+  if (!db || (c->store_url && !url)) {
+    free(db);
+    free(url);
     config_free(c);
     snprintf(err, errlen, "out of memory");
     return -1;
   }
   free(c->db_path);
   c->db_path = db;
+  if (url) {
+    free(c->store_url);
+    c->store_url = url;
+  }
+  store_display_name(config_store(c), c->store_label, sizeof c->store_label);
   return 0;
 }
 
@@ -481,6 +506,15 @@ static int load(struct config *c, const struct loader *ld0, const char *env_file
   c->upstream_timeout = get_num(&ld, "UPSTREAM_TIMEOUT", 10, 0.1, 3600, false);
 
   c->db_path = get_str(&ld, "DB_PATH", "data/ncghl.db");
+  c->store_url = get_str(&ld, "STORE_URL", NULL);
+  if (c->store_url && !*c->store_url) {
+    free(c->store_url);
+    c->store_url = NULL;
+  }
+  if (c->store_url && !store_is_url(c->store_url))
+    fail(&ld, "STORE_URL", "must be a postgresql:// or postgres:// URL (DB_PATH names a SQLite file)",
+         NULL);
+  store_display_name(config_store(c), c->store_label, sizeof c->store_label);
   c->mappings_dir = get_dir(&ld, "MAPPINGS_DIR", "mappings");
   c->lua_dir = get_dir(&ld, "LUA_DIR", "lua");
   c->mappings_defaults_dir = get_defaults_dir(&ld, c->lua_dir);
@@ -538,6 +572,7 @@ static int load(struct config *c, const struct loader *ld0, const char *env_file
                            c->ghl_refresh_token, c->admin_token, c->nowcerts_webhook_secret};
   for (size_t i = 0; i < sizeof secrets / sizeof *secrets; i++)
     log_add_secret(secrets[i]);
+  add_url_password_secret(c->store_url);
   if (ld.failed) {
     config_free(c);
     return -1;
@@ -545,11 +580,19 @@ static int load(struct config *c, const struct loader *ld0, const char *env_file
   return 0;
 }
 
+const char *config_store(const struct config *c) {
+  return c->store_url ? c->store_url : c->db_path;
+}
+
+bool config_store_is_file(const struct config *c) { return !c->store_url; }
+
+const char *config_store_var(const struct config *c) { return c->store_url ? "STORE_URL" : "DB_PATH"; }
+
 void config_free(struct config *c) {
   char **strs[] = {&c->host, &c->log_file, &c->nowcerts_base_url, &c->nowcerts_username,
                    &c->nowcerts_password, &c->ghl_base_url, &c->ghl_api_key, &c->ghl_location_id,
                    &c->ghl_client_id, &c->ghl_client_secret, &c->ghl_refresh_token, &c->ghl_redirect_uri,
-                   &c->ghl_oauth_scopes, &c->ghl_marketplace_url, &c->db_path,
+                   &c->ghl_oauth_scopes, &c->ghl_marketplace_url, &c->db_path, &c->store_url,
                    &c->mappings_dir, &c->lua_dir, &c->mappings_defaults_dir, &c->admin_token, &c->ui_dir, &c->nowcerts_webhook_secret,
                    &c->ghl_webhook_ed25519_key, &c->ghl_webhook_rsa_key, &c->public_url,
                    &c->default_country, &c->tenants_dir, &c->env_file};

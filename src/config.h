@@ -39,6 +39,11 @@ struct config {
   double upstream_timeout;    /* seconds, one attempt */
 
   char *db_path;
+  /* STORE_URL: a postgresql:// URL; when set it wins over DB_PATH. */
+  char *store_url;
+  /* Which store commands and the service open (config_store) and how
+   * messages name it (the URL with its password masked). */
+  char store_label[512];
   char *mappings_dir;
   char *lua_dir; /* the engine's own library (lua/) */
   char *mappings_defaults_dir; /* the shipped mappings, `defaults.X` to an overlay; NULL: none */
@@ -96,6 +101,13 @@ int config_load_tenant(struct config *c, const char *env_file, bool sandbox, con
  * and so may be set in a tenant file; the others are the process's. */
 bool config_is_per_tenant(const char *name);
 void config_free(struct config *c);
+/* The store to open: STORE_URL when set, else DB_PATH. */
+const char *config_store(const struct config *c);
+/* True when the store is a SQLite file (DB_PATH), which a command may look
+ * for before opening; a database behind a URL is simply opened. */
+bool config_store_is_file(const struct config *c);
+/* "STORE_URL" or "DB_PATH": which variable named it, for messages. */
+const char *config_store_var(const struct config *c);
 /* Whether a configuration value may be shown (false for passwords, tokens,
  * keys and secrets). */
 bool config_is_secret(const char *name);

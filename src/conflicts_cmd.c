@@ -81,14 +81,13 @@ int conflicts_main(int argc, char **argv) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
-  struct stat st;
-  if (stat(cfg.db_path, &st) != 0) {
-    fprintf(stderr, "ncghl conflicts: no store at %s (DB_PATH): nothing has been synced yet\n",
-            cfg.db_path);
+  if (!store_exists(config_store(&cfg))) {
+    fprintf(stderr, "ncghl conflicts: no store at %s (%s): nothing has been synced yet\n",
+            cfg.store_label, config_store_var(&cfg));
     config_free(&cfg);
     return 1;
   }
-  struct store *s = store_open(cfg.db_path, err, sizeof err);
+  struct store *s = store_open(config_store(&cfg), err, sizeof err);
   if (!s) {
     fprintf(stderr, "ncghl conflicts: %s\n", err);
     config_free(&cfg);

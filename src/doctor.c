@@ -292,15 +292,15 @@ static void check_poller(struct doctor *d) {
 static void check_store(struct doctor *d) {
   if (!d->store) {
     add_line(d, false, "make DB_PATH's directory exist and writable by the service's user",
-             "store %s cannot be opened", d->cfg->db_path);
+             "store %s cannot be opened", d->cfg->store_label);
     return;
   }
   if (!store_writable(d->store)) {
     add_line(d, false, "free disk space, or give the service's user write access to DB_PATH",
-             "store %s cannot be written", d->cfg->db_path);
+             "store %s cannot be written", d->cfg->store_label);
     return;
   }
-  add_line(d, true, NULL, "store %s is writable (schema version %d)", d->cfg->db_path,
+  add_line(d, true, NULL, "store %s is writable (schema version %d)", d->cfg->store_label,
            store_schema_version(d->store));
 }
 
@@ -515,7 +515,7 @@ int doctor_main(int argc, char **argv) {
     printf("✗ cannot set up outbound HTTP (out of memory)\n");
     goto out;
   }
-  store = store_open(cfg.db_path, err, sizeof err);
+  store = store_open(config_store(&cfg), err, sizeof err);
   /* GHL OAuth tokens (rotated or from a Marketplace install) live in the
    * store, as for serve and backfill: the seed alone may be used up. */
   up_set_store(up, store);

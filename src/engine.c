@@ -22,7 +22,7 @@
  * ENGINE_LEASE_TTL seconds (or that are its own but have no job: a commit
  * that failed after the row was marked). */
 #define ENGINE_LEASE_SWEEP 10
-#define ENGINE_LEASE_TTL 30
+#define ENGINE_LEASE_TTL STORE_LEASE_TTL /* store.h: store_recover_running uses it too */
 /* Events queued behind a full concurrency budget keep a small job (no
  * payload: that stays in the store) so an answer can still wait for them;
  * past this many they are only rows, found by the claim. */

@@ -80,15 +80,14 @@ int events_main(int argc, char **argv, const char *usage) {
   struct config cfg;
   if (load_config(&cfg, NULL, false) != 0)
     return 1;
-  struct stat st;
-  if (stat(cfg.db_path, &st) != 0) {
-    fprintf(stderr, "ncghl events: no store at %s (DB_PATH): nothing has been received yet\n",
-            cfg.db_path);
+  if (!store_exists(config_store(&cfg))) {
+    fprintf(stderr, "ncghl events: no store at %s (%s): nothing has been received yet\n",
+            cfg.store_label, config_store_var(&cfg));
     config_free(&cfg);
     return 1;
   }
   char err[1024];
-  struct store *s = store_open(cfg.db_path, err, sizeof err);
+  struct store *s = store_open(config_store(&cfg), err, sizeof err);
   if (!s) {
     fprintf(stderr, "ncghl events: %s\n", err);
     config_free(&cfg);
@@ -98,7 +97,7 @@ int events_main(int argc, char **argv, const char *usage) {
     int got = ascase_write(stdout, &cfg, s, as_case);
     if (got != 0)
       fprintf(stderr, "ncghl events: %s %s in %s (DB_PATH)\n",
-              got > 0 ? "no event" : "cannot read event", as_case, cfg.db_path);
+              got > 0 ? "no event" : "cannot read event", as_case, cfg.store_label);
     store_close(s);
     config_free(&cfg);
     log_close();
@@ -147,27 +146,26 @@ int replay_main(int argc, char **argv, const char *usage) {
   struct config cfg;
   if (load_config(&cfg, NULL, false) != 0)
     return 1;
-  struct stat st;
   char err[1024];
   struct store *s = NULL;
   int rc = 1;
   struct id_list l = {0};
-  if (stat(cfg.db_path, &st) != 0) {
-    fprintf(stderr, "ncghl replay: no store at %s (DB_PATH): nothing has been received yet\n",
-            cfg.db_path);
+  if (!store_exists(config_store(&cfg))) {
+    fprintf(stderr, "ncghl replay: no store at %s (%s): nothing has been received yet\n",
+            cfg.store_label, config_store_var(&cfg));
     goto out;
   }
-  if (!(s = store_open(cfg.db_path, err, sizeof err))) {
+  if (!(s = store_open(config_store(&cfg), err, sizeof err))) {
     fprintf(stderr, "ncghl replay: %s\n", err);
     goto out;
   }
   if (all_dead) {
     if (store_event_list(s, "dead", 0, collect_id, &l) != 0 || l.oom) {
-      fprintf(stderr, "ncghl replay: cannot read the dead events from %s\n", cfg.db_path);
+      fprintf(stderr, "ncghl replay: cannot read the dead events from %s\n", cfg.store_label);
       goto out;
     }
     if (l.n == 0) {
-      printf("no dead events in %s: nothing to replay\n", cfg.db_path);
+      printf("no dead events in %s: nothing to replay\n", cfg.store_label);
       rc = 0;
       goto out;
     }
@@ -176,7 +174,7 @@ int replay_main(int argc, char **argv, const char *usage) {
     int got = store_event_get(s, argv[0], &e);
     if (got != 0) {
       fprintf(stderr, "ncghl replay: %s %s in %s (DB_PATH)\n",
-              got > 0 ? "no event" : "cannot read event", argv[0], cfg.db_path);
+              got > 0 ? "no event" : "cannot read event", argv[0], cfg.store_label);
       goto out;
     }
     enum ev_status was = e.status;
@@ -199,13 +197,13 @@ int replay_main(int argc, char **argv, const char *usage) {
     int r = store_event_requeue(s, l.ids[i], now);
     if (r < 0) {
       store_rollback(s);
-      fprintf(stderr, "ncghl replay: cannot write to %s; nothing was replayed\n", cfg.db_path);
+      fprintf(stderr, "ncghl replay: cannot write to %s; nothing was replayed\n", cfg.store_label);
       goto out;
     }
     done += (size_t)r;
   }
   if (store_commit(s) != 0) {
-    fprintf(stderr, "ncghl replay: cannot write to %s; nothing was replayed\n", cfg.db_path);
+    fprintf(stderr, "ncghl replay: cannot write to %s; nothing was replayed\n", cfg.store_label);
     goto out;
   }
   if (all_dead)
@@ -216,9 +214,9 @@ int replay_main(int argc, char **argv, const char *usage) {
   long pid = 0;
   if (presence_running(s, &pid))
     printf("a service is running on %s (pid %ld): it will be picked up within about a second\n",
-           cfg.db_path, pid);
+           cfg.store_label, pid);
   else
-    printf("no service is running on %s: it will run at the next start\n", cfg.db_path);
+    printf("no service is running on %s: it will run at the next start\n", cfg.store_label);
   rc = 0;
 out:
   free(l.ids);

@@ -300,7 +300,7 @@ static int cmd_serve(int argc, char **argv) {
   struct tenant *single = tenants_by_name(a.tenants, NULL);
   if (single)
     log_info("ncghl %s listening on http://%s:%d (store %s, mappings %s version %s%s)", NCGHL_VERSION,
-             a.cfg.host, a.cfg.port, a.cfg.db_path, a.cfg.mappings_dir,
+             a.cfg.host, a.cfg.port, a.cfg.store_label, a.cfg.mappings_dir,
              tenant_mappings_version(single), sandbox ? ", sandbox" : "");
   else
     log_info("ncghl %s listening on http://%s:%d (%zu tenants from %s%s)", NCGHL_VERSION,

@@ -36,6 +36,12 @@
 #include "upstream.h"
 
 #define SOURCE "nowcerts"
+/* On a store several nodes share (PostgreSQL), one node at a time reads
+ * NowCerts (SPEC 13): the kv lease below, taken at
+ * each cycle and renewed at each page, outlives a cycle's interval a few
+ * times over, so a node that dies hands the poller on within that. */
+#define POLLER_LEASE "poller.lease"
+#define POLLER_LEASE_TTL(p) ((p)->cfg->nowcerts_poll_interval * 3 + 30)
 
 struct list_counts {
   long listed; /* records read this cycle (the repeated first record not counted) */
@@ -534,6 +540,9 @@ static void on_page(void *ud, const struct up_result *r) {
 }
 
 static void fetch(struct poller *p) {
+  /* A long cycle keeps its lease. */
+  if (store_is_shared(p->store))
+    store_lease_take(p->store, POLLER_LEASE, POLLER_LEASE_TTL(p), clock_wall());
   struct buf path;
   buf_init(&path, 0);
   /* Pages after the first start on the last record already read (the
@@ -564,6 +573,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
   struct poller *p = arg;
   if (p->stopping || p->busy)
     return;
+  int held = !store_is_shared(p->store)
+                 ? 1
+                 : store_lease_take(p->store, POLLER_LEASE, POLLER_LEASE_TTL(p), clock_wall());
+  if (held != 1) {
+    if (held == 0)
+      log_debug("poller: another node reads NowCerts now");
+    schedule(p, p->cfg->nowcerts_poll_interval);
+    return;
+  }
   memset(p->counts, 0, sizeof p->counts);
   p->failed = p->shifted = false;
   p->list = POLLER_INSUREDS;
@@ -597,6 +615,9 @@ void poller_stop(struct poller *p) {
     return;
   p->stopping = true;
   evtimer_del(p->timer);
+  /* Another node takes over at its next interval, not after the lease. */
+  if (store_is_shared(p->store))
+    store_lease_release(p->store, POLLER_LEASE);
 }
 
 void poller_free(struct poller *p) {

@@ -10,7 +10,10 @@
  * while the loop goes on reading the next batch. Waiters of a durable batch
  * run when an fsync that began after their COMMIT has finished; batches that
  * commit while one fsync runs share the next. So the loop never waits for
- * the disk, and one fsync covers as many batches as arrive meanwhile. */
+ * the disk, and one fsync covers as many batches as arrive meanwhile.
+ * A store with no WAL file (PostgreSQL, store_wal_file NULL) keeps full
+ * sync: its COMMIT returns once the server has flushed it, and the fsync
+ * steps here are no-ops. */
 #include "queue.h"
 
 #include <errno.h>
@@ -72,6 +75,9 @@ struct queue {
   unsigned long flight_gen; /* lazy_gen when the sync in flight began */
   unsigned long synced_gen; /* lazy_gen covered by the last good sync */
   long long changes_at_begin; /* store_total_changes when the batch opened */
+  /* False when the store has no WAL file to sync (PostgreSQL): its COMMIT
+   * is durable itself (full sync stays on) and every "sync" is a no-op. */
+  bool wal_sync;
 
   bool full; /* the last batch was rolled back on a full disk; cleared by a good commit */
 
@@ -117,11 +123,14 @@ static void wlist_run(struct wlist *l, bool ok) {
   free(mine.v);
 }
 
+/* The WAL's fdatasync; nothing to do on a store whose commits are durable. */
+static int wal_datasync(struct queue *q) { return q->wal_sync ? fdatasync(q->wal_fd) : 0; }
+
 static void *sync_thread(void *arg) {
   struct queue *q = arg;
   char c;
   while (read(q->req_pipe[0], &c, 1) == 1 && c == 's') {
-    char ok = fdatasync(q->wal_fd) == 0 ? '1' : '0';
+    char ok = wal_datasync(q) == 0 ? '1' : '0';
     while (write(q->done_pipe[1], &ok, 1) < 0 && errno == EINTR)
       ;
   }
@@ -129,11 +138,10 @@ static void *sync_thread(void *arg) {
 }
 
 static int open_wal(struct queue *q) {
-  if (q->wal_fd >= 0)
+  if (q->wal_fd >= 0 || !q->wal_sync)
     return 0;
-  char path[4096];
-  snprintf(path, sizeof path, "%s-wal", store_path(q->store));
-  q->wal_fd = open(path, O_RDONLY | O_CLOEXEC);
+  const char *path = store_wal_file(q->store);
+  q->wal_fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
   if (q->wal_fd < 0) {
     log_error("queue: cannot open %s to sync it: %s", path, strerror(errno));
     return -1;
@@ -166,7 +174,7 @@ static void start_sync(struct queue *q) {
   }
   /* No thread (or no descriptor): sync here, on the loop. */
   ok = ok || open_wal(q) == 0;
-  ok = ok && fdatasync(q->wal_fd) == 0;
+  ok = ok && wal_datasync(q) == 0;
   if (ok)
     q->synced_gen = q->flight_gen;
   else
@@ -228,6 +236,13 @@ static void run_commit(struct queue *q) {
     if (store_last_fault(q->store) == STORE_FAULT_FULL) {
       q->full = true;
       log_error("queue: batch commit failed (disk full), rolled back; its requests get 503");
+    } else if (!q->wal_sync) {
+      /* A database server (PostgreSQL): a failed COMMIT, a lost connection
+       * included, left nothing of the batch behind and casts no doubt on
+       * what was committed before, so the next batch simply tries again
+       * (on a new connection if need be). */
+      log_error("queue: batch commit failed on the database server, rolled back; its requests "
+                "get 503");
     } else
       enter_failed(q, "COMMIT failed: %s", "the store could not write its batch");
   }
@@ -325,7 +340,9 @@ struct queue *queue_new(struct event_base *base, struct store *store) {
   q->commit_ev = event_new(base, -1, 0, on_commit, q);
   q->lazy_ev = event_new(base, -1, 0, on_lazy_sync, q);
   q->busy_ev = event_new(base, -1, 0, on_busy_retry, q);
-  if (!q->commit_ev || !q->lazy_ev || !q->busy_ev || store_set_full_sync(store, false) != 0 ||
+  q->wal_sync = store_wal_file(store) != NULL;
+  if (!q->commit_ev || !q->lazy_ev || !q->busy_ev ||
+      (q->wal_sync && store_set_full_sync(store, false) != 0) ||
       make_pipe(q->req_pipe) != 0 || make_pipe(q->done_pipe) != 0 ||
       !(q->done_ev = event_new(base, q->done_pipe[0], EV_READ | EV_PERSIST, on_synced, q))) {
     queue_free(q);
@@ -439,7 +456,7 @@ int queue_flush(struct queue *q) {
     wlist_run(&q->in_sync, ok == '1');
   }
   if (q->next_sync.n || q->synced_gen != q->lazy_gen) {
-    bool ok = !q->failed[0] && open_wal(q) == 0 && fdatasync(q->wal_fd) == 0;
+    bool ok = !q->failed[0] && open_wal(q) == 0 && wal_datasync(q) == 0;
     if (ok)
       q->synced_gen = q->lazy_gen;
     else
@@ -480,7 +497,7 @@ int queue_undo(struct queue *q, int (*fn)(void *ud, struct store *s), void *ud) 
     store_rollback(q->store);
     return -1;
   }
-  return open_wal(q) == 0 && fdatasync(q->wal_fd) == 0 ? 0 : -1;
+  return open_wal(q) == 0 && wal_datasync(q) == 0 ? 0 : -1;
 }
 
 bool queue_disk_full(const struct queue *q) { return q && q->full; }

@@ -102,6 +102,17 @@ double ratelimit_take(struct ratelimit *r, double now) {
   return oldest + r->window - now;
 }
 
+double ratelimit_peek(const struct ratelimit *r, double now) {
+  if (r->limit == 0)
+    return 0;
+  if (r->blocked_until > now)
+    return r->blocked_until - now;
+  if (r->count < r->limit)
+    return 0;
+  double oldest = r->stamps[r->head];
+  return now - oldest >= r->window ? 0 : oldest + r->window - now;
+}
+
 void ratelimit_observe(struct ratelimit *r, long remaining, long interval_ms, double now) {
   if (r->limit == 0 || remaining < 0)
     return;

@@ -41,6 +41,9 @@ int ratelimit_init(struct ratelimit *r, int limit, double window);
 void ratelimit_free(struct ratelimit *r);
 /* 0 if a request may go now (and it is counted), else seconds to wait. */
 double ratelimit_take(struct ratelimit *r, double now);
+/* The same answer without counting anything: for a caller that must ask
+ * another limiter (the store's, shared by the nodes) before it sends. */
+double ratelimit_peek(const struct ratelimit *r, double now);
 /* Upstream said `remaining` requests are left in an interval of interval_ms;
  * remaining 0 blocks until the interval has passed. -1 values are ignored. */
 void ratelimit_observe(struct ratelimit *r, long remaining, long interval_ms, double now);

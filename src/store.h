@@ -1,5 +1,5 @@
 /* store: everything ncghl must not lose, in one SQLite file (WAL,
- * synchronous=FULL): the event queue with each attempt of each upstream call,
+ * synchronous=FULL) or in one PostgreSQL schema (store_open with a URL): the event queue with each attempt of each upstream call,
  * idempotency (an event id is its own key), the NowCerts <-> GHL id
  * cross-reference, the field-level sync state (snapshots, conflicts, field
  * changes), and small key/value cursors. The schema is versioned and migrated at open.
@@ -7,7 +7,10 @@
  * Calls are synchronous and run inside whatever transaction is open on the
  * connection (store_begin/store_commit), or in their own when none is; the
  * group commit that batches many requests into one fsync is queue.c's job.
- * Return values: 0 ok, -1 error (logged, with the SQLite message). */
+ * Return values: 0 ok, -1 error (logged, with the database's message).
+ * The backends (store_sqlite.c, store_pg.c) answer every call alike; where a
+ * SQLite notion has no PostgreSQL counterpart the call says what it does
+ * there (docs/decisions.md, "The store on PostgreSQL"). */
 #ifndef NCGHL_STORE_H
 #define NCGHL_STORE_H
 
@@ -59,8 +62,23 @@ struct store_attempt {
 /* How much of an attempt's request and answer bodies is kept. */
 #define STORE_EXCERPT_MAX 2048
 
-/* Creates the file's directory if needed. err gets a one-line reason. */
-struct store *store_open(const char *path, char *err, size_t errlen);
+/* target: a postgresql:// or postgres:// URL opens PostgreSQL (a query
+ * parameter ncghl_schema=<name> puts every table in that schema, created if
+ * missing; default public); anything else is a SQLite file, whose directory
+ * is created if needed. err gets a one-line reason, never a password. */
+struct store *store_open(const char *target, char *err, size_t errlen);
+/* Whether a store was ever created there (a SQLite file exists; a
+ * PostgreSQL schema has ncghl's tables), for commands that read one and
+ * must not create it. A database that cannot be reached counts as there:
+ * store_open then says why. */
+bool store_exists(const char *target);
+/* True for a target store_open gives to PostgreSQL. */
+bool store_is_url(const char *target);
+/* The target as messages may show it: a URL's password is masked. */
+void store_display_name(const char *target, char *out, size_t outlen);
+/* How long a lease outlives its owner's last renewal (engine.c renews its
+ * own every 10 s); a running row whose owner's lease is older is anyone's. */
+#define STORE_LEASE_TTL 30
 void store_close(struct store *s);
 
 int store_begin(struct store *s); /* BEGIN IMMEDIATE */
@@ -69,8 +87,13 @@ int store_begin(struct store *s); /* BEGIN IMMEDIATE */
  * until the next full commit). SQLite reads this at BEGIN, so it is set
  * between transactions. */
 int store_set_full_sync(struct store *s, bool full);
-/* The database file's path, as SQLite resolved it ("" for :memory:). */
+/* The database file's path, as SQLite resolved it ("" for :memory:); on
+ * PostgreSQL the URL with its password masked. */
 const char *store_path(struct store *s);
+/* The file whose fdatasync makes the commits made without full sync durable
+ * (SQLite's WAL), or NULL when there is none: on PostgreSQL only a COMMIT
+ * with full sync is durable, so the queue keeps full sync on there. */
+const char *store_wal_file(struct store *s);
 int store_commit(struct store *s);
 int store_rollback(struct store *s);
 bool store_in_txn(struct store *s);
@@ -104,7 +127,12 @@ int store_event_finish(struct store *s, const char *id, enum ev_status st, doubl
 /* Puts an event back in the queue (pending, next_at 0) whatever its status
  * unless running. Returns 1 if requeued, 0 if not found or running. */
 int store_event_requeue(struct store *s, const char *id, double now);
-/* Start-up: every running event back to pending. *n gets how many. */
+/* Start-up: running events nobody works on back to pending; *n gets how
+ * many. SQLite (one service per file): every running event. PostgreSQL
+ * (several nodes): only rows without an owner, rows of an earlier process
+ * of this host (same pid, or a pid no longer alive) and rows whose owner's
+ * lease (kv "lease.<owner>") is older than STORE_LEASE_TTL; another live
+ * node's rows stay its own. */
 int store_recover_running(struct store *s, int *n);
 /* Earliest next_at among retry_wait events, or 0 if none. */
 double store_next_due(struct store *s);
@@ -244,6 +272,33 @@ int store_counts_seed(struct store *s);
 void store_counts(struct store *s, long counts[EV_STATUS_COUNT]);
 void store_counts_set(struct store *s, const long counts[EV_STATUS_COUNT]);
 long store_count_queries(struct store *s);
+
+/* Whether a running row's owner is a process of this host that is gone: a
+ * pid that no longer exists, or ours under another start time (an earlier
+ * run that had our pid). Another host's owner is never "gone" here: only
+ * its lease can say. */
+bool store_owner_gone(struct store *s, const char *owner);
+/* True when several nodes may work on this store at once (PostgreSQL);
+ * a SQLite file has one service. */
+bool store_is_shared(struct store *s);
+/* A named lease in kv ("<owner> <until>"), for work one node at a time
+ * does (the poller): 1 when this connection's owner holds it for ttl
+ * seconds from now (taken, or renewed), 0 when another live owner does, -1
+ * on error. It is free once its time passed or its owner is gone
+ * (store_owner_gone); of two nodes taking it at once only one gets it.
+ * store_lease_release gives it up if it is ours. */
+int store_lease_take(struct store *s, const char *name, double ttl, double now);
+int store_lease_release(struct store *s, const char *name);
+
+/* ---- limits shared by every node of a store ---- */
+
+/* A sliding-window limiter kept in the store, so several nodes on one
+ * database together send at most `limit` requests per `window` seconds
+ * under one key (GHL: per location). 0 when a request may go now (it is
+ * counted), else *wait gets the seconds until one may. `now` is wall-clock
+ * time: the nodes' clocks must agree (NTP). */
+int store_rate_take(struct store *s, const char *key, int limit, double window, double now,
+                    double *wait);
 
 /* ---- what the /ui page reads ---- */
 

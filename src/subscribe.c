@@ -156,7 +156,7 @@ static void on_done(void *ud, const struct up_result *r) {
   /* Saved after every answer: an interrupted run still remembers what
    * NowCerts now has. */
   if (r->ok && known_save(s) != 0)
-    fprintf(stderr, "ncghl: cannot remember the REST hooks in %s\n", s->cfg.db_path);
+    fprintf(stderr, "ncghl: cannot remember the REST hooks in %s\n", s->cfg.store_label);
   start_next(s);
 }
 
@@ -214,12 +214,12 @@ static int plan(struct sub *s, const char *public_url) {
   }
   if (!public_url) {
     printf("nothing to remove: no REST hooks were registered from %s and PUBLIC_URL is not set\n",
-           s->cfg.db_path);
+           s->cfg.store_label);
     return -1;
   }
   /* Nothing remembered (another store, or registered by hand): remove what
    * subscribe would have registered for this PUBLIC_URL. */
-  printf("no REST hooks remembered in %s; removing those of %s\n", s->cfg.db_path, public_url);
+  printf("no REST hooks remembered in %s; removing those of %s\n", s->cfg.store_label, public_url);
   for (int i = 0; i < EVENT_COUNT; i++) {
     struct buf url;
     buf_init(&url, 0);
@@ -294,12 +294,13 @@ int subscribe_main(int argc, char **argv, bool subscribe) {
     fprintf(stderr, "ncghl %s: cannot initialise libcurl\n", cmd);
     goto out;
   }
-  s->store = store_open(s->cfg.db_path, err, sizeof err);
+  s->store = store_open(config_store(&s->cfg), err, sizeof err);
   s->base = s->store ? event_base_new() : NULL;
   s->http = s->base ? httpc_new(s->base, 1024 * 1024) : NULL;
   s->up = s->http ? up_new(s->base, &s->cfg, s->http) : NULL;
   if (!s->store) {
-    fprintf(stderr, "ncghl %s: DB_PATH: cannot open the store %s: %s\n", cmd, s->cfg.db_path, err);
+    fprintf(stderr, "ncghl %s: %s: cannot open the store %s: %s\n", cmd, config_store_var(&s->cfg),
+            s->cfg.store_label, err);
   } else if (!s->up) {
     fprintf(stderr, "ncghl %s: cannot set up outbound HTTP\n", cmd);
   } else {

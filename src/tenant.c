@@ -265,7 +265,7 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
   t->file = file ? strdup(file) : NULL;
   t->file_text = file_text ? strdup(file_text) : NULL;
   /* A tenant's config already names its own store (config_load_tenant). */
-  t->store_at = strdup(t->cfg.db_path);
+  t->store_at = strdup(config_store(&t->cfg));
   struct event_base *base = ts->sh.base;
   if (name) {
     t->view = metrics_view(ts->sh.metrics, "tenant", name);
@@ -277,7 +277,8 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
     goto oom;
   t->store = store_open(t->store_at, err, sizeof err);
   if (!t->store) {
-    log_error("%s%sDB_PATH: cannot open the store %s: %s", who, sep, t->store_at, err);
+    log_error("%s%s%s: cannot open the store %s: %s", who, sep, config_store_var(&t->cfg),
+              t->cfg.store_label, err);
     goto fail;
   }
   int recovered = 0;
@@ -338,7 +339,7 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
   start_doctor(t);
   if (name)
     log_info("tenant %s: started (GHL location %s, store %s, mappings %s version %s)", name,
-             t->cfg.ghl_location_id, t->store_at, t->cfg.mappings_dir, lrt_version(t->rt));
+             t->cfg.ghl_location_id, t->cfg.store_label, t->cfg.mappings_dir, lrt_version(t->rt));
   return t;
 oom:
   log_error("%s%sout of memory", who, sep);

@@ -83,6 +83,11 @@ struct upstream {
   const char *missing[2]; /* why there are no tokens for that service */
   char *base_url[2];
   struct ratelimit ghl_rl;
+  /* On a store several nodes share (PostgreSQL), GHL's limit per location
+   * is counted there too, on a connection of its own that is never inside
+   * the group commit's transaction; NULL on SQLite (one node). */
+  struct store *shared_rl;
+  char shared_rl_key[160];
   struct retry_policy policy;
   double timeout_s;
   struct ucall *calls;
@@ -204,6 +209,17 @@ struct upstream *up_new(struct event_base *base, const struct config *cfg, struc
     return NULL;
   }
 
+  if (cfg->ghl_rate_limit > 0 && store_is_url(config_store(cfg))) {
+    char err[256];
+    u->shared_rl = store_open(config_store(cfg), err, sizeof err);
+    if (!u->shared_rl)
+      log_warn("upstream: GHL's rate limit is counted by this node only: %s", err);
+    else
+      store_set_busy_timeout(u->shared_rl, 1000);
+    snprintf(u->shared_rl_key, sizeof u->shared_rl_key, "ghl:%s",
+             set(cfg->ghl_location_id) ? cfg->ghl_location_id : "");
+  }
+
   struct tokens_io io = {.post = token_post, .cancel = token_cancel, .io_ud = u};
   if (set(cfg->nowcerts_username) && set(cfg->nowcerts_password) && set(cfg->nowcerts_base_url)) {
     struct tokens_params p = {.kind = TOKENS_NOWCERTS,
@@ -275,6 +291,7 @@ void up_free(struct upstream *u) {
   }
   u->active = 0;
   ratelimit_free(&u->ghl_rl);
+  store_close(u->shared_rl);
   free(u->base_url[0]);
   free(u->base_url[1]);
   free(u);
@@ -649,7 +666,21 @@ static void on_http(void *ud, const struct httpc_response *resp) {
 static void send_with(struct ucall *c, const char *token) {
   struct upstream *u = c->u;
   if (c->svc == UP_GHL) {
-    double wait = ratelimit_take(&u->ghl_rl, clock_mono());
+    /* The store's window counts every node's sends; it is asked only when
+     * this node's own window has room, and this node counts a send only
+     * once the store let it go (a refused try counted here would keep the
+     * node's own window full of sends that never happened). When the
+     * store cannot be asked (the database is away), the node's own window
+     * still holds. */
+    double wait = 0;
+    if (u->shared_rl) {
+      wait = ratelimit_peek(&u->ghl_rl, clock_mono());
+      if (wait <= 0 && store_rate_take(u->shared_rl, u->shared_rl_key, u->cfg->ghl_rate_limit,
+                                       GHL_RATE_WINDOW, clock_wall(), &wait) != 0)
+        wait = 0;
+    }
+    if (wait <= 0)
+      wait = ratelimit_take(&u->ghl_rl, clock_mono());
     if (wait > 0) {
       log_debug("upstream: ghl rate limit: %s %s waits %.2f s", c->method, c->url, wait);
       arm(c, wait);

@@ -6,11 +6,19 @@ unittest.TestCase classes (usually subclasses of IntegTest) and ends with
 `harness.main()`, which runs them and prints a last line exactly
 `N passed, N failed` and exits non-zero on any failure.
 
+With NCGHL_TEST_STORE=postgresql every server of a test file runs on
+PostgreSQL instead of a SQLite file: one throwaway server per file
+(tests/pgcluster.py, started on first use, stopped and removed at exit),
+a fresh database per working directory (so per test, and shared by the
+servers a test restarts in the same directory), named by STORE_URL.
+Helpers that read the store (Server.db_query) work on either.
+
 Everything here is Python 3.11 standard library. Waits are bounded by
 generous time-outs that only decide when to give up; no test asserts that
 something was fast.
 """
 
+import atexit
 import ctypes
 import hashlib
 import http.client as httplib
@@ -33,6 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(os.environ.get("NCGHL_ROOT") or Path(__file__).resolve().parents[2])
+sys.path.insert(0, str(ROOT / "tests"))
+import pgcluster  # noqa: E402  (tests/pgcluster.py, beside this directory)
 BIN = Path(os.environ.get("NCGHL_BIN") or ROOT / "build" / "ncghl")
 FAKES = ROOT / "tests" / "fakes" / "fake_upstreams.py"
 KEEP_TMP = os.environ.get("NCGHL_KEEP_TMP") == "1"
@@ -423,6 +433,91 @@ def req_at(r):
     return at / 1000.0 if at > 1e11 else at
 
 
+# ---------------------------------------------------------------- store
+
+STORE = os.environ.get("NCGHL_TEST_STORE", "sqlite")
+if STORE not in ("sqlite", "postgresql"):
+    raise SystemExit("NCGHL_TEST_STORE must be sqlite or postgresql, not %r" % STORE)
+PG = STORE == "postgresql"
+_cluster = None
+_databases = {}  # working directory -> database name
+
+
+class DBError(Exception):
+    """The store could not be read (not created yet, or a failed query)."""
+
+
+def pg_cluster():
+    """The file's PostgreSQL server, started on first use."""
+    global _cluster
+    if _cluster is None:
+        c = pgcluster.Cluster()
+        try:
+            c.start()
+        except Exception:
+            c.stop()
+            raise
+        _cluster = c
+        atexit.register(_stop_cluster)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    return _cluster
+
+
+def _on_sigterm(signum, frame):
+    # ctest's time-out: exit through atexit, so the server is stopped too.
+    sys.exit(1)
+
+
+def _stop_cluster():
+    global _cluster
+    if _cluster is not None:
+        _cluster.stop()
+        _cluster = None
+
+
+def _pg_literal(v):
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def _pg_value(v):
+    """psql prints text; numbers come back as the numbers SQLite gives."""
+    if re.fullmatch(r"-?[0-9]{1,18}", v):
+        return int(v)
+    return v
+
+
+def pg_query(db, sql, args=()):
+    """A query with SQLite's `?` placeholders, on a PostgreSQL database."""
+    parts = sql.split("?")
+    if len(parts) - 1 != len(args):
+        raise ValueError("%d placeholders, %d arguments" % (len(parts) - 1, len(args)))
+    text = parts[0] + "".join(_pg_literal(a) + rest for a, rest in zip(args, parts[1:]))
+    try:
+        rows = pg_cluster().psql(db, text)
+    except RuntimeError as e:
+        raise DBError(str(e)) from None
+    return [tuple(_pg_value(v) for v in row) for row in rows]
+
+
+def sqlite_query(path, sql, args=()):
+    """Read-only, beside the service; never creates the file."""
+    import sqlite3
+    try:
+        con = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError as e:
+        raise DBError(str(e)) from None
+
+
 # ---------------------------------------------------------------- server
 
 def base_env():
@@ -460,6 +555,19 @@ class Server:
             "GHL_API_KEY": "it-ghl-key-" + uniq(8),
             "GHL_LOCATION_ID": "it-location-1",
         })
+        self.store_url = None
+        given = (env or {}).get("STORE_URL")
+        if PG and given:
+            # Another server's database (two nodes on one store).
+            self.store_url = given
+            self.db_name = urllib.parse.urlsplit(given).path.lstrip("/")
+        elif PG:
+            key = str(self.workdir.resolve())
+            if key not in _databases:
+                _databases[key] = pg_cluster().createdb()
+            self.db_name = _databases[key]
+            self.store_url = pg_cluster().url(self.db_name)
+            e["STORE_URL"] = self.store_url
         if fakes is not None:
             e["NOWCERTS_BASE_URL"] = fakes.nc_base + "/api"
             e["GHL_BASE_URL"] = fakes.ghl_base
@@ -477,6 +585,21 @@ class Server:
     @property
     def base(self):
         return "http://127.0.0.1:%d" % self.port
+
+    @property
+    def store_label(self):
+        """How ncghl names this server's store in what it prints: the SQLite
+        path, or the URL with its password masked."""
+        if self.store_url:
+            return self.store_url.replace(":" + pgcluster.Cluster.PASSWORD + "@", ":***@")
+        return self.db_path
+
+    def db_query(self, sql, args=()):
+        """Rows of a read-only query (SQLite's `?` placeholders) on this
+        server's store, whichever it is; DBError when it cannot be read."""
+        if self.store_url:
+            return pg_query(self.db_name, sql, args)
+        return sqlite_query(self.db_path, sql, args)
 
     def start(self, wait=True):
         if not BIN.exists():

@@ -9,7 +9,6 @@ import os
 import pty
 import re
 import select
-import sqlite3
 import subprocess
 import sys
 import time
@@ -42,19 +41,15 @@ def insureds(n, tag, **extra):
     return out
 
 
-def db_query(db_path, sql, args=()):
-    """Read-only, beside the running processes; never creates the file."""
-    con = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=10)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
+def db_query(s, sql, args=()):
+    """Read-only, beside the running processes, on the store (SQLite or PostgreSQL)."""
+    return s.db_query(sql, args)
 
 
-def cursor(db_path, side):
+def cursor(s, side):
     try:
-        rows = db_query(db_path, "SELECT value FROM kv WHERE key = ?", ("backfill.cursor." + side,))
-    except sqlite3.OperationalError:  # not created (or not migrated) yet
+        rows = db_query(s, "SELECT value FROM kv WHERE key = ?", ("backfill.cursor." + side,))
+    except harness.DBError:  # not created (or not migrated) yet
         return None
     return json.loads(rows[0][0]) if rows else None
 
@@ -70,8 +65,8 @@ class BackfillNowCerts(IntegTest):
     N = 2000
     ENV = {"GHL_RATE_LIMIT": 0}
 
-    def _events(self, db_path, source):
-        return db_query(db_path, "SELECT id, status FROM events WHERE source = ?", (source,))
+    def _events(self, s, source):
+        return db_query(s, "SELECT id, status FROM events WHERE source = ?", (source,))
 
     def test_interrupted_backfill_of_2000_resumes_and_syncs_each_once(self):
         self.fakes.config("ghl", rate_limit=1000000)
@@ -85,17 +80,17 @@ class BackfillNowCerts(IntegTest):
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, preexec_fn=harness._die_with_parent)
         try:
-            harness.wait_until(lambda: (cursor(s.db_path, "nowcerts") or {}).get("pos", 0) >= 500,
+            harness.wait_until(lambda: (cursor(s, "nowcerts") or {}).get("pos", 0) >= 500,
                                60, 0.02, "the backfill to store a few pages")
         finally:
             first.kill()
             first.communicate()
-        cur = cursor(s.db_path, "nowcerts")
+        cur = cursor(s, "nowcerts")
         self.assertIsNotNone(cur, "the kill came after the last page; nothing was tested")
         self.assertEqual(cur["stage"], 0)
         self.assertLess(cur["pos"], self.N)
         # A page's events and the cursor after it are one transaction.
-        self.assertEqual(len(self._events(s.db_path, "nowcerts")), cur["pos"])
+        self.assertEqual(len(self._events(s, "nowcerts")), cur["pos"])
         self.assertEqual(cur["read"], cur["pos"])
         killed_at = time.time()
 
@@ -110,14 +105,14 @@ class BackfillNowCerts(IntegTest):
         created, updated, unchanged, failed = summary(p.stdout)
         self.assertEqual((created + updated + unchanged, failed), (self.N - cur["pos"], 0), p.stdout)
         self.assertRegex(p.stdout, r"progress: \d+/\d+ events finished \(\d+%\), [\d.]+/s, ETA")
-        self.assertIsNone(cursor(s.db_path, "nowcerts"), "the cursor outlived a finished backfill")
+        self.assertIsNone(cursor(s, "nowcerts"), "the cursor outlived a finished backfill")
 
         # Exactly one event per record (its own id), each done; one contact each.
         want = {expected_event_id("nowcerts", {"event_type": "INSURED_INSERT",
                                                "timestamp": r["changeDate"], "data": r})
                 for r in self.fakes.records("nowcerts", "insureds")}
-        evs = self._events(s.db_path, "nowcerts")
-        harness.wait_until(lambda: all(st == 2 for _, st in self._events(s.db_path, "nowcerts")),
+        evs = self._events(s, "nowcerts")
+        harness.wait_until(lambda: all(st == 2 for _, st in self._events(s, "nowcerts")),
                            60, 0.2, "the events killed with the first run to finish")
         self.assertEqual(sorted(e for e, _ in evs), sorted(want))
         by_email = {}
@@ -149,7 +144,7 @@ class BackfillNowCerts(IntegTest):
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True, preexec_fn=harness._die_with_parent)
         try:
-            harness.wait_until(lambda: (cursor(s.db_path, "nowcerts") or {}).get("pos", 0) >= 100,
+            harness.wait_until(lambda: (cursor(s, "nowcerts") or {}).get("pos", 0) >= 100,
                                60, 0.02, "the first page")
             # Record 10 changes: it moves to the end, record 100 moves to 99.
             self.fakes.seed("nowcerts", "insureds", dict(seeded[10], city="Moved",
@@ -177,7 +172,7 @@ class BackfillNowCerts(IntegTest):
         p = s.cli("backfill", "--from", "nowcerts")
         self.assertEqual(p.returncode, 0, p)
         self.assertIn("no service is running on %s: 3 events queued; they run at the next start"
-                      % s.db_path, p.stdout)
+                      % s.store_label, p.stdout)
         self.assertEqual([e["status"] for e in s.events()], ["pending"] * 3)
         self.assertEqual(self.fakes.calls("ghl"), [])
         s.start()

@@ -157,7 +157,7 @@ class Replay(IntegTest):
         p = s.cli("replay", eid)
         self.assertEqual(p.returncode, 0, p)
         self.assertTrue((p.stdout + p.stderr).strip(), "replay with no service running says nothing")
-        self.assertIn("no service is running on %s" % s.db_path, p.stdout)
+        self.assertIn("no service is running on %s" % s.store_label, p.stdout)
         self.assertIn("next start", p.stdout)
         self.assertEqual(s.event(eid)["status"], "pending")
         self.assertEqual(self.contacts_with_email(email), [])

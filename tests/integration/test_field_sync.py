@@ -430,12 +430,7 @@ class Lifecycle(SyncCase):
 
 
 def harness_db(s, sql, args=()):
-    import sqlite3
-    con = sqlite3.connect("file:%s?mode=ro" % s.db_path, uri=True, timeout=10)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
+    return s.db_query(sql, args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ and a restart (even kill -9 in the middle of paging) neither skips nor
 repeats a change."""
 
 import json
-import sqlite3
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,23 +37,19 @@ def insured(email, **extra):
     return rec
 
 
-def db_query(db_path, sql, args=()):
-    """Read-only, beside the service; never creates the file."""
-    con = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=10)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
+def db_query(s, sql, args=()):
+    """Read-only, beside the service, on its store (SQLite or PostgreSQL)."""
+    return s.db_query(sql, args)
 
 
-def kv(db_path, key):
+def kv(s, key):
     """A value of the store's key/value table."""
-    rows = db_query(db_path, "SELECT value FROM kv WHERE key = ?", (key,))
+    rows = db_query(s, "SELECT value FROM kv WHERE key = ?", (key,))
     return rows[0][0] if rows else None
 
 
-def nowcerts_event_ids(db_path):
-    return [r[0] for r in db_query(db_path, "SELECT id FROM events WHERE source = 'nowcerts'")]
+def nowcerts_event_ids(s):
+    return [r[0] for r in db_query(s, "SELECT id FROM events WHERE source = 'nowcerts'")]
 
 
 def event_id_of(rec):
@@ -146,7 +141,7 @@ class Poller(IntegTest):
         own = [e for e in s.events() if e["source"] == "nowcerts"]
         self.assertEqual(len(own), 1, own)
         self.assertEqual(own[0]["status"], "done", own)
-        result = db_query(s.db_path, "SELECT result FROM events WHERE id = ?", (own[0]["id"],))
+        result = db_query(s, "SELECT result FROM events WHERE id = ?", (own[0]["id"],))
         self.assertEqual(json.loads(result[0][0]).get("action"), "skipped", result)
         self.assertRegex(s.log_text(), r"poller: insureds [1-9]\d* changed \(1 new events, "
                                        r"\d+ seen before, [1-9]\d* ncghl's own\)")
@@ -166,9 +161,9 @@ class Poller(IntegTest):
     def test_failed_page_keeps_the_watermark_and_the_change_comes_later(self):
         s = self.server(self.ENV)
         self._polls_after(1)
-        harness.wait_until(lambda: kv(s.db_path, "poller.watermark.insureds"), 10, 0.1,
+        harness.wait_until(lambda: kv(s, "poller.watermark.insureds"), 10, 0.1,
                            "the first watermark")
-        before = kv(s.db_path, "poller.watermark.insureds")
+        before = kv(s, "poller.watermark.insureds")
         # Every attempt of two whole cycles fails (1 try + MAX_RETRIES 3 each).
         self.fakes.fault("nowcerts", status=500, count=8, path=POLL, method="GET")
         email = "late.%s@example.com" % uniq()
@@ -177,11 +172,11 @@ class Poller(IntegTest):
         self.fakes.seed("nowcerts", "insureds", insured(email, createDate=stamp, changeDate=stamp))
         harness.wait_until(lambda: "poller: reading insureds at record 0 failed" in s.log_text(),
                            15, 0.1, "a failed cycle")
-        self.assertEqual(kv(s.db_path, "poller.watermark.insureds"), before)
+        self.assertEqual(kv(s, "poller.watermark.insureds"), before)
         self.assertEqual(self.contacts_with_email(email), [])
         harness.wait_until(lambda: self.contacts_with_email(email), 20, 0.1,
                            "the change once NowCerts answers again")
-        self.assertGreater(kv(s.db_path, "poller.watermark.insureds"), before)
+        self.assertGreater(kv(s, "poller.watermark.insureds"), before)
         self.assertEqual(len(self.contacts_with_email(email)), 1)
 
     def test_policies_and_quotes_polled_become_events(self):
@@ -221,7 +216,7 @@ class PollerShift(IntegTest):
         there and the next one reads on from the watermark."""
         self.fakes.config("ghl", rate_limit=1000000)
         s = self.server(self.ENV)
-        harness.wait_until(lambda: kv(s.db_path, "poller.watermark.insureds"), 10, 0.1, "the first cycle")
+        harness.wait_until(lambda: kv(s, "poller.watermark.insureds"), 10, 0.1, "the first cycle")
         # Two seconds apart: the 250 changes span more than the overlap, so
         # a record stepped over would never come into a later window.
         t0 = datetime.now(timezone.utc) - timedelta(seconds=60)
@@ -232,16 +227,16 @@ class PollerShift(IntegTest):
             seeded.append(insured("shift%03d.%s@example.com" % (i, tag), createDate=stamp, changeDate=stamp))
         self.fakes.fault("nowcerts", latency_ms=1500, count=100000, path=POLL, method="GET")
         seeded = self.fakes.seed("nowcerts", "insureds", seeded)
-        harness.wait_until(lambda: len(nowcerts_event_ids(s.db_path)) >= 100, 30, 0.02, "the first page")
+        harness.wait_until(lambda: len(nowcerts_event_ids(s)) >= 100, 30, 0.02, "the first page")
         self.fakes.seed("nowcerts", "insureds", dict(seeded[10], city="Moved",
                                                      changeDate=iso(t0 + timedelta(seconds=1000))))
-        harness.wait_until(lambda: len(nowcerts_event_ids(s.db_path)) >= 251, 60, 0.1,
+        harness.wait_until(lambda: len(nowcerts_event_ids(s)) >= 251, 60, 0.1,
                            "every record and the change")
         self.assertIn("the list changed while it was read", s.log_text())
         # Every record as it is now, and record 10 as it was when page 1 read it.
         want = {event_id_of(r) for r in self.fakes.records("nowcerts", "insureds")}
         want.add(event_id_of(seeded[10]))
-        self.assertEqual(sorted(nowcerts_event_ids(s.db_path)), sorted(want))
+        self.assertEqual(sorted(nowcerts_event_ids(s)), sorted(want))
 
 
 class PollerAtScale(IntegTest):
@@ -261,7 +256,7 @@ class PollerAtScale(IntegTest):
     def test_kill9_while_paging_loses_and_repeats_nothing(self):
         self.fakes.config("ghl", rate_limit=1000000)
         s = self.server(self.ENV)
-        self.assertTrue(harness.wait_until(lambda: kv(s.db_path, "poller.watermark.insureds"),
+        self.assertTrue(harness.wait_until(lambda: kv(s, "poller.watermark.insureds"),
                                            10, 0.1, "the first cycle"))
         # Slow list pages, so that the kill lands between two of them.
         self.fakes.fault("nowcerts", latency_ms=300, count=100000, path=POLL, method="GET")
@@ -269,10 +264,10 @@ class PollerAtScale(IntegTest):
         records = [insured("bulk%04d.%s@example.com" % (i, tag), lastName="Bulk%04d" % i)
                    for i in range(self.N)]
         self.fakes.seed("nowcerts", "insureds", records)
-        harness.wait_until(lambda: len(nowcerts_event_ids(s.db_path)) >= 250, 60, 0.05,
+        harness.wait_until(lambda: len(nowcerts_event_ids(s)) >= 250, 60, 0.05,
                            "a few pages of events")
         s.kill9()
-        stored = len(nowcerts_event_ids(s.db_path))
+        stored = len(nowcerts_event_ids(s))
         self.assertLess(stored, self.N, "the kill came after the last page; nothing was tested")
         # A contact create sent just before the kill is still on its way
         # through the (slow, Python) fake; the event re-runs after the restart

@@ -9,7 +9,6 @@ request to the fake, refusing any bearer it did not issue."""
 
 import http.client
 import json
-import sqlite3
 import sys
 import threading
 import urllib.parse
@@ -174,9 +173,7 @@ class RotatedRefreshToken(TokenTest):
         self.assertEqual(len(proxy.token_requests), 3, proxy.token_requests)
         self.assertEqual(proxy.token_requests.count(seed), 1)
         s3.stop()
-        db = sqlite3.connect(s3.db_path)
-        stored = json.loads(db.execute("SELECT value FROM kv WHERE key = 'ghl_oauth'").fetchone()[0])
-        db.close()
+        stored = json.loads(s3.db_query("SELECT value FROM kv WHERE key = 'ghl_oauth'")[0][0])
         self.assertIn(stored["refresh_token"], proxy.valid_refresh)
         for text in (s2.log_text(), s3.log_text()):
             self.assertNotIn(stored["refresh_token"], text)

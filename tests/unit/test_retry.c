@@ -100,6 +100,23 @@ static void test_ratelimit_sliding_window(void **state) {
   ratelimit_free(&r);
 }
 
+/* Peeking answers like a take and counts nothing. */
+static void test_ratelimit_peek_counts_nothing(void **state) {
+  struct ratelimit r;
+  assert_int_equal(ratelimit_init(&r, 2, 10.0), 0);
+  for (int i = 0; i < 5; i++)
+    assert_double_equal(ratelimit_peek(&r, 0.0), 0, EPS);
+  assert_double_equal(ratelimit_take(&r, 0.0), 0, EPS);
+  assert_double_equal(ratelimit_take(&r, 1.0), 0, EPS);
+  assert_double_equal(ratelimit_peek(&r, 2.0), 8.0, EPS);
+  assert_double_equal(ratelimit_peek(&r, 10.0), 0, EPS);
+  assert_double_equal(ratelimit_take(&r, 10.0), 0, EPS);
+  assert_double_equal(ratelimit_peek(&r, 10.0), 1.0, EPS);
+  ratelimit_observe(&r, 0, 5000, 10.0);
+  assert_double_equal(ratelimit_peek(&r, 12.0), 3.0, EPS);
+  ratelimit_free(&r);
+}
+
 static void test_ratelimit_off(void **state) {
   struct ratelimit r;
   assert_int_equal(ratelimit_init(&r, 0, 10.0), 0);
@@ -166,6 +183,7 @@ int main(void) {
       cmocka_unit_test(test_retryable_statuses),
       cmocka_unit_test(test_event_schedule),
       cmocka_unit_test(test_ratelimit_sliding_window),
+      cmocka_unit_test(test_ratelimit_peek_counts_nothing),
       cmocka_unit_test(test_ratelimit_off),
       cmocka_unit_test(test_ratelimit_observe_zero_blocks_for_the_interval),
       cmocka_unit_test(test_ratelimit_observe_remaining_steers),

@@ -1,5 +1,10 @@
 /* store: every test runs on a real SQLite file in a fresh temp directory, so
- * WAL, migrations, locking and persistence are the ones production gets. */
+ * WAL, migrations, locking and persistence are the ones production gets.
+ * With NCGHL_TEST_PG_URL set (ctest's unit_pg/test_store, which starts a
+ * throwaway PostgreSQL server through tests/pgcluster.py) the same tests,
+ * less the ones about SQLite's file, run on PostgreSQL instead, each in a
+ * fresh schema of its own, with the PostgreSQL-only ones (schemas, SKIP
+ * LOCKED between two connections, leases of other nodes, reconnects). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,15 +19,23 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <libpq-fe.h>
 
 #include "buf.h"
 #include "log.h"
 #include "store.h"
 
+/* The PostgreSQL database the tests run on, or NULL for SQLite files. */
+static const char *pg_url;
+static int pg_schemas;
+
 struct fx {
   char dir[64];
-  char path[256];
+  char path[512];   /* a SQLite file, or a URL naming the test's schema */
+  char schema[64];  /* PostgreSQL: that schema */
   struct store *s;
 };
 
@@ -56,6 +69,11 @@ static int setup(void **state) {
   assert_non_null(mkdtemp(f->dir));
   /* Two levels that do not exist yet: store_open must create them. */
   snprintf(f->path, sizeof f->path, "%s/data/sub/ncghl.db", f->dir);
+  if (pg_url) {
+    snprintf(f->schema, sizeof f->schema, "ut_%ld_%d", (long)getpid(), ++pg_schemas);
+    snprintf(f->path, sizeof f->path, "%s%cncghl_schema=%s", pg_url,
+             strchr(pg_url, '?') ? '&' : '?', f->schema);
+  }
   char err[256];
   f->s = store_open(f->path, err, sizeof err);
   if (!f->s)
@@ -79,6 +97,32 @@ static void reopen(struct fx *f) {
   f->s = store_open(f->path, err, sizeof err);
   if (!f->s)
     fail_msg("store_open: %s", err);
+}
+
+/* A connection of the test's own, beside the store's: libpq wants the URL
+ * without ncghl's parameter. */
+static PGconn *pg_side(void) {
+  PGconn *c = PQconnectdb(pg_url);
+  if (PQstatus(c) != CONNECTION_OK)
+    fail_msg("test connection: %s", PQerrorMessage(c));
+  return c;
+}
+
+static void pg_exec(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  ExecStatusType st = PQresultStatus(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+    fail_msg("%s: %s", sql, PQerrorMessage(c));
+  PQclear(r);
+}
+
+static long pg_long(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+    fail_msg("%s: %s", sql, PQerrorMessage(c));
+  long v = atol(PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return v;
 }
 
 static void put(struct store *s, const char *id, double now, enum store_put want) {
@@ -148,11 +192,11 @@ static void test_open_creates_dirs_and_migrates_once(void **state) {
   assert_int_equal(sqlite3_prepare_v2(db,
                                       "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
                                       " name IN ('events','attempts','links','kv','snapshots',"
-                                      " 'conflicts','changes')",
+                                      " 'conflicts','changes','rate_stamps')",
                                       -1, &st, NULL),
                    SQLITE_OK);
   assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), 7);
+  assert_int_equal(sqlite3_column_int(st, 0), 8);
   sqlite3_finalize(st);
   sqlite3_close(db);
 }
@@ -1037,6 +1081,23 @@ static void test_writable(void **state) {
 
   /* Another process holds the write lock: that is a busy store, not a
    * broken one (intake waits for the lock), so it still counts writable. */
+  if (pg_url) {
+    /* On PostgreSQL: another node holds the probe's row. */
+    PGconn *c = pg_side();
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "BEGIN; INSERT INTO %s.kv VALUES ('ncghl.writable_probe', 'x')", f->schema);
+    pg_exec(c, sql);
+    store_set_busy_timeout(f->s, 100);
+    assert_true(store_writable(f->s));
+    assert_false(store_in_txn(f->s));
+    long pc[EV_STATUS_COUNT];
+    assert_int_equal(store_count_by_status(f->s, pc), 0);
+    pg_exec(c, "ROLLBACK");
+    PQfinish(c);
+    assert_true(store_writable(f->s));
+    return;
+  }
   sqlite3 *other;
   assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
   assert_int_equal(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
@@ -1260,7 +1321,366 @@ static void test_forget_only_a_row_that_never_ran(void **state) {
   store_event_free(&e);
 }
 
+/* ---- limits shared by the nodes of a store ---- */
+
+static void test_rate_take_is_a_sliding_window(void **state) {
+  struct fx *f = *state;
+  double wait = -1;
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(store_rate_take(f->s, "ghl:loc1", 3, 10, 100 + i, &wait), 0);
+    assert_true(wait == 0);
+  }
+  /* Full: the oldest (at 100) leaves the window at 110. */
+  assert_int_equal(store_rate_take(f->s, "ghl:loc1", 3, 10, 104, &wait), 0);
+  assert_true(wait > 5.99 && wait < 6.01);
+  /* Another key has its own window. */
+  assert_int_equal(store_rate_take(f->s, "ghl:loc2", 3, 10, 104, &wait), 0);
+  assert_true(wait == 0);
+  /* The refused take was not counted: at 110 one place is free again. */
+  assert_int_equal(store_rate_take(f->s, "ghl:loc1", 3, 10, 110, &wait), 0);
+  assert_true(wait == 0);
+  assert_int_equal(store_rate_take(f->s, "ghl:loc1", 3, 10, 110.5, &wait), 0);
+  assert_true(wait > 0.49 && wait < 0.51);
+  /* Inside the caller's transaction too, and a limit of 0 is no limit. */
+  assert_int_equal(store_begin(f->s), 0);
+  assert_int_equal(store_rate_take(f->s, "ghl:loc3", 1, 10, 200, &wait), 0);
+  assert_true(wait == 0);
+  assert_int_equal(store_commit(f->s), 0);
+  assert_int_equal(store_rate_take(f->s, "ghl:loc3", 0, 10, 200, &wait), 0);
+  assert_true(wait == 0);
+}
+
+/* A named lease for work one node at a time does (the poller). */
+static void test_lease_goes_to_one_owner_at_a_time(void **state) {
+  struct fx *f = *state;
+  assert_int_equal(store_lease_take(f->s, "work.lease", 30, 1000), 1);
+  assert_int_equal(store_lease_take(f->s, "work.lease", 30, 1010), 1); /* renewed */
+  char *v = store_kv_get(f->s, "work.lease");
+  assert_non_null(v);
+  char want[256];
+  snprintf(want, sizeof want, "%s 1040.000", store_owner(f->s));
+  assert_string_equal(v, want);
+  free(v);
+  /* Another host's live owner holds it until its time passes. */
+  assert_int_equal(store_kv_put(f->s, "work.lease", "other-host:7:1 2000.000"), 0);
+  assert_int_equal(store_lease_take(f->s, "work.lease", 30, 1999), 0);
+  assert_int_equal(store_lease_release(f->s, "work.lease"), 0);
+  assert_str_owned(store_kv_get(f->s, "work.lease"), "other-host:7:1 2000.000");
+  assert_int_equal(store_lease_take(f->s, "work.lease", 30, 2001), 1);
+  /* A process of this host that is gone holds nothing (pid 2^22+1 is
+   * above Linux's pid_max default). */
+  char host[128];
+  snprintf(host, sizeof host, "%s", store_owner(f->s));
+  *strchr(host, ':') = '\0';
+  char dead[200];
+  snprintf(dead, sizeof dead, "%s:4194305:1 9999.000", host);
+  assert_int_equal(store_kv_put(f->s, "work.lease", dead), 0);
+  *strrchr(dead, ' ') = '\0';
+  assert_true(store_owner_gone(f->s, dead));
+  assert_false(store_owner_gone(f->s, store_owner(f->s))); /* ourselves */
+  assert_false(store_owner_gone(f->s, "other-host:7:1"));  /* only its lease can say */
+  assert_false(store_owner_gone(f->s, "x"));
+  snprintf(dead, sizeof dead, "%s:4194305:1 9999.000", host);
+  assert_int_equal(store_lease_take(f->s, "work.lease", 30, 3000), 1);
+  assert_int_equal(store_lease_release(f->s, "work.lease"), 0);
+  assert_null(store_kv_get(f->s, "work.lease"));
+}
+
+/* ---- PostgreSQL only ---- */
+
+static void test_pg_tables_live_in_the_urls_schema(void **state) {
+  struct fx *f = *state;
+  int v = store_schema_version(f->s);
+  assert_int_equal(v, 6); /* SQLite's files say the same (PRAGMA user_version) */
+  reopen(f);
+  assert_int_equal(store_schema_version(f->s), v);
+  put(f->s, "e1", 1, STORE_PUT_NEW);
+  PGconn *c = pg_side();
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM information_schema.tables WHERE table_schema = '%s'", f->schema);
+  /* events, attempts, links, kv, snapshots, conflicts, changes,
+   * event_people, reloads, rate_stamps and schema_version; none of them in
+   * public. */
+  assert_int_equal(pg_long(c, sql), 11);
+  snprintf(sql, sizeof sql, "SELECT version FROM %s.schema_version", f->schema);
+  assert_int_equal(pg_long(c, sql), v);
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM %s.events WHERE id = 'e1'", f->schema);
+  assert_int_equal(pg_long(c, sql), 1);
+  assert_int_equal(pg_long(c, "SELECT count(*) FROM information_schema.tables WHERE"
+                              " table_schema = 'public' AND table_name = 'events'"),
+                   0);
+  PQfinish(c);
+}
+
+static void test_pg_refuses_newer_schema_and_bad_names(void **state) {
+  struct fx *f = *state;
+  store_close(f->s);
+  f->s = NULL;
+  PGconn *c = pg_side();
+  char sql[256];
+  snprintf(sql, sizeof sql, "UPDATE %s.schema_version SET version = 999", f->schema);
+  pg_exec(c, sql);
+  PQfinish(c);
+  char err[512];
+  assert_null(store_open(f->path, err, sizeof err));
+  assert_non_null(strstr(err, "newer than this build knows"));
+  char bad[600];
+  snprintf(bad, sizeof bad, "%s%cncghl_schema=x;drop", pg_url, strchr(pg_url, '?') ? '&' : '?');
+  assert_null(store_open(bad, err, sizeof err));
+  assert_non_null(strstr(err, "ncghl_schema"));
+}
+
+static void test_pg_messages_never_show_the_password(void **state) {
+  (void)state;
+  char err[512];
+  /* Port 1: nobody listens, the connection fails and says where it tried. */
+  assert_null(store_open("postgresql://ncghl:s3cr3t-pw@127.0.0.1:1/db", err, sizeof err));
+  assert_null(strstr(err, "s3cr3t-pw"));
+  assert_non_null(strstr(err, "postgresql://ncghl:***@127.0.0.1:1/db"));
+  char shown[256];
+  store_display_name("postgres://u:pw@h/db?ncghl_schema=a", shown, sizeof shown);
+  assert_string_equal(shown, "postgres://u:***@h/db?ncghl_schema=a");
+  store_display_name("postgresql://u@h/db", shown, sizeof shown);
+  assert_string_equal(shown, "postgresql://u@h/db");
+  store_display_name("/var/lib/ncghl/a:b@c.db", shown, sizeof shown);
+  assert_string_equal(shown, "/var/lib/ncghl/a:b@c.db");
+}
+
+static void test_pg_errors_are_logged_with_the_servers_message(void **state) {
+  struct fx *f = *state;
+  char logpath[320];
+  snprintf(logpath, sizeof logpath, "%s/store.log", f->dir);
+  assert_int_equal(log_init(LOGL_ERROR, logpath), 0);
+  assert_int_equal(store_attempt_add(f->s, "ghost", 1, "ghl", "GET", "u", 200, NULL, 1, 1), -1);
+  log_init(LOGL_INFO, NULL);
+  assert_int_equal(store_last_fault(f->s), STORE_FAULT_OTHER);
+  FILE *fp = fopen(logpath, "r");
+  assert_non_null(fp);
+  char buf[2048] = "";
+  size_t n = fread(buf, 1, sizeof buf - 1, fp);
+  buf[n] = '\0';
+  fclose(fp);
+  assert_non_null(strstr(buf, "store: attempt_add: ERROR:  insert or update on table \"attempts\""
+                              " violates foreign key constraint"));
+}
+
+/* Two nodes claim at the same moment: the second skips the rows the first
+ * holds locked (FOR UPDATE SKIP LOCKED) instead of waiting for them or
+ * taking them twice. */
+static void test_pg_two_connections_never_claim_the_same_event(void **state) {
+  struct fx *f = *state;
+  char err[256];
+  struct store *other = store_open(f->path, err, sizeof err);
+  assert_non_null(other);
+  for (int i = 0; i < 30; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "c%02d", i);
+    put(f->s, id, 1 + i, STORE_PUT_NEW);
+  }
+  struct store_event a[10], b[10];
+  int na = 0, nb = 0;
+  assert_int_equal(store_begin(f->s), 0);
+  assert_int_equal(store_claim_due(f->s, 100, 10, a, &na), 0);
+  /* f->s has not committed: its ten rows are locked, not yet running. */
+  assert_int_equal(store_claim_due(other, 100, 10, b, &nb), 0);
+  assert_int_equal(store_commit(f->s), 0);
+  assert_int_equal(na, 10);
+  assert_int_equal(nb, 10);
+  for (int i = 0; i < 10; i++)
+    for (int j = 0; j < 10; j++)
+      assert_string_not_equal(a[i].id, b[j].id);
+  /* Each took the oldest it could: f->s the first ten, other the next. */
+  assert_string_equal(a[0].id, "c00");
+  assert_string_equal(b[0].id, "c10");
+  /* A claim by id of a row the other holds locked answers "not claimed". */
+  put(f->s, "solo", 200, STORE_PUT_NEW);
+  assert_int_equal(store_begin(f->s), 0);
+  assert_int_equal(store_event_claim(f->s, "solo", 201), 1);
+  assert_int_equal(store_event_claim(other, "solo", 201), 0);
+  assert_int_equal(store_commit(f->s), 0);
+  assert_int_equal(store_event_claim(other, "solo", 202), 0); /* running now */
+  for (int i = 0; i < 10; i++) {
+    store_event_free(&a[i]);
+    store_event_free(&b[i]);
+  }
+  long c[EV_STATUS_COUNT];
+  assert_int_equal(store_count_by_status(other, c), 0);
+  assert_int_equal(c[EV_RUNNING], 21);
+  assert_int_equal(c[EV_PENDING], 10);
+  store_close(other);
+}
+
+static int count_running(void *ud, const char *id, const char *owner, double at) {
+  (void)id;
+  (void)owner;
+  (void)at;
+  (*(int *)ud)++;
+  return 0;
+}
+
+/* At start a node queues again only the rows nobody works on: its own
+ * host's dead processes', those of owners whose lease lapsed, unowned
+ * ones; never a live node's. */
+static void test_pg_recover_leaves_live_nodes_rows(void **state) {
+  struct fx *f = *state;
+  const char *ids[] = {"live", "lapsed", "deadpid", "unowned"};
+  for (int i = 0; i < 4; i++) {
+    put(f->s, ids[i], 1, STORE_PUT_NEW);
+    assert_int_equal(store_event_claim(f->s, ids[i], 2), 1);
+  }
+  char host[128];
+  snprintf(host, sizeof host, "%s", store_owner(f->s));
+  *strchr(host, ':') = '\0';
+  double now = (double)time(NULL);
+  char sql[1024];
+  /* pid 2^22+1 is above Linux's pid_max default: no such process. */
+  snprintf(sql, sizeof sql,
+           "SET search_path TO %s;"
+           "UPDATE events SET owner = 'other-host:7:1' WHERE id = 'live';"
+           "UPDATE events SET owner = 'gone-host:8:1' WHERE id = 'lapsed';"
+           "UPDATE events SET owner = '%s:4194305:1' WHERE id = 'deadpid';"
+           "UPDATE events SET owner = NULL WHERE id = 'unowned';"
+           "INSERT INTO kv VALUES ('lease.other-host:7:1', '%.0f');"
+           "INSERT INTO kv VALUES ('lease.gone-host:8:1', '%.0f');",
+           f->schema, host, now, now - STORE_LEASE_TTL - 5);
+  PGconn *c = pg_side();
+  pg_exec(c, sql);
+  PQfinish(c);
+  int n = -1;
+  assert_int_equal(store_recover_running(f->s, &n), 0);
+  assert_int_equal(n, 3);
+  assert_int_equal(status_of(f->s, "live"), EV_RUNNING);
+  for (int i = 1; i < 4; i++)
+    assert_int_equal(status_of(f->s, ids[i]), EV_PENDING);
+  int running = 0;
+  assert_int_equal(store_running_list(f->s, count_running, &running), 0);
+  assert_int_equal(running, 1);
+}
+
+/* Two nodes share one window: together they get the limit, not twice it. */
+static void test_pg_two_connections_share_a_rate_window(void **state) {
+  struct fx *f = *state;
+  char err[256];
+  struct store *other = store_open(f->path, err, sizeof err);
+  assert_non_null(other);
+  int allowed = 0;
+  for (int i = 0; i < 10; i++) {
+    double wait = -1;
+    assert_int_equal(store_rate_take(i % 2 ? other : f->s, "ghl:shared", 4, 10, 50 + i * 0.1,
+                                     &wait),
+                     0);
+    allowed += wait == 0;
+  }
+  assert_int_equal(allowed, 4);
+  store_close(other);
+}
+
+static void kill_other_backends(void) {
+  PGconn *c = pg_side();
+  pg_exec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname ="
+             " current_database() AND pid <> pg_backend_pid()");
+  PQfinish(c);
+}
+
+/* The server closing the connection between transactions costs nothing:
+ * the next transaction connects again (and finds its schema again). Inside
+ * a transaction the loss is reported, and that transaction is gone. */
+static void test_pg_reconnects_between_transactions(void **state) {
+  struct fx *f = *state;
+  put(f->s, "before", 1, STORE_PUT_NEW);
+  kill_other_backends();
+  assert_int_equal(store_begin(f->s), 0);
+  put(f->s, "after", 2, STORE_PUT_NEW);
+  assert_int_equal(store_commit(f->s), 0);
+  assert_int_equal(status_of(f->s, "after"), EV_PENDING);
+
+  assert_int_equal(store_begin(f->s), 0);
+  put(f->s, "lost", 3, STORE_PUT_NEW);
+  kill_other_backends();
+  enum store_put r;
+  assert_int_equal(store_event_put(f->s, "lost2", "ghl", "t", "{}", 2, EV_PENDING, 4, 0, &r, NULL),
+                   -1);
+  assert_int_equal(store_last_fault(f->s), STORE_FAULT_IO);
+  assert_true(store_in_txn(f->s)); /* its caller still has to hear it failed */
+  assert_int_equal(store_commit(f->s), -1);
+  assert_false(store_in_txn(f->s));
+  store_clear_fault(f->s);
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "lost", &e), 1); /* never committed */
+  assert_int_equal(status_of(f->s, "before"), EV_PENDING);
+}
+
+/* A payload is bytes: what is not UTF-8 comes back as it went in. */
+static void test_pg_payload_bytes_round_trip(void **state) {
+  struct fx *f = *state;
+  const char raw[] = "{\"a\":\"\xff\xfe\"}\x00tail";
+  enum store_put r;
+  assert_int_equal(store_event_put(f->s, "bin", "ghl", "t", raw, sizeof raw - 1, EV_PENDING, 1, 0,
+                                   &r, NULL),
+                   0);
+  struct store_event e;
+  assert_int_equal(store_event_get(f->s, "bin", &e), 0);
+  assert_int_equal(e.payload_len, sizeof raw - 1);
+  assert_memory_equal(e.payload, raw, sizeof raw - 1);
+  store_event_free(&e);
+  /* Text that is not UTF-8 (an upstream's garbage answer) is still kept. */
+  assert_int_equal(store_attempt_add_io(f->s, "bin", 1, "ghl", "GET", "/x", 502, "bad \xc3", 1, 2,
+                                        NULL, 0, "\xff\xfe junk", 7),
+                   0);
+}
+
+
 int main(void) {
+  pg_url = getenv("NCGHL_TEST_PG_URL");
+  if (pg_url && !*pg_url)
+    pg_url = NULL;
+  if (pg_url) {
+    /* Everything but what is about SQLite's file (its directory, WAL,
+     * PRAGMA user_version, file modes, the locks of another process). */
+    const struct CMUnitTest pg_tests[] = {
+        cmocka_unit_test(test_status_names),
+        cmocka_unit_test_setup_teardown(test_put_new_then_duplicate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_null_optionals_and_bad_args, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_dead_is_requeued, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_dead_keeps_history_and_can_start_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_ttl_expiry_is_new, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_ttl_never_resets_running_and_zero_ttl_never_expires, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_started_and_finish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_due_order_and_next_at, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_due_inside_caller_txn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_running_and_requeue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_and_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attempts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_links, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_link_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uncommitted_batch_is_lost_on_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_counts_follow_commits_not_rollbacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_running_rows_carry_their_owner_and_can_be_released, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_keeps_dead_and_unfinished, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forget_only_a_row_that_never_ran, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_tables_live_in_the_urls_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_refuses_newer_schema_and_bad_names, setup, teardown),
+        cmocka_unit_test(test_pg_messages_never_show_the_password),
+        cmocka_unit_test_setup_teardown(test_pg_errors_are_logged_with_the_servers_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_two_connections_never_claim_the_same_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_recover_leaves_live_nodes_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rate_take_is_a_sliding_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_goes_to_one_owner_at_a_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_two_connections_share_a_rate_window, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_pg_reconnects_between_transactions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pg_payload_bytes_round_trip, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, NULL, NULL);
+  }
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_status_names),
       cmocka_unit_test_setup_teardown(test_open_creates_dirs_and_migrates_once, setup, teardown),
@@ -1269,11 +1689,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_put_new_then_duplicate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_put_null_optionals_and_bad_args, setup, teardown),
       cmocka_unit_test_setup_teardown(test_put_dead_is_requeued, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_put_dead_keeps_history_and_can_start_running, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_put_dead_keeps_history_and_can_start_running, setup, teardown),
       cmocka_unit_test_setup_teardown(test_put_ttl_expiry_is_new, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_put_ttl_never_resets_running_and_zero_ttl_never_expires,
-                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_put_ttl_never_resets_running_and_zero_ttl_never_expires, setup, teardown),
       cmocka_unit_test_setup_teardown(test_claim_started_and_finish, setup, teardown),
       cmocka_unit_test_setup_teardown(test_claim_due_order_and_next_at, setup, teardown),
       cmocka_unit_test_setup_teardown(test_claim_due_inside_caller_txn, setup, teardown),
@@ -1285,8 +1703,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
       cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_changes, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_migration_turns_fingerprints_into_snapshots, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_migration_turns_fingerprints_into_snapshots, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_errors_are_logged_with_sqlite_message, setup, teardown),
@@ -1295,10 +1712,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_survives_reopen, setup, teardown),
       cmocka_unit_test_setup_teardown(test_uncommitted_batch_is_lost_on_close, setup, teardown),
       cmocka_unit_test_setup_teardown(test_counts_follow_commits_not_rollbacks, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_running_rows_carry_their_owner_and_can_be_released,
-                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_running_rows_carry_their_owner_and_can_be_released, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retention_keeps_dead_and_unfinished, setup, teardown),
       cmocka_unit_test_setup_teardown(test_forget_only_a_row_that_never_ran, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rate_take_is_a_sliding_window, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_lease_goes_to_one_owner_at_a_time, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,8 @@
 /* store, what the /ui page reads: the person search, filters and cursor
  * paging of store_event_search, attempt excerpts, the reload history. On a
- * real SQLite file in a fresh temp directory, like test_store.c. */
+ * real SQLite file in a fresh temp directory, like test_store.c; with
+ * NCGHL_TEST_PG_URL set (ctest's unit_pg/test_store_ui), on PostgreSQL, in
+ * a fresh schema per test. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,9 +18,11 @@
 
 struct fx {
   char dir[64];
-  char path[256];
+  char path[512];
   struct store *s;
 };
+
+static int pg_schemas;
 
 static int setup(void **state) {
   struct fx *f = calloc(1, sizeof *f);
@@ -26,6 +30,10 @@ static int setup(void **state) {
   snprintf(f->dir, sizeof f->dir, "/tmp/ncghl-store-ui-XXXXXX");
   assert_non_null(mkdtemp(f->dir));
   snprintf(f->path, sizeof f->path, "%s/ncghl.db", f->dir);
+  const char *url = getenv("NCGHL_TEST_PG_URL");
+  if (url && *url)
+    snprintf(f->path, sizeof f->path, "%s%cncghl_schema=ui_%ld_%d", url,
+             strchr(url, '?') ? '&' : '?', (long)getpid(), ++pg_schemas);
   char err[256];
   f->s = store_open(f->path, err, sizeof err);
   if (!f->s)
@@ -37,7 +45,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   struct fx *f = *state;
   store_close(f->s);
-  char p[300];
+  char p[600];
   const char *suffix[] = {"", "-wal", "-shm"};
   for (int i = 0; i < 3; i++) {
     snprintf(p, sizeof p, "%s%s", f->path, suffix[i]);
