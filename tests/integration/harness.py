@@ -492,12 +492,15 @@ def _pg_value(v):
     return v
 
 
-def pg_query(db, sql, args=()):
-    """A query with SQLite's `?` placeholders, on a PostgreSQL database."""
+def pg_query(db, sql, args=(), schema=None):
+    """A query with SQLite's `?` placeholders, on a PostgreSQL database (in
+    that schema: a tenant's store)."""
     parts = sql.split("?")
     if len(parts) - 1 != len(args):
         raise ValueError("%d placeholders, %d arguments" % (len(parts) - 1, len(args)))
     text = parts[0] + "".join(_pg_literal(a) + rest for a, rest in zip(args, parts[1:]))
+    if schema:
+        text = 'SET search_path TO "%s"; %s' % (schema, text)
     try:
         rows = pg_cluster().psql(db, text)
     except RuntimeError as e:
@@ -594,11 +597,14 @@ class Server:
             return self.store_url.replace(":" + pgcluster.Cluster.PASSWORD + "@", ":***@")
         return self.db_path
 
-    def db_query(self, sql, args=()):
+    def db_query(self, sql, args=(), tenant=None):
         """Rows of a read-only query (SQLite's `?` placeholders) on this
-        server's store, whichever it is; DBError when it cannot be read."""
+        server's store, whichever it is, or on a tenant's (its file beside
+        DB_PATH's, or its schema); DBError when it cannot be read."""
         if self.store_url:
-            return pg_query(self.db_name, sql, args)
+            return pg_query(self.db_name, sql, args, schema=tenant and "t_" + tenant)
+        if tenant:
+            return sqlite_query(str(Path(self.db_path).parent / "tenants" / (tenant + ".db")), sql, args)
         return sqlite_query(self.db_path, sql, args)
 
     def start(self, wait=True):

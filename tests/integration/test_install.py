@@ -10,7 +10,6 @@ are accepted, so a call made with any other token fails."""
 
 import json
 import socket
-import sqlite3
 import threading
 import sys
 import urllib.parse
@@ -59,15 +58,12 @@ class InstallTest(IntegTest):
 
     def stored(self, s):
         """The GHL OAuth tokens in the store (kv ghl_oauth), None if none."""
-        db = sqlite3.connect(s.db_path)
         try:
-            row = db.execute("SELECT value FROM kv WHERE key = 'ghl_oauth'").fetchone()
-        except sqlite3.OperationalError:
-            row = None
-        finally:
-            db.close()
-        if row:
-            v = json.loads(row[0])
+            rows = s.db_query("SELECT value FROM kv WHERE key = 'ghl_oauth'")
+        except harness.DBError:
+            rows = []
+        if rows:
+            v = json.loads(rows[0][0])
             self.secrets += [v["access_token"], v["refresh_token"]]
             return v
         return None

@@ -6,7 +6,6 @@ CLI's --tenant. Each tenant has a fake NowCerts + GHL pair of its own, so
 what reached which agency is read from that pair's records."""
 
 import json
-import sqlite3
 import re
 import signal
 import sys
@@ -128,8 +127,9 @@ class Tenants(IntegTest):
         # The event is in a's store only.
         self.assertEqual([e["id"] for e in self.events(s, "a")], [a["event_id"]])
         self.assertEqual(self.events(s, "b"), [])
-        self.assertTrue((self.tmp / "tenants" / "a.db").exists())
-        self.assertFalse((self.tmp / "ncghl.db").exists(), "no single-agency store with tenants")
+        self.assertEqual(s.db_query("SELECT id FROM events", tenant="a"), [(a["event_id"],)])
+        if not s.store_url:
+            self.assertFalse((self.tmp / "ncghl.db").exists(), "no single-agency store with tenants")
 
     def test_the_same_payload_to_two_tenants_is_two_events_with_their_own_mappings(self):
         s = self.start()
@@ -256,11 +256,7 @@ class Tenants(IntegTest):
         r = self.assertJSONAnswer(s.post("/t/b/api/v1/webhooks/nowcerts", nowcerts_event()), 404)
         self.assertIn("'b'", r["detail"])
         # Its events stay in its store (the CLI knows only configured tenants).
-        db = sqlite3.connect(str(self.tmp / "tenants" / "b.db"))
-        try:
-            self.assertEqual(db.execute("SELECT id FROM events").fetchall(), [(rb["event_id"],)])
-        finally:
-            db.close()
+        self.assertEqual(s.db_query("SELECT id FROM events", tenant="b"), [(rb["event_id"],)])
         ea2 = nowcerts_event("INSURED_INSERT")
         self.assertJSONAnswer(s.post("/t/a/api/v1/webhooks/nowcerts", ea2), 200)
         self.assertEqual(len(self.ghl_contacts(self.fakes, ea2["data"]["email"])), 1)
@@ -386,12 +382,8 @@ class Tenants(IntegTest):
         self.assertIn("loc-b", r.text)
         # The tokens are in b's store, and only there.
         def kv(name):
-            db = sqlite3.connect(self.tmp / "tenants" / (name + ".db"))
-            try:
-                row = db.execute("SELECT value FROM kv WHERE key = 'ghl_oauth'").fetchone()
-            finally:
-                db.close()
-            return json.loads(row[0]) if row else None
+            rows = s.db_query("SELECT value FROM kv WHERE key = 'ghl_oauth'", tenant=name)
+            return json.loads(rows[0][0]) if rows else None
         tokens = kv("b")
         self.assertIsNotNone(tokens)
         self.assertIsNone(kv("a"))
