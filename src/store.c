@@ -105,6 +105,33 @@ bool store_is_url(const char *target) {
          (strncmp(target, "postgresql://", 13) == 0 || strncmp(target, "postgres://", 11) == 0);
 }
 
+int store_url_with_schema(const char *base, const char *schema, char *out, size_t outlen) {
+  size_t n = schema ? strlen(schema) : 0;
+  bool ok = store_is_url(base) && n > 0 && n <= 63 && !(schema[0] >= '0' && schema[0] <= '9');
+  for (size_t i = 0; ok && i < n; i++)
+    ok = (schema[i] >= 'a' && schema[i] <= 'z') || (schema[i] >= 'A' && schema[i] <= 'Z') ||
+         (schema[i] >= '0' && schema[i] <= '9') || schema[i] == '_';
+  if (!ok || !outlen)
+    return -1;
+  /* The URL without any ncghl_schema of its own, then ours. */
+  const char *q = strchr(base, '?');
+  size_t head = q ? (size_t)(q - base) : strlen(base);
+  int len = snprintf(out, outlen, "%.*s", (int)head, base);
+  char sep = '?';
+  for (const char *p = q ? q + 1 : NULL; p && *p;) {
+    const char *amp = strchr(p, '&');
+    size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+    if (plen && strncmp(p, "ncghl_schema=", 13) != 0 && len >= 0 && (size_t)len < outlen) {
+      len += snprintf(out + len, outlen - (size_t)len, "%c%.*s", sep, (int)plen, p);
+      sep = '&';
+    }
+    p = amp ? amp + 1 : p + plen;
+  }
+  if (len >= 0 && (size_t)len < outlen)
+    len += snprintf(out + len, outlen - (size_t)len, "%cncghl_schema=%s", sep, schema);
+  return len >= 0 && (size_t)len < outlen ? 0 : -1;
+}
+
 void store_display_name(const char *target, char *out, size_t outlen) {
   if (!outlen)
     return;
