@@ -775,12 +775,19 @@ static int read_version(struct pg *s) {
  * together take turns on an advisory lock named after the schema, so the
  * schema and its tables are created once. */
 static int migrate(struct pg *s, char *err, size_t errlen) {
-  char sql[512];
+  /* CREATE ... IF NOT EXISTS still asks for the right to create, so a
+   * user that may only use an existing schema could not open it: each is
+   * created only when it is missing. */
+  char sql[1024];
   snprintf(sql, sizeof sql,
            "SELECT pg_advisory_xact_lock(hashtext('ncghl.migrate.%s'));"
-           "CREATE SCHEMA IF NOT EXISTS \"%s\";"
-           "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-           s->schema, s->schema);
+           "DO $d$ BEGIN"
+           " IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '%s') THEN"
+           "  CREATE SCHEMA \"%s\"; END IF;"
+           " IF to_regclass('\"%s\".schema_version') IS NULL THEN"
+           "  CREATE TABLE \"%s\".schema_version (version INTEGER NOT NULL); END IF;"
+           " END $d$",
+           s->schema, s->schema, s->schema, s->schema, s->schema);
   if (txn_begin(s) != 0 || exec_simple(s, sql, "create schema") != 0)
     goto fail;
   int v = read_version(s);
