@@ -291,12 +291,18 @@ static void check_poller(struct doctor *d) {
 
 static void check_store(struct doctor *d) {
   if (!d->store) {
-    add_line(d, false, "make DB_PATH's directory exist and writable by the service's user",
+    add_line(d, false,
+             config_store_is_file(d->cfg)
+                 ? "make DB_PATH's directory exist and writable by the service's user"
+                 : "check STORE_URL: the server, the database, the user and its password",
              "store %s cannot be opened", d->cfg->store_label);
     return;
   }
   if (!store_writable(d->store)) {
-    add_line(d, false, "free disk space, or give the service's user write access to DB_PATH",
+    add_line(d, false,
+             config_store_is_file(d->cfg)
+                 ? "free disk space, or give the service's user write access to DB_PATH"
+                 : "give STORE_URL's user write access to its schema, or free the server's disk",
              "store %s cannot be written", d->cfg->store_label);
     return;
   }

@@ -48,8 +48,7 @@ static void on_beat(evutil_socket_t fd, short what, void *arg) {
   beat(arg);
 }
 
-struct presence *presence_start(struct event_base *base, struct store *store,
-                                struct queue *queue) {
+struct presence *presence_start(struct event_base *base, struct store *store, struct queue *queue) {
   struct presence *p = calloc(1, sizeof *p);
   if (!p)
     return NULL;

@@ -19,8 +19,8 @@
 #include "log.h"
 #include "store_backend.h"
 
-static const char *const status_names[EV_STATUS_COUNT] = {
-    "pending", "running", "done", "retry_wait", "dead"};
+static const char *const status_names[EV_STATUS_COUNT] = {"pending", "running", "done",
+                                                          "retry_wait", "dead"};
 
 const char *store_status_name(enum ev_status s) {
   return (unsigned)s < EV_STATUS_COUNT ? status_names[s] : "unknown";
@@ -53,18 +53,17 @@ void store_event_json_fields(struct buf *b, const struct store_event *e) {
   buf_json_str(b, e->source, strlen(e->source));
   buf_puts(b, ",\"type\":");
   buf_json_str(b, e->type ? e->type : "", e->type ? strlen(e->type) : 0);
-  buf_printf(b, ",\"status\":\"%s\",\"attempts\":%d,\"last_error\":",
-             store_status_name(e->status), e->attempts);
+  buf_printf(b, ",\"status\":\"%s\",\"attempts\":%d,\"last_error\":", store_status_name(e->status),
+             e->attempts);
   if (e->last_error)
     buf_json_str(b, e->last_error, strlen(e->last_error));
   else
     buf_puts(b, "null");
-  buf_printf(b, ",\"created_at\":%.3f,\"updated_at\":%.3f,\"next_at\":%.3f",
-             e->created_at, e->updated_at, e->next_at);
+  buf_printf(b, ",\"created_at\":%.3f,\"updated_at\":%.3f,\"next_at\":%.3f", e->created_at,
+             e->updated_at, e->next_at);
 }
 
-static void json_member(struct buf *b, const char *name, const char *v,
-                        bool comma) {
+static void json_member(struct buf *b, const char *name, const char *v, bool comma) {
   buf_printf(b, "%s\"%s\":", comma ? "," : "", name);
   if (v)
     buf_json_str(b, v, strlen(v));
@@ -82,8 +81,8 @@ void store_conflict_json(struct buf *b, const struct store_conflict *c) {
   json_member(b, "base", c->base, true);
   json_member(b, "winner", c->winner, true);
   json_member(b, "event_id", c->event_id, true);
-  buf_printf(b, ",\"nowcerts_at\":%.3f,\"ghl_at\":%.3f,\"at\":%.3f}",
-             c->nowcerts_at, c->ghl_at, c->at);
+  buf_printf(b, ",\"nowcerts_at\":%.3f,\"ghl_at\":%.3f,\"at\":%.3f}", c->nowcerts_at, c->ghl_at,
+             c->at);
 }
 void store_change_json(struct buf *b, const struct store_change *c) {
   buf_printf(b, "{\"id\":%lld", c->id);
@@ -102,8 +101,35 @@ void store_change_json(struct buf *b, const struct store_change *c) {
 /* ---- opening: which backend ------------------------------------------- */
 
 bool store_is_url(const char *target) {
-  return target && (strncmp(target, "postgresql://", 13) == 0 ||
-                    strncmp(target, "postgres://", 11) == 0);
+  return target &&
+         (strncmp(target, "postgresql://", 13) == 0 || strncmp(target, "postgres://", 11) == 0);
+}
+
+int store_url_with_schema(const char *base, const char *schema, char *out, size_t outlen) {
+  size_t n = schema ? strlen(schema) : 0;
+  bool ok = store_is_url(base) && n > 0 && n <= 63 && !(schema[0] >= '0' && schema[0] <= '9');
+  for (size_t i = 0; ok && i < n; i++)
+    ok = (schema[i] >= 'a' && schema[i] <= 'z') || (schema[i] >= 'A' && schema[i] <= 'Z') ||
+         (schema[i] >= '0' && schema[i] <= '9') || schema[i] == '_';
+  if (!ok || !outlen)
+    return -1;
+  /* The URL without any ncghl_schema of its own, then ours. */
+  const char *q = strchr(base, '?');
+  size_t head = q ? (size_t)(q - base) : strlen(base);
+  int len = snprintf(out, outlen, "%.*s", (int)head, base);
+  char sep = '?';
+  for (const char *p = q ? q + 1 : NULL; p && *p;) {
+    const char *amp = strchr(p, '&');
+    size_t plen = amp ? (size_t)(amp - p) : strlen(p);
+    if (plen && strncmp(p, "ncghl_schema=", 13) != 0 && len >= 0 && (size_t)len < outlen) {
+      len += snprintf(out + len, outlen - (size_t)len, "%c%.*s", sep, (int)plen, p);
+      sep = '&';
+    }
+    p = amp ? amp + 1 : p + plen;
+  }
+  if (len >= 0 && (size_t)len < outlen)
+    len += snprintf(out + len, outlen - (size_t)len, "%cncghl_schema=%s", sep, schema);
+  return len >= 0 && (size_t)len < outlen ? 0 : -1;
 }
 
 void store_display_name(const char *target, char *out, size_t outlen) {
@@ -120,8 +146,7 @@ void store_display_name(const char *target, char *out, size_t outlen) {
   const char *slash = auth ? strchr(auth + 3, '/') : NULL;
   if (at && slash && slash < at)
     at = NULL; /* an '@' in the path or query, not in the authority */
-  const char *colon =
-      at ? memchr(auth + 3, ':', (size_t)(at - (auth + 3))) : NULL;
+  const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - (auth + 3))) : NULL;
   if (!colon) {
     snprintf(out, outlen, "%s", target);
     return;
@@ -149,8 +174,7 @@ void store_base_init(struct store *s, const struct store_ops *ops) {
   if (gethostname(host, sizeof host) != 0 || !host[0])
     snprintf(host, sizeof host, "%s", "localhost");
   host[sizeof host - 1] = '\0';
-  snprintf(s->owner, sizeof s->owner, "%s:%ld:%ld", host, (long)getpid(),
-           (long)time(NULL));
+  snprintf(s->owner, sizeof s->owner, "%s:%ld:%ld", host, (long)getpid(), (long)time(NULL));
 }
 
 bool store_exists(const char *target) {
@@ -170,12 +194,11 @@ struct store *store_open(const char *target, char *err, size_t errlen) {
 
 /* ---- what both backends share ----------------------------------------- */
 
-int store_attempt_add(struct store *s, const char *event_id, int event_attempt,
-                      const char *service, const char *method, const char *url,
-                      int status, const char *error, double duration_ms,
-                      double at) {
-  return store_attempt_add_io(s, event_id, event_attempt, service, method, url,
-                              status, error, duration_ms, at, NULL, 0, NULL, 0);
+int store_attempt_add(struct store *s, const char *event_id, int event_attempt, const char *service,
+                      const char *method, const char *url, int status, const char *error,
+                      double duration_ms, double at) {
+  return store_attempt_add_io(s, event_id, event_attempt, service, method, url, status, error,
+                              duration_ms, at, NULL, 0, NULL, 0);
 }
 
 const char *store_owner(struct store *s) { return s->owner; }
@@ -207,8 +230,7 @@ bool store_owner_gone(struct store *s, const char *owner) {
 }
 
 /* "<owner> <until>" in kv: held by its owner until the time given. */
-int store_lease_take(struct store *s, const char *name, double ttl,
-                     double now) {
+int store_lease_take(struct store *s, const char *name, double ttl, double now) {
   char *cur = store_kv_get(s, name);
   char owner[sizeof s->owner] = "";
   double until = 0;
@@ -247,9 +269,8 @@ int store_counts_seed(struct store *s) {
   long c[EV_STATUS_COUNT];
   if (store_count_by_status(s, c) != 0)
     return -1;
-  log_debug(
-      "store: events counted by status (count query %ld on this connection)",
-      s->count_queries);
+  log_debug("store: events counted by status (count query %ld on this connection)",
+            s->count_queries);
   memcpy(s->counts, c, sizeof c);
   return 0;
 }
@@ -266,8 +287,8 @@ long store_count_queries(struct store *s) { return s->count_queries; }
 
 const char *store_wal_file(struct store *s) { return s->ops->wal_file(s); }
 
-int store_rate_take(struct store *s, const char *key, int limit, double window,
-                    double now, double *wait) {
+int store_rate_take(struct store *s, const char *key, int limit, double window, double now,
+                    double *wait) {
   *wait = 0;
   if (limit <= 0)
     return 0;
@@ -283,9 +304,7 @@ void store_close(struct store *s) {
 
 int store_begin(struct store *s) { return s->ops->begin(s); }
 
-int store_set_full_sync(struct store *s, bool full) {
-  return s->ops->set_full_sync(s, full);
-}
+int store_set_full_sync(struct store *s, bool full) { return s->ops->set_full_sync(s, full); }
 
 const char *store_path(struct store *s) { return s->ops->path(s); }
 
@@ -299,12 +318,11 @@ bool store_writable(struct store *s) { return s->ops->writable(s); }
 
 int store_schema_version(struct store *s) { return s->ops->schema_version(s); }
 
-int store_event_put(struct store *s, const char *id, const char *source,
-                    const char *type, const char *payload, size_t payload_len,
-                    enum ev_status initial, double now, double ttl,
-                    enum store_put *result, enum ev_status *existing) {
-  return s->ops->event_put(s, id, source, type, payload, payload_len, initial,
-                           now, ttl, result, existing);
+int store_event_put(struct store *s, const char *id, const char *source, const char *type,
+                    const char *payload, size_t payload_len, enum ev_status initial, double now,
+                    double ttl, enum store_put *result, enum ev_status *existing) {
+  return s->ops->event_put(s, id, source, type, payload, payload_len, initial, now, ttl, result,
+                           existing);
 }
 
 int store_event_get(struct store *s, const char *id, struct store_event *out) {
@@ -319,14 +337,12 @@ int store_event_started(struct store *s, const char *id, double now) {
   return s->ops->event_started(s, id, now);
 }
 
-int store_claim_due(struct store *s, double now, int max,
-                    struct store_event *out, int *n) {
+int store_claim_due(struct store *s, double now, int max, struct store_event *out, int *n) {
   return s->ops->claim_due(s, now, max, out, n);
 }
 
-int store_event_finish(struct store *s, const char *id, enum ev_status st_new,
-                       double next_at, const char *last_error,
-                       const char *result, double now) {
+int store_event_finish(struct store *s, const char *id, enum ev_status st_new, double next_at,
+                       const char *last_error, const char *result, double now) {
   return s->ops->event_finish(s, id, st_new, next_at, last_error, result, now);
 }
 
@@ -334,15 +350,12 @@ int store_event_requeue(struct store *s, const char *id, double now) {
   return s->ops->event_requeue(s, id, now);
 }
 
-int store_recover_running(struct store *s, int *n) {
-  return s->ops->recover_running(s, n);
-}
+int store_recover_running(struct store *s, int *n) { return s->ops->recover_running(s, n); }
 
 double store_next_due(struct store *s) { return s->ops->next_due(s); }
 
 int store_event_list(struct store *s, const char *status, int limit,
-                     int (*cb)(void *ud, const struct store_event *e),
-                     void *ud) {
+                     int (*cb)(void *ud, const struct store_event *e), void *ud) {
   return s->ops->event_list(s, status, limit, cb, ud);
 }
 
@@ -350,51 +363,42 @@ int store_count_by_status(struct store *s, long counts[EV_STATUS_COUNT]) {
   return s->ops->count_by_status(s, counts);
 }
 
-int store_attempt_add_io(struct store *s, const char *event_id,
-                         int event_attempt, const char *service,
-                         const char *method, const char *url, int status,
-                         const char *error, double duration_ms, double at,
-                         const char *request, size_t request_len,
-                         const char *answer, size_t answer_len) {
-  return s->ops->attempt_add_io(s, event_id, event_attempt, service, method,
-                                url, status, error, duration_ms, at, request,
-                                request_len, answer, answer_len);
+int store_attempt_add_io(struct store *s, const char *event_id, int event_attempt,
+                         const char *service, const char *method, const char *url, int status,
+                         const char *error, double duration_ms, double at, const char *request,
+                         size_t request_len, const char *answer, size_t answer_len) {
+  return s->ops->attempt_add_io(s, event_id, event_attempt, service, method, url, status, error,
+                                duration_ms, at, request, request_len, answer, answer_len);
 }
 
 int store_attempt_list(struct store *s, const char *event_id,
-                       int (*cb)(void *ud, const struct store_attempt *a),
-                       void *ud) {
+                       int (*cb)(void *ud, const struct store_attempt *a), void *ud) {
   return s->ops->attempt_list(s, event_id, cb, ud);
 }
 
-int store_link_put(struct store *s, const char *kind, const char *nowcerts_id,
-                   const char *ghl_id, double now) {
+int store_link_put(struct store *s, const char *kind, const char *nowcerts_id, const char *ghl_id,
+                   double now) {
   return s->ops->link_put(s, kind, nowcerts_id, ghl_id, now);
 }
 
-char *store_link_ghl(struct store *s, const char *kind,
-                     const char *nowcerts_id) {
+char *store_link_ghl(struct store *s, const char *kind, const char *nowcerts_id) {
   return s->ops->link_ghl(s, kind, nowcerts_id);
 }
 
-char *store_link_nowcerts(struct store *s, const char *kind,
-                          const char *ghl_id) {
+char *store_link_nowcerts(struct store *s, const char *kind, const char *ghl_id) {
   return s->ops->link_nowcerts(s, kind, ghl_id);
 }
 
-int store_link_delete(struct store *s, const char *kind,
-                      const char *nowcerts_id) {
+int store_link_delete(struct store *s, const char *kind, const char *nowcerts_id) {
   return s->ops->link_delete(s, kind, nowcerts_id);
 }
 
-int store_snapshot_put(struct store *s, const char *kind,
-                       const char *nowcerts_id, const char *ghl_id,
-                       const char *json, double now) {
+int store_snapshot_put(struct store *s, const char *kind, const char *nowcerts_id,
+                       const char *ghl_id, const char *json, double now) {
   return s->ops->snapshot_put(s, kind, nowcerts_id, ghl_id, json, now);
 }
 
-char *store_snapshot_get(struct store *s, const char *kind,
-                         const char *nowcerts_id) {
+char *store_snapshot_get(struct store *s, const char *kind, const char *nowcerts_id) {
   return s->ops->snapshot_get(s, kind, nowcerts_id);
 }
 
@@ -402,23 +406,19 @@ int store_conflict_add(struct store *s, const struct store_conflict *c) {
   return s->ops->conflict_add(s, c);
 }
 
-long long store_conflict_count(struct store *s) {
-  return s->ops->conflict_count(s);
-}
+long long store_conflict_count(struct store *s) { return s->ops->conflict_count(s); }
 
 int store_change_add(struct store *s, const struct store_change *c) {
   return s->ops->change_add(s, c);
 }
 
 int store_conflict_list(struct store *s, const struct store_sync_filter *f,
-                        int (*cb)(void *ud, const struct store_conflict *c),
-                        void *ud) {
+                        int (*cb)(void *ud, const struct store_conflict *c), void *ud) {
   return s->ops->conflict_list(s, f, cb, ud);
 }
 
 int store_change_list(struct store *s, const struct store_sync_filter *f,
-                      int (*cb)(void *ud, const struct store_change *c),
-                      void *ud) {
+                      int (*cb)(void *ud, const struct store_change *c), void *ud) {
   return s->ops->change_list(s, f, cb, ud);
 }
 
@@ -426,27 +426,18 @@ int store_kv_put(struct store *s, const char *key, const char *value) {
   return s->ops->kv_put(s, key, value);
 }
 
-char *store_kv_get(struct store *s, const char *key) {
-  return s->ops->kv_get(s, key);
-}
+char *store_kv_get(struct store *s, const char *key) { return s->ops->kv_get(s, key); }
 
-void store_set_busy_timeout(struct store *s, int ms) {
-  s->ops->set_busy_timeout(s, ms);
-}
+void store_set_busy_timeout(struct store *s, int ms) { s->ops->set_busy_timeout(s, ms); }
 
-enum store_fault store_last_fault(struct store *s) {
-  return s->ops->last_fault(s);
-}
+enum store_fault store_last_fault(struct store *s) { return s->ops->last_fault(s); }
 
 void store_clear_fault(struct store *s) { s->ops->clear_fault(s); }
 
-long long store_total_changes(struct store *s) {
-  return s->ops->total_changes(s);
-}
+long long store_total_changes(struct store *s) { return s->ops->total_changes(s); }
 
 int store_running_list(struct store *s,
-                       int (*cb)(void *ud, const char *id, const char *owner,
-                                 double updated_at),
+                       int (*cb)(void *ud, const char *id, const char *owner, double updated_at),
                        void *ud) {
   return s->ops->running_list(s, cb, ud);
 }
@@ -455,9 +446,7 @@ int store_event_release(struct store *s, const char *id, double now) {
   return s->ops->event_release(s, id, now);
 }
 
-int store_event_forget(struct store *s, const char *id) {
-  return s->ops->event_forget(s, id);
-}
+int store_event_forget(struct store *s, const char *id) { return s->ops->event_forget(s, id); }
 
 int store_set_autocheckpoint(struct store *s, int pages) {
   return s->ops->set_autocheckpoint(s, pages);
@@ -467,8 +456,7 @@ int store_checkpoint(struct store *s, int *wal_pages, int *copied) {
   return s->ops->checkpoint(s, wal_pages, copied);
 }
 
-int store_retention_batch(struct store *s, double cutoff, int batch,
-                          int *deleted) {
+int store_retention_batch(struct store *s, double cutoff, int batch, int *deleted) {
   return s->ops->retention_batch(s, cutoff, batch, deleted);
 }
 
@@ -477,8 +465,7 @@ int store_reload_add(struct store *s, double at, bool ok, const char *version,
   return s->ops->reload_add(s, at, ok, version, message);
 }
 
-int store_reload_list(struct store *s, int limit,
-                      int (*cb)(void *ud, const struct store_reload *r),
+int store_reload_list(struct store *s, int limit, int (*cb)(void *ud, const struct store_reload *r),
                       void *ud) {
   return s->ops->reload_list(s, limit, cb, ud);
 }
@@ -487,14 +474,12 @@ int store_event_count_since(struct store *s, double since, long *n) {
   return s->ops->event_count_since(s, since, n);
 }
 
-int store_event_search(struct store *s, const struct store_event_filter *f,
-                       int limit,
-                       int (*cb)(void *ud, const struct store_event *e),
-                       void *ud) {
+int store_event_search(struct store *s, const struct store_event_filter *f, int limit,
+                       int (*cb)(void *ud, const struct store_event *e), void *ud) {
   return s->ops->event_search(s, f, limit, cb, ud);
 }
 
-int store_event_people(struct store *s, const char *event_id,
-                       int (*cb)(void *ud, const char *term), void *ud) {
+int store_event_people(struct store *s, const char *event_id, int (*cb)(void *ud, const char *term),
+                       void *ud) {
   return s->ops->event_people(s, event_id, cb, ud);
 }

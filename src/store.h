@@ -72,6 +72,12 @@ struct store *store_open(const char *target, char *err, size_t errlen);
  * must not create it. A database that cannot be reached counts as there:
  * store_open then says why. */
 bool store_exists(const char *target);
+/* For one store per tenant on one PostgreSQL database: the URL `base`
+ * with its ncghl_schema parameter set to `schema` (added, or replacing the
+ * one it has). -1 when the schema name is not 1 to 63 letters, digits or
+ * underscores (not starting with a digit), base is not a URL, or out is
+ * too small. */
+int store_url_with_schema(const char *base, const char *schema, char *out, size_t outlen);
 /* True for a target store_open gives to PostgreSQL. */
 bool store_is_url(const char *target);
 /* The target as messages may show it: a URL's password is masked. */
@@ -81,7 +87,7 @@ void store_display_name(const char *target, char *out, size_t outlen);
 #define STORE_LEASE_TTL 30
 void store_close(struct store *s);
 
-int store_begin(struct store *s); /* BEGIN IMMEDIATE */
+int store_begin(struct store *s); /* BEGIN IMMEDIATE (PostgreSQL: BEGIN) */
 /* How the next transactions commit: full (fsync of the WAL at COMMIT, the
  * default) or not (survives a crash of the process, not of the machine,
  * until the next full commit). SQLite reads this at BEGIN, so it is set
@@ -221,12 +227,15 @@ char *store_kv_get(struct store *s, const char *key); /* malloc'd or NULL */
 
 /* The service's connection never sleeps in SQLite's busy handler (0 ms):
  * a lock held by another process is answered SQLITE_BUSY at once and the
- * caller retries from a timer. Commands keep the 5 s default. */
+ * caller retries from a timer. Commands keep the 5 s default. PostgreSQL:
+ * lock_timeout, 0 meaning 2 s there (its 0 is "forever"). */
 void store_set_busy_timeout(struct store *s, int ms);
 /* What the last failed call on this connection ran into. BUSY: another
  * process holds the write lock (try again later); FULL: no space (nothing
- * was written); IO: the file can no longer be trusted. A failed COMMIT that
- * was BUSY leaves the transaction open for another store_commit. */
+ * was written); IO: the file can no longer be trusted (PostgreSQL: the
+ * connection was lost). A failed COMMIT that was BUSY leaves a SQLite
+ * transaction open for another store_commit; on PostgreSQL a failed COMMIT
+ * always ends the transaction. */
 enum store_fault {
   STORE_FAULT_NONE,
   STORE_FAULT_BUSY,
@@ -238,7 +247,8 @@ enum store_fault store_last_fault(struct store *s);
 void store_clear_fault(struct store *s);
 
 /* Leases: every row this connection sets running is marked with its owner
- * ("<pid>:<start time>"); store_running_list walks the running rows (cb
+ * ("<host>:<pid>:<start time>", unique across the machines sharing a
+ * PostgreSQL store); store_running_list walks the running rows (cb
  * returns non-zero to stop; owner NULL when unmarked) and
  * store_event_release puts one back to pending (1 if it was running). */
 const char *store_owner(struct store *s);
@@ -256,7 +266,8 @@ int store_event_forget(struct store *s, const char *id);
 
 /* Checkpoints: 0 turns off the automatic checkpoint inside COMMIT, for a
  * connection whose checkpoints run elsewhere. store_checkpoint runs one
- * PASSIVE checkpoint (never waits for readers or writers). */
+ * PASSIVE checkpoint (never waits for readers or writers). On PostgreSQL,
+ * which checkpoints itself, both do nothing (0 pages). */
 int store_set_autocheckpoint(struct store *s, int pages);
 int store_checkpoint(struct store *s, int *wal_pages, int *copied);
 /* Retention: deletes up to `batch` done events created before `cutoff`

@@ -18,53 +18,42 @@ struct store_ops {
   bool (*in_txn)(struct store *s);
   bool (*writable)(struct store *s);
   int (*schema_version)(struct store *s);
-  int (*event_put)(struct store *s, const char *id, const char *source,
-                   const char *type, const char *payload, size_t payload_len,
-                   enum ev_status initial, double now, double ttl,
-                   enum store_put *result, enum ev_status *existing);
+  int (*event_put)(struct store *s, const char *id, const char *source, const char *type,
+                   const char *payload, size_t payload_len, enum ev_status initial, double now,
+                   double ttl, enum store_put *result, enum ev_status *existing);
   int (*event_get)(struct store *s, const char *id, struct store_event *out);
   int (*event_claim)(struct store *s, const char *id, double now);
   int (*event_started)(struct store *s, const char *id, double now);
-  int (*claim_due)(struct store *s, double now, int max,
-                   struct store_event *out, int *n);
-  int (*event_finish)(struct store *s, const char *id, enum ev_status st_new,
-                      double next_at, const char *last_error,
-                      const char *result, double now);
+  int (*claim_due)(struct store *s, double now, int max, struct store_event *out, int *n);
+  int (*event_finish)(struct store *s, const char *id, enum ev_status st_new, double next_at,
+                      const char *last_error, const char *result, double now);
   int (*event_requeue)(struct store *s, const char *id, double now);
   int (*recover_running)(struct store *s, int *n);
   double (*next_due)(struct store *s);
   int (*event_list)(struct store *s, const char *status, int limit,
                     int (*cb)(void *ud, const struct store_event *e), void *ud);
   int (*count_by_status)(struct store *s, long counts[EV_STATUS_COUNT]);
-  int (*attempt_add_io)(struct store *s, const char *event_id,
-                        int event_attempt, const char *service,
-                        const char *method, const char *url, int status,
-                        const char *error, double duration_ms, double at,
-                        const char *request, size_t request_len,
-                        const char *answer, size_t answer_len);
+  int (*attempt_add_io)(struct store *s, const char *event_id, int event_attempt,
+                        const char *service, const char *method, const char *url, int status,
+                        const char *error, double duration_ms, double at, const char *request,
+                        size_t request_len, const char *answer, size_t answer_len);
   int (*attempt_list)(struct store *s, const char *event_id,
-                      int (*cb)(void *ud, const struct store_attempt *a),
-                      void *ud);
-  int (*link_put)(struct store *s, const char *kind, const char *nowcerts_id,
-                  const char *ghl_id, double now);
+                      int (*cb)(void *ud, const struct store_attempt *a), void *ud);
+  int (*link_put)(struct store *s, const char *kind, const char *nowcerts_id, const char *ghl_id,
+                  double now);
   char *(*link_ghl)(struct store *s, const char *kind, const char *nowcerts_id);
   char *(*link_nowcerts)(struct store *s, const char *kind, const char *ghl_id);
-  int (*link_delete)(struct store *s, const char *kind,
-                     const char *nowcerts_id);
-  int (*snapshot_put)(struct store *s, const char *kind,
-                      const char *nowcerts_id, const char *ghl_id,
-                      const char *json, double now);
-  char *(*snapshot_get)(struct store *s, const char *kind,
-                        const char *nowcerts_id);
+  int (*link_delete)(struct store *s, const char *kind, const char *nowcerts_id);
+  int (*snapshot_put)(struct store *s, const char *kind, const char *nowcerts_id,
+                      const char *ghl_id, const char *json, double now);
+  char *(*snapshot_get)(struct store *s, const char *kind, const char *nowcerts_id);
   int (*conflict_add)(struct store *s, const struct store_conflict *c);
   long long (*conflict_count)(struct store *s);
   int (*change_add)(struct store *s, const struct store_change *c);
   int (*conflict_list)(struct store *s, const struct store_sync_filter *f,
-                       int (*cb)(void *ud, const struct store_conflict *c),
-                       void *ud);
+                       int (*cb)(void *ud, const struct store_conflict *c), void *ud);
   int (*change_list)(struct store *s, const struct store_sync_filter *f,
-                     int (*cb)(void *ud, const struct store_change *c),
-                     void *ud);
+                     int (*cb)(void *ud, const struct store_change *c), void *ud);
   int (*kv_put)(struct store *s, const char *key, const char *value);
   char *(*kv_get)(struct store *s, const char *key);
   void (*set_busy_timeout)(struct store *s, int ms);
@@ -72,27 +61,21 @@ struct store_ops {
   void (*clear_fault)(struct store *s);
   long long (*total_changes)(struct store *s);
   int (*running_list)(struct store *s,
-                      int (*cb)(void *ud, const char *id, const char *owner,
-                                double updated_at),
+                      int (*cb)(void *ud, const char *id, const char *owner, double updated_at),
                       void *ud);
   int (*event_release)(struct store *s, const char *id, double now);
   int (*event_forget)(struct store *s, const char *id);
   int (*set_autocheckpoint)(struct store *s, int pages);
   int (*checkpoint)(struct store *s, int *wal_pages, int *copied);
-  int (*retention_batch)(struct store *s, double cutoff, int batch,
-                         int *deleted);
-  int (*reload_add)(struct store *s, double at, bool ok, const char *version,
-                    const char *message);
-  int (*reload_list)(struct store *s, int limit,
-                     int (*cb)(void *ud, const struct store_reload *r),
+  int (*retention_batch)(struct store *s, double cutoff, int batch, int *deleted);
+  int (*reload_add)(struct store *s, double at, bool ok, const char *version, const char *message);
+  int (*reload_list)(struct store *s, int limit, int (*cb)(void *ud, const struct store_reload *r),
                      void *ud);
   int (*event_count_since)(struct store *s, double since, long *n);
-  int (*event_search)(struct store *s, const struct store_event_filter *f,
-                      int limit,
-                      int (*cb)(void *ud, const struct store_event *e),
+  int (*event_search)(struct store *s, const struct store_event_filter *f, int limit,
+                      int (*cb)(void *ud, const struct store_event *e), void *ud);
+  int (*event_people)(struct store *s, const char *event_id, int (*cb)(void *ud, const char *term),
                       void *ud);
-  int (*event_people)(struct store *s, const char *event_id,
-                      int (*cb)(void *ud, const char *term), void *ud);
   const char *(*wal_file)(struct store *s);
   int (*rate_take)(struct store *s, const char *key, int limit, double window, double now,
                    double *wait);
@@ -103,8 +86,7 @@ struct store_ops {
 
 struct store {
   const struct store_ops *ops;
-  char
-      owner[160]; /* what running rows this connection claims are marked with */
+  char owner[160]; /* what running rows this connection claims are marked with */
   /* Events by status: committed counts, and the changes of the open
    * transaction (kept apart until its COMMIT, dropped on ROLLBACK). */
   long counts[EV_STATUS_COUNT];

@@ -7,13 +7,10 @@
  * when another node may take them up. Calls are synchronous, like SQLite's:
  * the loop waits for the round trip. */
 #include <ctype.h>
-#include <errno.h>
 #include <libpq-fe.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -30,38 +27,38 @@
 #define PG_NO_WAIT_LOCK_MS 2000
 #define PG_DEFAULT_LOCK_MS 5000
 
-_Static_assert(EV_PENDING == 0 && EV_RUNNING == 1 && EV_DONE == 2 &&
-                   EV_RETRY_WAIT == 3 && EV_DEAD == 4 && EV_STATUS_COUNT == 5,
+_Static_assert(EV_PENDING == 0 && EV_RUNNING == 1 && EV_DONE == 2 && EV_RETRY_WAIT == 3 &&
+                   EV_DEAD == 4 && EV_STATUS_COUNT == 5,
                "store_pg.c SQL assumes these status numbers");
 
 /* The person terms of a payload, as store_sqlite.c's json_tree query finds
  * them: lower-cased, trimmed string values (2 to 200 characters) of the
  * e-mail and name keys, at any depth. A payload that is not JSON (or not
  * UTF-8) has none: the exception block keeps that from failing the insert. */
-#define PG_PEOPLE_FUNCTION                                                     \
-  "CREATE OR REPLACE FUNCTION ncghl_people(p BYTEA) RETURNS SETOF TEXT "       \
-  "LANGUAGE plpgsql AS $f$"                                                    \
-  " DECLARE j JSONB;"                                                          \
-  " BEGIN"                                                                     \
-  "  BEGIN j := convert_from(p, 'UTF8')::jsonb; EXCEPTION WHEN others THEN "   \
-  "RETURN; END;"                                                               \
-  "  RETURN QUERY WITH RECURSIVE t(k, v) AS (SELECT NULL::text, j UNION ALL"   \
-  "   SELECT c.k, c.v FROM t, LATERAL (SELECT e.key AS k, e.value AS v FROM "  \
-  "jsonb_each(CASE"                                                            \
-  "    WHEN jsonb_typeof(t.v) = 'object' THEN t.v ELSE '{}'::jsonb END) e "    \
-  "UNION ALL"                                                                  \
-  "    SELECT NULL, a.value FROM jsonb_array_elements(CASE WHEN "              \
-  "jsonb_typeof(t.v) = 'array'"                                                \
-  "    THEN t.v ELSE '[]'::jsonb END) a) c)"                                   \
-  "  SELECT DISTINCT lower(btrim(t.v #>> '{}', ' ')) FROM t WHERE "            \
-  "jsonb_typeof(t.v) = 'string'"                                               \
-  "   AND length(btrim(t.v #>> '{}', ' ')) BETWEEN 2 AND 200 AND lower(t.k) "  \
-  "IN ('email',"                                                               \
-  "   'insuredemail', 'firstname', 'lastname', 'insuredfirstname', "           \
-  "'insuredlastname',"                                                         \
-  "   'first_name', 'last_name', 'name', 'fullname', 'full_name', "            \
-  "'commercialname',"                                                          \
-  "   'contactname', 'companyname');"                                          \
+#define PG_PEOPLE_FUNCTION                                                                         \
+  "CREATE OR REPLACE FUNCTION ncghl_people(p BYTEA) RETURNS SETOF TEXT "                           \
+  "LANGUAGE plpgsql AS $f$"                                                                        \
+  " DECLARE j JSONB;"                                                                              \
+  " BEGIN"                                                                                         \
+  "  BEGIN j := convert_from(p, 'UTF8')::jsonb; EXCEPTION WHEN others THEN "                       \
+  "RETURN; END;"                                                                                   \
+  "  RETURN QUERY WITH RECURSIVE t(k, v) AS (SELECT NULL::text, j UNION ALL"                       \
+  "   SELECT c.k, c.v FROM t, LATERAL (SELECT e.key AS k, e.value AS v FROM "                      \
+  "jsonb_each(CASE"                                                                                \
+  "    WHEN jsonb_typeof(t.v) = 'object' THEN t.v ELSE '{}'::jsonb END) e "                        \
+  "UNION ALL"                                                                                      \
+  "    SELECT NULL, a.value FROM jsonb_array_elements(CASE WHEN "                                  \
+  "jsonb_typeof(t.v) = 'array'"                                                                    \
+  "    THEN t.v ELSE '[]'::jsonb END) a) c)"                                                       \
+  "  SELECT DISTINCT lower(btrim(t.v #>> '{}', ' ')) FROM t WHERE "                                \
+  "jsonb_typeof(t.v) = 'string'"                                                                   \
+  "   AND length(btrim(t.v #>> '{}', ' ')) BETWEEN 2 AND 200 AND lower(t.k) "                      \
+  "IN ('email',"                                                                                   \
+  "   'insuredemail', 'firstname', 'lastname', 'insuredfirstname', "                               \
+  "'insuredlastname',"                                                                             \
+  "   'first_name', 'last_name', 'name', 'fullname', 'full_name', "                                \
+  "'commercialname',"                                                                              \
+  "   'contactname', 'companyname');"                                                              \
   " END $f$;"
 
 /* Migration i takes the schema from version i to i + 1; the same steps as
@@ -214,13 +211,13 @@ static const char *const migrations[] = {
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
-#define EV_COLS                                                                \
-  "id, source, type, payload, status, attempts, last_error, result, "          \
-  "created_at, updated_at, "                                                   \
+#define EV_COLS                                                                                    \
+  "id, source, type, payload, status, attempts, last_error, result, "                              \
+  "created_at, updated_at, "                                                                       \
   "next_at"
-#define EV_COLS_E                                                              \
-  "e.id, e.source, e.type, e.payload, e.status, e.attempts, e.last_error, "    \
-  "e.result,"                                                                  \
+#define EV_COLS_E                                                                                  \
+  "e.id, e.source, e.type, e.payload, e.status, e.attempts, e.last_error, "                        \
+  "e.result,"                                                                                      \
   " e.created_at, e.updated_at, e.next_at"
 
 struct pg {
@@ -231,7 +228,7 @@ struct pg {
   char label[512];                /* the URL with its password masked */
   bool full_sync;                 /* synchronous_commit on */
   int lock_ms;                    /* lock_timeout wanted */
-  bool lock_pending; /* asked inside a transaction: set at the next BEGIN */
+  bool lock_pending;              /* asked inside a transaction: set at the next BEGIN */
   enum store_fault fault;
   bool txn_open;  /* BEGIN ran and no COMMIT or ROLLBACK yet */
   bool aborted;   /* a statement failed inside the open transaction */
@@ -264,20 +261,17 @@ static size_t utf8_valid_prefix(const unsigned char *p, size_t n, size_t *bad) {
                : (c & 0xF0) == 0xE0 ? 3
                : (c & 0xF8) == 0xF0 ? 4
                                     : 0;
-    if (c == 0 || k == 0 || i + k > n || (k == 2 && c < 0xC2) ||
-        (k == 4 && c > 0xF4))
+    if (c == 0 || k == 0 || i + k > n || (k == 2 && c < 0xC2) || (k == 4 && c > 0xF4))
       break;
     bool ok = true;
     for (size_t j = 1; j < k; j++)
       ok = ok && (p[i + j] & 0xC0) == 0x80;
     if (ok && k == 3) {
-      unsigned cp =
-          ((c & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
+      unsigned cp = ((c & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
       ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
     }
     if (ok && k == 4) {
-      unsigned cp = ((c & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) |
-                    ((p[i + 2] & 0x3Fu) << 6);
+      unsigned cp = ((c & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6);
       ok = cp >= 0x10000 && cp <= 0x10FFFF;
     }
     if (!ok)
@@ -325,9 +319,7 @@ static void p_text_n(struct prm *p, const char *v, size_t n) {
   p->v[i] = c;
 }
 
-static void p_text(struct prm *p, const char *v) {
-  p_text_n(p, v, v ? strlen(v) : 0);
-}
+static void p_text(struct prm *p, const char *v) { p_text_n(p, v, v ? strlen(v) : 0); }
 
 static void p_bin(struct prm *p, const char *v, size_t n) {
   int i = p->n++;
@@ -371,12 +363,10 @@ static enum store_fault fault_of(struct pg *s, const PGresult *r) {
     return STORE_FAULT_IO; /* no answer at all: the connection went */
   if (strcmp(code, "53100") == 0)
     return STORE_FAULT_FULL;
-  if (strcmp(code, "55P03") == 0 || strcmp(code, "40001") == 0 ||
-      strcmp(code, "40P01") == 0)
+  if (strcmp(code, "55P03") == 0 || strcmp(code, "40001") == 0 || strcmp(code, "40P01") == 0)
     return STORE_FAULT_BUSY;
-  if (strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0 ||
-      strncmp(code, "58", 2) == 0 || strcmp(code, "XX001") == 0 ||
-      strcmp(code, "XX002") == 0)
+  if (strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0 || strncmp(code, "58", 2) == 0 ||
+      strcmp(code, "XX001") == 0 || strcmp(code, "XX002") == 0)
     return STORE_FAULT_IO;
   return STORE_FAULT_OTHER;
 }
@@ -406,8 +396,7 @@ static int ensure_connected(struct pg *s) {
   PQreset(s->conn);
   if (PQstatus(s->conn) != CONNECTION_OK || session_setup(s) != 0) {
     s->fault = STORE_FAULT_IO;
-    log_error("store: cannot connect again to %s: %s", s->label,
-              PQerrorMessage(s->conn));
+    log_error("store: cannot connect again to %s: %s", s->label, PQerrorMessage(s->conn));
     return -1;
   }
   s->savepoints = 0;
@@ -420,8 +409,7 @@ static int ensure_connected(struct pg *s) {
 
 static PGresult *exec_once(struct pg *s, const char *sql, struct prm *p) {
   return p ? PQexecParams(s->conn, sql, p->n, NULL, p->v, p->len, p->fmt, 0)
-           : PQexec(s->conn,
-                    sql); /* may hold several statements (migrations) */
+           : PQexec(s->conn, sql); /* may hold several statements (migrations) */
 }
 
 static bool result_ok(const PGresult *r) {
@@ -442,8 +430,7 @@ static bool needs_guard(struct pg *s, const char *sql, struct prm *p) {
 static void log_failure(struct pg *s, const PGresult *r, const char *what) {
   const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(s->conn);
   char line[512];
-  snprintf(line, sizeof line, "%s",
-           msg && *msg ? msg : "no answer from the server");
+  snprintf(line, sizeof line, "%s", msg && *msg ? msg : "no answer from the server");
   line[strcspn(line, "\n")] = '\0';
   if (s->fault == STORE_FAULT_BUSY)
     log_debug("store: %s: %s", what, line);
@@ -453,8 +440,7 @@ static void log_failure(struct pg *s, const PGresult *r, const char *what) {
 
 /* Runs one statement; the result (rows or none) or NULL on failure, which
  * is logged and classified. */
-static PGresult *q(struct pg *s, const char *sql, struct prm *p,
-                   const char *what) {
+static PGresult *q(struct pg *s, const char *sql, struct prm *p, const char *what) {
   if (p && p->oom) {
     fail_arg(what, "out of memory");
     return NULL;
@@ -513,8 +499,7 @@ static PGresult *q(struct pg *s, const char *sql, struct prm *p,
 
 /* A statement whose rows are not wanted: 0 or -1; *rows (may be NULL) gets
  * how many it changed. */
-static int run(struct pg *s, const char *sql, struct prm *p, const char *what,
-               long *rows) {
+static int run(struct pg *s, const char *sql, struct prm *p, const char *what, long *rows) {
   PGresult *r = q(s, sql, p, what);
   if (p)
     p_free(p);
@@ -639,8 +624,7 @@ static const char *txt_col(const PGresult *r, int row, int col) {
 }
 
 /* Reads a row laid out as EV_COLS from column c0. -1 (e freed) on no memory. */
-static int read_event(const PGresult *r, int row, int c0,
-                      struct store_event *e) {
+static int read_event(const PGresult *r, int row, int c0, struct store_event *e) {
   memset(e, 0, sizeof *e);
   snprintf(e->id, sizeof e->id, "%s", PQgetvalue(r, row, c0));
   snprintf(e->source, sizeof e->source, "%s", PQgetvalue(r, row, c0 + 1));
@@ -652,8 +636,7 @@ static int read_event(const PGresult *r, int row, int c0,
   e->next_at = dbl_col(r, row, c0 + 10);
   e->type = strdup(PQgetvalue(r, row, c0 + 2));
   size_t n = 0;
-  unsigned char *raw =
-      PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, c0 + 3), &n);
+  unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, c0 + 3), &n);
   if (raw) {
     e->payload = malloc(n + 1);
     if (e->payload) {
@@ -676,8 +659,7 @@ static int read_event(const PGresult *r, int row, int c0,
 }
 
 /* A one-column lookup: malloc'd value or NULL. */
-static char *lookup(struct pg *s, const char *sql, struct prm *p,
-                    const char *what) {
+static char *lookup(struct pg *s, const char *sql, struct prm *p, const char *what) {
   PGresult *r = q(s, sql, p, what);
   p_free(p);
   if (!r)
@@ -696,8 +678,7 @@ static void on_notice(void *arg, const char *message) {
 
 /* Splits ncghl_schema=<name> off the URL's query (libpq refuses parameters
  * it does not know). The rest of the URL is libpq's. */
-static int split_schema(const char *url, char **conninfo, char *schema,
-                        char *err, size_t errlen) {
+static int split_schema(const char *url, char **conninfo, char *schema, char *err, size_t errlen) {
   snprintf(schema, PG_SCHEMA_MAX + 1, "%s", "public");
   char *u = strdup(url);
   if (!u) {
@@ -723,8 +704,7 @@ static int split_schema(const char *url, char **conninfo, char *schema,
   buf_init(&rest, 0);
   buf_append(&rest, u, (size_t)(qm - u));
   bool first = true;
-  for (char *save = NULL, *kv = strtok_r(qm + 1, "&", &save); kv;
-       kv = strtok_r(NULL, "&", &save)) {
+  for (char *save = NULL, *kv = strtok_r(qm + 1, "&", &save); kv; kv = strtok_r(NULL, "&", &save)) {
     if (strncmp(kv, "ncghl_schema=", 13) == 0) {
       const char *name = kv + 13;
       size_t n = strlen(name);
@@ -774,9 +754,7 @@ static int session_setup(struct pg *s) {
   snprintf(sql, sizeof sql, "SET search_path TO \"%s\"", s->schema);
   if (exec_simple(s, "SET client_min_messages = warning", "configure") != 0 ||
       exec_simple(s, sql, "search_path") != 0 ||
-      exec_simple(s,
-                  s->full_sync ? "SET synchronous_commit = on"
-                               : "SET synchronous_commit = off",
+      exec_simple(s, s->full_sync ? "SET synchronous_commit = on" : "SET synchronous_commit = off",
                   "synchronous_commit") != 0 ||
       apply_lock_timeout(s) != 0)
     return -1;
@@ -784,8 +762,7 @@ static int session_setup(struct pg *s) {
 }
 
 static int read_version(struct pg *s) {
-  PGresult *r =
-      q(s, "SELECT version FROM schema_version", NULL, "schema_version");
+  PGresult *r = q(s, "SELECT version FROM schema_version", NULL, "schema_version");
   int v = -1;
   if (r) {
     v = PQntuples(r) > 0 ? int_col(r, 0, 0) : 0;
@@ -798,13 +775,19 @@ static int read_version(struct pg *s) {
  * together take turns on an advisory lock named after the schema, so the
  * schema and its tables are created once. */
 static int migrate(struct pg *s, char *err, size_t errlen) {
-  char sql[512];
-  snprintf(
-      sql, sizeof sql,
-      "SELECT pg_advisory_xact_lock(hashtext('ncghl.migrate.%s'));"
-      "CREATE SCHEMA IF NOT EXISTS \"%s\";"
-      "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-      s->schema, s->schema);
+  /* CREATE ... IF NOT EXISTS still asks for the right to create, so a
+   * user that may only use an existing schema could not open it: each is
+   * created only when it is missing. */
+  char sql[1024];
+  snprintf(sql, sizeof sql,
+           "SELECT pg_advisory_xact_lock(hashtext('ncghl.migrate.%s'));"
+           "DO $d$ BEGIN"
+           " IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '%s') THEN"
+           "  CREATE SCHEMA \"%s\"; END IF;"
+           " IF to_regclass('\"%s\".schema_version') IS NULL THEN"
+           "  CREATE TABLE \"%s\".schema_version (version INTEGER NOT NULL); END IF;"
+           " END $d$",
+           s->schema, s->schema, s->schema, s->schema, s->schema);
   if (txn_begin(s) != 0 || exec_simple(s, sql, "create schema") != 0)
     goto fail;
   int v = read_version(s);
@@ -819,30 +802,25 @@ static int migrate(struct pg *s, char *err, size_t errlen) {
     return -1;
   }
   int from = v;
-  if (v == 0 &&
-      exec_simple(
-          s,
-          "INSERT INTO schema_version (version) SELECT 0 WHERE NOT EXISTS"
-          " (SELECT 1 FROM schema_version)",
-          "schema_version") != 0)
+  if (v == 0 && exec_simple(s,
+                            "INSERT INTO schema_version (version) SELECT 0 WHERE NOT EXISTS"
+                            " (SELECT 1 FROM schema_version)",
+                            "schema_version") != 0)
     goto fail;
   for (; v < MIGRATION_COUNT; v++) {
     char bump[64];
-    snprintf(bump, sizeof bump, "UPDATE schema_version SET version = %d",
-             v + 1);
-    if (exec_simple(s, migrations[v], "migration") != 0 ||
-        exec_simple(s, bump, "migration") != 0)
+    snprintf(bump, sizeof bump, "UPDATE schema_version SET version = %d", v + 1);
+    if (exec_simple(s, migrations[v], "migration") != 0 || exec_simple(s, bump, "migration") != 0)
       goto fail;
   }
   if (txn_end(s, true) != 0)
     goto fail;
   if (v != from)
-    log_info("store: %s (schema %s) migrated to schema version %d", s->label,
-             s->schema, v);
+    log_info("store: %s (schema %s) migrated to schema version %d", s->label, s->schema, v);
   return 0;
 fail:
-  store_set_err(err, errlen, "cannot migrate %s (schema %s): %s", s->label,
-                s->schema, PQerrorMessage(s->conn));
+  store_set_err(err, errlen, "cannot migrate %s (schema %s): %s", s->label, s->schema,
+                PQerrorMessage(s->conn));
   if (in_txn(s))
     txn_end(s, false);
   return -1;
@@ -861,10 +839,9 @@ bool store_pg_exists(const char *url) {
   if (c && PQstatus(c) == CONNECTION_OK) {
     PQsetNoticeProcessor(c, on_notice, NULL);
     const char *v[1] = {schema};
-    PGresult *r = PQexecParams(
-        c,
-        "SELECT to_regclass(quote_ident($1) || '.schema_version') IS NOT NULL",
-        1, NULL, v, NULL, NULL, 0);
+    PGresult *r =
+        PQexecParams(c, "SELECT to_regclass(quote_ident($1) || '.schema_version') IS NOT NULL", 1,
+                     NULL, v, NULL, NULL, 0);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
       there = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     PQclear(r);
@@ -889,16 +866,15 @@ struct store *store_pg_open(const char *url, char *err, size_t errlen) {
   s->conn = PQconnectdb(s->conninfo);
   if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
     char why[256];
-    snprintf(why, sizeof why, "%s",
-             s->conn ? PQerrorMessage(s->conn) : "out of memory");
+    snprintf(why, sizeof why, "%s", s->conn ? PQerrorMessage(s->conn) : "out of memory");
     why[strcspn(why, "\n")] = '\0';
     store_set_err(err, errlen, "cannot connect to %s: %s", s->label, why);
     goto fail;
   }
   PQsetNoticeProcessor(s->conn, on_notice, NULL);
   if (session_setup(s) != 0) {
-    store_set_err(err, errlen, "cannot configure the session on %s: %s",
-                  s->label, PQerrorMessage(s->conn));
+    store_set_err(err, errlen, "cannot configure the session on %s: %s", s->label,
+                  PQerrorMessage(s->conn));
     goto fail;
   }
   if (migrate(s, err, errlen) != 0)
@@ -935,18 +911,14 @@ static int pg_set_full_sync(struct store *base_, bool full) {
   struct pg *s = (struct pg *)base_;
   if (full == s->full_sync)
     return 0;
-  if (exec_simple(s,
-                  full ? "SET synchronous_commit = on"
-                       : "SET synchronous_commit = off",
+  if (exec_simple(s, full ? "SET synchronous_commit = on" : "SET synchronous_commit = off",
                   "set_full_sync") != 0)
     return -1;
   s->full_sync = full;
   return 0;
 }
 
-static const char *pg_path(struct store *base_) {
-  return ((struct pg *)base_)->label;
-}
+static const char *pg_path(struct store *base_) { return ((struct pg *)base_)->label; }
 
 static int pg_commit(struct store *base_) {
   struct pg *s = (struct pg *)base_;
@@ -963,9 +935,7 @@ static int pg_rollback(struct store *base_) {
   return 0;
 }
 
-static bool pg_in_txn(struct store *base_) {
-  return in_txn((struct pg *)base_);
-}
+static bool pg_in_txn(struct store *base_) { return in_txn((struct pg *)base_); }
 
 /* A server that refuses writes (read-only, no space) only shows when a
  * write is tried: try one and roll it back. */
@@ -975,35 +945,28 @@ static bool pg_writable(struct store *base_) {
     return true;
   if (txn_begin(s) != 0)
     return false;
-  bool ok =
-      exec_simple(
-          s,
-          "INSERT INTO kv (key, value) VALUES ('ncghl.writable_probe', '1')"
-          " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-          "writable") == 0;
+  bool ok = exec_simple(s,
+                        "INSERT INTO kv (key, value) VALUES ('ncghl.writable_probe', '1')"
+                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        "writable") == 0;
   txn_end(s, false);
   if (!ok && s->fault == STORE_FAULT_BUSY)
     return true; /* another node holds the row a moment */
   return ok;
 }
 
-static int pg_schema_version(struct store *base_) {
-  return read_version((struct pg *)base_);
-}
+static int pg_schema_version(struct store *base_) { return read_version((struct pg *)base_); }
 
 /* ---- events ------------------------------------------------------------- */
 
-static int pg_event_put(struct store *base_, const char *id, const char *source,
-                        const char *type, const char *payload,
-                        size_t payload_len, enum ev_status initial, double now,
-                        double ttl, enum store_put *result,
-                        enum ev_status *existing) {
+static int pg_event_put(struct store *base_, const char *id, const char *source, const char *type,
+                        const char *payload, size_t payload_len, enum ev_status initial, double now,
+                        double ttl, enum store_put *result, enum ev_status *existing) {
   struct pg *s = (struct pg *)base_;
   const char *what = "event_put";
   if (!id || !*id || strlen(id) >= EVENT_ID_MAX)
     return fail_arg(what, "missing or overlong event id");
-  if (!source || !*source ||
-      strlen(source) >= sizeof((struct store_event *)0)->source)
+  if (!source || !*source || strlen(source) >= sizeof((struct store_event *)0)->source)
     return fail_arg(what, "missing or overlong source");
   if (initial != EV_PENDING && initial != EV_RUNNING)
     return fail_arg(what, "initial status must be pending or running");
@@ -1063,8 +1026,7 @@ static int pg_event_put(struct store *base_, const char *id, const char *source,
   int old = EV_PENDING;
   struct prm ps = {0};
   p_text(&ps, id);
-  r = q(s, "SELECT status, created_at FROM events WHERE id = $1 FOR UPDATE",
-        &ps, what);
+  r = q(s, "SELECT status, created_at FROM events WHERE id = $1 FOR UPDATE", &ps, what);
   p_free(&ps);
   bool found = r && PQntuples(r) == 1;
   double created = 0;
@@ -1125,32 +1087,27 @@ static int pg_event_put(struct store *base_, const char *id, const char *source,
   return 0;
 }
 
-static int pg_event_get(struct store *base_, const char *id,
-                        struct store_event *out) {
+static int pg_event_get(struct store *base_, const char *id, struct store_event *out) {
   struct pg *s = (struct pg *)base_;
   memset(out, 0, sizeof *out);
   if (!id)
     return 1;
   struct prm p = {0};
   p_text(&p, id);
-  PGresult *r =
-      q(s, "SELECT " EV_COLS " FROM events WHERE id = $1", &p, "event_get");
+  PGresult *r = q(s, "SELECT " EV_COLS " FROM events WHERE id = $1", &p, "event_get");
   p_free(&p);
   if (!r)
     return -1;
   int ret = 1;
   if (PQntuples(r) == 1)
-    ret = read_event(r, 0, 0, out) == 0
-              ? 0
-              : fail_arg("event_get", "out of memory");
+    ret = read_event(r, 0, 0, out) == 0 ? 0 : fail_arg("event_get", "out of memory");
   PQclear(r);
   return ret;
 }
 
 /* Moves rows and counts the move: the statement returns each row's old
  * status in its first column. Returns how many rows moved, -1 on error. */
-static int move_rows(struct pg *s, const char *sql, struct prm *p, int to,
-                     const char *what) {
+static int move_rows(struct pg *s, const char *sql, struct prm *p, int to, const char *what) {
   PGresult *r = q(s, sql, p, what);
   p_free(p);
   if (!r)
@@ -1214,8 +1171,7 @@ static int cmp_event_age(const void *a, const void *b) {
  * rows another node has locked (it is claiming them) are skipped, and a
  * row's status is checked again once it is locked, so no two nodes ever
  * mark the same row running. */
-static int pg_claim_due(struct store *base_, double now, int max,
-                        struct store_event *out, int *n) {
+static int pg_claim_due(struct store *base_, double now, int max, struct store_event *out, int *n) {
   struct pg *s = (struct pg *)base_;
   *n = 0;
   if (max <= 0)
@@ -1227,20 +1183,19 @@ static int pg_claim_due(struct store *base_, double now, int max,
   p_dbl(&p, now);
   p_int(&p, max);
   p_text(&p, s->base.owner);
-  PGresult *r =
-      q(s,
-        "WITH pend AS (SELECT id, status FROM events WHERE status = 0"
-        " ORDER BY created_at LIMIT $2::integer FOR UPDATE SKIP LOCKED),"
-        " due AS (SELECT id, status FROM events WHERE status = 3 AND next_at <="
-        " $1::double precision ORDER BY next_at LIMIT $2::integer FOR UPDATE "
-        "SKIP LOCKED),"
-        " c AS (SELECT * FROM (SELECT id, status, 0 AS k FROM pend UNION ALL"
-        " SELECT id, status, 1 FROM due) u ORDER BY k LIMIT $2::integer)"
-        " UPDATE events e SET status = 1, attempts = e.attempts + 1, owner = "
-        "$3::text,"
-        " updated_at = $1::double precision FROM c WHERE e.id = c.id"
-        " RETURNING c.status, " EV_COLS_E,
-        &p, "claim_due");
+  PGresult *r = q(s,
+                  "WITH pend AS (SELECT id, status FROM events WHERE status = 0"
+                  " ORDER BY created_at LIMIT $2::integer FOR UPDATE SKIP LOCKED),"
+                  " due AS (SELECT id, status FROM events WHERE status = 3 AND next_at <="
+                  " $1::double precision ORDER BY next_at LIMIT $2::integer FOR UPDATE "
+                  "SKIP LOCKED),"
+                  " c AS (SELECT * FROM (SELECT id, status, 0 AS k FROM pend UNION ALL"
+                  " SELECT id, status, 1 FROM due) u ORDER BY k LIMIT $2::integer)"
+                  " UPDATE events e SET status = 1, attempts = e.attempts + 1, owner = "
+                  "$3::text,"
+                  " updated_at = $1::double precision FROM c WHERE e.id = c.id"
+                  " RETURNING c.status, " EV_COLS_E,
+                  &p, "claim_due");
   p_free(&p);
   int k = 0;
   bool ok = r != NULL;
@@ -1248,8 +1203,7 @@ static int pg_claim_due(struct store *base_, double now, int max,
     int rows = PQntuples(r);
     for (int i = 0; i < rows && ok; i++) {
       if (k >= max || read_event(r, i, 1, &out[k]) != 0) {
-        ok = fail_arg("claim_due", k >= max ? "more rows than asked for"
-                                            : "out of memory") == 0;
+        ok = fail_arg("claim_due", k >= max ? "more rows than asked for" : "out of memory") == 0;
         break;
       }
       count_status(s, int_col(r, i, 0), EV_RUNNING);
@@ -1267,10 +1221,8 @@ static int pg_claim_due(struct store *base_, double now, int max,
   return 0;
 }
 
-static int pg_event_finish(struct store *base_, const char *id,
-                           enum ev_status st_new, double next_at,
-                           const char *last_error, const char *result,
-                           double now) {
+static int pg_event_finish(struct store *base_, const char *id, enum ev_status st_new,
+                           double next_at, const char *last_error, const char *result, double now) {
   struct pg *s = (struct pg *)base_;
   const char *what = "event_finish";
   if (!id)
@@ -1284,15 +1236,14 @@ static int pg_event_finish(struct store *base_, const char *id,
   p_text(&p, last_error);
   p_text(&p, result);
   p_dbl(&p, now);
-  int n = move_rows(
-      s,
-      "WITH o AS (SELECT id, status FROM events WHERE id = $1 FOR UPDATE)"
-      " UPDATE events e SET status = $2::integer, next_at = $3::double "
-      "precision,"
-      " last_error = $4::text, result = $5::text, updated_at = $6::double "
-      "precision,"
-      " owner = NULL FROM o WHERE e.id = o.id RETURNING o.status",
-      &p, st_new, what);
+  int n = move_rows(s,
+                    "WITH o AS (SELECT id, status FROM events WHERE id = $1 FOR UPDATE)"
+                    " UPDATE events e SET status = $2::integer, next_at = $3::double "
+                    "precision,"
+                    " last_error = $4::text, result = $5::text, updated_at = $6::double "
+                    "precision,"
+                    " owner = NULL FROM o WHERE e.id = o.id RETURNING o.status",
+                    &p, st_new, what);
   if (n < 0)
     return -1;
   if (n == 0)
@@ -1307,14 +1258,13 @@ static int pg_event_requeue(struct store *base_, const char *id, double now) {
   struct prm p = {0};
   p_text(&p, id);
   p_dbl(&p, now);
-  int n = move_rows(
-      s,
-      "WITH o AS (SELECT id, status FROM events WHERE id = $1 AND status <> 1"
-      " FOR UPDATE)"
-      " UPDATE events e SET status = 0, next_at = 0, updated_at = $2::double "
-      "precision"
-      " FROM o WHERE e.id = o.id RETURNING o.status",
-      &p, EV_PENDING, "event_requeue");
+  int n = move_rows(s,
+                    "WITH o AS (SELECT id, status FROM events WHERE id = $1 AND status <> 1"
+                    " FOR UPDATE)"
+                    " UPDATE events e SET status = 0, next_at = 0, updated_at = $2::double "
+                    "precision"
+                    " FROM o WHERE e.id = o.id RETURNING o.status",
+                    &p, EV_PENDING, "event_requeue");
   return n < 0 ? -1 : n > 0;
 }
 
@@ -1340,8 +1290,7 @@ struct recover {
   size_t n, cap;
 };
 
-static int recover_one(void *ud, const char *id, const char *owner,
-                       double updated_at) {
+static int recover_one(void *ud, const char *id, const char *owner, double updated_at) {
   (void)updated_at;
   struct recover *w = ud;
   bool take = !owner || store_owner_gone(&w->s->base, owner);
@@ -1368,8 +1317,8 @@ static int recover_one(void *ud, const char *id, const char *owner,
 }
 
 static int pg_running_list(struct store *base_,
-                           int (*cb)(void *ud, const char *id,
-                                     const char *owner, double updated_at),
+                           int (*cb)(void *ud, const char *id, const char *owner,
+                                     double updated_at),
                            void *ud);
 
 /* Several nodes share the rows: at start only the rows nobody works on are
@@ -1396,16 +1345,14 @@ static int pg_recover_running(struct store *base_, int *n) {
 
 static double pg_next_due(struct store *base_) {
   struct pg *s = (struct pg *)base_;
-  PGresult *r = q(s, "SELECT MIN(next_at) FROM events WHERE status = 3", NULL,
-                  "next_due");
+  PGresult *r = q(s, "SELECT MIN(next_at) FROM events WHERE status = 3", NULL, "next_due");
   double t = r && PQntuples(r) ? dbl_col(r, 0, 0) : 0;
   PQclear(r);
   return t;
 }
 
-static int walk_events(struct pg *s, PGresult *r,
-                       int (*cb)(void *ud, const struct store_event *e),
-                       void *ud, const char *what) {
+static int walk_events(PGresult *r, int (*cb)(void *ud, const struct store_event *e), void *ud,
+                       const char *what) {
   if (!r)
     return -1;
   int ret = 0;
@@ -1420,23 +1367,20 @@ static int walk_events(struct pg *s, PGresult *r,
     if (stop)
       break;
   }
-  (void)s;
   PQclear(r);
   return ret;
 }
 
 static int pg_event_list(struct store *base_, const char *status, int limit,
-                         int (*cb)(void *ud, const struct store_event *e),
-                         void *ud) {
+                         int (*cb)(void *ud, const struct store_event *e), void *ud) {
   struct pg *s = (struct pg *)base_;
   struct prm p = {0};
   if (limit > 0)
     p_int(&p, limit);
   else
     p_null(&p);
-  const char *sql =
-      "SELECT " EV_COLS " FROM events ORDER BY created_at DESC, id DESC"
-      " LIMIT $1::integer";
+  const char *sql = "SELECT " EV_COLS " FROM events ORDER BY created_at DESC, id DESC"
+                    " LIMIT $1::integer";
   if (status) {
     int code = store_status_parse(status);
     if (code < 0)
@@ -1447,17 +1391,16 @@ static int pg_event_list(struct store *base_, const char *status, int limit,
   }
   PGresult *r = q(s, sql, &p, "event_list");
   p_free(&p);
-  return walk_events(s, r, cb, ud, "event_list");
+  return walk_events(r, cb, ud, "event_list");
 }
 
-static int pg_count_by_status(struct store *base_,
-                              long counts[EV_STATUS_COUNT]) {
+static int pg_count_by_status(struct store *base_, long counts[EV_STATUS_COUNT]) {
   struct pg *s = (struct pg *)base_;
   s->base.count_queries++;
   for (int i = 0; i < EV_STATUS_COUNT; i++)
     counts[i] = 0;
-  PGresult *r = q(s, "SELECT status, COUNT(*) FROM events GROUP BY status",
-                  NULL, "count_by_status");
+  PGresult *r =
+      q(s, "SELECT status, COUNT(*) FROM events GROUP BY status", NULL, "count_by_status");
   if (!r)
     return -1;
   for (int i = 0; i < PQntuples(r); i++) {
@@ -1493,12 +1436,10 @@ static void p_excerpt(struct prm *p, const char *v, size_t len) {
   }
 }
 
-static int pg_attempt_add_io(struct store *base_, const char *event_id,
-                             int event_attempt, const char *service,
-                             const char *method, const char *url, int status,
-                             const char *error, double duration_ms, double at,
-                             const char *request, size_t request_len,
-                             const char *answer, size_t answer_len) {
+static int pg_attempt_add_io(struct store *base_, const char *event_id, int event_attempt,
+                             const char *service, const char *method, const char *url, int status,
+                             const char *error, double duration_ms, double at, const char *request,
+                             size_t request_len, const char *answer, size_t answer_len) {
   struct pg *s = (struct pg *)base_;
   if (!event_id)
     return fail_arg("attempt_add", "missing event id");
@@ -1525,19 +1466,17 @@ static int pg_attempt_add_io(struct store *base_, const char *event_id,
 }
 
 static int pg_attempt_list(struct store *base_, const char *event_id,
-                           int (*cb)(void *ud, const struct store_attempt *a),
-                           void *ud) {
+                           int (*cb)(void *ud, const struct store_attempt *a), void *ud) {
   struct pg *s = (struct pg *)base_;
   if (!event_id)
     return 0;
   struct prm p = {0};
   p_text(&p, event_id);
-  PGresult *r =
-      q(s,
-        "SELECT seq, service, method, url, status, error, duration_ms, at, "
-        "event_attempt,"
-        " request, answer FROM attempts WHERE event_id = $1 ORDER BY seq",
-        &p, "attempt_list");
+  PGresult *r = q(s,
+                  "SELECT seq, service, method, url, status, error, duration_ms, at, "
+                  "event_attempt,"
+                  " request, answer FROM attempts WHERE event_id = $1 ORDER BY seq",
+                  &p, "attempt_list");
   p_free(&p);
   if (!r)
     return -1;
@@ -1566,9 +1505,8 @@ static int pg_attempt_list(struct store *base_, const char *event_id,
 
 /* SQLite's INSERT OR REPLACE drops every row holding either side of the new
  * pair; here that is a DELETE and an INSERT under one savepoint. */
-static int pg_link_put(struct store *base_, const char *kind,
-                       const char *nowcerts_id, const char *ghl_id,
-                       double now) {
+static int pg_link_put(struct store *base_, const char *kind, const char *nowcerts_id,
+                       const char *ghl_id, double now) {
   struct pg *s = (struct pg *)base_;
   if (!kind || !nowcerts_id || !ghl_id || !*nowcerts_id || !*ghl_id)
     return fail_arg("link_put", "kind and both ids are required");
@@ -1597,45 +1535,38 @@ static int pg_link_put(struct store *base_, const char *kind,
   return op_end(s, own, ok);
 }
 
-static char *pg_link_ghl(struct store *base_, const char *kind,
-                         const char *nowcerts_id) {
+static char *pg_link_ghl(struct store *base_, const char *kind, const char *nowcerts_id) {
   if (!kind || !nowcerts_id)
     return NULL;
   struct prm p = {0};
   p_text(&p, kind);
   p_text(&p, nowcerts_id);
-  return lookup((struct pg *)base_,
-                "SELECT ghl_id FROM links WHERE kind = $1 AND nowcerts_id = $2",
+  return lookup((struct pg *)base_, "SELECT ghl_id FROM links WHERE kind = $1 AND nowcerts_id = $2",
                 &p, "link_ghl");
 }
 
-static char *pg_link_nowcerts(struct store *base_, const char *kind,
-                              const char *ghl_id) {
+static char *pg_link_nowcerts(struct store *base_, const char *kind, const char *ghl_id) {
   if (!kind || !ghl_id)
     return NULL;
   struct prm p = {0};
   p_text(&p, kind);
   p_text(&p, ghl_id);
-  return lookup((struct pg *)base_,
-                "SELECT nowcerts_id FROM links WHERE kind = $1 AND ghl_id = $2",
+  return lookup((struct pg *)base_, "SELECT nowcerts_id FROM links WHERE kind = $1 AND ghl_id = $2",
                 &p, "link_nowcerts");
 }
 
-static int pg_link_delete(struct store *base_, const char *kind,
-                          const char *nowcerts_id) {
+static int pg_link_delete(struct store *base_, const char *kind, const char *nowcerts_id) {
   if (!kind || !nowcerts_id)
     return fail_arg("link_delete", "kind and NowCerts id are required");
   struct prm p = {0};
   p_text(&p, kind);
   p_text(&p, nowcerts_id);
-  return run((struct pg *)base_,
-             "DELETE FROM links WHERE kind = $1 AND nowcerts_id = $2", &p,
+  return run((struct pg *)base_, "DELETE FROM links WHERE kind = $1 AND nowcerts_id = $2", &p,
              "link_delete", NULL);
 }
 
-static int pg_snapshot_put(struct store *base_, const char *kind,
-                           const char *nowcerts_id, const char *ghl_id,
-                           const char *json, double now) {
+static int pg_snapshot_put(struct store *base_, const char *kind, const char *nowcerts_id,
+                           const char *ghl_id, const char *json, double now) {
   struct pg *s = (struct pg *)base_;
   if (!kind || !nowcerts_id || !*nowcerts_id)
     return fail_arg("snapshot_put", "kind and NowCerts id are required");
@@ -1643,39 +1574,34 @@ static int pg_snapshot_put(struct store *base_, const char *kind,
   p_text(&p, kind);
   p_text(&p, nowcerts_id);
   if (!json)
-    return run(s, "DELETE FROM snapshots WHERE kind = $1 AND nowcerts_id = $2",
-               &p, "snapshot_put", NULL);
+    return run(s, "DELETE FROM snapshots WHERE kind = $1 AND nowcerts_id = $2", &p, "snapshot_put",
+               NULL);
   p_text(&p, ghl_id);
   p_text(&p, json);
   p_dbl(&p, now);
-  return run(
-      s,
-      "INSERT INTO snapshots (kind, nowcerts_id, ghl_id, json, updated_at)"
-      " VALUES ($1, $2, $3::text, $4, $5::double precision) ON CONFLICT (kind, "
-      "nowcerts_id)"
-      " DO UPDATE SET ghl_id = excluded.ghl_id, json = excluded.json,"
-      " updated_at = excluded.updated_at",
-      &p, "snapshot_put", NULL);
+  return run(s,
+             "INSERT INTO snapshots (kind, nowcerts_id, ghl_id, json, updated_at)"
+             " VALUES ($1, $2, $3::text, $4, $5::double precision) ON CONFLICT (kind, "
+             "nowcerts_id)"
+             " DO UPDATE SET ghl_id = excluded.ghl_id, json = excluded.json,"
+             " updated_at = excluded.updated_at",
+             &p, "snapshot_put", NULL);
 }
 
-static char *pg_snapshot_get(struct store *base_, const char *kind,
-                             const char *nowcerts_id) {
+static char *pg_snapshot_get(struct store *base_, const char *kind, const char *nowcerts_id) {
   if (!kind || !nowcerts_id)
     return NULL;
   struct prm p = {0};
   p_text(&p, kind);
   p_text(&p, nowcerts_id);
-  return lookup(
-      (struct pg *)base_,
-      "SELECT json FROM snapshots WHERE kind = $1 AND nowcerts_id = $2", &p,
-      "snapshot_get");
+  return lookup((struct pg *)base_,
+                "SELECT json FROM snapshots WHERE kind = $1 AND nowcerts_id = $2", &p,
+                "snapshot_get");
 }
 
-static int pg_conflict_add(struct store *base_,
-                           const struct store_conflict *c) {
+static int pg_conflict_add(struct store *base_, const struct store_conflict *c) {
   if (!c || !c->kind || !c->nowcerts_id || !c->field || !c->winner)
-    return fail_arg("conflict_add",
-                    "kind, NowCerts id, field and winner are required");
+    return fail_arg("conflict_add", "kind, NowCerts id, field and winner are required");
   struct prm p = {0};
   p_text(&p, c->kind);
   p_text(&p, c->nowcerts_id);
@@ -1689,15 +1615,14 @@ static int pg_conflict_add(struct store *base_,
   p_dbl(&p, c->nowcerts_at);
   p_dbl(&p, c->ghl_at);
   p_dbl(&p, c->at);
-  return run(
-      (struct pg *)base_,
-      "INSERT INTO conflicts (kind, nowcerts_id, ghl_id, field, "
-      "nowcerts_value, ghl_value,"
-      " base, winner, event_id, nowcerts_at, ghl_at, at) VALUES ($1, $2, "
-      "$3::text, $4,"
-      " $5::text, $6::text, $7::text, $8, $9::text, $10::double precision,"
-      " $11::double precision, $12::double precision)",
-      &p, "conflict_add", NULL);
+  return run((struct pg *)base_,
+             "INSERT INTO conflicts (kind, nowcerts_id, ghl_id, field, "
+             "nowcerts_value, ghl_value,"
+             " base, winner, event_id, nowcerts_at, ghl_at, at) VALUES ($1, $2, "
+             "$3::text, $4,"
+             " $5::text, $6::text, $7::text, $8, $9::text, $10::double precision,"
+             " $11::double precision, $12::double precision)",
+             &p, "conflict_add", NULL);
 }
 
 static long long pg_conflict_count(struct store *base_) {
@@ -1734,42 +1659,34 @@ static int pg_change_add(struct store *base_, const struct store_change *c) {
 /* The filters given, each one parameter in order (PostgreSQL wants every
  * $n it is sent to appear in the statement). */
 static PGresult *sync_list(struct pg *s, const char *table, const char *cols,
-                           const struct store_sync_filter *f,
-                           const char *what) {
+                           const struct store_sync_filter *f, const char *what) {
   char sql[768];
   struct prm p = {0};
-  int n =
-      snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE true", cols, table);
+  int n = snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE true", cols, table);
   const char *names[] = {"kind", "nowcerts_id", "ghl_id", "event_id"};
   const char *vals[] = {f->kind, f->nowcerts_id, f->ghl_id, f->event_id};
   for (int i = 0; i < 4; i++)
     if (vals[i]) {
       p_text(&p, vals[i]);
-      n += snprintf(sql + n, sizeof sql - (size_t)n, " AND %s = $%d", names[i],
-                    p.n);
+      n += snprintf(sql + n, sizeof sql - (size_t)n, " AND %s = $%d", names[i], p.n);
     }
   if (f->before > 0) {
     p_int(&p, f->before);
-    n +=
-        snprintf(sql + n, sizeof sql - (size_t)n, " AND id < $%d::bigint", p.n);
+    n += snprintf(sql + n, sizeof sql - (size_t)n, " AND id < $%d::bigint", p.n);
   }
   p_int(&p, f->limit > 0 ? f->limit : 100);
-  snprintf(sql + n, sizeof sql - (size_t)n,
-           " ORDER BY id DESC LIMIT $%d::integer", p.n);
+  snprintf(sql + n, sizeof sql - (size_t)n, " ORDER BY id DESC LIMIT $%d::integer", p.n);
   PGresult *r = q(s, sql, &p, what);
   p_free(&p);
   return r;
 }
 
-static int pg_conflict_list(struct store *base_,
-                            const struct store_sync_filter *f,
-                            int (*cb)(void *ud, const struct store_conflict *c),
-                            void *ud) {
-  PGresult *r = sync_list(
-      (struct pg *)base_, "conflicts",
-      "id, kind, nowcerts_id, ghl_id, field, nowcerts_value, ghl_value, base,"
-      " winner, event_id, nowcerts_at, ghl_at, at",
-      f, "conflict_list");
+static int pg_conflict_list(struct store *base_, const struct store_sync_filter *f,
+                            int (*cb)(void *ud, const struct store_conflict *c), void *ud) {
+  PGresult *r = sync_list((struct pg *)base_, "conflicts",
+                          "id, kind, nowcerts_id, ghl_id, field, nowcerts_value, ghl_value, base,"
+                          " winner, event_id, nowcerts_at, ghl_at, at",
+                          f, "conflict_list");
   if (!r)
     return -1;
   for (int i = 0; i < PQntuples(r); i++) {
@@ -1795,10 +1712,8 @@ static int pg_conflict_list(struct store *base_,
   return 0;
 }
 
-static int pg_change_list(struct store *base_,
-                          const struct store_sync_filter *f,
-                          int (*cb)(void *ud, const struct store_change *c),
-                          void *ud) {
+static int pg_change_list(struct store *base_, const struct store_sync_filter *f,
+                          int (*cb)(void *ud, const struct store_change *c), void *ud) {
   PGresult *r = sync_list((struct pg *)base_, "changes",
                           "id, kind, nowcerts_id, ghl_id, field, side, "
                           "old_value, new_value, action, event_id, at",
@@ -1832,8 +1747,7 @@ static int pg_kv_put(struct store *base_, const char *key, const char *value) {
   struct prm p = {0};
   p_text(&p, key);
   if (!value)
-    return run((struct pg *)base_, "DELETE FROM kv WHERE key = $1", &p,
-               "kv_put", NULL);
+    return run((struct pg *)base_, "DELETE FROM kv WHERE key = $1", &p, "kv_put", NULL);
   p_text(&p, value);
   return run((struct pg *)base_,
              "INSERT INTO kv (key, value) VALUES ($1, $2)"
@@ -1846,8 +1760,7 @@ static char *pg_kv_get(struct store *base_, const char *key) {
     return NULL;
   struct prm p = {0};
   p_text(&p, key);
-  return lookup((struct pg *)base_, "SELECT value FROM kv WHERE key = $1", &p,
-                "kv_get");
+  return lookup((struct pg *)base_, "SELECT value FROM kv WHERE key = $1", &p, "kv_get");
 }
 
 /* ---- faults, leases, upkeep --------------------------------------------- */
@@ -1865,26 +1778,19 @@ static void pg_set_busy_timeout(struct store *base_, int ms) {
     apply_lock_timeout(s);
 }
 
-static enum store_fault pg_last_fault(struct store *base_) {
-  return ((struct pg *)base_)->fault;
-}
+static enum store_fault pg_last_fault(struct store *base_) { return ((struct pg *)base_)->fault; }
 
-static void pg_clear_fault(struct store *base_) {
-  ((struct pg *)base_)->fault = STORE_FAULT_NONE;
-}
+static void pg_clear_fault(struct store *base_) { ((struct pg *)base_)->fault = STORE_FAULT_NONE; }
 
-static long long pg_total_changes(struct store *base_) {
-  return ((struct pg *)base_)->changes;
-}
+static long long pg_total_changes(struct store *base_) { return ((struct pg *)base_)->changes; }
 
 static int pg_running_list(struct store *base_,
-                           int (*cb)(void *ud, const char *id,
-                                     const char *owner, double updated_at),
+                           int (*cb)(void *ud, const char *id, const char *owner,
+                                     double updated_at),
                            void *ud) {
   struct pg *s = (struct pg *)base_;
   PGresult *r =
-      q(s, "SELECT id, owner, updated_at FROM events WHERE status = 1", NULL,
-        "running_list");
+      q(s, "SELECT id, owner, updated_at FROM events WHERE status = 1", NULL, "running_list");
   if (!r)
     return -1;
   /* The rows are all here before the callback runs, so it may run
@@ -1902,11 +1808,10 @@ static int pg_event_forget(struct store *base_, const char *id) {
     return fail_arg("event_forget", "missing event id");
   struct prm p = {0};
   p_text(&p, id);
-  int n = move_rows(
-      s,
-      "DELETE FROM events WHERE id = $1 AND status IN (0, 1) AND attempts <= 1"
-      " RETURNING status",
-      &p, -1, "event_forget");
+  int n = move_rows(s,
+                    "DELETE FROM events WHERE id = $1 AND status IN (0, 1) AND attempts <= 1"
+                    " RETURNING status",
+                    &p, -1, "event_forget");
   return n < 0 ? -1 : n > 0;
 }
 
@@ -1926,8 +1831,7 @@ static int pg_checkpoint(struct store *base_, int *wal_pages, int *copied) {
   return 0;
 }
 
-static int pg_retention_batch(struct store *base_, double cutoff, int batch,
-                              int *deleted) {
+static int pg_retention_batch(struct store *base_, double cutoff, int batch, int *deleted) {
   struct pg *s = (struct pg *)base_;
   *deleted = 0;
   bool own;
@@ -1936,13 +1840,12 @@ static int pg_retention_batch(struct store *base_, double cutoff, int batch,
   struct prm p = {0};
   p_dbl(&p, cutoff);
   p_int(&p, batch);
-  int n = move_rows(
-      s,
-      "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at <"
-      " $1::double precision AND status = 2 LIMIT $2::integer FOR UPDATE SKIP "
-      "LOCKED)"
-      " RETURNING status",
-      &p, -1, "retention");
+  int n = move_rows(s,
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at <"
+                    " $1::double precision AND status = 2 LIMIT $2::integer FOR UPDATE SKIP "
+                    "LOCKED)"
+                    " RETURNING status",
+                    &p, -1, "retention");
   bool ok = n >= 0;
   long nc = 0;
   static const char *const sql[] = {
@@ -1969,8 +1872,8 @@ static int pg_retention_batch(struct store *base_, double cutoff, int batch,
 
 /* ---- what the /ui page reads -------------------------------------------- */
 
-static int pg_reload_add(struct store *base_, double at, bool ok,
-                         const char *version, const char *message) {
+static int pg_reload_add(struct store *base_, double at, bool ok, const char *version,
+                         const char *message) {
   struct prm p = {0};
   p_dbl(&p, at);
   p_int(&p, ok ? 1 : 0);
@@ -1984,19 +1887,17 @@ static int pg_reload_add(struct store *base_, double at, bool ok,
 }
 
 static int pg_reload_list(struct store *base_, int limit,
-                          int (*cb)(void *ud, const struct store_reload *r),
-                          void *ud) {
+                          int (*cb)(void *ud, const struct store_reload *r), void *ud) {
   struct pg *s = (struct pg *)base_;
   struct prm p = {0};
   if (limit > 0)
     p_int(&p, limit);
   else
     p_null(&p);
-  PGresult *r =
-      q(s,
-        "SELECT at, ok, version, message FROM reloads ORDER BY seq DESC"
-        " LIMIT $1::integer",
-        &p, "reload_list");
+  PGresult *r = q(s,
+                  "SELECT at, ok, version, message FROM reloads ORDER BY seq DESC"
+                  " LIMIT $1::integer",
+                  &p, "reload_list");
   p_free(&p);
   if (!r)
     return -1;
@@ -2017,9 +1918,8 @@ static int pg_event_count_since(struct store *base_, double since, long *n) {
   *n = 0;
   struct prm p = {0};
   p_dbl(&p, since);
-  PGresult *r = q(
-      s, "SELECT COUNT(*) FROM events WHERE created_at >= $1::double precision",
-      &p, "event_count_since");
+  PGresult *r = q(s, "SELECT COUNT(*) FROM events WHERE created_at >= $1::double precision", &p,
+                  "event_count_since");
   p_free(&p);
   if (!r)
     return -1;
@@ -2033,10 +1933,8 @@ static int pg_event_count_since(struct store *base_, double since, long *n) {
  * column (bytes, as in SQLite). */
 #define TERM_TOP "chr(1114111)"
 
-static int pg_event_search(struct store *base_,
-                           const struct store_event_filter *f, int limit,
-                           int (*cb)(void *ud, const struct store_event *e),
-                           void *ud) {
+static int pg_event_search(struct store *base_, const struct store_event_filter *f, int limit,
+                           int (*cb)(void *ud, const struct store_event *e), void *ud) {
   struct pg *s = (struct pg *)base_;
   const char *what = "event_search";
   int status = -1;
@@ -2057,8 +1955,7 @@ static int pg_event_search(struct store *base_,
       if (n > STORE_SEARCH_MAX)
         n = STORE_SEARCH_MAX;
       for (size_t i = 0; i < n; i++)
-        words[nwords][i] =
-            (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] - 'A' + 'a' : p[i]);
+        words[nwords][i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] - 'A' + 'a' : p[i]);
       words[nwords][n] = 0;
       nwords++;
       p += n;
@@ -2075,30 +1972,27 @@ static int pg_event_search(struct store *base_,
     buf_printf(&q_,
                " JOIN (SELECT DISTINCT event_id FROM event_people WHERE term "
                ">= $%d::text AND"
-               " term < $%d::text || " TERM_TOP
-               ") AS p ON p.event_id = events.id",
+               " term < $%d::text || " TERM_TOP ") AS p ON p.event_id = events.id",
                p.n, p.n);
   }
   buf_puts(&q_, " WHERE true");
   char phrase[SEARCH_TERMS_MAX * (STORE_SEARCH_MAX + 2)] = "";
   if (nwords > 1) {
     for (int i = 0; i < nwords; i++)
-      snprintf(phrase + strlen(phrase), sizeof phrase - strlen(phrase), "%s%s",
-               i ? " " : "", words[i]);
+      snprintf(phrase + strlen(phrase), sizeof phrase - strlen(phrase), "%s%s", i ? " " : "",
+               words[i]);
     p_text(&p, phrase);
     buf_printf(&q_,
                " AND (EXISTS (SELECT 1 FROM event_people AS ph WHERE "
                "ph.event_id = events.id"
-               " AND ph.term >= $%d::text AND ph.term < $%d::text || " TERM_TOP
-               ") OR (true",
+               " AND ph.term >= $%d::text AND ph.term < $%d::text || " TERM_TOP ") OR (true",
                p.n, p.n);
     for (int i = 1; i < nwords; i++) {
       p_text(&p, words[i]);
       buf_printf(&q_,
                  " AND EXISTS (SELECT 1 FROM event_people AS q WHERE "
                  "q.event_id = events.id"
-                 " AND q.term >= $%d::text AND q.term < $%d::text || " TERM_TOP
-                 ")",
+                 " AND q.term >= $%d::text AND q.term < $%d::text || " TERM_TOP ")",
                  p.n, p.n);
     }
     buf_puts(&q_, "))");
@@ -2137,7 +2031,7 @@ static int pg_event_search(struct store *base_,
   PGresult *r = q(s, q_.p, &p, what);
   buf_free(&q_);
   p_free(&p);
-  return walk_events(s, r, cb, ud, what);
+  return walk_events(r, cb, ud, what);
 }
 
 static int pg_event_people(struct store *base_, const char *event_id,
@@ -2146,8 +2040,7 @@ static int pg_event_people(struct store *base_, const char *event_id,
   struct prm p = {0};
   p_text(&p, event_id);
   PGresult *r =
-      q(s, "SELECT term FROM event_people WHERE event_id = $1 ORDER BY term",
-        &p, "event_people");
+      q(s, "SELECT term FROM event_people WHERE event_id = $1 ORDER BY term", &p, "event_people");
   p_free(&p);
   if (!r)
     return -1;
@@ -2158,8 +2051,7 @@ static int pg_event_people(struct store *base_, const char *event_id,
   return 0;
 }
 
-static int pg_kv_swap(struct store *base_, const char *key, const char *old,
-                      const char *value) {
+static int pg_kv_swap(struct store *base_, const char *key, const char *old, const char *value) {
   struct pg *s = (struct pg *)base_;
   if (!key || !value)
     return fail_arg("kv_swap", "missing key or value");
@@ -2175,25 +2067,23 @@ static int pg_kv_swap(struct store *base_, const char *key, const char *old,
              &p, "kv_swap", &n);
   } else {
     p_text(&p, old);
-    rc = run(s, "UPDATE kv SET value = $2 WHERE key = $1 AND value = $3", &p,
-             "kv_swap", &n);
+    rc = run(s, "UPDATE kv SET value = $2 WHERE key = $1 AND value = $3", &p, "kv_swap", &n);
   }
   return rc != 0 ? -1 : n > 0;
 }
 
-static int pg_rate_take(struct store *base_, const char *key, int limit,
-                        double window, double now, double *wait) {
+static int pg_rate_take(struct store *base_, const char *key, int limit, double window, double now,
+                        double *wait) {
   struct pg *s = (struct pg *)base_;
   struct prm p = {0};
   p_text(&p, key);
   p_int(&p, limit);
   p_dbl(&p, window);
   p_dbl(&p, now);
-  PGresult *r =
-      q(s,
-        "SELECT ncghl_rate_take($1, $2::integer, $3::double precision,"
-        " $4::double precision)",
-        &p, "rate_take");
+  PGresult *r = q(s,
+                  "SELECT ncghl_rate_take($1, $2::integer, $3::double precision,"
+                  " $4::double precision)",
+                  &p, "rate_take");
   p_free(&p);
   if (!r)
     return -1;

@@ -1447,6 +1447,62 @@ static void test_pg_messages_never_show_the_password(void **state) {
   assert_string_equal(shown, "/var/lib/ncghl/a:b@c.db");
 }
 
+static void test_pg_url_with_schema(void **state) {
+  (void)state;
+  char out[256];
+  assert_int_equal(store_url_with_schema("postgresql://u:p@h/db", "tenant_1", out, sizeof out), 0);
+  assert_string_equal(out, "postgresql://u:p@h/db?ncghl_schema=tenant_1");
+  assert_int_equal(store_url_with_schema("postgres://h/db?sslmode=require&ncghl_schema=old"
+                                         "&connect_timeout=3",
+                                         "acme", out, sizeof out),
+                   0);
+  assert_string_equal(out, "postgres://h/db?sslmode=require&connect_timeout=3&ncghl_schema=acme");
+  assert_int_equal(store_url_with_schema("postgresql://h/db", "1bad", out, sizeof out), -1);
+  assert_int_equal(store_url_with_schema("postgresql://h/db", "bad-name", out, sizeof out), -1);
+  assert_int_equal(store_url_with_schema("/var/lib/ncghl.db", "acme", out, sizeof out), -1);
+  assert_int_equal(store_url_with_schema("postgresql://h/db", "acme", out, 10), -1);
+  /* What it builds opens, in that schema. */
+  char url[600];
+  assert_int_equal(store_url_with_schema(pg_url, "url_built", url, sizeof url), 0);
+  char err[256];
+  struct store *s = store_open(url, err, sizeof err);
+  assert_non_null(s);
+  assert_int_equal(store_kv_put(s, "k", "v"), 0);
+  store_close(s);
+  PGconn *c = pg_side();
+  assert_int_equal(pg_long(c, "SELECT count(*) FROM url_built.kv WHERE key = 'k'"), 1);
+  PQfinish(c);
+}
+
+/* A user that owns its schema but may not create schemas in the database
+ * (a tenant's least privilege) still opens, migrates and writes it. */
+static void test_pg_schema_owner_without_create_on_the_database(void **state) {
+  (void)state;
+  PGconn *c = pg_side();
+  pg_exec(c, "DROP SCHEMA IF EXISTS lim CASCADE; DROP ROLE IF EXISTS lim_user;"
+             " CREATE ROLE lim_user LOGIN; CREATE SCHEMA lim AUTHORIZATION lim_user;"
+             " REVOKE CREATE ON DATABASE ncghl_unit FROM PUBLIC;"
+             " REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+  /* pg_url is postgresql://<user>:<password>@host:port/db: swap the user. */
+  const char *at = strchr(pg_url, '@');
+  assert_non_null(at);
+  char url[600];
+  snprintf(url, sizeof url, "postgresql://lim_user%s?ncghl_schema=lim", at);
+  char err[256];
+  struct store *s = store_open(url, err, sizeof err);
+  if (!s)
+    fail_msg("store_open as lim_user: %s", err);
+  assert_int_equal(store_schema_version(s), 6);
+  put(s, "lim1", 1, STORE_PUT_NEW);
+  store_close(s);
+  s = store_open(url, err, sizeof err); /* and again, with nothing to create */
+  assert_non_null(s);
+  assert_int_equal(status_of(s, "lim1"), EV_PENDING);
+  store_close(s);
+  pg_exec(c, "GRANT CREATE ON DATABASE ncghl_unit TO PUBLIC");
+  PQfinish(c);
+}
+
 static void test_pg_errors_are_logged_with_the_servers_message(void **state) {
   struct fx *f = *state;
   char logpath[320];
@@ -1669,6 +1725,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_pg_tables_live_in_the_urls_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_refuses_newer_schema_and_bad_names, setup, teardown),
         cmocka_unit_test(test_pg_messages_never_show_the_password),
+        cmocka_unit_test(test_pg_url_with_schema),
+        cmocka_unit_test(test_pg_schema_owner_without_create_on_the_database),
         cmocka_unit_test_setup_teardown(test_pg_errors_are_logged_with_the_servers_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_two_connections_never_claim_the_same_event, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_recover_leaves_live_nodes_rows, setup, teardown),
