@@ -110,7 +110,7 @@ int store_url_with_schema(const char *base, const char *schema, char *out, size_
   bool ok = store_is_url(base) && n > 0 && n <= 63 && !(schema[0] >= '0' && schema[0] <= '9');
   for (size_t i = 0; ok && i < n; i++)
     ok = (schema[i] >= 'a' && schema[i] <= 'z') || (schema[i] >= 'A' && schema[i] <= 'Z') ||
-         (schema[i] >= '0' && schema[i] <= '9') || schema[i] == '_';
+         (schema[i] >= '0' && schema[i] <= '9') || schema[i] == '_' || schema[i] == '-';
   if (!ok || !outlen)
     return -1;
   /* The URL without any ncghl_schema of its own, then ours. */

@@ -74,8 +74,8 @@ struct store *store_open(const char *target, char *err, size_t errlen);
 bool store_exists(const char *target);
 /* For one store per tenant on one PostgreSQL database: the URL `base`
  * with its ncghl_schema parameter set to `schema` (added, or replacing the
- * one it has). -1 when the schema name is not 1 to 63 letters, digits or
- * underscores (not starting with a digit), base is not a URL, or out is
+ * one it has). -1 when the schema name is not 1 to 63 letters, digits,
+ * '_' or '-' (not starting with a digit), base is not a URL, or out is
  * too small. */
 int store_url_with_schema(const char *base, const char *schema, char *out, size_t outlen);
 /* True for a target store_open gives to PostgreSQL. */

@@ -92,16 +92,22 @@ bool tenant_name_ok(const char *name) {
 char *tenant_store_location(const char *db_path, const char *store_url, const char *name) {
   if (!name)
     return strdup(store_url && *store_url ? store_url : db_path);
-  struct buf b;
-  buf_init(&b, 0);
   if (store_url && *store_url) {
     /* A PostgreSQL URL: the tenant's own schema, through the parameter the
-     * store reads; a fragment, if any, stays last. */
-    size_t end = strcspn(store_url, "#");
-    buf_append(&b, store_url, end);
-    buf_printf(&b, "%sncghl_schema=t_%s", memchr(store_url, '?', end) ? "&" : "?", name);
-    buf_puts(&b, store_url + end);
-  } else {
+     * store reads. */
+    char schema[80];
+    size_t cap = strlen(store_url) + sizeof schema + 16;
+    char *url = malloc(cap);
+    snprintf(schema, sizeof schema, "t_%s", name);
+    if (url && store_url_with_schema(store_url, schema, url, cap) != 0) {
+      free(url);
+      url = NULL;
+    }
+    return url;
+  }
+  struct buf b;
+  buf_init(&b, 0);
+  {
     const char *slash = strrchr(db_path, '/');
     if (slash)
       buf_append(&b, db_path, (size_t)(slash - db_path) + 1);

@@ -1458,19 +1458,21 @@ static void test_pg_url_with_schema(void **state) {
                    0);
   assert_string_equal(out, "postgres://h/db?sslmode=require&connect_timeout=3&ncghl_schema=acme");
   assert_int_equal(store_url_with_schema("postgresql://h/db", "1bad", out, sizeof out), -1);
-  assert_int_equal(store_url_with_schema("postgresql://h/db", "bad-name", out, sizeof out), -1);
+  assert_int_equal(store_url_with_schema("postgresql://h/db", "bad\"name", out, sizeof out), -1);
+  assert_int_equal(store_url_with_schema("postgresql://h/db", "bad name", out, sizeof out), -1);
   assert_int_equal(store_url_with_schema("/var/lib/ncghl.db", "acme", out, sizeof out), -1);
   assert_int_equal(store_url_with_schema("postgresql://h/db", "acme", out, 10), -1);
   /* What it builds opens, in that schema. */
   char url[600];
-  assert_int_equal(store_url_with_schema(pg_url, "url_built", url, sizeof url), 0);
+  /* A tenant's '-' too: the schema name is always quoted. */
+  assert_int_equal(store_url_with_schema(pg_url, "url-built", url, sizeof url), 0);
   char err[256];
   struct store *s = store_open(url, err, sizeof err);
   assert_non_null(s);
   assert_int_equal(store_kv_put(s, "k", "v"), 0);
   store_close(s);
   PGconn *c = pg_side();
-  assert_int_equal(pg_long(c, "SELECT count(*) FROM url_built.kv WHERE key = 'k'"), 1);
+  assert_int_equal(pg_long(c, "SELECT count(*) FROM \"url-built\".kv WHERE key = 'k'"), 1);
   PQfinish(c);
 }
 

@@ -45,7 +45,10 @@ static void test_store_locations(void **state) {
   expect("x.db", "postgresql://u@h/db", "a", "postgresql://u@h/db?ncghl_schema=t_a");
   expect("x.db", "postgresql://u@h/db?sslmode=require", "b",
          "postgresql://u@h/db?sslmode=require&ncghl_schema=t_b");
-  expect("x.db", "postgresql://u@h/db?x=1#frag", "c", "postgresql://u@h/db?x=1&ncghl_schema=t_c#frag");
+  /* A tenant name's '-' is kept (the schema name is always quoted), and a
+   * schema the URL already names is replaced, not doubled. */
+  expect("x.db", "postgresql://u@h/db?x=1", "acme-2", "postgresql://u@h/db?x=1&ncghl_schema=t_acme-2");
+  expect("x.db", "postgresql://u@h/db?ncghl_schema=s&x=1", "c", "postgresql://u@h/db?x=1&ncghl_schema=t_c");
 }
 
 int main(void) {
