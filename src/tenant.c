@@ -410,6 +410,11 @@ static void on_retire_tick(evutil_socket_t fd, short what, void *arg) {
  * (their events are stored). */
 static void retire(struct tenants *ts, struct tenant *t) {
   tenant_stop(t);
+  /* Webhooks whose batch has not committed yet are answered by that
+   * commit (never before it), through the site: commit now, while the site
+   * is still there. What stays owed after this is stored and running. */
+  if (t->queue)
+    queue_flush(t->queue);
   if (t->has_next) {
     /* Restarting: its webhooks meanwhile get 503 and are sent again, not a
      * 404 that a sender could take for good. The site goes with it. */
