@@ -26,12 +26,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
 #include "log.h"
 #include "store.h"
 
-/* Seconds between two commits while the queue is busy. */
-#define QUEUE_COMMIT_INTERVAL 0.002
 /* How soon a commit nobody waits on for durability (outcomes, links,
  * attempts) gets its fsync anyway. */
 #define QUEUE_LAZY_SYNC_SECONDS 0.5
@@ -56,7 +53,9 @@ struct queue {
   bool open;
   bool durable; /* a durable write joined the open batch */
   struct wlist batch;
-  double last_commit; /* monotonic seconds */
+  /* The open batch commits when the fsync in flight ends (not at the end
+   * of this loop turn): batches grow with the load, with no timer. */
+  bool commit_after_sync;
 
   /* The fsync pipeline. */
   int wal_fd;             /* -1 until the first durable commit */
@@ -92,6 +91,7 @@ struct queue {
 };
 
 static void enter_failed(struct queue *q, const char *fmt, const char *detail);
+static void run_commit(struct queue *q);
 
 static int wlist_add(struct wlist *l, queue_commit_cb cb, void *ud) {
   if (l->n == l->cap) {
@@ -202,6 +202,8 @@ static void on_synced(evutil_socket_t fd, short what, void *arg) {
     wlist_move(&q->in_sync, &q->next_sync); /* no later sync is coming */
   }
   wlist_run(&q->in_sync, ok == '1');
+  if (q->commit_after_sync)
+    run_commit(q); /* the batch that waited for this fsync; it starts the next */
   start_sync(q);
 }
 
@@ -221,6 +223,7 @@ static void run_commit(struct queue *q) {
     wlist_run(&q->batch, false);
     return;
   }
+  q->commit_after_sync = false;
   store_clear_fault(q->store);
   bool ok = store_commit(q->store) == 0;
   if (!ok && store_last_fault(q->store) == STORE_FAULT_BUSY && store_in_txn(q->store)) {
@@ -230,7 +233,6 @@ static void run_commit(struct queue *q) {
     return;
   }
   q->open = false;
-  q->last_commit = clock_mono();
   if (!ok) {
     store_rollback(q->store);
     if (store_last_fault(q->store) == STORE_FAULT_FULL) {
@@ -398,17 +400,16 @@ static int join(struct queue *q, bool durable) {
     q->changes_at_begin = store_total_changes(q->store);
     q->open = true;
     q->durable = false;
-    /* An idle queue commits at the end of this loop turn. A busy one commits
-     * at most every QUEUE_COMMIT_INTERVAL: each COMMIT costs about as much
-     * as the writes it carries, and under load a loop turn holds only a
-     * request or two, so waiting a moment makes the batches worth it. */
-    double wait = q->last_commit + QUEUE_COMMIT_INTERVAL - clock_mono();
-    if (wait <= 0) {
+    /* Adaptive group commit. With no fsync in flight the batch commits at
+     * the end of this loop turn (an idle system waits for nothing). With
+     * one in flight, its answers could not go out before that fsync ends
+     * anyway: the batch stays open, gathering what arrives meanwhile, and
+     * commits the moment the fsync is done. Under load the batches grow
+     * with it; each COMMIT costs about as much as the writes it carries. */
+    if (q->syncing && q->wal_sync)
+      q->commit_after_sync = true;
+    else
       event_active(q->commit_ev, 0, 0);
-    } else {
-      struct timeval tv = {0, (suseconds_t)(wait * 1e6)};
-      event_add(q->commit_ev, &tv);
-    }
   }
   q->durable = q->durable || durable;
   return 0;

@@ -1,8 +1,9 @@
 /* queue: group commit on the event loop. Every store write made while the
  * loop runs joins one open transaction; the transaction commits once, at the
- * end of the loop turn, and only then are the callbacks waiting on it run.
- * That is how many concurrent webhooks share one fsync, while each answer
- * still goes out after the commit that holds its event. */
+ * end of the loop turn, or, while an fsync is in flight, the moment it ends
+ * (batches grow with the load, no timer); only then are the callbacks
+ * waiting on it run. That is how many concurrent webhooks share one fsync,
+ * while each answer still goes out after the commit that holds its event. */
 #ifndef NCGHL_QUEUE_H
 #define NCGHL_QUEUE_H
 
