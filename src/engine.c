@@ -292,14 +292,12 @@ int engine_submit(struct engine *e, const char *id, const char *source, const ch
   if (*put == STORE_PUT_REQUEUED) {
     struct store_event se;
     if (store_event_get(e->store, id, &se) == 0) {
-      j->run = se.attempts + 1;
+      j->run = se.attempts; /* the put counted this run */
       free(j->last_error);
       j->last_error = se.last_error ? strdup(se.last_error) : NULL;
       store_event_free(&se);
     }
   }
-  if (store_event_started(e->store, id, now) != 0)
-    return -1;
   j->starting = true;
   e->active++;
   queue_after_commit(e->queue, start_job, j);

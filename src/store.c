@@ -333,9 +333,6 @@ int store_event_claim(struct store *s, const char *id, double now) {
   return s->ops->event_claim(s, id, now);
 }
 
-int store_event_started(struct store *s, const char *id, double now) {
-  return s->ops->event_started(s, id, now);
-}
 
 int store_claim_due(struct store *s, double now, int max, struct store_event *out, int *n) {
   return s->ops->claim_due(s, now, max, out, n);

@@ -112,7 +112,9 @@ enum store_put { STORE_PUT_NEW, STORE_PUT_DUPLICATE, STORE_PUT_REQUEUED };
  * when the caller starts it at once) -> NEW. A row that is dead: back to
  * `initial`, keeping id, attempts and history -> REQUEUED. A row created more
  * than ttl seconds ago: treated as a new event (status `initial`, created_at
- * now, history kept) -> NEW. Otherwise -> DUPLICATE, *existing = its status. */
+ * now, history kept) -> NEW. Otherwise -> DUPLICATE, *existing = its status.
+ * Put as EV_RUNNING (NEW or REQUEUED), the run it starts is counted in
+ * attempts by the same statement: one write per accepted event. */
 int store_event_put(struct store *s, const char *id, const char *source, const char *type,
                     const char *payload, size_t payload_len, enum ev_status initial, double now,
                     double ttl, enum store_put *result, enum ev_status *existing);
@@ -121,8 +123,6 @@ int store_event_get(struct store *s, const char *id, struct store_event *out);
 /* Marks a pending or retry_wait event running and counts the attempt.
  * Returns 1 if claimed, 0 if it was in another status, -1 on error. */
 int store_event_claim(struct store *s, const char *id, double now);
-/* Same for an event inserted as EV_RUNNING by the caller: counts the attempt. */
-int store_event_started(struct store *s, const char *id, double now);
 /* Claims up to `max` events that are pending, or retry_wait with
  * next_at <= now, oldest first; *n gets how many. Caller frees each. */
 int store_claim_due(struct store *s, double now, int max, struct store_event *out, int *n);

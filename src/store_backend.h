@@ -23,7 +23,6 @@ struct store_ops {
                    double ttl, enum store_put *result, enum ev_status *existing);
   int (*event_get)(struct store *s, const char *id, struct store_event *out);
   int (*event_claim)(struct store *s, const char *id, double now);
-  int (*event_started)(struct store *s, const char *id, double now);
   int (*claim_due)(struct store *s, double now, int max, struct store_event *out, int *n);
   int (*event_finish)(struct store *s, const char *id, enum ev_status st_new, double next_at,
                       const char *last_error, const char *result, double now);

@@ -991,7 +991,7 @@ static int pg_event_put(struct store *base_, const char *id, const char *source,
                   "INSERT INTO events (id, source, type, payload, status, "
                   "attempts, created_at,"
                   " updated_at, next_at, owner) VALUES ($1, $2, $3, $4::bytea, "
-                  "$5::integer, 0,"
+                  "$5::integer, CASE WHEN $5::integer = 1 THEN 1 ELSE 0 END,"
                   " $6::double precision, $6::double precision, 0,"
                   " CASE WHEN $5::integer = 1 THEN $7::text END)"
                   " ON CONFLICT (id) DO NOTHING RETURNING status",
@@ -1044,6 +1044,7 @@ static int pg_event_put(struct store *base_, const char *id, const char *source,
       p_text(&pu, s->base.owner);
       ok = run(s,
                "UPDATE events SET status = $2::integer, next_at = 0, "
+               "attempts = attempts + CASE WHEN $2::integer = 1 THEN 1 ELSE 0 END, "
                "updated_at = $3::double"
                " precision, owner = CASE WHEN $2::integer = 1 THEN $4::text "
                "END WHERE id = $1",
@@ -1066,6 +1067,7 @@ static int pg_event_put(struct store *base_, const char *id, const char *source,
                " $5::integer, last_error = NULL, result = NULL, created_at = "
                "$6::double"
                " precision, updated_at = $6::double precision, next_at = 0, "
+               "attempts = attempts + CASE WHEN $5::integer = 1 THEN 1 ELSE 0 END, "
                "owner = CASE WHEN"
                " $5::integer = 1 THEN $7::text END WHERE id = $1",
                &pu, what, NULL) == 0;
@@ -1139,25 +1141,6 @@ static int pg_event_claim(struct store *base_, const char *id, double now) {
                     "o.id RETURNING o.status",
                     &p, EV_RUNNING, "event_claim");
   return n < 0 ? -1 : n > 0;
-}
-
-static int pg_event_started(struct store *base_, const char *id, double now) {
-  struct pg *s = (struct pg *)base_;
-  if (!id)
-    return fail_arg("event_started", "missing event id");
-  struct prm p = {0};
-  p_text(&p, id);
-  p_dbl(&p, now);
-  long n = 0;
-  if (run(s,
-          "UPDATE events SET attempts = attempts + 1, updated_at = $2::double "
-          "precision"
-          " WHERE id = $1 AND status = 1",
-          &p, "event_started", &n) != 0)
-    return -1;
-  if (n == 0)
-    return fail_arg("event_started", "event is not running");
-  return 0;
 }
 
 static int cmp_event_age(const void *a, const void *b) {
@@ -2111,7 +2094,6 @@ static const struct store_ops pg_ops = {
     .event_put = pg_event_put,
     .event_get = pg_event_get,
     .event_claim = pg_event_claim,
-    .event_started = pg_event_started,
     .claim_due = pg_claim_due,
     .event_finish = pg_event_finish,
     .event_requeue = pg_event_requeue,

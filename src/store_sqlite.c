@@ -203,7 +203,6 @@ enum stmt_id {
   ST_EV_RENEW,
   ST_EV_GET,
   ST_EV_CLAIM,
-  ST_EV_STARTED,
   ST_EV_CLAIM_DUE,
   ST_EV_FINISH,
   ST_EV_REQUEUE,
@@ -249,23 +248,24 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ROLLBACK_TO] = "ROLLBACK TO store_op",
     [ST_USER_VERSION] = "PRAGMA user_version",
     [ST_EV_INSERT] = "INSERT INTO events (id, source, type, payload, status, attempts, created_at,"
-                     " updated_at, next_at, owner) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, 0,"
+                     " updated_at, next_at, owner) VALUES (?1, ?2, ?3, ?4, ?5,"
+                     " CASE WHEN ?5 = " S_RUNNING " THEN 1 ELSE 0 END, ?6, ?6, 0,"
                      " CASE WHEN ?5 = " S_RUNNING " THEN ncghl_owner() END)"
                      " ON CONFLICT (id) DO NOTHING",
     [ST_EV_STATE] = "SELECT status, created_at FROM events WHERE id = ?1",
     [ST_EV_REQUEUE_DEAD] = "UPDATE events SET status = ?2, next_at = 0, updated_at = ?3,"
+                           " attempts = attempts + CASE WHEN ?2 = " S_RUNNING " THEN 1 ELSE 0 END,"
                            " owner = CASE WHEN ?2 = " S_RUNNING " THEN ncghl_owner() END"
                            " WHERE id = ?1",
     [ST_EV_RENEW] = "UPDATE events SET source = ?2, type = ?3, payload = ?4, status = ?5,"
                     " last_error = NULL, result = NULL, created_at = ?6, updated_at = ?6,"
+                    " attempts = attempts + CASE WHEN ?5 = " S_RUNNING " THEN 1 ELSE 0 END,"
                     " next_at = 0, owner = CASE WHEN ?5 = " S_RUNNING " THEN ncghl_owner() END"
                     " WHERE id = ?1",
     [ST_EV_GET] = "SELECT " EV_COLS " FROM events WHERE id = ?1",
     [ST_EV_CLAIM] = "UPDATE events SET status = " S_RUNNING ", attempts = attempts + 1,"
                     " owner = ncghl_owner(), updated_at = ?2"
                     " WHERE id = ?1 AND status IN (" S_PENDING ", " S_RETRY_WAIT ")",
-    [ST_EV_STARTED] = "UPDATE events SET attempts = attempts + 1, updated_at = ?2"
-                      " WHERE id = ?1 AND status = " S_RUNNING,
     /* Pending first, oldest first; then retry_wait rows whose time has come.
      * Each branch is one index range, so a store full of done events costs
      * nothing here. */
@@ -964,16 +964,6 @@ static int sq_event_claim(struct store *base_, const char *id, double now) {
   struct sq *s = (struct sq *)base_;
   int n = update_by_id(s, ST_EV_CLAIM, id, now, "event_claim");
   return n < 0 ? -1 : n > 0;
-}
-
-static int sq_event_started(struct store *base_, const char *id, double now) {
-  struct sq *s = (struct sq *)base_;
-  int n = update_by_id(s, ST_EV_STARTED, id, now, "event_started");
-  if (n < 0)
-    return -1;
-  if (n == 0)
-    return fail_arg("event_started", "event is not running");
-  return 0;
 }
 
 static int cmp_event_age(const void *a, const void *b) {
@@ -1918,7 +1908,6 @@ static const struct store_ops sqlite_ops = {
     .event_put = sq_event_put,
     .event_get = sq_event_get,
     .event_claim = sq_event_claim,
-    .event_started = sq_event_started,
     .claim_due = sq_claim_due,
     .event_finish = sq_event_finish,
     .event_requeue = sq_event_requeue,
