@@ -177,6 +177,14 @@ class OpenApi(IntegTest):
             for code in ("409", "502"):
                 self.assertIn(code, paths[p]["post"]["responses"])
         self.assertIn("401", paths["/api/v1/webhooks/ghl"]["post"]["responses"])
+        # SPEC 13: the same routes under a tenant's prefix, and the admin
+        # API's tenant filter.
+        for p in ("/api/v1/webhooks/nowcerts", "/api/v1/webhooks/ghl", "/api/v1/sync/manual",
+                  "/api/v1/events"):
+            self.assertIn("/t/{tenant}", [v["url"] for v in paths[p].get("servers", [])], p)
+        self.assertIn({"$ref": "#/components/parameters/Tenant"},
+                      paths["/api/v1/events"]["get"]["parameters"])
+        self.assertEqual(body["components"]["parameters"]["Tenant"]["name"], "tenant")
         schemes = body["components"]["securitySchemes"]
         self.assertTrue(any(v.get("scheme") == "bearer" for v in schemes.values()), schemes)
         for p, method in (("/api/v1/events", "get"), ("/api/v1/events/{id}", "get"),
