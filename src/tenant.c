@@ -69,10 +69,17 @@ struct tenant {
  * the same grace as a stopping service. */
 #define RETIRE_GRACE_SECONDS 10
 
+/* How long a tenant's Lua state outlives its last event (lua_rt.h, idle
+ * release). A state weighs ~0.3 MiB and takes a few milliseconds to build
+ * (docs/performance.md): a tenant with steady traffic keeps it, one that
+ * hears nothing for a minute gives it back. */
+#define TENANT_LUA_IDLE_SECONDS 60.0
+
 struct tenants {
   struct tenant_shared sh;
   struct tenant *list;
   struct tenant *retiring;
+  struct lrt_texts *texts; /* the script bytes every tenant's runtime shares */
   bool started; /* the directory was read once: later errors keep what runs */
 };
 
@@ -309,7 +316,8 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
                                           "Events left alone on purpose, by reason"
                                           " (other_location: a GHL webhook for another"
                                           " sub-account).",
-                                          METRIC_LABELS("reason"))};
+                                          METRIC_LABELS("reason")),
+                          ts->texts};
   t->rt = lrt_new(&host, err, sizeof err);
   if (!t->rt) {
     log_error("%s%smappings: %s", who, sep, err);
@@ -317,6 +325,11 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
   }
   lrt_set_check(t->rt, runner_check);
   note_reload(t, true, "loaded at start");
+  /* Many tenants: a state only while events need it (lua_rt.h). The load
+   * above checked the scripts; an idle tenant's first event builds its
+   * state again from those bytes. The single agency keeps its state. */
+  if (name && lrt_set_idle(t->rt, TENANT_LUA_IDLE_SECONDS) != 0)
+    log_warn("%s%sthe Lua state stays loaded (no idle timer)", who, sep);
   t->engine = engine_new(base, &t->cfg, t->store, t->queue, t->rt);
   if (!t->engine)
     goto fail;
@@ -336,6 +349,8 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
       !(t->poller = poller_new(base, &t->cfg, t->store, t->queue, t->engine, t->up)))
     goto fail;
   start_doctor(t);
+  if (name)
+    lrt_release(t->rt);
   if (name)
     log_info("tenant %s: started (GHL location %s, store %s, mappings %s version %s)", name,
              t->cfg.ghl_location_id, t->store_at, t->cfg.mappings_dir, lrt_version(t->rt));
@@ -453,8 +468,13 @@ struct tokens *tenant_ghl_tokens(struct tenant *t) {
 
 struct tenants *tenants_new(const struct tenant_shared *sh) {
   struct tenants *ts = calloc(1, sizeof *ts);
-  if (ts)
-    ts->sh = *sh;
+  if (!ts)
+    return NULL;
+  ts->sh = *sh;
+  if (!(ts->texts = lrt_texts_new())) {
+    free(ts);
+    return NULL;
+  }
   return ts;
 }
 
@@ -742,6 +762,7 @@ void tenants_free(struct tenants *ts) {
     ts->retiring = t->next;
     tenant_free(t);
   }
+  lrt_texts_free(ts->texts);
   free(ts);
 }
 
