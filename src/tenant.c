@@ -80,6 +80,7 @@ struct tenants {
   struct tenant *list;
   struct tenant *retiring;
   struct lrt_texts *texts; /* the script bytes every tenant's runtime shares */
+  struct upkeep_pool *upkeep; /* the one upkeep thread (NULL: none could start) */
   bool started; /* the directory was read once: later errors keep what runs */
 };
 
@@ -344,7 +345,11 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
   up_set_metrics(t->up, m);
   t->presence = presence_start(base, t->store, t->queue);
   queue_on_fail(t->queue, ts->sh.on_store_failed, ts->sh.ud);
-  t->upkeep = upkeep_start(base, t->store, t->store_at, t->cfg.retention_days);
+  /* One thread for every tenant's upkeep; a tenant's second connection
+   * only while its store is busy (upkeep.h). The single agency keeps its
+   * connection and its checkpoint every second, as before. */
+  t->upkeep = upkeep_start(ts->upkeep, base, t->store, t->store_at, t->cfg.retention_days,
+                           name == NULL);
   if (poller_wanted(&t->cfg) &&
       !(t->poller = poller_new(base, &t->cfg, t->store, t->queue, t->engine, t->up)))
     goto fail;
@@ -475,6 +480,7 @@ struct tenants *tenants_new(const struct tenant_shared *sh) {
     free(ts);
     return NULL;
   }
+  ts->upkeep = upkeep_pool_new(); /* NULL: logged, the service runs on */
   return ts;
 }
 
@@ -763,6 +769,7 @@ void tenants_free(struct tenants *ts) {
     tenant_free(t);
   }
   lrt_texts_free(ts->texts);
+  upkeep_pool_free(ts->upkeep);
   free(ts);
 }
 
