@@ -489,8 +489,13 @@ struct lrt_texts *lrt_texts_new(void) { return calloc(1, sizeof(struct lrt_texts
 void lrt_texts_free(struct lrt_texts *tx) {
   if (!tx)
     return;
-  if (tx->count)
-    log_warn("lua: %zu shared scripts still in use when their table is freed", tx->count);
+  if (tx->count) {
+    /* A runtime freed while its events still ran goes when the last one
+     * ends, and drops its texts then: the table stays for it (a leak at
+     * exit, never a use after free). */
+    log_warn("lua: %zu shared scripts still in use; their table is kept", tx->count);
+    return;
+  }
   free(tx);
 }
 

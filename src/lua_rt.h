@@ -51,9 +51,10 @@ struct lrt_host {
 /* Script bytes shared by the runtimes of one process: the engine's library
  * and the shipped mappings are the same bytes for every tenant, so they are
  * kept once (looked up by content), each runtime holding references. Used
- * on the loop's thread only; freed after every runtime that used it. */
+ * on the loop's thread only. */
 struct lrt_texts;
 struct lrt_texts *lrt_texts_new(void);
+/* After every runtime that used it; one still holding texts keeps it. */
 void lrt_texts_free(struct lrt_texts *tx);
 
 struct lrt_event {

@@ -67,17 +67,17 @@ struct upkeep {
   struct event *msg_ev;
 
   /* The thread's, while in the pool's list (and upkeep_stop's after). */
-  struct store *s;       /* its connection; NULL while quiet */
-  bool wal_known;        /* the WAL file could be looked at */
-  long long wal_size;    /* its size at the last visit */
-  int quiet_ticks;       /* checkpoints in a row that found little */
-  double next_visit;     /* a quiet store's next visit */
+  struct store *s;    /* its connection; NULL while quiet */
+  bool wal_known;     /* the WAL file could be looked at */
+  long long wal_size; /* its size after this thread's last checkpoint */
+  int quiet_ticks;    /* checkpoints in a row that found little */
+  double next_visit;  /* a quiet store's next visit */
   double next_retention, next_recount;
 };
 
 struct upkeep_pool {
   pthread_t thread;
-  int stop_pipe[2]; /* loop -> thread: closed to stop */
+  int stop_pipe[2];    /* loop -> thread: closed to stop */
   unsigned long added; /* spreads the quiet visits over the minute */
   pthread_mutex_t mu;
   pthread_cond_t idle; /* broadcast when `busy` goes back to NULL */
@@ -118,7 +118,8 @@ static bool retention_pass(struct upkeep *u, struct store *s, double now) {
       return true;
   }
   if (total)
-    log_info("retention: %ld done events older than %d days removed", total, u->retention_days);
+    log_info("retention: %ld done events older than %d days removed", total,
+             u->retention_days);
   u->next_retention = more ? now : now + UPKEEP_RETENTION_SECONDS;
   return false;
 }
@@ -178,7 +179,8 @@ static bool visit(struct upkeep *u, double now) {
       send_msg(u, &m);
     u->next_recount = now + UPKEEP_RECOUNT_SECONDS;
   }
-  u->quiet_ticks = frames <= UPKEEP_QUIET_FRAMES && !grew ? u->quiet_ticks + 1 : 0;
+  u->quiet_ticks =
+      frames <= UPKEEP_QUIET_FRAMES && !grew ? u->quiet_ticks + 1 : 0;
   /* A quiet store's visit closes at once; a busy store's connection once it
    * has been quiet for a while. */
   if (!u->always && u->wal_known && !grew &&
@@ -230,7 +232,8 @@ struct upkeep_pool *upkeep_pool_new(void) {
   }
   return p;
 fail:
-  log_error("upkeep: cannot start its thread; checkpoints and retention are off");
+  log_error(
+      "upkeep: cannot start its thread; checkpoints and retention are off");
   for (int i = 0; i < 2; i++)
     if (p->stop_pipe[i] >= 0)
       close(p->stop_pipe[i]);
@@ -268,8 +271,8 @@ static void on_msg(evutil_socket_t fd, short what, void *arg) {
 }
 
 struct upkeep *upkeep_start(struct upkeep_pool *pool, struct event_base *base,
-                            struct store *loop_store, const char *db_path, int retention_days,
-                            bool always) {
+                            struct store *loop_store, const char *db_path,
+                            int retention_days, bool always) {
   if (!pool)
     return NULL;
   struct upkeep *u = calloc(1, sizeof *u);
@@ -305,7 +308,8 @@ struct upkeep *upkeep_start(struct upkeep_pool *pool, struct event_base *base,
   pthread_mutex_unlock(&pool->mu);
   return u;
 fail:
-  log_error("upkeep: cannot set it up for %s; checkpoints and retention are off for it",
+  log_error("upkeep: cannot set it up for %s; checkpoints and retention are "
+            "off for it",
             db_path);
   if (u) {
     if (u->msg_ev)

@@ -32,8 +32,8 @@ void upkeep_pool_free(struct upkeep_pool *p);
  * pool is NULL or out of memory (logged; the service runs on without
  * upkeep). */
 struct upkeep *upkeep_start(struct upkeep_pool *pool, struct event_base *base,
-                            struct store *loop_store, const char *db_path, int retention_days,
-                            bool always);
+                            struct store *loop_store, const char *db_path,
+                            int retention_days, bool always);
 /* Whether the thread holds a connection to the store now (waits for its
  * visit in progress): for tests. */
 bool upkeep_connected(struct upkeep *u);

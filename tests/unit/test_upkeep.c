@@ -31,7 +31,8 @@ static int setup(void **state) {
   struct fx *f = calloc(1, sizeof *f);
   assert_non_null(f);
   const char *tmp = getenv("TMPDIR");
-  snprintf(f->dir, sizeof f->dir, "%s/ncghl-upkeep-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  snprintf(f->dir, sizeof f->dir, "%s/ncghl-upkeep-XXXXXX",
+           tmp && *tmp ? tmp : "/tmp");
   assert_non_null(mkdtemp(f->dir));
   snprintf(f->path, sizeof f->path, "%s/t.db", f->dir);
   char err[256];
@@ -69,10 +70,11 @@ static void old_done_events(struct store *s, int n) {
     snprintf(id, sizeof id, "old-%d", i);
     enum store_put put;
     enum ev_status existing;
-    assert_int_equal(store_event_put(s, id, "manual", "t", "{}", 2, EV_RUNNING, 1000.0, 86400,
-                                     &put, &existing),
+    assert_int_equal(store_event_put(s, id, "manual", "t", "{}", 2, EV_RUNNING,
+                                     1000.0, 86400, &put, &existing),
                      0);
-    assert_int_equal(store_event_finish(s, id, EV_DONE, 0, NULL, "{}", 1000.0), 0);
+    assert_int_equal(store_event_finish(s, id, EV_DONE, 0, NULL, "{}", 1000.0),
+                     0);
   }
 }
 
@@ -109,7 +111,9 @@ static bool no_done(struct fx *f) {
   return c[EV_DONE] == 0;
 }
 
-static bool visited(struct fx *f) { return no_done(f) && !upkeep_connected(f->u); }
+static bool visited(struct fx *f) {
+  return no_done(f) && !upkeep_connected(f->u);
+}
 
 static void test_quiet_store_visit_closes_its_connection(void **state) {
   struct fx *f = *state;
@@ -117,7 +121,8 @@ static void test_quiet_store_visit_closes_its_connection(void **state) {
   long c[EV_STATUS_COUNT];
   store_counts(f->s, c);
   assert_int_equal(c[EV_DONE], 3);
-  struct upkeep *u = f->u = upkeep_start(f->pool, f->base, f->s, f->path, 30, false);
+  struct upkeep *u = f->u =
+      upkeep_start(f->pool, f->base, f->s, f->path, 30, false);
   assert_non_null(u);
   assert_false(upkeep_connected(u));
   /* The first store of a pool is visited at its first tick: retention ran,
@@ -133,7 +138,8 @@ static bool connected(struct fx *f) { return upkeep_connected(f->u); }
 static void test_always_kept_store_keeps_its_connection(void **state) {
   struct fx *f = *state;
   old_done_events(f->s, 2);
-  struct upkeep *u = f->u = upkeep_start(f->pool, f->base, f->s, f->path, 30, true);
+  struct upkeep *u = f->u =
+      upkeep_start(f->pool, f->base, f->s, f->path, 30, true);
   assert_non_null(u);
   assert_true(run_until(f, no_done));
   assert_true(upkeep_connected(u)); /* and it stays */
@@ -144,10 +150,10 @@ static void test_always_kept_store_keeps_its_connection(void **state) {
 int main(void) {
   log_init(LOGL_ERROR, NULL);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_quiet_store_visit_closes_its_connection, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(test_always_kept_store_keeps_its_connection, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          test_quiet_store_visit_closes_its_connection, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          test_always_kept_store_keeps_its_connection, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
