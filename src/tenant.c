@@ -423,6 +423,12 @@ static void on_retire_tick(evutil_socket_t fd, short what, void *arg) {
  * (their events are stored). */
 static void retire(struct tenants *ts, struct tenant *t) {
   tenant_stop(t);
+  /* As tenant_free_keep does: what is written is committed and synced, and
+   * the answers waiting on it hear so, before the site that owns them lets
+   * them go (an answer still waiting for its fsync was freed under the
+   * queue otherwise, found by ASan in test_tenants). */
+  if (t->queue)
+    queue_flush(t->queue);
   if (t->has_next) {
     /* Restarting: its webhooks meanwhile get 503 and are sent again, not a
      * 404 that a sender could take for good. The site goes with it. */
