@@ -525,7 +525,7 @@ int doctor_main(int argc, char **argv) {
   /* GHL OAuth tokens (rotated or from a Marketplace install) live in the
    * store, as for serve and backfill: the seed alone may be used up. */
   up_set_store(up, store);
-  struct lrt_host host = {base, &cfg, up, NULL, NULL, cmd_up_start, up, NULL, NULL};
+  struct lrt_host host = {base, &cfg, up, NULL, NULL, cmd_up_start, up, NULL, NULL, NULL};
   rt = lrt_new(&host, err, sizeof err);
   if (!rt) {
     printf("✗ mappings in %s do not load: %s. Fix: correct that file and line (ncghl check)\n",

@@ -46,7 +46,6 @@
 #define MAX_SCRIPT_BYTES (4u << 20)
 #define MAX_SCAN_DEPTH 4
 #define LOCK_BUCKETS 256
-#define SOURCES_KEY "ncghl.sources"
 
 #define DEFAULT_EVENT_TIMEOUT_MS 2000
 /* What the C functions a script calls get done per millisecond, counted low
@@ -82,6 +81,42 @@ struct guard {
   double deadline;
 };
 
+/* A script's bytes. Every tenant loads the same engine library and shipped
+ * mappings, so with a shared table (lrt_texts, handed in by the host) equal
+ * bytes are kept once for every runtime, counted by reference. */
+struct text {
+  struct lrt_texts *pool; /* NULL: this runtime's own */
+  struct text *next;      /* in its pool's bucket */
+  unsigned long long hash;
+  int refs;
+  size_t len;
+  char s[]; /* len bytes and a NUL */
+};
+
+#define TEXT_BUCKETS 256
+
+struct lrt_texts {
+  struct text *buckets[TEXT_BUCKETS];
+  size_t count; /* texts held, for lrt_texts_free's check */
+};
+
+struct script {
+  char *name; /* module name, e.g. "ncghl.ghl" or "contacts" */
+  char *path; /* for error messages: "<dir>/<rel>" */
+  struct text *text;
+};
+
+struct script_list {
+  struct script *v;
+  size_t n, cap;
+  /* While the shipped defaults are read under an overlay: the prefix their
+   * module names get ("defaults."), and whether a name already provided
+   * (the agency's own file) is skipped without a warning. */
+  const char *prefix;
+  bool fallback;
+  struct lrt_texts *pool; /* where read bytes are shared (NULL: not shared) */
+};
+
 struct lrt_state {
   struct lrt *rt;
   lua_State *L;
@@ -94,6 +129,9 @@ struct lrt_state {
   int entry_ref;      /* engine.run */
   char version[13];
   struct lapi_ctx api;
+  /* The bytes it was built from: a module required late (inside a
+   * function) comes from this version even after a reload. */
+  struct script_list scripts;
 };
 
 struct lock {
@@ -156,6 +194,15 @@ struct lrt {
   unsigned visit_gen;
   struct hash_node *buckets[LOCK_BUCKETS];
   struct hash_table locks; /* the held ones, in buckets */
+
+  /* The scripts of the current version, kept (their bytes shared through
+   * host.texts) so that a state released while idle is built again from
+   * exactly the bytes that were checked, never from files changed since. */
+  struct script_list scripts;
+  char version[13];
+  double idle_after;     /* lrt_set_idle: seconds; 0: the state is kept */
+  struct event *idle_ev; /* releases the state once idle that long */
+  unsigned long builds;  /* states built for events after a release */
 
   /* The last load or reload, for /health. */
   bool last_ok;
@@ -437,31 +484,108 @@ static int on_panic(lua_State *L) {
 /* ------------------------------------------------------------------------ */
 /* Scripts: read once at load, so scripts themselves never touch files      */
 
-struct script {
-  char *name; /* module name, e.g. "ncghl.ghl" or "contacts" */
-  char *path; /* for error messages: "<dir>/<rel>" */
-  char *text;
-  size_t len;
-};
+struct lrt_texts *lrt_texts_new(void) { return calloc(1, sizeof(struct lrt_texts)); }
 
-struct script_list {
-  struct script *v;
-  size_t n, cap;
-  /* While the shipped defaults are read under an overlay: the prefix their
-   * module names get ("defaults."), and whether a name already provided
-   * (the agency's own file) is skipped without a warning. */
-  const char *prefix;
-  bool fallback;
-};
+void lrt_texts_free(struct lrt_texts *tx) {
+  if (!tx)
+    return;
+  if (tx->count) {
+    /* A runtime freed while its events still ran goes when the last one
+     * ends, and drops its texts then: the table stays for it (a leak at
+     * exit, never a use after free). */
+    log_warn("lua: %zu shared scripts still in use; their table is kept", tx->count);
+    return;
+  }
+  free(tx);
+}
+
+static unsigned long long text_hash(const char *p, size_t n) {
+  unsigned long long h = 1469598103934665603ULL; /* FNV-1a */
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+  return h;
+}
+
+/* The text of these n bytes: the pool's copy when it has them, else a new
+ * one (added to the pool, if any). NULL when out of memory. */
+static struct text *text_get(struct lrt_texts *pool, const char *p, size_t n) {
+  unsigned long long h = text_hash(p, n);
+  struct text **bucket = pool ? &pool->buckets[h % TEXT_BUCKETS] : NULL;
+  for (struct text *t = bucket ? *bucket : NULL; t; t = t->next)
+    if (t->hash == h && t->len == n && memcmp(t->s, p, n) == 0) {
+      t->refs++;
+      return t;
+    }
+  struct text *t = malloc(sizeof(*t) + n + 1);
+  if (!t)
+    return NULL;
+  t->pool = pool;
+  t->hash = h;
+  t->refs = 1;
+  t->len = n;
+  memcpy(t->s, p, n);
+  t->s[n] = '\0';
+  t->next = NULL;
+  if (bucket) {
+    t->next = *bucket;
+    *bucket = t;
+    pool->count++;
+  }
+  return t;
+}
+
+static void text_unref(struct text *t) {
+  if (!t || --t->refs > 0)
+    return;
+  if (t->pool) {
+    for (struct text **p = &t->pool->buckets[t->hash % TEXT_BUCKETS]; *p; p = &(*p)->next)
+      if (*p == t) {
+        *p = t->next;
+        break;
+      }
+    t->pool->count--;
+  }
+  free(t);
+}
 
 static void scripts_free(struct script_list *l) {
   for (size_t i = 0; i < l->n; i++) {
     free(l->v[i].name);
     free(l->v[i].path);
-    free(l->v[i].text);
+    text_unref(l->v[i].text);
   }
   free(l->v);
   memset(l, 0, sizeof(*l));
+}
+
+/* to = from, sharing the bytes. 0, or -1 (out of memory, to empty). */
+static int scripts_copy(struct script_list *to, const struct script_list *from) {
+  memset(to, 0, sizeof(*to));
+  to->v = calloc(from->n ? from->n : 1, sizeof(*to->v));
+  if (!to->v)
+    return -1;
+  to->cap = from->n;
+  to->pool = from->pool;
+  for (size_t i = 0; i < from->n; i++) {
+    struct script *d = &to->v[i];
+    d->name = xstrdup(from->v[i].name);
+    d->path = xstrdup(from->v[i].path);
+    d->text = from->v[i].text;
+    d->text->refs++;
+    to->n++;
+    if (!d->name || !d->path) {
+      scripts_free(to);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static const struct script *scripts_find(const struct script_list *l, const char *name) {
+  for (size_t i = 0; i < l->n; i++)
+    if (strcmp(l->v[i].name, name) == 0)
+      return &l->v[i];
+  return NULL;
 }
 
 static bool scripts_have(const struct script_list *l, const char *name) {
@@ -549,13 +673,18 @@ static int add_script(struct script_list *l, const char *path, const char *rel, 
   memset(s, 0, sizeof(*s));
   s->name = name;
   s->path = xstrdup(path);
-  if (!s->path || read_file(path, &s->text, &s->len, err, errlen) != 0) {
-    if (!s->path)
+  char *bytes = NULL;
+  size_t len = 0;
+  if (!s->path || read_file(path, &bytes, &len, err, errlen) != 0 ||
+      !(s->text = text_get(l->pool, bytes, len))) {
+    if (!s->path || bytes)
       snprintf(err, errlen, "out of memory");
+    free(bytes);
     free(s->name);
     free(s->path);
     return -1;
   }
+  free(bytes);
   l->n++;
   return 0;
 }
@@ -605,7 +734,7 @@ static int scan_dir(struct script_list *l, const char *root, const char *rel, in
 static void version_of(const struct script_list *l, char out[13]) {
   size_t total = 0;
   for (size_t i = 0; i < l->n; i++)
-    total += strlen(l->v[i].name) + 1 + l->v[i].len + 1;
+    total += strlen(l->v[i].name) + 1 + l->v[i].text->len + 1;
   char *buf = malloc(total + 1);
   char hex[DIGEST_HEX_LEN + 1];
   if (!buf) {
@@ -617,8 +746,8 @@ static void version_of(const struct script_list *l, char out[13]) {
     size_t nl = strlen(l->v[i].name) + 1;
     memcpy(buf + off, l->v[i].name, nl);
     off += nl;
-    memcpy(buf + off, l->v[i].text, l->v[i].len);
-    off += l->v[i].len;
+    memcpy(buf + off, l->v[i].text->s, l->v[i].text->len);
+    off += l->v[i].text->len;
     buf[off++] = '\0';
   }
   digest_sha256_hex(buf, off, hex);
@@ -639,18 +768,14 @@ static int sb_require(lua_State *L) {
   if (lua_getfield(L, 2, name) != LUA_TNIL && lua_toboolean(L, -1))
     return 1;
   lua_pop(L, 1);
-  lua_getfield(L, LUA_REGISTRYINDEX, SOURCES_KEY); /* 3 */
-  if (lua_getfield(L, 3, name) != LUA_TTABLE)      /* 4 */
+  const struct script *sc = scripts_find(&state_of(L)->scripts, name);
+  if (!sc)
     return luaL_error(L, "module '%s' not found in the lua or mappings directory", name);
-  lua_rawgeti(L, 4, 1); /* 5: path */
-  lua_rawgeti(L, 4, 2); /* 6: text */
-  size_t len;
-  const char *text = lua_tolstring(L, 6, &len);
-  const char *chunk = lua_pushfstring(L, "@%s", lua_tostring(L, 5)); /* 7 */
-  if (luaL_loadbufferx(L, text, len, chunk, "t") != LUA_OK)
+  const char *chunk = lua_pushfstring(L, "@%s", sc->path); /* 3 */
+  if (luaL_loadbufferx(L, sc->text->s, sc->text->len, chunk, "t") != LUA_OK)
     return lua_error(L);
   lua_pushstring(L, name);
-  lua_pushvalue(L, 5);
+  lua_pushstring(L, sc->path);
   lua_call(L, 2, 1);
   if (!lua_isnil(L, -1))
     lua_setfield(L, 2, name);
@@ -666,21 +791,14 @@ static int sb_require(lua_State *L) {
 }
 
 int lrt_load_module(lua_State *L, const char *name) {
-  lua_getfield(L, LUA_REGISTRYINDEX, SOURCES_KEY);
-  if (!lua_istable(L, -1) || lua_getfield(L, -1, name) != LUA_TTABLE) {
-    lua_pop(L, lua_istable(L, -1) ? 2 : 1);
+  const struct script *sc = scripts_find(&state_of(L)->scripts, name);
+  if (!sc) {
     lua_pushfstring(L, "module '%s' not found in the lua directory", name);
     return LUA_ERRFILE;
   }
-  lua_rawgeti(L, -1, 1); /* path */
-  lua_rawgeti(L, -2, 2); /* text */
-  size_t len;
-  const char *text = lua_tolstring(L, -1, &len);
-  const char *chunk = lua_pushfstring(L, "@%s", lua_tostring(L, -2));
-  int rc = luaL_loadbufferx(L, text, len, chunk, "t");
-  /* stack: sources, entry, path, text, chunkname, function|error */
-  lua_replace(L, -6);
-  lua_pop(L, 4);
+  const char *chunk = lua_pushfstring(L, "@%s", sc->path);
+  int rc = luaL_loadbufferx(L, sc->text->s, sc->text->len, chunk, "t");
+  lua_remove(L, -2); /* the chunk name */
   return rc;
 }
 
@@ -805,21 +923,11 @@ static int build_cb(lua_State *L) {
    * the load (and `ncghl check`) instead of the first event that needs it. */
   for (size_t i = 0; i < scripts->n; i++) {
     const char *chunk = lua_pushfstring(L, "@%s", scripts->v[i].path);
-    if (luaL_loadbufferx(L, scripts->v[i].text, scripts->v[i].len, chunk, "t") != LUA_OK)
+    if (luaL_loadbufferx(L, scripts->v[i].text->s, scripts->v[i].text->len, chunk, "t") !=
+        LUA_OK)
       return lua_error(L);
     lua_pop(L, 2);
   }
-
-  lua_createtable(L, 0, (int)scripts->n);
-  for (size_t i = 0; i < scripts->n; i++) {
-    lua_createtable(L, 2, 0);
-    lua_pushstring(L, scripts->v[i].path);
-    lua_rawseti(L, -2, 1);
-    lua_pushlstring(L, scripts->v[i].text, scripts->v[i].len);
-    lua_rawseti(L, -2, 2);
-    lua_setfield(L, -2, scripts->v[i].name);
-  }
-  lua_setfield(L, LUA_REGISTRYINDEX, SOURCES_KEY);
 
   st->limit_on = true;
   lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
@@ -839,6 +947,7 @@ static void state_free(struct lrt_state *st) {
     return;
   if (st->L)
     lua_close(st->L);
+  scripts_free(&st->scripts);
   free(st);
 }
 
@@ -904,10 +1013,15 @@ static struct lrt_state *state_build(struct lrt *rt, const struct script_list *s
   st->entry_ref = LUA_NOREF;
   st->limit = (size_t)(cfg->lua_memory_mb > 0 ? cfg->lua_memory_mb : DEFAULT_MEMORY_MB) << 20;
   st->api.host = &rt->host;
+  if (scripts_copy(&st->scripts, scripts) != 0) {
+    snprintf(err, errlen, "out of memory");
+    free(st);
+    return NULL;
+  }
   st->L = lua_newstate(st_alloc, st);
   if (!st->L) {
     snprintf(err, errlen, "cannot create a Lua state");
-    free(st);
+    state_free(st);
     return NULL;
   }
   lua_atpanic(st->L, on_panic);
@@ -1493,7 +1607,60 @@ static void rt_destroy(struct lrt *rt) {
     state_unref(rt->cur);
   if (rt->kick)
     event_free(rt->kick);
+  if (rt->idle_ev)
+    event_free(rt->idle_ev);
+  scripts_free(&rt->scripts);
   free(rt);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Idle release: a state only while it is needed                            */
+
+/* Builds the current state again after an idle release, from the kept
+ * bytes of the current version. 0, or -1 (logged) when it cannot. */
+static int ensure_state(struct lrt *rt) {
+  if (rt->cur)
+    return 0;
+  char err[512];
+  double t0 = clock_mono();
+  struct lrt_state *st = state_build(rt, &rt->scripts, err, sizeof err);
+  if (!st) {
+    log_error("lua: cannot build the state of version %s again: %s", rt->version, err);
+    return -1;
+  }
+  st->refs = 1;
+  rt->cur = st;
+  rt->builds++;
+  log_debug("lua: state of version %s built again after an idle release in %.1f ms (%zu KiB)",
+            st->version, (clock_mono() - t0) * 1e3, st->used >> 10);
+  return 0;
+}
+
+/* (Re)starts the idle countdown; the timer checks again when it fires. */
+static void arm_idle(struct lrt *rt) {
+  if (rt->idle_ev && rt->cur && !rt->freeing) {
+    struct timeval tv = {(time_t)rt->idle_after,
+                         (suseconds_t)((rt->idle_after - (double)(time_t)rt->idle_after) * 1e6)};
+    evtimer_add(rt->idle_ev, &tv);
+  }
+}
+
+/* Drops the current state when nothing uses it: no event runs (every event
+ * holds a reference on the state it started on, so refs is then 1). */
+static bool release_if_idle(struct lrt *rt) {
+  if (!rt->cur || rt->running > 0 || rt->cur->refs != 1 || rt->freeing)
+    return false;
+  log_debug("lua: idle, releasing the state of version %s (%zu KiB)", rt->cur->version,
+            rt->cur->used >> 10);
+  state_unref(rt->cur);
+  rt->cur = NULL;
+  return true;
+}
+
+static void on_idle(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  release_if_idle(arg);
 }
 
 static const char *type_name_of(lua_State *co, int idx) {
@@ -1629,6 +1796,8 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
   rt->running--;
   state_unref(st);
   bool destroy = rt->freeing && rt->running == 0;
+  if (rt->running == 0)
+    arm_idle(rt);
 
   done(ud, &r);
   free(message);
@@ -1667,7 +1836,7 @@ static int setup_cb(lua_State *L) {
 }
 
 int lrt_run(struct lrt *rt, const struct lrt_event *ev, lrt_done_cb done, void *ud) {
-  if (!rt || !ev || !done || rt->freeing || !rt->cur)
+  if (!rt || !ev || !done || rt->freeing || ensure_state(rt) != 0)
     return -1;
   struct lrt_state *st = rt->cur;
   const char *id = ev->id ? ev->id : "";
@@ -1746,13 +1915,21 @@ static struct lrt *rt_create(const struct lrt_host *host, const struct script_li
     free(rt);
     return NULL;
   }
+  if (scripts_copy(&rt->scripts, scripts) != 0) {
+    snprintf(err, errlen, "out of memory");
+    event_free(rt->kick);
+    free(rt);
+    return NULL;
+  }
   rt->cur = state_build(rt, scripts, err, errlen);
   if (!rt->cur) {
+    scripts_free(&rt->scripts);
     event_free(rt->kick);
     free(rt);
     return NULL;
   }
   rt->cur->refs = 1;
+  memcpy(rt->version, rt->cur->version, sizeof rt->version);
   set_last(rt, true, "loaded at start, version %s", rt->cur->version);
   return rt;
 }
@@ -1762,7 +1939,7 @@ struct lrt *lrt_new(const struct lrt_host *host, char *err, size_t errlen) {
     snprintf(err, errlen, "lrt_new: a host with an event base and a configuration is required");
     return NULL;
   }
-  struct script_list scripts = {0};
+  struct script_list scripts = {.pool = host->texts};
   if (scripts_read(host->cfg, &scripts, err, errlen) != 0)
     return NULL;
   struct lrt *rt = rt_create(host, &scripts, err, errlen);
@@ -1807,7 +1984,7 @@ int lrt_reload(struct lrt *rt, char *err, size_t errlen) {
     return -1;
   }
   double t0 = clock_mono() * 1e3;
-  struct script_list scripts = {0};
+  struct script_list scripts = {.pool = rt->host.texts};
   struct lrt_state *st = NULL;
   int ncases = 0;
   int rc = scripts_read(rt->host.cfg, &scripts, err, errlen);
@@ -1816,23 +1993,31 @@ int lrt_reload(struct lrt *rt, char *err, size_t errlen) {
   double t1 = clock_mono() * 1e3;
   if (rc == 0 && rt->check)
     rc = rt->check(rt->host.cfg, rt->host.base, build_twin, &scripts, &ncases, err, errlen);
-  scripts_free(&scripts);
   double t2 = clock_mono() * 1e3;
   if (rc != 0) {
+    scripts_free(&scripts);
     if (st)
       state_free(st); /* the caller reports err; the old state stays current */
     set_last(rt, false, "%s", err);
     return -1;
   }
+  /* The new bytes are kept for a build after an idle release; the state
+   * holds its own references, so swapping lists frees nothing it uses. */
+  scripts_free(&rt->scripts);
+  rt->scripts = scripts;
   st->refs = 1;
   struct lrt_state *old = rt->cur;
   rt->cur = st;
+  memcpy(rt->version, st->version, sizeof rt->version);
   set_last(rt, true, "version %s, %d test case%s passed, %.1f ms", st->version, ncases,
            ncases == 1 ? "" : "s", t2 - t0);
   log_debug("lua: scripts reloaded, version %s (was %s, %d events still on it); load %.1f ms, "
             "%d test cases %.1f ms",
-            st->version, old->version, old->refs - 1, t1 - t0, ncases, t2 - t1);
-  state_unref(old);
+            st->version, old ? old->version : "released", old ? old->refs - 1 : 0, t1 - t0,
+            ncases, t2 - t1);
+  if (old)
+    state_unref(old);
+  arm_idle(rt);
   return 0;
 }
 
@@ -1865,6 +2050,8 @@ int lrt_drain(struct lrt *rt) {
 }
 
 int lrt_pcall(struct lrt *rt, int nargs, int nresults) {
+  /* The caller pushed its function on lrt_lua_state's state, which is
+   * current until the loop runs again: no idle release in between. */
   struct lrt_state *st = rt->cur;
   lua_State *L = st->L;
   /* Also called from inside an event (the runner answers ncghl.call): the
@@ -1900,12 +2087,40 @@ void lrt_set_quiet(struct lrt *rt, bool quiet) {
 }
 
 struct lua_State *lrt_lua_state(struct lrt *rt) {
-  return rt && rt->cur ? rt->cur->L : NULL;
+  if (!rt || rt->freeing || ensure_state(rt) != 0)
+    return NULL;
+  if (rt->running == 0)
+    arm_idle(rt);
+  return rt->cur->L;
 }
 
 const char *lrt_version(const struct lrt *rt) {
-  return rt && rt->cur ? rt->cur->version : "";
+  return rt ? rt->version : "";
 }
+
+int lrt_set_idle(struct lrt *rt, double seconds) {
+  if (!rt || seconds < 0)
+    return -1;
+  /* Without a store a state holds the links and write fingerprints
+   * itself (lua_rt.h): dropping it would forget them. */
+  if (seconds > 0 && !rt->host.store)
+    return -1;
+  if (seconds > 0 && !rt->idle_ev && !(rt->idle_ev = evtimer_new(rt->host.base, on_idle, rt)))
+    return -1;
+  rt->idle_after = seconds;
+  if (seconds == 0 && rt->idle_ev) {
+    event_free(rt->idle_ev);
+    rt->idle_ev = NULL;
+  }
+  arm_idle(rt);
+  return 0;
+}
+
+bool lrt_release(struct lrt *rt) { return rt && rt->idle_ev && release_if_idle(rt); }
+
+bool lrt_loaded(const struct lrt *rt) { return rt && rt->cur; }
+
+unsigned long lrt_builds(const struct lrt *rt) { return rt ? rt->builds : 0; }
 
 int lrt_running(const struct lrt *rt) {
   return rt ? rt->running : 0;

@@ -45,7 +45,17 @@ struct lrt_host {
   void *start_ud;
   struct metric *conflicts; /* counter {kind, winner}; NULL: not counted */
   struct metric *ignored;   /* counter {reason}; NULL: not counted */
+  struct lrt_texts *texts;  /* where script bytes are shared; NULL: kept per runtime */
 };
+
+/* Script bytes shared by the runtimes of one process: the engine's library
+ * and the shipped mappings are the same bytes for every tenant, so they are
+ * kept once (looked up by content), each runtime holding references. Used
+ * on the loop's thread only. */
+struct lrt_texts;
+struct lrt_texts *lrt_texts_new(void);
+/* After every runtime that used it; one still holding texts keeps it. */
+void lrt_texts_free(struct lrt_texts *tx);
 
 struct lrt_event {
   const char *id;
@@ -122,6 +132,23 @@ const char *lrt_version(const struct lrt *rt);
  * passed and the time it took. Either pointer may be NULL. */
 const char *lrt_last_reload(const struct lrt *rt, bool *ok, double *when);
 int lrt_running(const struct lrt *rt);
+
+/* Idle release (many tenants in one process): once no event has run on the
+ * current state for `seconds`, the state is closed, and the next lrt_run
+ * (or lrt_lua_state) builds it again from the same bytes, the ones that
+ * were checked at load or reload, never the files as they are now. What
+ * a release forgets is only what scripts cached in the state (GHL's
+ * pipelines and custom fields, read again when needed), as after a reload.
+ * A state is never released while an event runs on it. 0 (the default):
+ * kept. -1 for a host without a store, whose links live in the state. */
+int lrt_set_idle(struct lrt *rt, double seconds);
+/* Releases the state now if idle release is on and no event runs; whether
+ * it did. (At start, once the load was checked, an idle tenant needs none.) */
+bool lrt_release(struct lrt *rt);
+/* Whether a state is built now, and how many were built again after a
+ * release: for tests and the debug log. */
+bool lrt_loaded(const struct lrt *rt);
+unsigned long lrt_builds(const struct lrt *rt);
 
 /* For the offline runner (ncghl test/check/map, the reload check); not for
  * the service. */

@@ -69,10 +69,18 @@ struct tenant {
  * the same grace as a stopping service. */
 #define RETIRE_GRACE_SECONDS 10
 
+/* How long a tenant's Lua state outlives its last event (lua_rt.h, idle
+ * release). A state weighs ~0.3 MiB and takes a few milliseconds to build
+ * (docs/performance.md): a tenant with steady traffic keeps it, one that
+ * hears nothing for a minute gives it back. */
+#define TENANT_LUA_IDLE_SECONDS 60.0
+
 struct tenants {
   struct tenant_shared sh;
   struct tenant *list;
   struct tenant *retiring;
+  struct lrt_texts *texts; /* the script bytes every tenant's runtime shares */
+  struct upkeep_pool *upkeep; /* the one upkeep thread (NULL: none could start) */
   bool started; /* the directory was read once: later errors keep what runs */
 };
 
@@ -316,7 +324,8 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
                                           "Events left alone on purpose, by reason"
                                           " (other_location: a GHL webhook for another"
                                           " sub-account).",
-                                          METRIC_LABELS("reason"))};
+                                          METRIC_LABELS("reason")),
+                          ts->texts};
   t->rt = lrt_new(&host, err, sizeof err);
   if (!t->rt) {
     log_error("%s%smappings: %s", who, sep, err);
@@ -324,6 +333,11 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
   }
   lrt_set_check(t->rt, runner_check);
   note_reload(t, true, "loaded at start");
+  /* Many tenants: a state only while events need it (lua_rt.h). The load
+   * above checked the scripts; an idle tenant's first event builds its
+   * state again from those bytes. The single agency keeps its state. */
+  if (name && lrt_set_idle(t->rt, TENANT_LUA_IDLE_SECONDS) != 0)
+    log_warn("%s%sthe Lua state stays loaded (no idle timer)", who, sep);
   t->engine = engine_new(base, &t->cfg, t->store, t->queue, t->rt);
   if (!t->engine)
     goto fail;
@@ -338,11 +352,17 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
   up_set_metrics(t->up, m);
   t->presence = presence_start(base, t->store, t->queue);
   queue_on_fail(t->queue, ts->sh.on_store_failed, ts->sh.ud);
-  t->upkeep = upkeep_start(base, t->store, t->store_at, t->cfg.retention_days);
+  /* One thread for every tenant's upkeep; a tenant's second connection
+   * only while its store is busy (upkeep.h). The single agency keeps its
+   * connection and its checkpoint every second, as before. */
+  t->upkeep = upkeep_start(ts->upkeep, base, t->store, t->store_at, t->cfg.retention_days,
+                           name == NULL);
   if (poller_wanted(&t->cfg) &&
       !(t->poller = poller_new(base, &t->cfg, t->store, t->queue, t->engine, t->up)))
     goto fail;
   start_doctor(t);
+  if (name)
+    lrt_release(t->rt);
   if (name)
     log_info("tenant %s: started (GHL location %s, store %s, mappings %s version %s)", name,
              t->cfg.ghl_location_id, t->cfg.store_label, t->cfg.mappings_dir, lrt_version(t->rt));
@@ -465,8 +485,14 @@ struct tokens *tenant_ghl_tokens(struct tenant *t) {
 
 struct tenants *tenants_new(const struct tenant_shared *sh) {
   struct tenants *ts = calloc(1, sizeof *ts);
-  if (ts)
-    ts->sh = *sh;
+  if (!ts)
+    return NULL;
+  ts->sh = *sh;
+  if (!(ts->texts = lrt_texts_new())) {
+    free(ts);
+    return NULL;
+  }
+  ts->upkeep = upkeep_pool_new(); /* NULL: logged, the service runs on */
   return ts;
 }
 
@@ -754,6 +780,8 @@ void tenants_free(struct tenants *ts) {
     ts->retiring = t->next;
     tenant_free(t);
   }
+  lrt_texts_free(ts->texts);
+  upkeep_pool_free(ts->upkeep);
   free(ts);
 }
 

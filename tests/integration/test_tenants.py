@@ -261,6 +261,29 @@ class Tenants(IntegTest):
         self.assertJSONAnswer(s.post("/t/a/api/v1/webhooks/nowcerts", ea2), 200)
         self.assertEqual(len(self.ghl_contacts(self.fakes, ea2["data"]["email"])), 1)
 
+    def test_a_tenants_released_lua_state_runs_the_checked_mappings_until_sighup(self):
+        # A tenant's Lua state is released once its start has checked it
+        # (and after a minute idle): its next event builds it again from the
+        # bytes that were checked, so an overlay edited on disk runs only
+        # after a SIGHUP, as for a state that was never released.
+        s = self.start()
+        (self.overlay / "contacts.lua").write_text(OVERLAY_B.replace("agency-b", "agency-b2"))
+        e1 = nowcerts_event("INSURED_INSERT")
+        self.assertJSONAnswer(s.post("/t/b/api/v1/webhooks/nowcerts", e1), 200)
+        c1 = self.ghl_contacts(self.fakes_b, e1["data"]["email"])
+        self.assertEqual(len(c1), 1, c1)
+        self.assertIn("agency-b", c1[0].get("tags") or [], c1[0])
+        self.assertNotIn("agency-b2", c1[0].get("tags") or [], c1[0])
+        reloads = s.log_text().count("b: mappings reloaded")
+        s.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: s.log_text().count("b: mappings reloaded") > reloads, 10, 0.1,
+                   "tenant b's mappings reloaded")
+        e2 = nowcerts_event("INSURED_INSERT")
+        self.assertJSONAnswer(s.post("/t/b/api/v1/webhooks/nowcerts", e2), 200)
+        c2 = self.ghl_contacts(self.fakes_b, e2["data"]["email"])
+        self.assertEqual(len(c2), 1, c2)
+        self.assertIn("agency-b2", c2[0].get("tags") or [], c2[0])
+
     def test_an_event_running_when_its_tenant_changes_is_not_lost(self):
         s = self.start(names=("a",))
         # Tenant a's GHL is slow: the event is still running at the SIGHUP.

@@ -1377,6 +1377,107 @@ static void test_without_a_store_links_stay_in_memory(void **state) {
   outcome_free(&o);
   /* Nothing went to the store the world has (the host was not given it). */
   assert_null(store_link_ghl(w->store, "contact", NC_ID));
+  /* Its links live in the state: it is never released while idle. */
+  assert_int_equal(lrt_set_idle(w->rt, 0.001), -1);
+  assert_false(lrt_release(w->rt));
+  assert_true(lrt_loaded(w->rt));
+}
+
+/* Idle release (many tenants): a released state is built again for the next
+ * event from the bytes that were checked, not from the files as they are
+ * now, and gives the same result; a reload while released swaps in the new
+ * scripts as always. The idle time is a millisecond so that the loop's
+ * dispatch, which returns once nothing is pending, has released it. */
+static void test_idle_release_builds_the_same_state_again(void **state) {
+  struct world *w = *state;
+  make_mappings(w, "map.const(\"NowCerts\")", "map.const(\"V1\")");
+  start_rt(w);
+  char v1[13], err[512] = "";
+  snprintf(v1, sizeof(v1), "%s", lrt_version(w->rt));
+  assert_int_equal(lrt_set_idle(w->rt, 0.001), 0);
+  assert_true(lrt_release(w->rt)); /* as a tenant does once started */
+  assert_false(lrt_loaded(w->rt));
+  assert_string_equal(lrt_version(w->rt), v1);
+
+  struct outcome a = {0}, b = {0}, c = {0};
+  nowcerts_event(w, "nowcerts_40", "INSURED_INSERT",
+                 "{\"firstName\":\"A\",\"lastName\":\"One\",\"eMail\":\"a@x.com\"}", &a);
+  assert_int_equal(a.outcome, LRT_DONE);
+  assert_int_equal(lrt_builds(w->rt), 1);
+  assert_false(lrt_loaded(w->rt)); /* idle again once it ended */
+
+  /* Edited on disk without a reload: not what runs. */
+  make_mappings(w, "map.const(\"NowCerts\")", "map.const(\"V2\")");
+  nowcerts_event(w, "nowcerts_41", "INSURED_INSERT",
+                 "{\"firstName\":\"A\",\"lastName\":\"One\",\"eMail\":\"a2@x.com\"}", &b);
+  assert_int_equal(b.outcome, LRT_DONE);
+  assert_int_equal(lrt_builds(w->rt), 2);
+  assert_string_equal(lrt_version(w->rt), v1);
+  /* The same answer as before the release, up to the new contact's id. */
+  assert_non_null(strstr(a.data, "\"action\":\"created\""));
+  assert_non_null(strstr(b.data, "\"action\":\"created\""));
+  struct json *first = body_of(find_exact(&w->fake, "POST", "/contacts/", 0));
+  struct json *second = body_of(find_exact(&w->fake, "POST", "/contacts/", 1));
+  assert_string_equal(json_str(json_get(first, "source")), "V1");
+  assert_string_equal(json_str(json_get(second, "source")), "V1");
+  assert_string_equal(json_str(json_get(second, "firstName")),
+                      json_str(json_get(first, "firstName")));
+  json_free(first);
+  json_free(second);
+
+  /* A reload while released: checked, current, and then released again. */
+  assert_false(lrt_loaded(w->rt));
+  if (lrt_reload(w->rt, err, sizeof(err)) != 0)
+    fail_msg("reload: %s", err);
+  assert_string_not_equal(lrt_version(w->rt), v1);
+  assert_true(lrt_loaded(w->rt));
+  nowcerts_event(w, "nowcerts_42", "INSURED_INSERT",
+                 "{\"firstName\":\"C\",\"lastName\":\"Three\",\"eMail\":\"c@x.com\"}", &c);
+  assert_int_equal(c.outcome, LRT_DONE);
+  struct json *third = body_of(find_exact(&w->fake, "POST", "/contacts/", 2));
+  assert_string_equal(json_str(json_get(third, "source")), "V2");
+  json_free(third);
+  assert_false(lrt_loaded(w->rt));
+
+  /* A broken reload while released keeps the released version. */
+  char v2[13];
+  snprintf(v2, sizeof(v2), "%s", lrt_version(w->rt));
+  write_file(w->mapdir, "routes.lua", "local x = = 1\n");
+  assert_int_equal(lrt_reload(w->rt, err, sizeof(err)), -1);
+  assert_string_equal(lrt_version(w->rt), v2);
+  assert_false(lrt_loaded(w->rt));
+  outcome_free(&a);
+  outcome_free(&b);
+  outcome_free(&c);
+}
+
+/* The idle timer fires while an event is parked on a call: the state stays,
+ * and goes only once that event has ended. */
+static void test_idle_release_never_while_an_event_runs(void **state) {
+  struct world *w = *state;
+  make_mappings(w, NULL, NULL);
+  start_rt(w);
+  assert_int_equal(lrt_set_idle(w->rt, 0.001), 0);
+  w->fake.hold = true;
+  struct outcome a = {0};
+  submit(w, "nowcerts_43", "nowcerts", "INSURED_INSERT",
+         "{\"event_type\":\"INSURED_INSERT\",\"data\":{\"firstName\":\"A\",\"lastName\":\"One\","
+         "\"eMail\":\"a@x.com\"}}",
+         &a);
+  event_base_dispatch(w->base); /* parks it; the idle timer fires meanwhile */
+  assert_int_equal(a.calls, 0);
+  assert_int_equal(lrt_running(w->rt), 1);
+  assert_true(lrt_loaded(w->rt));
+  assert_false(lrt_release(w->rt));
+  assert_true(lrt_loaded(w->rt));
+
+  fake_release(&w->fake);
+  event_base_dispatch(w->base);
+  assert_int_equal(a.calls, 1);
+  assert_int_equal(a.outcome, LRT_DONE);
+  assert_int_equal(lrt_builds(w->rt), 0);
+  assert_false(lrt_loaded(w->rt));
+  outcome_free(&a);
 }
 
 int main(void) {
@@ -1409,6 +1510,9 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_reload_of_the_shipped_mappings, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_sighup_during_a_reload_is_not_lost, setup, teardown),
     cmocka_unit_test_setup_teardown(test_without_a_store_links_stay_in_memory, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_idle_release_builds_the_same_state_again, setup,
+                                    teardown),
+    cmocka_unit_test_setup_teardown(test_idle_release_never_while_an_event_runs, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
