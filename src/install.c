@@ -23,6 +23,7 @@
 #include "httpc.h"
 #include "json.h"
 #include "log.h"
+#include "queue.h"
 #include "tokens.h"
 
 #define CALLBACK_PATH "/oauth/callback"
@@ -36,11 +37,12 @@
 
 /* One exchange in flight: the browser waiting for its page. */
 struct pend {
-  struct install *in;
+  struct install *in;  /* NULL once the pend waits only for its commit */
   struct evhttp_request *req; /* NULL once the browser went away */
   struct evhttp_connection *conn;
   char *code; /* registered with the logger while in flight */
   struct pend *prev, *next;
+  char *done_msg; /* the page to send once the tokens are committed */
 };
 
 struct install {
@@ -139,8 +141,11 @@ struct install *install_new(const struct config *cfg, struct httpc *http, instal
   return in;
 }
 
-static void pend_free(struct pend *p) {
+/* Off the list of exchanges in flight: a stop no longer answers it. */
+static void pend_unlink(struct pend *p) {
   struct install *in = p->in;
+  if (!in)
+    return;
   if (p->prev)
     p->prev->next = p->next;
   else
@@ -148,6 +153,13 @@ static void pend_free(struct pend *p) {
   if (p->next)
     p->next->prev = p->prev;
   in->npending--;
+  p->in = NULL;
+  p->prev = p->next = NULL;
+}
+
+static void pend_free(struct pend *p) {
+  pend_unlink(p);
+  free(p->done_msg);
   if (p->conn)
     evhttp_connection_set_closecb(p->conn, NULL, NULL);
   if (p->code) {
@@ -225,6 +237,23 @@ static void fail(struct pend *p, int code, const char *reason, const char *title
     send_page(p->req, code, reason, title, msg);
 }
 
+/* The batch holding an install's tokens ended: the page says what it
+ * holds. The pend is off the install's list by now (it may be gone). */
+static void on_install_committed(void *ud, bool committed) {
+  struct pend *p = ud;
+  if (!committed)
+    log_error("install: the tokens are in use but the store could not keep them");
+  if (p->req) {
+    if (committed)
+      send_page(p->req, 200, "OK", "Installed", p->done_msg);
+    else
+      send_page(p->req, 500, "Internal Server Error", "Installed, not stored",
+                "The tokens are in use, but the store could not keep them: a restart will "
+                "lose them. Check the store (/health), then install again.");
+  }
+  pend_free(p);
+}
+
 /* A 2xx from the token endpoint: install it if it is a whole location
  * install for a location this deployment serves. */
 static void take_tokens(struct pend *p, const char *body, size_t len) {
@@ -296,16 +325,24 @@ static void take_tokens(struct pend *p, const char *body, size_t len) {
                location);
       fail(p, 403, "Forbidden", "Location not served here", msg);
     } else {
+      /* The tokens join a durable batch, and the page waits for its fsync:
+       * "stored" is never said before it is true. */
+      bool durable = t.queue && queue_join_durable(t.queue) == 0;
       int rc = tokens_install(t.tokens, refresh, access, lifetime, clock_mono());
       if (rc == 0) {
-        log_info("install: GHL location %s%s%s%s installed; its tokens are in use and stored",
-                 location, t.name ? " (" : "", t.name ? t.name : "", t.name ? ")" : "");
         snprintf(msg, sizeof msg,
                  "ncghl now reaches GHL location %s with the app's tokens. They are stored and "
                  "renewed by ncghl; you can close this page.",
                  location);
-        if (p->req)
+        log_info("install: GHL location %s%s%s%s installed; its tokens are in use%s", location,
+                 t.name ? " (" : "", t.name ? t.name : "", t.name ? ")" : "",
+                 durable ? ", stored at the next commit" : " and stored");
+        if (durable && (p->done_msg = strdup(msg))) {
+          pend_unlink(p);
+          queue_after_commit(t.queue, on_install_committed, p);
+        } else if (p->req) {
           send_page(p->req, 200, "OK", "Installed", msg);
+        }
       } else if (rc > 0) {
         snprintf(msg, sizeof msg,
                  "The tokens for location %s are in use, but the store could not keep them: a "
@@ -359,7 +396,8 @@ static void on_token_answer(void *ud, const struct httpc_response *resp) {
              resp->status);
     fail(p, 502, "Bad Gateway", "Install failed", msg);
   }
-  pend_free(p);
+  if (!p->done_msg)
+    pend_free(p); /* else its commit's callback does */
 }
 
 static void on_browser_gone(struct evhttp_connection *conn, void *arg) {

@@ -22,9 +22,11 @@ struct install;
  * the page and the log. Returns false when this deployment does not serve
  * that location (the install is refused with 403); true with tokens NULL
  * when it does, but not through OAuth (a static token: refused with 409). */
+struct queue;
 struct install_target {
   struct tokens *tokens;
-  const char *name; /* may be NULL */
+  const char *name;    /* may be NULL */
+  struct queue *queue; /* the tenant's group commit: the page waits for it; NULL: none */
 };
 typedef bool (*install_find_fn)(void *ud, const char *location_id, struct install_target *out);
 

@@ -185,6 +185,7 @@ static bool install_find(void *ud, const char *location_id, struct install_targe
   }
   out->tokens = tenant_ghl_tokens(t);
   out->name = tenant_name(t);
+  out->queue = tenant_queue(t);
   return true;
 }
 

@@ -481,6 +481,8 @@ struct tokens *tenant_ghl_tokens(struct tenant *t) {
   return t ? up_tokens(t->up, UP_GHL) : NULL;
 }
 
+struct queue *tenant_queue(struct tenant *t) { return t ? t->queue : NULL; }
+
 /* ---- the set ------------------------------------------------------------ */
 
 struct tenants *tenants_new(const struct tenant_shared *sh) {

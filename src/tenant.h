@@ -81,5 +81,7 @@ const char *tenant_mappings_version(const struct tenant *t);
  * hands new tokens to. */
 struct upstream *tenant_upstream(struct tenant *t);
 struct tokens *tenant_ghl_tokens(struct tenant *t);
+/* Its group commit (queue.h): a write something is answered on joins it. */
+struct queue *tenant_queue(struct tenant *t);
 
 #endif
