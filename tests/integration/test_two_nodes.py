@@ -1,7 +1,8 @@
 """SPEC 13: two ncghl nodes on one PostgreSQL database share the work. Under
 a load of unique webhooks sent to both, one node is killed with SIGKILL:
-every acknowledged event is still delivered exactly once, and the events
-the dead node had running are taken up by the other once its lease lapses.
+every acknowledged event is still delivered exactly once, the events the
+dead node had running are taken up by the other once its lease lapses, and
+the GHL location is never over its limit.
 
 PostgreSQL only (a SQLite file has one service): the file sets
 NCGHL_TEST_STORE=postgresql itself, and CMake registers it only as
@@ -29,7 +30,10 @@ class TwoNodes(IntegTest):
         return a, b
 
     def test_kill_9_of_one_node_under_load_delivers_every_acknowledged_event_once(self):
-        a, b = self._nodes({"WEBHOOK_WAIT_MS": 0})
+        # GHL's limit binds too: 45 events make 135 or more GHL calls, which
+        # at 60 per 10 s for both nodes together take more than two windows.
+        limit = 60
+        a, b = self._nodes({"WEBHOOK_WAIT_MS": 0, "GHL_RATE_LIMIT": limit})
         # Slow upstream calls keep events running when the node dies.
         self.fakes.config("ghl", latency_ms=400)
         self.addCleanup(self.fakes.config, "ghl", latency_ms=0)
@@ -78,6 +82,13 @@ class TwoNodes(IntegTest):
         # No running row is left, whoever owned it.
         self.assertEqual(b.db_query("SELECT count(*) FROM events WHERE status = ?",
                                     (STATUS_RUNNING,)), [(0,)])
+        # And the location was never over its limit, the kill included: any
+        # limit+1 GHL requests, from either node, span a whole window.
+        at = sorted(harness.req_at(r) for r in self.fakes.calls("ghl"))
+        self.assertGreaterEqual(len(at), 3 * len(acked), "GHL calls: %d" % len(at))
+        for i in range(len(at) - limit):
+            self.assertGreaterEqual(at[i + limit] - at[i], 10.0 - SLOP,
+                                    "more than %d GHL requests within 10 s at %d" % (limit, i))
 
     def test_a_webhook_sent_to_both_nodes_is_one_event(self):
         a, b = self._nodes()
