@@ -480,3 +480,27 @@ int store_event_people(struct store *s, const char *event_id, int (*cb)(void *ud
                        void *ud) {
   return s->ops->event_people(s, event_id, cb, ud);
 }
+
+int store_person_words(const char *person, char words[][STORE_SEARCH_MAX + 1]) {
+  int nwords = 0;
+  const char *p = person ? person : "";
+  while (*p && nwords < STORE_TERMS_MAX) {
+    while (*p == ' ' || *p == '\t' || *p == ',')
+      p++;
+    size_t n = 0;
+    while (p[n] && p[n] != ' ' && p[n] != '\t' && p[n] != ',')
+      n++;
+    if (!n)
+      break;
+    if (n > STORE_SEARCH_MAX)
+      n = STORE_SEARCH_MAX;
+    for (size_t i = 0; i < n; i++)
+      words[nwords][i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] - 'A' + 'a' : p[i]);
+    words[nwords][n] = 0;
+    nwords++;
+    p += n;
+    while (*p && *p != ' ' && *p != '\t' && *p != ',')
+      p++; /* the rest of an overlong word */
+  }
+  return nwords;
+}

@@ -105,4 +105,11 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen);
 struct store *store_pg_open(const char *url, char *err, size_t errlen);
 bool store_pg_exists(const char *url);
 
+/* The person filter of an event search (store_event_filter.person) split
+ * into at most STORE_TERMS_MAX words, lower-cased, each cut to
+ * STORE_SEARCH_MAX bytes: the first picks the events through the index,
+ * each further one must name the same event. Returns how many. */
+#define STORE_TERMS_MAX 4
+int store_person_words(const char *person, char words[][STORE_SEARCH_MAX + 1]);
+
 #endif

@@ -1911,7 +1911,6 @@ static int pg_event_count_since(struct store *base_, double since, long *n) {
   return 0;
 }
 
-#define SEARCH_TERMS_MAX 4
 /* A term's range: [term, term || U+10FFFF), with the C collation of the
  * column (bytes, as in SQLite). */
 #define TERM_TOP "chr(1114111)"
@@ -1923,29 +1922,8 @@ static int pg_event_search(struct store *base_, const struct store_event_filter 
   int status = -1;
   if (f->status && (status = store_status_parse(f->status)) < 0)
     return fail_arg(what, "unknown status");
-  char words[SEARCH_TERMS_MAX][STORE_SEARCH_MAX + 1];
-  int nwords = 0;
-  if (f->person) {
-    const char *p = f->person;
-    while (*p && nwords < SEARCH_TERMS_MAX) {
-      while (*p == ' ' || *p == '\t' || *p == ',')
-        p++;
-      size_t n = 0;
-      while (p[n] && p[n] != ' ' && p[n] != '\t' && p[n] != ',')
-        n++;
-      if (!n)
-        break;
-      if (n > STORE_SEARCH_MAX)
-        n = STORE_SEARCH_MAX;
-      for (size_t i = 0; i < n; i++)
-        words[nwords][i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] - 'A' + 'a' : p[i]);
-      words[nwords][n] = 0;
-      nwords++;
-      p += n;
-      while (*p && *p != ' ' && *p != '\t' && *p != ',')
-        p++;
-    }
-  }
+  char words[STORE_TERMS_MAX][STORE_SEARCH_MAX + 1];
+  int nwords = store_person_words(f->person, words);
   struct prm p = {0};
   struct buf q_;
   buf_init(&q_, 0);
@@ -1959,7 +1937,7 @@ static int pg_event_search(struct store *base_, const struct store_event_filter 
                p.n, p.n);
   }
   buf_puts(&q_, " WHERE true");
-  char phrase[SEARCH_TERMS_MAX * (STORE_SEARCH_MAX + 2)] = "";
+  char phrase[STORE_TERMS_MAX * (STORE_SEARCH_MAX + 2)] = "";
   if (nwords > 1) {
     for (int i = 0; i < nwords; i++)
       snprintf(phrase + strlen(phrase), sizeof phrase - strlen(phrase), "%s%s", i ? " " : "",

@@ -1681,7 +1681,6 @@ static int sq_event_count_since(struct store *base_, double since, long *n) {
 /* A search term's index range: [term, term + U+10FFFF), every term that
  * starts with it. */
 #define TERM_TOP "char(1114111)"
-#define SEARCH_TERMS_MAX 4
 
 static int sq_event_search(struct store *base_, const struct store_event_filter *f, int limit,
                        int (*cb)(void *ud, const struct store_event *e), void *ud) {
@@ -1690,31 +1689,8 @@ static int sq_event_search(struct store *base_, const struct store_event_filter 
   int status = -1;
   if (f->status && (status = store_status_parse(f->status)) < 0)
     return fail_arg(what, "unknown status");
-  /* The person is split in words, lower-cased: the first picks the events
-   * through the index, each further one must name the same event. */
-  char words[SEARCH_TERMS_MAX][STORE_SEARCH_MAX + 1];
-  int nwords = 0;
-  if (f->person) {
-    const char *p = f->person;
-    while (*p && nwords < SEARCH_TERMS_MAX) {
-      while (*p == ' ' || *p == '\t' || *p == ',')
-        p++;
-      size_t n = 0;
-      while (p[n] && p[n] != ' ' && p[n] != '\t' && p[n] != ',')
-        n++;
-      if (!n)
-        break;
-      if (n > STORE_SEARCH_MAX)
-        n = STORE_SEARCH_MAX;
-      for (size_t i = 0; i < n; i++)
-        words[nwords][i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] - 'A' + 'a' : p[i]);
-      words[nwords][n] = 0;
-      nwords++;
-      p += n;
-      while (*p && *p != ' ' && *p != '\t' && *p != ',')
-        p++; /* the rest of an overlong word */
-    }
-  }
+  char words[STORE_TERMS_MAX][STORE_SEARCH_MAX + 1];
+  int nwords = store_person_words(f->person, words);
   struct buf q;
   buf_init(&q, 0);
   buf_puts(&q, "SELECT " EV_COLS " FROM events");
@@ -1724,7 +1700,7 @@ static int sq_event_search(struct store *base_, const struct store_event_filter 
   buf_puts(&q, " WHERE 1");
   /* Either the words, joined by one space, start one term ("acme roof" in
    * "acme roofing"), or each further word starts a term of its own. */
-  char phrase[SEARCH_TERMS_MAX * (STORE_SEARCH_MAX + 2)] = "";
+  char phrase[STORE_TERMS_MAX * (STORE_SEARCH_MAX + 2)] = "";
   if (nwords > 1) {
     for (int i = 0; i < nwords; i++)
       snprintf(phrase + strlen(phrase), sizeof phrase - strlen(phrase), "%s%s", i ? " " : "",
