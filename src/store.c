@@ -504,3 +504,10 @@ int store_person_words(const char *person, char words[][STORE_SEARCH_MAX + 1]) {
   }
   return nwords;
 }
+
+int store_event_age_cmp(const void *a, const void *b) {
+  const struct store_event *x = a, *y = b;
+  if (x->created_at != y->created_at)
+    return x->created_at < y->created_at ? -1 : 1;
+  return strcmp(x->id, y->id);
+}

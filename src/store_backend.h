@@ -112,4 +112,7 @@ bool store_pg_exists(const char *url);
 #define STORE_TERMS_MAX 4
 int store_person_words(const char *person, char words[][STORE_SEARCH_MAX + 1]);
 
+/* qsort order of claimed events: oldest first, then by id. */
+int store_event_age_cmp(const void *a, const void *b);
+
 #endif

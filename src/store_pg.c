@@ -1143,13 +1143,6 @@ static int pg_event_claim(struct store *base_, const char *id, double now) {
   return n < 0 ? -1 : n > 0;
 }
 
-static int cmp_event_age(const void *a, const void *b) {
-  const struct store_event *x = a, *y = b;
-  if (x->created_at != y->created_at)
-    return x->created_at < y->created_at ? -1 : 1;
-  return strcmp(x->id, y->id);
-}
-
 /* Pending first, oldest first, then retry_wait rows whose time has come;
  * rows another node has locked (it is claiming them) are skipped, and a
  * row's status is checked again once it is locked, so no two nodes ever
@@ -1199,7 +1192,7 @@ static int pg_claim_due(struct store *base_, double now, int max, struct store_e
       store_event_free(&out[i]);
     return -1;
   }
-  qsort(out, (size_t)k, sizeof *out, cmp_event_age);
+  qsort(out, (size_t)k, sizeof *out, store_event_age_cmp);
   *n = k;
   return 0;
 }

@@ -966,13 +966,6 @@ static int sq_event_claim(struct store *base_, const char *id, double now) {
   return n < 0 ? -1 : n > 0;
 }
 
-static int cmp_event_age(const void *a, const void *b) {
-  const struct store_event *x = a, *y = b;
-  if (x->created_at != y->created_at)
-    return x->created_at < y->created_at ? -1 : 1;
-  return strcmp(x->id, y->id);
-}
-
 static int sq_claim_due(struct store *base_, double now, int max, struct store_event *out, int *n) {
   struct sq *s = (struct sq *)base_;
   *n = 0;
@@ -1014,7 +1007,7 @@ static int sq_claim_due(struct store *base_, double now, int max, struct store_e
     return -1;
   }
   /* RETURNING promises no order. */
-  qsort(out, (size_t)k, sizeof *out, cmp_event_age);
+  qsort(out, (size_t)k, sizeof *out, store_event_age_cmp);
   *n = k;
   return 0;
 }
