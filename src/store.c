@@ -321,8 +321,24 @@ int store_schema_version(struct store *s) { return s->ops->schema_version(s); }
 int store_event_put(struct store *s, const char *id, const char *source, const char *type,
                     const char *payload, size_t payload_len, enum ev_status initial, double now,
                     double ttl, enum store_put *result, enum ev_status *existing) {
-  return s->ops->event_put(s, id, source, type, payload, payload_len, initial, now, ttl, result,
-                           existing);
+  /* What a backend may take for granted, checked once for both. */
+  const char *bad = NULL;
+  if (!id || !*id || strlen(id) >= EVENT_ID_MAX)
+    bad = "missing or overlong event id";
+  else if (!source || !*source || strlen(source) >= sizeof((struct store_event *)0)->source)
+    bad = "missing or overlong source";
+  else if (initial != EV_PENDING && initial != EV_RUNNING)
+    bad = "initial status must be pending or running";
+  else if (payload && payload_len > (size_t)0x7fffffff)
+    bad = "payload too large";
+  if (bad) {
+    log_error("store: event_put: %s", bad);
+    return -1;
+  }
+  if (!payload)
+    payload_len = 0;
+  return s->ops->event_put(s, id, source, type ? type : "", payload ? payload : "", payload_len,
+                           initial, now, ttl, result, existing);
 }
 
 int store_event_get(struct store *s, const char *id, struct store_event *out) {
