@@ -113,7 +113,16 @@
   /* ---- the admin API ---- */
 
   function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
-  function tenant() { return sessionStorage.getItem(TENANT_KEY) || ""; }
+  /* The tab's tenant; when its storage lost the choice (cleared), the first
+   * tenant again, so no admin call goes out without one. */
+  function tenant() {
+    var t = sessionStorage.getItem(TENANT_KEY) || "";
+    if (!t && tenants.length) {
+      t = tenants[0];
+      sessionStorage.setItem(TENANT_KEY, t);
+    }
+    return t;
+  }
   function withTenant(path) {
     if (!tenant()) return path;
     return path + (path.indexOf("?") >= 0 ? "&" : "?") + "tenant=" + encodeURIComponent(tenant());

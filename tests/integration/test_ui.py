@@ -484,6 +484,43 @@ class UIBrowser(IntegTest):
         self.assertEqual(shown, reasons)
         self.assertEqual(self.css("#health")[0].text, "degraded")
 
+    def test_the_tenant_selector_shows_one_tenants_events(self):
+        """SPEC 13 with TENANTS_DIR: the page lists the tenants /health names,
+        and the events it lists are the chosen tenant's only, also when the
+        tab's storage lost the choice (cleared here before the token)."""
+        self.fakes.config("ghl", locations=["loc-a", "loc-b"])
+        tdir = self.tmp / "tenants.d"
+        tdir.mkdir()
+        for name in ("a", "b"):
+            (tdir / (name + ".env")).write_text(
+                "NOWCERTS_BASE_URL=%s/api\nGHL_BASE_URL=%s\nGHL_API_KEY=key-%s\n"
+                "GHL_LOCATION_ID=loc-%s\n" % (self.fakes.nc_base, self.fakes.ghl_base, name, name))
+        token = "ui-" + uniq(20)
+        s = self.server({"ADMIN_TOKEN": token, "TENANTS_DIR": tdir})
+        ids = {"a": [], "b": []}
+        for name, n in (("a", 1), ("b", 2)):
+            for _ in range(n):
+                r = s.post("/t/%s/api/v1/webhooks/nowcerts" % name,
+                           nowcerts_event("INSURED_INSERT", insured_data()))
+                ids[name].append(self.assertJSONAnswer(r, 200)["event_id"])
+        self.d.get(s.base + "/ui/")
+        self.d.execute_script("sessionStorage.clear();"
+                              "sessionStorage.setItem('ncghl.adminToken', arguments[0])", token)
+        self.d.get(s.base + "/ui/#/events")
+        self.h1("Events")
+        self.wait(lambda d: self.visible("#tenant"), "the tenant selector")
+        options = [o.get_attribute("value") for o in self.css("#tenant option")]
+        self.assertEqual(options, ["a", "b"])
+
+        def listed():
+            return sorted(r.get_attribute("data-id") for r in self.css("tbody tr[data-id]"))
+        # The first tenant is chosen at first; then b, then a again.
+        self.wait(lambda d: listed() == sorted(ids["a"]), "tenant a's one event")
+        for name in ("b", "a"):
+            self.css("#tenant option[value='%s']" % name)[0].click()
+            self.wait(lambda d: listed() == sorted(ids[name]), "tenant %s's events" % name)
+        self.assertEqual(self.d.execute_script("return sessionStorage.getItem('ncghl.tenant')"), "a")
+
     # ---- a real conflict -----------------------------------------------------
 
     def test_conflict_list_timeline_and_story(self):
