@@ -35,7 +35,12 @@
 /* A Retry-After longer than this is not waited out inside one run: the call
  * gives up (retryable) and the event goes to retry_wait, freeing its slot. */
 #define RETRY_AFTER_MAX 60.0
-#define GHL_RATE_WINDOW 10.0 /* seconds, GHL's burst window */
+/* GHL counts a location's requests as they arrive, in 10 s windows; ncghl
+ * counts them when it lets one go, a little earlier (the loop, a database
+ * round trip, the connection). Counted over 10 s exactly, a burst let go
+ * just after its window ended could still land in GHL's previous one; the
+ * half second more keeps every arrival of a window inside one of GHL's. */
+#define GHL_RATE_WINDOW 10.5 /* seconds: GHL's burst window, and a margin */
 #define ERROR_BODY_BYTES 300
 #define DEFAULT_TIMEOUT 30.0 /* seconds, when the config has none */
 #define RETRY_JITTER 0.1
