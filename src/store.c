@@ -351,6 +351,9 @@ int store_event_claim(struct store *s, const char *id, double now) {
 
 
 int store_claim_due(struct store *s, double now, int max, struct store_event *out, int *n) {
+  *n = 0;
+  if (max <= 0)
+    return 0;
   return s->ops->claim_due(s, now, max, out, n);
 }
 

@@ -1134,10 +1134,7 @@ static int pg_event_claim(struct store *base_, const char *id, double now) {
  * row's status is checked again once it is locked, so no two nodes ever
  * mark the same row running. */
 static int pg_claim_due(struct store *base_, double now, int max, struct store_event *out, int *n) {
-  struct pg *s = (struct pg *)base_;
-  *n = 0;
-  if (max <= 0)
-    return 0;
+  struct pg *s = (struct pg *)base_; /* max >= 1, *n = 0: store_claim_due */
   bool own;
   if (op_begin(s, &own) != 0)
     return -1;

@@ -953,10 +953,7 @@ static int sq_event_claim(struct store *base_, const char *id, double now) {
 }
 
 static int sq_claim_due(struct store *base_, double now, int max, struct store_event *out, int *n) {
-  struct sq *s = (struct sq *)base_;
-  *n = 0;
-  if (max <= 0)
-    return 0;
+  struct sq *s = (struct sq *)base_; /* max >= 1, *n = 0: store_claim_due */
   /* RETURNING applies every change at the first step; the transaction makes
    * sure a failure half-way through reading the rows leaves none of them
    * marked running with nobody working on them. */
