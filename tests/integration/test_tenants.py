@@ -218,6 +218,30 @@ class Tenants(IntegTest):
         self.assertEqual(sorted(h["tenants"]), ["a", "b"])
         self.assertEqual(h["tenants"]["b"]["ghl_location_id"], "loc-b")
 
+    def test_one_tenants_ghl_limit_does_not_hold_back_the_other(self):
+        # Tenant b may send 2 GHL requests per window: its two new people
+        # (a search or two and a create each) wait for the next window. Tenant
+        # a, with the default limit, is not behind them.
+        self.write_tenant("b", GHL_RATE_LIMIT="2", WEBHOOK_WAIT_MS="0")
+        s = self.start(names=("a",))
+        held = [nowcerts_event("INSURED_INSERT") for _ in range(2)]
+        ids = [self.assertJSONAnswer(s.post("/t/b/api/v1/webhooks/nowcerts", ev), 202)["event_id"]
+               for ev in held]
+        wait_until(lambda: len(self.fakes_b.calls("ghl")) >= 2, 10, 0.05, "b's first window used")
+        ea = nowcerts_event("INSURED_INSERT")
+        ra = self.assertJSONAnswer(s.post("/t/a/api/v1/webhooks/nowcerts", ea), 200)
+        self.assertEqual(ra["data"].get("action"), "created", ra)
+        # When a's contact was made, b was still held by its own limit.
+        b_status = {e["id"]: e["status"] for e in self.events(s, "b")}
+        self.assertNotEqual([b_status.get(i) for i in ids], ["done", "done"], b_status)
+        wait_until(lambda: all(e["status"] == "done" for e in self.events(s, "b")), 60, 0.2,
+                   "b's events done once its window allows")
+        for ev in held:
+            self.assertEqual(len(self.ghl_contacts(self.fakes_b, ev["data"]["email"])), 1)
+        at = sorted(harness.req_at(r) for r in self.fakes_b.calls("ghl"))
+        for i in range(len(at) - 2):
+            self.assertGreaterEqual(at[i + 2] - at[i], 9.75, "b over its limit: %r" % at)
+
     # -- SIGHUP ------------------------------------------------------------
 
     def test_sighup_adds_changes_and_removes_tenants(self):
