@@ -208,6 +208,20 @@ static const char *const migrations[] = {
     "RETURN 0; END IF;"
     "  RETURN greatest(oldest + win - now, 0.001);"
     " END $f$;",
+    /* 7: an event's people kept by an integer key (seq), as on SQLite:
+     * a term many events share gains its new entries at the end of its
+     * range instead of at a random place among 70-byte text ids. */
+    "ALTER TABLE events ADD COLUMN seq BIGSERIAL;"
+    "ALTER TABLE events ADD CONSTRAINT events_seq_key UNIQUE (seq);"
+    "CREATE TABLE event_people_v7 ("
+    " term TEXT COLLATE \"C\" NOT NULL,"
+    " seq BIGINT NOT NULL REFERENCES events (seq) ON DELETE CASCADE,"
+    " PRIMARY KEY (term, seq));"
+    "INSERT INTO event_people_v7 (term, seq) SELECT p.term, e.seq FROM event_people AS p"
+    " JOIN events AS e ON e.id = p.event_id;"
+    "DROP TABLE event_people;"
+    "ALTER TABLE event_people_v7 RENAME TO event_people;"
+    "CREATE INDEX event_people_seq ON event_people (seq);",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -980,20 +994,21 @@ static int pg_event_put(struct store *base_, const char *id, const char *source,
                   "$5::integer, CASE WHEN $5::integer = 1 THEN 1 ELSE 0 END,"
                   " $6::double precision, $6::double precision, 0,"
                   " CASE WHEN $5::integer = 1 THEN $7::text END)"
-                  " ON CONFLICT (id) DO NOTHING RETURNING status",
+                  " ON CONFLICT (id) DO NOTHING RETURNING seq",
                   &p, what);
   p_free(&p);
   if (!r)
     return -1;
   bool inserted = PQntuples(r) == 1;
+  long long seq = inserted ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
   PQclear(r);
   if (inserted) {
     count_status(s, -1, initial);
     struct prm pp = {0};
-    p_text(&pp, id);
+    p_int(&pp, seq);
     p_bin(&pp, payload, payload_len);
     run(s,
-        "INSERT INTO event_people (term, event_id) SELECT t, $1 FROM "
+        "INSERT INTO event_people (term, seq) SELECT t, $1::bigint FROM "
         "ncghl_people($2::bytea) AS t"
         " ON CONFLICT DO NOTHING",
         &pp, "event_put (people)", NULL);
@@ -1907,9 +1922,9 @@ static int pg_event_search(struct store *base_, const struct store_event_filter 
   if (nwords) {
     p_text(&p, words[0]);
     buf_printf(&q_,
-               " JOIN (SELECT DISTINCT event_id FROM event_people WHERE term "
+               " JOIN (SELECT DISTINCT seq FROM event_people WHERE term "
                ">= $%d::text AND"
-               " term < $%d::text || " TERM_TOP ") AS p ON p.event_id = events.id",
+               " term < $%d::text || " TERM_TOP ") AS p ON p.seq = events.seq",
                p.n, p.n);
   }
   buf_puts(&q_, " WHERE true");
@@ -1921,14 +1936,14 @@ static int pg_event_search(struct store *base_, const struct store_event_filter 
     p_text(&p, phrase);
     buf_printf(&q_,
                " AND (EXISTS (SELECT 1 FROM event_people AS ph WHERE "
-               "ph.event_id = events.id"
+               "ph.seq = events.seq"
                " AND ph.term >= $%d::text AND ph.term < $%d::text || " TERM_TOP ") OR (true",
                p.n, p.n);
     for (int i = 1; i < nwords; i++) {
       p_text(&p, words[i]);
       buf_printf(&q_,
                  " AND EXISTS (SELECT 1 FROM event_people AS q WHERE "
-                 "q.event_id = events.id"
+                 "q.seq = events.seq"
                  " AND q.term >= $%d::text AND q.term < $%d::text || " TERM_TOP ")",
                  p.n, p.n);
     }
@@ -1977,7 +1992,8 @@ static int pg_event_people(struct store *base_, const char *event_id,
   struct prm p = {0};
   p_text(&p, event_id);
   PGresult *r =
-      q(s, "SELECT term FROM event_people WHERE event_id = $1 ORDER BY term", &p, "event_people");
+      q(s, "SELECT term FROM event_people WHERE seq = (SELECT seq FROM events WHERE id = $1)"
+           " ORDER BY term", &p, "event_people");
   p_free(&p);
   if (!r)
     return -1;

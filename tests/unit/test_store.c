@@ -1003,6 +1003,107 @@ static void test_migration_turns_fingerprints_into_snapshots(void **state) {
   assert_str_owned(store_link_ghl(f->s, "contact", "nc1"), "g1");
 }
 
+static int term_cb(void *ud, const char *term) {
+  char *out = ud;
+  snprintf(out + strlen(out), 256 - strlen(out), "%s%s", *out ? "|" : "", term);
+  return 0;
+}
+
+static int found_cb(void *ud, const struct store_event *e) {
+  char *out = ud;
+  snprintf(out + strlen(out), 256 - strlen(out), "%s%s", *out ? "," : "", e->id);
+  return 0;
+}
+
+static int attempt_count_cb(void *ud, const struct store_attempt *a) {
+  (void)a;
+  ++*(int *)ud;
+  return 0;
+}
+
+/* A file of schema version 6 (people kept by the text id) opened by this
+ * version: migration 7 rebuilds events with an integer key and keeps every
+ * row, every person noted and every attempt (its DROP must not cascade),
+ * and foreign keys hold again afterwards. */
+static void test_migration_keeps_events_people_and_attempts(void **state) {
+  struct fx *f = *state;
+  const char *payload = "{\"data\":{\"firstName\":\"Jane\",\"eMail\":\"jane@x.com\"}}";
+  enum store_put r;
+  assert_int_equal(store_event_put(f->s, "old1", "nowcerts", "INSURED_INSERT", payload,
+                                   strlen(payload), EV_PENDING, 1, 0, &r, NULL), 0);
+  assert_int_equal(store_event_put(f->s, "old2", "ghl", "ContactCreate", "{}", 2, EV_PENDING, 2,
+                                   0, &r, NULL), 0);
+  assert_int_equal(store_attempt_add(f->s, "old1", 1, "ghl", "POST", "/contacts/", 201, NULL, 3,
+                                     1), 0);
+  store_close(f->s);
+  f->s = NULL;
+  /* Back to version 6's shape, as a file written by the previous release. */
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  const char *to_v6 =
+      "PRAGMA foreign_keys = OFF; BEGIN;"
+      "CREATE TABLE e6 (id TEXT PRIMARY KEY, source TEXT NOT NULL, type TEXT NOT NULL DEFAULT '',"
+      " payload TEXT NOT NULL DEFAULT '', status INTEGER NOT NULL, attempts INTEGER NOT NULL"
+      " DEFAULT 0, last_error TEXT, result TEXT, created_at REAL NOT NULL, updated_at REAL NOT"
+      " NULL, next_at REAL NOT NULL DEFAULT 0, owner TEXT);"
+      "INSERT INTO e6 SELECT id, source, type, payload, status, attempts, last_error, result,"
+      " created_at, updated_at, next_at, owner FROM events;"
+      "CREATE TABLE p6 (term TEXT NOT NULL, event_id TEXT NOT NULL REFERENCES events (id) ON"
+      " DELETE CASCADE, PRIMARY KEY (term, event_id)) WITHOUT ROWID;"
+      "INSERT INTO p6 SELECT p.term, e.id FROM event_people AS p JOIN events AS e ON e.seq = p.seq;"
+      "DROP TABLE event_people; DROP TABLE events;"
+      "ALTER TABLE e6 RENAME TO events; ALTER TABLE p6 RENAME TO event_people;"
+      "CREATE INDEX event_people_event ON event_people (event_id);"
+      "CREATE INDEX events_status_next ON events (status, next_at);"
+      "CREATE INDEX events_created ON events (created_at);"
+      "CREATE INDEX events_status_created ON events (status, created_at);"
+      "CREATE INDEX events_type_created ON events (type, created_at);"
+      "CREATE INDEX events_source_created ON events (source, created_at);"
+      "PRAGMA user_version = 6; COMMIT;";
+  char *msg = NULL;
+  if (sqlite3_exec(db, to_v6, NULL, NULL, &msg) != SQLITE_OK)
+    fail_msg("to v6: %s", msg);
+  sqlite3_close(db);
+
+  char err[256];
+  f->s = store_open(f->path, err, sizeof err);
+  if (!f->s)
+    fail_msg("store_open: %s", err);
+  assert_int_equal(store_schema_version(f->s), 7);
+  char out[256] = "";
+  assert_int_equal(store_event_people(f->s, "old1", term_cb, out), 0);
+  assert_string_equal(out, "jane|jane@x.com");
+  out[0] = 0;
+  struct store_event_filter q = {.person = "jane"};
+  assert_int_equal(store_event_search(f->s, &q, 10, found_cb, out), 0);
+  assert_string_equal(out, "old1");
+  int n = 0;
+  assert_int_equal(store_attempt_list(f->s, "old1", attempt_count_cb, &n), 0);
+  assert_int_equal(n, 1);
+  assert_int_equal(status_of(f->s, "old2"), EV_PENDING);
+  /* New events after the upgrade are noted and found beside the old. */
+  assert_int_equal(store_event_put(f->s, "new1", "nowcerts", "INSURED_INSERT", payload,
+                                   strlen(payload), EV_PENDING, 5, 0, &r, NULL), 0);
+  out[0] = 0;
+  assert_int_equal(store_event_search(f->s, &q, 10, found_cb, out), 0);
+  assert_string_equal(out, "new1,old1");
+  store_close(f->s);
+  f->s = NULL;
+  /* Foreign keys are on again: deleting an event takes its people along. */
+  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys = ON; DELETE FROM events WHERE id ="
+                                    " 'old1'", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM event_people", -1, &st, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int(st, 0), 2); /* new1's two terms */
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  f->s = store_open(f->path, err, sizeof err);
+  assert_non_null(f->s);
+}
+
 static void test_kv(void **state) {
   struct fx *f = *state;
   assert_str_owned(store_kv_get(f->s, "poll.cursor"), NULL);
@@ -1392,7 +1493,7 @@ static void test_lease_goes_to_one_owner_at_a_time(void **state) {
 static void test_pg_tables_live_in_the_urls_schema(void **state) {
   struct fx *f = *state;
   int v = store_schema_version(f->s);
-  assert_int_equal(v, 6); /* SQLite's files say the same (PRAGMA user_version) */
+  assert_int_equal(v, 7); /* SQLite's files say the same (PRAGMA user_version) */
   reopen(f);
   assert_int_equal(store_schema_version(f->s), v);
   put(f->s, "e1", 1, STORE_PUT_NEW);
@@ -1495,7 +1596,7 @@ static void test_pg_schema_owner_without_create_on_the_database(void **state) {
   struct store *s = store_open(url, err, sizeof err);
   if (!s)
     fail_msg("store_open as lim_user: %s", err);
-  assert_int_equal(store_schema_version(s), 6);
+  assert_int_equal(store_schema_version(s), 7);
   put(s, "lim1", 1, STORE_PUT_NEW);
   store_close(s);
   s = store_open(url, err, sizeof err); /* and again, with nothing to create */
@@ -1765,6 +1866,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_conflicts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_changes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migration_turns_fingerprints_into_snapshots, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_migration_keeps_events_people_and_attempts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_errors_are_logged_with_sqlite_message, setup, teardown),
