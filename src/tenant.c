@@ -75,6 +75,12 @@ struct tenant {
  * hears nothing for a minute gives it back. */
 #define TENANT_LUA_IDLE_SECONDS 60.0
 
+/* The WAL pages (4 KiB each) past which the loop's COMMIT checkpoints:
+ * 256 MiB, about two seconds of the heaviest intake measured. Smaller
+ * bounds cost intake more than they save disk: each loop checkpoint is a
+ * stall, and they come more often (docs/performance.md, "The WAL"). */
+#define TENANT_WAL_PAGES 65536
+
 struct tenants {
   struct tenant_shared sh;
   struct tenant *list;
@@ -304,10 +310,15 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
   /* The one count query: from here on the counts follow every change. */
   if (store_counts_seed(t->store) != 0)
     goto fail;
-  /* The loop never sleeps in SQLite's busy handler, and never checkpoints
-   * inside a COMMIT: upkeep's thread does that (and retention). */
+  /* The loop never sleeps in SQLite's busy handler. Upkeep's thread
+   * checkpoints every second (and runs retention); but a WAL starts again
+   * from its beginning only when a write begins with every frame
+   * checkpointed, which a steady flood of writes never leaves time for:
+   * the WAL grew ~140 MB a second at 10,000 events/s, until the disk was
+   * full. So the COMMIT that takes the WAL past TENANT_WAL_PAGES
+   * checkpoints on the loop, copying what upkeep's last pass left. */
   store_set_busy_timeout(t->store, 0);
-  store_set_autocheckpoint(t->store, 0);
+  store_set_autocheckpoint(t->store, TENANT_WAL_PAGES);
   t->queue = queue_new(base, t->store);
   t->up = up_new(base, &t->cfg, ts->sh.http);
   if (!t->queue || !t->up) {
