@@ -222,6 +222,15 @@ static const char *const migrations[] = {
     "DROP TABLE event_people;"
     "ALTER TABLE event_people_v7 RENAME TO event_people;"
     "CREATE INDEX event_people_seq ON event_people (seq);",
+    /* 8: an event's attempts found by its integer key too (as on SQLite). */
+    "ALTER TABLE attempts ADD COLUMN event_seq BIGINT;"
+    "UPDATE attempts AS a SET event_seq = e.seq FROM events AS e WHERE e.id = a.event_id;"
+    "ALTER TABLE attempts ALTER COLUMN event_seq SET NOT NULL;"
+    "ALTER TABLE attempts ADD CONSTRAINT attempts_event_seq_fkey FOREIGN KEY (event_seq)"
+    " REFERENCES events (seq) ON DELETE CASCADE;"
+    "ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_event_id_fkey;"
+    "DROP INDEX attempts_event;"
+    "CREATE INDEX attempts_event_seq ON attempts (event_seq);",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -1432,10 +1441,10 @@ static int pg_attempt_add_io(struct store *base_, const char *event_id, int even
   return run(s,
              "INSERT INTO attempts (event_id, event_attempt, service, method, "
              "url, status, error,"
-             " duration_ms, at, request, answer) VALUES ($1, $2::integer, $3, "
+             " duration_ms, at, request, answer, event_seq) VALUES ($1, $2::integer, $3, "
              "$4, $5, $6::integer,"
              " $7::text, $8::double precision, $9::double precision, "
-             "$10::text, $11::text)",
+             "$10::text, $11::text, (SELECT seq FROM events WHERE id = $1))",
              &p, "attempt_add", NULL);
 }
 
@@ -1449,7 +1458,8 @@ static int pg_attempt_list(struct store *base_, const char *event_id,
   PGresult *r = q(s,
                   "SELECT seq, service, method, url, status, error, duration_ms, at, "
                   "event_attempt,"
-                  " request, answer FROM attempts WHERE event_id = $1 ORDER BY seq",
+                  " request, answer FROM attempts WHERE event_seq ="
+                  " (SELECT seq FROM events WHERE id = $1) ORDER BY seq",
                   &p, "attempt_list");
   p_free(&p);
   if (!r)

@@ -224,6 +224,31 @@ static const char *const migrations[] = {
     "CREATE INDEX events_status_created ON events (status, created_at);"
     "CREATE INDEX events_type_created ON events (type, created_at);"
     "CREATE INDEX events_source_created ON events (source, created_at);",
+    /* 8: an event's attempts found by its integer key too. Indexed by the
+     * text id, every attempt row landed on a random page of attempts_event:
+     * three of the ~8 WAL pages the full path wrote per event. By seq they
+     * append. event_id stays, unindexed, for what reads the rows by hand. */
+    "CREATE TABLE attempts_v8 ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " event_id TEXT NOT NULL,"
+    " event_attempt INTEGER NOT NULL,"
+    " service TEXT NOT NULL,"
+    " method TEXT NOT NULL,"
+    " url TEXT NOT NULL,"
+    " status INTEGER NOT NULL,"
+    " error TEXT,"
+    " duration_ms REAL NOT NULL,"
+    " at REAL NOT NULL,"
+    " request TEXT,"
+    " answer TEXT,"
+    " event_seq INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE);"
+    "INSERT INTO attempts_v8 (seq, event_id, event_attempt, service, method, url, status, error,"
+    " duration_ms, at, request, answer, event_seq) SELECT a.seq, a.event_id, a.event_attempt,"
+    " a.service, a.method, a.url, a.status, a.error, a.duration_ms, a.at, a.request, a.answer,"
+    " e.seq FROM attempts AS a JOIN events AS e ON e.id = a.event_id;"
+    "DROP TABLE attempts;"
+    "ALTER TABLE attempts_v8 RENAME TO attempts;"
+    "CREATE INDEX attempts_event_seq ON attempts (event_seq);",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -331,10 +356,11 @@ static const char *const stmt_sql[ST_COUNT] = {
                           " ORDER BY created_at DESC, rowid DESC LIMIT ?1",
     [ST_EV_COUNT] = "SELECT status, COUNT(*) FROM events GROUP BY status",
     [ST_AT_ADD] = "INSERT INTO attempts (event_id, event_attempt, service, method, url, status,"
-                  " error, duration_ms, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                  " error, duration_ms, at, event_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+                  " (SELECT seq FROM events WHERE id = ?1))",
     [ST_AT_LIST] = "SELECT seq, service, method, url, status, error, duration_ms, at,"
-                   " event_attempt, request, answer FROM attempts WHERE event_id = ?1"
-                   " ORDER BY seq",
+                   " event_attempt, request, answer FROM attempts WHERE event_seq ="
+                   " (SELECT seq FROM events WHERE id = ?1) ORDER BY seq",
     [ST_LINK_PUT] = "INSERT OR REPLACE INTO links (kind, nowcerts_id, ghl_id, updated_at)"
                     " VALUES (?1, ?2, ?3, ?4)",
     [ST_LINK_GHL] = "SELECT ghl_id FROM links WHERE kind = ?1 AND nowcerts_id = ?2",
@@ -364,8 +390,9 @@ static const char *const stmt_sql[ST_COUNT] = {
                       PEOPLE_TERM ", ?1 FROM json_tree(CASE WHEN json_valid(?2) THEN ?2"
                       " ELSE '{}' END) AS t WHERE " PEOPLE_WHERE,
     [ST_AT_ADD_IO] = "INSERT INTO attempts (event_id, event_attempt, service, method, url,"
-                     " status, error, duration_ms, at, request, answer)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     " status, error, duration_ms, at, request, answer, event_seq)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+                     " (SELECT seq FROM events WHERE id = ?1))",
     [ST_RELOAD_ADD] = "INSERT INTO reloads (at, ok, version, message) VALUES (?1, ?2, ?3, ?4)",
     [ST_RELOAD_LIST] = "SELECT at, ok, version, message FROM reloads ORDER BY seq DESC LIMIT ?1",
     [ST_EV_SINCE] = "SELECT COUNT(*) FROM events WHERE created_at >= ?1",
