@@ -29,8 +29,9 @@
 #include "clock.h"
 #include "log.h"
 
+/* Connections to one host at once, unless the service asks for more
+ * (httpc_set_host_connections); the cache keeps twice that open. */
 #define MAX_HOST_CONNECTIONS 64
-#define MAX_CACHED_CONNECTIONS 128
 /* Easy handles kept for reuse: curl_easy_reset is cheaper than init. */
 #define EASY_POOL_MAX 32
 
@@ -363,9 +364,15 @@ struct httpc *httpc_new(struct event_base *base, size_t max_body) {
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-  curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)MAX_HOST_CONNECTIONS);
-  curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)MAX_CACHED_CONNECTIONS);
+  httpc_set_host_connections(h, MAX_HOST_CONNECTIONS);
   return h;
+}
+
+void httpc_set_host_connections(struct httpc *h, int n) {
+  if (n < 1)
+    n = 1;
+  curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)n);
+  curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 2L * n);
 }
 
 /* Drops every request without calling back. */

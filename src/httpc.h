@@ -39,6 +39,9 @@ typedef void (*httpc_cb)(void *ud, const struct httpc_response *resp);
 
 /* max_body: responses larger than this fail as a transport error. */
 struct httpc *httpc_new(struct event_base *base, size_t max_body);
+/* At most n connections to one host at once (64 by default); requests
+ * beyond wait in curl's queue for one to free, their time-out running. */
+void httpc_set_host_connections(struct httpc *h, int n);
 /* Cancels what is in flight without calling back. */
 void httpc_free(struct httpc *h);
 /* Returns 0 when queued (cb will be called exactly once, never from inside

@@ -44,7 +44,25 @@ struct srv {
   char last_version[64];
   char last_ctype[128];
   int last_peer_port;  /* the client's port: tells whether a connection was reused */
+  int held, held_max;  /* /hold: requests held open now, and at most */
 };
+
+/* /hold answers after 50 ms, so requests sent together overlap. */
+struct held_req {
+  struct srv *s;
+  struct evhttp_request *req;
+};
+
+static void reply(struct evhttp_request *req, int code, const char *body);
+
+static void on_hold_done(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct held_req *h = arg;
+  h->s->held--;
+  reply(h->req, 200, "held");
+  free(h);
+}
 
 static void reply(struct evhttp_request *req, int code, const char *body) {
   struct evbuffer *b = evbuffer_new();
@@ -124,6 +142,16 @@ static void on_request(struct evhttp_request *req, void *arg) {
   snprintf(s->last_version, sizeof s->last_version, "%s", in_header(req, "Version"));
   snprintf(s->last_ctype, sizeof s->last_ctype, "%s", in_header(req, "Content-Type"));
 
+  if (strcmp(path, "/hold") == 0) {
+    struct held_req *h = malloc(sizeof *h);
+    h->s = s;
+    h->req = req;
+    if (++s->held > s->held_max)
+      s->held_max = s->held;
+    struct timeval tv = {0, 50 * 1000};
+    event_base_once(s->base, -1, EV_TIMEOUT, on_hold_done, h, &tv);
+    return;
+  }
   if (strcmp(path, "/get") == 0) {
     const char *i = q ? q + 1 : "";
     char out[128];
@@ -491,6 +519,36 @@ static void test_fifty_concurrent(void **state) {
   }
   assert_int_equal(httpc_active(f->h), 0);
   assert_int_equal(f->srv.hits, 50);
+  free(x);
+}
+
+/* Connections to one host stop at the number set: the other requests wait
+ * in curl's queue for one to free, and every one is answered. */
+static void test_host_connections_bound_what_is_in_flight(void **state) {
+  struct fixture *f = *state;
+  httpc_set_host_connections(f->h, 3);
+  int done = 0;
+  struct result *x = calloc(9, sizeof *x);
+  for (int i = 0; i < 9; i++) {
+    x[i].done = &done;
+    assert_int_equal(hsend(f, "GET", "/hold", NULL, NULL, 5000, &x[i]), 0);
+  }
+  run_until(f, &done, 9);
+  for (int i = 0; i < 9; i++)
+    assert_int_equal(x[i].status, 200);
+  assert_int_equal(f->srv.held_max, 3);
+
+  /* More allowed: the nine overlap. */
+  httpc_set_host_connections(f->h, 16);
+  done = 0;
+  f->srv.held_max = 0;
+  memset(x, 0, 9 * sizeof *x);
+  for (int i = 0; i < 9; i++) {
+    x[i].done = &done;
+    assert_int_equal(hsend(f, "GET", "/hold", NULL, NULL, 5000, &x[i]), 0);
+  }
+  run_until(f, &done, 9);
+  assert_int_equal(f->srv.held_max, 9);
   free(x);
 }
 
@@ -878,6 +936,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_timeout_and_body_limit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fifty_concurrent, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_host_connections_bound_what_is_in_flight, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reentrant_callbacks, setup, teardown),
       cmocka_unit_test_setup_teardown(test_free_in_flight_and_from_callback, setup, teardown),
       cmocka_unit_test_setup_teardown(test_up_ghl_headers_and_body, setup, teardown),
