@@ -44,7 +44,7 @@ _Static_assert(EV_PENDING == 0 && EV_RUNNING == 1 && EV_DONE == 2 && EV_RETRY_WA
   " 'contactname', 'companyname')"
 
 /* The same rule in C, for intake: json_tree over every payload cost a tenth
- * of intake's CPU (docs/performance.md). people_terms finds what
+ * of intake's CPU (docs/performance.md). people_walk finds what
  * PEOPLE_TERM and PEOPLE_WHERE over json_tree find (SQLite's lower() and
  * trim() fold only ASCII letters and spaces, and length() counts
  * characters); test_store_ui checks the two agree. Keep the lists equal. */
