@@ -49,9 +49,9 @@ _Static_assert(EV_PENDING == 0 && EV_RUNNING == 1 && EV_DONE == 2 && EV_RETRY_WA
  * trim() fold only ASCII letters and spaces, and length() counts
  * characters); test_store_ui checks the two agree. Keep the lists equal. */
 static const char *const people_keys[] = {
-    "email",      "insuredemail", "firstname",      "lastname",    "insuredfirstname",
-    "insuredlastname", "first_name", "last_name",   "name",        "fullname",
-    "full_name",  "commercialname", "contactname",  "companyname"};
+    "email", "insuredemail", "firstname", "lastname", "insuredfirstname", "insuredlastname",
+    "first_name", "last_name", "name", "fullname", "full_name", "commercialname",
+    "contactname", "companyname"};
 
 struct terms {
   char **v;
