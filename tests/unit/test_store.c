@@ -1118,6 +1118,41 @@ static void test_migration_keeps_events_people_and_attempts(void **state) {
   assert_non_null(f->s);
 }
 
+static long long wal_bytes(struct store *s) {
+  struct stat sb;
+  return stat(store_wal_file(s), &sb) == 0 ? (long long)sb.st_size : 0;
+}
+
+/* One event per commit, like a trickle of webhooks. */
+static void commit_events(struct store *s, const char *prefix, int n) {
+  char id[32];
+  for (int i = 0; i < n; i++) {
+    snprintf(id, sizeof id, "%s%d", prefix, i);
+    assert_int_equal(store_begin(s), 0);
+    put(s, id, i + 1, STORE_PUT_NEW);
+    assert_int_equal(store_commit(s), 0);
+  }
+}
+
+/* The loop's connection checkpoints inside the COMMIT that takes the WAL
+ * past its bound (tenant.c sets 65,536 pages), so the WAL starts again from
+ * its beginning and its file stops growing; with the bound off and nobody
+ * else checkpointing, the same writes make it grow without end. */
+static void test_autocheckpoint_bounds_the_wal(void **state) {
+  struct fx *f = *state;
+  assert_int_equal(store_set_full_sync(f->s, false), 0); /* the bound, not the disk, is tested */
+  assert_int_equal(store_set_autocheckpoint(f->s, 64), 0);
+  commit_events(f->s, "bounded", 600);
+  long long bounded = wal_bytes(f->s);
+  assert_true(bounded > 0);
+  /* 64 pages, plus the one commit that passed them. */
+  assert_true(bounded < 160 * 4120);
+
+  assert_int_equal(store_set_autocheckpoint(f->s, 0), 0);
+  commit_events(f->s, "unbounded", 600);
+  assert_true(wal_bytes(f->s) > 8 * bounded);
+}
+
 static void test_kv(void **state) {
   struct fx *f = *state;
   assert_str_owned(store_kv_get(f->s, "poll.cursor"), NULL);
@@ -1883,6 +1918,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_changes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migration_turns_fingerprints_into_snapshots, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migration_keeps_events_people_and_attempts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_autocheckpoint_bounds_the_wal, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_errors_are_logged_with_sqlite_message, setup, teardown),
