@@ -3,7 +3,10 @@
  * end of the loop turn, or, while an fsync is in flight, the moment it ends
  * (batches grow with the load, no timer); only then are the callbacks
  * waiting on it run. That is how many concurrent webhooks share one fsync,
- * while each answer still goes out after the commit that holds its event. */
+ * while each answer still goes out after the commit that holds its event.
+ * A batch of plain writes only (queue_join: outcomes, attempts, links) stays
+ * open 1 ms for the next ones, so a stream of runs ending one by one does not
+ * commit turn by turn; a durable write joining it ends the wait. */
 #ifndef NCGHL_QUEUE_H
 #define NCGHL_QUEUE_H
 

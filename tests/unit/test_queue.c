@@ -97,8 +97,12 @@ static void test_one_batch_per_turn(void **state) {
   queue_after_commit(f->q, on_commit, &b);
   assert_int_equal(a.calls, 0); /* nothing before the commit */
   assert_true(store_in_txn(f->s));
+  /* a plain batch stays open a moment for more plain writes ... */
   event_base_loop(f->base, EVLOOP_NONBLOCK);
-  /* a plain batch: called back right at the commit */
+  assert_int_equal(a.calls, 0);
+  assert_true(store_in_txn(f->s));
+  /* ... then commits, and is called back right at the commit */
+  run_until(f, &a.calls);
   assert_int_equal(a.calls, 1);
   assert_int_equal(b.calls, 1);
   assert_true(a.committed && b.committed);
@@ -107,6 +111,28 @@ static void test_one_batch_per_turn(void **state) {
   char *v = store_kv_get(f->s, "k2");
   assert_string_equal(v, "v2");
   free(v);
+}
+
+/* A plain batch is held for more plain writes; an acknowledged write that
+ * joins it is not: the batch commits in the same turn, as an intake batch
+ * always did. */
+static void test_durable_write_ends_the_hold(void **state) {
+  struct fixture *f = *state;
+  struct seen plain = {0, false, false, f->s}, acked = {0, false, false, f->s};
+  assert_int_equal(queue_join(f->q), 0);
+  assert_int_equal(store_kv_put(f->s, "outcome", "1"), 0);
+  queue_after_commit(f->q, on_commit, &plain);
+  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_true(store_in_txn(f->s)); /* held */
+  assert_int_equal(queue_join_durable(f->q), 0);
+  assert_int_equal(store_kv_put(f->s, "acked", "1"), 0);
+  queue_after_commit(f->q, on_commit, &acked);
+  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_false(store_in_txn(f->s)); /* committed this turn, no hold */
+  run_until(f, &acked.calls); /* after the fsync */
+  assert_int_equal(plain.calls, 1);
+  assert_int_equal(acked.calls, 1);
+  assert_true(plain.committed && acked.committed);
 }
 
 static void test_durable_batch_waits_for_the_fsync(void **state) {
@@ -122,11 +148,7 @@ static void test_durable_batch_waits_for_the_fsync(void **state) {
   /* the next plain batch does not wait for any fsync */
   assert_int_equal(queue_join(f->q), 0);
   queue_after_commit(f->q, on_commit, &plain);
-  if (pg_url)
-    run_until(f, &plain.calls); /* the COMMIT before was so recent that this
-                                   one waits QUEUE_COMMIT_INTERVAL */
-  else
-    event_base_loop(f->base, EVLOOP_NONBLOCK);
+  run_until(f, &plain.calls); /* after the hold of a plain batch */
   assert_int_equal(plain.calls, 1);
 }
 
@@ -200,6 +222,7 @@ int main(void) {
   if (pg_url && *pg_url) {
     const struct CMUnitTest pg_tests[] = {
       cmocka_unit_test_setup_teardown(test_one_batch_per_turn, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_durable_write_ends_the_hold, setup, teardown),
       cmocka_unit_test_setup_teardown(test_durable_batch_waits_for_the_fsync, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_durable_batches_all_answered, setup, teardown),
       cmocka_unit_test_setup_teardown(test_flush_settles_what_is_owed, setup, teardown),
@@ -209,6 +232,7 @@ int main(void) {
   pg_url = NULL;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_one_batch_per_turn, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_durable_write_ends_the_hold, setup, teardown),
       cmocka_unit_test_setup_teardown(test_durable_batch_waits_for_the_fsync, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_durable_batches_all_answered, setup, teardown),
       cmocka_unit_test_setup_teardown(test_flush_settles_what_is_owed, setup, teardown),
