@@ -1207,13 +1207,95 @@ static const char *service_name(enum up_service s) {
   return s == UP_GHL ? "ghl" : "nowcerts";
 }
 
+/* An attempt made while another process held the write lock (upkeep's
+ * connection opening, a CLI command): kept until the lock is free, so the
+ * event's story in /ui misses none of its calls. */
+struct late_attempt {
+  struct store *s;
+  struct queue *q;
+  char *id, *method, *url, *error, *request, *answer;
+  size_t request_len, answer_len;
+  enum up_service service;
+  int run, status;
+  double duration_ms, at;
+};
+
+static void late_attempt_free(struct late_attempt *l) {
+  free(l->id);
+  free(l->method);
+  free(l->url);
+  free(l->error);
+  free(l->request);
+  free(l->answer);
+  free(l);
+}
+
+static char *dup_bytes(const char *p, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    if (n)
+      memcpy(d, p, n);
+    d[n] = 0;
+  }
+  return d;
+}
+
+static void write_late_attempt(void *ud, bool writable) {
+  struct late_attempt *l = ud;
+  if (writable && queue_join(l->q) != 0) {
+    if (queue_busy(l->q)) {
+      queue_when_writable(l->q, write_late_attempt, l);
+      return;
+    }
+    writable = false;
+  }
+  if (!writable || store_attempt_add_io(l->s, l->id, l->run, service_name(l->service), l->method,
+                                        l->url, l->status, l->error, l->duration_ms, l->at,
+                                        l->request, l->request_len, l->answer,
+                                        l->answer_len) != 0)
+    log_warn("lua event=%s: could not record an upstream attempt", l->id);
+  late_attempt_free(l);
+}
+
+static int defer_attempt(struct lrt_ev *e, const struct up_attempt *a) {
+  struct late_attempt *l = calloc(1, sizeof *l);
+  if (!l)
+    return -1;
+  l->s = e->rt->host.store;
+  l->q = e->rt->host.queue;
+  l->id = xstrdup(e->id);
+  l->method = xstrdup(a->method);
+  l->url = xstrdup(a->url);
+  l->error = a->error ? xstrdup(a->error) : NULL;
+  l->request = a->request ? dup_bytes(a->request, a->request_len) : NULL;
+  l->request_len = a->request ? a->request_len : 0;
+  l->answer = dup_bytes(a->answer ? a->answer : "", a->answer ? a->answer_len : 0);
+  l->answer_len = a->answer ? a->answer_len : 0;
+  l->service = a->service;
+  l->run = e->run;
+  l->status = a->status;
+  l->duration_ms = a->duration_ms;
+  l->at = clock_wall();
+  if (!l->id || !l->method || !l->url || (a->error && !l->error) || (a->request && !l->request) ||
+      !l->answer) {
+    late_attempt_free(l);
+    return -1;
+  }
+  queue_when_writable(l->q, write_late_attempt, l);
+  return 0;
+}
+
 static void on_attempt(void *ud, const struct up_attempt *a) {
   struct lrt_ev *e = ud;
   struct store *s = e->rt->host.store;
   if (!s)
     return;
-  if (e->rt->host.queue)
-    queue_join(e->rt->host.queue);
+  struct queue *q = e->rt->host.queue;
+  if (q && queue_join(q) != 0) {
+    if (!queue_busy(q) || defer_attempt(e, a) != 0)
+      log_warn("lua event=%s: could not record an upstream attempt", e->id);
+    return;
+  }
   if (store_attempt_add_io(s, e->id, e->run, service_name(a->service), a->method, a->url,
                            a->status, a->error, a->duration_ms, clock_wall(), a->request,
                            a->request_len, a->answer, a->answer_len) != 0)

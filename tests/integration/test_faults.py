@@ -462,6 +462,35 @@ class BusyLock(Base):
         self.wait_all_done(s, ids)
 
 
+    def test_calls_made_while_a_lock_is_held_elsewhere_are_all_recorded(self):
+        # The event is running (its GHL calls take 300 ms each) when another
+        # process takes the write lock: the calls that end meanwhile cannot
+        # be written at once. Once the lock is free every one of them must be
+        # in the event's story (attempts), as many as GHL received.
+        s = self.server({"RATE_LIMIT_PER_MINUTE": 0, "WEBHOOK_WAIT_MS": 0})
+        self.fakes.config("ghl", latency_ms=300)
+        self.addCleanup(self.fakes.config, "ghl", latency_ms=0)
+        ev = nowcerts_event()
+        before = len(self.fakes.requests("ghl"))
+        eid = self.assertJSONAnswer(s.nowcerts(ev), 202)["event_id"]
+        c = db_connect(s.db_path)
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            time.sleep(1.5)  # the search calls end while the lock is held
+        finally:
+            c.execute("COMMIT")
+            c.close()
+        s.wait_event(eid)
+        calls = self.fakes.requests("ghl")[before:]  # nothing else calls GHL meanwhile
+        self.assertGreater(len(calls), 1)
+        c = db_connect(s.db_path)
+        n = c.execute("SELECT COUNT(*) FROM attempts WHERE event_id = ? AND service = 'ghl'",
+                      (eid,)).fetchone()[0]
+        c.close()
+        self.assertEqual(n, len(calls), "GHL calls %d, recorded %d" % (len(calls), n))
+        self.assertNotIn("could not record an upstream attempt", s.log_text() + s.stderr_text())
+
+
 class Backlog(Base):
     def test_100k_pending_events_stay_in_the_store(self):
         s = self.server({"EVENT_CONCURRENCY": 1, "WEBHOOK_WAIT_MS": 0, "UPSTREAM_TIMEOUT": 1,
