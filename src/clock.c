@@ -15,3 +15,7 @@ double clock_wall(void) {
 double clock_mono(void) {
   return read_clock(CLOCK_MONOTONIC);
 }
+
+double clock_thread(void) {
+  return read_clock(CLOCK_THREAD_CPUTIME_ID);
+}

@@ -5,6 +5,7 @@
 #include "engine.h"
 
 #include <event2/event.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +13,7 @@
 #include "config.h"
 #include "hash.h"
 #include "log.h"
+#include "pace.h"
 #include "queue.h"
 #include "retry.h"
 
@@ -27,6 +29,11 @@
  * payload: that stays in the store) so an answer can still wait for them;
  * past this many they are only rows, found by the claim. */
 #define ENGINE_WAITING_MAX 1024
+/* Seconds events may wait for their turn in a burst (pace.h) before runs
+ * start freely again. */
+#define ENGINE_PATIENCE 30
+/* A burst that held this many events back is logged at info. */
+#define ENGINE_BURST_LOGGED 100
 
 struct engine_watch {
   struct engine_watch *next;
@@ -69,7 +76,15 @@ struct engine {
   struct event *poll_ev;
   struct event *kick_ev;
   struct event *lease_ev;
+  struct event *pace_ev; /* looks again once the pace allows a start */
   int waiting; /* jobs without payload, queued behind the budget */
+  /* The loop's share (pace.h); only runs nobody waits on are paced: with
+   * WEBHOOK_WAIT_MS=0 every answer is sent at the commit. */
+  struct pace *pace;
+  bool paced;
+  bool holding;      /* a burst is on: runs were held back (logged once) */
+  long held;         /* runs held back during it */
+  double held_since; /* clock_mono of the first of them; 0: none waits */
 };
 
 static struct job *job_find(struct engine *e, const char *id) {
@@ -143,6 +158,48 @@ static void job_remove(struct engine *e, struct job *j) {
 static void schedule_claim(struct engine *e) {
   if (!e->stopping)
     event_active(e->kick_ev, 0, 0);
+}
+
+static void schedule_paced_claim(struct engine *e);
+
+/* How many runs the pace lets start now (INT_MAX: no limit). Once events
+ * have waited ENGINE_PATIENCE for their turn, the burst has lasted long
+ * enough: runs start freely until the backlog is gone, and senders feel the
+ * load as slower answers instead (no event waits on the pace for ever). */
+static int pace_allows(struct engine *e) {
+  if (!e->paced)
+    return INT_MAX;
+  int room = pace_room(e->pace);
+  double now = clock_mono();
+  if (e->holding && room == INT_MAX) {
+    /* Short bursts (a few webhooks in one millisecond) are everyday. */
+    if (e->held >= ENGINE_BURST_LOGGED)
+      log_info("intake burst over: %ld events had waited their turn; they run now", e->held);
+    else
+      log_debug("intake burst over: %ld events had waited their turn", e->held);
+    e->holding = false;
+    e->held = 0;
+  }
+  if (room != INT_MAX && e->held_since > 0 && now - e->held_since > ENGINE_PATIENCE) {
+    if (e->holding) {
+      log_info("intake burst: events have waited %d s for their turn; they run at full speed "
+               "until none is left",
+               ENGINE_PATIENCE);
+      e->holding = false;
+      e->held = 0;
+    }
+    return INT_MAX;
+  }
+  return room;
+}
+
+/* Runs were held back by the pace: claim them when it allows. */
+static void schedule_paced_claim(struct engine *e) {
+  if (e->stopping || evtimer_pending(e->pace_ev, NULL))
+    return;
+  double w = pace_wait(e->pace);
+  struct timeval tv = {(time_t)w, (suseconds_t)((w - (double)(time_t)w) * 1e6)};
+  evtimer_add(e->pace_ev, &tv);
 }
 
 static void on_finished(void *ud, bool committed) {
@@ -232,12 +289,15 @@ static void run_job(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   struct job *j = arg;
+  struct pace *pace = j->e->pace;
+  double stamp = pace_begin(pace);
   struct lrt_event ev = {j->id, j->source, j->type, j->payload, j->payload_len, j->run,
                          j->last_error};
   if (lrt_run(j->e->rt, &ev, on_run_done, j) != 0) {
     struct lrt_result r = {LRT_RETRY, "", "{}", "the Lua runtime could not start the event", 0};
     on_run_done(j, &r);
   }
+  pace_end(pace, stamp);
 }
 
 static void start_job(void *ud, bool committed) {
@@ -269,7 +329,8 @@ int engine_submit(struct engine *e, const char *id, const char *source, const ch
   if (queue_join_durable(e->queue) != 0)
     return -1;
   double now = clock_wall();
-  bool start_now = !e->stopping && e->active < e->cfg->event_concurrency;
+  bool slot = !e->stopping && e->active < e->cfg->event_concurrency;
+  bool start_now = slot && pace_allows(e) > 0;
   enum ev_status initial = start_now ? EV_RUNNING : EV_PENDING;
   if (store_event_put(e->store, id, source, type, payload, len, initial, now,
                       e->cfg->idempotency_ttl, put, existing) != 0)
@@ -282,8 +343,22 @@ int engine_submit(struct engine *e, const char *id, const char *source, const ch
     e->backlog = true;
     if (!j && e->waiting < ENGINE_WAITING_MAX)
       job_add(e, id, source, type, NULL, 0);
+    if (slot) {
+      /* Only the pace held this one back. */
+      if (!e->holding)
+        log_debug("intake burst: %d%% of a busy loop goes to running events, the rest to "
+                  "answering webhooks; events wait their turn in the store",
+                  (int)(PACE_SHARE * 100));
+      e->holding = true;
+      e->held++;
+      if (e->held_since == 0)
+        e->held_since = clock_mono();
+      schedule_paced_claim(e);
+    }
     return 0;
   }
+  if (e->paced)
+    pace_started(e->pace, 1);
   if (!j && !(j = job_add(e, id, source, type, payload, len)))
     return -1;
   if (job_fill(e, j, payload, len) != 0)
@@ -310,6 +385,18 @@ static void claim_due(struct engine *e) {
     return;
   if (room > 256)
     room = 256;
+  bool held = false;
+  if (e->paced) {
+    int allowed = pace_allows(e);
+    if (allowed < room) {
+      room = allowed;
+      held = true;
+    }
+    if (room <= 0) {
+      schedule_paced_claim(e);
+      return;
+    }
+  }
   struct store_event *evs = calloc((size_t)room, sizeof *evs);
   int n = 0;
   if (!evs || queue_join(e->queue) != 0 || store_claim_due(e->store, clock_wall(), room, evs, &n) != 0) {
@@ -317,6 +404,13 @@ static void claim_due(struct engine *e) {
     return;
   }
   e->backlog = n == room;
+  if (!e->backlog)
+    e->held_since = 0; /* nothing is left waiting */
+  if (e->paced) {
+    pace_started(e->pace, n);
+    if (held && e->backlog)
+      schedule_paced_claim(e);
+  }
   for (int i = 0; i < n; i++) {
     struct store_event *se = &evs[i];
     struct job *j = job_find(e, se->id);
@@ -406,11 +500,15 @@ static void on_lease(evutil_socket_t fd, short what, void *arg) {
 static void on_poll(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
-  claim_due(arg);
+  struct engine *e = arg;
+  struct pace *pace = e->pace;
+  double stamp = pace_begin(pace);
+  claim_due(e);
+  pace_end(pace, stamp);
 }
 
 struct engine *engine_new(struct event_base *base, const struct config *cfg, struct store *store,
-                          struct queue *queue, struct lrt *rt) {
+                          struct queue *queue, struct lrt *rt, struct pace *pace) {
   struct engine *e = calloc(1, sizeof *e);
   if (!e)
     return NULL;
@@ -420,10 +518,13 @@ struct engine *engine_new(struct event_base *base, const struct config *cfg, str
   e->store = store;
   e->queue = queue;
   e->rt = rt;
+  e->pace = pace;
+  e->paced = pace && cfg->webhook_wait_ms == 0;
   e->poll_ev = event_new(base, -1, EV_PERSIST, on_poll, e);
+  e->pace_ev = evtimer_new(base, on_poll, e);
   e->kick_ev = event_new(base, -1, 0, on_poll, e);
   e->lease_ev = event_new(base, -1, EV_PERSIST, on_lease, e);
-  if (!e->poll_ev || !e->kick_ev || !e->lease_ev) {
+  if (!e->poll_ev || !e->kick_ev || !e->lease_ev || !e->pace_ev) {
     engine_free(e);
     return NULL;
   }
@@ -445,6 +546,8 @@ void engine_free(struct engine *e) {
     event_free(e->kick_ev);
   if (e->lease_ev)
     event_free(e->lease_ev);
+  if (e->pace_ev)
+    event_free(e->pace_ev);
   for (struct hash_node *n; (n = hash_any(&e->jobs));)
     job_remove(e, HASH_ENTRY(n, struct job, node));
   free(e);
@@ -484,6 +587,7 @@ int engine_stop(struct engine *e) {
   event_del(e->poll_ev);
   event_del(e->kick_ev);
   event_del(e->lease_ev);
+  event_del(e->pace_ev);
   /* Rows still running when this process goes are another live process's
    * to take up at once; a lease left behind would hold them 30 s more. */
   char key[96];

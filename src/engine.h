@@ -21,6 +21,7 @@ struct config;
 struct queue;
 struct engine;
 struct engine_watch;
+struct pace;
 
 struct engine_outcome {
   enum ev_status status;     /* EV_DONE, EV_RETRY_WAIT or EV_DEAD */
@@ -33,8 +34,12 @@ struct engine_outcome {
 /* Lives only during the callback. */
 typedef void (*engine_watch_cb)(void *ud, const struct engine_outcome *o);
 
+/* pace (may be NULL): the loop's share (pace.h). With WEBHOOK_WAIT_MS=0 no
+ * answer waits for a run, so runs start as the pace allows: under a stream
+ * of webhooks the events wait in the store, pending, for processing's share
+ * of the loop. With a wait, every run starts at once, as someone waits. */
 struct engine *engine_new(struct event_base *base, const struct config *cfg, struct store *store,
-                          struct queue *queue, struct lrt *rt);
+                          struct queue *queue, struct lrt *rt, struct pace *pace);
 void engine_free(struct engine *e);
 
 /* Intake: stores the event inside the queue's open batch (joining it) and,

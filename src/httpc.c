@@ -28,6 +28,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
+#include "pace.h"
 
 /* Connections to one host at once, unless the service asks for more
  * (httpc_set_host_connections); the cache keeps twice that open. */
@@ -70,6 +71,7 @@ struct httpc {
   CURL *pool[EASY_POOL_MAX];
   int pooled;
   bool dispatching, dead;
+  struct pace *pace; /* charged for the time of every callback; may be NULL */
 };
 
 static void list_remove(struct hreq **head, struct hreq *r) {
@@ -278,16 +280,23 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg) {
   int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
                ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
   int running = 0;
+  /* h itself may be gone after after_action (freed from a callback). */
+  struct pace *pace = h->pace;
+  double stamp = pace_begin(pace);
   curl_multi_socket_action(h->multi, fd, action, &running);
   /* s may be gone now: curl can close the socket inside socket_action. */
   after_action(h);
+  pace_end(pace, stamp);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg) {
   struct httpc *h = arg;
   int running = 0;
+  struct pace *pace = h->pace;
+  double stamp = pace_begin(pace);
   curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   after_action(h);
+  pace_end(pace, stamp);
 }
 
 static void sock_free(struct httpc *h, struct hsock *s) {
@@ -374,6 +383,8 @@ void httpc_set_host_connections(struct httpc *h, int n) {
   curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)n);
   curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 2L * n);
 }
+
+void httpc_set_pace(struct httpc *h, struct pace *p) { h->pace = p; }
 
 /* Drops every request without calling back. */
 static void cancel_all(struct httpc *h) {

@@ -11,6 +11,7 @@
 
 struct event_base;
 struct httpc;
+struct pace;
 
 struct httpc_request {
   const char *method;          /* "GET", "POST", "PUT", ... */
@@ -42,6 +43,9 @@ struct httpc *httpc_new(struct event_base *base, size_t max_body);
 /* At most n connections to one host at once (64 by default); requests
  * beyond wait in curl's queue for one to free, their time-out running. */
 void httpc_set_host_connections(struct httpc *h, int n);
+/* The time of every callback (curl's work and the completions it runs) is
+ * processing's, charged to p (pace.h); p outlives h. */
+void httpc_set_pace(struct httpc *h, struct pace *p);
 /* Cancels what is in flight without calling back. */
 void httpc_free(struct httpc *h);
 /* Returns 0 when queued (cb will be called exactly once, never from inside

@@ -20,6 +20,7 @@
 #include "httpc.h"
 #include "install.h"
 #include "log.h"
+#include "pace.h"
 #include "lua_rt.h"
 #include "metrics.h"
 #include "poller.h"
@@ -87,6 +88,7 @@ struct app {
   double drain_deadline;
   pid_t fakes;
   struct metrics *metrics;
+  struct pace *pace; /* the loop's share between intake and processing */
   bool store_failed;
 };
 
@@ -207,6 +209,7 @@ static void app_free(struct app *a) {
       event_free(evs[i]);
   if (a->base)
     event_base_free(a->base);
+  pace_free(a->pace); /* after the HTTP client and engines that charge it */
   if (a->fakes > 0)
     sandbox_stop(a->fakes);
   metrics_free(a->metrics); /* after everything that counts into it */
@@ -269,12 +272,17 @@ static int cmd_serve(int argc, char **argv) {
    * events/s against an API answering in 20 ms). */
   if (a.cfg.event_concurrency > 64)
     httpc_set_host_connections(a.http, a.cfg.event_concurrency);
+  /* One loop, one pace: every tenant's processing shares it with all intake.
+   * Without one (no memory) nothing is paced. */
+  a.pace = pace_new();
+  httpc_set_pace(a.http, a.pace);
   a.server = server_new(a.base, &a.cfg, a.metrics, err, sizeof err);
   if (!a.server) {
     log_error("%s", err);
     goto out;
   }
-  struct tenant_shared shared = {a.base, a.http, a.server, a.metrics, on_store_failed, &a};
+  server_set_pace(a.server, a.pace);
+  struct tenant_shared shared = {a.base, a.http, a.server, a.metrics, a.pace, on_store_failed, &a};
   a.tenants = tenants_new(&shared);
   if (!a.tenants)
     goto out;

@@ -36,6 +36,7 @@
 #include "install.h"
 #include "json.h"
 #include "log.h"
+#include "pace.h"
 #include "lua_rt.h"
 #include "metrics.h"
 #include "openapi.h"
@@ -131,6 +132,7 @@ struct server {
   struct evhttp *http;
   struct sig_keys *ghl_keys; /* NULL when GHL_WEBHOOK_VERIFY is off */
   struct install *install;   /* the Marketplace install's routes; NULL: 503 there */
+  struct pace *pace;         /* told how many answers are owed (pace.h); may be NULL */
   bool draining;
   struct server_site *sites;
 
@@ -344,6 +346,7 @@ static void answer_unlink(struct answer *a) {
     a->next->prev = a->prev;
   a->prev = a->next = NULL;
   s->nowed--;
+  pace_owed(s->srv->pace, -1);
 }
 
 static void answer_free(struct answer *a) {
@@ -768,6 +771,7 @@ static void owe(struct answer *a) {
     s->owed->prev = a;
   s->owed = a;
   s->nowed++;
+  pace_owed(s->srv->pace, 1);
   queue_after_commit(s->queue, on_committed, a);
 }
 
@@ -1410,6 +1414,8 @@ void server_site_remove(struct server *s, struct server_site *site) {
 }
 
 void server_set_install(struct server *s, struct install *in) { s->install = in; }
+
+void server_set_pace(struct server *s, struct pace *p) { s->pace = p; }
 
 void server_drain(struct server *s) {
   s->draining = true;

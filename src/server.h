@@ -22,6 +22,8 @@ struct lrt;
 struct metrics;
 struct server;
 struct server_site;
+struct install;
+struct pace;
 
 /* The listener, on cfg's HOST:PORT, with the process's limits and GHL's
  * keys. It counts into registry m and serves it at GET /metrics (NULL: a
@@ -49,8 +51,10 @@ void server_site_pause(struct server_site *site);
 void server_site_remove(struct server *s, struct server_site *site);
 /* Serves the Marketplace install's routes (install.h) with in; the caller
  * keeps it and frees it before the server. Until then they answer 503. */
-struct install;
 void server_set_install(struct server *s, struct install *in);
+/* The loop's pace (pace.h), told of every answer owed to a webhook's sender
+ * and of its sending: how the engines see a burst. p outlives s. */
+void server_set_pace(struct server *s, struct pace *p);
 /* From now on new requests are answered 503 (shutting down); answers still
  * owed are sent as their events end. */
 void server_drain(struct server *s);

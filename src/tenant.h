@@ -15,6 +15,7 @@ struct config;
 struct event_base;
 struct httpc;
 struct metrics;
+struct pace;
 struct server;
 struct upstream;
 struct tokens;
@@ -27,6 +28,8 @@ struct tenant_shared {
   struct httpc *http;
   struct server *server;
   struct metrics *metrics;
+  /* The loop's share between intake and processing (pace.h); may be NULL. */
+  struct pace *pace;
   /* A tenant's store failed (queue.h): the process stops and restarts. */
   void (*on_store_failed)(void *ud, const char *reason);
   void *ud;

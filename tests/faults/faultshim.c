@@ -5,7 +5,9 @@
  *   NCGHL_SHIM_SYNC_LOG=FILE   appends "sync <CLOCK_MONOTONIC ns>" to FILE
  *                              for every successful fsync/fdatasync of it;
  *   NCGHL_SHIM_FAIL_SYNC=FILE  while FILE exists, those syncs fail with EIO;
- *   NCGHL_SHIM_FAIL_WRITE=FILE while FILE exists, writes to it fail with EIO.
+ *   NCGHL_SHIM_FAIL_WRITE=FILE while FILE exists, writes to it fail with EIO;
+ *   NCGHL_SHIM_SLOW_SYNC_MS=N  each of those syncs takes N ms more (a slow
+ *                              disk: answers owed pile up, a burst).
  *
  * With no variable set it only passes calls through. */
 #define _GNU_SOURCE
@@ -58,6 +60,9 @@ static int do_sync(int fd, const char *name) {
     errno = EIO;
     return -1;
   }
+  const char *slow = getenv("NCGHL_SHIM_SLOW_SYNC_MS");
+  if (slow && *slow)
+    usleep((useconds_t)atoi(slow) * 1000);
   int rc = real(fd);
   if (rc == 0)
     log_sync();

@@ -193,6 +193,65 @@ class Shutdown(Base):
             s = self.restart(s)
 
 
+class Burst(Base):
+    def wave(self, s, events):
+        """Every request written on its own connection before any answer is
+        read, so they reach the service together: (status, body) each."""
+        import json as _json
+        import socket
+        socks = []
+        for ev in events:
+            body = _json.dumps(ev).encode()
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+            c.sendall(b"POST /api/v1/webhooks/nowcerts HTTP/1.1\r\nHost: t\r\n"
+                      b"Content-Type: application/json\r\nConnection: close\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            socks.append(c)
+        out = []
+        for c in socks:
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            c.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            out.append((int(head.split(b" ")[1]), _json.loads(body)))
+        return out
+
+    def test_burst_on_a_slow_disk_loses_and_duplicates_nothing(self):
+        # A slow disk (each WAL sync 100 ms longer) keeps every answer owed
+        # for a while, so waves of 48 webhooks at once are a burst: runs then
+        # start at processing's share of the loop and the rest wait in the
+        # store (src/pace.h). Whatever was held must still run, exactly once:
+        # every answer 202, every event done, one GHL contact per person.
+        s = self.server(shim_env({"NCGHL_SHIM_SLOW_SYNC_MS": "100", "WEBHOOK_WAIT_MS": 0,
+                                  "RATE_LIMIT_PER_MINUTE": 0, "GHL_RATE_LIMIT": 0,
+                                  "LOG_LEVEL": "DEBUG"}))
+        self.fakes.config("ghl", rate_limit=1000000)
+        self.addCleanup(self.fakes.config, "ghl", rate_limit=100)
+        events = [nowcerts_event("INSURED_INSERT", insured_data()) for _ in range(4 * 48)]
+        ids = []
+        for w in range(4):
+            for status, ans in self.wave(s, events[w * 48:(w + 1) * 48]):
+                self.assertEqual(status, 202, ans)
+                self.assertEqual(ans.get("status"), "queued", ans)
+                ids.append(ans["event_id"])
+        self.assertEqual(len(set(ids)), len(events))
+        self.wait_all_done(s, ids, 180)
+        for ev in events:
+            self.assertEqual(len(self.contacts_with_email(ev["data"]["email"])), 1,
+                             ev["data"]["email"])
+        # The waves were paced (some runs waited their turn), and each burst
+        # ended: the log says so at debug level.
+        log = s.log_text() + s.stderr_text()
+        self.assertIn("intake burst:", log)
+        harness.wait_until(lambda: (s.log_text() + s.stderr_text()).count("intake burst over")
+                           == (s.log_text() + s.stderr_text()).count("intake burst:"),
+                           30, 0.1, "every burst's end in the log")
+
+
 class DiskFull(Base):
     def setUp(self):
         super().setUp()
