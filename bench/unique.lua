@@ -10,7 +10,16 @@
 -- does not read ("note_01": "xxx..."), for the payload-size curve.
 -- SERIES (0-498, default 0): keeps phones unique across runs against one
 -- server (the e-mail has RUN_ID; the phone's area code has SERIES).
+-- WRK_DELAY (environment, ms): each connection waits that long before its
+-- next request, a steady load instead of a flood (bench/steady.sh).
 local threads = {}
+
+local think = tonumber(os.getenv("WRK_DELAY") or "")
+if think then
+  function delay()
+    return think
+  end
+end
 
 function setup(thread)
   table.insert(threads, thread)
