@@ -233,7 +233,8 @@ static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 static void write_outcome(void *ud, bool writable) {
   struct job *j = ud;
   struct engine *e = j->e;
-  int joined = writable ? queue_join(e->queue) : -1;
+  /* An answer waiting for this run is not held for company (queue.h). */
+  int joined = writable ? (j->watches ? queue_join_now(e->queue) : queue_join(e->queue)) : -1;
   if (joined != 0 && writable && queue_busy(e->queue)) {
     queue_when_writable(e->queue, write_outcome, j);
     return;

@@ -86,6 +86,7 @@ struct queue {
   bool wal_sync;
 
   bool full; /* the last batch was rolled back on a full disk; cleared by a good commit */
+  long plain_hold_usec; /* QUEUE_PLAIN_HOLD_USEC unless set */
 
   /* Writes waiting for the write lock another process holds. */
   struct event *busy_ev;
@@ -345,6 +346,7 @@ struct queue *queue_new(struct event_base *base, struct store *store) {
   q->base = base;
   q->store = store;
   q->wal_fd = -1;
+  q->plain_hold_usec = QUEUE_PLAIN_HOLD_USEC;
   q->req_pipe[0] = q->req_pipe[1] = q->done_pipe[0] = q->done_pipe[1] = -1;
   q->commit_ev = event_new(base, -1, 0, on_commit, q);
   q->lazy_ev = event_new(base, -1, 0, on_lazy_sync, q);
@@ -397,7 +399,8 @@ void queue_free(struct queue *q) {
   free(q);
 }
 
-static int join(struct queue *q, bool durable) {
+/* urgent: someone waits for this write's commit (not for its fsync): no hold. */
+static int join(struct queue *q, bool durable, bool urgent) {
   if (q->failed[0])
     return -1;
   if (!q->open) {
@@ -415,23 +418,28 @@ static int join(struct queue *q, bool durable) {
      * with it; each COMMIT costs about as much as the writes it carries. */
     if (q->syncing && q->wal_sync) {
       q->commit_after_sync = true;
-    } else if (!durable) {
-      struct timeval tv = {0, QUEUE_PLAIN_HOLD_USEC};
+    } else if (!durable && !urgent) {
+      struct timeval tv = {q->plain_hold_usec / 1000000, q->plain_hold_usec % 1000000};
       event_add(q->commit_ev, &tv);
     } else {
       event_active(q->commit_ev, 0, 0);
     }
-  } else if (durable && !q->durable && !q->commit_after_sync) {
-    /* An acknowledgement joins a held batch: it commits this turn. */
+  } else if ((durable || urgent) && !q->commit_after_sync) {
+    /* An acknowledgement, or a write someone waits on, joins a held batch:
+     * it commits this turn. */
     event_active(q->commit_ev, 0, 0);
   }
   q->durable = q->durable || durable;
   return 0;
 }
 
-int queue_join(struct queue *q) { return join(q, false); }
+void queue_set_plain_hold(struct queue *q, long usec) { q->plain_hold_usec = usec < 0 ? 0 : usec; }
 
-int queue_join_durable(struct queue *q) { return join(q, true); }
+int queue_join(struct queue *q) { return join(q, false, false); }
+
+int queue_join_now(struct queue *q) { return join(q, false, true); }
+
+int queue_join_durable(struct queue *q) { return join(q, true, false); }
 
 void queue_after_commit(struct queue *q, queue_commit_cb cb, void *ud) {
   if (queue_join(q) != 0 || wlist_add(&q->batch, cb, ud) != 0)

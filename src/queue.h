@@ -6,7 +6,8 @@
  * while each answer still goes out after the commit that holds its event.
  * A batch of plain writes only (queue_join: outcomes, attempts, links) stays
  * open 1 ms for the next ones, so a stream of runs ending one by one does not
- * commit turn by turn; a durable write joining it ends the wait. */
+ * commit turn by turn; a durable write, or one someone waits on
+ * (queue_join_now), joining it ends the wait. */
 #ifndef NCGHL_QUEUE_H
 #define NCGHL_QUEUE_H
 
@@ -43,6 +44,13 @@ int queue_join(struct queue *q);
  * queue's own, never on the loop. queue_new switches the store to commits
  * without their own sync (synchronous=NORMAL) for this reason. */
 int queue_join_durable(struct queue *q);
+/* A plain write someone is waiting on (a run's outcome a webhook's answer
+ * waits for): the batch commits at the end of this loop turn, not after the
+ * plain batches' 1 ms; no fsync is owed for it. */
+int queue_join_now(struct queue *q);
+/* How long a batch of plain writes only stays open (1 ms unless set; the
+ * tests make it long, to see the hold without racing a clock). */
+void queue_set_plain_hold(struct queue *q, long usec);
 /* cb(ud, true) after the open batch commits; cb(ud, false) if it failed and
  * was rolled back. With no open batch, one is opened first. */
 void queue_after_commit(struct queue *q, queue_commit_cb cb, void *ud);

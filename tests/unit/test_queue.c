@@ -97,11 +97,8 @@ static void test_one_batch_per_turn(void **state) {
   queue_after_commit(f->q, on_commit, &b);
   assert_int_equal(a.calls, 0); /* nothing before the commit */
   assert_true(store_in_txn(f->s));
-  /* a plain batch stays open a moment for more plain writes ... */
-  event_base_loop(f->base, EVLOOP_NONBLOCK);
-  assert_int_equal(a.calls, 0);
-  assert_true(store_in_txn(f->s));
-  /* ... then commits, and is called back right at the commit */
+  /* a plain batch stays open a moment (1 ms) for more plain writes, then
+   * commits, and is called back right at the commit */
   run_until(f, &a.calls);
   assert_int_equal(a.calls, 1);
   assert_int_equal(b.calls, 1);
@@ -118,6 +115,7 @@ static void test_one_batch_per_turn(void **state) {
  * always did. */
 static void test_durable_write_ends_the_hold(void **state) {
   struct fixture *f = *state;
+  queue_set_plain_hold(f->q, 30 * 1000000L); /* held whatever the clock does */
   struct seen plain = {0, false, false, f->s}, acked = {0, false, false, f->s};
   assert_int_equal(queue_join(f->q), 0);
   assert_int_equal(store_kv_put(f->s, "outcome", "1"), 0);
@@ -133,6 +131,34 @@ static void test_durable_write_ends_the_hold(void **state) {
   assert_int_equal(plain.calls, 1);
   assert_int_equal(acked.calls, 1);
   assert_true(plain.committed && acked.committed);
+}
+
+/* A run's outcome an answer waits for joins a held plain batch: the batch
+ * commits this turn, and no fsync is waited for. */
+static void test_join_now_ends_the_hold(void **state) {
+  struct fixture *f = *state;
+  queue_set_plain_hold(f->q, 30 * 1000000L); /* held whatever the clock does */
+  struct seen plain = {0, false, false, f->s}, waited = {0, false, false, f->s};
+  assert_int_equal(queue_join(f->q), 0);
+  assert_int_equal(store_kv_put(f->s, "attempt", "1"), 0);
+  queue_after_commit(f->q, on_commit, &plain);
+  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_true(store_in_txn(f->s)); /* held */
+  assert_int_equal(queue_join_now(f->q), 0);
+  assert_int_equal(store_kv_put(f->s, "outcome", "done"), 0);
+  queue_after_commit(f->q, on_commit, &waited);
+  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_false(store_in_txn(f->s));
+  assert_int_equal(plain.calls, 1);
+  assert_int_equal(waited.calls, 1); /* at the commit: no fsync owed */
+  assert_true(waited.committed);
+  /* Alone, it opens a batch that commits this turn too. */
+  struct seen alone = {0, false, false, f->s};
+  assert_int_equal(queue_join_now(f->q), 0);
+  assert_int_equal(store_kv_put(f->s, "outcome2", "done"), 0);
+  queue_after_commit(f->q, on_commit, &alone);
+  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_int_equal(alone.calls, 1);
 }
 
 static void test_durable_batch_waits_for_the_fsync(void **state) {
@@ -223,6 +249,7 @@ int main(void) {
     const struct CMUnitTest pg_tests[] = {
       cmocka_unit_test_setup_teardown(test_one_batch_per_turn, setup, teardown),
       cmocka_unit_test_setup_teardown(test_durable_write_ends_the_hold, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_join_now_ends_the_hold, setup, teardown),
       cmocka_unit_test_setup_teardown(test_durable_batch_waits_for_the_fsync, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_durable_batches_all_answered, setup, teardown),
       cmocka_unit_test_setup_teardown(test_flush_settles_what_is_owed, setup, teardown),
@@ -233,6 +260,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_one_batch_per_turn, setup, teardown),
       cmocka_unit_test_setup_teardown(test_durable_write_ends_the_hold, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_join_now_ends_the_hold, setup, teardown),
       cmocka_unit_test_setup_teardown(test_durable_batch_waits_for_the_fsync, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_durable_batches_all_answered, setup, teardown),
       cmocka_unit_test_setup_teardown(test_flush_settles_what_is_owed, setup, teardown),
