@@ -170,7 +170,6 @@ static int pace_allows(struct engine *e) {
   if (!e->paced)
     return INT_MAX;
   int room = pace_room(e->pace);
-  double now = clock_mono();
   if (e->holding && room == INT_MAX) {
     /* Short bursts (a few webhooks in one millisecond) are everyday. */
     if (e->held >= ENGINE_BURST_LOGGED)
@@ -180,7 +179,7 @@ static int pace_allows(struct engine *e) {
     e->holding = false;
     e->held = 0;
   }
-  if (room != INT_MAX && e->held_since > 0 && now - e->held_since > ENGINE_PATIENCE) {
+  if (room != INT_MAX && e->held_since > 0 && clock_mono() - e->held_since > ENGINE_PATIENCE) {
     if (e->holding) {
       log_info("intake burst: events have waited %d s for their turn; they run at full speed "
                "until none is left",
@@ -386,12 +385,12 @@ static void claim_due(struct engine *e) {
     return;
   if (room > 256)
     room = 256;
-  bool held = false;
+  bool limited = false; /* the pace, not the slots, set room */
   if (e->paced) {
     int allowed = pace_allows(e);
     if (allowed < room) {
       room = allowed;
-      held = true;
+      limited = true;
     }
     if (room <= 0) {
       schedule_paced_claim(e);
@@ -409,7 +408,7 @@ static void claim_due(struct engine *e) {
     e->held_since = 0; /* nothing is left waiting */
   if (e->paced) {
     pace_started(e->pace, n);
-    if (held && e->backlog)
+    if (limited && e->backlog)
       schedule_paced_claim(e);
   }
   for (int i = 0; i < n; i++) {

@@ -12,8 +12,9 @@
 
 #include "clock.h"
 
-/* The balance's bounds: a full bucket is a few runs ahead of their charge,
- * a deep debt one tenth of a second of pause for new runs. */
+/* The balance's bounds: a full bucket is a few runs ahead of their charge;
+ * the deepest debt holds new runs back PACE_DEBT / PACE_SHARE (half a second
+ * on a loop kept busy by intake). */
 #define PACE_BURST 0.005
 #define PACE_DEBT 0.05
 #define PACE_TICK 0.001

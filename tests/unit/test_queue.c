@@ -110,18 +110,25 @@ static void test_one_batch_per_turn(void **state) {
   free(v);
 }
 
+/* Opens a plain batch held for 30 s (whatever the clock does) with one
+ * write and plain's callback, and checks it is still open after a turn. */
+static void open_held_batch(struct fixture *f, struct seen *plain) {
+  queue_set_plain_hold(f->q, 30 * 1000000L);
+  assert_int_equal(queue_join(f->q), 0);
+  assert_int_equal(store_kv_put(f->s, "attempt", "1"), 0);
+  queue_after_commit(f->q, on_commit, plain);
+  event_base_loop(f->base, EVLOOP_NONBLOCK);
+  assert_true(store_in_txn(f->s)); /* held */
+  assert_int_equal(plain->calls, 0);
+}
+
 /* A plain batch is held for more plain writes; an acknowledged write that
  * joins it is not: the batch commits in the same turn, as an intake batch
  * always did. */
 static void test_durable_write_ends_the_hold(void **state) {
   struct fixture *f = *state;
-  queue_set_plain_hold(f->q, 30 * 1000000L); /* held whatever the clock does */
   struct seen plain = {0, false, false, f->s}, acked = {0, false, false, f->s};
-  assert_int_equal(queue_join(f->q), 0);
-  assert_int_equal(store_kv_put(f->s, "outcome", "1"), 0);
-  queue_after_commit(f->q, on_commit, &plain);
-  event_base_loop(f->base, EVLOOP_NONBLOCK);
-  assert_true(store_in_txn(f->s)); /* held */
+  open_held_batch(f, &plain);
   assert_int_equal(queue_join_durable(f->q), 0);
   assert_int_equal(store_kv_put(f->s, "acked", "1"), 0);
   queue_after_commit(f->q, on_commit, &acked);
@@ -137,13 +144,8 @@ static void test_durable_write_ends_the_hold(void **state) {
  * commits this turn, and no fsync is waited for. */
 static void test_join_now_ends_the_hold(void **state) {
   struct fixture *f = *state;
-  queue_set_plain_hold(f->q, 30 * 1000000L); /* held whatever the clock does */
   struct seen plain = {0, false, false, f->s}, waited = {0, false, false, f->s};
-  assert_int_equal(queue_join(f->q), 0);
-  assert_int_equal(store_kv_put(f->s, "attempt", "1"), 0);
-  queue_after_commit(f->q, on_commit, &plain);
-  event_base_loop(f->base, EVLOOP_NONBLOCK);
-  assert_true(store_in_txn(f->s)); /* held */
+  open_held_batch(f, &plain);
   assert_int_equal(queue_join_now(f->q), 0);
   assert_int_equal(store_kv_put(f->s, "outcome", "done"), 0);
   queue_after_commit(f->q, on_commit, &waited);
