@@ -717,6 +717,14 @@ const char *json_key_at(const struct json *v, size_t i) {
   return v && v->type == JSON_OBJECT && i < v->n ? v->u.kids[i].key : NULL;
 }
 
+size_t json_str_len(const struct json *v) {
+  return v && v->type == JSON_STRING ? v->n : 0;
+}
+
+size_t json_key_len(const struct json *v) {
+  return v && v->key ? v->klen : 0;
+}
+
 static int put_string(struct buf *out, const char *s, size_t n, bool plain) {
   if (!plain)
     return buf_json_str(out, s, n);

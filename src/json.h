@@ -31,6 +31,10 @@ double json_num(const struct json *v);
 size_t json_len(const struct json *v);
 const struct json *json_at(const struct json *v, size_t i);
 const char *json_key_at(const struct json *v, size_t i);
+/* Byte lengths: of a string value (0 if not a string), and of the member
+ * name of an object's member (0 if v is not one). */
+size_t json_str_len(const struct json *v);
+size_t json_key_len(const struct json *v);
 
 /* Canonical form: object keys sorted by their UTF-8 bytes (duplicates: last
  * wins), no white space, strings re-escaped minimally (only '"', '\\' and

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "lua_api.h"
 #include "lua_cost.h"
+#include "lua_json.h"
 #include "pii.h"
 #include "queue.h"
 #include "store.h"
@@ -472,6 +473,9 @@ static void install_c_guards(lua_State *L) {
     lua_pushnil(L);
     lua_setfield(L, -2, "new");
   }
+  lua_pop(L, 1);
+  if (lua_getfield(L, -1, "ncghl.json_c") == LUA_TTABLE)
+    guard_field(L, "decode", CG_JSON_DECODE);
   lua_pop(L, 2);
 }
 
@@ -864,6 +868,9 @@ static void open_sandbox(lua_State *L, struct lrt_state *st) {
   /* Linked statically and registered as already loaded, so `require "cjson"`
    * works without any C module loader in the sandbox. */
   luaL_requiref(L, "cjson", luaopen_cjson, 0);
+  lua_pop(L, 1);
+  /* ncghl.json's decoder (lua_json.c), loaded the same way. */
+  luaL_requiref(L, "ncghl.json_c", ljson_open, 0);
   lua_pop(L, 1);
 
   lua_pushnil(L);

@@ -29,8 +29,9 @@ local type, next, tointeger, mtype = type, next, math.tointeger, math.type
 local NULL, cdecode = cjson.null, cjson.decode
 
 -- One pass over what cjson made: nulls in objects go, whole floats become
--- integers (cjson 2.1 decodes every number as a float). It runs on every
--- payload and every upstream answer, so it is shaped for speed: a JSON array
+-- integers (cjson 2.1 decodes every number as a float). Only text the C
+-- decoder refuses comes this way (see json.decode), yet it is kept shaped
+-- for speed, as it was when every payload took it: a JSON array
 -- is a table whose keys are exactly 1..#t (cjson keeps a null in an array as
 -- json.null, never as a hole) and is walked by index instead of with next;
 -- an object has only string keys, so #t is 0 for it.
@@ -91,7 +92,22 @@ local function tidy(t, depth)
   end
 end
 
+-- The C decoder (lua_json.c) makes the values right in one pass; text it
+-- refuses (invalid UTF-8, a \u0000, nesting past 256, or not JSON at all)
+-- goes to cjson and the walk above, which read it as they always have and
+-- word the error when there is one.
+local fast = require("ncghl.json_c").decode
+
 function json.decode(s)
+  if type(s) == "string" then
+    local ok, v = fast(s, null_keys)
+    if ok then
+      if v == NULL then
+        return nil
+      end
+      return v
+    end
+  end
   local v = cdecode(s)
   if type(v) == "table" then
     tidy(v, 0)

@@ -491,6 +491,45 @@ static const char TEST_ROUTES[] =
     "  r.gc_meta = pcall(setmetatable, {}, { __gc = print }) and 'allowed' or 'refused'\n"
     "  return r\n"
     "end\n"
+    /* json.decode as mappings read it: every check names what differed. */
+    "nowcerts.JSON = function()\n"
+    "  local bad = {}\n"
+    "  local function want(what, ok) if not ok then bad[#bad + 1] = what end end\n"
+    "  local mt = math.type\n"
+    "  local t = json.decode('{\"a\":1,\"b\":1.5,\"c\":2.0,\"d\":1e3,\"e\":-0,'\n"
+    "    .. '\"f\":9007199254740993,\"g\":null,\"h\":[1,null,3],\"s\":\"x\\\\u00e9\\\\n\",'\n"
+    "    .. '\"t\":true,\"u\":false,\"o\":{\"k\":null,\"n\":-7}}')\n"
+    "  want('a integer', mt(t.a) == 'integer' and t.a == 1)\n"
+    "  want('b float', mt(t.b) == 'float' and t.b == 1.5)\n"
+    "  want('c whole float as integer', mt(t.c) == 'integer' and t.c == 2)\n"
+    "  want('d exponent as integer', mt(t.d) == 'integer' and t.d == 1000)\n"
+    "  want('e minus zero', mt(t.e) == 'integer' and t.e == 0)\n"
+    "  want('f past 2^53 stays float', mt(t.f) == 'float')\n"
+    "  want('g null absent', t.g == nil and json.was_null(t, 'g'))\n"
+    "  want('a not null', not json.was_null(t, 'a'))\n"
+    "  want('h keeps its null', #t.h == 3 and t.h[2] == json.null and mt(t.h[3]) == 'integer')\n"
+    "  want('s escapes', t.s == 'x\\195\\169\\n')\n"
+    "  want('t u booleans', t.t == true and t.u == false)\n"
+    "  want('nested null', t.o.k == nil and json.was_null(t.o, 'k') and t.o.n == -7)\n"
+    "  local d = json.decode('{\"a\":1,\"a\":null,\"b\":null,\"b\":2}')\n"
+    "  want('last duplicate wins', d.a == nil and json.was_null(d, 'a') and d.b == 2\n"
+    "    and not json.was_null(d, 'b'))\n"
+    "  want('top null', json.decode('null') == nil)\n"
+    "  want('top number', mt(json.decode('42')) == 'integer' and mt(json.decode('4.5')) == 'float')\n"
+    "  want('top string', json.decode('\"s\"') == 's')\n"
+    "  want('empty list', next(json.decode('[]')) == nil)\n"
+    "  local fast = require('ncghl.json_c').decode\n"
+    "  want('C refuses NUL', fast('\"\\\\u0000\"') == false)\n"
+    "  want('C refuses bad UTF-8', fast('\"\\255\"') == false)\n"
+    "  want('NUL through cjson', json.decode('\"a\\\\u0000b\"') == 'a\\0b')\n"
+    "  want('bad UTF-8 through cjson', json.decode('{\"n\":\"\\255\",\"m\":null,\"i\":3}').n == '\\255')\n"
+    "  local deep = json.decode(string.rep('[', 300) .. '5' .. string.rep(']', 300))\n"
+    "  for _ = 1, 300 do deep = deep[1] end\n"
+    "  want('deeper than 256 through cjson', deep == 5)\n"
+    "  local ok, err = pcall(json.decode, '{\"a\":')\n"
+    "  want('broken text raises cjson error', not ok and tostring(err):find('Expected') ~= nil)\n"
+    "  return { checks = 25, failed = table.concat(bad, '; ') }\n"
+    "end\n"
     "nowcerts.AB = function()\n"
     "  ncghl.lock('a'); ghl.get_contact('x1'); ncghl.lock('b'); return { got = 'ab' }\n"
     "end\n"
@@ -800,6 +839,21 @@ static void test_sandbox_has_no_way_out(void **state) {
   for (size_t i = 0; i < sizeof(want) / sizeof(*want); i++)
     if (!strstr(o.data, want[i]))
       fail_msg("%s not in %s", want[i], o.data);
+  outcome_free(&o);
+}
+
+/* ncghl.json's decoder: the values mappings read (integers, nulls), and
+ * cjson's reading of what the C parser refuses. */
+static void test_json_decode_reads_as_mappings_expect(void **state) {
+  struct world *w = *state;
+  make_test_routes(w);
+  start_rt(w);
+  struct outcome o = {0};
+  nowcerts_event(w, "nowcerts_json", "JSON", "{}", &o);
+  assert_int_equal(o.outcome, LRT_DONE);
+  if (!strstr(o.data, "\"failed\":\"\""))
+    fail_msg("json.decode: %s", o.data);
+  assert_non_null(strstr(o.data, "\"checks\":25"));
   outcome_free(&o);
 }
 
@@ -1497,6 +1551,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_memory_cap_fails_the_event_not_the_runtime, setup,
                                     teardown),
     cmocka_unit_test_setup_teardown(test_sandbox_has_no_way_out, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_json_decode_reads_as_mappings_expect, setup, teardown),
     cmocka_unit_test_setup_teardown(test_reload_while_an_event_is_parked, setup, teardown),
     cmocka_unit_test_setup_teardown(test_broken_reload_keeps_the_old_state, setup, teardown),
     cmocka_unit_test_setup_teardown(test_concurrent_events_for_one_email_create_once, setup,
