@@ -33,7 +33,7 @@ sanitize:
 # $(FUZZ_BUILD)/crash-<target>-*.
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= json webhook sig env map
+FUZZ_TARGETS ?= json webhook sig env map decode
 fuzz:
 	@scripts/deps.sh --fuzz
 	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNCGHL_FUZZ=ON >/dev/null
