@@ -252,6 +252,44 @@ class Burst(Base):
                            30, 0.1, "every burst's end in the log")
 
 
+    def test_events_held_by_a_long_burst_run_once_they_have_waited_30_s(self):
+        # Runs held back by the pace wait at most 30 s (ENGINE_PATIENCE,
+        # engine.c): past it they start freely until none is left. A burst
+        # that long would make a slow test, so the shim moves the monotonic
+        # clock 31 s forward at the 24th connection of a wave of 48, after
+        # its first runs were held: those events have then waited 31 s while
+        # the slow disk keeps their senders waiting (the pressure still on).
+        # The service must notice, say so, and lose or double nothing.
+        jump = self.tmp / "clock-jump"
+        s = self.server(shim_env({"NCGHL_SHIM_SLOW_SYNC_MS": "300",
+                                  "NCGHL_SHIM_CLOCK_JUMP": str(jump), "WEBHOOK_WAIT_MS": 0,
+                                  "UPSTREAM_TIMEOUT": 600, "RATE_LIMIT_PER_MINUTE": 0,
+                                  "GHL_RATE_LIMIT": 0, "LOG_LEVEL": "DEBUG"}))
+        self.fakes.config("ghl", rate_limit=1000000)
+        self.addCleanup(self.fakes.config, "ghl", rate_limit=100)
+        said = "events have waited 30 s for their turn"
+        events, ids = [], []
+        # The held runs may all have been claimed before the 24th connection
+        # (a fast machine): then another wave, at most five.
+        for _ in range(5):
+            wave = [nowcerts_event("INSURED_INSERT", insured_data()) for _ in range(48)]
+            jump.write_text("24 31")
+            for status, ans in self.wave(s, wave):
+                self.assertEqual(status, 202, ans)
+                ids.append(ans["event_id"])
+            events += wave
+            harness.wait_until(lambda: not jump.exists(), 10, 0.05, "the shim to take the jump")
+            log = s.log_text() + s.stderr_text()
+            if said in log:
+                break
+        self.assertIn(said, s.log_text() + s.stderr_text())
+        self.assertEqual(len(set(ids)), len(events))
+        self.wait_all_done(s, ids, 180)
+        for ev in events:
+            self.assertEqual(len(self.contacts_with_email(ev["data"]["email"])), 1,
+                             ev["data"]["email"])
+
+
 class DiskFull(Base):
     def setUp(self):
         super().setUp()
