@@ -11,21 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "config.h"
 #include "fuzz.h"
-#include "log.h"
+#include "lua_harness.h"
 #include "lua_rt.h"
 
-#ifndef NCGHL_SOURCE_DIR
-#define NCGHL_SOURCE_DIR "."
-#endif
-
-static struct event_base *base;
-static struct config cfg;
 static struct lrt *rt;
 
 /* Returns "same", "refused" (the C decoder refused: json.decode is cjson's
@@ -73,41 +65,12 @@ static const char HARNESS[] =
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  log_init(LOGL_ERROR, NULL);
-  base = event_base_new();
-  cfg.lua_dir = NCGHL_SOURCE_DIR "/lua";
-  cfg.mappings_dir = NCGHL_SOURCE_DIR "/mappings";
-  cfg.lua_memory_mb = 64;
-  cfg.lua_instruction_budget = 10000000;
-  struct lrt_host host = {.base = base, .cfg = &cfg};
-  char err[512];
-  rt = lrt_new(&host, err, sizeof err);
-  if (!rt) {
-    fprintf(stderr, "fuzz_decode: %s\n", err);
-    abort();
-  }
-  lrt_set_quiet(rt, true);
+  rt = lua_harness_runtime("fuzz_decode");
   return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  lua_State *L = lrt_lua_state(rt);
-  int top = lua_gettop(L);
-  if (luaL_loadbufferx(L, HARNESS, sizeof HARNESS - 1, "=fuzz_decode", "t") != LUA_OK)
-    abort();
-  lua_pushlstring(L, (const char *)data, size);
-  int rc = lrt_pcall(rt, 1, 1);
-  if (rc != LUA_OK) {
-    const char *msg = lua_tostring(L, -1);
-    /* The memory cap and the budget stop a pathological input (a huge
-     * document), which is the sandbox doing its job. */
-    if (rc != LUA_ERRMEM && !(msg && strstr(msg, "instruction budget"))) {
-      fprintf(stderr, "fuzz_decode: the two readings differ: %s\n", msg ? msg : "?");
-      abort();
-    }
-  }
-  if (getenv("FUZZ_DECODE_TRACE"))
-    fprintf(stderr, "fuzz_decode: %s\n", lua_tostring(L, -1));
-  lua_settop(L, top);
+  lua_harness_run(rt, "fuzz_decode", HARNESS, sizeof HARNESS - 1, data, size, NULL,
+                  "the two readings differ", "FUZZ_DECODE_TRACE");
   return 0;
 }
