@@ -47,8 +47,9 @@ static void mark_null(lua_State *L, int marks, int obj) {
 }
 
 static void push_value(lua_State *L, const struct json *v, int marks) {
-  /* Three slots per level: the container, a key, a value. */
-  luaL_checkstack(L, 4, "JSON nested too deep");
+  /* Per level: the container, a key, a value; noting a null takes the
+   * key again, the set of noted keys and a boolean. */
+  luaL_checkstack(L, 6, "JSON nested too deep");
   switch (json_type(v)) {
   case JSON_NULL:
     lua_pushlightuserdata(L, NULL); /* cjson.null, as arrays keep it */
