@@ -22,8 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -101,7 +101,6 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) {
   }
   return real(fd, buf, n, off);
 }
-
 
 /* Nanoseconds added to the monotonic clocks; only ever grows, so they never
  * go back. Written on the loop's thread (at a request), read by every one. */

@@ -251,12 +251,11 @@ class Burst(Base):
                            == (s.log_text() + s.stderr_text()).count("intake burst:"),
                            30, 0.1, "every burst's end in the log")
 
-
     def test_events_held_by_a_long_burst_run_once_they_have_waited_30_s(self):
         # Runs held back by the pace wait at most 30 s (ENGINE_PATIENCE,
         # engine.c): past it they start freely until none is left. A burst
         # that long would make a slow test, so the shim moves the monotonic
-        # clock 31 s forward at the 24th connection of a wave of 48, after
+        # clock 31 s forward at the 24th request read of a wave of 48, after
         # its first runs were held: those events have then waited 31 s while
         # the slow disk keeps their senders waiting (the pressure still on).
         # The service must notice, say so, and lose or double nothing.
@@ -269,7 +268,7 @@ class Burst(Base):
         self.addCleanup(self.fakes.config, "ghl", rate_limit=100)
         said = "events have waited 30 s for their turn"
         events, ids = [], []
-        # The held runs may all have been claimed before the 24th connection
+        # The held runs may all have been claimed before the 24th request
         # (a fast machine): then another wave, at most five.
         for _ in range(5):
             wave = [nowcerts_event("INSURED_INSERT", insured_data()) for _ in range(48)]
