@@ -35,10 +35,25 @@
 #define MAX_HOST_CONNECTIONS 64
 /* Easy handles kept for reuse: curl_easy_reset is cheaper than init. */
 #define EASY_POOL_MAX 32
+/* Header lists kept for reuse: one per upstream and credential in use (a
+ * token refresh makes a new one; the oldest unused goes). */
+#define HLIST_MAX 8
+
+/* A header list curl reads while transfers run, kept for the next request
+ * with the same headers so that each request does not build and free it. */
+struct hlist {
+  struct hlist *next;
+  struct curl_slist *list;
+  char *key;            /* the headers, each followed by '\n' */
+  size_t keylen;
+  int users;            /* transfers using it now */
+  unsigned long used;   /* h->hlist_uses when last taken */
+  bool kept;            /* in h->hlists; else freed with its last user */
+};
 
 struct hreq {
   CURL *easy;
-  struct curl_slist *headers;
+  struct hlist *headers;
   struct buf body;
   httpc_cb cb;
   void *ud;
@@ -70,6 +85,9 @@ struct httpc {
   int active;
   CURL *pool[EASY_POOL_MAX];
   int pooled;
+  struct hlist *hlists;
+  int nhlists;
+  unsigned long hlist_uses;
   bool dispatching, dead;
   struct pace *pace; /* charged for the time of every callback; may be NULL */
 };
@@ -103,10 +121,90 @@ static void release_easy(struct httpc *h, CURL *easy) {
   }
 }
 
+static void hlist_free(struct hlist *l) {
+  curl_slist_free_all(l->list);
+  free(l->key);
+  free(l);
+}
+
+/* Whether `hl` holds exactly these headers, in this order. */
+static bool hlist_is(const struct hlist *l, const char *const *headers) {
+  size_t at = 0;
+  for (const char *const *p = headers; p && *p; p++) {
+    size_t n = strlen(*p);
+    if (at + n + 1 > l->keylen || memcmp(l->key + at, *p, n) != 0 || l->key[at + n] != '\n')
+      return false;
+    at += n + 1;
+  }
+  return at == l->keylen;
+}
+
+/* The list for these headers (plus "Expect:", below): a kept one when the
+ * same headers were sent before, else a new one, kept in place of the
+ * oldest list no transfer uses. NULL when out of memory. */
+static struct hlist *hlist_take(struct httpc *h, const char *const *headers) {
+  for (struct hlist *l = h->hlists; l; l = l->next)
+    if (hlist_is(l, headers)) {
+      l->users++;
+      l->used = ++h->hlist_uses;
+      return l;
+    }
+  struct hlist *l = calloc(1, sizeof *l);
+  if (!l)
+    return NULL;
+  size_t len = 0;
+  for (const char *const *p = headers; p && *p; p++)
+    len += strlen(*p) + 1;
+  l->key = malloc(len + 1);
+  bool ok = l->key != NULL;
+  for (const char *const *p = headers; ok && p && *p; p++) {
+    size_t n = strlen(*p);
+    memcpy(l->key + l->keylen, *p, n);
+    l->key[l->keylen + n] = '\n';
+    l->keylen += n + 1;
+    struct curl_slist *next = curl_slist_append(l->list, *p);
+    ok = next != NULL;
+    if (next)
+      l->list = next;
+  }
+  /* Without this curl waits for "100 Continue" before larger bodies: a
+   * round trip for nothing against APIs that never ask for it. */
+  struct curl_slist *next = ok ? curl_slist_append(l->list, "Expect:") : NULL;
+  if (!next) {
+    hlist_free(l);
+    return NULL;
+  }
+  l->list = next;
+  l->users = 1;
+  l->used = ++h->hlist_uses;
+  if (h->nhlists == HLIST_MAX) {
+    struct hlist **oldest = NULL;
+    for (struct hlist **pp = &h->hlists; *pp; pp = &(*pp)->next)
+      if ((*pp)->users == 0 && (!oldest || (*pp)->used < (*oldest)->used))
+        oldest = pp;
+    if (!oldest)
+      return l; /* all in use: this one goes with its request */
+    struct hlist *gone = *oldest;
+    *oldest = gone->next;
+    hlist_free(gone);
+    h->nhlists--;
+  }
+  l->kept = true;
+  l->next = h->hlists;
+  h->hlists = l;
+  h->nhlists++;
+  return l;
+}
+
+static void hlist_release(struct hlist *l) {
+  if (l && --l->users == 0 && !l->kept)
+    hlist_free(l);
+}
+
 static void hreq_free(struct httpc *h, struct hreq *r) {
   if (r->easy)
     release_easy(h, r->easy);
-  curl_slist_free_all(r->headers);
+  hlist_release(r->headers);
   buf_free(&r->body);
   free(r);
 }
@@ -415,6 +513,11 @@ static void httpc_destroy(struct httpc *h) {
   /* Whatever curl did not hand back during cleanup. */
   while (h->socks)
     sock_free(h, h->socks);
+  while (h->hlists) {
+    struct hlist *l = h->hlists;
+    h->hlists = l->next;
+    hlist_free(l);
+  }
   if (h->timer)
     event_free(h->timer);
   free(h);
@@ -524,26 +627,10 @@ int httpc_send(struct httpc *h, const struct httpc_request *req, httpc_cb cb, vo
   }
 #undef SET
 
-  struct curl_slist *hl = NULL;
-  bool hdr_ok = true;
-  if (req->headers)
-    for (const char *const *p = req->headers; *p && hdr_ok; p++) {
-      struct curl_slist *n = curl_slist_append(hl, *p);
-      hdr_ok = n != NULL;
-      if (n)
-        hl = n;
-    }
-  /* Without this curl waits for "100 Continue" before larger bodies: a
-   * round trip for nothing against APIs that never ask for it. */
-  if (hdr_ok) {
-    struct curl_slist *n = curl_slist_append(hl, "Expect:");
-    hdr_ok = n != NULL;
-    if (n)
-      hl = n;
-  }
-  r->headers = hl;
+  r->headers = hlist_take(h, req->headers);
+  bool hdr_ok = r->headers != NULL;
   if (rc == CURLE_OK && hdr_ok)
-    rc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    rc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers->list);
 
   if (rc != CURLE_OK || !hdr_ok) {
     log_warn("httpc: cannot set up %s request: %s", method,

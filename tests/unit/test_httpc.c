@@ -434,6 +434,52 @@ static void test_reused_handle_carries_nothing_over(void **state) {
   assert_string_equal(f->srv.last_ctype, "");
 }
 
+/* Header lists are kept for the next request with the same headers: every
+ * request must still carry exactly its own, whether its list is a kept one,
+ * a new one replacing the oldest, or (more distinct sets in flight at once
+ * than are kept) one of its own. */
+static void test_header_lists_follow_the_headers_sent(void **state) {
+  struct fixture *f = *state;
+  int done = 0, want_done = 0;
+  static const char *const one[] = {"X-Test: one", NULL};
+  static const char *const two[] = {"X-Test: two", "Accept: application/json", NULL};
+  const char *const *seq[] = {one, two, one, NULL, two, one};
+  const char *want[] = {"POST|one|b", "POST|two|b", "POST|one|b",
+                        "POST||b",    "POST|two|b", "POST|one|b"};
+  for (int i = 0; i < 6; i++) {
+    struct result x = {.done = &done};
+    assert_int_equal(hsend(f, "POST", "/echo", "b", seq[i], 5000, &x), 0);
+    run_until(f, &done, ++want_done);
+    assert_string_equal(x.body, want[i]);
+  }
+  /* Thirty distinct sets at once (more than are kept), then thirty more one
+   * after another, each evicting the oldest. */
+  enum { N = 30 };
+  struct result *x = calloc(N, sizeof *x);
+  char val[N][32];
+  const char *hdrs[N][2];
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < N; i++) {
+      snprintf(val[i], sizeof val[i], "X-Test: r%d-%d", round, i);
+      hdrs[i][0] = val[i];
+      hdrs[i][1] = NULL;
+      memset(&x[i], 0, sizeof x[i]);
+      x[i].done = &done;
+      assert_int_equal(hsend(f, "POST", "/echo", "b", hdrs[i], 5000, &x[i]), 0);
+      if (round == 1)
+        run_until(f, &done, ++want_done);
+    }
+    if (round == 0)
+      run_until(f, &done, want_done += N);
+    for (int i = 0; i < N; i++) {
+      char w[64];
+      snprintf(w, sizeof w, "POST|r%d-%d|b", round, i);
+      assert_string_equal(x[i].body, w);
+    }
+  }
+  free(x);
+}
+
 static void test_retry_after_and_ratelimit_headers(void **state) {
   struct fixture *f = *state;
   int done = 0;
@@ -932,6 +978,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_get, setup, teardown),
       cmocka_unit_test_setup_teardown(test_post_body_and_headers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reused_handle_carries_nothing_over, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_header_lists_follow_the_headers_sent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_retry_after_and_ratelimit_headers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_timeout_and_body_limit, setup, teardown),
