@@ -1276,7 +1276,7 @@ static int defer_attempt(struct lrt_ev *e, const struct up_attempt *a) {
   l->error = a->error ? xstrdup(a->error) : NULL;
   l->request = a->request ? dup_bytes(a->request, a->request_len) : NULL;
   l->request_len = a->request ? a->request_len : 0;
-  l->answer = dup_bytes(a->answer ? a->answer : "", a->answer ? a->answer_len : 0);
+  l->answer = a->answer ? dup_bytes(a->answer, a->answer_len) : NULL;
   l->answer_len = a->answer ? a->answer_len : 0;
   l->service = a->service;
   l->run = e->run;
@@ -1284,7 +1284,7 @@ static int defer_attempt(struct lrt_ev *e, const struct up_attempt *a) {
   l->duration_ms = a->duration_ms;
   l->at = clock_wall();
   if (!l->id || !l->method || !l->url || (a->error && !l->error) || (a->request && !l->request) ||
-      !l->answer) {
+      (a->answer && !l->answer)) {
     late_attempt_free(l);
     return -1;
   }

@@ -586,6 +586,38 @@ class BusyLock(Base):
         self.assertEqual(n, len(calls), "GHL calls %d, recorded %d" % (len(calls), n))
         self.assertNotIn("could not record an upstream attempt", s.log_text() + s.stderr_text())
 
+    def test_an_unanswered_call_kept_for_later_is_stored_as_one_written_at_once(self):
+        # A call that times out has no answer. Recorded at once, and recorded
+        # later because another process held the lock (a copy kept until the
+        # lock is free), it must read the same in the event's story: status
+        # 0, its error, the same (empty) answer.
+        s = self.server({"RATE_LIMIT_PER_MINUTE": 0, "WEBHOOK_WAIT_MS": 0,
+                         "UPSTREAM_TIMEOUT": 1, "MAX_RETRIES": 0})
+        self.fakes.fault("ghl", hang=True, count=1000)
+
+        def first_attempt(eid):
+            c = db_connect(s.db_path)
+            try:
+                return c.execute("SELECT status, error IS NULL, answer, typeof(answer) FROM attempts"
+                                 " WHERE event_id = ? AND service = 'ghl' ORDER BY seq LIMIT 1",
+                                 (eid,)).fetchone()
+            finally:
+                c.close()
+
+        at_once = self.assertJSONAnswer(s.nowcerts(nowcerts_event()), 202)["event_id"]
+        harness.wait_until(lambda: first_attempt(at_once) is not None, 30, 0.1, "a timed-out call")
+        later = self.assertJSONAnswer(s.nowcerts(nowcerts_event()), 202)["event_id"]
+        c = db_connect(s.db_path)
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            time.sleep(2.5)  # the call times out (1 s) while the lock is held
+        finally:
+            c.execute("COMMIT")
+            c.close()
+        harness.wait_until(lambda: first_attempt(later) is not None, 30, 0.1, "the kept attempt")
+        self.assertEqual(first_attempt(later), first_attempt(at_once))
+        self.assertEqual(first_attempt(later)[0], 0)
+
 
 class Backlog(Base):
     def test_100k_pending_events_stay_in_the_store(self):
