@@ -231,6 +231,11 @@ static const char *const migrations[] = {
     "ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_event_id_fkey;"
     "DROP INDEX attempts_event;"
     "CREATE INDEX attempts_event_seq ON attempts (event_seq);",
+    /* 9: only the indexes a query uses (as on SQLite). */
+    "DROP INDEX events_type_created;"
+    "DROP INDEX events_source_created;"
+    "DROP INDEX events_status_next;"
+    "CREATE INDEX events_retry_next ON events (next_at) WHERE status = 3;",
 };
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 

@@ -164,6 +164,25 @@ static void test_status_names(void **state) {
 
 /* ---- open and migrations ---- */
 
+/* The indexes on events, by name, sorted and comma-separated: the ones
+ * its queries use (issue 10: every index is paid for by every accepted
+ * event and every change of state). */
+static void events_indexes(const char *path, char *out, size_t cap) {
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(db,
+                                      "SELECT group_concat(name, ',') FROM (SELECT name FROM"
+                                      " sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
+                                      " ORDER BY name)",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
 static void test_open_creates_dirs_and_migrates_once(void **state) {
   struct fx *f = *state;
   struct stat sb;
@@ -199,6 +218,12 @@ static void test_open_creates_dirs_and_migrates_once(void **state) {
   assert_int_equal(sqlite3_column_int(st, 0), 8);
   sqlite3_finalize(st);
   sqlite3_close(db);
+  /* The id's unique index, the lists by time and by state, and retry_wait
+   * rows by when they are due; no index by type or source. */
+  char idx[512];
+  events_indexes(f->path, idx, sizeof idx);
+  assert_string_equal(idx, "events_created,events_retry_next,events_status_created,"
+                           "sqlite_autoindex_events_1");
 }
 
 static void test_open_refuses_newer_schema(void **state) {
@@ -1078,7 +1103,11 @@ static void test_migration_keeps_events_people_and_attempts(void **state) {
   f->s = store_open(f->path, err, sizeof err);
   if (!f->s)
     fail_msg("store_open: %s", err);
-  assert_int_equal(store_schema_version(f->s), 8);
+  assert_int_equal(store_schema_version(f->s), 9);
+  char idx[512];
+  events_indexes(f->path, idx, sizeof idx);
+  assert_string_equal(idx, "events_created,events_retry_next,events_status_created,"
+                           "sqlite_autoindex_events_1");
   char out[256] = "";
   assert_int_equal(store_event_people(f->s, "old1", term_cb, out), 0);
   assert_string_equal(out, "jane|jane@x.com");
@@ -1543,7 +1572,7 @@ static void test_lease_goes_to_one_owner_at_a_time(void **state) {
 static void test_pg_tables_live_in_the_urls_schema(void **state) {
   struct fx *f = *state;
   int v = store_schema_version(f->s);
-  assert_int_equal(v, 8); /* SQLite's files say the same (PRAGMA user_version) */
+  assert_int_equal(v, 9); /* SQLite's files say the same (PRAGMA user_version) */
   reopen(f);
   assert_int_equal(store_schema_version(f->s), v);
   put(f->s, "e1", 1, STORE_PUT_NEW);
@@ -1562,6 +1591,19 @@ static void test_pg_tables_live_in_the_urls_schema(void **state) {
   assert_int_equal(pg_long(c, "SELECT count(*) FROM information_schema.tables WHERE"
                               " table_schema = 'public' AND table_name = 'events'"),
                    0);
+  /* Only the indexes a query uses, as on SQLite: none by type, source or
+   * (status, next_at); retry_wait rows by when they are due. */
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM pg_indexes WHERE schemaname = '%s' AND tablename = 'events'"
+           " AND indexname IN ('events_type_created', 'events_source_created',"
+           " 'events_status_next')",
+           f->schema);
+  assert_int_equal(pg_long(c, sql), 0);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM pg_indexes WHERE schemaname = '%s' AND indexname ="
+           " 'events_retry_next' AND indexdef LIKE '%%(next_at) WHERE (status = 3)'",
+           f->schema);
+  assert_int_equal(pg_long(c, sql), 1);
   PQfinish(c);
 }
 
@@ -1646,7 +1688,7 @@ static void test_pg_schema_owner_without_create_on_the_database(void **state) {
   struct store *s = store_open(url, err, sizeof err);
   if (!s)
     fail_msg("store_open as lim_user: %s", err);
-  assert_int_equal(store_schema_version(s), 8);
+  assert_int_equal(store_schema_version(s), 9);
   put(s, "lim1", 1, STORE_PUT_NEW);
   store_close(s);
   s = store_open(url, err, sizeof err); /* and again, with nothing to create */
