@@ -1061,6 +1061,8 @@ static void test_migration_keeps_events_people_and_attempts(void **state) {
                                    0, &r, NULL), 0);
   assert_int_equal(store_attempt_add(f->s, "old1", 1, "ghl", "POST", "/contacts/", 201, NULL, 3,
                                      1), 0);
+  assert_int_equal(store_event_put(f->s, "old3", "ghl", "ContactUpdate", "{}", 2, EV_PENDING, 3,
+                                   0, &r, NULL), 0);
   store_close(f->s);
   f->s = NULL;
   /* Back to version 6's shape, as a file written by the previous release. */
@@ -1097,6 +1099,9 @@ static void test_migration_keeps_events_people_and_attempts(void **state) {
   char *msg = NULL;
   if (sqlite3_exec(db, to_v6, NULL, NULL, &msg) != SQLITE_OK)
     fail_msg("to v6: %s", msg);
+  /* A retry waiting in the old file, due at 40. */
+  assert_int_equal(sqlite3_exec(db, "UPDATE events SET status = 3, attempts = 1, next_at = 40"
+                                    " WHERE id = 'old3'", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(db);
 
   char err[256];
@@ -1125,6 +1130,24 @@ static void test_migration_keeps_events_people_and_attempts(void **state) {
   out[0] = 0;
   assert_int_equal(store_event_search(f->s, &q, 10, found_cb, out), 0);
   assert_string_equal(out, "new1,old1");
+  /* The retry is found through the index schema 9 builds over retry_wait
+   * rows: not before it is due, then with the pending ones. */
+  assert_true(store_next_due(f->s) == 40);
+  struct store_event due[8];
+  int ndue = 0;
+  assert_int_equal(store_claim_due(f->s, 39, 8, due, &ndue), 0);
+  assert_int_equal(ndue, 3);
+  assert_string_equal(due[0].id, "old1");
+  assert_string_equal(due[1].id, "old2");
+  assert_string_equal(due[2].id, "new1");
+  for (int i = 0; i < ndue; i++)
+    store_event_free(&due[i]);
+  assert_int_equal(store_claim_due(f->s, 40, 8, due, &ndue), 0);
+  assert_int_equal(ndue, 1);
+  assert_string_equal(due[0].id, "old3");
+  assert_int_equal(due[0].attempts, 2);
+  store_event_free(&due[0]);
+  assert_true(store_next_due(f->s) == 0);
   store_close(f->s);
   f->s = NULL;
   /* Foreign keys are on again: deleting an event takes its people along. */
