@@ -336,9 +336,9 @@ static const char *const migrations[] = {
      * (issue 10; docs/decisions.md). Every accepted event went into six
      * indexes, and every change of state moved it in two. The /ui's type
      * and source filters now walk events_created, newest first, like the
-     * unfiltered list (retention keeps the table to a day of events);
-     * retry_wait rows, the only ones read by next_at, get an index of
-     * their own instead of every row in (status, next_at). */
+     * unfiltered list (a rare type costs a pass over what retention
+     * keeps); retry_wait rows, the only ones read by next_at, get an
+     * index of their own instead of every row in (status, next_at). */
     "DROP INDEX events_type_created;"
     "DROP INDEX events_source_created;"
     "DROP INDEX events_status_next;"
@@ -434,9 +434,9 @@ static const char *const stmt_sql[ST_COUNT] = {
                         " owner = ncghl_owner(), updated_at = ?1 WHERE id IN ("
                         "SELECT id FROM (SELECT id FROM events WHERE status = " S_PENDING
                         " ORDER BY created_at LIMIT ?2)"
-                        " UNION ALL SELECT id FROM (SELECT id FROM events INDEXED BY events_retry_next"
-                        " WHERE status = " S_RETRY_WAIT " AND next_at <= ?1 ORDER BY next_at"
-                        " LIMIT ?2)"
+                        " UNION ALL SELECT id FROM (SELECT id FROM events"
+                        " INDEXED BY events_retry_next WHERE status = " S_RETRY_WAIT
+                        " AND next_at <= ?1 ORDER BY next_at LIMIT ?2)"
                         " LIMIT ?2) RETURNING " EV_COLS,
     [ST_EV_FINISH] = "UPDATE events SET status = ?2, next_at = ?3, last_error = ?4, result = ?5,"
                      " updated_at = ?6, owner = NULL WHERE id = ?1",
