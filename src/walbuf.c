@@ -24,9 +24,8 @@
 /* The default VFS writes at most 128 KiB - 1 bytes a call (os_unix.c masks
  * the length with 0x1ffff and reports the rest as a full disk). */
 #define WRITE_MAX (124u << 10)
-/* What a file keeps between commits; a larger buffer is freed after its
- * write, so 500 quiet tenants hold little. */
-#define KEEP_MAX (256u << 10)
+/* The first buffer of a file that has written nothing yet. */
+#define FIRST_CAP (16u << 10)
 /* walbuf_flush's request, passed down by sqlite3_file_control: above the
  * range SQLite's own opcodes use (they stop below 100). */
 #define FCNTL_WALBUF_FLUSH 0x6e630001
@@ -36,6 +35,7 @@ struct wal_file {
   sqlite3_file *real; /* the default VFS's file, just after this struct */
   unsigned char *buf;
   size_t len, cap;
+  size_t last; /* what the last write out held: the next buffer's size */
   sqlite3_int64 at; /* the file offset of buf[0] */
   bool commit_page_next; /* the last write was a commit frame's header */
 };
@@ -47,25 +47,30 @@ static bool walbuf_ok;
 
 static sqlite3_vfs *real_vfs(void) { return (sqlite3_vfs *)walbuf.pAppData; }
 
+/* The buffer is freed once written: a node keeps a WAL open per tenant,
+ * and 500 tenants each keeping their first commit's buffer (the
+ * migrations') held 32 MiB. The next one is allocated at the size this one
+ * needed, so a steady load does not grow it again every commit. */
 static int gathered_write(struct wal_file *f) {
+  if (f->len == 0)
+    return SQLITE_OK;
   int rc = SQLITE_OK;
   for (size_t done = 0; done < f->len && rc == SQLITE_OK; done += WRITE_MAX) {
     size_t n = f->len - done < WRITE_MAX ? f->len - done : WRITE_MAX;
     rc = f->real->pMethods->xWrite(f->real, f->buf + done, (int)n, f->at + (sqlite3_int64)done);
   }
+  f->last = f->len;
   f->len = 0;
-  if (f->cap > KEEP_MAX) {
-    free(f->buf);
-    f->buf = NULL;
-    f->cap = 0;
-  }
+  free(f->buf);
+  f->buf = NULL;
+  f->cap = 0;
   return rc;
 }
 
 static bool gather_room(struct wal_file *f, size_t need) {
   if (need <= f->cap)
     return true;
-  size_t cap = f->cap ? f->cap : 32u << 10;
+  size_t cap = f->cap ? f->cap * 2 : f->last > FIRST_CAP ? f->last : FIRST_CAP;
   while (cap < need)
     cap *= 2;
   unsigned char *b = realloc(f->buf, cap);
@@ -108,9 +113,8 @@ static int wal_write(sqlite3_file *file, const void *data, int amt, sqlite3_int6
 static int wal_close(sqlite3_file *file) {
   struct wal_file *f = (struct wal_file *)file;
   int rc = gathered_write(f);
-  free(f->buf);
+  free(f->buf); /* a zero-length write's, which SQLite never makes */
   f->buf = NULL;
-  f->cap = 0;
   int crc = f->real->pMethods->xClose(f->real);
   return rc != SQLITE_OK ? rc : crc;
 }
