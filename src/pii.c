@@ -176,32 +176,42 @@ static size_t phone_len(const char *s, size_t len, size_t i, char last4[5]) {
 
 enum kind { K_NONE, K_NAME, K_PHONE, K_EMAIL };
 
+/* Field names as compared: lower case, without underscores. */
+static const struct {
+  const char *name;
+  unsigned char len;
+  unsigned char kind;
+} keys[] = {
+#define KEY(s, k) {s, sizeof s - 1, k}
+    KEY("firstname", K_NAME),      KEY("lastname", K_NAME),        KEY("middlename", K_NAME),
+    KEY("fullname", K_NAME),       KEY("contactname", K_NAME),     KEY("insuredname", K_NAME),
+    KEY("phone", K_PHONE),         KEY("phonenumber", K_PHONE),    KEY("cellphone", K_PHONE),
+    KEY("mobile", K_PHONE),        KEY("mobilephone", K_PHONE),    KEY("homephone", K_PHONE),
+    KEY("workphone", K_PHONE),     KEY("businessphone", K_PHONE),  KEY("fax", K_PHONE),
+    KEY("sms", K_PHONE),           KEY("email", K_EMAIL),          KEY("emailaddress", K_EMAIL),
+    KEY("email2", K_EMAIL),        KEY("email3", K_EMAIL),
+#undef KEY
+};
+/* No name above is longer: a longer word is no key, and most words of a
+ * request or an answer are rejected by their length before any compare
+ * (this ran on every word of every attempt's excerpts: 3 % of processing
+ * when it compared each word with every name). */
+#define KEY_MAX 13
+
 static enum kind key_kind(const char *s, size_t n) {
-  char k[32];
+  char k[KEY_MAX];
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
-    if (s[i] == '_')
+    unsigned char c = (unsigned char)s[i];
+    if (c == '_')
       continue;
-    if (m + 1 >= sizeof k)
+    if (m == KEY_MAX)
       return K_NONE;
-    k[m++] = (char)tolower((unsigned char)s[i]);
+    k[m++] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
   }
-  k[m] = 0;
-  static const char *const names[] = {"firstname", "lastname", "middlename", "fullname",
-                                      "contactname", "insuredname", NULL};
-  static const char *const phones[] = {"phone", "phonenumber", "cellphone", "mobile",
-                                       "mobilephone", "homephone", "workphone",
-                                       "businessphone", "fax", "sms", NULL};
-  static const char *const emails[] = {"email", "emailaddress", "email2", "email3", NULL};
-  for (int i = 0; names[i]; i++)
-    if (strcmp(k, names[i]) == 0)
-      return K_NAME;
-  for (int i = 0; phones[i]; i++)
-    if (strcmp(k, phones[i]) == 0)
-      return K_PHONE;
-  for (int i = 0; emails[i]; i++)
-    if (strcmp(k, emails[i]) == 0)
-      return K_EMAIL;
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+    if (keys[i].len == m && memcmp(k, keys[i].name, m) == 0)
+      return (enum kind)keys[i].kind;
   return K_NONE;
 }
 
