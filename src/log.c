@@ -148,7 +148,34 @@ static void enqueue(char *line) {
   pthread_mutex_unlock(&logger.mu);
 }
 
+/* A fork copies the lock but not the writer thread: taken around the fork,
+ * the child's copy is never held by a thread it lacks, and the child writes
+ * its own lines itself, leaving the parent's queue to the parent. (A test
+ * that forked while the writer held the lock hung its child at its first
+ * line.) */
+static void fork_prepare(void) { pthread_mutex_lock(&logger.mu); }
+
+static void fork_parent(void) { pthread_mutex_unlock(&logger.mu); }
+
+static void fork_child(void) {
+  while (logger.count > 0) {
+    free(logger.q[logger.head]);
+    logger.q[logger.head] = NULL;
+    logger.head = (logger.head + 1) % QUEUE_LINES;
+    logger.count--;
+  }
+  logger.bytes = 0;
+  logger.writing = false;
+  logger.thread_on = false;
+  logger.gen++;
+  pthread_mutex_unlock(&logger.mu);
+}
+
+static void register_atfork(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
 static void start_writer(void) {
+  static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+  pthread_once(&atfork_once, register_atfork);
   pthread_mutex_lock(&logger.mu);
   if (!logger.thread_on) {
     logger.stop = false;

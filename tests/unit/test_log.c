@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -192,6 +193,39 @@ static void test_lines_in_order_and_none_dropped(void **state) {
   }
 }
 
+/* A child of fork() has the lock but not the writer thread: its lines are
+ * its own to write, the parent's queue stays the parent's. Without that the
+ * child's line sat in a queue nobody empties (and a fork while the writer
+ * held the lock hung the child at its first line). */
+static void test_a_forked_child_writes_its_own_lines(void **state) {
+  (void)state;
+  char path[] = "/tmp/ncghl-log-XXXXXX";
+  log_to_file(path);
+  for (int i = 0; i < 200; i++)
+    log_info("parent %04d", i);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    log_info("from the child");
+    _exit(0); /* no log_close: nothing is left to flush */
+  }
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  log_info("parent after");
+  char *text = close_and_read(path);
+  assert_non_null(strstr(text, "from the child"));
+  assert_non_null(strstr(text, "parent after"));
+  /* Every parent line once: the child wrote none of them. */
+  for (int i = 0; i < 200; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "parent %04d", i);
+    char *at = strstr(text, want);
+    assert_non_null(at);
+    assert_null(strstr(at + 1, want));
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_redaction_and_levels),
@@ -201,6 +235,7 @@ int main(void) {
       cmocka_unit_test(test_json_format),
       cmocka_unit_test(test_personal_data_masked_unless_shown),
       cmocka_unit_test(test_lines_in_order_and_none_dropped),
+      cmocka_unit_test(test_a_forked_child_writes_its_own_lines),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
