@@ -167,19 +167,24 @@ static void test_status_names(void **state) {
 /* The indexes on events, by name, sorted and comma-separated: the ones
  * its queries use (issue 10: every index is paid for by every accepted
  * event and every change of state). */
+/* The first column of the one row sql answers, as text. */
+static const char *sql_value(sqlite3 *db, const char *sql, char *out, size_t cap) {
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  const unsigned char *v = sqlite3_column_text(st, 0);
+  snprintf(out, cap, "%s", v ? (const char *)v : "");
+  sqlite3_finalize(st);
+  return out;
+}
+
 static void events_indexes(const char *path, char *out, size_t cap) {
   sqlite3 *db;
   assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-  sqlite3_stmt *st;
-  assert_int_equal(sqlite3_prepare_v2(db,
-                                      "SELECT group_concat(name, ',') FROM (SELECT name FROM"
-                                      " sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
-                                      " ORDER BY name)",
-                                      -1, &st, NULL),
-                   SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
-  sqlite3_finalize(st);
+  sql_value(db,
+            "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master WHERE type ="
+            " 'index' AND tbl_name = 'events' ORDER BY name)",
+            out, cap);
   sqlite3_close(db);
 }
 
@@ -199,24 +204,15 @@ static void test_open_creates_dirs_and_migrates_once(void **state) {
    * store reports is the file's user_version. */
   sqlite3 *db;
   assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-  sqlite3_stmt *st;
-  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
-  sqlite3_finalize(st);
-  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), v);
-  sqlite3_finalize(st);
-  assert_int_equal(sqlite3_prepare_v2(db,
-                                      "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
-                                      " name IN ('events','attempts','links','kv','snapshots',"
-                                      " 'conflicts','changes','rate_stamps')",
-                                      -1, &st, NULL),
-                   SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), 8);
-  sqlite3_finalize(st);
+  char got[64];
+  assert_string_equal(sql_value(db, "PRAGMA journal_mode", got, sizeof got), "wal");
+  assert_int_equal(atoi(sql_value(db, "PRAGMA user_version", got, sizeof got)), v);
+  assert_string_equal(sql_value(db,
+                                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name"
+                                " IN ('events','attempts','links','kv','snapshots','conflicts',"
+                                "'changes','rate_stamps')",
+                                got, sizeof got),
+                      "8");
   sqlite3_close(db);
   /* The id's unique index, the lists by time and by state, and retry_wait
    * rows by when they are due; no index by type or source. */
@@ -1164,17 +1160,10 @@ static void test_migration_keeps_events_people_and_attempts(void **state) {
   assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
   assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys = ON; DELETE FROM events WHERE id ="
                                     " 'old1'", NULL, NULL, NULL), SQLITE_OK);
-  sqlite3_stmt *st;
-  assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM event_people", -1, &st, NULL),
-                   SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), 2); /* new1's two terms */
-  sqlite3_finalize(st);
-  assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM attempts", -1, &st, NULL),
-                   SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), 0); /* old1's attempt went with it */
-  sqlite3_finalize(st);
+  char got[32];
+  /* new1's two terms; old1's attempt went with it. */
+  assert_string_equal(sql_value(db, "SELECT count(*) FROM event_people", got, sizeof got), "2");
+  assert_string_equal(sql_value(db, "SELECT count(*) FROM attempts", got, sizeof got), "0");
   sqlite3_close(db);
   f->s = store_open(f->path, err, sizeof err);
   assert_non_null(f->s);
