@@ -77,7 +77,7 @@ function fields.e164(phone, country)
   if not s then
     return nil
   end
-  s = trim(s)
+  s = util.phone_number(trim(s))
   local d = s:gsub("%D", "")
   if d == "" then
     return nil

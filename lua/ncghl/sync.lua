@@ -807,6 +807,27 @@ function sync.contact(from, rec, opts)
   -- end alike, and that is the base.
   local function first_sync(current, how)
     local theirs = view(B, pairs_, current, true, maps)
+    -- A webhook leaves out what its record lacks (GHL sends no empty
+    -- fields), and what it leaves out is unknown, not agreed: before the
+    -- other side's values fill this record's blanks, the record is read,
+    -- so a field the other side has and this one lacks comes back here
+    -- instead of becoming a base this record never had (which the next
+    -- read of it would take for a clear, and blank the other side).
+    if not opts.whole and ids[from] then
+      for _, p in ipairs(pairs_) do
+        if values[p.key] == nil and (theirs[p.key] or "") ~= "" then
+          local now = A.read(ids[from])
+          if now then
+            for k, v in pairs(view(A, pairs_, now, true, maps)) do
+              if values[k] == nil then
+                values[k] = v
+              end
+            end
+          end
+          break
+        end
+      end
+    end
     local write_to, write_back = {}, {}
     for _, p in ipairs(pairs_) do
       local mine, yours = values[p.key], theirs[p.key]
@@ -974,6 +995,19 @@ function sync.contact(from, rec, opts)
       return result
     end
     ncghl.lock("contact:" .. to .. ":" .. ids[to])
+    -- The record found is another's already (two contacts, or two insureds,
+    -- with one e-mail): taking it over would rename it and leave its
+    -- partner unlinked. Left alone, with the reason; the people who know
+    -- whether these are one person merge them or give one its own e-mail.
+    local holder = ncghl.link_get(KIND, from, ids[to])
+    if holder and holder ~= ids[from] then
+      local mine, theirs = from == "ghl" and "GHL contact" or "NowCerts insured",
+        to == "ghl" and "GHL contact" or "NowCerts insured"
+      return skipped(("%s %s matches %s %s by %s, which is linked to %s %s already: not taken over "
+          .. "(a duplicate? merge the two, or give this one its own e-mail and phone)"):format(
+          mine, ids[from], theirs, ids[to], how or "search", mine, holder),
+        { insured_id = ids.nowcerts, contact_id = ids.ghl, linked_to = holder })
+    end
     ncghl.link_put(KIND, ids.nowcerts, ids.ghl)
     snap = load_snapshot(ids.nowcerts) -- the insured may have had one before
     snap.deleted_ghl_id = nil

@@ -119,12 +119,20 @@ end)
 
 -- The form a phone is locked and compared in: its last 10 digits (so
 -- "+1 (555) 123-4567" and "5551234567" are the same number).
+-- A phone number without its extension ("813-555-0142 ext. 12",
+-- "(813) 555-0145 x3", "... #7"): the extension's digits are not part of the
+-- number, and GHL's phone field has no place for them.
+function util.phone_number(s)
+  s = s:gsub("%s*[,;]?%s*[Ee][Xx][Tt]%a*%.?%s*:?%s*%d+%s*$", "")
+  return (s:gsub("%s*[Xx#]%.?%s*%d+%s*$", ""))
+end
+
 util.phone10 = memo(function(v)
   local s = util.str(v)
   if not s then
     return nil
   end
-  local d = s:gsub("%D", "")
+  local d = util.phone_number(s):gsub("%D", "")
   if d == "" then
     return nil
   end

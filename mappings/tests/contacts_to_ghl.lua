@@ -253,6 +253,26 @@ return {
       data = { action = "updated", found_by = "phone" },
     } },
 
+  { name = "a phone with an extension is written in E.164 without it",
+    source = "nowcerts",
+    body = {
+      event_type = "INSURED_INSERT",
+      data = { firstName = "Sam", lastName = "Lee", cellPhone = "(555) 987-6543 ext. 12" },
+    },
+    answers = {
+      { service = "ghl", method = "POST", path = "/contacts/search", status = 200,
+        body = { contacts = {}, total = 0 } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "POST", path = "/contacts/search",
+          body = { filters = { { field = "phone", operator = "eq", value = "+15559876543" } } } },
+        { service = "ghl", method = "POST", path = "/contacts/", body = { phone = "+15559876543" } },
+      },
+      data = { action = "created" },
+    } },
+
   { name = "both sides changed the phone at the same time: NowCerts wins the tie",
     source = "nowcerts",
     links = { { kind = "contact", nowcerts = NC_ID, ghl = "c61" } },

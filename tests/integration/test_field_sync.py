@@ -231,6 +231,48 @@ class FieldSync(SyncCase):
         self.assertEqual(harness.req_body(create)["phone"], "+18135550142")
         self.assertEqual(self.contacts_with_email(rec["eMail"])[0]["phone"], "+18135550142")
 
+    def test_a_first_link_made_from_ghl_keeps_what_only_nowcerts_has(self):
+        # The insured has an address GHL lacks; the contact's webhook (GHL
+        # leaves empty fields out) links the two. The address must reach
+        # GHL, and the echo of ncghl's writes must not blank it in NowCerts.
+        s = self.start(NOWCERTS_POLL_INTERVAL=0)
+        email = "mia.%s@example.com" % uniq()
+        ins_id = self.seed_id("nowcerts", "insureds", {
+            "firstName": "Mia", "lastName": "Case", "eMail": email, "type": "Insured", "active": True,
+            "city": "Tampa", "addressLine1": "9 Bay St", "zipCode": "33601"}, "eMail")
+        c = self.lead(firstName="Mia", lastName="Case", email=email, phone="+18135550101")
+        r = s.ghl(ghl_event("ContactCreate", c))
+        self.assertEqual(r.status, 200, r.body)
+        self.settle(s)
+        nc, gh = self.nc(ins_id), self.contact(c["id"])
+        for nc_key, ghl_key, want in (("city", "city", "Tampa"), ("addressLine1", "address1", "9 Bay St"),
+                                      ("zipCode", "postalCode", "33601")):
+            self.assertEqual(nc.get(nc_key), want, nc)
+            self.assertEqual(gh.get(ghl_key), want, gh)
+        self.assertEqual(e164(nc.get("phone") or ""), "+18135550101", nc)
+        self.assertEqual(len(self.fakes.records("nowcerts", "insureds")), 1)
+
+    def test_a_second_contact_with_a_linked_email_does_not_take_the_insured_over(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s, city="Tampa")
+        before = self.nc(ins_id)
+        # An agent makes a second contact with the same e-mail in GHL.
+        other = self.lead(firstName="Other", lastName="Person", email=before["eMail"], city="Miami")
+        r = s.ghl(ghl_event("ContactCreate", other))
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()["data"]["action"], "skipped", r.json())
+        self.assertIn(cid, r.json()["data"]["reason"])
+        self.settle(s)
+        after = self.nc(ins_id)
+        for k in ("firstName", "lastName", "city", "addressLine1", "zipCode", "phone", "state"):
+            self.assertEqual(after.get(k), before.get(k), k)
+        self.assertEqual(self.contact(cid)["firstName"], "Ann")
+        self.assertEqual(self.contact(other["id"])["city"], "Miami")
+        rows = harness_db(s, "SELECT ghl_id FROM links WHERE kind = 'contact' AND nowcerts_id = ?",
+                          (ins_id.lower(),))
+        self.assertEqual(rows, [(cid,)])
+        self.assertEqual(len(self.fakes.records("nowcerts", "insureds")), 1)
+
     def test_a_contact_deleted_in_ghl_is_not_created_again(self):
         s = self.start()
         ins_id, cid = self.linked_pair(s)
