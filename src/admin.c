@@ -23,6 +23,7 @@
 #include "log.h"
 #include "lua_rt.h"
 #include "queue.h"
+#include "reply.h"
 #include "sig.h"
 #include "store.h"
 
@@ -45,7 +46,7 @@ static void send_json(struct evhttp_request *req, int code, const char *reason, 
                       size_t len) {
   evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
   evbuffer_add(evhttp_request_get_output_buffer(req), body, len);
-  evhttp_send_reply(req, code, reason, NULL);
+  reply_send(req, code, reason);
 }
 
 static void send_buf(struct evhttp_request *req, int code, const char *reason, struct buf *b) {
@@ -869,7 +870,7 @@ static void handle_ui(struct admin *s, struct evhttp_request *req, const char *p
                     "default-src 'self'; img-src 'self' data:; style-src 'self'; "
                     "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
                     "base-uri 'none'; form-action 'self'");
-  evhttp_send_reply(req, 200, "OK", NULL);
+  reply_send(req, 200, "OK");
 }
 
 /* The routes with one fixed path, each a GET. */

@@ -41,6 +41,7 @@
 #include "openapi.h"
 #include "pace.h"
 #include "queue.h"
+#include "reply.h"
 #include "sig.h"
 #include "store.h"
 
@@ -168,7 +169,7 @@ static void send_json(struct evhttp_request *req, const struct track *t, int cod
   evhttp_add_header(h, "Content-Type", "application/json");
   struct evbuffer *out = evhttp_request_get_output_buffer(req);
   evbuffer_add(out, body, len);
-  evhttp_send_reply(req, code, reason, NULL);
+  reply_send(req, code, reason);
   if (t)
     track_answered(t, code);
 }
@@ -1040,7 +1041,7 @@ static void handle_metrics(struct server *s, struct evhttp_request *req) {
   evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                     "text/plain; version=0.0.4; charset=utf-8");
   evbuffer_add(evhttp_request_get_output_buffer(req), b.p, b.len);
-  evhttp_send_reply(req, 200, "OK", NULL);
+  reply_send(req, 200, "OK");
   buf_free(&b);
 }
 
@@ -1301,7 +1302,8 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
    * with a JSON 413; beyond that libevent closes the connection itself. */
   evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                           EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                          EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+                                          EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
+                                          EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
   evhttp_set_max_body_size(s->http, cfg->max_body_bytes * 8 + 65536);
   evhttp_set_max_headers_size(s->http, 64 * 1024);
   evhttp_set_timeout(s->http, 60);

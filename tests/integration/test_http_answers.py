@@ -350,6 +350,36 @@ class BadRequests(IntegTest):
                 self.assertJSONAnswer(r, 405)
                 self.assertIsInstance(r.json(), dict)
 
+    def test_trace_is_405_json(self):
+        # Past libevent's own page (501 text/html) since TRACE reaches ours.
+        s = self.server()
+        r = s.request("TRACE", "/api/v1/webhooks/nowcerts", None)
+        self.assertJSONAnswer(r, 405)
+        self.assertEqual(r.headers.get("allow"), "POST")
+
+    def test_head_answers_headers_only_on_a_kept_connection(self):
+        # A HEAD answer carries the GET body's length and no body, so the
+        # next answer on the same connection is read from its first byte.
+        s = self.server()
+        import socket
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+            c.sendall(b"HEAD /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n"
+                      b"GET /openapi.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        head, rest = data.split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+        head_len = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")]
+        self.assertEqual(len(head_len), 1, head)
+        self.assertTrue(rest.startswith(b"HTTP/1.1 200"), rest[:80])
+        get_head, get_body = rest.split(b"\r\n\r\n", 1)
+        self.assertEqual(int(head_len[0].split(b":")[1]), len(get_body))
+        self.assertIsInstance(json.loads(get_body), dict)
+
 
 if __name__ == "__main__":
     harness.main()
