@@ -57,14 +57,41 @@ end
 
 -- After a write: the fields ncghl sent from data (not constants), as
 -- compared, become the snapshot of every link that holds the opportunity.
-local function record_written(opp_id, body, trace, links)
-  local snap = { v = 1, fields = {} }
+-- A custom field's entry in the snapshot: "customFields.<key or id>".
+local function custom_key(item)
+  local name = type(item) == "table" and (util.str(item.key) or util.str(item.id))
+  return name and "customFields." .. name or nil
+end
+
+-- The newest NowCerts changeDate (in seconds) ncghl has written to the
+-- opportunity from, or nil.
+local function seen_of(opp_id)
+  local kind, key = link_of(opp_id)
+  local text = kind and ncghl.snapshot_get(kind, key)
+  local ok, snap = pcall(json.decode, text or "")
+  return ok and type(snap) == "table" and tonumber(snap.seen_at) or nil
+end
+
+local function record_written(opp_id, body, trace, links, seen_at)
+  local snap = { v = 1, fields = {}, seen_at = seen_at }
   for field, v in pairs(body) do
     local how = trace and trace[field]
     if how and how ~= "const" then
-      local n = fields.normalise(field, v)
-      if n ~= nil and n ~= "" then
-        snap.fields[field] = { base = n }
+      if field == "customFields" and type(v) == "table" then
+        -- One entry per custom field, so a later write sends only those
+        -- whose value changed (an agent's edit of another one stays).
+        for _, item in ipairs(v) do
+          local k = custom_key(item)
+          local n = k and fields.normalise(k, item.field_value)
+          if n ~= nil and n ~= "" then
+            snap.fields[k] = { base = n }
+          end
+        end
+      else
+        local n = fields.normalise(field, v)
+        if n ~= nil and n ~= "" then
+          snap.fields[field] = { base = n }
+        end
       end
     end
   end
@@ -368,6 +395,24 @@ function opportunities.upsert(src, m, opts)
     return res
   end
 
+  -- A late copy (GHL and relays retry for hours): a policy older, by its
+  -- own changeDate, than the one ncghl last wrote from never overwrites it
+  -- (SPEC 10).
+  local changed_at = fields.time(src.changeDate)
+  local seen_at = opp_id and seen_of(opp_id)
+  if changed_at and seen_at and changed_at < seen_at then
+    return {
+      action = "skipped",
+      reason = ("older than what ncghl already wrote to the opportunity (changeDate %s)"):format(
+        util.str(src.changeDate)),
+      opportunity_id = opp_id,
+      message = ("Skipped: GHL opportunity %s holds a newer version of the policy"):format(opp_id),
+    }
+  end
+  if changed_at and (not seen_at or changed_at > seen_at) then
+    seen_at = changed_at
+  end
+
   local action, contact_id, contact_by
   if opp_id then
     local sent = pick(body, ghl.opportunity_update_fields)
@@ -383,14 +428,37 @@ function opportunities.upsert(src, m, opts)
       if last.status == sent.status then
         sent.status = nil
       end
+      -- Field by field (SPEC 10): what the policy gives as ncghl last wrote
+      -- it has not changed on NowCerts' side, so it is not sent, and an
+      -- agent's edit of it in GHL (a name, a value) stays.
+      for field, v in pairs(sent) do
+        if field ~= "customFields" and field ~= "pipelineId" and field ~= "pipelineStageId"
+            and field ~= "status" and last[field] ~= nil and last[field] == fields.normalise(field, v) then
+          sent[field] = nil
+        end
+      end
+      if type(sent.customFields) == "table" then
+        local changed = {}
+        for _, item in ipairs(sent.customFields) do
+          local k = custom_key(item)
+          if not (k and last[k] ~= nil and last[k] == fields.normalise(k, item.field_value)) then
+            changed[#changed + 1] = item
+          end
+        end
+        sent.customFields = changed[1] and changed or nil
+      end
     end
-    local path = "/opportunities/" .. util.pct(opp_id)
-    local res = send("PUT", path, sent)
-    if opportunity_gone(res) then
-      opp_id, found_by = nil, nil
+    if last and not next(sent) then
+      action = "unchanged"
     else
-      ghl.check("PUT", path, res)
-      action = "updated"
+      local path = "/opportunities/" .. util.pct(opp_id)
+      local res = send("PUT", path, sent)
+      if opportunity_gone(res) then
+        opp_id, found_by = nil, nil
+      else
+        ghl.check("PUT", path, res)
+        action = "updated"
+      end
     end
   end
   if not opp_id then
@@ -421,7 +489,7 @@ function opportunities.upsert(src, m, opts)
   end
   ncghl.link_put("policy_number", number_key, opp_id)
   links[#links + 1] = { "policy_number", number_key }
-  record_written(opp_id, body, trace, links)
+  record_written(opp_id, body, trace, links, seen_at)
   return {
     action = action,
     opportunity_id = opp_id,

@@ -242,6 +242,47 @@ class Policies(IntegTest):
         self.assertEqual(opp["pipelineStageId"], new_stage)
         self.assertEqual(opp["status"], "won")
 
+    def test_an_update_sends_only_what_changed_so_an_agents_name_and_value_stay(self):
+        # SPEC 10: the opportunity is synced field by field, like a contact.
+        s = self.server()
+        c = self.seed_contact()
+        pid, number = guid(), "POL-" + uniq(6)
+        data = {"databaseId": pid, "number": number, "lineOfBusinessName": "Auto", "totalPremium": 500,
+                "carrierName": "Acme", "insuredEmail": c["email"], "changeDate": "2026-03-01T10:00:00Z"}
+        self._post(s, "POLICY_INSERT", data)
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self._ghl_put("/opportunities/%s" % opp["id"], {"name": "Agent renamed", "monetaryValue": 999})
+        ans = self._post(s, "POLICY_UPDATE", dict(data, carrierName="Beta Ins",
+                                                  changeDate="2026-03-02T10:00:00Z"))
+        self.assertEqual(ans["data"]["action"], "updated", ans)
+        opp = self._one_opp("Agent renamed")
+        self.assertEqual(float(opp["monetaryValue"]), 999.0)
+        self.assertIn("Beta Ins", [f.get("fieldValue") for f in opp.get("customFields") or []], opp)
+        # The same record again (a field no map reads aside): nothing to send.
+        ans = self._post(s, "POLICY_UPDATE", dict(data, carrierName="Beta Ins", description="again",
+                                                  changeDate="2026-03-02T10:00:00Z"))
+        self.assertEqual(ans["data"]["action"], "unchanged", ans)
+        # A premium change travels, the agent's name still stays.
+        self._post(s, "POLICY_UPDATE", dict(data, carrierName="Beta Ins", totalPremium=650,
+                                            changeDate="2026-03-03T10:00:00Z"))
+        opp = self._one_opp("Agent renamed")
+        self.assertEqual(float(opp["monetaryValue"]), 650.0)
+
+    def test_a_late_copy_of_an_older_policy_changes_nothing(self):
+        s = self.server()
+        c = self.seed_contact()
+        pid, number = guid(), "POL-" + uniq(6)
+        data = {"databaseId": pid, "number": number, "lineOfBusinessName": "Auto", "totalPremium": 500,
+                "carrierName": "Acme", "insuredEmail": c["email"], "changeDate": "2026-03-02T10:00:00Z"}
+        self._post(s, "POLICY_INSERT", data)
+        late = dict(data, totalPremium=100, carrierName="OldCarrier", changeDate="2026-03-01T10:00:00Z")
+        ans = self._post(s, "POLICY_UPDATE", late)
+        self.assertEqual(ans["data"]["action"], "skipped", ans)
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual(float(opp["monetaryValue"]), 500.0)
+        self.assertIn("Acme", [f.get("fieldValue") for f in opp.get("customFields") or []], opp)
+        self.assertEqual(len(self._opps()), 1)
+
     # -- pipelines -------------------------------------------------------------
 
     def test_commercial_lines_go_to_the_commercial_pipeline(self):
