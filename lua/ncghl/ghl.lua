@@ -54,6 +54,21 @@ function ghl.check(method, path, res)
   return decoded, res
 end
 
+-- The list a search answers (found[key]). An answer without it (an error
+-- body with status 200, `[]`, null) is a failed call, never "nobody": a
+-- create would then duplicate the person. Retryable, as a passing fault is.
+local function list_in(found, key, method, path, res)
+  local l = type(found) == "table" and found[key]
+  if type(l) ~= "table" then
+    ncghl.fail({
+      retryable = true,
+      message = ("GHL %s %s answered without its %q list, so who it found is unknown: %s"):format(
+        method, path, key, answer_of(res)),
+    })
+  end
+  return l
+end
+
 -- request(method, path, body_table [, opts]) -> decoded answer, raw result.
 -- opts.not_found = true: a 404 returns nil instead of failing.
 function ghl.request(method, path, body, opts)
@@ -121,8 +136,8 @@ function ghl.search_contact(q)
     page = 1,
     filters = ghl.search_filters(field, value),
   }
-  local found = ghl.request("POST", "/contacts/search", body)
-  for _, c in ipairs(type(found.contacts) == "table" and found.contacts or {}) do
+  local found, res = ghl.request("POST", "/contacts/search", body)
+  for _, c in ipairs(list_in(found, "contacts", "POST", "/contacts/search", res)) do
     if contact_matches(c, email, phone) then
       return c
     end
@@ -142,14 +157,14 @@ function ghl.search_contacts_by_name(first, last)
   for _, flt in ipairs(ghl.search_filters("lastName", util.trim(util.str(last)))) do
     filters[#filters + 1] = flt
   end
-  local found = ghl.request("POST", "/contacts/search", {
+  local found, res = ghl.request("POST", "/contacts/search", {
     locationId = ghl.location_id(),
     pageLimit = 10,
     page = 1,
     filters = filters,
   })
   local out = {}
-  for _, c in ipairs(type(found.contacts) == "table" and found.contacts or {}) do
+  for _, c in ipairs(list_in(found, "contacts", "POST", "/contacts/search", res)) do
     if type(c) == "table" and not util.empty(c.id)
         and util.trim(util.str(c.firstName) or ""):lower() == f
         and util.trim(util.str(c.lastName) or ""):lower() == l then
@@ -442,8 +457,8 @@ end
 function ghl.search_opportunities(contact_id, q)
   local path = ("/opportunities/search?location_id=%s&contact_id=%s&q=%s&limit=20"):format(
     util.pct(ghl.location_id()), util.pct(contact_id), util.pct(q))
-  local found = ghl.request("GET", path, nil, { not_found = true })
-  return found and type(found.opportunities) == "table" and found.opportunities or {}
+  local found, res = ghl.request("GET", path, nil, { not_found = true })
+  return found and list_in(found, "opportunities", "GET", "/opportunities/search", res) or {}
 end
 
 return ghl

@@ -87,9 +87,21 @@ function nowcerts.odata_string(s)
   return "'" .. tostring(s):gsub("'", "''") .. "'"
 end
 
+-- An OData list's rows. An answer without `value` (an error body with
+-- status 200, `[]`, null) is a failed call, never "no rows": a search
+-- taken for "nobody" would create the insured twice. Retryable, as a
+-- passing fault is.
 local function list(path_and_query)
   local found = nowcerts.request("GET", path_and_query)
-  return type(found.value) == "table" and found.value or {}
+  if type(found) ~= "table" or type(found.value) ~= "table" then
+    local ok, text = pcall(json.encode, found)
+    ncghl.fail({
+      retryable = true,
+      message = ("NowCerts GET %s answered without its \"value\" list, so what it holds is unknown: %s"):format(
+        path_and_query:match("^[^?]*"), ok and text:sub(1, 300) or type(found)),
+    })
+  end
+  return found.value
 end
 
 local GUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"

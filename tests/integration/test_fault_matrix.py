@@ -312,6 +312,33 @@ class UpstreamStorms(FaultCase):
         self.recover(s, batch)
         self.assertExactlyOnce(s, batch)
 
+    def test_a_search_answered_without_its_list_never_makes_a_second_record(self):
+        """A search answered 200 with an error body says nothing of who
+        exists: taken for "nobody", the create after it would make a second
+        record of a person the other side has. The events wait instead;
+        after the fault every person is still one record."""
+        s = self.start()
+        batch = self.make("nowcerts", n=2) + self.make("ghl", n=2)
+        for x in batch:
+            if x.side == "nowcerts":  # the person has a GHL contact already
+                self.seed_contact(email=x.email)
+            else:  # ... or a NowCerts insured
+                self.seed_id("nowcerts", "insureds", {"firstName": "Pre", "lastName": "Existing",
+                                                      "eMail": x.email, "type": "Insured",
+                                                      "active": True}, "eMail")
+        self.fakes.fault("ghl", path=r"^/contacts/search", count=ENDLESS, status=200,
+                         body={"statusCode": 401, "message": "Invalid JWT (fault matrix)"})
+        self.fakes.fault("nowcerts", path=r"InsuredDetailList", count=ENDLESS, status=200,
+                         body={"Message": "An error has occurred."})
+        self.post_all(s, batch)
+        rows = self.settle(s, batch, ("retry_wait",), "every event to wait for a search it can read")
+        for x, row in zip(batch, rows):
+            self.assertIn("list", row.get("last_error") or "", (x, row))
+        self.assertExactlyOnce(s, batch)
+        self.clear_faults()
+        self.recover(s, batch)
+        self.assertExactlyOnce(s, batch)
+
 
 class AuthAndNowCerts(FaultCase):
     """401 loops on both sides, NowCerts' "status":0, a token endpoint that
