@@ -318,6 +318,16 @@ function ghl.update_contact(id, body)
     return nil
   end
   local updated = ghl.check("PUT", path, res)
+  -- GHL answers a done update with {"succeded":true,"contact":{...}}; a 200
+  -- that says neither (an error body behind a 200) has not been seen to
+  -- change anything, and the change must not be taken for delivered. A PUT
+  -- sends the same values again: retryable.
+  if updated.succeded ~= true and type(updated.contact) ~= "table" then
+    ncghl.fail({
+      retryable = true,
+      message = ("GHL PUT %s answered without saying the update succeeded: %s"):format(path, answer_of(res)),
+    })
+  end
   return type(updated.contact) == "table" and updated.contact or updated
 end
 

@@ -257,7 +257,17 @@ function nowcerts.update_insured(id, changes, current)
     end
   end
   body.databaseId = id
-  local answer = nowcerts.request("POST", "/Insured/Insert", with_enums(body))
+  local answer, res = nowcerts.request("POST", "/Insured/Insert", with_enums(body))
+  -- NowCerts' writes say how they went in "status" (1 done, 0 failed, which
+  -- ncghl.call already fails on): a 200 without it (an error body behind a
+  -- 200) has not been seen to write anything. Insert with a databaseId
+  -- sends the same record again: retryable.
+  if tonumber(answer.status) ~= 1 then
+    ncghl.fail({
+      retryable = true,
+      message = ("NowCerts POST /Insured/Insert answered without \"status\":1: %s"):format(answer_of(res)),
+    })
+  end
   return util.str(answer.insuredDatabaseId) or id
 end
 

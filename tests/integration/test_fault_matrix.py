@@ -339,6 +339,39 @@ class UpstreamStorms(FaultCase):
         self.recover(s, batch)
         self.assertExactlyOnce(s, batch)
 
+    def test_a_write_answered_200_with_an_error_body_is_not_taken_for_done(self):
+        """An update answered 200 with an error body (GHL's PUT without
+        `succeded`/`contact`, NowCerts' Insert without `"status":1`) has not
+        been seen to change anything: the event waits, and after the fault
+        the change reaches the other side."""
+        s = self.start()
+        batch = self.make("nowcerts", n=2) + self.make("ghl", n=2)
+        for x in batch:
+            if x.side == "nowcerts":
+                self.seed_contact(email=x.email, first="Pre", last="Existing")
+            else:
+                self.seed_id("nowcerts", "insureds", {"firstName": "Pre", "lastName": "Existing",
+                                                      "eMail": x.email, "type": "Insured",
+                                                      "active": True}, "eMail")
+        self.fakes.fault("ghl", method="PUT", path=r"^/contacts/", count=ENDLESS, status=200,
+                         body={"statusCode": 400, "message": "Validation failed (fault matrix)"})
+        self.fakes.fault("nowcerts", path=r"Insured/Insert$", count=ENDLESS, status=200,
+                         body={"Message": "An error has occurred."})
+        self.post_all(s, batch)
+        rows = self.settle(s, batch, ("retry_wait",), "every event to wait for a write it can trust")
+        for x, row in zip(batch, rows):
+            self.assertIn("succeeded" if x.side == "nowcerts" else "status", row.get("last_error") or "",
+                          (x, row))
+        self.clear_faults()
+        self.recover(s, batch)
+        self.assertExactlyOnce(s, batch)
+        for x in batch:
+            if x.side == "nowcerts":
+                got = self.contacts_with_email(x.email)[0]["firstName"]
+            else:
+                got = self.insureds_with_email(x.email)[0]["firstName"]
+            self.assertNotEqual(got, "Pre", x)
+
 
 class AuthAndNowCerts(FaultCase):
     """401 loops on both sides, NowCerts' "status":0, a token endpoint that
