@@ -64,6 +64,7 @@ struct job {
 
 struct engine {
   struct event_base *base;
+  char who[80]; /* "tenant <name>: " before its lines, "" for the single agency */
   const struct config *cfg;
   struct store *store;
   struct queue *queue;
@@ -173,9 +174,9 @@ static int pace_allows(struct engine *e) {
   if (e->holding && room == INT_MAX) {
     /* Short bursts (a few webhooks in one millisecond) are everyday. */
     if (e->held >= ENGINE_BURST_LOGGED)
-      log_info("intake burst over: %ld events had waited their turn; they run now", e->held);
+      log_info("%sintake burst over: %ld events had waited their turn; they run now", e->who, e->held);
     else
-      log_debug("intake burst over: %ld events had waited their turn", e->held);
+      log_debug("%sintake burst over: %ld events had waited their turn", e->who, e->held);
     e->holding = false;
     e->held = 0;
   }
@@ -205,7 +206,7 @@ static void on_finished(void *ud, bool committed) {
   struct job *j = ud;
   struct engine *e = j->e;
   if (!committed)
-    log_error("event %s: its outcome could not be stored; it will run again", j->id);
+    log_error("%sevent %s: its outcome could not be stored; it will run again", j->e->who, j->id);
   struct engine_outcome o = {j->status, j->outcome, j->message ? j->message : "",
                              j->data ? j->data : "{}", j->error};
   /* Watchers may unwatch others (never themselves mid-call); detach the list
@@ -242,7 +243,7 @@ static void write_outcome(void *ud, bool writable) {
    * running and its lease brings it back. */
   if (joined != 0 || store_event_finish(e->store, j->id, j->status, j->next_at, j->error,
                                         j->status == EV_DONE ? j->data : NULL, clock_wall()) != 0)
-    log_error("event %s: cannot record its outcome", j->id);
+    log_error("%sevent %s: cannot record its outcome", j->e->who, j->id);
   queue_after_commit(e->queue, on_finished, j);
 }
 
@@ -276,10 +277,10 @@ static void on_run_done(void *ud, const struct lrt_result *r) {
   j->data = dup_or_null(r->data);
   j->error = dup_or_null(r->error);
   if (j->status == EV_DONE)
-    log_info("event %s %s %s: %s", j->id, j->source, j->type,
+    log_info("%sevent %s %s %s: %s", j->e->who, j->id, j->source, j->type,
              r->outcome == LRT_IGNORED ? "ignored" : "done");
   else
-    log_warn("event %s %s %s: %s after run %d: %s", j->id, j->source, j->type,
+    log_warn("%sevent %s %s %s: %s after run %d: %s", j->e->who, j->id, j->source, j->type,
              store_status_name(j->status), j->run, r->error ? r->error : "(no error text)");
   j->next_at = next_at;
   write_outcome(j, true);
@@ -482,7 +483,7 @@ static void lease_sweep(struct engine *e) {
     int taken = 0;
     for (size_t i = 0; i < w.n; i++)
       if (store_event_release(e->store, w.ids[i], w.now) == 1) {
-        log_warn("event %s: left running by an owner that is gone; queued again", w.ids[i]);
+        log_warn("%sevent %s: left running by an owner that is gone; queued again", e->who, w.ids[i]);
         taken++;
       }
     if (taken)
@@ -508,10 +509,12 @@ static void on_poll(evutil_socket_t fd, short what, void *arg) {
 }
 
 struct engine *engine_new(struct event_base *base, const struct config *cfg, struct store *store,
-                          struct queue *queue, struct lrt *rt, struct pace *pace) {
+                          struct queue *queue, struct lrt *rt, struct pace *pace, const char *tenant) {
   struct engine *e = calloc(1, sizeof *e);
   if (!e)
     return NULL;
+  if (tenant)
+    snprintf(e->who, sizeof e->who, "tenant %.60s: ", tenant);
   hash_init(&e->jobs, e->buckets, ENGINE_BUCKETS);
   e->base = base;
   e->cfg = cfg;

@@ -37,9 +37,10 @@ typedef void (*engine_watch_cb)(void *ud, const struct engine_outcome *o);
 /* pace (may be NULL): the loop's share (pace.h). With WEBHOOK_WAIT_MS=0 no
  * answer waits for a run, so runs start as the pace allows: under a stream
  * of webhooks the events wait in the store, pending, for processing's share
- * of the loop. With a wait, every run starts at once, as someone waits. */
+ * of the loop. With a wait, every run starts at once, as someone waits.
+ * tenant (may be NULL) names the tenant in the engine's log lines. */
 struct engine *engine_new(struct event_base *base, const struct config *cfg, struct store *store,
-                          struct queue *queue, struct lrt *rt, struct pace *pace);
+                          struct queue *queue, struct lrt *rt, struct pace *pace, const char *tenant);
 void engine_free(struct engine *e);
 
 /* Intake: stores the event inside the queue's open batch (joining it) and,

@@ -349,7 +349,7 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
    * state again from those bytes. The single agency keeps its state. */
   if (name && lrt_set_idle(t->rt, TENANT_LUA_IDLE_SECONDS) != 0)
     log_warn("%s%sthe Lua state stays loaded (no idle timer)", who, sep);
-  t->engine = engine_new(base, &t->cfg, t->store, t->queue, t->rt, ts->sh.pace);
+  t->engine = engine_new(base, &t->cfg, t->store, t->queue, t->rt, ts->sh.pace, t->name);
   if (!t->engine)
     goto fail;
   t->site = server_site_add(ts->sh.server, name, &t->cfg, t->store, t->queue, t->engine, t->rt, m);

@@ -130,6 +130,9 @@ class Tenants(IntegTest):
         self.assertEqual(s.db_query("SELECT id FROM events", tenant="a"), [(a["event_id"],)])
         if not s.store_url:
             self.assertFalse((self.tmp / "ncghl.db").exists(), "no single-agency store with tenants")
+        # Its log line says whose event it was.
+        wait_until(lambda: "tenant a: event %s nowcerts INSURED_INSERT: done" % a["event_id"]
+                   in s.log_text(), 10, 0.1, "the event's log line naming tenant a")
 
     def test_the_same_payload_to_two_tenants_is_two_events_with_their_own_mappings(self):
         s = self.start()
