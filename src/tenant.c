@@ -415,6 +415,16 @@ static void retired(struct tenants *ts, struct tenant *t) {
     if (!n && old_text) {
       log_error("tenants: %s: the new configuration did not start; the old one runs again", file);
       n = tenant_start(ts, name, file, old_text, &old);
+      if (n) {
+        /* A failed reload like any other: counted, and in the history. */
+        metric_inc(n->m_reloads, METRIC_LABELS("error"));
+        char why[600];
+        snprintf(why, sizeof why,
+                 "%.500s changed but its new configuration did not start (the log says why); "
+                 "the old one runs again",
+                 file ? file : "the tenant's file");
+        note_reload(n, false, why);
+      }
     }
     if (n)
       add(ts, n);

@@ -288,6 +288,28 @@ class Tenants(IntegTest):
         self.assertJSONAnswer(s.post("/t/a/api/v1/webhooks/nowcerts", ea2), 200)
         self.assertEqual(len(self.ghl_contacts(self.fakes, ea2["data"]["email"])), 1)
 
+    def test_a_changed_file_whose_tenant_cannot_start_is_a_counted_failed_reload(self):
+        s = self.start(names=("a",))
+        broken = self.tmp / "broken-overlay"
+        broken.mkdir()
+        (broken / "contacts.lua").write_text("return {  -- a syntax error\n")
+        self.write_tenant("a", MAPPINGS_DIR=broken)
+        s.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "the old one runs again" in s.log_text(), 15, 0.1,
+                   "the old configuration back")
+
+        def errors():
+            m = re.search(r'^ncghl_mapping_reloads_total\{tenant="a",result="error"\} (\d+)',
+                          s.get("/metrics").text, re.M)
+            return int(m.group(1)) if m else 0
+        wait_until(lambda: errors() == 1, 10, 0.1, "the failed reload counted")
+        r = s.get("/t/a/api/v1/reloads", headers={"Authorization": "Bearer it-admin-token"})
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("did not start", json.dumps(r.json()))
+        # And it still works, on its old mappings.
+        ev = nowcerts_event("INSURED_INSERT")
+        self.assertJSONAnswer(s.post("/t/a/api/v1/webhooks/nowcerts", ev), 200)
+
     def test_a_tenants_released_lua_state_runs_the_checked_mappings_until_sighup(self):
         # A tenant's Lua state is released once its start has checked it
         # (and after a minute idle): its next event builds it again from the
