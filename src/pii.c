@@ -127,49 +127,124 @@ static size_t try_email(struct out *o, const char *s, size_t len, size_t i) {
   return dend - i;
 }
 
-/* A phone number at s[i]: a leading "+" (also "%2B") and 7-15 digits, or
- * at least three groups of digits (separated by spaces, dashes, dots or
- * parentheses) whose last group has four or more digits. Dates (2026-12-07)
- * and addresses such as 127.0.0.1 do not have that shape. Returns its
- * length and the last four digits in last4. */
-static size_t phone_len(const char *s, size_t len, size_t i, char last4[5]) {
-  size_t j = i;
+/* Phones are told from the other numbers of a log line by their edges and
+ * their shape. A number inside a word (hex ids, "nowcerts_649d..."), or
+ * one of the dotted or dashed runs that addresses, dates, versions and
+ * UUIDs are written in, is never one: it may not start after a word
+ * character, "." or "-", nor end before a word character or a "." or "-"
+ * that goes on ("6543." ends a sentence, "6543.25" is a decimal). Read
+ * decoded, so "%27" and "%20" are the quote and space they stand for; a
+ * start inside such an escape is none. */
+static bool phone_may_start(const char *s, size_t i) {
   int c;
+  if (unit_before(s, i, &c) == 0)
+    return true;
+  return !word_char(c) && c != '.' && c != '-' && s[i - 1] != '%';
+}
+
+static bool phone_may_end(const char *s, size_t len, size_t j) {
+  int c, next;
   size_t u = unit_at(s, len, j, &c);
-  bool plus = u > 0 && c == '+';
-  if (plus)
-    j += u;
-  int digits = 0, groups = 0, group = 0;
-  size_t end = j;
+  if (u == 0)
+    return true;
+  if (c == '.' || c == '-')
+    return unit_at(s, len, j + u, &next) == 0 || !word_char(next);
+  return !word_char(c);
+}
+
+/* Steps over n raw digits at *j. */
+static bool digits_at(const char *s, size_t len, size_t *j, size_t n) {
+  for (size_t k = 0; k < n; k++, (*j)++)
+    if (*j >= len || !isdigit((unsigned char)s[*j]))
+      return false;
+  return true;
+}
+
+/* Steps over the unit at *j when it is one of set. */
+static bool unit_in(const char *s, size_t len, size_t *j, const char *set) {
+  int c;
+  size_t u = unit_at(s, len, *j, &c);
+  if (u == 0 || c == 0 || !strchr(set, c))
+    return false;
+  *j += u;
+  return true;
+}
+
+#define PHONE_SEPS " -."
+
+/* The end of a US number at s[i], 0 when none: 555-987-6543, 555.987.6543,
+ * 555 987 6543, (555) 987-6543, each also after "1" and a separator, or
+ * 10 digits (11 with a leading 1) in one run. A run has no separators to
+ * tell it from an id or a count, so it must look like a US number: its
+ * area code starts with 2-9, which also leaves Unix times (1733615043)
+ * alone; longer and shorter runs are ids, sizes or counts. */
+static size_t us_phone_end(const char *s, size_t len, size_t i) {
+  size_t run = 0;
+  while (i + run < len && isdigit((unsigned char)s[i + run]))
+    run++;
+  if (run == 10 || (run == 11 && s[i] == '1'))
+    return s[i + run - 10] >= '2' ? i + run : 0;
+  size_t j = i;
+  if (run == 1 && s[i] == '1') {
+    j++;
+    unit_in(s, len, &j, PHONE_SEPS);
+  } else if (run != 0 && run != 3) {
+    return 0;
+  }
+  if (unit_in(s, len, &j, "(")) {
+    if (!digits_at(s, len, &j, 3) || !unit_in(s, len, &j, ")"))
+      return 0;
+    unit_in(s, len, &j, PHONE_SEPS);
+  } else if (!digits_at(s, len, &j, 3) || !unit_in(s, len, &j, PHONE_SEPS)) {
+    return 0;
+  }
+  if (!digits_at(s, len, &j, 3) || !unit_in(s, len, &j, PHONE_SEPS) || !digits_at(s, len, &j, 4))
+    return 0;
+  return j;
+}
+
+/* The end of an international number after its "+" at s[j], 0 when none:
+ * 7-15 digits in groups of any shape. A run of more than two separators
+ * ends it, so a text of brackets or spaces is not read again from each. */
+static size_t intl_phone_end(const char *s, size_t len, size_t j, char last4[5]) {
+  int digits = 0, seps = 0, c;
+  size_t end = 0, u;
   char ring[4];
-  bool in_group = false;
   while ((u = unit_at(s, len, j, &c)) > 0) {
     if (isdigit(c) && u == 1) {
-      if (!in_group)
-        groups++;
-      in_group = true;
-      group = group + 1;
-      ring[digits % 4] = (char)c;
-      digits++;
-      j++;
-      end = j;
-    } else if (c == ' ' || c == '-' || c == '.' || c == '(' || c == ')') {
-      if (in_group)
-        group = 0;
-      in_group = false;
-      j += u;
-    } else {
+      if (++digits > 15)
+        return 0;
+      ring[(digits - 1) % 4] = (char)c;
+      seps = 0;
+      end = j + 1;
+    } else if (!strchr(PHONE_SEPS "()", c) || c == 0 || ++seps > 2) {
       break;
     }
+    j += u;
   }
-  if (end < len && word_char((unsigned char)s[end]))
-    return 0;
-  if (digits < 7 || digits > 15)
-    return 0;
-  if (!plus && (groups < 3 || group < 4))
+  if (digits < 7)
     return 0;
   for (int k = 0; k < 4; k++)
-    last4[k] = ring[(digits - 4 + k) % 4];
+    last4[k] = ring[(digits + k) % 4];
+  return end;
+}
+
+/* A phone number at s[i]: "+" (also "%2B") and an international number,
+ * or a US one. Returns its length and its last four digits in last4. */
+static size_t phone_len(const char *s, size_t len, size_t i, char last4[5]) {
+  if (!phone_may_start(s, i))
+    return 0;
+  int c = 0;
+  size_t u = unit_at(s, len, i, &c), end;
+  if (c == '+') {
+    end = intl_phone_end(s, len, i + u, last4);
+  } else {
+    end = us_phone_end(s, len, i);
+    if (end)
+      memcpy(last4, s + end - 4, 4);
+  }
+  if (end == 0 || !phone_may_end(s, len, end))
+    return 0;
   last4[4] = 0;
   return end - i;
 }
@@ -318,8 +393,7 @@ size_t pii_mask(const char *in, size_t len, char *outbuf, size_t outcap) {
       used = try_field(&o, in, len, i);
     if (!used && (c == '@' || c == '%'))
       used = try_email(&o, in, len, i);
-    if (!used && word_start && (c == '+' || c == '(' || c == '%' || isdigit(c)) &&
-        (i == 0 || !strchr(".-", in[i - 1]))) {
+    if (!used && (c == '+' || c == '(' || c == '%' || isdigit(c))) {
       size_t n = phone_len(in, len, i, last4);
       if (n > 0) {
         put(&o, "***", 3);

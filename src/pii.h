@@ -10,8 +10,11 @@
 
 /* Writes in (len bytes) to out with every personal datum it recognises
  * masked, and NUL-terminates it. Recognised: e-mail addresses anywhere
- * (also with "@" written "%40"); phone numbers written with a leading "+"
- * or in groups ("555-123-4567", "(555) 123 4567"); and the value of a field
+ * (also with "@" written "%40"); phone numbers written with a leading "+",
+ * US numbers in their usual forms ("555-123-4567", "(555) 123-4567",
+ * "555.123.4567", also after "1-"), and a run of 10 digits (11 with a
+ * leading 1) that is not part of a word or a dotted or dashed number; and
+ * the value of a field
  * whose name says it holds a name, phone or e-mail ("firstName", "phone",
  * "email", ...) written as "key":"value", key=value or the OData form
  * key eq 'value' (also percent-encoded). out is cut at outcap - 1 bytes.
