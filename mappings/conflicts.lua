@@ -4,7 +4,9 @@
 -- A rule is one of:
 --   "newer"     the side whose record changed later, by the records' own
 --               timestamps (NowCerts changeDate, GHL dateUpdated); NowCerts
---               on a tie. The default.
+--               on a tie, judged at NowCerts' precision (a GHL edit within
+--               the second, or the minute, its changeDate names is a tie).
+--               The default.
 --   "nowcerts"  NowCerts always wins this field.
 --   "ghl"       GHL always wins this field.
 --   function(c) ... end   c = { field, base, nowcerts, ghl, nowcerts_at,

@@ -202,9 +202,19 @@ end
 -- Conflicts ----------------------------------------------------------------
 
 -- Newer by the records' own timestamps, NowCerts on a tie (or when a time
--- is unknown on both sides).
+-- is unknown on both sides). A tie is judged at NowCerts' precision: its
+-- changeDate names a second, or (seen in its samples) only a minute, and
+-- its edit was made somewhere within it; a GHL time (to the millisecond)
+-- inside that second or minute is not known to be later.
 function sync.newer(c)
-  if (c.ghl_at or 0) > (c.nowcerts_at or 0) then
+  local nc, gh = c.nowcerts_at or 0, c.ghl_at or 0
+  local within = 1
+  if nc % 1 ~= 0 then
+    within = 0
+  elseif nc % 60 == 0 then
+    within = 60
+  end
+  if gh >= nc + within and gh > nc then
     return "ghl"
   end
   return "nowcerts"

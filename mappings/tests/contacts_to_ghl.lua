@@ -296,6 +296,51 @@ return {
       data = { action = "updated", conflicts = { { field = "phone", winner = "nowcerts" } } },
     } },
 
+  { name = "a GHL edit within the minute NowCerts' changeDate names is a tie: NowCerts wins",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c62" } },
+    snapshots = { { nowcerts = NC_ID, ghl = "c62", tags = { "nowcerts" },
+      fields = { firstName = "Jane", lastName = "Doe", phone = "5550000000" } } },
+    body = {
+      event_type = "INSURED_UPDATE",
+      -- NowCerts writes its times to the minute: this edit was made at
+      -- some moment of 10:05, maybe after GHL's at 10:05:25.
+      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
+        changeDate = "2024-03-01T10:05:00-00:00" },
+    },
+    answers = {
+      { service = "ghl", method = "GET", path = "/contacts/c62", status = 200,
+        body = { contact = { id = "c62", firstName = "Jane", lastName = "Doe", phone = "+15553334444",
+          dateUpdated = "2024-03-01T10:05:25.120Z", tags = { "nowcerts" } } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/contacts/c62", body = { phone = "+15551112222" } },
+      },
+      data = { action = "updated", conflicts = { { field = "phone", winner = "nowcerts" } } },
+    } },
+
+  { name = "a GHL edit after the minute NowCerts' changeDate names is newer: GHL wins",
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c63" } },
+    snapshots = { { nowcerts = NC_ID, ghl = "c63", tags = { "nowcerts" },
+      fields = { firstName = "Jane", lastName = "Doe", phone = "5550000000" } } },
+    body = {
+      event_type = "INSURED_UPDATE",
+      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
+        changeDate = "2024-03-01T10:05:00-00:00" },
+    },
+    answers = {
+      { service = "ghl", method = "GET", path = "/contacts/c63", status = 200,
+        body = { contact = { id = "c63", firstName = "Jane", lastName = "Doe", phone = "+15553334444",
+          dateUpdated = "2024-03-01T10:06:01.000Z", tags = { "nowcerts" } } } },
+    },
+    expect = {
+      outcome = "done",
+      data = { conflicts = { { field = "phone", winner = "ghl" } } },
+    } },
+
   { name = "a phone without a country code gets DEFAULT_COUNTRY's (E.164)",
     source = "nowcerts",
     config = { DEFAULT_COUNTRY = "GB" },
