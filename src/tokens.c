@@ -532,6 +532,44 @@ static void describe_failure(int status, const char *body, size_t len, const cha
   json_free(root);
 }
 
+/* OAuth's error code in a token endpoint's answer (RFC 6749 5.2:
+ * invalid_grant, invalid_client, ...) into out, "" when there is none. Only
+ * a code's shape is taken: some servers put "Unauthorized" or prose there. */
+static void oauth_error_code(const char *body, size_t len, char *out, size_t outlen) {
+  out[0] = '\0';
+  char err[64];
+  struct json *root = len ? json_parse(body, len, err, sizeof err) : NULL;
+  const char *code = root ? json_str(json_get(root, "error")) : NULL;
+  if (code && *code && strspn(code, "abcdefghijklmnopqrstuvwxyz_") == strlen(code))
+    snprintf(out, outlen, "%s", code);
+  json_free(root);
+}
+
+/* GHL refusing a refresh (4xx) almost always means the grant is gone: the
+ * app was uninstalled, or installed again, which revokes the earlier
+ * tokens. Presenting the same token again seldom helps; an install does,
+ * so the line the agency reads on its waiting events says that first. */
+static void describe_refusal(int status, const char *body, size_t len, const char *detail,
+                             char *out, size_t outlen) {
+  char code[40];
+  oauth_error_code(body, len, code, sizeof code);
+  if (strcmp(code, "invalid_client") == 0)
+    snprintf(out, outlen,
+             "GHL refused the app's keys (invalid_client): check GHL_CLIENT_ID and "
+             "GHL_CLIENT_SECRET; %s",
+             detail);
+  else if (*code)
+    snprintf(out, outlen,
+             "GHL refused the refresh token (%s): install the app again for this location "
+             "(docs/install.md); %s",
+             code, detail);
+  else
+    snprintf(out, outlen,
+             "GHL refused the refresh token (HTTP %d): install the app again for this location "
+             "(docs/install.md); %s",
+             status, detail);
+}
+
 static void on_reply(void *req_ud, int status, const char *body, size_t len, const char *error) {
   struct tokens *tk = req_ud;
   enum req_kind what = tk->req;
@@ -540,7 +578,7 @@ static void on_reply(void *req_ud, int status, const char *body, size_t len, con
   if (!body)
     body = "";
 
-  char why[320];
+  char why[512];
   if (status >= 200 && status < 300) {
     char bad[128];
     if (take_response(tk, body, len, bad, sizeof bad) == 0) {
@@ -551,6 +589,10 @@ static void on_reply(void *req_ud, int status, const char *body, size_t len, con
       return;
     }
     snprintf(why, sizeof why, "token request: HTTP %d: %s", status, bad);
+  } else if (what == REQ_REFRESH && tk->kind == TOKENS_GHL_OAUTH && status >= 400 && status < 500) {
+    char detail[320];
+    describe_failure(status, body, len, error, detail, sizeof detail);
+    describe_refusal(status, body, len, detail, why, sizeof why);
   } else {
     describe_failure(status, body, len, error, why, sizeof why);
   }

@@ -53,7 +53,8 @@ struct tokens_io {
 };
 
 /* token is NULL on failure; then status is the token endpoint's HTTP status
- * (0: no answer) and error one line without secrets. */
+ * (0: no answer) and error one line without secrets (for a GHL refresh
+ * refused with a 4xx, one that says to install the app again). */
 typedef void (*tokens_cb)(void *ud, const char *token, int status, const char *error);
 
 /* NULL when a parameter the kind needs is missing or memory runs out.

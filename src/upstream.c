@@ -745,9 +745,13 @@ static void on_token(void *ud, const char *token, int status, const char *error)
   }
   /* Not an HTTP attempt of this call, but its failure is the call's. A
    * token endpoint that is down, slow or answers garbage (even with a 2xx)
-   * delays the event; only a refusal of the credentials (4xx) is final. */
+   * delays the event (SPEC 11). So does GHL refusing the refresh token
+   * (every GHL token request is an OAuth refresh): after an uninstall or an
+   * install elsewhere, an install brings new tokens without a restart
+   * (tokens_install), and the event should be there to use them. Only
+   * NowCerts refusing its password login is final: that needs a new .env. */
   c->status = status;
-  c->retryable = retry_is_retryable(status) || status < 400 || status > 499;
+  c->retryable = c->svc == UP_GHL || retry_is_retryable(status) || status < 400 || status > 499;
   set_error(c, error ? error : "token request failed");
   after_failure(c, -1);
 }

@@ -1,11 +1,13 @@
 """SPEC section 11, tokens: a rotated GHL OAuth refresh token is stored (in
 the store, not in a log) and survives a restart; a token endpoint that fails
-(5xx, time-out, garbage) delays events (retry_wait), never kills them.
+(5xx, time-out, garbage) or refuses the refresh token (invalid_grant, as
+after an uninstall) delays events (retry_wait), never kills them.
 
-The fake GHL has no /oauth/token of its own here, so GHL is reached through
-OAuthGHL below: it answers /oauth/token as GHL does (form-encoded refresh
-grant, a refresh token is good once and rotates) and passes every other
-request to the fake, refusing any bearer it did not issue."""
+The fake GHL's own /oauth/token starts from an install (test_install.py), so
+GHL is mostly reached through OAuthGHL below: it answers /oauth/token as GHL
+does (form-encoded refresh grant, a refresh token is good once and rotates)
+and passes every other request to the fake, refusing any bearer it did not
+issue. RefusedRefreshToken also uses the fake's own install and revocation."""
 
 import http.client
 import json
@@ -18,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.dont_write_bytecode = True  # keep the source tree clean
 import harness  # noqa: E402
-from harness import IntegTest, nowcerts_event, uniq  # noqa: E402
+from harness import IntegTest, insured_data, nowcerts_event, uniq  # noqa: E402
 
 CLIENT_ID = "it-client-" + uniq(8)
 CLIENT_SECRET = "it-secret-" + uniq(16)
@@ -244,6 +246,95 @@ class TokenEndpointFailures(TokenTest):
                 ev = self.replay(s, auth, eid)
                 self.assertEqual(ev["status"], "done", ev)
                 s.stop()
+
+
+class RefusedRefreshToken(TokenTest):
+    """GHL refusing the refresh token (invalid_grant: the app was uninstalled,
+    or installed again elsewhere) delays events like any other token failure
+    (SPEC 11, docs/install.md): retry_wait with what to do, also at their next
+    run while it lasts, and delivered once GHL takes a grant again."""
+
+    def env_wait(self, env):
+        env.update({"MAX_RETRIES": 0, "UPSTREAM_TIMEOUT": 5, "WEBHOOK_WAIT_MS": 200})
+        return self.admin(env)
+
+    def insured_event(self, s):
+        email = "refused.%s@example.com" % uniq()
+        ans = s.nowcerts(nowcerts_event("INSURED_INSERT", insured_data(email=email)))
+        self.assertIn(ans.status, (202, 503), ans)
+        return ans.json()["event_id"], email
+
+    def assertWaitsForInstall(self, s, auth, eid, email):
+        ev = s.wait_event(eid, ("retry_wait", "dead"))
+        self.assertEqual(ev["status"], "retry_wait", ev)
+        self.assertIn("refused the refresh token", ev.get("last_error") or "", ev)
+        self.assertIn("install the app again", ev.get("last_error") or "", ev)
+        # Its next run, GHL still refusing: it waits again, it does not die.
+        runs = ev["attempts"]
+        r = s.post("/api/v1/events/%s/replay" % eid, {}, auth)
+        self.assertIn(r.status, (200, 202), r)
+
+        def ran_again():
+            e = s.event(eid)
+            return e if e["attempts"] > runs and e["status"] in ("retry_wait", "dead", "done") else None
+        ev = harness.wait_until(ran_again, what="the replayed event's run to end")
+        self.assertEqual(ev["status"], "retry_wait", ev)
+        self.assertIn("install the app again", ev.get("last_error") or "", ev)
+        self.assertEqual(self.contacts_with_email(email), [])
+
+    def test_events_wait_while_the_refresh_token_is_refused(self):
+        # The OAuth error body ({"error":"invalid_grant"}), then GHL takes
+        # the same refresh token again.
+        proxy, env = self.oauth()
+        seed = env["GHL_REFRESH_TOKEN"]
+        auth = self.env_wait(env)
+        s = self.server(env)
+        with proxy.lock:
+            proxy.valid_refresh.discard(seed)
+        eid, email = self.insured_event(s)
+        self.assertWaitsForInstall(s, auth, eid, email)
+        self.assertEqual(proxy.token_requests, [seed, seed])
+        with proxy.lock:
+            proxy.valid_refresh.add(seed)
+        ev = self.replay(s, auth, eid)
+        self.assertEqual(ev["status"], "done", ev)
+        self.assertEqual(len(self.contacts_with_email(email)), 1)
+        self.assertTrue(s.running())
+
+    def test_events_wait_for_the_app_to_be_installed_again(self):
+        # The fake GHL's own OAuth: installed through ncghl, then installed
+        # again elsewhere (its tokens revoked, the refresh refused), then
+        # installed through ncghl once more.
+        self.fakes.config("ghl", oauth_client_id=CLIENT_ID, oauth_client_secret=CLIENT_SECRET)
+        env = {"GHL_CLIENT_ID": CLIENT_ID, "GHL_CLIENT_SECRET": CLIENT_SECRET, "GHL_API_KEY": None,
+               "GHL_REFRESH_TOKEN": None, "GHL_LOCATION_ID": "it-location-1"}
+        auth = self.env_wait(env)
+        s = self.server(env)
+
+        def install():
+            code = urllib.parse.quote(self.fakes.ghl_oauth_code("it-location-1"))
+            r = s.get("/oauth/callback?code=" + code)
+            self.assertEqual(r.status, 200, r)
+
+        install()
+        form = urllib.parse.urlencode({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                                       "grant_type": "authorization_code", "user_type": "Location",
+                                       "code": self.fakes.ghl_oauth_code("it-location-1")})
+        r = harness.http("POST", self.fakes.ghl_base + "/oauth/token", form,
+                         {"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(r.status, 200, r)
+
+        eid, email = self.insured_event(s)
+        self.assertWaitsForInstall(s, auth, eid, email)
+        install()
+        ev = self.replay(s, auth, eid)
+        self.assertEqual(ev["status"], "done", ev)
+        stored = json.loads(s.db_query("SELECT value FROM kv WHERE key = 'ghl_oauth'")[0][0])
+        creates = [c for c in self.fakes.calls("ghl", "POST", r"^/contacts/?$")
+                   if harness.req_body(c).get("email") == email]
+        self.assertEqual([c["headers"]["authorization"] for c in creates],
+                         ["Bearer " + stored["access_token"]])
+        self.assertEqual(len(self.contacts_with_email(email)), 1)
 
 
 if __name__ == "__main__":

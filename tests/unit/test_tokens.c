@@ -611,6 +611,61 @@ static void test_ghl_oauth_install(void **state) {
   tokens_free(nc);
 }
 
+/* A refused GHL refresh tells the agency to install again, keeps no trace
+ * of the refusal (the same token is presented at the next wait: GHL may
+ * take it again) and an install ends it. */
+static void test_ghl_oauth_refused_refresh(void **state) {
+  (void)state;
+  struct fake_io io = {0};
+  struct tokens_params p = {.kind = TOKENS_GHL_OAUTH,
+                            .base_url = "https://services.example.test",
+                            .client_id = "client-1",
+                            .client_secret = "secret-1",
+                            .refresh_token = "GONE-REFRESH",
+                            .refresh_margin = 300};
+  struct tokens_io tio = {.post = fake_post, .cancel = fake_cancel, .io_ud = &io};
+  struct tokens *tk = tokens_new(&p, &tio);
+  struct got g = {0};
+  assert_int_equal(tokens_wait(tk, 0, on_token, &g), 0);
+  answer(&io, 400, "{\"error\":\"invalid_grant\",\"error_description\":\"token revoked\"}");
+  assert_int_equal(g.calls, 1);
+  assert_int_equal(g.status, 400);
+  assert_string_equal(g.error, "GHL refused the refresh token (invalid_grant): install the app "
+                               "again for this location (docs/install.md); token request: HTTP "
+                               "400: token revoked");
+
+  /* No OAuth error code in the answer: the status stands in for it. */
+  assert_int_equal(tokens_wait(tk, 10, on_token, &g), 0);
+  assert_non_null(strstr(last_form(&io), "refresh_token=GONE-REFRESH&"));
+  answer(&io, 401, "{\"statusCode\":401,\"message\":\"Invalid grant\",\"error\":\"Unauthorized\"}");
+  assert_int_equal(g.status, 401);
+  assert_non_null(
+      strstr(g.error, "GHL refused the refresh token (HTTP 401): install the app again"));
+
+  /* Wrong keys are not the install's fault: the advice differs. */
+  assert_int_equal(tokens_wait(tk, 20, on_token, &g), 0);
+  answer(&io, 401, "{\"error\":\"invalid_client\"}");
+  assert_non_null(strstr(g.error, "(invalid_client): check GHL_CLIENT_ID and GHL_CLIENT_SECRET"));
+
+  /* A 5xx is no refusal. */
+  assert_int_equal(tokens_wait(tk, 30, on_token, &g), 0);
+  answer(&io, 503, "{\"error\":\"temporarily_unavailable\"}");
+  assert_string_equal(g.error, "token request: HTTP 503: temporarily_unavailable");
+
+  assert_int_equal(tokens_install(tk, "NEW-REFRESH", "NEW-ACCESS", 86399, 40), 1);
+  assert_string_equal(tokens_fresh(tk, 41), "NEW-ACCESS");
+  assert_int_equal(g.calls, 4);
+  tokens_free(tk);
+
+  /* NowCerts' refused login keeps its plain line. */
+  struct fake_io io2 = {0};
+  struct tokens *nc = nowcerts(&io2, 300);
+  assert_int_equal(tokens_wait(nc, 0, on_token, &g), 0);
+  answer(&io2, 400, "{\"error\":\"invalid_grant\"}");
+  assert_string_equal(g.error, "token request: HTTP 400: invalid_grant");
+  tokens_free(nc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_login_then_reuse_while_fresh),
@@ -629,6 +684,7 @@ int main(void) {
       cmocka_unit_test(test_form_escape),
       cmocka_unit_test(test_missing_parameters),
       cmocka_unit_test(test_ghl_oauth_install),
+      cmocka_unit_test(test_ghl_oauth_refused_refresh),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
