@@ -522,6 +522,8 @@ int doctor_main(int argc, char **argv) {
     goto out;
   }
   store = store_open(config_store(&cfg), err, sizeof err);
+  if (!store)
+    log_error("%s: %s", config_store_var(&cfg), err); /* why the store check fails */
   /* GHL OAuth tokens (rotated or from a Marketplace install) live in the
    * store, as for serve and backfill: the seed alone may be used up. */
   up_set_store(up, store);

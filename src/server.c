@@ -11,12 +11,14 @@
  * body is parsed. */
 #include "server.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <math.h>
+#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1322,9 +1324,23 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
       return NULL;
     }
   }
-  if (evhttp_bind_socket(s->http, cfg->host, (ev_uint16_t)cfg->port) != 0) {
-    snprintf(err, errlen, "cannot listen on %s:%d (HOST/PORT): address in use or not available",
-             cfg->host, cfg->port);
+  /* Resolved here first, so a HOST that names nothing is said so on one
+   * line (libevent would log its own getaddrinfo warning, then fail). */
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE};
+  struct addrinfo *ai = NULL;
+  int gai = getaddrinfo(cfg->host, NULL, &hints, &ai);
+  if (ai)
+    freeaddrinfo(ai);
+  errno = 0;
+  if (gai != 0 || evhttp_bind_socket(s->http, cfg->host, (ev_uint16_t)cfg->port) != 0) {
+    if (gai != 0)
+      snprintf(err, errlen, "HOST: \"%s\" is not an address this machine can listen on: %s", cfg->host,
+               gai_strerror(gai));
+    else
+      snprintf(err, errlen, "HOST/PORT: cannot listen on %s:%d: %s", cfg->host, cfg->port,
+               errno == EADDRINUSE ? "the port is in use (another ncghl, or another program)"
+               : errno ? strerror(errno) : "address in use or not available");
     evhttp_free(s->http);
     sig_keys_free(s->ghl_keys);
     metrics_free(s->own_metrics);

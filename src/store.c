@@ -160,9 +160,12 @@ void store_set_err(char *err, size_t errlen, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
-  log_error("store: %s", line);
+  /* A caller that takes the reason reports it, on its one line that names
+   * the setting (DB_PATH: ...); logged here only when nobody takes it. */
   if (err && errlen)
     snprintf(err, errlen, "%s", line);
+  else
+    log_error("store: %s", line);
 }
 
 void store_base_init(struct store *s, const struct store_ops *ops) {

@@ -1,6 +1,7 @@
 """SPEC section 4: configuration from the environment and .env files; a bad
 value stops start-up with one line naming the variable."""
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,22 @@ class BadValues(IntegTest):
             with self.subTest(var=name, value=value):
                 s = self.server({name: value}, start=False,
                                 workdir=self.tmp / ("%s-%s" % (name, value)))
+                self._refused(s, name)
+
+    def test_a_host_port_or_store_it_cannot_use_is_one_line_naming_it(self):
+        # Found later than the values' own checks (at the listen and the
+        # store's open), still one line on stderr at the default log level.
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        self.addCleanup(busy.close)
+        for name, env in (("HOST", {"HOST": "not a host"}),
+                          ("DB_PATH", {"DB_PATH": "/proc/nope/x.db"}),
+                          ("PORT", {"PORT": str(busy.getsockname()[1])})):
+            with self.subTest(var=name):
+                env = dict(env, LOG_LEVEL="INFO")
+                s = self.server(env, start=False, workdir=self.tmp / ("late-" + name),
+                                port=int(env["PORT"]) if "PORT" in env else None)
                 self._refused(s, name)
 
     def test_bad_value_in_dotenv_is_named_too(self):
