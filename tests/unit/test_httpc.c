@@ -277,7 +277,12 @@ static void on_guard(evutil_socket_t fd, short what, void *arg) {
 
 static int setup(void **state) {
   struct fixture *f = calloc(1, sizeof *f);
-  f->base = event_base_new();
+  /* Configured as the service's loop is (main.c): epoll changes batched. */
+  struct event_config *c = event_config_new();
+  event_config_set_flag(c, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+  f->base = event_base_new_with_config(c);
+  event_config_free(c);
+  assert_non_null(f->base);
   f->srv.base = f->base;
   f->srv.http = evhttp_new(f->base);
   struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(f->srv.http, "127.0.0.1", 0);
@@ -641,6 +646,43 @@ static void test_reentrant_callbacks(void **state) {
   assert_int_equal(httpc_active(f->h), 0);
 }
 
+/* A call sent from the callback of the one before starts in the same loop
+ * turn (curl's 0 ms timeout runs at once) on the connection just freed;
+ * the time-out curl sets for it right after must still be kept. */
+struct then_hang {
+  struct fixture *f;
+  struct result first, second;
+  int first_port;
+  int *done;
+};
+
+static void on_then_hang(void *ud, const struct httpc_response *r) {
+  struct then_hang *t = ud;
+  on_resp(&t->first, r);
+  t->first_port = t->f->srv.last_peer_port;
+  struct result *x = &t->second;
+  x->done = t->done;
+  assert_int_equal(hsend(t->f, "GET", "/hang", NULL, NULL, 150, x), 0);
+}
+
+static void test_a_call_sent_from_a_callback_keeps_its_timeout(void **state) {
+  struct fixture *f = *state;
+  int done = 0;
+  struct then_hang t = {.f = f, .done = &done};
+  char u[128];
+  url(f, u, sizeof u, "/get?first");
+  struct httpc_request req = {.method = "GET", .url = u, .timeout_ms = 5000};
+  assert_int_equal(httpc_send(f->h, &req, on_then_hang, &t), 0);
+  run_until(f, &done, 1);
+  assert_int_equal(t.first.status, 200);
+  assert_int_equal(t.second.calls, 1);
+  assert_true(t.second.timed_out);
+  assert_int_equal(t.second.status, 0);
+  /* the hanging call went out on the first call's connection */
+  assert_int_equal(f->srv.last_peer_port, t.first_port);
+  assert_int_equal(httpc_active(f->h), 0);
+}
+
 static void free_httpc_cb(void *ud, const struct httpc_response *r) {
   struct fixture *f = ud;
   f->srv.fail_hits++; /* reused as a call counter */
@@ -985,6 +1027,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_fifty_concurrent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_host_connections_bound_what_is_in_flight, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reentrant_callbacks, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_a_call_sent_from_a_callback_keeps_its_timeout, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_free_in_flight_and_from_callback, setup, teardown),
       cmocka_unit_test_setup_teardown(test_up_ghl_headers_and_body, setup, teardown),
       cmocka_unit_test_setup_teardown(test_up_retries, setup, teardown),
