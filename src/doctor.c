@@ -194,11 +194,26 @@ static void on_location(void *ud, const struct up_result *r) {
     char err[128];
     struct json *root = json_parse(r->body, r->body_len, err, sizeof err);
     const struct json *loc = root ? json_get(root, "location") : NULL;
-    const char *name = loc ? json_str(json_get(loc, "name")) : NULL;
-    add_line(d, true, NULL, "GHL token works for location %s (%s)", d->cfg->ghl_location_id,
-             name ? name : "no name in the answer");
-    json_free(root);
-    d->ghl_ok = true;
+    if (!loc || json_type(loc) != JSON_OBJECT) {
+      /* A 200 that is no location (a proxy's page, an error body) says
+       * nothing about the token: not a pass. */
+      char excerpt[120];
+      size_t n = r->body_len < sizeof excerpt - 1 ? r->body_len : sizeof excerpt - 1;
+      for (size_t i = 0; i < n; i++)
+        excerpt[i] = (r->body[i] == '\n' || r->body[i] == '\r') ? ' ' : r->body[i];
+      excerpt[n] = '\0';
+      add_line(d, false,
+               "check GHL_BASE_URL: it should be GHL's API (https://services.leadconnectorhq.com)",
+               "GHL answered GET /locations/%s with HTTP %d but no location: %s",
+               d->cfg->ghl_location_id, r->status, root ? "a JSON body without \"location\"" : excerpt);
+      json_free(root);
+    } else {
+      const char *name = json_str(json_get(loc, "name"));
+      add_line(d, true, NULL, "GHL token works for location %s (%s)", d->cfg->ghl_location_id,
+               name ? name : "no name in the answer");
+      json_free(root);
+      d->ghl_ok = true;
+    }
   } else {
     char fix[512];
     ghl_fix(d, r->status, fix, sizeof fix);

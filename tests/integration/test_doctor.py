@@ -96,6 +96,20 @@ class Doctor(DoctorBase):
         self.assertAllPassed(p, lines)
         self.assertIn("✓ GHL token works for location the-real-location (Agency)", lines)
 
+    def test_a_location_answer_that_is_no_location_is_not_a_pass(self):
+        # A proxy's page or an error body behind a 200 says nothing of the token.
+        for fault in ({"raw_body": "<html><body>maintenance</body></html>"},
+                      {"body": {"statusCode": 401, "message": "Invalid JWT"}}):
+            with self.subTest(fault=fault):
+                self.fakes.fault("ghl", path=r"^/locations/it-location-1$", count=1, status=200, **fault)
+                p, lines = self.doctor()
+                self.fakes._ctl("ghl", "DELETE", "/_fault")
+                self.assertEqual(p.returncode, 1, p.stdout)
+                bad = "\n".join(self.failed(lines))
+                self.assertIn("GHL answered GET /locations/it-location-1 with HTTP 200 but no location", bad)
+                self.assertIn("Fix: check GHL_BASE_URL", bad)
+                self.assertNotIn("✓ GHL token works", "\n".join(lines))
+
     def test_pipeline_that_does_not_exist_gets_a_did_you_mean(self):
         # Names written in pipelines.lua win, so a typo there must be caught.
         d = self.mappings_copy([("pipelines.lua", "pipelines.by_line = {}",
