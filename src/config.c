@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "buf.h"
+#include "dirlist.h"
 #include "log.h"
 #include "tenant.h"
 #include "store.h"
@@ -337,6 +339,30 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
   const char *name = getenv("NCGHL_TENANT");
   if (!name || !*name)
     return 0;
+  if (strcmp(name, CONFIG_TENANT_NEEDED) == 0) {
+    /* A command on one agency's store or accounts, without --tenant: with
+     * tenants there is no such agency, and the process's settings name
+     * none of theirs (its store would be a new, empty one). */
+    if (!c->tenants_dir)
+      return 0;
+    struct buf names;
+    buf_init(&names, 0);
+    char **list = NULL;
+    size_t n = 0;
+    if (dirlist_read(c->tenants_dir, &list, &n) == 0) {
+      for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(list[i]);
+        if (len > 4 && strcmp(list[i] + len - 4, ".env") == 0)
+          buf_printf(&names, "%s%.*s", names.len ? ", " : "", (int)(len - 4), list[i]);
+      }
+      dirlist_free(list, n);
+    }
+    snprintf(err, errlen, "TENANTS_DIR is set (%s): name the tenant with --tenant NAME (%s)",
+             c->tenants_dir, names.len ? names.p : "no tenant files there");
+    buf_free(&names);
+    config_free(c);
+    return -1;
+  }
   char why[1024];
   if (!c->tenants_dir) {
     snprintf(err, errlen, "--tenant %s: TENANTS_DIR is not set, so there are no tenants", name);

@@ -86,6 +86,12 @@ struct config {
  * tenant's configuration (config_load_tenant) instead.
  * Returns 0, or -1 with "NAME: why" in err. */
 int config_load(struct config *c, const char *env_file, bool sandbox, char *err, size_t errlen);
+/* NCGHL_TENANT's value for a command that works on one agency's store or
+ * accounts and was given no --tenant: config_load then refuses when
+ * TENANTS_DIR is set, naming the tenants, and is the single agency's
+ * otherwise. */
+#define CONFIG_TENANT_NEEDED "-"
+
 /* config_load for a command (serve, events, replay, ...): the one-line
  * error on stderr, and the log set up as configured (format, PII masking,
  * level, file). 0, or -1 with nothing to free. */

@@ -418,6 +418,15 @@ class Tenants(IntegTest):
         p = s.cli("events", "--tenant", "nope")
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("--tenant nope: no such tenant", p.stderr)
+        # Without --tenant, a command on one agency's store or accounts says
+        # which tenants there are, and makes no store of its own.
+        for args in (("events",), ("doctor",), ("replay", "--dead"), ("conflicts",)):
+            p = s.cli(*args)
+            self.assertNotEqual(p.returncode, 0, (args, p.stdout))
+            self.assertIn("name the tenant with --tenant NAME (a, b)", p.stderr, args)
+        if not s.store_url:
+            self.assertFalse((self.tmp / "ncghl.db").exists(), "no single-agency store with tenants")
+            self.assertFalse((s.workdir / "data" / "ncghl.db").exists())
         auth = {"Authorization": "Bearer it-admin-token"}
         # Without a tenant: 400 naming the tenants (after the token check).
         self.assertEqual(s.get("/api/v1/events").status, 401)
