@@ -143,8 +143,17 @@ static void lua_lines(struct doctor *d, const char *fn, const char *body, size_t
 
 /* ---- upstream checks ---------------------------------------------------- */
 
-static void ghl_fix(const struct doctor *d, int status, char *out, size_t n) {
-  if (status == 0 && d->up && up_ghl_oauth(d->up) && !tokens_has_grant(up_ghl_oauth(d->up)))
+static void ghl_fix(const struct doctor *d, int status, const char *error, char *out, size_t n) {
+  /* The token endpoint's refusals (tokens.c words them) have their own fix:
+   * the location is not what is wrong. */
+  if (error && strstr(error, "refused the refresh token"))
+    snprintf(out, n,
+             "GHL no longer accepts this sub-account's tokens (the app was uninstalled, or "
+             "installed again elsewhere): install the app again (open /oauth/install on this "
+             "service; docs/install.md)");
+  else if (error && strstr(error, "refused the app's keys"))
+    snprintf(out, n, "GHL refused the app's keys: check GHL_CLIENT_ID and GHL_CLIENT_SECRET");
+  else if (status == 0 && d->up && up_ghl_oauth(d->up) && !tokens_has_grant(up_ghl_oauth(d->up)))
     snprintf(out, n,
              "GHL OAuth has no tokens yet: install the Marketplace app on the sub-account "
              "(open /oauth/install on this service; docs/install.md)");
@@ -216,7 +225,7 @@ static void on_location(void *ud, const struct up_result *r) {
     }
   } else {
     char fix[512];
-    ghl_fix(d, r->status, fix, sizeof fix);
+    ghl_fix(d, r->status, r->error, fix, sizeof fix);
     add_line(d, false, fix, "GHL token and location %s: %s", d->cfg->ghl_location_id,
              r->error ? r->error : "no answer");
   }
@@ -230,7 +239,7 @@ static void on_pipelines(void *ud, const struct up_result *r) {
     lua_lines(d, "pipelines", r->body, r->body_len);
   } else {
     char fix[512];
-    ghl_fix(d, r->status, fix, sizeof fix);
+    ghl_fix(d, r->status, r->error, fix, sizeof fix);
     add_line(d, false, fix, "cannot read GHL's pipelines: %s", r->error ? r->error : "no answer");
   }
   d->step++;
@@ -246,7 +255,7 @@ static void on_custom_fields(void *ud, const struct up_result *r) {
     if (r->status == 401 || r->status == 403)
       snprintf(fix, sizeof fix, "give the token the locations/customFields.readonly scope");
     else
-      ghl_fix(d, r->status, fix, sizeof fix);
+      ghl_fix(d, r->status, r->error, fix, sizeof fix);
     add_line(d, false, fix, "cannot read GHL's custom fields: %s", r->error ? r->error : "no answer");
   }
   d->step++;

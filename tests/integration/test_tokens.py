@@ -294,6 +294,13 @@ class RefusedRefreshToken(TokenTest):
         eid, email = self.insured_event(s)
         self.assertWaitsForInstall(s, auth, eid, email)
         self.assertEqual(proxy.token_requests, [seed, seed])
+        # doctor says the same, not that the location is wrong.
+        p = s.cli("doctor", timeout=60)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("install the app again", p.stdout)
+        self.assertNotIn("copy the sub-account's id", p.stdout)
+        with proxy.lock:
+            del proxy.token_requests[2:]
         with proxy.lock:
             proxy.valid_refresh.add(seed)
         ev = self.replay(s, auth, eid)
