@@ -45,8 +45,10 @@ function ghl.check(method, path, res)
   end
   local ok, decoded = pcall(json.decode, res.body)
   if not ok or type(decoded) ~= "table" then
+    -- A page that is no answer (a proxy's, a maintenance notice) passes;
+    -- the event waits for an answer rather than dying on it.
     ncghl.fail({
-      retryable = false,
+      retryable = true,
       message = ("GHL %s %s answered something that is not a JSON object: %s"):format(
         method, path, res.body:sub(1, 200)),
     })

@@ -66,8 +66,10 @@ function nowcerts.check(method, path, res)
   end
   local ok, decoded = pcall(json.decode, res.body)
   if not ok or type(decoded) ~= "table" then
+    -- A page that is no answer (a proxy's, a maintenance notice) passes;
+    -- the event waits for an answer rather than dying on it.
     ncghl.fail({
-      retryable = false,
+      retryable = true,
       message = ("NowCerts %s %s answered something that is not JSON: %s"):format(
         method, path, res.body:sub(1, 200)),
     })

@@ -339,6 +339,22 @@ class UpstreamStorms(FaultCase):
         self.recover(s, batch)
         self.assertExactlyOnce(s, batch)
 
+    def test_a_page_that_is_no_answer_makes_events_wait_on_either_side(self):
+        """A proxy's HTML page behind a 200, on GHL's search or NowCerts'
+        list: the same on both sides, the event waits (retry_wait), never
+        dead at once, and is delivered once after the fault."""
+        s = self.start()
+        batch = self.make("nowcerts", n=2) + self.make("ghl", n=2)
+        self.fakes.fault("ghl", path=r"^/contacts/search", count=ENDLESS, status=200,
+                         raw="<html>maintenance</html>")
+        self.fakes.fault("nowcerts", path=r"InsuredDetailList", count=ENDLESS, status=200,
+                         raw="<html>maintenance</html>")
+        self.post_all(s, batch)
+        self.settle(s, batch, ("retry_wait",), "every event to wait")
+        self.clear_faults()
+        self.recover(s, batch)
+        self.assertExactlyOnce(s, batch)
+
     def test_a_write_answered_200_with_an_error_body_is_not_taken_for_done(self):
         """An update answered 200 with an error body (GHL's PUT without
         `succeded`/`contact`, NowCerts' Insert without `"status":1`) has not
