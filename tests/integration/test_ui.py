@@ -594,6 +594,8 @@ class UIBrowser(IntegTest):
         self.assertEqual(paged, every)
         self.d.back()
         # The story of the event behind a change names its field changes.
+        # (The page draws its rows after going back: wait for them.)
+        self.wait(lambda d: self.css("table.changes tbody tr a"), "the timeline's rows again")
         self.css("table.changes tbody tr a")[0].click()
         self.wait(lambda d: self.visible("#event-status .badge"), "the event's story")
         self.wait(lambda d: "Field changes" in d.find_element(By.TAG_NAME, "main").text,
