@@ -23,6 +23,36 @@ local function search_by_email(email)
   }
 end
 
+-- Both sides changed the phone since the base: NowCerts to 555-111-2222
+-- (its changeDate 10:05:00), GHL to +1 555 333 4444 at ghl_at. The winner's
+-- phone ends on both sides.
+local function phone_conflict(name, cid, ghl_at, winner)
+  return { name = name,
+    source = "nowcerts",
+    links = { { kind = "contact", nowcerts = NC_ID, ghl = cid } },
+    snapshots = { { nowcerts = NC_ID, ghl = cid, tags = { "nowcerts" },
+      fields = { firstName = "Jane", lastName = "Doe", phone = "5550000000" } } },
+    body = {
+      event_type = "INSURED_UPDATE",
+      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
+        changeDate = "2024-03-01T10:05:00-00:00" },
+    },
+    answers = {
+      { service = "ghl", method = "GET", path = "/contacts/" .. cid, status = 200,
+        body = { contact = { id = cid, firstName = "Jane", lastName = "Doe", phone = "+15553334444",
+          dateUpdated = ghl_at, tags = { "nowcerts" } } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = winner == "nowcerts" and {
+        { service = "ghl", method = "PUT", path = "/contacts/" .. cid, body = { phone = "+15551112222" } },
+      } or {
+        { service = "nowcerts", method = "POST", path = "/Insured/Insert", body = { phone = "+15553334444" } },
+      },
+      data = { conflicts = { { field = "phone", winner = winner } } },
+    } }
+end
+
 return {
   { name = "insured insert creates a GHL contact",
     source = "nowcerts",
@@ -273,73 +303,16 @@ return {
       data = { action = "created" },
     } },
 
-  { name = "both sides changed the phone at the same time: NowCerts wins the tie",
-    source = "nowcerts",
-    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c61" } },
-    snapshots = { { nowcerts = NC_ID, ghl = "c61", tags = { "nowcerts" },
-      fields = { firstName = "Jane", lastName = "Doe", phone = "5550000000" } } },
-    body = {
-      event_type = "INSURED_UPDATE",
-      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
-        changeDate = "2024-03-01T10:05:00-00:00" },
-    },
-    answers = {
-      { service = "ghl", method = "GET", path = "/contacts/c61", status = 200,
-        body = { contact = { id = "c61", firstName = "Jane", lastName = "Doe", phone = "+15553334444",
-          dateUpdated = "2024-03-01T10:05:00.000Z", tags = { "nowcerts" } } } },
-    },
-    expect = {
-      outcome = "done",
-      requests = {
-        { service = "ghl", method = "PUT", path = "/contacts/c61", body = { phone = "+15551112222" } },
-      },
-      data = { action = "updated", conflicts = { { field = "phone", winner = "nowcerts" } } },
-    } },
+  phone_conflict("both sides changed the phone at the same time: NowCerts wins the tie",
+    "c61", "2024-03-01T10:05:00.000Z", "nowcerts"),
 
-  { name = "a GHL edit within the minute NowCerts' changeDate names is a tie: NowCerts wins",
-    source = "nowcerts",
-    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c62" } },
-    snapshots = { { nowcerts = NC_ID, ghl = "c62", tags = { "nowcerts" },
-      fields = { firstName = "Jane", lastName = "Doe", phone = "5550000000" } } },
-    body = {
-      event_type = "INSURED_UPDATE",
-      -- NowCerts writes its times to the minute: this edit was made at
-      -- some moment of 10:05, maybe after GHL's at 10:05:25.
-      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
-        changeDate = "2024-03-01T10:05:00-00:00" },
-    },
-    answers = {
-      { service = "ghl", method = "GET", path = "/contacts/c62", status = 200,
-        body = { contact = { id = "c62", firstName = "Jane", lastName = "Doe", phone = "+15553334444",
-          dateUpdated = "2024-03-01T10:05:25.120Z", tags = { "nowcerts" } } } },
-    },
-    expect = {
-      outcome = "done",
-      requests = {
-        { service = "ghl", method = "PUT", path = "/contacts/c62", body = { phone = "+15551112222" } },
-      },
-      data = { action = "updated", conflicts = { { field = "phone", winner = "nowcerts" } } },
-    } },
+  -- NowCerts writes its times to the minute: its edit was made at some
+  -- moment of 10:05, maybe after GHL's at 10:05:25.
+  phone_conflict("a GHL edit within the minute NowCerts' changeDate names is a tie: NowCerts wins",
+    "c62", "2024-03-01T10:05:25.120Z", "nowcerts"),
 
-  { name = "a GHL edit after the minute NowCerts' changeDate names is newer: GHL wins",
-    source = "nowcerts",
-    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c63" } },
-    snapshots = { { nowcerts = NC_ID, ghl = "c63", tags = { "nowcerts" },
-      fields = { firstName = "Jane", lastName = "Doe", phone = "5550000000" } } },
-    body = {
-      event_type = "INSURED_UPDATE",
-      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
-        changeDate = "2024-03-01T10:05:00-00:00" },
-    },
-    answers = {
-      { service = "ghl", method = "GET", path = "/contacts/c63", status = 200,
-        body = { contact = { id = "c63", firstName = "Jane", lastName = "Doe", phone = "+15553334444",
-          dateUpdated = "2024-03-01T10:06:01.000Z", tags = { "nowcerts" } } } },
-    },
-    expect = {
-      outcome = "done",
-      data = { conflicts = { { field = "phone", winner = "ghl" } } },
-    } },
+  phone_conflict("a GHL edit after the minute NowCerts' changeDate names is newer: GHL wins",
+    "c63", "2024-03-01T10:06:01.000Z", "ghl"),
 
   { name = "a phone without a country code gets DEFAULT_COUNTRY's (E.164)",
     source = "nowcerts",

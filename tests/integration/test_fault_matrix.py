@@ -205,6 +205,18 @@ class FaultCase(IntegTest):
                     self.assertEqual(n, 1, "stored %r (not acknowledged) made %d records"
                                      % (x, n))
 
+    def seed_the_other_side(self, batch):
+        """Each person of the batch already has a record ("Pre Existing") on
+        the side their event is synced to: a GHL contact for a NowCerts
+        event, a NowCerts insured for a GHL one."""
+        for x in batch:
+            if x.side == "nowcerts":
+                self.seed_contact(email=x.email, first="Pre", last="Existing")
+            else:
+                self.seed_id("nowcerts", "insureds", {"firstName": "Pre", "lastName": "Existing",
+                                                      "eMail": x.email, "type": "Insured",
+                                                      "active": True}, "eMail")
+
     def fault_answers(self, side, path_re, status):
         return [r for r in self.fakes.calls(side, None, path_re) if r.get("status") == status]
 
@@ -319,13 +331,7 @@ class UpstreamStorms(FaultCase):
         after the fault every person is still one record."""
         s = self.start()
         batch = self.make("nowcerts", n=2) + self.make("ghl", n=2)
-        for x in batch:
-            if x.side == "nowcerts":  # the person has a GHL contact already
-                self.seed_contact(email=x.email)
-            else:  # ... or a NowCerts insured
-                self.seed_id("nowcerts", "insureds", {"firstName": "Pre", "lastName": "Existing",
-                                                      "eMail": x.email, "type": "Insured",
-                                                      "active": True}, "eMail")
+        self.seed_the_other_side(batch)
         self.fakes.fault("ghl", path=r"^/contacts/search", count=ENDLESS, status=200,
                          body={"statusCode": 401, "message": "Invalid JWT (fault matrix)"})
         self.fakes.fault("nowcerts", path=r"InsuredDetailList", count=ENDLESS, status=200,
@@ -362,13 +368,7 @@ class UpstreamStorms(FaultCase):
         the change reaches the other side."""
         s = self.start()
         batch = self.make("nowcerts", n=2) + self.make("ghl", n=2)
-        for x in batch:
-            if x.side == "nowcerts":
-                self.seed_contact(email=x.email, first="Pre", last="Existing")
-            else:
-                self.seed_id("nowcerts", "insureds", {"firstName": "Pre", "lastName": "Existing",
-                                                      "eMail": x.email, "type": "Insured",
-                                                      "active": True}, "eMail")
+        self.seed_the_other_side(batch)
         self.fakes.fault("ghl", method="PUT", path=r"^/contacts/", count=ENDLESS, status=200,
                          body={"statusCode": 400, "message": "Validation failed (fault matrix)"})
         self.fakes.fault("nowcerts", path=r"Insured/Insert$", count=ENDLESS, status=200,

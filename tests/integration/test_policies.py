@@ -242,14 +242,20 @@ class Policies(IntegTest):
         self.assertEqual(opp["pipelineStageId"], new_stage)
         self.assertEqual(opp["status"], "won")
 
+    def _acme_auto_policy(self, s, changed):
+        """An Auto policy (500, carrier Acme) on a contact GHL has, sent as
+        POLICY_INSERT with changeDate `changed`: (its data, its number)."""
+        c = self.seed_contact()
+        number = "POL-" + uniq(6)
+        data = {"databaseId": guid(), "number": number, "lineOfBusinessName": "Auto", "totalPremium": 500,
+                "carrierName": "Acme", "insuredEmail": c["email"], "changeDate": changed}
+        self._post(s, "POLICY_INSERT", data)
+        return data, number
+
     def test_an_update_sends_only_what_changed_so_an_agents_name_and_value_stay(self):
         # SPEC 10: the opportunity is synced field by field, like a contact.
         s = self.server()
-        c = self.seed_contact()
-        pid, number = guid(), "POL-" + uniq(6)
-        data = {"databaseId": pid, "number": number, "lineOfBusinessName": "Auto", "totalPremium": 500,
-                "carrierName": "Acme", "insuredEmail": c["email"], "changeDate": "2026-03-01T10:00:00Z"}
-        self._post(s, "POLICY_INSERT", data)
+        data, number = self._acme_auto_policy(s, "2026-03-01T10:00:00Z")
         opp = self._one_opp("Auto Policy - %s" % number)
         self._ghl_put("/opportunities/%s" % opp["id"], {"name": "Agent renamed", "monetaryValue": 999})
         ans = self._post(s, "POLICY_UPDATE", dict(data, carrierName="Beta Ins",
@@ -270,11 +276,7 @@ class Policies(IntegTest):
 
     def test_a_late_copy_of_an_older_policy_changes_nothing(self):
         s = self.server()
-        c = self.seed_contact()
-        pid, number = guid(), "POL-" + uniq(6)
-        data = {"databaseId": pid, "number": number, "lineOfBusinessName": "Auto", "totalPremium": 500,
-                "carrierName": "Acme", "insuredEmail": c["email"], "changeDate": "2026-03-02T10:00:00Z"}
-        self._post(s, "POLICY_INSERT", data)
+        data, number = self._acme_auto_policy(s, "2026-03-02T10:00:00Z")
         late = dict(data, totalPremium=100, carrierName="OldCarrier", changeDate="2026-03-01T10:00:00Z")
         ans = self._post(s, "POLICY_UPDATE", late)
         self.assertEqual(ans["data"]["action"], "skipped", ans)
