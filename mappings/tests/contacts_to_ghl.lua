@@ -24,9 +24,9 @@ local function search_by_email(email)
 end
 
 -- Both sides changed the phone since the base: NowCerts to 555-111-2222
--- (its changeDate 10:05:00), GHL to +1 555 333 4444 at ghl_at. The winner's
--- phone ends on both sides.
-local function phone_conflict(name, cid, ghl_at, winner)
+-- (its changeDate nc_at, 10:05:00 unless given), GHL to +1 555 333 4444
+-- at ghl_at. The winner's phone is written to the side that lost.
+local function phone_conflict(name, cid, ghl_at, winner, nc_at)
   return { name = name,
     source = "nowcerts",
     links = { { kind = "contact", nowcerts = NC_ID, ghl = cid } },
@@ -35,7 +35,7 @@ local function phone_conflict(name, cid, ghl_at, winner)
     body = {
       event_type = "INSURED_UPDATE",
       data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
-        changeDate = "2024-03-01T10:05:00-00:00" },
+        changeDate = nc_at or "2024-03-01T10:05:00-00:00" },
     },
     answers = {
       { service = "ghl", method = "GET", path = "/contacts/" .. cid, status = 200,
@@ -49,7 +49,7 @@ local function phone_conflict(name, cid, ghl_at, winner)
       } or {
         { service = "nowcerts", method = "POST", path = "/Insured/Insert", body = { phone = "+15553334444" } },
       },
-      data = { conflicts = { { field = "phone", winner = winner } } },
+      data = { action = "updated", conflicts = { { field = "phone", winner = winner } } },
     } }
 end
 
@@ -239,29 +239,9 @@ return {
       data = { action = "updated", fields = { "city" } },
     } },
 
-  { name = "both sides changed the phone: the newer record wins and the conflict is recorded",
-    source = "nowcerts",
-    links = { { kind = "contact", nowcerts = NC_ID, ghl = "c60" } },
-    snapshots = { { nowcerts = NC_ID, ghl = "c60", tags = { "nowcerts" },
-      fields = { firstName = "Jane", lastName = "Doe", phone = "5550000000" } } },
-    body = {
-      event_type = "INSURED_UPDATE",
-      data = { id = NC_ID, firstName = "Jane", lastName = "Doe", phone = "555-111-2222",
-        changeDate = "2024-03-01T10:00:00Z" },
-    },
-    answers = {
-      { service = "ghl", method = "GET", path = "/contacts/c60", status = 200,
-        body = { contact = { id = "c60", firstName = "Jane", lastName = "Doe", phone = "+15553334444",
-          dateUpdated = "2024-03-01T10:05:00.000Z", tags = { "nowcerts" } } } },
-    },
-    expect = {
-      outcome = "done",
-      -- GHL's change is newer: nothing is written to GHL; NowCerts gets GHL's phone.
-      requests = {
-        { service = "nowcerts", method = "POST", path = "/Insured/Insert", body = { phone = "+15553334444" } },
-      },
-      data = { action = "updated", conflicts = { { field = "phone", winner = "ghl" } } },
-    } },
+  -- GHL's change is newer: nothing is written to GHL; NowCerts gets GHL's phone.
+  phone_conflict("both sides changed the phone: the newer record wins and the conflict is recorded",
+    "c60", "2024-03-01T10:05:00.000Z", "ghl", "2024-03-01T10:00:00Z"),
 
   { name = "no email: the contact is looked up by phone in E.164",
     source = "nowcerts",
