@@ -159,6 +159,11 @@ local function contact_for(src, m)
       fresh = true,
     })
     if util.empty(r.contact_id) then
+      if r.action == "skipped" then
+        -- Left alone on purpose (its contact was deleted in GHL, ...): so
+        -- is the policy, with the same reason, rather than failing for good.
+        return nil, nil, r.reason or r.message
+      end
       fail(("the policy's insured %s has no GHL contact: %s"):format(ins_id, tostring(r.message)))
     end
     return r.contact_id, "nowcerts"
@@ -462,7 +467,15 @@ function opportunities.upsert(src, m, opts)
     end
   end
   if not opp_id then
-    contact_id, contact_by = contact_for(src, m)
+    local why_not
+    contact_id, contact_by, why_not = contact_for(src, m)
+    if not contact_id and why_not then
+      return {
+        action = "skipped",
+        reason = ("the policy's insured has no GHL contact: %s"):format(why_not),
+        message = ("Skipped: the policy's insured has no GHL contact (%s)"):format(why_not),
+      }
+    end
     local adopted = adoptable(contact_id, body.name, number)
     if adopted then
       opp_id, found_by = adopted, "search"

@@ -289,6 +289,22 @@ class FieldSync(SyncCase):
         self.assertTrue(updates)
         self.assertEqual({e["status"] for e in updates}, {"done"}, updates)
 
+    def test_a_policy_of_an_insured_whose_contact_was_deleted_is_skipped_not_dead(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        self.fakes.agent_delete("ghl", "contacts", cid)  # GHL sends ContactDelete
+        self.settle(s)
+        r = s.nowcerts({"event_type": "POLICY_INSERT", "data": {
+            "databaseId": "6d45d106-%s-4abc-8abc-%s" % (uniq(4), uniq(12)), "number": "POL-" + uniq(6),
+            "lineOfBusinessName": "Auto", "totalPremium": 500, "insuredDatabaseId": ins_id}})
+        self.assertEqual(r.status, 200, r.body)
+        data = r.json()["data"]
+        self.assertEqual(data["action"], "skipped", data)
+        self.assertIn("deleted", data["reason"])
+        self.settle(s)
+        self.assertEqual(self.fakes.records("ghl", "opportunities"), [])
+        self.assertEqual(self.contacts_with_email(self.nc(ins_id)["eMail"]), [])
+
     def test_a_merged_survivor_is_linked_after_the_contact_is_deleted(self):
         s = self.start()
         ins_id, cid = self.linked_pair(s)
