@@ -1756,6 +1756,33 @@ static const char *type_name_of(lua_State *co, int idx) {
   return lua_typename(co, lua_type(co, idx));
 }
 
+/* A script's error() with something other than text (a table, say): what
+ * the agency reads is its `message` field when it has one, and where it was
+ * raised, from the coroutine's stack (kept after the error), since Lua adds
+ * the position only to text. */
+static char *describe_error_object(lua_State *co) {
+  char where[160] = "";
+  lua_Debug ar;
+  for (int level = 0; lua_getstack(co, level, &ar); level++) {
+    if (lua_getinfo(co, "Sl", &ar) && ar.currentline > 0 && ar.source[0] == '@') {
+      snprintf(where, sizeof where, " (raised at %s:%d)", ar.source + 1, ar.currentline);
+      break;
+    }
+  }
+  const char *msg = NULL;
+  if (lua_type(co, -1) == LUA_TTABLE && lua_checkstack(co, 2)) {
+    lua_getfield(co, -1, "message");
+    msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
+    if (msg)
+      lua_pushfstring(co, "%s%s", msg, where);
+    else
+      lua_pushfstring(co, "(error object is a table value)%s", where);
+  } else {
+    lua_pushfstring(co, "(error object is a %s value)%s", type_name_of(co, -1), where);
+  }
+  return xstrdup(lua_tostring(co, -1));
+}
+
 static void ev_free(struct lrt_ev *e) {
   want_free(e);
   free(e->held);
@@ -1832,10 +1859,8 @@ static void ev_finish(struct lrt_ev *e, int rc, int nres) {
     } else {
       if (lua_type(co, -1) == LUA_TSTRING)
         error = xstrdup(lua_tostring(co, -1));
-      else {
-        lua_pushfstring(co, "(error object is a %s value)", type_name_of(co, -1));
-        error = xstrdup(lua_tostring(co, -1));
-      }
+      else
+        error = describe_error_object(co);
       if (!rt->quiet)
         log_warn("lua event=%s script error: %s", e->id, error ? error : "?");
       if (!rt->quiet && log_enabled(LOGL_DEBUG)) {
