@@ -702,7 +702,16 @@ end
 -- map, constants and tags included.
 local function create_body(to, maps, rec, values)
   if to == "ghl" then
-    return (map.apply(maps.insured_to_contact, rec))
+    local body = map.apply(maps.insured_to_contact, rec)
+    -- A contact nobody can tell from another (no name, company, e-mail or
+    -- phone) is not made, as a nameless GHL lead makes no insured (SPEC 10).
+    for _, f in ipairs({ "firstName", "lastName", "name", "companyName", "email", "phone" }) do
+      if not util.empty(util.str(body[f])) then
+        return body
+      end
+    end
+    return nil, "the record has no name, company, e-mail or phone: a GHL contact with nothing "
+      .. "to know the person by is not made"
   end
   local body = map.apply(maps.contact_to_insured, rec)
   local state = sync.consent_of(rec)

@@ -263,6 +263,15 @@ return {
       data = { action = "updated", found_by = "phone" },
     } },
 
+  { name = "an insured with no name, company, e-mail or phone makes no contact, saying why",
+    source = "nowcerts",
+    body = { event_type = "INSURED_INSERT", data = { city = "Tampa" } },
+    expect = {
+      outcome = "done",
+      data = { action = "skipped", reason = "the record has no name, company, e-mail or phone: a GHL "
+        .. "contact with nothing to know the person by is not made" },
+    } },
+
   { name = "a phone with an extension is written in E.164 without it",
     source = "nowcerts",
     body = {
