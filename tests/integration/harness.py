@@ -87,6 +87,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def recv_all(sock):
+    """Everything a raw socket's peer sends until it closes (the socket is
+    closed after)."""
+    data = b""
+    with sock:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
 def uniq(n=10):
     return uuid.uuid4().hex[:n]
 

@@ -324,63 +324,56 @@ class UpstreamStorms(FaultCase):
         self.recover(s, batch)
         self.assertExactlyOnce(s, batch)
 
+    def wait_out(self, faults, seeded, error_of):
+        """Two events a side meet `faults` (side -> fault spec) forever: every
+        one waits in retry_wait, its error holding error_of(side); after the
+        faults, replayed, each person is one record. `seeded`: each already
+        has a record on the other side. Returns the batch."""
+        s = self.start()
+        batch = self.make("nowcerts", n=2) + self.make("ghl", n=2)
+        if seeded:
+            self.seed_the_other_side(batch)
+        for side, spec in faults.items():
+            self.fakes.fault(side, count=ENDLESS, status=200, **spec)
+        self.post_all(s, batch)
+        rows = self.settle(s, batch, ("retry_wait",), "every event to wait out the fault")
+        for x, row in zip(batch, rows):
+            self.assertIn(error_of(x.side), row.get("last_error") or "", (x, row))
+        if seeded:  # nobody was made a second time meanwhile
+            self.assertExactlyOnce(s, batch)
+        self.clear_faults()
+        self.recover(s, batch)
+        self.assertExactlyOnce(s, batch)
+        return batch
+
     def test_a_search_answered_without_its_list_never_makes_a_second_record(self):
         """A search answered 200 with an error body says nothing of who
         exists: taken for "nobody", the create after it would make a second
-        record of a person the other side has. The events wait instead;
-        after the fault every person is still one record."""
-        s = self.start()
-        batch = self.make("nowcerts", n=2) + self.make("ghl", n=2)
-        self.seed_the_other_side(batch)
-        self.fakes.fault("ghl", path=r"^/contacts/search", count=ENDLESS, status=200,
-                         body={"statusCode": 401, "message": "Invalid JWT (fault matrix)"})
-        self.fakes.fault("nowcerts", path=r"InsuredDetailList", count=ENDLESS, status=200,
-                         body={"Message": "An error has occurred."})
-        self.post_all(s, batch)
-        rows = self.settle(s, batch, ("retry_wait",), "every event to wait for a search it can read")
-        for x, row in zip(batch, rows):
-            self.assertIn("list", row.get("last_error") or "", (x, row))
-        self.assertExactlyOnce(s, batch)
-        self.clear_faults()
-        self.recover(s, batch)
-        self.assertExactlyOnce(s, batch)
+        record of a person the other side has."""
+        self.wait_out({"ghl": {"path": r"^/contacts/search",
+                               "body": {"statusCode": 401, "message": "Invalid JWT (fault matrix)"}},
+                       "nowcerts": {"path": r"InsuredDetailList",
+                                    "body": {"Message": "An error has occurred."}}},
+                      True, lambda side: "list")
 
     def test_a_page_that_is_no_answer_makes_events_wait_on_either_side(self):
         """A proxy's HTML page behind a 200, on GHL's search or NowCerts'
-        list: the same on both sides, the event waits (retry_wait), never
-        dead at once, and is delivered once after the fault."""
-        s = self.start()
-        batch = self.make("nowcerts", n=2) + self.make("ghl", n=2)
-        self.fakes.fault("ghl", path=r"^/contacts/search", count=ENDLESS, status=200,
-                         raw="<html>maintenance</html>")
-        self.fakes.fault("nowcerts", path=r"InsuredDetailList", count=ENDLESS, status=200,
-                         raw="<html>maintenance</html>")
-        self.post_all(s, batch)
-        self.settle(s, batch, ("retry_wait",), "every event to wait")
-        self.clear_faults()
-        self.recover(s, batch)
-        self.assertExactlyOnce(s, batch)
+        list: the same on both sides, never dead at once."""
+        page = "<html>maintenance</html>"
+        self.wait_out({"ghl": {"path": r"^/contacts/search", "raw": page},
+                       "nowcerts": {"path": r"InsuredDetailList", "raw": page}},
+                      False, lambda side: "JSON")
 
     def test_a_write_answered_200_with_an_error_body_is_not_taken_for_done(self):
         """An update answered 200 with an error body (GHL's PUT without
         `succeded`/`contact`, NowCerts' Insert without `"status":1`) has not
-        been seen to change anything: the event waits, and after the fault
-        the change reaches the other side."""
-        s = self.start()
-        batch = self.make("nowcerts", n=2) + self.make("ghl", n=2)
-        self.seed_the_other_side(batch)
-        self.fakes.fault("ghl", method="PUT", path=r"^/contacts/", count=ENDLESS, status=200,
-                         body={"statusCode": 400, "message": "Validation failed (fault matrix)"})
-        self.fakes.fault("nowcerts", path=r"Insured/Insert$", count=ENDLESS, status=200,
-                         body={"Message": "An error has occurred."})
-        self.post_all(s, batch)
-        rows = self.settle(s, batch, ("retry_wait",), "every event to wait for a write it can trust")
-        for x, row in zip(batch, rows):
-            self.assertIn("succeeded" if x.side == "nowcerts" else "status", row.get("last_error") or "",
-                          (x, row))
-        self.clear_faults()
-        self.recover(s, batch)
-        self.assertExactlyOnce(s, batch)
+        been seen to change anything: after the fault the change reaches the
+        other side."""
+        batch = self.wait_out(
+            {"ghl": {"method": "PUT", "path": r"^/contacts/",
+                     "body": {"statusCode": 400, "message": "Validation failed (fault matrix)"}},
+             "nowcerts": {"path": r"Insured/Insert$", "body": {"Message": "An error has occurred."}}},
+            True, lambda side: "succeeded" if side == "nowcerts" else "status")
         for x in batch:
             if x.side == "nowcerts":
                 got = self.contacts_with_email(x.email)[0]["firstName"]

@@ -209,14 +209,7 @@ class Burst(Base):
             socks.append(c)
         out = []
         for c in socks:
-            data = b""
-            while True:
-                chunk = c.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            c.close()
-            head, _, body = data.partition(b"\r\n\r\n")
+            head, _, body = harness.recv_all(c).partition(b"\r\n\r\n")
             out.append((int(head.split(b" ")[1]), _json.loads(body)))
         return out
 
