@@ -116,6 +116,22 @@ static struct tokens *nowcerts(struct fake_io *io, double margin) {
   return tk;
 }
 
+/* A GHL OAuth token source (Marketplace app keys and a refresh token); *p
+ * and *tio are kept for the tests that build a second one from them. */
+static struct tokens *ghl_oauth(struct fake_io *io, struct tokens_params *p, struct tokens_io *tio,
+                                const char *secret, const char *refresh) {
+  *p = (struct tokens_params){.kind = TOKENS_GHL_OAUTH,
+                              .base_url = "https://services.example.test",
+                              .client_id = "client-1",
+                              .client_secret = secret,
+                              .refresh_token = refresh,
+                              .refresh_margin = 300};
+  *tio = (struct tokens_io){.post = fake_post, .cancel = fake_cancel, .io_ud = io};
+  struct tokens *tk = tokens_new(p, tio);
+  assert_non_null(tk);
+  return tk;
+}
+
 /* ---- tests ---------------------------------------------------------------------- */
 
 static void test_login_then_reuse_while_fresh(void **state) {
@@ -363,15 +379,9 @@ static void test_ghl_static(void **state) {
 
 static void test_ghl_oauth_refresh_rotates(void **state) {
   struct fake_io io = {0};
-  struct tokens_params p = {.kind = TOKENS_GHL_OAUTH,
-                            .base_url = "https://services.example.test",
-                            .client_id = "client-1",
-                            .client_secret = "s3cret/+=",
-                            .refresh_token = "GHL-REFRESH-0",
-                            .refresh_margin = 300};
-  struct tokens_io tio = {.post = fake_post, .cancel = fake_cancel, .io_ud = &io};
-  struct tokens *tk = tokens_new(&p, &tio);
-  assert_non_null(tk);
+  struct tokens_params p;
+  struct tokens_io tio;
+  struct tokens *tk = ghl_oauth(&io, &p, &tio, "s3cret/+=", "GHL-REFRESH-0");
   assert_true(tokens_can_renew(tk));
   assert_null(tokens_fresh(tk, 0));
   struct got g = {0};
@@ -498,14 +508,9 @@ static int saver(void *ud, const char *refresh, const char *access, double lifet
 static void test_ghl_oauth_tokens_saved_and_restored(void **state) {
   (void)state;
   struct fake_io io = {0};
-  struct tokens_params p = {.kind = TOKENS_GHL_OAUTH,
-                            .base_url = "https://services.example.test",
-                            .client_id = "client-1",
-                            .client_secret = "secret-1",
-                            .refresh_token = "GHL-SEED",
-                            .refresh_margin = 300};
-  struct tokens_io tio = {.post = fake_post, .cancel = fake_cancel, .io_ud = &io};
-  struct tokens *tk = tokens_new(&p, &tio);
+  struct tokens_params p;
+  struct tokens_io tio;
+  struct tokens *tk = ghl_oauth(&io, &p, &tio, "secret-1", "GHL-SEED");
   struct saved sv = {0};
   tokens_set_saver(tk, saver, &sv);
   struct got g = {0};
@@ -562,14 +567,9 @@ static void test_ghl_oauth_tokens_saved_and_restored(void **state) {
 static void test_ghl_oauth_install(void **state) {
   (void)state;
   struct fake_io io = {0};
-  struct tokens_params p = {.kind = TOKENS_GHL_OAUTH,
-                            .base_url = "https://services.example.test",
-                            .client_id = "client-1",
-                            .client_secret = "secret-1",
-                            .refresh_token = "OLD-REFRESH",
-                            .refresh_margin = 300};
-  struct tokens_io tio = {.post = fake_post, .cancel = fake_cancel, .io_ud = &io};
-  struct tokens *tk = tokens_new(&p, &tio);
+  struct tokens_params p;
+  struct tokens_io tio;
+  struct tokens *tk = ghl_oauth(&io, &p, &tio, "secret-1", "OLD-REFRESH");
   struct saved sv = {0};
   tokens_set_saver(tk, saver, &sv);
   struct got g = {0};
@@ -617,14 +617,9 @@ static void test_ghl_oauth_install(void **state) {
 static void test_ghl_oauth_refused_refresh(void **state) {
   (void)state;
   struct fake_io io = {0};
-  struct tokens_params p = {.kind = TOKENS_GHL_OAUTH,
-                            .base_url = "https://services.example.test",
-                            .client_id = "client-1",
-                            .client_secret = "secret-1",
-                            .refresh_token = "GONE-REFRESH",
-                            .refresh_margin = 300};
-  struct tokens_io tio = {.post = fake_post, .cancel = fake_cancel, .io_ud = &io};
-  struct tokens *tk = tokens_new(&p, &tio);
+  struct tokens_params p;
+  struct tokens_io tio;
+  struct tokens *tk = ghl_oauth(&io, &p, &tio, "secret-1", "GONE-REFRESH");
   struct got g = {0};
   assert_int_equal(tokens_wait(tk, 0, on_token, &g), 0);
   answer(&io, 400, "{\"error\":\"invalid_grant\",\"error_description\":\"token revoked\"}");
