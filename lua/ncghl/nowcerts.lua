@@ -239,6 +239,25 @@ function nowcerts.create_insured(body)
   return id:lower()
 end
 
+-- An e-mail written over another that the record also holds in a second
+-- field (GHL's e-mail is the insured's eMail2, say: found by it, then
+-- synced): the two swap, so the address replaced stays in the record
+-- instead of being lost, and the record still holds both.
+local function keep_replaced_email(body, changes, current)
+  local first = nowcerts.email_fields[1]
+  local new, old = util.str(changes[first]), util.str(current[first])
+  if not new or not old or util.email(new) == util.email(old) then
+    return
+  end
+  for i = 2, #nowcerts.email_fields do
+    local f = nowcerts.email_fields[i]
+    if changes[f] == nil and util.email(util.str(current[f])) == util.email(new) then
+      body[f] = old
+      return
+    end
+  end
+end
+
 -- Insured/Insert of `current` (the record as read right before) with
 -- `changes` applied: every field the list read is sent back as it was, so
 -- nothing ncghl does not map is blanked (Insert with a databaseId replaces
@@ -258,6 +277,7 @@ function nowcerts.update_insured(id, changes, current)
       body[f] = v
     end
   end
+  keep_replaced_email(body, changes, current)
   body.databaseId = id
   local answer, res = nowcerts.request("POST", "/Insured/Insert", with_enums(body))
   -- NowCerts' writes say how they went in "status" (1 done, 0 failed, which

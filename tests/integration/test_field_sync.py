@@ -252,6 +252,24 @@ class FieldSync(SyncCase):
         self.assertEqual(e164(nc.get("phone") or ""), "+18135550101", nc)
         self.assertEqual(len(self.fakes.records("nowcerts", "insureds")), 1)
 
+    def test_a_person_found_by_a_second_email_loses_neither_address(self):
+        # Found in NowCerts by eMail2, the contact's e-mail is written as the
+        # insured's e-mail; the address it replaces moves to eMail2.
+        s = self.start(NOWCERTS_POLL_INTERVAL=0)
+        home, work = "kim.%s@home.example" % uniq(), "kim.%s@work.example" % uniq()
+        ins_id = self.seed_id("nowcerts", "insureds", {
+            "firstName": "Kim", "lastName": "Park", "eMail": home, "eMail2": work, "type": "Insured",
+            "active": True}, "eMail")
+        c = self.lead(firstName="Kim", lastName="Park", email=work)
+        r = s.ghl(ghl_event("ContactCreate", c))
+        self.assertEqual(r.status, 200, r.body)
+        self.settle(s)
+        nc = self.nc(ins_id)
+        self.assertEqual(sorted([nc.get("eMail"), nc.get("eMail2")]), sorted([home, work]), nc)
+        self.assertEqual(nc.get("eMail"), work, nc)
+        self.assertEqual(self.contact(c["id"]).get("email"), work)
+        self.assertEqual(len(self.fakes.records("nowcerts", "insureds")), 1)
+
     def test_a_second_contact_with_a_linked_email_does_not_take_the_insured_over(self):
         s = self.start()
         ins_id, cid = self.linked_pair(s, city="Tampa")
