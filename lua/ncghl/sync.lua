@@ -1018,6 +1018,18 @@ function sync.contact(from, rec, opts)
     -- with one e-mail): taking it over would rename it and leave its
     -- partner unlinked. Left alone, with the reason; the people who know
     -- whether these are one person merge them or give one its own e-mail.
+    -- A late copy of a change to a contact GHL has deleted since (GHL
+    -- retries webhooks for hours): its insured is found by e-mail, but the
+    -- contact is gone; linking it again would write its old values over the
+    -- insured's. A change made after the deletion (a contact restored) is
+    -- newer than it and goes through.
+    if from == "ghl" then
+      local theirs_snap = load_snapshot(ids.nowcerts)
+      if theirs_snap.deleted_ghl_id == ids.ghl and (at or 0) <= (tonumber(theirs_snap.deleted_at) or math.huge) then
+        return skipped(("GHL contact %s was deleted; this change to it is older than the deletion and is "
+            .. "not synced"):format(ids.ghl), { insured_id = ids.nowcerts, contact_id = ids.ghl })
+      end
+    end
     local holder = ncghl.link_get(KIND, from, ids[to])
     if holder and holder ~= ids[from] then
       local mine, theirs = from == "ghl" and "GHL contact" or "NowCerts insured",
@@ -1351,6 +1363,7 @@ function sync.contact_deleted(ghl_id)
   ncghl.lock("contact:nowcerts:" .. nc_id)
   local snap = load_snapshot(nc_id)
   snap.deleted_ghl_id = ghl_id
+  snap.deleted_at = ncghl.now()
   stored(ncghl.link_del, KIND, nc_id)
   save_snapshot(nc_id, nil, snap)
   note({ nowcerts = nc_id, ghl = ghl_id }, "contact", "ghl", ghl_id, "", "deleted")

@@ -323,6 +323,25 @@ class FieldSync(SyncCase):
         self.assertEqual(self.fakes.records("ghl", "opportunities"), [])
         self.assertEqual(self.contacts_with_email(self.nc(ins_id)["eMail"]), [])
 
+    def test_a_late_change_to_a_deleted_contact_changes_nothing(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s, city="Tampa")
+        old = dict(self.contact(cid))
+        self.fakes.agent_delete("ghl", "contacts", cid)  # GHL sends ContactDelete
+        self.settle(s)
+        # GHL's retry of a change made before the deletion arrives now.
+        old.update(city="Oldtown", dateUpdated="2025-01-01T00:00:00.000Z")
+        r = s.ghl(ghl_event("ContactUpdate", old))
+        self.assertEqual(r.status, 200, r.body)
+        data = r.json()["data"]
+        self.assertEqual(data["action"], "skipped", data)
+        self.assertIn("deleted", data["reason"])
+        self.settle(s)
+        self.assertEqual(self.nc(ins_id)["city"], "Tampa")
+        rows = harness_db(s, "SELECT ghl_id FROM links WHERE kind = 'contact' AND nowcerts_id = ?",
+                          (ins_id.lower(),))
+        self.assertEqual(rows, [])
+
     def test_a_merged_survivor_is_linked_after_the_contact_is_deleted(self):
         s = self.start()
         ins_id, cid = self.linked_pair(s)
