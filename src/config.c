@@ -351,9 +351,9 @@ int config_load(struct config *c, const char *env_file, bool sandbox, char *err,
     size_t n = 0;
     if (dirlist_read(c->tenants_dir, &list, &n) == 0) {
       for (size_t i = 0; i < n; i++) {
-        size_t len = strlen(list[i]);
-        if (len > 4 && strcmp(list[i] + len - 4, ".env") == 0)
-          buf_printf(&names, "%s%.*s", names.len ? ", " : "", (int)(len - 4), list[i]);
+        size_t stem = tenant_file_stem(list[i]);
+        if (stem)
+          buf_printf(&names, "%s%.*s", names.len ? ", " : "", (int)stem, list[i]);
       }
       dirlist_free(list, n);
     }

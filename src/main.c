@@ -379,9 +379,10 @@ int main(int argc, char **argv) {
   static const char *const per_agency[] = {"events", "replay", "conflicts", "backfill",
                                            "doctor", "subscribe", "unsubscribe"};
   const char *given = getenv("NCGHL_TENANT");
-  for (size_t k = 0; k < sizeof per_agency / sizeof *per_agency && !(given && *given); k++)
-    if (strcmp(cmd, per_agency[k]) == 0)
-      setenv("NCGHL_TENANT", CONFIG_TENANT_NEEDED, 1);
+  if (!given || !*given)
+    for (size_t k = 0; k < sizeof per_agency / sizeof *per_agency; k++)
+      if (strcmp(cmd, per_agency[k]) == 0)
+        setenv("NCGHL_TENANT", CONFIG_TENANT_NEEDED, 1);
   if (strcmp(cmd, "events") == 0)
     return events_main(argc - 2, argv + 2, usage);
   if (strcmp(cmd, "replay") == 0)

@@ -90,6 +90,11 @@ struct tenants {
   bool started; /* the directory was read once: later errors keep what runs */
 };
 
+size_t tenant_file_stem(const char *file) {
+  size_t len = strlen(file);
+  return len > 4 && strcmp(file + len - 4, ".env") == 0 ? len - 4 : 0;
+}
+
 bool tenant_name_ok(const char *name) {
   size_t n = name ? strlen(name) : 0;
   if (n == 0 || n > 40)
@@ -627,11 +632,11 @@ int tenants_sync_dir(struct tenants *ts, const struct config *main, bool sandbox
   /* Read every file first: a duplicate GHL_LOCATION_ID is only seen
    * across them. */
   for (size_t i = 0; i < nnames; i++) {
-    size_t len = strlen(names[i]);
-    if (len <= 4 || strcmp(names[i] + len - 4, ".env") != 0)
-      continue; /* README, editor backups: not tenants */
+    size_t stem = tenant_file_stem(names[i]);
+    if (!stem)
+      continue;
     struct wanted *x = &w[nw++];
-    snprintf(x->name, sizeof x->name, "%.*s", (int)(len - 4 < 47 ? len - 4 : 47), names[i]);
+    snprintf(x->name, sizeof x->name, "%.*s", (int)(stem < 47 ? stem : 47), names[i]);
     struct buf p;
     buf_init(&p, 0);
     buf_printf(&p, "%s/%s", main->tenants_dir, names[i]);
@@ -640,7 +645,7 @@ int tenants_sync_dir(struct tenants *ts, const struct config *main, bool sandbox
       refuse(ts, x, &nbad, err, errlen, "%s%s: out of memory", names[i], "");
       continue;
     }
-    if (len - 4 > 40 || !tenant_name_ok(x->name)) {
+    if (stem > 40 || !tenant_name_ok(x->name)) {
       refuse(ts, x, &nbad, err, errlen,
              "%s: a tenant's name (the file's, without .env) must match "
              "[a-z0-9][a-z0-9_-]{0,39}%s",

@@ -37,6 +37,9 @@ struct tenant_shared {
 
 /* Whether name can name a tenant: [a-z0-9][a-z0-9_-]{0,39}. */
 bool tenant_name_ok(const char *name);
+/* The length of a TENANTS_DIR entry's tenant name (the file's name without
+ * ".env"), 0 when the entry is no tenant file (README, editor backups). */
+size_t tenant_file_stem(const char *file);
 /* Where a tenant's store lives (malloc'd): for SQLite, tenants/<name>.db
  * beside DB_PATH; for a PostgreSQL STORE_URL, the same URL with the query
  * parameter ncghl_schema=t_<name> added (its own schema). NULL name: the

@@ -94,13 +94,12 @@ end
 -- taken for "nobody" would create the insured twice. Retryable, as a
 -- passing fault is.
 local function list(path_and_query)
-  local found = nowcerts.request("GET", path_and_query)
-  if type(found) ~= "table" or type(found.value) ~= "table" then
-    local ok, text = pcall(json.encode, found)
+  local found, res = nowcerts.request("GET", path_and_query)
+  if type(found.value) ~= "table" then
     ncghl.fail({
       retryable = true,
       message = ("NowCerts GET %s answered without its \"value\" list, so what it holds is unknown: %s"):format(
-        path_and_query:match("^[^?]*"), ok and text:sub(1, 300) or type(found)),
+        path_and_query:match("^[^?]*"), answer_of(res)),
     })
   end
   return found.value

@@ -1014,22 +1014,21 @@ function sync.contact(from, rec, opts)
       return result
     end
     ncghl.lock("contact:" .. to .. ":" .. ids[to])
-    -- The record found is another's already (two contacts, or two insureds,
-    -- with one e-mail): taking it over would rename it and leave its
-    -- partner unlinked. Left alone, with the reason; the people who know
-    -- whether these are one person merge them or give one its own e-mail.
+    snap = load_snapshot(ids.nowcerts) -- the insured may have had one before
     -- A late copy of a change to a contact GHL has deleted since (GHL
     -- retries webhooks for hours): its insured is found by e-mail, but the
     -- contact is gone; linking it again would write its old values over the
     -- insured's. A change made after the deletion (a contact restored) is
     -- newer than it and goes through.
-    if from == "ghl" then
-      local theirs_snap = load_snapshot(ids.nowcerts)
-      if theirs_snap.deleted_ghl_id == ids.ghl and (at or 0) <= (tonumber(theirs_snap.deleted_at) or math.huge) then
-        return skipped(("GHL contact %s was deleted; this change to it is older than the deletion and is "
-            .. "not synced"):format(ids.ghl), { insured_id = ids.nowcerts, contact_id = ids.ghl })
-      end
+    if from == "ghl" and snap.deleted_ghl_id == ids.ghl
+        and (at or 0) <= (tonumber(snap.deleted_at) or math.huge) then
+      return skipped(("GHL contact %s was deleted; this change to it is older than the deletion and is "
+          .. "not synced"):format(ids.ghl), { insured_id = ids.nowcerts, contact_id = ids.ghl })
     end
+    -- The record found is another's already (two contacts, or two insureds,
+    -- with one e-mail): taking it over would rename it and leave its
+    -- partner unlinked. Left alone, with the reason; the people who know
+    -- whether these are one person merge them or give one its own e-mail.
     local holder = ncghl.link_get(KIND, from, ids[to])
     if holder and holder ~= ids[from] then
       local mine, theirs = from == "ghl" and "GHL contact" or "NowCerts insured",
@@ -1040,7 +1039,6 @@ function sync.contact(from, rec, opts)
         { insured_id = ids.nowcerts, contact_id = ids.ghl, linked_to = holder })
     end
     ncghl.link_put(KIND, ids.nowcerts, ids.ghl)
-    snap = load_snapshot(ids.nowcerts) -- the insured may have had one before
     snap.deleted_ghl_id = nil
     if opts.update == false then
       save_snapshot(ids.nowcerts, ids.ghl, snap)
