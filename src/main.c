@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "backfill.h"
@@ -226,6 +227,36 @@ static int load_config(struct config *cfg, const char *env_file, bool sandbox) {
  * call instead of two. libevent warns the list is unsafe with descriptors
  * cloned by dup(); the service clones none, and forks (the sandbox's
  * fakes) only before the loop exists (docs/decisions.md). */
+/* libevent's own warnings (an accept() that failed, a bad request line)
+ * would go to stderr bare: they become lines of the service's log, with
+ * its time stamp, level, masking and LOG_FILE. */
+static void on_libevent_log(int severity, const char *msg) {
+  enum log_level l = severity >= EVENT_LOG_ERR    ? LOGL_ERROR
+                     : severity == EVENT_LOG_WARN ? LOGL_WARNING
+                     : severity == EVENT_LOG_MSG  ? LOGL_INFO
+                                                  : LOGL_DEBUG;
+  if (log_enabled(l))
+    log_msg(l, "libevent: %s", msg);
+}
+
+/* Each client connection, upstream connection and store file is a
+ * descriptor. Distributions start services with a soft limit of 1,024 and
+ * a much higher hard one; a burst of webhook senders would otherwise run
+ * the service out of descriptors long before memory. Raised to the hard
+ * limit, as far as the kernel allows; what is left is logged. */
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlim_t want = rl.rlim_max == RLIM_INFINITY ? 1048576 : rl.rlim_max;
+    struct rlimit up = {want, rl.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+      rl.rlim_cur = want;
+  }
+  log_debug("open descriptors limit: %llu", (unsigned long long)rl.rlim_cur);
+}
+
 static struct event_base *loop_base_new(void) {
   struct event_config *c = event_config_new();
   if (!c)
@@ -256,6 +287,8 @@ static int cmd_serve(int argc, char **argv) {
   char err[1024];
   int rc = 1;
   signal(SIGPIPE, SIG_IGN);
+  event_set_log_callback(on_libevent_log);
+  raise_fd_limit();
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     log_error("cannot initialise libcurl");
     goto out;

@@ -363,6 +363,11 @@ struct queue *queue_new(struct event_base *base, struct store *store) {
   event_priority_set(q->commit_ev, QUEUE_PRIO_INTAKE);
   event_priority_set(q->done_ev, QUEUE_PRIO_INTAKE);
   event_priority_set(q->busy_ev, QUEUE_PRIO_INTAKE);
+  /* Opened now, while descriptors are to be had: opened at the first sync,
+   * a flood of connections that took the last one would fail that sync and
+   * with it the store. If the WAL is not there yet, the first sync opens it. */
+  if (q->wal_sync)
+    q->wal_fd = open(store_wal_file(store), O_RDONLY | O_CLOEXEC);
   q->thread_started = pthread_create(&q->thread, NULL, sync_thread, q) == 0;
   if (!q->thread_started)
     log_warn("queue: no sync thread; fsyncs run on the loop");

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <math.h>
 #include <netdb.h>
 #include <stdbool.h>
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -150,7 +152,23 @@ struct server {
   struct rl_client *rl[RL_BUCKETS]; /* inbound rate limit, by client address */
   int rl_count;
   double rl_swept;
+
+  struct evconnlistener *listener; /* evhttp's; paused when accept() fails */
+  struct event *accept_resume;
+  struct metric *m_accept_paused;
+  double accept_warned; /* clock_mono() of the last warning; 0: none yet */
+  struct server *next_listening;
 };
+
+/* libevent calls a listener's error callback with evhttp's own pointer, not
+ * ours: the servers of this process that listen, to find the one whose
+ * accept() failed. Only the loop's thread touches it. */
+static struct server *listening;
+
+/* How long the listener rests after accept() failed, and how often that is
+ * said in the log while it keeps failing. */
+#define ACCEPT_PAUSE_USEC 100000
+#define ACCEPT_WARN_EVERY 60.0
 
 static void track_answered(const struct track *t, int code) {
   struct metric *req = t->site ? t->site->m_requests : t->srv->m_requests;
@@ -1268,6 +1286,47 @@ static void use_metrics(struct server *s, struct metrics *m) {
   s->m_log_dropped = metrics_counter(m, "ncghl_log_dropped_total",
                                      "Log lines dropped because the log writer fell behind.",
                                      METRIC_NO_LABELS);
+  s->m_accept_paused = metrics_counter(
+      m, "ncghl_http_accept_paused_total",
+      "Times the listener paused because a new connection could not be accepted "
+      "(out of file descriptors).",
+      METRIC_NO_LABELS);
+}
+
+/* Out of descriptors (EMFILE, ENFILE) the listening socket stays readable
+ * and libevent would call accept() again at once, for ever: a core spent
+ * and a warning per try, while the store and the upstream calls starve for
+ * descriptors too. The listener rests instead; clients wait in the
+ * kernel's backlog and are taken as connections close. */
+static void on_accept_error(struct evconnlistener *l, void *arg) {
+  (void)arg;
+  int err = EVUTIL_SOCKET_ERROR();
+  struct server *s = listening;
+  while (s && s->listener != l)
+    s = s->next_listening;
+  if (!s)
+    return;
+  evconnlistener_disable(l);
+  struct timeval tv = {0, ACCEPT_PAUSE_USEC};
+  event_add(s->accept_resume, &tv);
+  metric_inc(s->m_accept_paused, METRIC_NO_LABELS);
+  double now = clock_mono();
+  if (s->accept_warned == 0 || now - s->accept_warned >= ACCEPT_WARN_EVERY) {
+    s->accept_warned = now;
+    struct rlimit rl = {0, 0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    log_warn("cannot accept a connection: %s (open descriptors limit %llu); new connections wait "
+             "in the kernel's queue and are taken as others close (said at most once a minute; "
+             "ncghl_http_accept_paused_total counts the pauses)",
+             evutil_socket_error_to_string(err), (unsigned long long)rl.rlim_cur);
+  }
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct server *s = arg;
+  evconnlistener_enable(s->listener);
 }
 
 /* Client connections read and answer at intake priority (queue.h). */
@@ -1333,7 +1392,18 @@ struct server *server_new(struct event_base *base, const struct config *cfg, str
   if (ai)
     freeaddrinfo(ai);
   errno = 0;
-  if (gai != 0 || evhttp_bind_socket(s->http, cfg->host, (ev_uint16_t)cfg->port) != 0) {
+  struct evhttp_bound_socket *bound =
+      gai == 0 ? evhttp_bind_socket_with_handle(s->http, cfg->host, (ev_uint16_t)cfg->port) : NULL;
+  if (bound) {
+    s->listener = evhttp_bound_socket_get_listener(bound);
+    s->accept_resume = evtimer_new(base, on_accept_resume, s);
+    if (s->accept_resume) {
+      evconnlistener_set_error_cb(s->listener, on_accept_error);
+      s->next_listening = listening;
+      listening = s;
+    }
+  }
+  if (!bound) {
     if (gai != 0)
       snprintf(err, errlen, "HOST: \"%s\" is not an address this machine can listen on: %s", cfg->host,
                gai_strerror(gai));
@@ -1475,6 +1545,13 @@ void server_free(struct server *s) {
     s->sites = p->next;
     site_free(p);
   }
+  for (struct server **p = &listening; *p; p = &(*p)->next_listening)
+    if (*p == s) {
+      *p = s->next_listening;
+      break;
+    }
+  if (s->accept_resume)
+    event_free(s->accept_resume);
   evhttp_free(s->http);
   sig_keys_free(s->ghl_keys);
   for (int b = 0; b < RL_BUCKETS; b++)

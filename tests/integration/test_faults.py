@@ -642,5 +642,70 @@ class Backlog(Base):
         self.assertLess(kib, 64 * 1024)
 
 
+class Descriptors(Base):
+    """The service run out of file descriptors by idle client connections
+    (a burst of senders, or a slow client attack): it rests its listener
+    instead of spinning on accept(), keeps the descriptors its store needs,
+    and takes the waiting clients as connections close."""
+
+    def capped_server(self, soft, hard, env=None):
+        wrap = self.tmp / "capped"
+        wrap.write_text("#!/bin/sh\nexec prlimit --nofile=%d:%d %s \"$@\"\n"
+                        % (soft, hard, harness.BIN))
+        wrap.chmod(0o755)
+        saved = harness.BIN
+        harness.BIN = wrap
+        try:
+            return self.server(env)
+        finally:
+            harness.BIN = saved
+
+    def test_the_soft_limit_is_raised_to_the_hard_one(self):
+        s = self.capped_server(48, 4096)
+        limits = Path("/proc/%d/limits" % s.proc.pid).read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        self.assertEqual(line.split()[3:5], ["4096", "4096"], line)
+
+    def test_out_of_descriptors_rests_the_listener_and_loses_nothing(self):
+        import http.client
+        import json as _json
+        import socket
+        s = self.capped_server(64, 64)
+        first = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+        first.connect()  # accepted before the descriptors run out
+        idle = []
+        for _ in range(100):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", s.port), timeout=5))
+            except OSError:
+                break
+        time.sleep(1.5)  # long enough for a spinning accept() to log thousands of lines
+        # The first webhook's commit is the store's first fsync: it needs the
+        # WAL's descriptor when none is left to open.
+        ev = nowcerts_event("INSURED_INSERT", insured_data())
+        first.request("POST", "/api/v1/webhooks/nowcerts", _json.dumps(ev),
+                      {"Content-Type": "application/json"})
+        r = first.getresponse()
+        body = _json.loads(r.read())
+        self.assertIn(r.status, (200, 202), body)
+        for c in idle:
+            c.close()
+        # A client that waited in the queue is served once others closed.
+        ev2 = nowcerts_event("INSURED_INSERT", insured_data())
+        body2 = self.assertJSONAnswer(s.nowcerts(ev2), 200)
+        self.wait_all_done(s, [body["event_id"], body2["event_id"]])
+        for e in (ev, ev2):
+            self.assertEqual(len(self.contacts_with_email(e["data"]["email"])), 1, e["data"]["email"])
+        self.assertTrue(s.running(), "the service stopped")
+        self.assertEqual(self.assertJSONAnswer(s.get("/health"), 200).get("status"), "healthy")
+        log = s.log_text()
+        said = [x for x in log.splitlines() if "cannot accept a connection" in x]
+        self.assertEqual(len(said), 1, said[:5])
+        self.assertIn("Too many open files (open descriptors limit 64)", said[0])
+        self.assertNotIn("Error from accept()", log + s.stderr_path.read_text())
+        m = re.search(r"^ncghl_http_accept_paused_total (\d+)", s.get("/metrics").text, re.M)
+        self.assertTrue(m and int(m.group(1)) >= 1, m)
+
+
 if __name__ == "__main__":
     harness.main()
