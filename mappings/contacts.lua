@@ -36,7 +36,10 @@ contacts.insured_to_contact = {
   state = { "address.state", "state" },
   postalCode = { "address.zip", "zipCode" },
   companyName = { "commercialName" },
-  source = map.const("NowCerts"),
+  -- Where the person came from, as the source design writes it: the
+  -- record's own source when it has one (relays in the source design's
+  -- format carry it), else "NowCerts".
+  source = { "source", map.const("NowCerts") },
   -- The tags ncghl keeps on the contact: "nowcerts" always, "prospect" while
   -- the insured is a prospect, "inactive" while NowCerts marks it inactive.
   -- When a rule stops holding, ncghl removes the tag it set.
@@ -86,17 +89,25 @@ contacts.contact_to_insured = {
 -- A GHL lead often has a first name and a phone only, but NowCerts needs a
 -- first and a last name, or a company name. The rule for a new prospect:
 --   * a company name and no person's name: a Commercial prospect;
+--   * no first or last name but GHL's whole `name` ("Pedro Paramo", as
+--     some forms and the API fill it): its first word is the first name,
+--     the rest the last name;
 --   * one of the two names missing: this stand-in takes its place (NowCerts
 --     shows it, an agent can correct it; ncghl never sends it to GHL);
 --   * neither a name nor a company: not created, the event says why.
 contacts.placeholders = { lastName = "(no last name)", firstName = "(no first name)" }
 
 function contacts.prospect_name(body, contact)
-  local first, last = body.firstName, body.lastName
-  local company = body.commercialName
   local has = function(v)
     return v ~= nil and tostring(v):match("%S") ~= nil
   end
+  if not has(body.firstName) and not has(body.lastName) and type(contact) == "table"
+      and type(contact.name) == "string" and has(contact.name) then
+    local first, rest = contact.name:match("^%s*(%S+)%s*(.-)%s*$")
+    body.firstName, body.lastName = first, rest ~= "" and rest or nil
+  end
+  local first, last = body.firstName, body.lastName
+  local company = body.commercialName
   if not has(first) and not has(last) then
     if has(company) then
       body.insuredType = 0 -- Commercial

@@ -317,6 +317,19 @@ return {
       },
     } },
 
+  { name = "an insured's own source becomes the contact's, else NowCerts",
+    source = "nowcerts",
+    body = {
+      event_type = "INSURED_INSERT",
+      data = { firstName = "Rae", lastName = "Doe", email = "rae@example.com", source = "Referral" },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "POST", path = "/contacts/", body = { source = "Referral" } },
+      },
+    } },
+
   { name = "the echo of ncghl's own GHL write is skipped",
     source = "nowcerts",
     links = { { kind = "contact", nowcerts = NC_ID, ghl = "c5" } },

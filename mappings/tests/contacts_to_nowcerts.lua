@@ -145,6 +145,19 @@ return {
       data = { action = "created" },
     } },
 
+  { name = "a GHL contact named only by its whole name becomes a prospect with that name split",
+    source = "ghl",
+    body = contact_event("ContactCreate", { id = "c114", name = "Pedro de la Paramo", email = "pedro@example.com" }),
+    expect = {
+      outcome = "done",
+      requests = {
+        lookup_by_email("pedro@example.com"),
+        { service = "nowcerts", method = "POST", path = "/Insured/OnlyInsertInsured",
+          body = { firstName = "Pedro", lastName = "de la Paramo", eMail = "pedro@example.com", type = 1 } },
+      },
+      data = { action = "created" },
+    } },
+
   { name = "a GHL contact with neither a name nor a company is skipped, saying why",
     source = "ghl",
     body = contact_event("ContactCreate", { id = "c111", phone = "+15557654322" }),
