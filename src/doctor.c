@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "httpc.h"
 #include "json.h"
@@ -299,17 +300,28 @@ static void check_poller(struct doctor *d) {
   struct buf b;
   buf_init(&b, 0);
   buf_printf(&b, "poller every %g s; watermarks:", d->cfg->nowcerts_poll_interval);
+  bool ahead = false;
   for (int l = 0; l < 2; l++) {
     char key[64];
     snprintf(key, sizeof key, "poller.watermark.%s", poller_list_name((enum poller_list)l));
     char *v = store_kv_get(d->store, key);
+    double t;
+    if (v && poller_parse_time(v, &t) == 0 && t > clock_wall() + POLLER_OVERLAP_SECONDS)
+      ahead = true;
     buf_printf(&b, " %s %s%s", poller_list_name((enum poller_list)l),
                v ? v : "none yet (the first poll reads from its start on; earlier records: "
                        "ncghl backfill)",
                l == 0 ? "," : "");
     free(v);
   }
-  add_line(d, true, NULL, "%s", b.p ? b.p : "poller");
+  if (ahead)
+    add_line(d, false,
+             "a NowCerts changeDate ahead of this machine's clock carried it there; the service "
+             "reads from the clock on at its next cycle. Check both clocks, and bring the changes "
+             "skipped meanwhile with `ncghl backfill --from nowcerts --since <when it was set>`",
+             "%s: ahead of this machine's clock", b.p ? b.p : "poller");
+  else
+    add_line(d, true, NULL, "%s", b.p ? b.p : "poller");
   buf_free(&b);
 }
 

@@ -70,6 +70,7 @@ struct poller {
   bool more;      /* the committed page was full: read the next one */
   bool shifted;   /* the cycle ended early because the list shifted */
   bool failed;
+  bool ahead_said; /* this cycle warned of a changeDate ahead of the clock */
   char *sentinel_id; /* the last record read: id and changeDate */
   char *sentinel_change;
   struct list_counts counts[POLLER_LISTS + 1];
@@ -296,11 +297,20 @@ static void begin_list(struct poller *p) {
   mark_key(p->list, key, sizeof key);
   char *v = store_kv_get(p->store, key);
   double mark;
+  double now = clock_wall();
   if (!v || poller_parse_time(v, &mark) != 0) {
     /* No history: the first start reads from now (less the overlap) on.
      * Earlier records are what `ncghl backfill` is for. */
-    mark = clock_wall();
+    mark = now;
     log_info("poller: no %s watermark yet; reading changes from now on", poller_list_name(p->list));
+  } else if (mark > now + POLLER_OVERLAP_SECONDS) {
+    /* Left by a version that let one row dated ahead carry the watermark
+     * there: every change dated before it was skipped. */
+    log_warn("poller: the %s watermark %s is ahead of this machine's clock; reading from the "
+             "clock on. Changes made in NowCerts since it was set may have been skipped: "
+             "`ncghl backfill --from nowcerts --since <when it was set>` brings them",
+             poller_list_name(p->list), v);
+    mark = now;
   }
   free(v);
   p->mark = mark;
@@ -358,8 +368,20 @@ static int take_record(struct poller *p, const struct json *rec, struct buf *bod
   c->listed++;
   double t;
   const char *cd = json_str(json_get(rec, "changeDate"));
-  if (cd && poller_parse_time(cd, &t) == 0 && t > p->mark)
-    p->mark = t;
+  if (cd && poller_parse_time(cd, &t) == 0 && t > p->mark) {
+    /* A row dated ahead of the clock (a bad row, a NowCerts clock running
+     * fast) never takes the watermark past now: the changes dated before it
+     * that come later would never be read. It stays in the window, read
+     * again each cycle (as a change seen before) until its time passes. */
+    double now = clock_wall();
+    if (t > now + POLLER_OVERLAP_SECONDS && !p->ahead_said) {
+      p->ahead_said = true;
+      log_warn("poller: a %s row has changeDate %s, ahead of this machine's clock; the watermark "
+               "stays at the clock (are both clocks right?)",
+               poller_list_name(p->list), cd);
+    }
+    p->mark = t < now ? t : now;
+  }
   /* A row ncghl itself changed last is still an event: the sync compares
    * its fields with the base (SPEC 10), so an agent's edit made in the same
    * poll window is not lost; an echo ends there, without a call. */
@@ -583,7 +605,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
     return;
   }
   memset(p->counts, 0, sizeof p->counts);
-  p->failed = p->shifted = false;
+  p->failed = p->shifted = p->ahead_said = false;
   p->list = POLLER_INSUREDS;
   begin_list(p);
 }

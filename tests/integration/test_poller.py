@@ -179,6 +179,49 @@ class Poller(IntegTest):
         self.assertGreater(kv(s, "poller.watermark.insureds"), before)
         self.assertEqual(len(self.contacts_with_email(email)), 1)
 
+    def test_a_row_dated_ahead_of_the_clock_does_not_hide_later_changes(self):
+        s = self.server(self.ENV)
+        ahead = iso(datetime.now(timezone.utc) + timedelta(hours=1))
+        email = "ahead.%s@example.com" % uniq()
+        self.fakes.seed("nowcerts", "insureds", insured(email, createDate=ahead, changeDate=ahead))
+        harness.wait_until(lambda: self.contacts_with_email(email), 15, 0.1, "the row dated ahead")
+        self._polls_after(2)
+        self.assertLess(kv(s, "poller.watermark.insureds"), ahead)
+        later = self._insured()  # dated now, an hour before the other row
+        harness.wait_until(lambda: self.contacts_with_email(later), 15, 0.1,
+                           "a change made after the row dated ahead")
+        self.assertIn("ahead of this machine's clock", s.log_text())
+        self.assertEqual(len(self.contacts_with_email(email)), 1)
+        self.assertEqual(len(self.contacts_with_email(later)), 1)
+
+    def test_a_watermark_left_ahead_of_the_clock_is_said_and_read_from_the_clock(self):
+        s = self.server(self.ENV)
+        harness.wait_until(lambda: kv(s, "poller.watermark.insureds"), 10, 0.1,
+                           "the first watermark")
+        s.stop()
+        # As a version before this one could leave it: one row dated a day ahead.
+        ahead = iso(datetime.now(timezone.utc) + timedelta(days=1))
+        if s.store_url:
+            harness.pg_query(s.db_name, "UPDATE kv SET value = ? WHERE key = ?",
+                             (ahead, "poller.watermark.insureds"))
+        else:
+            import sqlite3
+            con = sqlite3.connect(s.db_path)
+            with con:
+                con.execute("UPDATE kv SET value = ? WHERE key = ?", (ahead, "poller.watermark.insureds"))
+            con.close()
+        p = s.cli("doctor", timeout=60)
+        line = next((x for x in p.stdout.splitlines() if "watermarks" in x), "")
+        self.assertIn("ahead of this machine's clock", line, p.stdout)
+        self.assertTrue(line.startswith("✗"), line)
+        self.assertIn("ncghl backfill --from nowcerts --since", p.stdout)
+        s2 = self._restart(s)
+        email = self._insured()
+        harness.wait_until(lambda: self.contacts_with_email(email), 15, 0.1,
+                           "a change made after the restart")
+        self.assertLess(kv(s2, "poller.watermark.insureds"), ahead)
+        self.assertIn("watermark %s is ahead of this machine's clock" % ahead, s2.log_text())
+
     def test_policies_and_quotes_polled_become_events(self):
         s = self.server(self.ENV)
         email = "pol.%s@example.com" % uniq()
