@@ -678,7 +678,7 @@ static void test_synchronous_answers_still_resume_through_the_loop(void **state)
 static void test_update_strips_create_only_fields_and_keeps_tags(void **state) {
   struct world *w = *state;
   /* A map that also fills two create-only fields. */
-  make_mappings(w, "source = map.const(\"NowCerts\"),",
+  make_mappings(w, "source = { \"source\", map.const(\"NowCerts\") },",
                 "source = map.const(\"NowCerts\"), companyName = \"commercialName\", "
                 "gender = map.const(\"female\"),");
   start_rt(w);
