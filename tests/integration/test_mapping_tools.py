@@ -182,7 +182,7 @@ class Overlay(ToolTest):
         self.assertIn("commercial", body["tags"])
 
     def test_defaults_dir_is_configurable_and_checked(self):
-        other = self.mappings_copy([("contacts.lua", 'source = map.const("NowCerts")',
+        other = self.mappings_copy([("contacts.lua", 'source = { "source", map.const("NowCerts") }',
                                      'source = map.const("Elsewhere")')], name="shipped")
         d = self.overlay({"contacts.lua": 'return require "defaults.contacts"\n'})
         body = self.created_contact(self.dry_run(d, MAPPINGS_DEFAULTS_DIR=other))
