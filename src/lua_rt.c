@@ -139,9 +139,10 @@ struct lock {
   char *key;
   struct lrt_ev *owner;
   struct hash_node node; /* in lrt.locks while held, keyed by key */
+  bool node_held;        /* also held across the nodes (store_keys_lock) */
 };
 
-enum park { PARK_NONE, PARK_CALL, PARK_LOCK, PARK_WRITE };
+enum park { PARK_NONE, PARK_CALL, PARK_LOCK, PARK_WRITE, PARK_NODE };
 enum wake { WAKE_START, WAKE_RESULT, WAKE_LOCKED };
 
 struct saved_result {
@@ -175,6 +176,8 @@ struct lrt_ev {
   struct lrt_ev *wait_prev, *wait_next;
   bool waiting;
   unsigned visit;
+  struct event *node_retry; /* another node holds a key: try again soon */
+  double node_since;        /* clock_mono() of the first refusal; 0: none */
 
   struct lrt_ev *ready_next;
   enum wake wake;
@@ -1545,6 +1548,14 @@ static void wake_waiters(struct lrt *rt) {
 
 static void release_locks(struct lrt_ev *e) {
   struct lrt *rt = e->rt;
+  const char **node_keys = e->nheld ? malloc((size_t)e->nheld * sizeof(*node_keys)) : NULL;
+  int nn = 0;
+  for (int i = 0; node_keys && i < e->nheld; i++)
+    if (e->held[i]->node_held)
+      node_keys[nn++] = e->held[i]->key;
+  if (nn && rt->host.store)
+    store_keys_unlock(rt->host.store, node_keys, nn);
+  free(node_keys);
   for (int i = 0; i < e->nheld; i++) {
     struct lock *l = e->held[i];
     hash_remove(&rt->locks, &l->node);
@@ -1580,6 +1591,70 @@ static bool waits_for(struct lrt *rt, struct lrt_ev *from, struct lrt_ev *target
 
 static int cmp_keys(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* How long an event waits for keys another node holds before it gives up
+ * this run (retried later): two events on two nodes that each hold what the
+ * other wants next would otherwise wait for ever. */
+#define NODE_LOCK_WAIT 10.0
+
+static int node_step(lua_State *L, struct lrt_ev *e, int first);
+
+static int lock_cont(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return node_step(L, state_of(L)->cur, (int)ctx);
+}
+
+static void on_node_retry(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  struct lrt_ev *e = arg;
+  e->park = PARK_NONE;
+  ready_push(e, WAKE_LOCKED);
+}
+
+/* The keys this call took in the process (held[first..]) taken across the
+ * nodes of a shared store too: two nodes never sync one person at once. */
+static int node_step(lua_State *L, struct lrt_ev *e, int first) {
+  struct store *store = e->rt->host.store;
+  int n = e->nheld - first;
+  if (!store || n <= 0 || !store_is_shared(store))
+    return 0;
+  const char **keys = malloc((size_t)n * sizeof(*keys));
+  if (!keys)
+    return luaL_error(L, "%s", MSG_MEMORY);
+  for (int i = 0; i < n; i++)
+    keys[i] = e->held[first + i]->key;
+  int got = store_keys_lock(store, keys, n);
+  free(keys);
+  if (got == 1) {
+    for (int i = first; i < e->nheld; i++)
+      e->held[i]->node_held = true;
+    e->node_since = 0;
+    return 0;
+  }
+  double now = clock_mono();
+  if (got < 0) {
+    lapi_push_fail(L, true, "store: cannot take this event's keys across the nodes");
+    return lua_error(L);
+  }
+  if (e->node_since == 0)
+    e->node_since = now;
+  else if (now - e->node_since > NODE_LOCK_WAIT) {
+    e->node_since = 0;
+    lapi_push_fail(L, true, "another node held this event's keys (the same person or policy) "
+                            "for 10 s; the event is tried again later");
+    return lua_error(L);
+  }
+  if (!e->node_retry)
+    e->node_retry = evtimer_new(e->rt->host.base, on_node_retry, e);
+  if (!e->node_retry)
+    return luaL_error(L, "%s", MSG_MEMORY);
+  /* 20-40 ms, spread so that two nodes do not retry in step. */
+  struct timeval tv = {0, 20000 + (long)((unsigned long long)(now * 1e6) % 20000)};
+  evtimer_add(e->node_retry, &tv);
+  e->park = PARK_NODE;
+  return lua_yieldk(L, 0, (lua_KContext)first, lock_cont);
 }
 
 /* ncghl.lock(key, ...): returns once the event holds every given key (nil
@@ -1667,9 +1742,10 @@ static int api_lock(lua_State *L) {
     return 0;
   e->want = want;
   e->nwant = nk;
+  int first = e->nheld;
   if (can_acquire(rt, e)) {
     acquire_all(rt, e);
-    return 0;
+    return node_step(L, e, first);
   }
   rt->visit_gen++;
   if (waits_for(rt, e, e)) {
@@ -1685,7 +1761,7 @@ static int api_lock(lua_State *L) {
     rt->wait_head = e;
   rt->wait_tail = e;
   e->park = PARK_LOCK;
-  return lua_yield(L, 0);
+  return lua_yieldk(L, 0, (lua_KContext)first, lock_cont);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1784,6 +1860,8 @@ static char *describe_error_object(lua_State *co) {
 }
 
 static void ev_free(struct lrt_ev *e) {
+  if (e->node_retry)
+    event_free(e->node_retry);
   want_free(e);
   free(e->held);
   saved_free(e->saved);

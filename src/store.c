@@ -298,6 +298,17 @@ int store_rate_take(struct store *s, const char *key, int limit, double window, 
   return s->ops->rate_take(s, key, limit, window, now, wait);
 }
 
+int store_keys_lock(struct store *s, const char *const *keys, int n) {
+  if (n <= 0 || !s->ops->keys_lock)
+    return 1;
+  return s->ops->keys_lock(s, keys, n);
+}
+
+void store_keys_unlock(struct store *s, const char *const *keys, int n) {
+  if (n > 0 && s->ops->keys_unlock)
+    s->ops->keys_unlock(s, keys, n);
+}
+
 /* ---- the dispatch ------------------------------------------------------ */
 
 void store_close(struct store *s) {

@@ -303,6 +303,15 @@ int store_lease_release(struct store *s, const char *name);
 
 /* ---- limits shared by every node of a store ---- */
 
+/* Keys an event works under (one person's e-mail, a policy number), held
+ * across the nodes of a shared store: 1 when this connection now holds
+ * every one of keys, 0 when another node holds one (none is then taken),
+ * -1 on error. Held until store_keys_unlock, or until the connection ends
+ * (a node that dies lets its keys go). A store of one service (SQLite)
+ * answers 1 and keeps nothing: the process's own locks are enough. */
+int store_keys_lock(struct store *s, const char *const *keys, int n);
+void store_keys_unlock(struct store *s, const char *const *keys, int n);
+
 /* A sliding-window limiter kept in the store, so several nodes on one
  * database together send at most `limit` requests per `window` seconds
  * under one key (GHL: per location). 0 when a request may go now (it is

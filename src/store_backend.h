@@ -81,6 +81,10 @@ struct store_ops {
   /* Sets key to value if it holds old (NULL: if it is absent): 1 done, 0
    * not, -1 error. */
   int (*kv_swap)(struct store *s, const char *key, const char *old, const char *value);
+  /* Optional (NULL: one process per store, nothing to do); see
+   * store_keys_lock. */
+  int (*keys_lock)(struct store *s, const char *const *keys, int n);
+  void (*keys_unlock)(struct store *s, const char *const *keys, int n);
 };
 
 struct store {

@@ -8,6 +8,7 @@
  * the loop waits for the round trip. */
 #include <ctype.h>
 #include <libpq-fe.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,6 +263,7 @@ struct pg {
   bool aborted;   /* a statement failed inside the open transaction */
   int savepoints; /* depth of op_begin savepoints */
   long long changes;
+  PGconn *keys_conn; /* store_keys_lock's own session; NULL until first used */
 };
 
 /* ---- parameters -------------------------------------------------------- */
@@ -919,6 +921,8 @@ static void pg_close(struct store *base_) {
     log_warn("store: closing with a transaction open; it is rolled back");
   if (s->conn)
     PQfinish(s->conn);
+  if (s->keys_conn)
+    PQfinish(s->keys_conn);
   free(s->conninfo);
   free(s);
 }
@@ -2060,6 +2064,121 @@ static int pg_rate_take(struct store *base_, const char *key, int limit, double 
   return 0;
 }
 
+/* Keys as PostgreSQL advisory locks of the session (two int4 keys: the
+ * schema, so tenants never meet, and the key), which outlive the batch
+ * transaction they may be taken in and go with the connection when a node
+ * dies. Two keys that hash alike only wait for each other. */
+static int32_t lock_hash(const char *a, const char *b) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (const char *t = a; *t; t++)
+    h = (h ^ (unsigned char)*t) * 16777619u;
+  h = (h ^ 0xffu) * 16777619u;
+  for (const char *t = b; t && *t; t++)
+    h = (h ^ (unsigned char)*t) * 16777619u;
+  return (int32_t)h;
+}
+
+/* "{h1,h2,...}", an int4[] literal of the keys' hashes. */
+static char *lock_array(const char *const *keys, int n) {
+  size_t cap = (size_t)n * 12 + 3;
+  char *out = malloc(cap);
+  if (!out)
+    return NULL;
+  size_t len = 0;
+  out[len++] = '{';
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(out + len, cap - len, "%s%d", i ? "," : "", (int)lock_hash("k", keys[i]));
+  out[len++] = '}';
+  out[len] = 0;
+  return out;
+}
+
+/* The keys live on a session of their own: the service's connection runs
+ * the group commit's transactions, and an unlock sent while one of them has
+ * failed would be refused, leaving the key held for good. */
+static PGconn *keys_conn(struct pg *s) {
+  if (s->keys_conn && PQstatus(s->keys_conn) == CONNECTION_OK)
+    return s->keys_conn;
+  if (s->keys_conn) {
+    log_warn("store: the key session to %s was lost (its keys with it); connecting again",
+             s->label);
+    PQfinish(s->keys_conn);
+  }
+  s->keys_conn = PQconnectdb(s->conninfo);
+  if (PQstatus(s->keys_conn) != CONNECTION_OK) {
+    log_error("store: cannot open the key session to %s: %s", s->label,
+              PQerrorMessage(s->keys_conn));
+    PQfinish(s->keys_conn);
+    s->keys_conn = NULL;
+    return NULL;
+  }
+  PQsetNoticeProcessor(s->keys_conn, on_notice, NULL);
+  return s->keys_conn;
+}
+
+/* Runs sql with $1 the schema's lock class and $2 the int4[] literal arr. */
+static PGresult *keys_sql(struct pg *s, const char *sql, const char *arr, const char *what) {
+  PGconn *c = arr ? keys_conn(s) : NULL;
+  if (!c)
+    return NULL;
+  char cls[16];
+  snprintf(cls, sizeof cls, "%d", (int)lock_hash("ncghl.keys", s->schema));
+  const char *v[2] = {cls, arr};
+  PGresult *r = PQexecParams(c, sql, 2, NULL, v, NULL, NULL, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    log_error("store: %s: %s", what, PQerrorMessage(c));
+    PQclear(r);
+    return NULL;
+  }
+  return r;
+}
+
+static const char unlock_sql[] =
+    "SELECT pg_advisory_unlock($1::int4, k) FROM unnest($2::int4[]) AS k";
+
+static void pg_keys_unlock(struct store *base_, const char *const *keys, int n) {
+  char *arr = lock_array(keys, n);
+  PGresult *r = keys_sql((struct pg *)base_, unlock_sql, arr, "keys_unlock");
+  PQclear(r);
+  free(arr);
+}
+
+static int pg_keys_lock(struct store *base_, const char *const *keys, int n) {
+  struct pg *s = (struct pg *)base_;
+  char *arr = lock_array(keys, n);
+  PGresult *r = keys_sql(s, "SELECT k, pg_try_advisory_lock($1::int4, k) FROM unnest($2::int4[]) AS k",
+                         arr, "keys_lock");
+  free(arr);
+  if (!r)
+    return -1;
+  int rows = PQntuples(r);
+  struct buf taken;
+  buf_init(&taken, 0);
+  buf_putc(&taken, '{');
+  int got = 0;
+  for (int i = 0; i < rows; i++)
+    if (PQgetvalue(r, i, 1)[0] == 't') {
+      if (got++)
+        buf_putc(&taken, ',');
+      buf_puts(&taken, PQgetvalue(r, i, 0));
+    }
+  buf_putc(&taken, '}');
+  PQclear(r);
+  int rc = 1;
+  if (got != n || rows != n) {
+    /* All or none: what was taken goes back, so two nodes never each hold
+     * half of what both want. */
+    rc = 0;
+    if (got > 0) {
+      r = keys_sql(s, unlock_sql, taken.p, "keys_lock");
+      rc = r ? 0 : -1;
+      PQclear(r);
+    }
+  }
+  buf_free(&taken);
+  return rc;
+}
+
 /* No WAL file of ours: a COMMIT with synchronous_commit on is durable. */
 static const char *pg_wal_file(struct store *base_) {
   (void)base_;
@@ -2119,4 +2238,6 @@ static const struct store_ops pg_ops = {
     .wal_file = pg_wal_file,
     .rate_take = pg_rate_take,
     .kv_swap = pg_kv_swap,
+    .keys_lock = pg_keys_lock,
+    .keys_unlock = pg_keys_unlock,
 };

@@ -16,7 +16,7 @@ os.environ["NCGHL_TEST_STORE"] = "postgresql"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.dont_write_bytecode = True  # keep the source tree clean
 import harness  # noqa: E402
-from harness import IntegTest, insured_data, nowcerts_event  # noqa: E402
+from harness import IntegTest, ghl_event, insured_data, nowcerts_event  # noqa: E402
 
 STATUS_DONE = 2
 STATUS_RUNNING = 1
@@ -105,6 +105,54 @@ class TwoNodes(IntegTest):
         self.assertEqual(upd["data"].get("contact_id"), first["data"].get("contact_id"), upd)
         self.assertEqual(len(self.contacts_with_email(moved["email"])), 1)
         self.assertEqual(self.contacts_with_email(ev["data"]["email"]), [])
+
+    def _at_once(self, sends):
+        """Runs every send at the same moment, each on its own thread; their
+        answers, in order."""
+        import threading
+        out = [None] * len(sends)
+        go = threading.Barrier(len(sends))
+
+        def run(i, f):
+            go.wait()
+            out[i] = f()
+        threads = [threading.Thread(target=run, args=(i, f)) for i, f in enumerate(sends)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        return out
+
+    def test_one_new_person_sent_to_both_nodes_at_once_is_made_once_on_each_side(self):
+        a, b = self._nodes()
+        # Slow upstreams keep both nodes inside the person's sync at once.
+        self.fakes.config("ghl", latency_ms=150)
+        self.fakes.config("nowcerts", latency_ms=150)
+        self.addCleanup(self.fakes.config, "ghl", latency_ms=0)
+        self.addCleanup(self.fakes.config, "nowcerts", latency_ms=0)
+        for _ in range(3):
+            # NowCerts -> GHL: three changes of one new insured, different
+            # events (other phones), to both nodes.
+            data = insured_data(id="9a1b2c3d-0000-4000-8000-%012x" % int(harness.uniq(12), 16))
+            evs = [nowcerts_event("INSURED_INSERT", dict(data, phone="+1555000%04d" % i),
+                                  timestamp="2024-01-15T10:30:0%dZ" % i) for i in range(3)]
+            answers = self._at_once([lambda n=n, ev=ev: n.nowcerts(ev)
+                                     for n, ev in zip((a, b, a), evs)])
+            for r in answers:
+                self.assertIn(r.status, (200, 202), r)
+            ids = [r.json()["event_id"] for r in answers]
+            harness.wait_until(lambda: all(a.event(i)["status"] == "done" for i in ids), 60, 0.2,
+                               "the three events to be done")
+            self.assertEqual(len(self.contacts_with_email(data["email"])), 1, data["email"])
+
+            # GHL -> NowCerts: a new contact's create and update, to both nodes.
+            c = self.seed_contact()
+            evs = [ghl_event(t, c) for t in ("ContactCreate", "ContactUpdate", "ContactUpdate")]
+            answers = self._at_once([lambda n=n, ev=ev: n.ghl(ev) for n, ev in zip((a, b, b), evs)])
+            ids = [r.json()["event_id"] for r in answers]
+            harness.wait_until(lambda: all(a.event(i)["status"] == "done" for i in ids), 60, 0.2,
+                               "the GHL events to be done")
+            self.assertEqual(len(self.insureds_with_email(c["email"])), 1, c["email"])
 
     def test_ghl_rate_limit_is_shared_by_the_nodes(self):
         # 3 requests per 10 s per location, for both nodes together: 4
