@@ -63,17 +63,23 @@ local function custom_key(item)
   return name and "customFields." .. name or nil
 end
 
--- The newest NowCerts changeDate (in seconds) ncghl has written to the
--- opportunity from, or nil.
-local function seen_of(opp_id)
+-- The opportunity's snapshot, decoded, or nil.
+local function snapshot_of(opp_id)
   local kind, key = link_of(opp_id)
   local text = kind and ncghl.snapshot_get(kind, key)
   local ok, snap = pcall(json.decode, text or "")
-  return ok and type(snap) == "table" and tonumber(snap.seen_at) or nil
+  return ok and type(snap) == "table" and snap or nil
 end
 
-local function record_written(opp_id, body, trace, links, seen_at)
-  local snap = { v = 1, fields = {}, seen_at = seen_at }
+-- The newest NowCerts changeDate (in seconds) ncghl has written to the
+-- opportunity from, or nil.
+local function seen_of(opp_id)
+  local snap = snapshot_of(opp_id)
+  return snap and tonumber(snap.seen_at) or nil
+end
+
+local function record_written(opp_id, body, trace, links, seen_at, insured)
+  local snap = { v = 1, fields = {}, seen_at = seen_at, insured = insured }
   for field, v in pairs(body) do
     local how = trace and trace[field]
     if how and how ~= "const" then
@@ -120,6 +126,41 @@ local function key_of(v)
 end
 
 local fold = util.fold
+
+-- Whose policy a record is, as the record names its insured
+-- ("email:ann@example.com"), or nil. Kept in the opportunity's snapshot:
+-- a policy number is unique per carrier, not across an agency's book, so a
+-- record without a NowCerts id whose number is linked already is that
+-- opportunity's policy only if it names the same insured.
+local function insured_key(src, m)
+  local id = key_of(map.get(src, m.insured_id))
+  if id then
+    return "id:" .. id
+  end
+  local view = map.apply(m.insured_to_contact, src)
+  local email = util.email(view.email)
+  if email then
+    return "email:" .. email
+  end
+  local phone = util.phone10(view.phone)
+  if phone then
+    return "phone:" .. phone
+  end
+  if not util.empty(view.firstName) and not util.empty(view.lastName) then
+    return "name:" .. fold(view.firstName) .. " " .. fold(view.lastName)
+  end
+  return nil
+end
+
+-- Two insured keys name different people only when both are known and
+-- say it the same way (an e-mail against an id tells nothing).
+local function other_insured(a, b)
+  if type(a) ~= "string" or type(b) ~= "string" then
+    return false
+  end
+  local ka, kb = a:match("^(%a+):"), b:match("^(%a+):")
+  return ka == kb and a ~= b
+end
 
 local function pick(t, keys)
   local out = {}
@@ -338,6 +379,7 @@ function opportunities.upsert(src, m, opts)
     return last and last.pipelineStageId
   end
 
+  local insured = insured_key(src, m)
   local opp_id, found_by
   if pid then
     opp_id = ncghl.link_get("policy", "ghl", pid)
@@ -346,7 +388,10 @@ function opportunities.upsert(src, m, opts)
   if not opp_id then
     local by_number = ncghl.link_get("policy_number", "ghl", number_key)
     if by_number and not pid then
-      opp_id, found_by = by_number, "number"
+      local snap = snapshot_of(by_number)
+      if not other_insured(insured, snap and snap.insured) then
+        opp_id, found_by = by_number, "number"
+      end
     elseif by_number then
       local written = written_stage(by_number)
       local quote_stage, policy_stage
@@ -502,7 +547,7 @@ function opportunities.upsert(src, m, opts)
   end
   ncghl.link_put("policy_number", number_key, opp_id)
   links[#links + 1] = { "policy_number", number_key }
-  record_written(opp_id, body, trace, links, seen_at)
+  record_written(opp_id, body, trace, links, seen_at, insured)
   return {
     action = action,
     opportunity_id = opp_id,

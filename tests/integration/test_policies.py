@@ -226,6 +226,29 @@ class Policies(IntegTest):
         self.assertNotIn("contactId", body)
         self.assertNotIn("locationId", body)
 
+    def test_two_insureds_policies_with_one_number_stay_two_opportunities(self):
+        # Policy numbers are unique per carrier, not across a book: two
+        # records without a NowCerts id, one number, two people.
+        s = self.server()
+        x, y = self.seed_contact(), self.seed_contact()
+        number = "100" + uniq(6)
+        auto = {"policyNumber": number, "policyType": "Auto", "premium": 400,
+                "carrier": "Progressive", "insuredEmail": x["email"]}
+        home = {"policyNumber": number, "policyType": "Home", "premium": 900,
+                "carrier": "Allstate", "insuredEmail": y["email"]}
+        self._post(s, "POLICY_INSERT", auto)
+        self._post(s, "POLICY_INSERT", home)
+        a = self._one_opp("Auto Policy - %s" % number)
+        h = self._one_opp("Home Policy - %s" % number)
+        self.assertEqual((a.get("contactId"), float(a["monetaryValue"])), (x["id"], 400.0))
+        self.assertEqual((h.get("contactId"), float(h["monetaryValue"])), (y["id"], 900.0))
+        # Each one's update reaches its own opportunity, and no third is made.
+        self._post(s, "POLICY_UPDATE", dict(auto, premium=450))
+        self._post(s, "POLICY_UPDATE", dict(home, premium=950))
+        self.assertEqual(float(self._one_opp("Auto Policy - %s" % number)["monetaryValue"]), 450.0)
+        self.assertEqual(float(self._one_opp("Home Policy - %s" % number)["monetaryValue"]), 950.0)
+        self.assertEqual(len([o for o in self._opps() if number in o.get("name", "")]), 2)
+
     def test_an_update_keeps_a_stage_and_status_an_agent_set_in_ghl(self):
         s = self.server()
         c = self.seed_contact()
