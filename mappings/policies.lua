@@ -48,6 +48,10 @@ policies.is_quote = { "isQuote" }
 policies.insured_id = { "insuredDatabaseId" }
 policies.insured_contact = contacts.insured_to_contact
 
+-- A record that names its GHL contact itself (the source design's relays
+-- carry contactId or ghlContactId) goes on that contact while GHL has it.
+policies.contact_id = { "contactId", "ghlContactId" }
+
 -- Otherwise the contact is looked up from the record's own insured fields
 -- (link, then email, then phone, then first + last name) and created from
 -- them only if GHL has none. A policy never changes an existing contact: the

@@ -137,6 +137,10 @@ local function insured_key(src, m)
   if id then
     return "id:" .. id
   end
+  local cid = m.contact_id ~= nil and util.str((map.get(src, m.contact_id)))
+  if cid and not util.empty(cid) then
+    return "contact:" .. cid
+  end
   local view = map.apply(m.insured_to_contact, src)
   local email = util.email(view.email)
   if email then
@@ -180,6 +184,12 @@ local function contact_for(src, m)
       return linked, "link"
     end
   end
+  -- A contact the record names itself (policies.contact_id), while GHL
+  -- has it; a deleted or unknown one is looked for as if not named.
+  local given = m.contact_id ~= nil and util.str((map.get(src, m.contact_id)))
+  if given and not util.empty(given) and ghl.get_contact(given) then
+    return given, "contact_id"
+  end
   local maps = util.require_optional("contacts") or {}
   local view = map.apply(m.insured_to_contact, src)
   local named = util.email(view.email) ~= nil or util.phone10(view.phone) ~= nil
@@ -211,7 +221,7 @@ local function contact_for(src, m)
   end
   if not named then
     fail("the record names no insured: it needs insuredDatabaseId, insuredEmail (or email), "
-      .. "or insuredFirstName and insuredLastName")
+      .. "insuredFirstName and insuredLastName, or the contactId of a contact GHL has")
   end
   -- The policy names its insured by its own fields (insuredEmail, ...): a
   -- contact that exists is used as it is (the insured's own events keep it

@@ -84,6 +84,29 @@ return {
         pipeline = "Personal Lines", how = "matched", stage = "Bound", stage_how = "matched", status = "open" },
     } },
 
+  { name = "a policy that names its GHL contact by contactId goes on that contact",
+    source = "nowcerts",
+    body = { event_type = "POLICY_INSERT", data = {
+      policyNumber = "POL-125", policyType = "Auto", premium = 300, contactId = "c-77" } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "GET", path = "/contacts/c-77", status = 200,
+        body = { contact = { id = "c-77", email = "al@example.com" } } },
+      { service = "ghl", method = "GET", path = "/opportunities/search", status = 200,
+        body = { opportunities = {}, meta = { total = 0 } } },
+      { service = "ghl", method = "POST", path = "/opportunities/", status = 201, body = { opportunity = { id = "o-125" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "GET", path = "/contacts/c-77" },
+        { service = "ghl", method = "GET", path = "/opportunities/search", query = { contact_id = "c-77" } },
+        { service = "ghl", method = "POST", path = "/opportunities/",
+          body = { name = "Auto Policy - POL-125", contactId = "c-77" } },
+      },
+      data = { action = "created", opportunity_id = "o-125", contact_id = "c-77", contact_found_by = "contact_id" },
+    } },
+
   { name = "a location without pipelines fails for good, saying so",
     source = "nowcerts",
     config = { GHL_LOCATION_ID = "loc-none" },
