@@ -95,6 +95,28 @@ policies.opportunity = {
   customFields = map.custom_fields(policies.custom_fields),
 }
 
+-- The other way: a policy or quote a manual sync pushes from GHL to
+-- NowCerts (Policy/Insert, Quote/Insert: ref/nowcerts/NOTES.md section 5),
+-- in the source design's names first and NowCerts' after them. NowCerts
+-- needs the number, both dates and the line of business; the insured is
+-- found by insuredDatabaseId, else by e-mail, else NowCerts locates it by
+-- first and last name. businessType and businessSubType (ints NowCerts
+-- defaults to New Business) are left to NowCerts.
+policies.policy_to_nowcerts = {
+  databaseId = { "databaseId" },
+  number = { "policyNumber", "number" },
+  lineOfBusinessName = { "policyType", "lineOfBusinessName" },
+  carrierName = { "carrier", "carrierName" },
+  premium = map.number({ "premium", "totalPremium" }),
+  effectiveDate = { "effectiveDate" },
+  expirationDate = { "expirationDate" },
+  description = { "description" },
+  insuredDatabaseId = { "insuredDatabaseId" },
+  insuredEmail = { "insuredEmail", "email" },
+  insuredFirstName = { "insuredFirstName", "firstName" },
+  insuredLastName = { "insuredLastName", "lastName" },
+}
+
 -- Pipeline, stage and status: pipelines.lua (looked up at each event, so a
 -- pipelines.choose of your own is used wherever it is set).
 policies.pipeline = function(record, ctx)

@@ -55,6 +55,16 @@ if policies then
   end
   nowcerts.QUOTE_UPDATE = nowcerts.QUOTE_INSERT
 
+  -- A manual sync from GHL to NowCerts (POST /api/v1/sync/manual with
+  -- entity_type "policy" or "quote"): written with Policy/Insert or
+  -- Quote/Insert, which update the record with that number if there is one.
+  ghl.POLICY_UPDATE = function(ev)
+    return nowcerts.upsert_policy(ev.data, policies, { quote = false })
+  end
+  ghl.QUOTE_UPDATE = function(ev)
+    return nowcerts.upsert_policy(ev.data, policies, { quote = true })
+  end
+
   -- GHL reports every opportunity change, ncghl's own writes included: those
   -- are skipped as echoes; other changes are not sent to NowCerts
   -- ("ignored").

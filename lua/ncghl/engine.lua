@@ -25,6 +25,7 @@ package.loaded["ncghl.engine"] = engine
 local util = require "ncghl.util"
 local sync = require "ncghl.sync"
 local opportunities = require "ncghl.opportunities"
+local nowcerts_policies = require "ncghl.nowcerts_policies"
 local clients = {
   nowcerts = require "ncghl.nowcerts",
   ghl = require "ncghl.ghl",
@@ -79,6 +80,8 @@ local own = {
     upsert_insured = function(src, m, opts)
       return sync.contact("ghl", src, sync_opts(opts, maps_with("contact_to_insured", m, opts)))
     end,
+    -- A policy or quote pushed from GHL by a manual sync.
+    upsert_policy = nowcerts_policies.upsert,
   },
 }
 

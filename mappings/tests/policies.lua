@@ -107,6 +107,38 @@ return {
       data = { action = "created", opportunity_id = "o-125", contact_id = "c-77", contact_found_by = "contact_id" },
     } },
 
+  { name = "a manual sync of a policy from GHL writes it to NowCerts on the insured with its e-mail",
+    source = "manual",
+    body = { source = "ghl", entity_type = "policy", direction = "to_nowcerts", data = {
+      policyNumber = "MP-1", policyType = "Auto", premium = "1,200.50", carrier = "Progressive",
+      effectiveDate = "2024-01-01", expirationDate = "2025-01-01", insuredEmail = "Al@Example.com" } },
+    answers = {
+      { service = "nowcerts", method = "GET", path = "/InsuredDetailList", status = 200,
+        body = { value = { { id = INSURED_ID, eMail = "al@example.com" } } } },
+      { service = "nowcerts", method = "POST", path = "/Policy/Insert", status = 200,
+        body = { policiesOrQuotes = { { policyOrQuoteId = "p-1", isQuote = false, status = 1 } },
+          insuredDatabaseId = INSURED_ID, status = 1, message = "imported" } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "nowcerts", method = "GET", path = "/InsuredDetailList" },
+        { service = "nowcerts", method = "POST", path = "/Policy/Insert",
+          body = { number = "MP-1", lineOfBusinessName = "Auto", premium = 1200.5, carrierName = "Progressive",
+            effectiveDate = "2024-01-01", expirationDate = "2025-01-01", insuredDatabaseId = INSURED_ID } },
+      },
+      data = { action = "written", policy_id = "p-1", kind = "policy", insured_found_by = "email" },
+    } },
+
+  { name = "a manual sync of a quote without its dates fails, naming what NowCerts needs",
+    source = "manual",
+    body = { source = "ghl", entity_type = "quote", direction = "to_nowcerts", data = {
+      policyNumber = "MQ-1", policyType = "Auto", insuredEmail = "al@example.com" } },
+    expect = {
+      outcome = "failed",
+      error = "lacks what NowCerts needs for a quote: effectiveDate, expirationDate",
+    } },
+
   { name = "a location without pipelines fails for good, saying so",
     source = "nowcerts",
     config = { GHL_LOCATION_ID = "loc-none" },

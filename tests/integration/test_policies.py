@@ -397,6 +397,42 @@ class Policies(IntegTest):
         self.assertEqual(other.get("status"), "ignored", other)
         self.assertEqual(len(self.fakes.requests("ghl")), before)
 
+    def test_a_manual_sync_from_ghl_writes_the_policy_and_quote_to_nowcerts(self):
+        s = self.server()
+        email = "manual.%s@example.com" % uniq()
+        ins = self.seed_id("nowcerts", "insureds",
+                           {"firstName": "Mae", "lastName": "Nual", "eMail": email, "type": "Insured",
+                            "active": True}, "eMail")
+        number = "MP-" + uniq(6)
+        data = {"policyNumber": number, "policyType": "Auto", "premium": 100, "carrier": "Progressive",
+                "effectiveDate": "2024-01-01", "expirationDate": "2025-01-01", "insuredEmail": email}
+        body = {"source": "ghl", "entity_type": "policy", "direction": "to_nowcerts", "data": data}
+        ans = self.assertJSONAnswer(s.manual(body), 200)
+        self.assertEqual(ans["data"].get("action"), "written", ans)
+
+        def theirs(n):
+            return [p for p in self.fakes.records("nowcerts", "policies") if p.get("number") == n]
+        [p] = theirs(number)
+        self.assertEqual((p["insuredDatabaseId"], p["carrierName"], float(p["totalPremium"]), p["isQuote"]),
+                         (ins, "Progressive", 100.0, False))
+        self.assertEqual([x.get("lineOfBusinessName") for x in p["lineOfBusinesses"]], ["Auto"])
+        # Sent again with another premium: the same record, updated.
+        again = dict(body, data=dict(data, premium=125))
+        self.assertJSONAnswer(s.manual(again), 200)
+        [p] = theirs(number)
+        self.assertEqual(float(p["totalPremium"]), 125.0)
+        # A quote goes through Quote/Insert.
+        q = dict(body, entity_type="quote", data=dict(data, policyNumber="MQ-" + number[3:]))
+        self.assertJSONAnswer(s.manual(q), 200)
+        [p] = theirs("MQ-" + number[3:])
+        self.assertIs(p["isQuote"], True)
+        # Without its dates it fails for good, naming them, and writes nothing.
+        bad = dict(body, data={"policyNumber": "MX-" + number[3:], "policyType": "Auto",
+                               "insuredEmail": email})
+        dead = self.assertJSONAnswer(s.manual(bad), 502)
+        self.assertIn("effectiveDate, expirationDate", dead.get("error", ""))
+        self.assertEqual(theirs("MX-" + number[3:]), [])
+
     # -- upstream errors ---------------------------------------------------------
 
     def test_ghl_refusing_the_opportunity_makes_the_event_dead(self):
