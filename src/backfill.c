@@ -680,10 +680,22 @@ static int run(struct bf *b) {
   struct tally t = {0};
   t.unchanged = b->known;
   long pid = 0;
-  if (b->nids > 0 && !presence_running(b->store, &pid)) {
-    say(b, "no service is running on %s: %zu events queued; they run at the next start",
-        b->cfg.store_label, b->nids);
-    return 0;
+  if (!presence_running(b->store, &pid)) {
+    /* A resumed run reads on from its cursor: the events an interrupted run
+     * queued before it are not among this run's, but wait all the same. */
+    long counts[EV_STATUS_COUNT] = {0};
+    long waiting = store_count_by_status(b->store, counts) == 0
+                       ? counts[EV_PENDING] + counts[EV_RETRY_WAIT]
+                       : 0;
+    if (b->nids > 0 || waiting > 0) {
+      say(b, "no service is running on %s: %zu events queued; they run at the next start", b->cfg.store_label,
+          b->nids);
+      if (waiting > (long)b->nids)
+        say(b, "%ld events in all wait in the store (those an interrupted backfill queued "
+               "among them)",
+            waiting);
+      return 0;
+    }
   }
   if (b->nids > 0) {
     say(b, "the service (pid %ld) is working through them:", pid);

@@ -179,6 +179,30 @@ class BackfillNowCerts(IntegTest):
         harness.wait_until(lambda: all(self.contacts_with_email(r["eMail"]) for r in records), 20, 0.1,
                            "the queued events to run at start")
 
+    def test_a_resumed_backfill_without_a_service_says_what_waits(self):
+        records = insureds(250, uniq(6))
+        self.fakes.seed("nowcerts", "insureds", records)
+        s = self.server(start=False)
+        self.fakes.fault("nowcerts", latency_ms=300, count=100000, path=LIST, method="GET")
+        first = subprocess.Popen([str(BIN), "backfill", "--from", "nowcerts"], cwd=s.workdir, env=s.env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, preexec_fn=harness._die_with_parent)
+        try:
+            harness.wait_until(lambda: (cursor(s, "nowcerts") or {}).get("pos", 0) >= 100,
+                               60, 0.02, "the backfill to store a page")
+        finally:
+            first.kill()
+            first.communicate()
+        pos = cursor(s, "nowcerts")["pos"]
+        self.assertLess(pos, 250, "the kill came after the last page; nothing was tested")
+        p = s.cli("backfill", "--from", "nowcerts", timeout=120)
+        self.assertEqual(p.returncode, 0, p)
+        self.assertIn("resuming an interrupted backfill", p.stdout)
+        self.assertIn("no service is running on %s" % s.store_label, p.stdout)
+        self.assertIn("250 events in all wait in the store", p.stdout)
+        self.assertNotIn("summary:", p.stdout)
+        self.assertEqual(len([e for e in s.events("--limit", "1000") if e["status"] == "pending"]), 250)
+
     def test_since_and_policies(self):
         tag = uniq(6)
         old, new = insureds(2, tag + "o"), insureds(2, tag + "n")
