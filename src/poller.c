@@ -52,6 +52,7 @@ struct list_counts {
 };
 
 struct poller {
+  char who[80]; /* "tenant <name>: " before each log line, or "" */
   struct event_base *base;
   const struct config *cfg;
   struct store *store;
@@ -277,11 +278,12 @@ static void end_cycle(struct poller *p) {
   const struct list_counts *i = &p->counts[POLLER_INSUREDS], *c = &p->counts[POLLER_POLICIES];
   const struct list_counts *d = &p->counts[POLLER_DELETED];
   if (d->pages > 0)
-    log_info("poller: deleted insureds %ld listed (%ld new events for linked contacts, %ld seen before)",
-             d->listed, d->queued, d->seen);
-  log_info("poller: insureds %ld changed (%ld new events, %ld seen before, %ld ncghl's own), "
+    log_info("%spoller: deleted insureds %ld listed (%ld new events for linked contacts, %ld "
+             "seen before)",
+             p->who, d->listed, d->queued, d->seen);
+  log_info("%spoller: insureds %ld changed (%ld new events, %ld seen before, %ld ncghl's own), "
            "policies %ld changed (%ld new events, %ld seen before, %ld ncghl's own); "
-           "watermarks %s, %s%s",
+           "watermarks %s, %s%s", p->who,
            i->listed, i->queued, i->seen, i->own, c->listed, c->queued, c->seen, c->own, m[0], m[1],
            p->failed    ? "; cycle failed, retrying next interval"
            : p->shifted ? "; the list changed while it was read, the next cycle reads on"
@@ -302,13 +304,14 @@ static void begin_list(struct poller *p) {
     /* No history: the first start reads from now (less the overlap) on.
      * Earlier records are what `ncghl backfill` is for. */
     mark = now;
-    log_info("poller: no %s watermark yet; reading changes from now on", poller_list_name(p->list));
+    log_info("%spoller: no %s watermark yet; reading changes from now on", p->who,
+             poller_list_name(p->list));
   } else if (mark > now + POLLER_OVERLAP_SECONDS) {
     /* Left by a version that let one row dated ahead carry the watermark
      * there: every change dated before it was skipped. */
-    log_warn("poller: the %s watermark %s is ahead of this machine's clock; reading from the "
+    log_warn("%spoller: the %s watermark %s is ahead of this machine's clock; reading from the "
              "clock on. Changes made in NowCerts since it was set may have been skipped: "
-             "`ncghl backfill --from nowcerts --since <when it was set>` brings them",
+             "`ncghl backfill --from nowcerts --since <when it was set>` brings them", p->who,
              poller_list_name(p->list), v);
     mark = now;
   }
@@ -347,7 +350,7 @@ static void on_committed(void *ud, bool committed) {
   if (p->stopping)
     return;
   if (!committed) {
-    log_error("poller: a page of %s could not be stored; it is read again next cycle",
+    log_error("%spoller: a page of %s could not be stored; it is read again next cycle", p->who,
               poller_list_name(p->list));
     p->failed = true;
     end_cycle(p);
@@ -376,8 +379,8 @@ static int take_record(struct poller *p, const struct json *rec, struct buf *bod
     double now = clock_wall();
     if (t > now + POLLER_OVERLAP_SECONDS && !p->ahead_said) {
       p->ahead_said = true;
-      log_warn("poller: a %s row has changeDate %s, ahead of this machine's clock; the watermark "
-               "stays at the clock (are both clocks right?)",
+      log_warn("%spoller: a %s row has changeDate %s, ahead of this machine's clock; the watermark "
+               "stays at the clock (are both clocks right?)", p->who,
                poller_list_name(p->list), cd);
     }
     p->mark = t < now ? t : now;
@@ -466,7 +469,7 @@ static void on_page(void *ud, const struct up_result *r) {
     return;
   const char *list = poller_list_name(p->list);
   if (!r->ok) {
-    log_warn("poller: reading %s at record %ld failed: %s", list, p->consumed,
+    log_warn("%spoller: reading %s at record %ld failed: %s", p->who, list, p->consumed,
              r->error ? r->error : "no answer");
     p->failed = true;
     end_cycle(p);
@@ -476,7 +479,7 @@ static void on_page(void *ud, const struct up_result *r) {
   struct json *root = json_parse(r->body, r->body_len, err, sizeof err);
   const struct json *rows = root ? json_get(root, "value") : NULL;
   if (!rows || json_type(rows) != JSON_ARRAY) {
-    log_warn("poller: %s answered something that is not an OData list: %s", list,
+    log_warn("%spoller: %s answered something that is not an OData list: %s", p->who, list,
              root ? "no \"value\" array" : err);
     json_free(root);
     p->failed = true;
@@ -496,7 +499,8 @@ static void on_page(void *ud, const struct up_result *r) {
     buf_free(&body);
     json_free(root);
     if (!ok) {
-      log_error("poller: cannot store the events of a %s page; it is read again next time", list);
+      log_error("%spoller: cannot store the events of a %s page; it is read again next time",
+                p->who, list);
       p->failed = true;
       end_cycle(p);
       return;
@@ -533,7 +537,8 @@ static void on_page(void *ud, const struct up_result *r) {
   if (!ok) {
     /* Events stored so far in this page stay (the next cycle finds them);
      * the watermark does not move past what was not stored. */
-    log_error("poller: cannot store the events of a %s page; it is read again next cycle", list);
+    log_error("%spoller: cannot store the events of a %s page; it is read again next cycle",
+              p->who, list);
     json_free(root);
     p->failed = true;
     end_cycle(p);
@@ -577,7 +582,8 @@ static void fetch(struct poller *p) {
     return;
   }
   struct up_call call = {.service = UP_NOWCERTS, .method = "GET", .path = path.p};
-  log_debug("poller: reading %s from record %ld (changed since %s)", poller_list_name(p->list),
+  log_debug("%spoller: reading %s from record %ld (changed since %s)", p->who,
+            poller_list_name(p->list),
             skip, p->since);
   if (up_start(p->up, &call, NULL, on_page, p) != 0) {
     buf_free(&path);
@@ -600,7 +606,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
                  : store_lease_take(p->store, POLLER_LEASE, POLLER_LEASE_TTL(p), clock_wall());
   if (held != 1) {
     if (held == 0)
-      log_debug("poller: another node reads NowCerts now");
+      log_debug("%spoller: another node reads NowCerts now", p->who);
     schedule(p, p->cfg->nowcerts_poll_interval);
     return;
   }
@@ -610,11 +616,14 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
   begin_list(p);
 }
 
-struct poller *poller_new(struct event_base *base, const struct config *cfg, struct store *store,
-                          struct queue *queue, struct engine *engine, struct upstream *up) {
+struct poller *poller_new(struct event_base *base, const char *tenant, const struct config *cfg,
+                          struct store *store, struct queue *queue, struct engine *engine,
+                          struct upstream *up) {
   struct poller *p = calloc(1, sizeof *p);
   if (!p)
     return NULL;
+  if (tenant)
+    snprintf(p->who, sizeof p->who, "tenant %s: ", tenant);
   p->base = base;
   p->cfg = cfg;
   p->store = store;
@@ -626,7 +635,7 @@ struct poller *poller_new(struct event_base *base, const struct config *cfg, str
     free(p);
     return NULL;
   }
-  log_info("poller: reading NowCerts changes every %g s (overlap %d s)",
+  log_info("%spoller: reading NowCerts changes every %g s (overlap %d s)", p->who,
            cfg->nowcerts_poll_interval, POLLER_OVERLAP_SECONDS);
   schedule(p, 0);
   return p;

@@ -41,9 +41,12 @@ enum poller_list { POLLER_INSUREDS = 0, POLLER_POLICIES = 1, POLLER_DELETED = 2 
  * NOWCERTS_POLL_INTERVAL > 0. */
 bool poller_wanted(const struct config *cfg);
 /* Starts polling (the first cycle at once, then one every interval after the
- * last one ended). NULL only when out of memory. */
-struct poller *poller_new(struct event_base *base, const struct config *cfg, struct store *store,
-                          struct queue *queue, struct engine *engine, struct upstream *up);
+ * last one ended). tenant: the tenant whose NowCerts it reads (its log lines
+ * start "tenant <name>: ", as its events' do), or NULL for the single
+ * agency. NULL only when out of memory. */
+struct poller *poller_new(struct event_base *base, const char *tenant, const struct config *cfg,
+                          struct store *store, struct queue *queue, struct engine *engine,
+                          struct upstream *up);
 /* No new cycle or page from now on (the service is stopping). */
 void poller_stop(struct poller *p);
 /* A request or a page's commit may still be outstanding: free only after

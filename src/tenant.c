@@ -374,7 +374,7 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
   t->upkeep = upkeep_start(ts->upkeep, base, t->store, t->store_at, t->cfg.retention_days,
                            name == NULL);
   if (poller_wanted(&t->cfg) &&
-      !(t->poller = poller_new(base, &t->cfg, t->store, t->queue, t->engine, t->up)))
+      !(t->poller = poller_new(base, name, &t->cfg, t->store, t->queue, t->engine, t->up)))
     goto fail;
   start_doctor(t);
   if (name)

@@ -134,6 +134,13 @@ class Tenants(IntegTest):
         wait_until(lambda: "tenant a: event %s nowcerts INSURED_INSERT: done" % a["event_id"]
                    in s.log_text(), 10, 0.1, "the event's log line naming tenant a")
 
+    def test_a_tenants_poller_lines_name_it(self):
+        self.write_tenant("a", NOWCERTS_POLL_INTERVAL=1)
+        s = self.start(names=("b",))
+        wait_until(lambda: "tenant a: poller: insureds " in s.log_text(), 20, 0.1,
+                   "a poller cycle line naming tenant a")
+        self.assertNotRegex(s.log_text(), r"(?m)Z \w+ poller: ")
+
     def test_the_same_payload_to_two_tenants_is_two_events_with_their_own_mappings(self):
         s = self.start()
         ev = nowcerts_event("INSURED_INSERT")
