@@ -620,6 +620,7 @@ int httpc_send(struct httpc *h, const struct httpc_request *req, httpc_cb cb, vo
    * (and expose) calls that carry bearer tokens. */
   SET(CURLOPT_PROXY, "");
   SET(CURLOPT_TCP_NODELAY, 1L);
+  SET(CURLOPT_FRESH_CONNECT, req->fresh_connection ? 1L : 0L);
   SET(CURLOPT_TCP_KEEPALIVE, 1L);
   SET(CURLOPT_PROTOCOLS_STR, "http,https");
   if (h->max_body)

@@ -20,6 +20,10 @@ struct httpc_request {
   const char *body;            /* may be NULL */
   size_t body_len;
   long timeout_ms;             /* whole transfer; 0 = none (do not use) */
+  /* On a connection of its own: curl sends a request again by itself when a
+   * reused connection turns out closed before any answer, which for a
+   * create that did reach the server makes the record twice. */
+  bool fresh_connection;
 };
 
 struct httpc_response {

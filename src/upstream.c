@@ -722,7 +722,8 @@ static void send_with(struct ucall *c, const char *token) {
   headers[n] = NULL;
   struct httpc_request req = {.method = c->method, .url = c->url, .headers = headers,
                               .body = c->body, .body_len = c->body_len,
-                              .timeout_ms = (long)(u->timeout_s * 1000)};
+                              .timeout_ms = (long)(u->timeout_s * 1000),
+                              .fresh_connection = c->once};
   int rc = httpc_send(u->http, &req, on_http, c);
   memset(auth, 0, alen);
   free(auth);

@@ -467,7 +467,8 @@ class Fake:
 
     @staticmethod
     def parse_fault(body):
-        known = {"status", "count", "path", "method", "retry_after", "body", "raw_body", "latency_ms", "hang"}
+        known = {"status", "count", "path", "method", "retry_after", "body", "raw_body", "latency_ms", "hang",
+                 "after_write"}
         known |= WIRE_FAULT_KEYS
         unknown = set(body) - known
         if unknown:
@@ -512,6 +513,7 @@ class Fake:
             "status": status, "count": count, "path": path, "path_rx": path_rx,
             "method": method.upper() if method else None, "retry_after": retry_after,
             "body": body.get("body"), "raw_body": raw_body, "latency_ms": latency, "hang": hang, **wire,
+            "after_write": bool(body.get("after_write", False)),
         }
 
     def c_config(self, body):
@@ -3096,6 +3098,9 @@ class Handler(BaseHTTPRequestHandler):
         delay_ms = fake.config.get("latency_ms", 0) + (fault["latency_ms"] if fault else 0)
         if delay_ms:
             time.sleep(delay_ms / 1000.0)
+        if fault and fault["after_write"]:
+            # The request does its work first; only its answer is lost.
+            self._guarded(fake.dispatch, req)
         if fault and fault["hang"]:
             self._hang()
             fake.log_answer(entry, 0, fake.route_name(req.method, path))

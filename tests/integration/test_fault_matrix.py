@@ -382,6 +382,27 @@ class UpstreamStorms(FaultCase):
             self.assertNotEqual(got, "Pre", x)
 
 
+class LostCreateAnswers(FaultCase):
+    """A create that reaches the upstream and makes its record, whose
+    connection then dies before the answer: the record must not be made a
+    second time, neither by ncghl's retries nor by curl re-sending on its
+    own (which it does on a reused connection that closes unanswered)."""
+
+    def test_a_create_whose_connection_dies_after_the_write_makes_one_record(self):
+        s = self.start()
+        self.fakes.fault("ghl", path=r"^/contacts/?$", method="POST", reset=True, after_write=True)
+        self.fakes.fault("nowcerts", path=r"/Insured/OnlyInsertInsured", method="POST", reset=True,
+                         after_write=True)
+        batch = self.make("nowcerts", n=1) + self.make("ghl", n=1)
+        self.post_all(s, batch)
+        self.settle(s, batch, ("retry_wait", "done"), "both events to meet the lost answer")
+        self.assertEqual(self.fakes._ctl("ghl", "GET", "/_fault"), [], "the GHL fault did not act")
+        self.assertEqual(self.fakes._ctl("nowcerts", "GET", "/_fault"), [],
+                         "the NowCerts fault did not act")
+        self.recover(s, batch)
+        self.assertExactlyOnce(s, batch)
+
+
 class AuthAndNowCerts(FaultCase):
     """401 loops on both sides, NowCerts' "status":0, a token endpoint that
     is down."""
