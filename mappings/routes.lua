@@ -46,12 +46,12 @@ end
 local policies = util.require_optional "policies"
 if policies then
   nowcerts.POLICY_INSERT = function(ev)
-    return ghl.upsert_opportunity(ev.data, policies, { quote = false })
+    return ghl.upsert_opportunity(ev.data, policies, { quote = false, event = ev })
   end
   nowcerts.POLICY_UPDATE = nowcerts.POLICY_INSERT
 
   nowcerts.QUOTE_INSERT = function(ev)
-    return ghl.upsert_opportunity(ev.data, policies, { quote = true })
+    return ghl.upsert_opportunity(ev.data, policies, { quote = true, event = ev })
   end
   nowcerts.QUOTE_UPDATE = nowcerts.QUOTE_INSERT
 

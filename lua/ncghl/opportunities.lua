@@ -78,7 +78,9 @@ local function seen_of(opp_id)
   return snap and tonumber(snap.seen_at) or nil
 end
 
-local function record_written(opp_id, body, trace, links, seen_at, insured)
+-- kept: {field = base or false} for fields this write did not send because
+-- the record did not carry them; their base stays what it was.
+local function record_written(opp_id, body, trace, links, seen_at, insured, kept)
   local snap = { v = 1, fields = {}, seen_at = seen_at, insured = insured }
   for field, v in pairs(body) do
     local how = trace and trace[field]
@@ -100,6 +102,9 @@ local function record_written(opp_id, body, trace, links, seen_at, insured)
         end
       end
     end
+  end
+  for field, base in pairs(kept or {}) do
+    snap.fields[field] = base and { base = base } or nil
   end
   local text = json.encode(snap)
   for _, l in ipairs(links) do
@@ -194,12 +199,16 @@ local function contact_for(src, m)
   local view = map.apply(m.insured_to_contact, src)
   local named = util.email(view.email) ~= nil or util.phone10(view.phone) ~= nil
     or (not util.empty(view.firstName) and not util.empty(view.lastName))
-  if ins_id and not named then
-    -- Only the id: the insured itself, read from NowCerts, makes the contact.
-    local insured = nowcerts.get_insured(ins_id)
-    if not insured then
-      fail(("NowCerts has no insured %s (the record's insuredDatabaseId)"):format(ins_id))
-    end
+  -- An insured known by its id but not linked: the insured itself, read
+  -- from NowCerts, finds or makes its contact through the person's own sync,
+  -- which knows a contact deleted in GHL (not made again) and one linked to
+  -- another insured (never taken over). The policy's copy of the name
+  -- could match another person who shares it.
+  local insured = ins_id and nowcerts.get_insured(ins_id)
+  if ins_id and not insured and not named then
+    fail(("NowCerts has no insured %s (the record's insuredDatabaseId)"):format(ins_id))
+  end
+  if insured then
     local r = sync.contact("nowcerts", insured, {
       maps = {
         insured_id = maps.insured_id or { "databaseId", "id" },
@@ -457,14 +466,19 @@ function opportunities.upsert(src, m, opts)
 
   -- A late copy (GHL and relays retry for hours): a policy older, by its
   -- own changeDate, than the one ncghl last wrote from never overwrites it
-  -- (SPEC 10).
-  local changed_at = fields.time(src.changeDate)
+  -- (SPEC 10). A copy without one (the source design's payloads) is dated
+  -- by its event's `timestamp`, when the route passes the event.
+  local stamp, stamp_name = src.changeDate, "changeDate"
+  if stamp == nil and type(opts.event) == "table" and type(opts.event.payload) == "table" then
+    stamp, stamp_name = opts.event.payload.timestamp, "the event's timestamp"
+  end
+  local changed_at = fields.time(stamp)
   local seen_at = opp_id and seen_of(opp_id)
   if changed_at and seen_at and changed_at < seen_at then
     return {
       action = "skipped",
-      reason = ("older than what ncghl already wrote to the opportunity (changeDate %s)"):format(
-        util.str(src.changeDate)),
+      reason = ("older than what ncghl already wrote to the opportunity (%s %s)"):format(
+        stamp_name, util.str(stamp)),
       opportunity_id = opp_id,
       message = ("Skipped: GHL opportunity %s holds a newer version of the policy"):format(opp_id),
     }
@@ -474,13 +488,30 @@ function opportunities.upsert(src, m, opts)
   end
 
   local action, contact_id, contact_by
+  -- A field the record does not carry is unknown, never a change (SPEC 10):
+  -- a partial copy without its line of business keeps the name, pipeline
+  -- and stage GHL has (they are worked out from the line), one without a
+  -- status or active flag keeps the status.
+  local unknown = {}
+  if ctx.line == nil then
+    unknown.name, unknown.pipelineId, unknown.pipelineStageId = true, true, true
+  end
+  if ctx.status == nil and ctx.active == nil then
+    unknown.status = true
+  end
+  local kept
   if opp_id then
     local sent = pick(body, ghl.opportunity_update_fields)
+    local last = last_written(opp_id)
+    kept = {}
+    for field in pairs(unknown) do
+      sent[field] = nil
+      kept[field] = last and last[field] or false
+    end
     -- Pipeline, stage and status stay as GHL has them when they are what
     -- ncghl last wrote: an agent may have moved the opportunity since (won,
     -- another stage) and a premium change must not undo that. A new target
     -- (a quote bound, a pipelines.lua change) is sent.
-    local last = last_written(opp_id)
     if last then
       if last.pipelineId == sent.pipelineId and last.pipelineStageId == sent.pipelineStageId then
         sent.pipelineId, sent.pipelineStageId = nil, nil
@@ -557,7 +588,11 @@ function opportunities.upsert(src, m, opts)
   end
   ncghl.link_put("policy_number", number_key, opp_id)
   links[#links + 1] = { "policy_number", number_key }
-  record_written(opp_id, body, trace, links, seen_at, insured)
+  record_written(opp_id, body, trace, links, seen_at, insured, kept)
+  -- What the answer says was chosen is what could be: not a pipeline for a
+  -- record that did not name its line, nor a status for one without.
+  local placed = not (kept and kept.pipelineId ~= nil)
+  local stated = not (kept and kept.status ~= nil)
   return {
     action = action,
     opportunity_id = opp_id,
@@ -565,11 +600,11 @@ function opportunities.upsert(src, m, opts)
     contact_id = contact_id,
     contact_found_by = contact_by,
     kind = quote and "quote" or "policy",
-    pipeline = target.pipeline,
-    stage = target.stage,
-    status = body.status,
-    how = target.how,
-    stage_how = target.stage_how,
+    pipeline = placed and target.pipeline or nil,
+    stage = placed and target.stage or nil,
+    status = stated and body.status or nil,
+    how = placed and target.how or nil,
+    stage_how = placed and target.stage_how or nil,
     policy_status = target.policy_status,
     message = ("GHL opportunity %s %s"):format(opp_id, action),
   }

@@ -234,11 +234,35 @@ return {
     expect = {
       outcome = "done",
       requests = {
+        -- The record carries no status: the opportunity's stays as it is.
         { service = "ghl", method = "PUT", path = "/opportunities/o-77",
           body = { name = "Homeowners Policy - H-77", monetaryValue = 1100, pipelineId = "pl-personal",
-            pipelineStageId = "st-personal-bound", status = "open" } },
+            pipelineStageId = "st-personal-bound", status = ABSENT } },
       },
       data = { action = "updated", opportunity_id = "o-77", found_by = "link" },
+    } },
+
+  { name = "a partial update carrying only the carrier changes only the carrier",
+    source = "nowcerts",
+    links = { { kind = "policy", nowcerts = "77777777-0000-4000-8000-000000000002", ghl = "o-cm1" } },
+    snapshots = { { kind = "policy", nowcerts = "77777777-0000-4000-8000-000000000002", ghl = "o-cm1", fields = {
+      name = "General Liability Policy - CM-1", pipelineId = "pl-commercial",
+      pipelineStageId = "st-commercial-bound", status = "lost", ["customFields.carrier"] = "Hartford",
+      ["customFields.policy_number"] = "CM-1" } } },
+    body = { event_type = "POLICY_UPDATE", data = {
+      databaseId = "77777777-0000-4000-8000-000000000002", number = "CM-1", carrierName = "Travelers" } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "PUT", path = "/opportunities/o-cm1", status = 200, body = { opportunity = { id = "o-cm1" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/opportunities/o-cm1",
+          body = { customFields = { { key = "carrier", field_value = "Travelers" } }, name = ABSENT,
+            pipelineId = ABSENT, pipelineStageId = ABSENT, status = ABSENT } },
+      },
+      data = { action = "updated", opportunity_id = "o-cm1", pipeline = ABSENT, status = ABSENT },
     } },
 
   { name = "a resend without a NowCerts id finds the opportunity by the policy number's link",

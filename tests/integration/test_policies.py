@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.dont_write_bytecode = True  # keep the source tree clean
 import harness  # noqa: E402
-from harness import IntegTest, insured_data, nowcerts_event, uniq  # noqa: E402
+from harness import IntegTest, ghl_event, insured_data, nowcerts_event, uniq  # noqa: E402
 
 
 def guid():
@@ -249,6 +249,24 @@ class Policies(IntegTest):
         self.assertEqual(float(self._one_opp("Home Policy - %s" % number)["monetaryValue"]), 950.0)
         self.assertEqual(len([o for o in self._opps() if number in o.get("name", "")]), 2)
 
+    def test_a_late_relay_dated_only_by_its_event_timestamp_changes_nothing(self):
+        s = self.server()
+        c = self.seed_contact()
+        number = "P-" + uniq(6)
+        base = {"policyNumber": number, "policyType": "Auto", "insuredEmail": c["email"]}
+
+        def post(ts, **data):
+            ans = self.assertJSONAnswer(s.nowcerts(nowcerts_event("POLICY_UPDATE", dict(base, **data),
+                                                                  timestamp=ts)), 200)
+            return ans["data"]
+        post("2026-03-01T10:00:00Z", status="Active", premium=100)
+        post("2026-03-01T10:05:00Z", status="Cancelled", premium=110)
+        late = post("2026-03-01T10:02:00Z", status="Active", premium=105)
+        self.assertEqual(late.get("action"), "skipped", late)
+        self.assertIn("the event's timestamp", late.get("reason", ""))
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertEqual((opp.get("status"), float(opp["monetaryValue"])), ("lost", 110.0))
+
     def test_an_update_keeps_a_stage_and_status_an_agent_set_in_ghl(self):
         s = self.server()
         c = self.seed_contact()
@@ -363,6 +381,53 @@ class Policies(IntegTest):
                                         "premium": 20, "insuredDatabaseId": ins_id.upper()})
         self.assertEqual(len(self.fakes.calls("nowcerts", "GET", r"InsuredDetailList")), 1)
         self.assertEqual(len(self.contacts_with_email(email)), 1)
+
+    def _nc_insured(self, first, last, email):
+        ins = self.fakes.seed("nowcerts", "insureds", {
+            "firstName": first, "lastName": last, "eMail": email, "type": 0, "insuredType": 1,
+            "active": True})
+        return harness.rid(ins)
+
+    def test_a_policy_of_one_of_two_people_who_share_a_name_goes_on_its_own_contact(self):
+        s = self.server()
+        last = "Smith" + uniq(4)
+        a_mail, b_mail = "sam1.%s@example.com" % uniq(), "sam2.%s@example.com" % uniq()
+        a_id, b_id = self._nc_insured("Sam", last, a_mail), self._nc_insured("Sam", last, b_mail)
+        a = nowcerts_event("INSURED_INSERT", {"id": a_id, "firstName": "Sam", "lastName": last,
+                                              "eMail": a_mail})
+        self.assertJSONAnswer(s.nowcerts(a), 200)
+        [ca] = self.contacts_with_email(a_mail)
+        number = "SB-" + uniq(6)
+        self._post(s, "POLICY_INSERT", {"number": number, "lineOfBusinessName": "Auto", "premium": 5,
+                                        "insuredDatabaseId": b_id, "insuredFirstName": "Sam",
+                                        "insuredLastName": last})
+        [cb] = self.contacts_with_email(b_mail)
+        self.assertNotEqual(ca["id"], cb["id"])
+        self.assertEqual(self._one_opp("Auto Policy - %s" % number)["contactId"], cb["id"])
+        # A's contact is still A's: its change reaches it, B's address untouched.
+        self.fakes.agent_edit("nowcerts", "insureds", a_id, {"city": "Dunedin"})
+        moved = dict(a["data"], city="Dunedin")
+        upd = self.assertJSONAnswer(s.nowcerts(nowcerts_event("INSURED_UPDATE", moved)), 200)
+        self.assertEqual(self.contacts_with_email(a_mail)[0].get("city"), "Dunedin", upd)
+        self.assertEqual(self.contacts_with_email(b_mail)[0]["id"], cb["id"])
+
+    def test_a_new_policy_of_an_insured_whose_contact_was_deleted_makes_no_contact(self):
+        s = self.server()
+        email, last = "del.%s@example.com" % uniq(), "Two" + uniq(4)
+        ins_id = self._nc_insured("Del", last, email)
+        # Policy rows repeat their insured's name and e-mail (NOTES 5).
+        who = {"insuredDatabaseId": ins_id, "insuredFirstName": "Del", "insuredLastName": last,
+               "insuredEmail": email}
+        self._post(s, "POLICY_INSERT", dict(who, number="Y-" + uniq(6), lineOfBusinessName="Auto",
+                                            premium=5))
+        [c] = self.contacts_with_email(email)
+        self.fakes.agent_delete("ghl", "contacts", c["id"])
+        gone = self.assertJSONAnswer(s.ghl(ghl_event("ContactDelete", {"id": c["id"]})), 200)
+        self.assertIn("unlinked", json.dumps(gone))
+        ans = self._post(s, "POLICY_INSERT", dict(who, number="Y-" + uniq(6), lineOfBusinessName="Auto",
+                                                  premium=6))
+        self.assertEqual(ans["data"].get("action"), "skipped", ans)
+        self.assertEqual(self.contacts_with_email(email), [])
 
     def test_insured_named_only_by_name_is_not_created_twice(self):
         s = self.server()
