@@ -286,24 +286,38 @@ end
 
 -- GHL's tags change through its tag endpoints: ours are added, and only a
 -- tag ncghl itself set and no longer wants is removed; tags people added
--- stay. Returns what was added and removed.
-local function apply_tags(contact_id, current, wanted, managed)
+-- stay, also one ncghl wants too ("prospect" on a lead an agent tagged so):
+-- ncghl did not set it, so it never removes it. `owned`: the tags ncghl set
+-- (nil: every tag of `managed`, as snapshots before this rule kept them).
+-- Returns what was added and removed, and the tags ncghl now owns.
+local function apply_tags(contact_id, current, wanted, owned)
   local have = tag_set(tag_list(current))
   local want = tag_set(wanted)
-  local add, remove = {}, {}
+  local mine = tag_set(owned or {})
+  local add, remove, now_owned = {}, {}, {}
   for _, t in ipairs(wanted) do
     if not have[util.fold(t)] then
       add[#add + 1] = t
+      now_owned[#now_owned + 1] = t
+    elseif mine[util.fold(t)] then
+      now_owned[#now_owned + 1] = t
     end
   end
-  for _, t in ipairs(managed or {}) do
+  for _, t in ipairs(owned or {}) do
     if not want[util.fold(t)] and have[util.fold(t)] then
       remove[#remove + 1] = t
     end
   end
   ghl.add_tags(contact_id, add)
   ghl.remove_tags(contact_id, remove)
-  return add, remove
+  return add, remove, now_owned
+end
+
+-- The tags of a snapshot ncghl set itself (snapshots written before the
+-- `tags_owned` list count every tag it managed).
+local function owned_tags(snap)
+  local t = type(snap.tags_owned) == "table" and snap.tags_owned or snap.tags
+  return type(t) == "table" and t or {}
 end
 
 -- Consent -------------------------------------------------------------------
@@ -768,12 +782,16 @@ local function retire(maps, what, nc_id, ghl_id, snap)
   if not current then
     return skipped("the GHL contact is gone already", { insured_id = nc_id, contact_id = ghl_id })
   end
-  local added = apply_tags(ghl_id, current.tags, { tag }, nil)
+  local added = apply_tags(ghl_id, current.tags, { tag }, {})
   local managed = type(snap.tags) == "table" and snap.tags or {}
   if not tag_set(managed)[util.fold(tag)] then
     managed[#managed + 1] = tag
   end
-  snap.tags = managed
+  local owned = owned_tags(snap)
+  if #added > 0 and not tag_set(owned)[util.fold(tag)] then
+    owned[#owned + 1] = tag
+  end
+  snap.tags, snap.tags_owned = managed, owned
   snap.retired = what
   save_snapshot(nc_id, ghl_id, snap)
   note(ids, "tags", "nowcerts", "", tag, "sent")
@@ -885,8 +903,9 @@ function sync.contact(from, rec, opts)
     end
     local tags = wanted or wanted_tags(maps, current)
     if tags then
-      apply_tags(ids.ghl, from == "ghl" and rec.tags or current.tags, tags, snap.tags)
-      snap.tags = tags
+      local _, _, owned = apply_tags(ids.ghl, from == "ghl" and rec.tags or current.tags, tags,
+        owned_tags(snap))
+      snap.tags, snap.tags_owned = tags, owned
     end
     save_snapshot(ids.nowcerts, ids.ghl, snap)
     result.action = next(write_to) and "updated" or "linked"
@@ -961,13 +980,14 @@ function sync.contact(from, rec, opts)
           end
         end
         if wanted then
-          snap.tags = wanted
+          snap.tags, snap.tags_owned = wanted, wanted -- made by ncghl, tags and all
         elseif from == "ghl" then
           -- The contact now stands for a NowCerts record: it gets ncghl's
           -- tags for it (e.g. "prospect"), as a contact made from NowCerts would.
           snap.tags = wanted_tags(maps, body)
           if snap.tags then
-            apply_tags(ids.ghl, rec.tags, snap.tags, nil)
+            local _, _, owned = apply_tags(ids.ghl, rec.tags, snap.tags, {})
+            snap.tags_owned = owned
           end
         end
         save_snapshot(ids.nowcerts, ids.ghl, snap)
@@ -1068,6 +1088,9 @@ function sync.contact(from, rec, opts)
   -- Linked. GHL's webhooks leave empty fields out: a field the snapshot has
   -- a value for and the webhook lacks is read from GHL, never taken for a
   -- clear; and without any time on the event, the record read is the truth.
+  -- Once read, the contact as GHL has it now stands for every field, not
+  -- just the missing ones: the webhook may be late, and its values, dated
+  -- by the read, would pass for newer than edits made since.
   if from == "ghl" and not opts.whole then
     local missing = false
     for _, p in ipairs(pairs_) do
@@ -1080,9 +1103,7 @@ function sync.contact(from, rec, opts)
       if now then
         local fresh = view(A, pairs_, now, true, maps)
         for k, v in pairs(fresh) do
-          if values[k] == nil or at == nil then
-            values[k] = v
-          end
+          values[k] = v
         end
         at = A.time_of(now) or at
       end
@@ -1259,8 +1280,9 @@ function sync.contact(from, rec, opts)
   end
   local added, removed
   if tags_changed and from == "nowcerts" then
-    added, removed = apply_tags(ids.ghl, current.tags, wanted, snap.tags)
-    snap.tags = wanted
+    local owned
+    added, removed, owned = apply_tags(ids.ghl, current.tags, wanted, owned_tags(snap))
+    snap.tags, snap.tags_owned = wanted, owned
   end
   save_snapshot(ids.nowcerts, ids.ghl, snap)
 
@@ -1326,6 +1348,14 @@ function sync.ensure_contact(body, opts)
     end
   end
   local found, how = sides.ghl.find(who)
+  if found and nc_id then
+    -- Another insured's contact (two people who share a name, a phone) is
+    -- not this insured's: it gets one of its own.
+    local linked_to = ncghl.link_get(KIND, "nowcerts", util.str(found.id))
+    if linked_to and linked_to ~= nc_id then
+      found = nil
+    end
+  end
   local id
   if found then
     id = util.str(found.id)

@@ -178,6 +178,26 @@ class FieldSync(SyncCase):
         for r in self.fakes.calls("ghl", "PUT", UPDATE_CONTACT):
             self.assertNotIn("tags", harness.req_body(r) or {}, r)
 
+    def test_a_tag_an_agent_set_stays_when_ncghl_stops_wanting_it(self):
+        s = self.start()
+        # An agent's lead, tagged "prospect" by hand before ncghl saw it.
+        c = self.lead(firstName="Tia", lastName="Tag" + uniq(4), email="tia.%s@example.com" % uniq(),
+                      tags=["prospect", "hot lead"])
+        a = self.assertJSONAnswer(s.ghl(ghl_event("ContactCreate", c)), 200)
+        ins_id = a["data"]["insured_id"]
+        self.settle(s)
+        self.assertEqual(sorted(self.contact(c["id"])["tags"]), ["hot lead", "nowcerts", "prospect"])
+        self.agent_nc(ins_id, type="Insured")  # ncghl's rule for "prospect" ends
+        self.agent_nc(ins_id, active=False)
+        wait_until(lambda: "inactive" in self.contact(c["id"])["tags"], SETTLE, 0.2, "the inactive tag")
+        self.settle(s)
+        # ncghl never set "prospect": it stays; its own "inactive" comes and goes.
+        self.assertEqual(sorted(self.contact(c["id"])["tags"]), ["hot lead", "inactive", "nowcerts", "prospect"])
+        self.agent_nc(ins_id, active=True)
+        wait_until(lambda: "inactive" not in self.contact(c["id"])["tags"], SETTLE, 0.2, "inactive removed")
+        self.settle(s)
+        self.assertEqual(sorted(self.contact(c["id"])["tags"]), ["hot lead", "nowcerts", "prospect"])
+
     def test_a_write_to_nowcerts_keeps_the_fields_ncghl_does_not_map(self):
         s = self.start()
         ins_id, cid = self.linked_pair(s, dateOfBirth="1980-04-02T00:00:00", addressLine2="Apt 4",
@@ -410,6 +430,26 @@ class FieldSync(SyncCase):
         self.settle(s)
         self.assertEqual(self.nc(ins_id)["city"], "Venice")
         self.assertEqual(self.contact(cid)["city"], "Venice")
+
+    def test_a_late_webhook_that_lacks_a_field_never_overwrites_newer_values(self):
+        # The late one lacks address1 (added after it), so ncghl reads the
+        # contact to learn whether it was cleared; what it read is newer than
+        # the webhook's own values, which must not be written under its time.
+        s = self.start()
+        ins_id, cid = self.linked_pair(s, addressLine1=None)
+        self.fakes.hold_ghl_webhooks()
+        self.agent_ghl(cid, city="Ocala")
+        time.sleep(1.0)
+        self.agent_ghl(cid, city="Venice", postalCode="34285")
+        time.sleep(1.0)
+        self.agent_ghl(cid, address1="5 Bay St")
+        self.fakes.flush_ghl_webhooks(order="lifo")  # the newest first, the oldest last
+        wait_until(lambda: self.nc(ins_id).get("addressLine1") == "5 Bay St", SETTLE, 0.2,
+                   "the newest edit in NowCerts")
+        self.settle(s)
+        nc, c = self.nc(ins_id), self.contact(cid)
+        self.assertEqual((nc["city"], nc["zipCode"], nc["addressLine1"]), ("Venice", "34285", "5 Bay St"))
+        self.assertEqual((c["city"], c["postalCode"], c["address1"]), ("Venice", "34285", "5 Bay St"))
 
     def test_a_repeated_webhook_changes_nothing(self):
         s = self.start()
