@@ -63,6 +63,8 @@ struct hreq {
   char errbuf[CURL_ERROR_SIZE];
   double retry_after;
   long rl_remaining, rl_max, rl_interval;
+  char *send; /* a no_resend request's body, read by on_send */
+  size_t send_len, send_off;
   struct hreq *prev, *next; /* in flight, or finished and not yet called back */
 };
 
@@ -207,7 +209,19 @@ static void hreq_free(struct httpc *h, struct hreq *r) {
     release_easy(h, r->easy);
   hlist_release(r->headers);
   buf_free(&r->body);
+  free(r->send);
   free(r);
+}
+
+/* A no_resend body. With no seek callback curl cannot rewind it, so its own
+ * re-send on a connection that died fails rather than sending it again. */
+static size_t on_send(char *out, size_t size, size_t n, void *userp) {
+  struct hreq *r = userp;
+  size_t room = size * n, left = r->send_len - r->send_off;
+  size_t k = left < room ? left : room;
+  memcpy(out, r->send + r->send_off, k);
+  r->send_off += k;
+  return k;
 }
 
 /* ---- headers and body ---------------------------------------------------- */
@@ -620,7 +634,6 @@ int httpc_send(struct httpc *h, const struct httpc_request *req, httpc_cb cb, vo
    * (and expose) calls that carry bearer tokens. */
   SET(CURLOPT_PROXY, "");
   SET(CURLOPT_TCP_NODELAY, 1L);
-  SET(CURLOPT_FRESH_CONNECT, req->fresh_connection ? 1L : 0L);
   SET(CURLOPT_TCP_KEEPALIVE, 1L);
   SET(CURLOPT_PROTOCOLS_STR, "http,https");
   if (h->max_body)
@@ -635,7 +648,20 @@ int httpc_send(struct httpc *h, const struct httpc_request *req, httpc_cb cb, vo
   } else {
     if (!method_is(method, "POST"))
       SET(CURLOPT_CUSTOMREQUEST, method);
-    if (req->body || method_is(method, "POST")) {
+    if (req->no_resend && req->body) {
+      /* Copied too, and read through on_send (see there). */
+      r->send = malloc(req->body_len ? req->body_len : 1);
+      if (!r->send)
+        rc = CURLE_OUT_OF_MEMORY;
+      else {
+        memcpy(r->send, req->body, req->body_len);
+        r->send_len = req->body_len;
+      }
+      SET(CURLOPT_POST, 1L);
+      SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+      SET(CURLOPT_READFUNCTION, on_send);
+      SET(CURLOPT_READDATA, (void *)r);
+    } else if (req->body || method_is(method, "POST")) {
       /* Copied, so the caller's body may go away right after this call. */
       SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body_len : 0));
       SET(CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "");

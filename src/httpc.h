@@ -20,10 +20,12 @@ struct httpc_request {
   const char *body;            /* may be NULL */
   size_t body_len;
   long timeout_ms;             /* whole transfer; 0 = none (do not use) */
-  /* On a connection of its own: curl sends a request again by itself when a
-   * reused connection turns out closed before any answer, which for a
-   * create that did reach the server makes the record twice. */
-  bool fresh_connection;
+  /* Never sent twice by curl itself: curl re-sends a request on its own
+   * when a reused connection turns out closed before any answer, which for
+   * a create that did reach the server makes the record twice. Such a
+   * request's body is read through a callback that cannot rewind, so that
+   * re-send fails instead (as a transport error: no answer). */
+  bool no_resend;
 };
 
 struct httpc_response {

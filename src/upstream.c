@@ -718,12 +718,16 @@ static void send_with(struct ucall *c, const char *token) {
     snprintf(ctype, sizeof ctype, "Content-Type: %s",
              c->content_type ? c->content_type : "application/json");
     headers[n++] = ctype;
+    /* A create's body goes through httpc's no_resend callback, for which
+     * curl would ask "Expect: 100-continue" and wait for a reply. */
+    if (c->once)
+      headers[n++] = "Expect:";
   }
   headers[n] = NULL;
   struct httpc_request req = {.method = c->method, .url = c->url, .headers = headers,
                               .body = c->body, .body_len = c->body_len,
                               .timeout_ms = (long)(u->timeout_s * 1000),
-                              .fresh_connection = c->once};
+                              .no_resend = c->once};
   int rc = httpc_send(u->http, &req, on_http, c);
   memset(auth, 0, alen);
   free(auth);

@@ -30,8 +30,8 @@ struct up_call {
    * still have made the record, so the retry policy does not send it again;
    * the call ends retryable and the caller searches before it creates again
    * (SPEC 10, "creates survive crashes"). An answer (5xx, 429) is retried as
-   * usual (SPEC 6). It goes on a connection of its own, so curl never
-   * re-sends it by itself when a reused connection turns out closed. */
+   * usual (SPEC 6). curl never re-sends it by itself when a reused
+   * connection turns out closed (httpc's no_resend). */
   bool once;
 };
 
