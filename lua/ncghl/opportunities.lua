@@ -278,6 +278,14 @@ local function opportunity_gone(res)
     and (res.body or ""):lower():find("opportunity not found", 1, true) ~= nil
 end
 
+-- GHL refused an opportunity for its contact: the contact is not there.
+local function contact_gone(res)
+  if res.ok or res.retryable or (res.status ~= 400 and res.status ~= 404 and res.status ~= 422) then
+    return false
+  end
+  return (res.body or ""):lower():find("contact not found", 1, true) ~= nil
+end
+
 -- What pipelines.lua chooses with: the record's kind, line of business and
 -- status (policies.lua says where they are read), and, added by choose, the
 -- location's pipelines.
@@ -571,7 +579,25 @@ function opportunities.upsert(src, m, opts)
     else
       local b = util.without(body)
       b.contactId, b.locationId = contact_id, ghl.location_id()
-      local created = ghl.check("POST", "/opportunities/", send("POST", "/opportunities/", b))
+      local res = send("POST", "/opportunities/", b)
+      if contact_by == "link" and contact_gone(res) then
+        -- The insured's linked contact was deleted in GHL with no webhook
+        -- saying so: as a ContactDelete would, the link goes (a tombstone),
+        -- and the insured's own sync decides: skipped, or GHL's other
+        -- contact for the person.
+        sync.contact_deleted(contact_id)
+        contact_id, contact_by, why_not = contact_for(src, m)
+        if not contact_id then
+          return {
+            action = "skipped",
+            reason = ("the policy's insured has no GHL contact: %s"):format(why_not or "none"),
+            message = ("Skipped: the policy's insured has no GHL contact (%s)"):format(why_not or "none"),
+          }
+        end
+        b.contactId = contact_id
+        res = send("POST", "/opportunities/", b)
+      end
+      local created = ghl.check("POST", "/opportunities/", res)
       local o = type(created.opportunity) == "table" and created.opportunity or created
       opp_id = util.str(o.id)
       if util.empty(opp_id) then

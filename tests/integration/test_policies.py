@@ -429,6 +429,21 @@ class Policies(IntegTest):
         self.assertEqual(ans["data"].get("action"), "skipped", ans)
         self.assertEqual(self.contacts_with_email(email), [])
 
+    def test_a_policy_of_an_insured_whose_contact_went_without_a_webhook_is_skipped(self):
+        s = self.server()
+        email, last = "gone.%s@example.com" % uniq(), "Gone" + uniq(4)
+        ins_id = self._nc_insured("Ida", last, email)
+        self._post(s, "POLICY_INSERT", {"number": "G-" + uniq(6), "lineOfBusinessName": "Auto",
+                                        "premium": 5, "insuredDatabaseId": ins_id})
+        [c] = self.contacts_with_email(email)
+        self.fakes.agent_delete("ghl", "contacts", c["id"])  # and GHL says nothing
+        ans = self._post(s, "POLICY_INSERT", {"number": "G-" + uniq(6), "lineOfBusinessName": "Auto",
+                                              "premium": 6, "insuredDatabaseId": ins_id})
+        self.assertEqual(ans["data"].get("action"), "skipped", ans)
+        self.assertIn("deleted", ans["data"].get("reason", ""), ans)
+        self.assertEqual(self.contacts_with_email(email), [])
+        self.assertEqual(len(self._opps()), 1)
+
     def test_insured_named_only_by_name_is_not_created_twice(self):
         s = self.server()
         last = "Nm" + uniq(6)
