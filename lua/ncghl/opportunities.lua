@@ -536,16 +536,42 @@ function opportunities.upsert(src, m, opts)
           sent[field] = nil
         end
       end
-      if type(sent.customFields) == "table" then
-        local changed = {}
-        for _, item in ipairs(sent.customFields) do
-          local k = custom_key(item)
-          if not (k and last[k] ~= nil and last[k] == fields.normalise(k, item.field_value)) then
-            changed[#changed + 1] = item
+      local changed = {}
+      local given = {}
+      for _, item in ipairs(type(sent.customFields) == "table" and sent.customFields or {}) do
+        local k = custom_key(item)
+        if k then
+          given[k] = true
+        end
+        if not (k and last[k] ~= nil and last[k] == fields.normalise(k, item.field_value)) then
+          changed[#changed + 1] = item
+        end
+      end
+      -- A custom field the record carries empty ("" or null) where ncghl
+      -- last wrote a value is a clear (SPEC 10), which travels; one the
+      -- record does not carry at all is unknown and stays.
+      for _, f in ipairs(type(m.custom_fields) == "table" and m.custom_fields or {}) do
+        local k = custom_key(f)
+        local paths = map.paths(f.from)
+        if k and not given[k] and last[k] ~= nil and last[k] ~= "" and paths then
+          for _, path in ipairs(paths) do
+            if not path:find(".", 1, true)
+                and (src[path] == "" or json.was_null(src, path)) then
+              local item = { field_value = "" }
+              if f.id ~= nil and f.id ~= "" then
+                item.id = f.id
+              else
+                item.key = f.key
+              end
+              changed[#changed + 1] = item
+              kept = kept or {}
+              kept[k] = false
+              break
+            end
           end
         end
-        sent.customFields = changed[1] and changed or nil
       end
+      sent.customFields = changed[1] and changed or nil
     end
     if last and not next(sent) then
       action = "unchanged"

@@ -265,6 +265,29 @@ return {
       data = { action = "updated", opportunity_id = "o-cm1", pipeline = ABSENT, status = ABSENT },
     } },
 
+  { name = "a custom field the policy carries empty is cleared in GHL; one it does not carry stays",
+    source = "nowcerts",
+    links = { { kind = "policy", nowcerts = "77777777-0000-4000-8000-000000000003", ghl = "o-pt1" } },
+    snapshots = { { kind = "policy", nowcerts = "77777777-0000-4000-8000-000000000003", ghl = "o-pt1", fields = {
+      name = "Auto Policy - PT-1", pipelineId = "pl-personal", pipelineStageId = "st-personal-bound",
+      ["customFields.policy_number"] = "PT-1", ["customFields.carrier"] = "Geico",
+      ["customFields.effective_date"] = "2024-01-01" } } },
+    body = { event_type = "POLICY_UPDATE", data = {
+      databaseId = "77777777-0000-4000-8000-000000000003", number = "PT-1", lineOfBusinessName = "Auto",
+      carrierName = "" } },
+    answers = {
+      PIPELINES,
+      { service = "ghl", method = "PUT", path = "/opportunities/o-pt1", status = 200, body = { opportunity = { id = "o-pt1" } } },
+    },
+    expect = {
+      outcome = "done",
+      requests = {
+        { service = "ghl", method = "PUT", path = "/opportunities/o-pt1",
+          body = { customFields = { { key = "carrier", field_value = "" } }, name = ABSENT } },
+      },
+      data = { action = "updated", opportunity_id = "o-pt1" },
+    } },
+
   { name = "a resend without a NowCerts id finds the opportunity by the policy number's link",
     source = "nowcerts",
     links = { { kind = "policy_number", nowcerts = "pol-2", ghl = "o-2" } },

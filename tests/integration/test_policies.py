@@ -267,6 +267,21 @@ class Policies(IntegTest):
         opp = self._one_opp("Auto Policy - %s" % number)
         self.assertEqual((opp.get("status"), float(opp["monetaryValue"])), ("lost", 110.0))
 
+    def test_a_carrier_cleared_in_nowcerts_is_cleared_in_ghl(self):
+        s = self.server()
+        c = self.seed_contact()
+        pid = "77777777-0000-4000-8000-%012x" % int(uniq(12), 16)
+        number = "PT-" + uniq(6)
+        data = {"databaseId": pid, "number": number, "lineOfBusinessName": "Auto", "totalPremium": 350,
+                "carrierName": "Geico", "insuredEmail": c["email"]}
+        self._post(s, "POLICY_INSERT", data)
+        self.assertIn("Geico", json.dumps(self._one_opp("Auto Policy - %s" % number)["customFields"]))
+        self._post(s, "POLICY_UPDATE", dict(data, carrierName=""))
+        opp = self._one_opp("Auto Policy - %s" % number)
+        self.assertNotIn("Geico", json.dumps(opp["customFields"]))
+        self.assertIn(number, json.dumps(opp["customFields"]))  # what it did not clear stays
+        self.assertEqual(float(opp["monetaryValue"]), 350.0)
+
     def test_an_update_keeps_a_stage_and_status_an_agent_set_in_ghl(self):
         s = self.server()
         c = self.seed_contact()
