@@ -1050,6 +1050,14 @@ function sync.contact(from, rec, opts)
     -- partner unlinked. Left alone, with the reason; the people who know
     -- whether these are one person merge them or give one its own e-mail.
     local holder = ncghl.link_get(KIND, from, ids[to])
+    if holder and holder ~= ids[from] and from == "ghl" and not A.read(holder) then
+      -- Unless that other contact is gone from GHL (merged into this one,
+      -- its ContactDelete not here yet): its link goes as the delete's
+      -- would, and this one, the survivor, is linked (SPEC 10, Lifecycle).
+      sync.contact_deleted(holder)
+      snap = load_snapshot(ids.nowcerts)
+      holder = nil
+    end
     if holder and holder ~= ids[from] then
       local mine, theirs = from == "ghl" and "GHL contact" or "NowCerts insured",
         to == "ghl" and "GHL contact" or "NowCerts insured"

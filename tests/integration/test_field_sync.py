@@ -451,6 +451,24 @@ class FieldSync(SyncCase):
         self.assertEqual((nc["city"], nc["zipCode"], nc["addressLine1"]), ("Venice", "34285", "5 Bay St"))
         self.assertEqual((c["city"], c["postalCode"], c["address1"]), ("Venice", "34285", "5 Bay St"))
 
+    def test_a_merge_survivors_edit_before_the_losers_delete_is_kept(self):
+        s = self.start()
+        ins_id, a_id = self.linked_pair(s)
+        email = self.nc(ins_id)["eMail"]
+        b = self.lead(firstName="Ann", lastName=self.nc(ins_id)["lastName"], email=email)
+        self.assertJSONAnswer(s.ghl(ghl_event("ContactCreate", b)), 200)  # A holds the insured
+        self.settle(s)
+        # GHL merges A into B: B's edit, then A's deletion, their webhooks in that order.
+        self.fakes.hold_ghl_webhooks()
+        self.agent_ghl(b["id"], city="Venice")
+        self.fakes.agent_delete("ghl", "contacts", a_id)
+        self.fakes.flush_ghl_webhooks(order="fifo")
+        wait_until(lambda: self.nc(ins_id).get("city") == "Venice", SETTLE, 0.2, "the survivor's edit")
+        self.settle(s)
+        self.assertEqual(self.nc(ins_id)["city"], "Venice")
+        self.assertEqual(self.contact(b["id"])["city"], "Venice")
+        self.assertEqual(len(self.insureds_with_email(email)), 1)
+
     def test_a_repeated_webhook_changes_nothing(self):
         s = self.start()
         ins_id, cid = self.linked_pair(s)
