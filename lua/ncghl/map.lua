@@ -284,6 +284,18 @@ end
 -- field_value is string | string[] | object in GHL's schema (NOTES section
 -- 3): a number or a boolean (a policy number that arrived as a JSON number)
 -- is sent as its text, never as a number that GHL's validation refuses.
+-- One entry of GHL's customFields for field f of a custom_fields list
+-- ({key = ...} or {id = ...}): { id or key, field_value = value }.
+function map.custom_field(f, value)
+  local item = { field_value = value }
+  if f.id ~= nil and f.id ~= "" then
+    item.id = f.id
+  else
+    item.key = f.key
+  end
+  return item
+end
+
 function map.custom_fields(list)
   return function(src, ctx)
     local out = {}
@@ -294,13 +306,7 @@ function map.custom_fields(list)
         v = util.str(v)
       end
       if v ~= nil and type(v) ~= "table" then
-        local item = { field_value = v }
-        if f.id ~= nil and f.id ~= "" then
-          item.id = f.id
-        else
-          item.key = f.key
-        end
-        out[#out + 1] = item
+        out[#out + 1] = map.custom_field(f, v)
       end
     end
     return out

@@ -255,35 +255,31 @@ local function adoptable(contact_id, name, number)
   return nil
 end
 
--- GHL refused the pipeline or stage id. The ids came from the pipelines
--- read earlier, which may be stale (a pipeline rebuilt in GHL): worth one
--- more try with the list read again. The wording of GHL's refusal is not
--- documented, so any 400/404/422 that mentions a pipeline counts.
-local function pipeline_refused(res)
+-- GHL refused the call (400, 404 or 422) with `words` in its answer. GHL
+-- documents none of these refusals' wording, so a phrase is looked for.
+local function refused_saying(res, words)
   if res.ok or res.retryable or (res.status ~= 400 and res.status ~= 404 and res.status ~= 422) then
     return false
   end
-  return (res.body or ""):lower():find("pipeline", 1, true) ~= nil
+  return (res.body or ""):lower():find(words, 1, true) ~= nil
+end
+
+-- GHL refused the pipeline or stage id. The ids came from the pipelines
+-- read earlier, which may be stale (a pipeline rebuilt in GHL): worth one
+-- more try with the list read again.
+local function pipeline_refused(res)
+  return refused_saying(res, "pipeline")
 end
 
 -- The linked opportunity is gone (deleted in GHL): make a new one.
 local function opportunity_gone(res)
-  if res.ok or res.retryable then
-    return false
-  end
-  if res.status == 404 then
-    return true
-  end
-  return (res.status == 400 or res.status == 422)
-    and (res.body or ""):lower():find("opportunity not found", 1, true) ~= nil
+  return (not res.ok and not res.retryable and res.status == 404)
+    or refused_saying(res, "opportunity not found")
 end
 
 -- GHL refused an opportunity for its contact: the contact is not there.
 local function contact_gone(res)
-  if res.ok or res.retryable or (res.status ~= 400 and res.status ~= 404 and res.status ~= 422) then
-    return false
-  end
-  return (res.body or ""):lower():find("contact not found", 1, true) ~= nil
+  return refused_saying(res, "contact not found")
 end
 
 -- What pipelines.lua chooses with: the record's kind, line of business and
@@ -557,13 +553,7 @@ function opportunities.upsert(src, m, opts)
           for _, path in ipairs(paths) do
             if not path:find(".", 1, true)
                 and (src[path] == "" or json.was_null(src, path)) then
-              local item = { field_value = "" }
-              if f.id ~= nil and f.id ~= "" then
-                item.id = f.id
-              else
-                item.key = f.key
-              end
-              changed[#changed + 1] = item
+              changed[#changed + 1] = map.custom_field(f, "")
               kept = kept or {}
               kept[k] = false
               break

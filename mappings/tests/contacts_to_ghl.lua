@@ -23,6 +23,16 @@ local function search_by_email(email)
   }
 end
 
+-- A new insured whose contact GHL is asked to create with (at least) `body`.
+local function creates(name, insured, body, config)
+  return { name = name, source = "nowcerts", config = config,
+    body = { event_type = "INSURED_INSERT", data = insured },
+    expect = {
+      outcome = "done",
+      requests = { { service = "ghl", method = "POST", path = "/contacts/", body = body } },
+    } }
+end
+
 -- Both sides changed the phone since the base: NowCerts to 555-111-2222
 -- (its changeDate nc_at, 10:05:00 unless given), GHL to +1 555 333 4444
 -- at ghl_at. The winner's phone is written to the side that lost.
@@ -303,32 +313,13 @@ return {
   phone_conflict("a GHL edit after the minute NowCerts' changeDate names is newer: GHL wins",
     "c63", "2024-03-01T10:06:01.000Z", "ghl"),
 
-  { name = "a phone without a country code gets DEFAULT_COUNTRY's (E.164)",
-    source = "nowcerts",
-    config = { DEFAULT_COUNTRY = "GB" },
-    body = {
-      event_type = "INSURED_INSERT",
-      data = { firstName = "Ada", lastName = "Byron", email = "ada@example.co.uk", phone = "07700 900123" },
-    },
-    expect = {
-      outcome = "done",
-      requests = {
-        { service = "ghl", method = "POST", path = "/contacts/", body = { phone = "+447700900123" } },
-      },
-    } },
+  creates("a phone without a country code gets DEFAULT_COUNTRY's (E.164)",
+    { firstName = "Ada", lastName = "Byron", email = "ada@example.co.uk", phone = "07700 900123" },
+    { phone = "+447700900123" }, { DEFAULT_COUNTRY = "GB" }),
 
-  { name = "an insured's own source becomes the contact's, else NowCerts",
-    source = "nowcerts",
-    body = {
-      event_type = "INSURED_INSERT",
-      data = { firstName = "Rae", lastName = "Doe", email = "rae@example.com", source = "Referral" },
-    },
-    expect = {
-      outcome = "done",
-      requests = {
-        { service = "ghl", method = "POST", path = "/contacts/", body = { source = "Referral" } },
-      },
-    } },
+  creates("an insured's own source becomes the contact's, else NowCerts",
+    { firstName = "Rae", lastName = "Doe", email = "rae@example.com", source = "Referral" },
+    { source = "Referral" }),
 
   { name = "the echo of ncghl's own GHL write is skipped",
     source = "nowcerts",

@@ -68,6 +68,19 @@ class BackfillNowCerts(IntegTest):
     def _events(self, s, source):
         return db_query(s, "SELECT id, status FROM events WHERE source = ?", (source,))
 
+    def interrupted(self, s, pos, what):
+        """A backfill killed once its cursor passed record `pos` (its list
+        pages slowed down beforehand); returns the cursor it left."""
+        first = subprocess.Popen([str(BIN), "backfill", "--from", "nowcerts"], cwd=s.workdir, env=s.env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, preexec_fn=harness._die_with_parent)
+        try:
+            harness.wait_until(lambda: (cursor(s, "nowcerts") or {}).get("pos", 0) >= pos, 60, 0.02, what)
+        finally:
+            first.kill()
+            first.communicate()
+        return cursor(s, "nowcerts")
+
     def test_interrupted_backfill_of_2000_resumes_and_syncs_each_once(self):
         self.fakes.config("ghl", rate_limit=1000000)
         tag = uniq(6)
@@ -76,16 +89,7 @@ class BackfillNowCerts(IntegTest):
         s = self.server(self.ENV)
         # Slow list pages, so that the kill lands between two of them.
         self.fakes.fault("nowcerts", latency_ms=150, count=100000, path=LIST, method="GET")
-        first = subprocess.Popen([str(BIN), "backfill", "--from", "nowcerts"], cwd=s.workdir, env=s.env,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, preexec_fn=harness._die_with_parent)
-        try:
-            harness.wait_until(lambda: (cursor(s, "nowcerts") or {}).get("pos", 0) >= 500,
-                               60, 0.02, "the backfill to store a few pages")
-        finally:
-            first.kill()
-            first.communicate()
-        cur = cursor(s, "nowcerts")
+        cur = self.interrupted(s, 500, "the backfill to store a few pages")
         self.assertIsNotNone(cur, "the kill came after the last page; nothing was tested")
         self.assertEqual(cur["stage"], 0)
         self.assertLess(cur["pos"], self.N)
@@ -184,16 +188,7 @@ class BackfillNowCerts(IntegTest):
         self.fakes.seed("nowcerts", "insureds", records)
         s = self.server(start=False)
         self.fakes.fault("nowcerts", latency_ms=300, count=100000, path=LIST, method="GET")
-        first = subprocess.Popen([str(BIN), "backfill", "--from", "nowcerts"], cwd=s.workdir, env=s.env,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, preexec_fn=harness._die_with_parent)
-        try:
-            harness.wait_until(lambda: (cursor(s, "nowcerts") or {}).get("pos", 0) >= 100,
-                               60, 0.02, "the backfill to store a page")
-        finally:
-            first.kill()
-            first.communicate()
-        pos = cursor(s, "nowcerts")["pos"]
+        pos = self.interrupted(s, 100, "the backfill to store a page")["pos"]
         self.assertLess(pos, 250, "the kill came after the last page; nothing was tested")
         p = s.cli("backfill", "--from", "nowcerts", timeout=120)
         self.assertEqual(p.returncode, 0, p)
