@@ -688,8 +688,8 @@ static int run(struct bf *b) {
                        ? counts[EV_PENDING] + counts[EV_RETRY_WAIT]
                        : 0;
     if (b->nids > 0 || waiting > 0) {
-      say(b, "no service is running on %s: %zu events queued; they run at the next start", b->cfg.store_label,
-          b->nids);
+      say(b, "no service is running on %s: %zu events queued; they run at the next start",
+          b->cfg.store_label, b->nids);
       if (waiting > (long)b->nids)
         say(b, "%ld events in all wait in the store (those an interrupted backfill queued "
                "among them)",

@@ -2087,7 +2087,8 @@ static char *lock_array(const char *const *keys, int n) {
   size_t len = 0;
   out[len++] = '{';
   for (int i = 0; i < n; i++)
-    len += (size_t)snprintf(out + len, cap - len, "%s%d", i ? "," : "", (int)lock_hash("k", keys[i]));
+    len += (size_t)snprintf(out + len, cap - len, "%s%d", i ? "," : "",
+                            (int)lock_hash("k", keys[i]));
   out[len++] = '}';
   out[len] = 0;
   return out;
@@ -2146,7 +2147,9 @@ static void pg_keys_unlock(struct store *base_, const char *const *keys, int n) 
 static int pg_keys_lock(struct store *base_, const char *const *keys, int n) {
   struct pg *s = (struct pg *)base_;
   char *arr = lock_array(keys, n);
-  PGresult *r = keys_sql(s, "SELECT k, pg_try_advisory_lock($1::int4, k) FROM unnest($2::int4[]) AS k",
+  PGresult *r = keys_sql(s,
+                         "SELECT k, pg_try_advisory_lock($1::int4, k)"
+                         " FROM unnest($2::int4[]) AS k",
                          arr, "keys_lock");
   free(arr);
   if (!r)
