@@ -277,13 +277,6 @@ function map.date(spec)
   end
 end
 
--- GHL's customFields input from a list of { key = "...", from = spec } (or
--- id = "..." instead of key): [{key|id, field_value}], fields without a value
--- left out. GHL takes either id or key; which key form it wants is not
--- confirmed (ref/ghl/NOTES.md section 2), so the list lives in the map file.
--- field_value is string | string[] | object in GHL's schema (NOTES section
--- 3): a number or a boolean (a policy number that arrived as a JSON number)
--- is sent as its text, never as a number that GHL's validation refuses.
 -- One entry of GHL's customFields for field f of a custom_fields list
 -- ({key = ...} or {id = ...}): { id or key, field_value = value }.
 function map.custom_field(f, value)
@@ -296,6 +289,13 @@ function map.custom_field(f, value)
   return item
 end
 
+-- GHL's customFields input from a list of { key = "...", from = spec } (or
+-- id = "..." instead of key): [{key|id, field_value}], fields without a value
+-- left out. GHL takes either id or key; which key form it wants is not
+-- confirmed (ref/ghl/NOTES.md section 2), so the list lives in the map file.
+-- field_value is string | string[] | object in GHL's schema (NOTES section
+-- 3): a number or a boolean (a policy number that arrived as a JSON number)
+-- is sent as its text, never as a number that GHL's validation refuses.
 function map.custom_fields(list)
   return function(src, ctx)
     local out = {}
