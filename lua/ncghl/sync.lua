@@ -1020,7 +1020,10 @@ function sync.contact(from, rec, opts)
         if to == "nowcerts" then
           current = B.read(ids[to]) or found -- Insert replaces: the whole record is needed
         end
-        B.update(ids[to], by_field(B, pairs_, fill), current)
+        local written = B.update(ids[to], by_field(B, pairs_, fill), current)
+        if to == "ghl" and type(written) == "table" and next(written) then
+          result.contact = written -- the contact as GHL answered the update, not as found
+        end
         if wanted then
           apply_tags(ids.ghl, current.tags, wanted, nil)
         end

@@ -32,6 +32,8 @@ class NowCertsToGhl(IntegTest):
         self.assertIs(ans.get("success"), True, ans)
         self.assertEqual(ans["data"].get("action"), "updated", ans)
         self.assertEqual(ans["data"].get("contact_id"), cid, ans)
+        # The answer shows the contact as written, not as it was found.
+        self.assertEqual(ans["data"]["contact"].get("firstName"), "New", ans)
 
         self.assertEqual(len(self.fakes.records("ghl", "contacts")), before)
         contacts = self.contacts_with_email(email)
