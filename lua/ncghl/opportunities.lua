@@ -36,14 +36,17 @@ local function link_of(opp_id)
   return nil
 end
 
-local function last_written_of(opp_id)
+-- The opportunity's snapshot, decoded, or nil.
+local function snapshot_of(opp_id)
   local kind, key = link_of(opp_id)
   local text = kind and ncghl.snapshot_get(kind, key)
-  if not text then
-    return nil
-  end
-  local ok, snap = pcall(json.decode, text)
-  if not ok or type(snap) ~= "table" or type(snap.fields) ~= "table" then
+  local ok, snap = pcall(json.decode, text or "")
+  return ok and type(snap) == "table" and snap or nil
+end
+
+-- {field = base} of a decoded snapshot, or nil.
+local function written_in(snap)
+  if not snap or type(snap.fields) ~= "table" then
     return nil
   end
   local out = {}
@@ -61,21 +64,6 @@ end
 local function custom_key(item)
   local name = type(item) == "table" and (util.str(item.key) or util.str(item.id))
   return name and "customFields." .. name or nil
-end
-
--- The opportunity's snapshot, decoded, or nil.
-local function snapshot_of(opp_id)
-  local kind, key = link_of(opp_id)
-  local text = kind and ncghl.snapshot_get(kind, key)
-  local ok, snap = pcall(json.decode, text or "")
-  return ok and type(snap) == "table" and snap or nil
-end
-
--- The newest NowCerts changeDate (in seconds) ncghl has written to the
--- opportunity from, or nil.
-local function seen_of(opp_id)
-  local snap = snapshot_of(opp_id)
-  return snap and tonumber(snap.seen_at) or nil
 end
 
 -- kept: {field = base or false} for fields this write did not send because
@@ -385,14 +373,22 @@ function opportunities.upsert(src, m, opts)
     end
     return other
   end
-  -- What ncghl last wrote to an opportunity, read (and decoded) once per id:
-  -- this function writes no fingerprint before its end, and other events
-  -- about the same policy wait for its locks.
-  local last_by_id = {}
+  -- An opportunity's snapshot, read (and decoded) once per id: this
+  -- function writes no snapshot before its end, and other events about the
+  -- same policy wait for its locks. last_written: what ncghl last wrote.
+  local snap_by_id, last_by_id = {}, {}
+  local function snap(id)
+    local sn = snap_by_id[id]
+    if sn == nil then
+      sn = snapshot_of(id) or false
+      snap_by_id[id] = sn
+    end
+    return sn or nil
+  end
   local function last_written(id)
     local last = last_by_id[id]
     if last == nil then
-      last = last_written_of(id) or false
+      last = written_in(snap(id)) or false
       last_by_id[id] = last
     end
     return last or nil
@@ -411,8 +407,8 @@ function opportunities.upsert(src, m, opts)
   if not opp_id then
     local by_number = ncghl.link_get("policy_number", "ghl", number_key)
     if by_number and not pid then
-      local snap = snapshot_of(by_number)
-      if not other_insured(insured, snap and snap.insured) then
+      local sn = snap(by_number)
+      if not other_insured(insured, sn and sn.insured) then
         opp_id, found_by = by_number, "number"
       end
     elseif by_number then
@@ -477,7 +473,8 @@ function opportunities.upsert(src, m, opts)
     stamp, stamp_name = opts.event.payload.timestamp, "the event's timestamp"
   end
   local changed_at = fields.time(stamp)
-  local seen_at = opp_id and seen_of(opp_id)
+  -- The newest changeDate ncghl has written to the opportunity from.
+  local seen_at = opp_id and snap(opp_id) and tonumber(snap(opp_id).seen_at) or nil
   if changed_at and seen_at and changed_at < seen_at then
     return {
       action = "skipped",
@@ -658,7 +655,7 @@ end
 function opportunities.echo(ev)
   local d = type(ev.data) == "table" and ev.data or {}
   local id = util.str(d.id)
-  local last = id and last_written_of(id)
+  local last = id and written_in(snapshot_of(id))
   if last then
     local same, compared = true, 0
     for field, want in pairs(last) do
