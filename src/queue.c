@@ -145,13 +145,15 @@ static void *sync_thread(void *arg) {
   return NULL;
 }
 
-static int open_wal(struct queue *q) {
+/* quiet: at start, when the WAL may not exist yet (the first sync opens it). */
+static int open_wal(struct queue *q, bool quiet) {
   if (q->wal_fd >= 0 || !q->wal_sync)
     return 0;
   const char *path = store_wal_file(q->store);
   q->wal_fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
   if (q->wal_fd < 0) {
-    log_error("queue: cannot open %s to sync it: %s", path, strerror(errno));
+    if (!quiet)
+      log_error("queue: cannot open %s to sync it: %s", path, strerror(errno));
     return -1;
   }
   return 0;
@@ -168,7 +170,7 @@ static void start_sync(struct queue *q) {
   if (q->syncing || (q->next_sync.n == 0 && q->synced_gen == q->lazy_gen))
     return;
   q->flight_gen = q->lazy_gen;
-  bool ok = open_wal(q) == 0 && q->thread_started;
+  bool ok = open_wal(q, false) == 0 && q->thread_started;
   if (ok) {
     ok = wlist_move(&q->in_sync, &q->next_sync) == 0;
     char c = 's';
@@ -181,7 +183,7 @@ static void start_sync(struct queue *q) {
     }
   }
   /* No thread (or no descriptor): sync here, on the loop. */
-  ok = ok || open_wal(q) == 0;
+  ok = ok || open_wal(q, false) == 0;
   ok = ok && wal_datasync(q) == 0;
   if (ok)
     q->synced_gen = q->flight_gen;
@@ -366,8 +368,7 @@ struct queue *queue_new(struct event_base *base, struct store *store) {
   /* Opened now, while descriptors are to be had: opened at the first sync,
    * a flood of connections that took the last one would fail that sync and
    * with it the store. If the WAL is not there yet, the first sync opens it. */
-  if (q->wal_sync)
-    q->wal_fd = open(store_wal_file(store), O_RDONLY | O_CLOEXEC);
+  (void)open_wal(q, true);
   q->thread_started = pthread_create(&q->thread, NULL, sync_thread, q) == 0;
   if (!q->thread_started)
     log_warn("queue: no sync thread; fsyncs run on the loop");
@@ -484,7 +485,7 @@ int queue_flush(struct queue *q) {
     wlist_run(&q->in_sync, ok == '1');
   }
   if (q->next_sync.n || q->synced_gen != q->lazy_gen) {
-    bool ok = !q->failed[0] && open_wal(q) == 0 && wal_datasync(q) == 0;
+    bool ok = !q->failed[0] && open_wal(q, false) == 0 && wal_datasync(q) == 0;
     if (ok)
       q->synced_gen = q->lazy_gen;
     else
@@ -525,7 +526,7 @@ int queue_undo(struct queue *q, int (*fn)(void *ud, struct store *s), void *ud) 
     store_rollback(q->store);
     return -1;
   }
-  return open_wal(q) == 0 && wal_datasync(q) == 0 ? 0 : -1;
+  return open_wal(q, false) == 0 && wal_datasync(q) == 0 ? 0 : -1;
 }
 
 bool queue_disk_full(const struct queue *q) { return q && q->full; }
