@@ -1548,13 +1548,18 @@ static void wake_waiters(struct lrt *rt) {
 
 static void release_locks(struct lrt_ev *e) {
   struct lrt *rt = e->rt;
-  const char **node_keys = e->nheld ? malloc((size_t)e->nheld * sizeof(*node_keys)) : NULL;
+  /* Keys held across the nodes too (a shared store only) go back there. */
   int nn = 0;
-  for (int i = 0; node_keys && i < e->nheld; i++)
-    if (e->held[i]->node_held)
-      node_keys[nn++] = e->held[i]->key;
-  if (nn && rt->host.store)
+  for (int i = 0; i < e->nheld; i++)
+    nn += e->held[i]->node_held;
+  const char **node_keys = nn ? malloc((size_t)nn * sizeof(*node_keys)) : NULL;
+  if (node_keys && rt->host.store) {
+    nn = 0;
+    for (int i = 0; i < e->nheld; i++)
+      if (e->held[i]->node_held)
+        node_keys[nn++] = e->held[i]->key;
     store_keys_unlock(rt->host.store, node_keys, nn);
+  }
   free(node_keys);
   for (int i = 0; i < e->nheld; i++) {
     struct lock *l = e->held[i];
