@@ -3070,7 +3070,13 @@ class Handler(BaseHTTPRequestHandler):
             raise ValueError
         if length > MAX_BODY_BYTES:
             raise OverflowError
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The client went away before its body was whole (a process
+            # killed mid-send): no request reached the service, as with a
+            # real server, so nothing is done or recorded.
+            raise ConnectionAbortedError
+        return body
 
     def _handle(self):
         fake = self.server.fake
@@ -3086,6 +3092,9 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             self.close_connection = True
             self._send(Reply(400, {"message": "malformed request body framing"}))
+            return
+        except ConnectionAbortedError:
+            self.close_connection = True
             return
         req = Request(self.command, path, split.query, self.headers, body)
 
