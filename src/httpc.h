@@ -22,9 +22,9 @@ struct httpc_request {
   long timeout_ms;             /* whole transfer; 0 = none (do not use) */
   /* Never sent twice by curl itself: curl re-sends a request on its own
    * when a reused connection turns out closed before any answer, which for
-   * a create that did reach the server makes the record twice. Such a
-   * request's body is read through a callback that cannot rewind, so that
-   * re-send fails instead (as a transport error: no answer). */
+   * a create that did reach the server makes the record twice. For such a
+   * request that re-send is refused, and it fails as a transport error (no
+   * answer). */
   bool no_resend;
 };
 

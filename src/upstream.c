@@ -718,10 +718,6 @@ static void send_with(struct ucall *c, const char *token) {
     snprintf(ctype, sizeof ctype, "Content-Type: %s",
              c->content_type ? c->content_type : "application/json");
     headers[n++] = ctype;
-    /* A create's body goes through httpc's no_resend callback, for which
-     * curl would ask "Expect: 100-continue" and wait for a reply. */
-    if (c->once)
-      headers[n++] = "Expect:";
   }
   headers[n] = NULL;
   struct httpc_request req = {.method = c->method, .url = c->url, .headers = headers,
