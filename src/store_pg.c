@@ -2117,21 +2117,28 @@ static PGconn *keys_conn(struct pg *s) {
   return s->keys_conn;
 }
 
-/* Runs sql with $1 the schema's lock class and $2 the int4[] literal arr. */
-static PGresult *keys_sql(struct pg *s, const char *sql, const char *arr, const char *what) {
-  PGconn *c = arr ? keys_conn(s) : NULL;
-  if (!c)
-    return NULL;
+/* Runs sql with $1 the schema's lock class and $2 the int4[] literal arr.
+ * With `again`, a session found lost by this very query (a database restart
+ * ends it, and libpq only learns so on its next use) is opened anew and the
+ * query sent once more: taking keys needs nothing from the old session. */
+static PGresult *keys_sql(struct pg *s, const char *sql, const char *arr, const char *what,
+                          bool again) {
   char cls[16];
   snprintf(cls, sizeof cls, "%d", (int)lock_hash("ncghl.keys", s->schema));
   const char *v[2] = {cls, arr};
-  PGresult *r = PQexecParams(c, sql, 2, NULL, v, NULL, NULL, 0);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    log_error("store: %s: %s", what, PQerrorMessage(c));
+  for (int tries = again ? 2 : 1; tries > 0; tries--) {
+    PGconn *c = arr ? keys_conn(s) : NULL;
+    if (!c)
+      return NULL;
+    PGresult *r = PQexecParams(c, sql, 2, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+      return r;
     PQclear(r);
-    return NULL;
+    if (tries > 1 && PQstatus(c) != CONNECTION_OK)
+      continue;
+    log_error("store: %s: %s", what, PQerrorMessage(c));
   }
-  return r;
+  return NULL;
 }
 
 static const char unlock_sql[] =
@@ -2139,7 +2146,8 @@ static const char unlock_sql[] =
 
 static void pg_keys_unlock(struct store *base_, const char *const *keys, int n) {
   char *arr = lock_array(keys, n);
-  PGresult *r = keys_sql((struct pg *)base_, unlock_sql, arr, "keys_unlock");
+  /* Not again on a new session: the keys went with the old one. */
+  PGresult *r = keys_sql((struct pg *)base_, unlock_sql, arr, "keys_unlock", false);
   PQclear(r);
   free(arr);
 }
@@ -2150,7 +2158,7 @@ static int pg_keys_lock(struct store *base_, const char *const *keys, int n) {
   PGresult *r = keys_sql(s,
                          "SELECT k, pg_try_advisory_lock($1::int4, k)"
                          " FROM unnest($2::int4[]) AS k",
-                         arr, "keys_lock");
+                         arr, "keys_lock", true);
   free(arr);
   if (!r)
     return -1;
@@ -2173,7 +2181,7 @@ static int pg_keys_lock(struct store *base_, const char *const *keys, int n) {
      * half of what both want. */
     rc = 0;
     if (got > 0) {
-      r = keys_sql(s, unlock_sql, taken.p, "keys_lock");
+      r = keys_sql(s, unlock_sql, taken.p, "keys_lock", false);
       rc = r ? 0 : -1;
       PQclear(r);
     }

@@ -75,16 +75,32 @@ class Cluster:
         last = None
         for _ in range(5):
             self.port = _free_port()
-            opts = ("-k %s -p %d -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
-                    " -c shared_buffers=16MB" % (self.sock, self.port))
-            r = self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w", "-t", "60",
-                          "-l", os.path.join(self.dir, "server.log"), "-o", opts, "start",
-                          check=False)
+            r = self._start()
             if r.returncode == 0:
                 self.started = True
                 return self
             last = r.stdout.decode(errors="replace") + self.log_tail()
         raise RuntimeError("pg_ctl start failed: %s" % last)
+
+    def _start(self):
+        opts = ("-k %s -p %d -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
+                " -c shared_buffers=16MB" % (self.sock, self.port))
+        return self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-w", "-t", "60",
+                         "-l", os.path.join(self.dir, "server.log"), "-o", opts, "start",
+                         check=False)
+
+    def pause(self):
+        """Stops the server (fast shutdown: every session is ended), keeping
+        its data, as a database restart or an outage does."""
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast", "-w",
+                  "stop")
+
+    def resume(self):
+        """Starts the paused server again, on the same port."""
+        r = self._start()
+        if r.returncode != 0:
+            raise RuntimeError("pg_ctl start failed: %s" % (r.stdout.decode(errors="replace")
+                                                           + self.log_tail()))
 
     def log_tail(self, n=30):
         try:
