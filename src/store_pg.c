@@ -255,6 +255,10 @@ struct pg {
   char *conninfo;                 /* the URL without ncghl_schema */
   char schema[PG_SCHEMA_MAX + 1]; /* where every table lives */
   char label[512];                /* the URL with its password masked */
+  /* While the server cannot be reached: since when (0: it can), when to
+   * try again, how many tries failed, when that was last said. */
+  double down_since, retry_at, down_said;
+  unsigned long down_tries;
   bool full_sync;                 /* synchronous_commit on */
   int lock_ms;                    /* lock_timeout wanted */
   bool lock_pending;              /* asked inside a transaction: set at the next BEGIN */
@@ -419,21 +423,56 @@ static void settle_counts(struct pg *s);
  * caller hears so). The session settings are set again. */
 static int session_setup(struct pg *s);
 
+/* While the server is down, a try at most this often: each try may hold
+ * the loop for up to connect_timeout, and every statement would ask. */
+#define PG_RETRY_SECONDS 1.0
+/* And a line about it at most this often, not one per statement. */
+#define PG_DOWN_SAY_SECONDS 60.0
+
 static int ensure_connected(struct pg *s) {
   if (PQstatus(s->conn) == CONNECTION_OK)
     return 0;
-  log_warn("store: the connection to %s was lost; connecting again", s->label);
+  double now = clock_mono();
+  if (s->down_since > 0 && now < s->retry_at) {
+    s->fault = STORE_FAULT_IO;
+    return -1;
+  }
+  if (s->down_since == 0)
+    log_warn("store: the connection to %s was lost; connecting again", s->label);
   PQreset(s->conn);
   if (PQstatus(s->conn) != CONNECTION_OK || session_setup(s) != 0) {
     s->fault = STORE_FAULT_IO;
-    log_error("store: cannot connect again to %s: %s", s->label, PQerrorMessage(s->conn));
+    s->down_tries++;
+    now = clock_mono();
+    s->retry_at = now + PG_RETRY_SECONDS;
+    char why[256];
+    snprintf(why, sizeof why, "%s", PQerrorMessage(s->conn));
+    for (char *c = why; *c; c++)
+      if (*c == '\n' || *c == '\t')
+        *c = ' ';
+    for (size_t n = strlen(why); n > 0 && why[n - 1] == ' '; n--)
+      why[n - 1] = '\0';
+    if (s->down_since == 0) {
+      s->down_since = s->down_said = now;
+      log_error("store: cannot connect again to %s: %s; trying every %g s, webhooks get 503"
+                " until then", s->label, why, PG_RETRY_SECONDS);
+    } else if (now - s->down_said >= PG_DOWN_SAY_SECONDS) {
+      s->down_said = now;
+      log_error("store: %s still cannot be reached after %.0f s (%lu tries): %s", s->label,
+                now - s->down_since, s->down_tries, why);
+    }
     return -1;
   }
   s->savepoints = 0;
   s->aborted = false;
   s->txn_open = false;
   memset(s->base.delta, 0, sizeof s->base.delta);
-  log_info("store: connected again to %s", s->label);
+  if (s->down_since > 0)
+    log_info("store: connected again to %s after %.1f s", s->label, clock_mono() - s->down_since);
+  else
+    log_info("store: connected again to %s", s->label);
+  s->down_since = 0;
+  s->down_tries = 0;
   return 0;
 }
 
@@ -497,7 +536,9 @@ static PGresult *q(struct pg *s, const char *sql, struct prm *p, const char *wha
     /* The connection was found dead by a statement that changes nothing:
      * connect again and ask once more. */
     PQclear(r);
-    r = ensure_connected(s) == 0 ? exec_once(s, sql, p) : NULL;
+    if (ensure_connected(s) != 0)
+      return NULL; /* said there, and the fault set */
+    r = exec_once(s, sql, p);
   }
   if (result_ok(r)) {
     if (guard) {

@@ -12,6 +12,7 @@ integration_pg/test_two_nodes."""
 
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ["NCGHL_TEST_STORE"] = "postgresql"
@@ -226,6 +227,9 @@ class ServerGoesAway(IntegTest):
                 r = post(ev)
                 self.assertEqual(r.status, 503, r.text)
                 self.assertIn("could not be stored", r.json()["detail"])
+            h = a.get("/health")
+            self.assertEqual((h.status, h.json()["status"]), (503, "unhealthy"), h.text)
+            time.sleep(2.5)  # a few of the node's tries to connect again
         finally:
             cluster.resume()
 
@@ -250,6 +254,14 @@ class ServerGoesAway(IntegTest):
             self.assertEqual(len(self.contacts_with_email(email)), 1,
                              "event %s: contacts for %s" % (eid, email))
         self.assertEqual(a.db_query("SELECT count(*) FROM events"), [(9,)])
+        # The outage is said once per connection (the node's own, and the
+        # shared rate limit's when a run was using it), with what happens
+        # meanwhile, not once per try; and its end.
+        log = a.log_text()
+        said = log.count("cannot connect again")
+        self.assertTrue(1 <= said <= 2, log[-3000:])
+        self.assertIn("webhooks get 503 until then", log)
+        self.assertRegex(log, r"store: connected again to \S+ after [0-9.]+ s")
 
 
 if __name__ == "__main__":
