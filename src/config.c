@@ -284,15 +284,11 @@ bool config_is_secret(const char *name) {
   return false;
 }
 
-/* A URL's password (scheme://user:password@host) is a secret like the
- * others: no log line may carry it, whatever prints the URL. */
-static void add_url_password_secret(const char *url) {
-  const char *auth = url ? strstr(url, "://") : NULL;
-  const char *at = auth ? strchr(auth + 3, '@') : NULL;
-  const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - (auth + 3))) : NULL;
-  if (!colon || at - colon < 2)
-    return;
-  char *pw = strndup(colon + 1, (size_t)(at - colon - 1));
+/* A store URL's password (user:password@, or ?password=) is a secret like
+ * the others: no log line may carry it, whatever prints the URL. */
+static void add_url_secret(void *ud, const char *p, size_t n) {
+  (void)ud;
+  char *pw = strndup(p, n);
   if (pw)
     log_add_secret(pw);
   free(pw);
@@ -598,7 +594,7 @@ static int load(struct config *c, const struct loader *ld0, const char *env_file
                            c->ghl_refresh_token, c->admin_token, c->nowcerts_webhook_secret};
   for (size_t i = 0; i < sizeof secrets / sizeof *secrets; i++)
     log_add_secret(secrets[i]);
-  add_url_password_secret(c->store_url);
+  store_url_secrets(c->store_url, add_url_secret, NULL);
   if (ld.failed) {
     config_free(c);
     return -1;

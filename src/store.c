@@ -132,26 +132,62 @@ int store_url_with_schema(const char *base, const char *schema, char *out, size_
   return len >= 0 && (size_t)len < outlen ? 0 : -1;
 }
 
-void store_display_name(const char *target, char *out, size_t outlen) {
-  if (!outlen)
+void store_url_secrets(const char *target, void (*each)(void *ud, const char *p, size_t n),
+                       void *ud) {
+  const char *auth = target && store_is_url(target) ? strstr(target, "://") : NULL;
+  if (!auth)
     return;
-  if (!target) {
-    snprintf(out, outlen, "%s", "");
-    return;
-  }
   /* scheme://user:password@host...: everything between the first ':' after
    * the scheme and the '@' is the password. */
-  const char *auth = store_is_url(target) ? strstr(target, "://") : NULL;
-  const char *at = auth ? strchr(auth + 3, '@') : NULL;
-  const char *slash = auth ? strchr(auth + 3, '/') : NULL;
+  const char *at = strchr(auth + 3, '@');
+  const char *slash = strchr(auth + 3, '/');
   if (at && slash && slash < at)
     at = NULL; /* an '@' in the path or query, not in the authority */
   const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - (auth + 3))) : NULL;
-  if (!colon) {
-    snprintf(out, outlen, "%s", target);
-    return;
+  if (colon && at - colon > 1)
+    each(ud, colon + 1, (size_t)(at - colon - 1));
+  /* And libpq's other form, a parameter: ...?password=...&... */
+  for (const char *q = strchr(auth, '?'); q && *q; q = strchr(q + 1, '&')) {
+    if (strncmp(q + 1, "password=", 9) != 0)
+      continue;
+    const char *v = q + 10;
+    size_t n = strcspn(v, "&#");
+    if (n)
+      each(ud, v, n);
   }
-  snprintf(out, outlen, "%.*s:***%s", (int)(colon - target), target, at);
+}
+
+struct shown {
+  const char *from; /* the target's next byte not yet copied */
+  char *out;
+  size_t len, cap;
+};
+
+static void shown_put(struct shown *sh, const char *p, size_t n) {
+  if (sh->len + 1 >= sh->cap)
+    return;
+  size_t room = sh->cap - 1 - sh->len;
+  memcpy(sh->out + sh->len, p, n < room ? n : room);
+  sh->len += n < room ? n : room;
+  sh->out[sh->len] = '\0';
+}
+
+static void shown_mask(void *ud, const char *p, size_t n) {
+  struct shown *sh = ud;
+  shown_put(sh, sh->from, (size_t)(p - sh->from));
+  shown_put(sh, "***", 3);
+  sh->from = p + n;
+}
+
+void store_display_name(const char *target, char *out, size_t outlen) {
+  if (!outlen)
+    return;
+  out[0] = '\0';
+  if (!target)
+    return;
+  struct shown sh = {.from = target, .out = out, .cap = outlen};
+  store_url_secrets(target, shown_mask, &sh);
+  shown_put(&sh, sh.from, strlen(sh.from));
 }
 
 void store_set_err(char *err, size_t errlen, const char *fmt, ...) {

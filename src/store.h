@@ -82,6 +82,10 @@ int store_url_with_schema(const char *base, const char *schema, char *out, size_
 bool store_is_url(const char *target);
 /* The target as messages may show it: a URL's password is masked. */
 void store_display_name(const char *target, char *out, size_t outlen);
+/* Calls each(ud, p, n) for every password a store URL carries (in its
+ * user-info, and as a `password=` parameter), in order. */
+void store_url_secrets(const char *target, void (*each)(void *ud, const char *p, size_t n),
+                       void *ud);
 /* How long a lease outlives its owner's last renewal (engine.c renews its
  * own every 10 s); a running row whose owner's lease is older is anyone's. */
 #define STORE_LEASE_TTL 30

@@ -1661,6 +1661,15 @@ static void test_pg_messages_never_show_the_password(void **state) {
   assert_string_equal(shown, "postgresql://u@h/db");
   store_display_name("/var/lib/ncghl/a:b@c.db", shown, sizeof shown);
   assert_string_equal(shown, "/var/lib/ncghl/a:b@c.db");
+  /* libpq's other way to give it: a parameter, wherever it stands. */
+  store_display_name("postgresql://u@h/db?password=pw2&sslmode=disable", shown, sizeof shown);
+  assert_string_equal(shown, "postgresql://u@h/db?password=***&sslmode=disable");
+  store_display_name("postgresql://u:pw@h/db?sslmode=disable&password=pw2", shown, sizeof shown);
+  assert_string_equal(shown, "postgresql://u:***@h/db?sslmode=disable&password=***");
+  store_display_name("postgresql://u@h/db?xpassword=a", shown, sizeof shown);
+  assert_string_equal(shown, "postgresql://u@h/db?xpassword=a");
+  assert_null(store_open("postgresql://ncghl@127.0.0.1:1/db?password=s3cr3t-pw", err, sizeof err));
+  assert_null(strstr(err, "s3cr3t-pw"));
 }
 
 static void test_pg_url_with_schema(void **state) {
