@@ -117,6 +117,13 @@ static size_t try_email(struct out *o, const char *s, size_t len, size_t i) {
   size_t dend = domain_end(s, len, i + sl, &dot);
   if (!dot)
     return 0;
+  /* user@127.0.0.1 is a URL's user at an address, not a mailbox: masked,
+   * it hid where a connection went. */
+  size_t k = i + sl;
+  while (k < dend && (isdigit((unsigned char)s[k]) || s[k] == '.'))
+    k++;
+  if (k == dend)
+    return 0;
   size_t ll = o->n - start;
   char local[256];
   if (ll >= sizeof local)

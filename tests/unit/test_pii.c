@@ -118,6 +118,17 @@ static void test_numbers_that_are_no_phones_are_left(void **state) {
     assert_in_every_context(others[i], others[i]);
 }
 
+/* An address in free text is masked; a URL's user at an IP address is no
+ * mailbox, and masked it hid where a connection went. */
+static void test_emails_in_free_text_but_not_user_at_an_ip(void **state) {
+  (void)state;
+  assert_in_every_context("jane@example.com", "j***@e***.com");
+  assert_in_every_context("ncghl@127.0.0.1", "ncghl@127.0.0.1");
+  assert_string_equal(mask("cannot connect to postgresql://ncghl@10.0.0.7:5432/db"),
+                      "cannot connect to postgresql://ncghl@10.0.0.7:5432/db");
+  assert_in_every_context("jane@mail.10.example.com", "j***@m***.com");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_named_field_is_masked),
@@ -125,6 +136,7 @@ int main(void) {
       cmocka_unit_test(test_names_that_only_look_alike_are_left),
       cmocka_unit_test(test_us_phones_in_free_text_are_masked),
       cmocka_unit_test(test_numbers_that_are_no_phones_are_left),
+      cmocka_unit_test(test_emails_in_free_text_but_not_user_at_an_ip),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
