@@ -20,8 +20,9 @@ local ANY = setmetatable({}, { __name = "ANY", __tostring = function() return "A
 
 -- ncghl.config in test cases: the case's own `config`, then these, then the
 -- real setting. Fixed values keep a case's expectations the same on every
--- machine (and in the service's reload check).
-H.TEST_CONFIG = { GHL_LOCATION_ID = "loc-1" }
+-- machine and every agency's settings (and in the service's reload check:
+-- with DEFAULT_COUNTRY=GB the shipped cases' phones once failed it).
+H.TEST_CONFIG = { GHL_LOCATION_ID = "loc-1", DEFAULT_COUNTRY = "US" }
 -- In a dry run the real setting wins; these only fill what is not set.
 H.DRY_RUN_CONFIG = { GHL_LOCATION_ID = "dry-run-location-id" }
 
