@@ -241,6 +241,12 @@ class Mappings(IntegTest):
         p = self.server(start=False).cli("check")
         self.assertEqual(p.returncode, 0, p)
 
+    def test_the_shipped_cases_pass_whatever_the_agency_country(self):
+        # The cases' phones are US numbers: an agency's DEFAULT_COUNTRY must
+        # not fail them (check, and so every reload, refused them with GB).
+        p = self.server({"DEFAULT_COUNTRY": "GB"}, start=False).cli("check")
+        self.assertEqual(p.returncode, 0, p)
+
     def test_check_names_file_and_line_of_a_broken_script(self):
         copy = self.tmp / "mappings"
         shutil.copytree(ROOT / "mappings", copy)
