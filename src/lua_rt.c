@@ -2164,9 +2164,25 @@ void lrt_set_check(struct lrt *rt, lrt_check_fn check) {
     rt->check = check;
 }
 
+
 /* The runner's twin: a runtime on the offline host, from the same bytes. */
 static struct lrt *build_twin(void *ud, const struct lrt_host *host, char *err, size_t errlen) {
   return rt_create(host, ud, err, errlen);
+}
+
+int lrt_check_loaded(struct lrt *rt, char *err, size_t errlen) {
+  if (!rt || !rt->check || !rt->cur)
+    return 0;
+  int ncases = 0;
+  double t0 = clock_mono() * 1e3;
+  if (rt->check(rt->host.cfg, rt->host.base, build_twin, &rt->scripts, &ncases, err, errlen) != 0) {
+    set_last(rt, false, "loaded at start, version %s, but a test case fails: %s", rt->version,
+             err);
+    return -1;
+  }
+  set_last(rt, true, "loaded at start, version %s, %d test case%s passed, %.1f ms", rt->version,
+           ncases, ncases == 1 ? "" : "s", clock_mono() * 1e3 - t0);
+  return 0;
 }
 
 /* The scripts are read once. From those bytes two states are built: the one

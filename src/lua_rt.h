@@ -124,6 +124,11 @@ typedef int (*lrt_check_fn)(const struct config *cfg, struct event_base *base,
                             lrt_build_fn build, void *build_ud, int *ncases, char *err,
                             size_t errlen);
 void lrt_set_check(struct lrt *rt, lrt_check_fn check);
+/* Runs that check's test cases against the scripts loaded at start, as a
+ * reload would. A failure changes nothing in force (there is no older
+ * version to keep): it is what lrt_last_reload says, and err says why.
+ * 0 when they pass (or no check is set), -1 when one fails. */
+int lrt_check_loaded(struct lrt *rt, char *err, size_t errlen);
 /* Short hash of the loaded scripts' bytes, for /health. */
 const char *lrt_version(const struct lrt *rt);
 /* The last load or reload, for /health: *ok whether it took, *when (Unix

@@ -73,6 +73,45 @@ class Reload(IntegTest):
         self.assertGreaterEqual(reloads(s, OK_RESULTS), 1, "no metric counts the good reload")
 
 
+class CasesAtStart(IntegTest):
+    def test_a_case_the_scripts_fail_at_start_is_said_and_degrades_health_until_a_reload(self):
+        # The same check as a reload's: at start there is no older version
+        # to keep, so the scripts run, but the log and /health say so (a
+        # restart once ran scripts that every reload refused, saying nothing).
+        copy = self.tmp / "mappings"
+        shutil.copytree(ROOT / "mappings", copy)
+        case = copy / "tests" / "contacts_to_ghl.lua"
+        good = case.read_text()
+        self.assertIn('source = "NowCerts"', good)
+        case.write_text(good.replace('source = "NowCerts"', 'source = "Nowcerts-typo"', 1))
+        s = self.server({"MAPPINGS_DIR": copy, "DOCTOR_AT_START": "false"})
+        self.assertRegex(s.log_text(), r"ERROR mappings: a test case fails with the scripts loaded"
+                         r" at start; they run anyway .*contacts_to_ghl\.lua:\d+: case ")
+        h = s.get("/health").json()
+        self.assertEqual(h["status"], "degraded", h)
+        self.assertEqual(h["last_reload"]["result"], "error", h)
+        self.assertIn("but a test case fails", h["last_reload"]["message"])
+        self.assertTrue(any("a mapping test case fails" in r for r in h.get("reasons", [])), h)
+        self._sync_works(s)  # the scripts in force still run
+
+        case.write_text(good)
+        s.proc.send_signal(signal.SIGHUP)
+        harness.wait_until(lambda: s.get("/health").json()["status"] == "healthy", 10, 0.1,
+                           "/health healthy after a reload whose cases pass")
+        self.assertEqual(s.get("/health").json()["last_reload"]["result"], "ok")
+
+    def test_passing_cases_at_start_are_counted(self):
+        s = self.server({"DOCTOR_AT_START": "false"})
+        h = s.get("/health").json()
+        self.assertEqual((h["status"], h["last_reload"]["result"]), ("healthy", "ok"), h)
+        self.assertRegex(h["last_reload"]["message"], r"loaded at start, version \w+, \d+ test cases passed")
+
+    def _sync_works(self, s):
+        ev = nowcerts_event("INSURED_INSERT")
+        ans = self.assertJSONAnswer(s.nowcerts(ev), 200)
+        self.assertEqual(ans["data"].get("action"), "created", ans)
+
+
 class ReloadUnderLoad(IntegTest):
     # Continuous traffic is far beyond GHL's 100 requests per 10 s, which
     # ncghl would otherwise (rightly) wait for.
