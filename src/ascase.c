@@ -106,6 +106,7 @@ struct requests {
   const struct config *cfg;
   int run; /* the event's last run: only its requests are the story */
   char last[2048];
+  bool last_failed; /* the last request got no answer, a 429 or a 5xx */
 };
 
 /* The part of url the case format compares: the path after the service's
@@ -131,12 +132,17 @@ static int put_request(void *ud, const struct store_attempt *a) {
   struct requests *r = ud;
   if (a->event_attempt != r->run)
     return 0;
-  /* A retried call is one request of the case. */
+  /* A retried call is one request of the case: the same request again
+   * after one that failed as a retry would. The same request after one
+   * that was answered is a second call (two searches by the same path, one
+   * by e-mail and one by phone, differ only in their bodies). */
   char key[2048];
   snprintf(key, sizeof key, "%s %s %s", a->service, a->method, a->url);
-  if (strcmp(key, r->last) == 0)
-    return 0;
+  bool retry = r->last_failed && strcmp(key, r->last) == 0;
   snprintf(r->last, sizeof r->last, "%s", key);
+  r->last_failed = a->status == 0 || a->status == 429 || a->status >= 500;
+  if (retry)
+    return 0;
   char path[1024];
   path_of(r->cfg, a->service, a->url, path, sizeof path);
   fprintf(r->out, "        { service = \"%s\", method = \"%s\", path = ", a->service, a->method);
@@ -183,10 +189,27 @@ int ascase_write(FILE *out, const struct config *cfg, struct store *s, const cha
     put_value(out, body, 2);
   else
     put_string(out, e.payload); /* the case format takes JSON text too */
-  fputs(",\n    answers = {\n"
-        "      -- { service = \"ghl\", method = \"POST\", path = \"/contacts/search\", status = 200,\n"
-        "      --   body = { contacts = {}, total = 0 } },\n"
-        "    },\n"
+  /* A GHL event is for one location: the case runs as that location's
+   * service, not as the runner's made-up one (which would ignore it). */
+  const char *loc = strcmp(e.source, "ghl") == 0 ? json_str(json_get(body, "locationId")) : NULL;
+  if (loc) {
+    fputs(",\n    config = { GHL_LOCATION_ID = ", out);
+    put_string(out, loc);
+    fputs(" }", out);
+  }
+  /* The example answer is from the side the event writes to. */
+  if (strcmp(e.source, "ghl") == 0)
+    fputs(",\n    answers = {\n"
+          "      -- { service = \"nowcerts\", method = \"GET\", path = \"/InsuredDetailList\","
+          " status = 200,\n"
+          "      --   body = { value = {} } },\n",
+          out);
+  else
+    fputs(",\n    answers = {\n"
+          "      -- { service = \"ghl\", method = \"POST\", path = \"/contacts/search\", status = 200,\n"
+          "      --   body = { contacts = {}, total = 0 } },\n",
+          out);
+  fputs("    },\n"
         "    expect = {\n",
         out);
   if (outcome)
@@ -194,7 +217,7 @@ int ascase_write(FILE *out, const struct config *cfg, struct store *s, const cha
   else
     fprintf(out, "      -- outcome = \"done\", -- the event is %s\n", status);
   fputs("      requests = {\n", out);
-  struct requests r = {out, cfg, 0, ""};
+  struct requests r = {out, cfg, 0, "", false};
   int rc = store_attempt_list(s, e.id, max_run, &r.run);
   if (rc == 0)
     rc = store_attempt_list(s, e.id, put_request, &r);

@@ -251,12 +251,38 @@ class AsCase(IntegTest):
         self.assertIn('source = "nowcerts"', text)
         self.assertIn('email = "asc@example.com"', text)
         self.assertIn('outcome = "done"', text)
-        self.assertIn('{ service = "ghl", method = "POST", path = "/contacts/search" }', text)
-        self.assertIn('{ service = "ghl", method = "POST", path = "/contacts/" }', text)
+        # Every call of the run, in order: both searches (by e-mail, then by
+        # phone: the same path, answered), then the create.
+        self.assertRegex(text, r'(?s)path = "/contacts/search" \}.*path = "/contacts/search" \}'
+                               r'.*path = "/contacts/" \}')
+        self.assertEqual(text.count('path = "/contacts/search" }'), 2, text)
         # Saved under a mappings directory's tests, it runs as a case and passes.
         d = self.tmp / "mappings"
         shutil.copytree(ROOT / "mappings", d)
         case = d / "tests" / "from_event.lua"
+        case.write_text(text)
+        p = s.cli("test", case)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(p.stdout.splitlines()[-1], "1 passed, 0 failed")
+
+    def test_a_ghl_event_becomes_a_case_that_passes_for_its_location(self):
+        # The case must run as the event's location's service: with the
+        # runner's own location the event was "not this service's" and the
+        # case failed straight out of the tool.
+        s = self.server()
+        ev = harness.ghl_event("ContactCreate", harness.ghl_contact(email="ascg@example.com"))
+        eid = s.ghl(ev).json()["event_id"]
+        s.wait_event(eid)
+        p = s.cli("events", "--as-case", eid)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        text = p.stdout
+        self.assertIn('config = { GHL_LOCATION_ID = "it-location-1" }', text)
+        self.assertIn('outcome = "done"', text)
+        self.assertIn('service = "nowcerts"', text)
+        self.assertNotIn('-- { service = "ghl"', text)  # the example answer is NowCerts'
+        d = self.tmp / "mappings"
+        shutil.copytree(ROOT / "mappings", d)
+        case = d / "tests" / "from_ghl_event.lua"
         case.write_text(text)
         p = s.cli("test", case)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
