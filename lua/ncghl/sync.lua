@@ -392,9 +392,10 @@ sides.nowcerts = {
   create = function(body)
     return nowcerts.create_insured(body)
   end,
+  -- Returns nothing (Insert answers no record: the time of the write is not
+  -- known), or nil, true when the insured is gone (deleted meanwhile).
   update = function(id, changes, current)
-    nowcerts.update_insured(id, changes, current)
-    return nil -- Insert answers no record: the time of the write is not known
+    return nil, nowcerts.update_insured(id, changes, current) == nil
   end,
 }
 
@@ -450,8 +451,10 @@ sides.ghl = {
     end
     return id, c
   end,
+  -- The contact as written, or nil, true when it is gone (deleted meanwhile).
   update = function(id, changes)
-    return ghl.update_contact(id, changes)
+    local c = ghl.update_contact(id, changes)
+    return c, c == nil
   end,
 }
 
@@ -838,6 +841,45 @@ function sync.contact(from, rec, opts)
 
   local wanted = from == "nowcerts" and wanted_tags(maps, rec) or nil
 
+  -- The linked record on `side` is gone: deleted there without ncghl
+  -- hearing of it, found by a read or refused by a write. The link goes, a
+  -- tombstone stays (the record is never created again), and when it is
+  -- the other side's the sync starts over (so the person's other record
+  -- there, if any, is linked).
+  local function linked_gone(side)
+    local tomb = load_snapshot(ids.nowcerts)
+    stored(ncghl.link_del, KIND, ids.nowcerts)
+    if side == "ghl" then
+      tomb.deleted_ghl_id = ids.ghl
+      save_snapshot(ids.nowcerts, nil, tomb)
+      note(ids, "contact", "ghl", ids.ghl, "", "deleted")
+    else
+      ncghl.link_put("contact_deleted", ids.nowcerts, ids.ghl)
+      tomb.deleted_nowcerts_id = ids.nowcerts
+      save_snapshot(ids.nowcerts, nil, tomb)
+      note(ids, "insured", "nowcerts", ids.nowcerts, "", "deleted")
+    end
+    if side == to then
+      return sync.contact(from, rec, opts)
+    end
+    return skipped(("the %s was deleted meanwhile"):format(
+      side == "ghl" and "GHL contact" or "NowCerts insured"),
+      { insured_id = ids.nowcerts, contact_id = ids.ghl })
+  end
+
+  -- Timeline lines of values sent, written once the writes went through
+  -- (a write refused because the record is gone sent nothing).
+  local function later_notes()
+    local list = {}
+    return function(...)
+      list[#list + 1] = table.pack(...)
+    end, function()
+      for _, n in ipairs(list) do
+        note(table.unpack(n, 1, n.n))
+      end
+    end
+  end
+
   -- The first sync of a link (just found, or made before ncghl kept
   -- snapshots): there is no base yet, so nothing can be a conflict. What
   -- this record has travels; what only the other side has comes back; both
@@ -866,6 +908,7 @@ function sync.contact(from, rec, opts)
       end
     end
     local write_to, write_back = {}, {}
+    local later, flush_notes = later_notes()
     for _, p in ipairs(pairs_) do
       local mine, yours = values[p.key], theirs[p.key]
       local nm, ny = mine ~= nil and norm(p.key, mine) or nil, norm(p.key, yours) or ""
@@ -873,11 +916,11 @@ function sync.contact(from, rec, opts)
       if nm ~= nil and nm ~= "" and nm ~= ny then
         write_to[p.key] = mine
         f.base = nm
-        note(ids, p.key, from, ny, nm, "sent")
+        later(ids, p.key, from, ny, nm, "sent")
       elseif nm == "" and ny ~= "" and not p.keep then
         write_back[p.key] = yours
         f.base = ny
-        note(ids, p.key, to, "", ny, "sent")
+        later(ids, p.key, to, "", ny, "sent")
       else
         f.base = ny ~= "" and ny or (nm or "")
       end
@@ -887,14 +930,20 @@ function sync.contact(from, rec, opts)
     end
     local ow = oneway_changes(snap, to, oneway_of(maps, to, rec, pairs_))
     remember_oneway(snap, to, ow)
-    local after
+    local after, gone
     if next(write_to) or next(ow) then
-      after = B.update(ids[to], with_oneway(by_field(B, pairs_, write_to), ow), current)
+      after, gone = B.update(ids[to], with_oneway(by_field(B, pairs_, write_to), ow), current)
+      if gone then
+        return linked_gone(to)
+      end
     end
     if next(write_back) then
       local mine_now = from == "nowcerts" and (A.read(ids[from]) or rec) or rec
-      A.update(ids[from], by_field(A, pairs_, write_back), mine_now)
+      if select(2, A.update(ids[from], by_field(A, pairs_, write_back), mine_now)) then
+        return linked_gone(from)
+      end
     end
+    flush_notes()
     local after_at = after and B.time_of(after)
     if after_at then
       for k in pairs(write_to) do
@@ -1178,28 +1227,14 @@ function sync.contact(from, rec, opts)
   -- The other side, as it is right before the write.
   local current = B.read(ids[to])
   if not current then
-    if to == "ghl" then
-      -- Deleted in GHL without ncghl hearing of it: forget the link, keep a
-      -- tombstone, and link the person's other contact if GHL has one.
-      stored(ncghl.link_del, KIND, ids.nowcerts)
-      snap.deleted_ghl_id = ids.ghl
-      save_snapshot(ids.nowcerts, nil, snap)
-      note(ids, "contact", "ghl", ids.ghl, "", "deleted")
-      return sync.contact(from, rec, opts)
-    end
-    -- Deleted (or merged away) in NowCerts: the same as a contact deleted
-    -- in GHL, the other way round.
-    stored(ncghl.link_del, KIND, ids.nowcerts)
-    ncghl.link_put("contact_deleted", ids.nowcerts, ids.ghl)
-    snap.deleted_nowcerts_id = ids.nowcerts
-    save_snapshot(ids.nowcerts, nil, snap)
-    note(ids, "insured", "nowcerts", ids.nowcerts, "", "deleted")
-    return sync.contact(from, rec, opts)
+    -- Deleted (or merged away) there without ncghl hearing of it.
+    return linked_gone(to)
   end
   local theirs = view(B, pairs_, current, true, maps)
   local their_at = B.time_of(current)
 
   local write_to, write_back, conflicts, sent = {}, {}, {}, {}
+  local later, flush_notes = later_notes()
   for _, p in ipairs(pairs_) do
     local mine = changed[p.key]
     if mine ~= nil then
@@ -1209,7 +1244,7 @@ function sync.contact(from, rec, opts)
       if ny == base then
         write_to[p.key] = mine
         f.base = nm
-        note(ids, p.key, from, base, nm, "sent")
+        later(ids, p.key, from, base, nm, "sent")
         sent[#sent + 1] = p.key
       elseif ny == nm then
         f.base = nm
@@ -1266,14 +1301,21 @@ function sync.contact(from, rec, opts)
     note(ids, "consent", from, "", consent, "sent")
   end
   if next(write_to) or next(ow) then
-    after = B.update(ids[to], with_oneway(by_field(B, pairs_, write_to), ow), current)
+    local gone
+    after, gone = B.update(ids[to], with_oneway(by_field(B, pairs_, write_to), ow), current)
+    if gone then
+      return linked_gone(to)
+    end
   end
   if next(write_back) then
     local mine_now = rec
     if from == "nowcerts" and not opts.fresh then
       mine_now = A.read(ids.nowcerts) or rec
     end
-    local back = A.update(ids[from], by_field(A, pairs_, write_back), mine_now)
+    local back, gone = A.update(ids[from], by_field(A, pairs_, write_back), mine_now)
+    if gone then
+      return linked_gone(from)
+    end
     local back_at = back and A.time_of(back)
     if back_at then
       for k in pairs(write_back) do
@@ -1281,6 +1323,7 @@ function sync.contact(from, rec, opts)
       end
     end
   end
+  flush_notes()
   -- A write to GHL answers the contact with its new time: an older webhook
   -- about these fields is stale from now on.
   local after_at = after and B.time_of(after)

@@ -327,6 +327,58 @@ class FieldSync(SyncCase):
         self.assertTrue(updates)
         self.assertEqual({e["status"] for e in updates}, {"done"}, updates)
 
+    def _update_results(self, s):
+        rows = s.db_query("SELECT id, status, result FROM events WHERE type = ? ORDER BY seq",
+                          ("INSURED_UPDATE",))
+        return [(r[0], r[1], json.loads(r[2]) if r[2] else {}) for r in rows]
+
+    def test_a_contact_deleted_while_its_update_is_in_flight_is_said_not_sent(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        # GHL takes 2 s over the update; the agent deletes the contact
+        # meanwhile, so the PUT meets a contact that is gone.
+        self.fakes.fault("ghl", path=r"^/contacts/[^/]+$", method="PUT", count=1, latency_ms=2000)
+        reads = len(self.fakes.calls("ghl", "GET", r"^/contacts/" + cid + "$"))
+        self.agent_nc(ins_id, city="MidWrite")
+        wait_until(lambda: len(self.fakes.calls("ghl", "GET", r"^/contacts/" + cid + "$")) > reads,
+                   SETTLE, 0.02, "ncghl's read right before its write")
+        time.sleep(0.5)
+        self.fakes.agent_delete("ghl", "contacts", cid)
+        self.settle(s, quiet=3)
+        self.assertIsNone(self.contact(cid))
+        self.assertEqual(self.contacts_with_email(self.nc(ins_id)["eMail"]), [], "made again")
+        self.assertEqual(self.nc(ins_id)["city"], "MidWrite")
+        results = self._update_results(s)
+        self.assertTrue(results)
+        for eid, status, result in results:
+            self.assertEqual(status, 2, results)  # done, not dead
+            self.assertNotEqual(result.get("action"), "updated", result)
+            # Nothing reached GHL, so the timeline says nothing was sent.
+            sent = s.db_query("SELECT field FROM changes WHERE event_id = ? AND action = ?",
+                              (eid, "sent"))
+            self.assertEqual(sent, [], result)
+        self.assertIn("deleted", results[0][2].get("message", "") + results[0][2].get("reason", ""),
+                      results)
+
+    def test_an_insured_deleted_while_its_write_is_in_flight_is_skipped_not_dead(self):
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        self.fakes.fault("nowcerts", path=r"/Insured/Insert$", method="POST", count=1,
+                         latency_ms=2000)
+        inserts = len(self.fakes.calls("nowcerts", "POST", NC_INSERT))
+        self.agent_ghl(cid, city="MidWrite")
+        wait_until(lambda: len(self.fakes.calls("nowcerts", "GET", r"/InsuredDetailList")) > 0,
+                   SETTLE, 0.02, "a read")
+        time.sleep(0.6)
+        self.fakes.agent_delete("nowcerts", "insureds", ins_id)
+        self.settle(s, quiet=3)
+        self.assertGreater(len(self.fakes.calls("nowcerts", "POST", NC_INSERT)), inserts,
+                           "the write never met the deleted insured")
+        ev = [e for e in s.events() if e["source"] == "ghl" and e["type"] == "ContactUpdate"]
+        self.assertTrue(ev)
+        self.assertEqual({e["status"] for e in ev}, {"done"}, ev)
+        self.assertEqual(self.insureds_with_email(self.contact(cid)["email"]), [], "made again")
+
     def test_a_policy_of_an_insured_whose_contact_was_deleted_is_skipped_not_dead(self):
         s = self.start()
         ins_id, cid = self.linked_pair(s)
