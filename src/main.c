@@ -387,6 +387,10 @@ int main(int argc, char **argv) {
     fputs(usage, stderr);
     return 2;
   }
+  /* A file-size limit (RLIMIT_FSIZE) reached by a write must fail that
+   * write (EFBIG: the store's "cannot write", webhooks 503) as a full disk
+   * does, not kill the process with SIGXFSZ. */
+  signal(SIGXFSZ, SIG_IGN);
   const char *cmd = argv[1];
   if (strcmp(cmd, "serve") == 0) {
     unsetenv("NCGHL_TENANT"); /* serve runs every tenant */

@@ -352,6 +352,45 @@ class DiskFull(Base):
         self.wait_all_done(s, acked, 120)
 
 
+class FileSizeLimit(Base):
+    def test_a_file_size_limit_answers_503_and_leaves_for_a_restart_not_killed(self):
+        # RLIMIT_FSIZE reached by a write: the kernel sends SIGXFSZ, whose
+        # default kills the process (an audit saw it die with nothing
+        # logged, into a supervisor's crash loop). It must be the store's
+        # "cannot write", as a full disk is.
+        s = self.server({"WEBHOOK_WAIT_MS": 0})
+        acked = [self.assertJSONAnswer(s.nowcerts(nowcerts_event("INSURED_INSERT",
+                                                                 insured_data())), 202)["event_id"]
+                 for _ in range(3)]
+        db = Path(s.workdir) / "ncghl.db"
+        biggest = max(p.stat().st_size for p in db.parent.glob("ncghl.db*"))
+        subprocess.run(["prlimit", "--pid", str(s.proc.pid), "--fsize=%d:unlimited" % biggest],
+                       check=True)
+        refused = []
+        for _ in range(40):
+            ev = nowcerts_event("INSURED_INSERT", insured_data(notes="x" * 20000))
+            r = s.nowcerts(ev)
+            if r.status == 503:
+                refused.append(ev)
+            else:
+                acked.append(self.assertJSONAnswer(r, 202)["event_id"])
+        self.assertTrue(refused, "no write met the limit")
+        # A failed write is a failed commit: the service says so and leaves
+        # for a restart on its own (non-zero), as test_failed_commit_...
+        # does, instead of dying of the signal with nothing said.
+        rc = s.proc.wait(60)
+        self.assertNotEqual(rc, -signal.SIGXFSZ, "killed by SIGXFSZ")
+        self.assertGreater(rc, 0)
+        self.assertRegex(s.log_text(), r"ERROR .*(File too large|could not write)")
+        s._close()
+        s2 = self.restart(s)
+        self.wait_all_done(s2, acked)
+        for ev in refused[:3]:
+            r = s2.nowcerts(ev)
+            self.assertIn(r.status, (200, 202), r)
+            self.assertNotEqual(r.json().get("status"), "duplicate", r)
+
+
 class FailedSync(Base):
     def test_failed_fsync_stops_intake_and_a_restart_recovers(self):
         trigger = self.tmp / "fail-sync"
