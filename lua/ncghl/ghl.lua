@@ -61,11 +61,11 @@ end
 -- create would then duplicate the person. Retryable, as a passing fault is.
 local function list_in(found, key, method, path, res)
   local l = type(found) == "table" and found[key]
-  if type(l) ~= "table" then
+  if not util.records_list(l, type(found) == "table" and found.total) then
     ncghl.fail({
       retryable = true,
-      message = ("GHL %s %s answered without its %q list, so who it found is unknown: %s"):format(
-        method, path, key, answer_of(res)),
+      message = ("GHL %s %s answered without a %q list of records that agrees with its total, "
+        .. "so who it found is unknown: %s"):format(method, path, key, answer_of(res)),
     })
   end
   return l

@@ -95,10 +95,11 @@ end
 -- passing fault is.
 local function list(path_and_query)
   local found, res = nowcerts.request("GET", path_and_query)
-  if type(found.value) ~= "table" then
+  if not util.records_list(found.value, found["@odata.count"]) then
     ncghl.fail({
       retryable = true,
-      message = ("NowCerts GET %s answered without its \"value\" list, so what it holds is unknown: %s"):format(
+      message = ("NowCerts GET %s answered without a \"value\" list of records that agrees with "
+        .. "its count, so what it holds is unknown: %s"):format(
         path_and_query:match("^[^?]*"), answer_of(res)),
     })
   end

@@ -19,6 +19,24 @@ local util = {}
 local SPACE = { [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [32] = true }
 util.SPACE = SPACE
 
+-- Whether a search answer's list can be believed: a sequence (keys 1..n
+-- only) of objects, and not empty while the answer's own count (`total`,
+-- `@odata.count`, when it gives one) says it found some. What fails this
+-- is no "nobody": taken for one, a search makes a second record.
+function util.records_list(l, count)
+  if type(l) ~= "table" then
+    return false
+  end
+  local n = #l
+  for k, v in pairs(l) do
+    if math.type(k) ~= "integer" or k < 1 or k > n or type(v) ~= "table" then
+      return false
+    end
+  end
+  count = tonumber(count)
+  return not (n == 0 and count ~= nil and count > 0)
+end
+
 -- Whether a value counts as "no value": nil, JSON null, a string with
 -- nothing but white space, or an empty table.
 function util.empty(v)

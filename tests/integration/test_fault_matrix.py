@@ -356,6 +356,30 @@ class UpstreamStorms(FaultCase):
                                     "body": {"Message": "An error has occurred."}}},
                       True, lambda side: "list")
 
+    # A search's list there, but not a list of records, or empty while the
+    # answer's own count says it found some: as unknown as no list at all
+    # (an audit made second records with each).
+
+    def test_a_search_list_that_is_an_object_never_makes_a_second_record(self):
+        self.wait_out({"ghl": {"path": r"^/contacts/search",
+                               "body": {"contacts": {"id": "x"}, "total": 1}},
+                       "nowcerts": {"path": r"InsuredDetailList",
+                                    "body": {"value": {"id": "x"}, "@odata.count": 1}}},
+                      True, lambda side: "list")
+
+    def test_a_search_list_of_no_records_never_makes_a_second_record(self):
+        self.wait_out({"ghl": {"path": r"^/contacts/search",
+                               "body": {"contacts": ["x", 1], "total": 2}},
+                       "nowcerts": {"path": r"InsuredDetailList",
+                                    "body": {"value": ["x", 1], "@odata.count": 2}}},
+                      True, lambda side: "list")
+
+    def test_an_empty_search_list_whose_count_says_some_never_makes_a_second_record(self):
+        self.wait_out({"ghl": {"path": r"^/contacts/search", "body": {"contacts": [], "total": 1}},
+                       "nowcerts": {"path": r"InsuredDetailList",
+                                    "body": {"value": [], "@odata.count": 1}}},
+                      True, lambda side: "list")
+
     def test_a_page_that_is_no_answer_makes_events_wait_on_either_side(self):
         """A proxy's HTML page behind a 200, on GHL's search or NowCerts'
         list: the same on both sides, never dead at once."""
