@@ -320,6 +320,17 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
               t->cfg.store_label, err);
     goto fail;
   }
+  /* One service per SQLite store (several nodes need PostgreSQL): a second
+   * one would take the first one's running events for its own below, and
+   * the two would each create the same new person. */
+  long other = 0;
+  if (!store_is_url(t->store_at) && presence_running(t->store, &other) &&
+      other != (long)getpid()) {
+    log_error("%s%sanother ncghl service (pid %ld) is running on %s: two services on one"
+              " SQLite store would each create the same new person. Stop it first (several"
+              " nodes need PostgreSQL: STORE_URL)", who, sep, other, t->cfg.store_label);
+    goto fail;
+  }
   int recovered = 0;
   if (store_recover_running(t->store, &recovered) != 0)
     goto fail;

@@ -59,6 +59,29 @@ class Durability(IntegTest):
         for ev in events:
             self.assertEqual(len(self.contacts_with_email(ev["data"]["email"])), 1)
 
+    def test_a_second_service_on_the_same_sqlite_store_refuses_to_start(self):
+        # Two services on one SQLite file each create the same new person
+        # (an audit: 5 of 5 tries); the second must not start, and must not
+        # take the first one's running events for its own on the way.
+        if harness.PG:
+            self.skipTest("several nodes on PostgreSQL share a store by design (test_two_nodes)")
+        a = self.server()
+        b = Server(a.workdir, self.fakes, {})
+        b.env.update({k: v for k, v in a.env.items() if k not in ("PORT", "LOG_FILE")})
+        self.servers.append(b)
+        b.start(wait=False)
+        rc = b.proc.wait(30)
+        self.assertEqual(rc, 1)
+        self.assertRegex(b.stderr_text() + b.log_text(),
+                         r"another ncghl service \(pid %d\) is running on .*Stop it first"
+                         % a.proc.pid)
+        self.assertTrue(a.running())
+        ev = nowcerts_event("INSURED_INSERT")
+        self.assertEqual(a.nowcerts(ev).status, 200)
+        a.stop()
+        # Once it has stopped, a service starts there again.
+        self.assertTrue(self._restart(a).running())
+
     def test_idempotency_survives_a_restart(self):
         s = self.server()
         ev = nowcerts_event("INSURED_INSERT")
