@@ -311,8 +311,9 @@ static const char *const per_tenant[] = {
 /* The process's own: a tenant file naming one is told where it belongs. */
 static const char *const per_process[] = {
     "HOST", "PORT", "DEBUG", "LOG_LEVEL", "LOG_FILE", "LOG_FORMAT", "LOG_PII",
-    "SANDBOX_NOWCERTS_PORT", "SANDBOX_GHL_PORT", "DB_PATH", "STORE_URL", "LUA_DIR",
-    "MAPPINGS_DEFAULTS_DIR", "MAX_BODY_BYTES", "RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN", "UI_DIR",
+    "SANDBOX_NOWCERTS_PORT", "SANDBOX_GHL_PORT", "SANDBOX_DB_PATH", "DB_PATH", "STORE_URL",
+    "LUA_DIR", "MAPPINGS_DEFAULTS_DIR", "MAX_BODY_BYTES", "RATE_LIMIT_PER_MINUTE", "ADMIN_TOKEN",
+    "UI_DIR",
     "GHL_WEBHOOK_VERIFY", "GHL_WEBHOOK_ED25519_KEY", "GHL_WEBHOOK_RSA_KEY", "TENANTS_DIR", NULL};
 
 static bool listed(const char *const *list, const char *name) {
@@ -527,8 +528,16 @@ static int load(struct config *c, const struct loader *ld0, const char *env_file
   c->retry_initial_delay = get_num(&ld, "RETRY_INITIAL_DELAY", 1.0, 0, 3600, false);
   c->upstream_timeout = get_num(&ld, "UPSTREAM_TIMEOUT", 10, 0.1, 3600, false);
 
-  c->db_path = get_str(&ld, "DB_PATH", "data/ncghl.db");
-  c->store_url = get_str(&ld, "STORE_URL", NULL);
+  /* The sandbox keeps a store of its own: run in the real set-up's
+   * directory, on the real store, it sent a real customer's waiting event
+   * to its fake GHL and linked the insured to a contact that never was. */
+  if (sandbox) {
+    c->db_path = get_str(&ld, "SANDBOX_DB_PATH", "data/sandbox.db");
+    c->store_url = NULL;
+  } else {
+    c->db_path = get_str(&ld, "DB_PATH", "data/ncghl.db");
+    c->store_url = get_str(&ld, "STORE_URL", NULL);
+  }
   if (c->store_url && !*c->store_url) {
     free(c->store_url);
     c->store_url = NULL;

@@ -35,6 +35,12 @@ class Sandbox(IntegTest):
             return r.status == 200 and [c for c in r.json() if c.get("email") == data["email"]]
         harness.wait_until(appeared, 20, 0.1, "the contact in the sandbox's fake GHL")
 
+        # Its store is its own, never the real set-up's (DB_PATH is set, as
+        # in a real .env beside it): the sandbox once sent a real waiting
+        # event to its fake GHL.
+        self.assertTrue((Path(s.workdir) / "data" / "sandbox.db").exists())
+        self.assertFalse(Path(s.db_path).exists(), "the sandbox opened DB_PATH's store")
+
         self.assertEqual(s.stop(), 0)
         # The fakes belong to the sandbox: they go when it goes.
         deadline = time.monotonic() + 10
