@@ -232,11 +232,9 @@ end
 function nowcerts.create_insured(body)
   local answer = nowcerts.request("POST", "/Insured/OnlyInsertInsured", with_enums(util.without(body)),
     { once = true })
+  -- nil when the answer names no insuredDatabaseId (the caller decides).
   local id = util.str(answer.insuredDatabaseId)
-  if util.empty(id) then
-    ncghl.fail({ retryable = false, message = "NowCerts answered without an insuredDatabaseId" })
-  end
-  return id:lower()
+  return not util.empty(id) and id:lower() or nil
 end
 
 -- An e-mail written over another that the record also holds in a second

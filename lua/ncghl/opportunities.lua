@@ -614,7 +614,10 @@ function opportunities.upsert(src, m, opts)
       local o = type(created.opportunity) == "table" and created.opportunity or created
       opp_id = util.str(o.id)
       if util.empty(opp_id) then
-        fail("GHL created an opportunity but its answer has no id")
+        -- Most likely made: retried (not dead), and the next run looks for
+        -- it by the policy's number before it creates.
+        ncghl.fail({ retryable = true, message = "GHL answered its opportunity create without an "
+          .. "id: it was probably made; the next run looks for it first" })
       end
       action = "created"
     end

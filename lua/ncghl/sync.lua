@@ -445,11 +445,8 @@ sides.ghl = {
   end,
   create = function(body)
     local c = ghl.create_contact(body)
-    local id = type(c) == "table" and util.str(c.id)
-    if util.empty(id) then
-      fail("GHL created a contact but its answer has no id")
-    end
-    return id, c
+    local id = type(c) == "table" and util.str(c.id) or nil
+    return not util.empty(id) and id or nil, c
   end,
   -- The contact as written, or nil, true when it is gone (deleted meanwhile).
   update = function(id, changes)
@@ -702,6 +699,13 @@ local function create(to, body, who, ev)
     end
   end
   local ok, id, rec = pcall(sides[to].create, body)
+  if ok and not id then
+    -- A 2xx that names no new id: the record was most likely made, and
+    -- there is no id to link. Never dead (a replay would be the operator's
+    -- chore) and never created again blindly: the next run searches first.
+    fail(("%s answered its create without the new record's id: it was probably made; the next "
+      .. "run searches for it first"):format(name), true, sync.recheck_delay)
+  end
   if not ok then
     local e = id
     if type(e) == "table" and e.retryable and tostring(e.message):find("failed: [^H]") then

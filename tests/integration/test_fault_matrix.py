@@ -427,6 +427,24 @@ class LostCreateAnswers(FaultCase):
         self.assertExactlyOnce(s, batch)
 
 
+    def test_a_create_answered_2xx_without_an_id_waits_and_makes_one_record(self):
+        """The record made, the answer naming no id (GHL's 201 with
+        "contact":null, NowCerts' {"status":1} alone): not dead at once (an
+        operator's replay), not created again blindly: retried, it searches
+        first and links the record that was made."""
+        s = self.start()
+        self.fakes.fault("ghl", path=r"^/contacts/?$", method="POST", after_write=True,
+                         status=201, body={"contact": None})
+        self.fakes.fault("nowcerts", path=r"/Insured/OnlyInsertInsured", method="POST",
+                         after_write=True, status=200, body={"status": 1})
+        batch = self.make("nowcerts", n=1) + self.make("ghl", n=1)
+        self.post_all(s, batch)
+        rows = self.settle(s, batch, ("retry_wait", "done"), "both events to meet the id-less answer")
+        self.assertNotIn("dead", [r.get("status") for r in rows], rows)
+        self.recover(s, batch)
+        self.assertExactlyOnce(s, batch)
+
+
 class AuthAndNowCerts(FaultCase):
     """401 loops on both sides, NowCerts' "status":0, a token endpoint that
     is down."""
