@@ -63,6 +63,9 @@ static const char MSG_EVENT_MEMORY[] =
 static const char MSG_PRESSURE[] =
     "not enough memory: the Lua state (LUA_MEMORY_MB) is full with other events' data; will retry";
 static const char MSG_TIME[] = "the event's time limit (LUA_EVENT_TIMEOUT_MS) is exceeded";
+static const char MSG_LOAD_TIME[] =
+    "loading the scripts takes longer than an event may (LUA_EVENT_TIMEOUT_MS)";
+#define TIME_MSG(g) ((g)->time_msg ? (g)->time_msg : MSG_TIME)
 
 /* What the Lua code running now counts against: an event, or a load. */
 struct guard {
@@ -80,6 +83,7 @@ struct guard {
    * it runs the monotonic instant it ends (0: no time limit). */
   double time_left;
   double deadline;
+  const char *time_msg; /* what running out of time says; NULL: MSG_TIME */
 };
 
 /* A script's bytes. Every tenant loads the same engine library and shipped
@@ -316,7 +320,7 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
   if (!g->killed) {
     g->budget -= lua_gethookcount(L);
     if (g->deadline > 0 && clock_mono() > g->deadline)
-      g->killed = MSG_TIME;
+      g->killed = TIME_MSG(g);
     else if (g->budget > 0)
       return;
     else
@@ -406,7 +410,7 @@ static int c_guarded(lua_State *L) {
         const char *p = lua_tolstring(L, 2, &pl);
         double steps = lcost_pattern(s, sl, p, pl);
         if (steps / PATTERN_STEPS_PER_MS > left_ms)
-          return refuse(L, g, MSG_TIME, what, steps, "matcher steps");
+          return refuse(L, g, TIME_MSG(g), what, steps, "matcher steps");
       }
       break;
     case CG_REP:
@@ -418,7 +422,7 @@ static int c_guarded(lua_State *L) {
         if (bytes > mem_room(L, g, bytes))
           return refuse(L, g, MSG_EVENT_MEMORY, what, bytes, "bytes");
         if (bytes / REP_BYTES_PER_MS > left_ms)
-          return refuse(L, g, MSG_TIME, what, bytes, "bytes");
+          return refuse(L, g, TIME_MSG(g), what, bytes, "bytes");
         state_room(L, g, bytes, what);
       }
       break;
@@ -431,7 +435,7 @@ static int c_guarded(lua_State *L) {
       if (bytes > room)
         return refuse(L, g, MSG_EVENT_MEMORY, what, bytes, "bytes");
       if (bytes > limit)
-        return refuse(L, g, MSG_TIME, what, bytes, "bytes");
+        return refuse(L, g, TIME_MSG(g), what, bytes, "bytes");
       state_room(L, g, bytes, what);
       break;
     }
@@ -439,7 +443,7 @@ static int c_guarded(lua_State *L) {
       if (lua_type(L, 1) == LUA_TSTRING) {
         lua_tolstring(L, 1, &sl);
         if ((double)sl / JSON_BYTES_PER_MS > left_ms)
-          return refuse(L, g, MSG_TIME, what, (double)sl, "bytes");
+          return refuse(L, g, TIME_MSG(g), what, (double)sl, "bytes");
       }
       break;
     }
@@ -1036,7 +1040,13 @@ static struct lrt_state *state_build(struct lrt *rt, const struct script_list *s
   }
   lua_atpanic(st->L, on_panic);
 
-  struct guard load = {.budget = budget_of(cfg)};
+  /* Loading runs on the loop too: a pattern or string.rep in a script's
+   * top level gets the same bounds as an event's (without them a slow
+   * pattern at load held the whole service, and `ncghl check`, for good). */
+  struct guard load = {.budget = budget_of(cfg), .time_msg = MSG_LOAD_TIME};
+  guard_for_event(&load, cfg);
+  load.mem_cap = 0; /* the state's own limit holds; the scripts' data stays */
+  load.deadline = clock_mono() + load.time_left;
   st->guard = &load;
   lua_pushcfunction(st->L, build_cb);
   lua_pushlightuserdata(st->L, st);

@@ -8,6 +8,7 @@ and a per-event time limit also stops time spent inside C functions
 (patterns, string.rep, JSON)."""
 
 import shutil
+import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -229,6 +230,31 @@ class EventTime(HostileRoutes):
     def test_lua_code_is_stopped_by_the_clock_too(self):
         self._fails_for("LONG_LOOP", ("time limit (LUA_EVENT_TIMEOUT_MS)",),
                         LUA_INSTRUCTION_BUDGET=10 ** 13, LUA_EVENT_TIMEOUT_MS=300)
+
+
+class LoadTime(IntegTest):
+    """A script's top level runs on the loop too, at start, on reload and in
+    `ncghl check`: a slow pattern there is refused as in an event (it held
+    the whole service, /health included, for good)."""
+
+    def test_a_slow_pattern_at_load_is_refused_and_the_service_keeps_answering(self):
+        copy = self.tmp / "mappings"
+        shutil.copytree(ROOT / "mappings", copy)
+        s = self.server({"MAPPINGS_DIR": copy})
+        routes = copy / "routes.lua"
+        text = routes.read_text()
+        cut = text.rstrip().rfind("\nreturn")
+        routes.write_text(text[:cut] + '\nlocal _slow = ("a"):rep(20000):find(".-.-.-.-b")'
+                          + text[cut:])
+        line = text[:cut].count("\n") + 2
+        s.proc.send_signal(signal.SIGHUP)
+        want = "routes.lua:%d: string.find refused" % line
+        harness.wait_until(lambda: want in s.log_text(), 20, 0.1, "the reload refused (%s)" % want)
+        self.assertIn("loading the scripts takes longer", s.log_text())
+        self.assertEqual(s.get("/health").status, 200)
+        p = s.cli("check", timeout=30)
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn(want, p.stdout + p.stderr)
 
 
 if __name__ == "__main__":
