@@ -169,6 +169,7 @@ struct lrt_ev {
   struct guard guard;
 
   enum park park;
+  int ghl_holds; /* GHL rate-limit room its reads hold for its writes (up_call) */
   bool in_start;              /* inside host->start: a done callback now is synchronous */
   struct saved_result *saved; /* an answer waiting for the loop */
   char *call_buf;             /* the call's strings, alive until it ends */
@@ -1344,6 +1345,8 @@ static struct saved_result *save_result(const struct up_result *r) {
 
 static void on_call_done(void *ud, const struct up_result *r) {
   struct lrt_ev *e = ud;
+  if (r->held)
+    e->ghl_holds++;
   free(e->call_buf);
   e->call_buf = NULL;
   if (e->park != PARK_CALL) {
@@ -1408,13 +1411,16 @@ static int api_call(lua_State *L) {
   /* The 5th argument is the content type, or a table of options:
    * {content_type = "...", once = true} (once: a create, see up_call). */
   const char *ctype = NULL;
-  bool once = false;
+  bool once = false, then_write = false;
   if (lua_istable(L, 5)) {
     lua_getfield(L, 5, "content_type");
     ctype = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
     lua_pop(L, 1); /* the string stays reachable from the table */
     lua_getfield(L, 5, "once");
     once = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 5, "then_write");
+    then_write = lua_toboolean(L, -1);
     lua_pop(L, 1);
   } else {
     ctype = luaL_optstring(L, 5, NULL);
@@ -1424,7 +1430,13 @@ static int api_call(lua_State *L) {
   char *buf = malloc(ml + pl + cl + body_len + 1);
   if (!buf)
     return luaL_error(L, "%s", MSG_MEMORY);
-  struct up_call call = {.service = (enum up_service)service, .once = once};
+  struct up_call call = {.service = (enum up_service)service, .once = once,
+                         .then_write = then_write};
+  /* A write of this event after a then_write read: on the room it holds. */
+  if (service == UP_GHL && strcmp(method, "GET") != 0 && e->ghl_holds > 0) {
+    call.use_held = true;
+    e->ghl_holds--;
+  }
   char *p = buf;
   memcpy(p, method, ml);
   call.method = p;

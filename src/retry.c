@@ -47,6 +47,7 @@ int ratelimit_init(struct ratelimit *r, int limit, double window) {
   r->head = 0;
   r->count = 0;
   r->blocked_until = 0;
+  r->nholds = 0;
   if (r->limit == 0)
     return 0;
   r->stamps = calloc((size_t)r->limit, sizeof *r->stamps);
@@ -85,32 +86,73 @@ static int ring_in_window(const struct ratelimit *r, double now) {
   return n;
 }
 
+/* Holds still in force; expired ones are dropped. */
+static int holds_live(struct ratelimit *r, double now) {
+  int n = 0;
+  for (int i = 0; i < r->nholds; i++)
+    if (r->holds[i] > now)
+      r->holds[n++] = r->holds[i];
+  r->nholds = n;
+  return n;
+}
+
+/* Seconds until k more sends fit beside the window's sends and the holds. */
+static double wait_for(const struct ratelimit *r, double now, int holds, int k) {
+  if (r->limit == 0)
+    return 0;
+  if (r->blocked_until > now)
+    return r->blocked_until - now;
+  int live = ring_in_window(r, now);
+  int over = live + holds + k - r->limit;
+  if (over <= 0)
+    return 0;
+  if (over > live)
+    return 0.05; /* held room: it is used or expires soon */
+  /* The ring is oldest first, expired stamps ahead of live ones. */
+  int idx = (r->head + (r->count - live) + (over - 1)) % r->limit;
+  double w = r->stamps[idx] + r->window - now;
+  return w > 0 ? w : 0.001;
+}
+
 double ratelimit_take(struct ratelimit *r, double now) {
   if (r->limit == 0)
     return 0;
-  if (r->blocked_until > now)
-    return r->blocked_until - now;
-  if (r->count < r->limit) {
+  double w = wait_for(r, now, holds_live(r, now), 1);
+  if (w <= 0)
     ring_push(r, now);
-    return 0;
-  }
-  double oldest = r->stamps[r->head];
-  if (now - oldest >= r->window) {
-    ring_push(r, now);
-    return 0;
-  }
-  return oldest + r->window - now;
+  return w;
 }
 
 double ratelimit_peek(const struct ratelimit *r, double now) {
-  if (r->limit == 0)
-    return 0;
-  if (r->blocked_until > now)
-    return r->blocked_until - now;
-  if (r->count < r->limit)
-    return 0;
-  double oldest = r->stamps[r->head];
-  return now - oldest >= r->window ? 0 : oldest + r->window - now;
+  int holds = 0;
+  for (int i = 0; i < r->nholds; i++)
+    holds += r->holds[i] > now;
+  return wait_for(r, now, holds, 1);
+}
+
+double ratelimit_take_pair(struct ratelimit *r, double now, double hold_s, bool *held) {
+  *held = false;
+  int holds = holds_live(r, now);
+  if (r->limit < 2 || holds >= RATELIMIT_HOLDS)
+    return ratelimit_take(r, now);
+  double w = wait_for(r, now, holds, 2);
+  if (w <= 0) {
+    ring_push(r, now);
+    r->holds[r->nholds++] = now + hold_s;
+    *held = true;
+  }
+  return w;
+}
+
+double ratelimit_take_held(struct ratelimit *r, double now) {
+  if (holds_live(r, now) > 0) {
+    int soonest = 0;
+    for (int i = 1; i < r->nholds; i++)
+      if (r->holds[i] < r->holds[soonest])
+        soonest = i;
+    r->holds[soonest] = r->holds[--r->nholds];
+  }
+  return ratelimit_take(r, now);
 }
 
 void ratelimit_observe(struct ratelimit *r, long remaining, long interval_ms, double now) {

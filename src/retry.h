@@ -30,12 +30,17 @@ double retry_event_delay(int runs);
 
 /* A sliding window limiter: at most `limit` requests per `window` seconds,
  * and steered by an upstream's own X-RateLimit-* headers. limit 0 = off. */
+#define RATELIMIT_HOLDS 64
 struct ratelimit {
   int limit;
   double window;
   double *stamps; /* ring of the last `limit` send times */
   int head, count;
   double blocked_until; /* set when the upstream says none remain */
+  /* Sends promised to writes that follow a read (ratelimit_take_pair):
+   * each is room kept in the window until it is used or expires. */
+  double holds[RATELIMIT_HOLDS]; /* expiry times */
+  int nholds;
 };
 int ratelimit_init(struct ratelimit *r, int limit, double window);
 void ratelimit_free(struct ratelimit *r);
@@ -44,6 +49,15 @@ double ratelimit_take(struct ratelimit *r, double now);
 /* The same answer without counting anything: for a caller that must ask
  * another limiter (the store's, shared by the nodes) before it sends. */
 double ratelimit_peek(const struct ratelimit *r, double now);
+/* A read that a write of the same record follows: 0 when both fit in the
+ * window now (the read is counted, and room for the write is held for
+ * hold_s seconds: *held true), else seconds to wait. With a limit below 2,
+ * or every hold taken, it is a plain ratelimit_take (*held false). So the
+ * record is read after any wait, right before its write, never before. */
+double ratelimit_take_pair(struct ratelimit *r, double now, double hold_s, bool *held);
+/* A send that uses room held by ratelimit_take_pair (the soonest to expire);
+ * with none left, the same as ratelimit_take. */
+double ratelimit_take_held(struct ratelimit *r, double now);
 /* Upstream said `remaining` requests are left in an interval of interval_ms;
  * remaining 0 blocks until the interval has passed. -1 values are ignored. */
 void ratelimit_observe(struct ratelimit *r, long remaining, long interval_ms, double now);

@@ -41,6 +41,10 @@
  * just after its window ended could still land in GHL's previous one; the
  * half second more keeps every arrival of a window inside one of GHL's. */
 #define GHL_RATE_WINDOW 10.5 /* seconds: GHL's burst window, and a margin */
+/* How long room held for a write after its read (up_call.then_write) stays
+ * kept: the write follows within milliseconds, unless the run waits on
+ * NowCerts in between; unused, it goes back to the others. */
+#define GHL_HOLD_SECONDS 5.0
 #define ERROR_BODY_BYTES 300
 #define DEFAULT_TIMEOUT 30.0 /* seconds, when the config has none */
 #define RETRY_JITTER 0.1
@@ -65,6 +69,9 @@ struct ucall {
   bool starting;     /* inside up_start: the result must wait for the loop */
   bool finished;     /* the result is final; the timer delivers it */
   bool once;         /* up_call.once: no re-send after an attempt that may have landed */
+  bool then_write;   /* up_call.then_write */
+  bool use_held;     /* up_call.use_held, for the first send only */
+  bool held;         /* this call holds room for the write that follows */
 
   bool ok, retryable;
   int status;
@@ -459,6 +466,7 @@ static void deliver(struct ucall *c) {
       .body_len = c->resp.len,
       .error = c->ok ? NULL : (c->error ? c->error : "failed"),
       .attempts = c->attempts,
+      .held = c->held,
   };
   /* c is unlinked: the callback may start calls or even free u. */
   c->done(c->ud, &r);
@@ -684,8 +692,17 @@ static void send_with(struct ucall *c, const char *token) {
                                        GHL_RATE_WINDOW, clock_wall(), &wait) != 0)
         wait = 0;
     }
-    if (wait <= 0)
-      wait = ratelimit_take(&u->ghl_rl, clock_mono());
+    if (wait <= 0) {
+      double now = clock_mono();
+      if (u->shared_rl || (!c->use_held && !(c->then_write && !c->held))) {
+        wait = ratelimit_take(&u->ghl_rl, now);
+      } else if (c->use_held) {
+        wait = ratelimit_take_held(&u->ghl_rl, now);
+        c->use_held = false; /* a retry waits as any send does */
+      } else {
+        wait = ratelimit_take_pair(&u->ghl_rl, now, GHL_HOLD_SECONDS, &c->held);
+      }
+    }
     if (wait > 0) {
       log_debug("upstream: ghl rate limit: %s %s waits %.2f s", c->method, c->url, wait);
       arm(c, wait);
@@ -797,6 +814,8 @@ int up_start(struct upstream *u, const struct up_call *call, up_attempt_cb on_at
   c->svc = call->service;
   c->on_attempt = on_attempt;
   c->once = call->once;
+  c->then_write = call->then_write && call->service == UP_GHL;
+  c->use_held = call->use_held && call->service == UP_GHL;
   c->done = done;
   c->ud = ud;
   buf_init(&c->resp, 0);

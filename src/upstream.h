@@ -33,6 +33,15 @@ struct up_call {
    * usual (SPEC 6). curl never re-sends it by itself when a reused
    * connection turns out closed (httpc's no_resend). */
   bool once;
+  /* GHL only, with the node's own limiter (not the nodes' shared one): a
+   * read that a write of the same record follows (then_write) is sent only
+   * when the rate limit has room for both, and room for the write is held
+   * a few seconds; that write (use_held) goes on the held room without
+   * waiting. So the record is read right before its write, not before a
+   * wait for the limit, and an agent's edit made during that wait is seen
+   * (SPEC 10). */
+  bool then_write;
+  bool use_held;
 };
 
 struct up_attempt {
@@ -56,6 +65,7 @@ struct up_result {
   size_t body_len;
   const char *error;  /* when !ok: one line, e.g. "HTTP 400: {...}" or "status 0: message" */
   int attempts;       /* HTTP attempts made */
+  bool held;          /* a then_write call that holds room for its write */
 };
 
 typedef void (*up_attempt_cb)(void *ud, const struct up_attempt *a);

@@ -27,8 +27,8 @@ end
 
 -- call(method, path, body_table) -> the raw result, failed or not: for the
 -- callers that handle some failures themselves (see ncghl.opportunities).
-function ghl.call(method, path, body)
-  return ncghl.call("ghl", method, path, body ~= nil and json.encode(body) or nil)
+function ghl.call(method, path, body, opts)
+  return ncghl.call("ghl", method, path, body ~= nil and json.encode(body) or nil, opts)
 end
 
 -- The decoded answer of a result from ghl.call; a failed call raises
@@ -190,9 +190,12 @@ local function gone(res)
 end
 
 -- The contact as GHL has it now, or nil when GHL no longer has it.
-function ghl.get_contact(id)
+-- for_write: a write of it follows; the read waits until the rate limit has
+-- room for both (see ncghl.call's then_write), so it is read right before
+-- the write, not before a wait for the limit.
+function ghl.get_contact(id, for_write)
   local path = "/contacts/" .. util.pct(id)
-  local res = ghl.call("GET", path)
+  local res = ghl.call("GET", path, nil, for_write and { then_write = true } or nil)
   if gone(res) then
     return nil
   end

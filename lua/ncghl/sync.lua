@@ -414,8 +414,8 @@ sides.ghl = {
   time_of = function(rec)
     return fields.time(rec.dateUpdated)
   end,
-  read = function(id)
-    return ghl.get_contact(id)
+  read = function(id, for_write)
+    return ghl.get_contact(id, for_write)
   end,
   find = function(who)
     local found = who.email and ghl.search_contact({ email = who.email })
@@ -1228,8 +1228,9 @@ function sync.contact(from, rec, opts)
     return skipped(reason, { contact_id = ids.ghl, insured_id = ids.nowcerts, stale = #stale > 0 and stale or nil })
   end
 
-  -- The other side, as it is right before the write.
-  local current = B.read(ids[to])
+  -- The other side, as it is right before the write (after any wait for
+  -- GHL's rate limit, which the read takes for both).
+  local current = B.read(ids[to], true)
   if not current then
     -- Deleted (or merged away) there without ncghl hearing of it.
     return linked_gone(to)

@@ -470,6 +470,36 @@ class FieldSync(SyncCase):
         self.assertIn(("phone", "ghl", "conflict_won"), actions)
         self.assertIn(("phone", "nowcerts", "conflict_lost"), actions)
 
+    def test_a_record_is_read_after_the_rate_limit_wait_not_before(self):
+        # GHL's limit (3 a window here) makes the second update wait ~10 s
+        # for its PUT. Read before that wait, an agent's GHL edit made during
+        # it was written over and then dropped as "older" (SPEC 10: read
+        # right before the write, not before waiting on a rate limit).
+        s = self.start()
+        pairs = [self.linked_pair(s) for _ in range(2)]
+        s.stop()
+        s = self.server(dict(self.ENV, GHL_RATE_LIMIT=3), workdir=s.workdir)
+        self.fakes.config("ghl", webhook_url=s.base + "/api/v1/webhooks/ghl")
+        time.sleep(11)  # the start's own calls leave the window
+        self.just_after_a_poll()
+        for i, (ins_id, _) in enumerate(pairs):
+            self.agent_nc(ins_id, city="NC%d" % i)
+        # Both edits are polled and the window fills with the first update's
+        # GET and PUT and the second's GET (before the fix) ...
+        wait_until(lambda: len(self.fakes.calls("ghl", "GET", r"^/contacts/[^/]+$")) >= 1,
+                   SETTLE, 0.05, "the first update's read")
+        time.sleep(1.5)
+        # ... when an agent edits the second person's city in GHL.
+        ins_id, cid = pairs[1]
+        self.agent_ghl(cid, city="GHLnewer")
+        self.settle(s, quiet=3)
+        self.assertEqual(self.contact(cid)["city"], "GHLnewer")
+        self.assertEqual(self.nc(ins_id)["city"], "GHLnewer")
+        cs = [c for c in self.conflicts(s) if c["ghl_id"] == cid]
+        self.assertEqual([(c["field"], c["winner"]) for c in cs], [("city", "ghl")], cs)
+        # The first person's update met no wait and no edit.
+        self.assertEqual(self.contact(pairs[0][1])["city"], "NC0")
+
     def test_a_late_webhook_never_overwrites_a_newer_value(self):
         s = self.start()
         ins_id, cid = self.linked_pair(s)

@@ -117,6 +117,36 @@ static void test_ratelimit_peek_counts_nothing(void **state) {
   ratelimit_free(&r);
 }
 
+/* A read that a write follows waits until both fit, and the write's room
+ * is kept from the others until it is used or expires. */
+static void test_ratelimit_pair_holds_the_writes_room(void **state) {
+  struct ratelimit r;
+  bool held = false;
+  assert_int_equal(ratelimit_init(&r, 3, 10.0), 0);
+  assert_double_equal(ratelimit_take(&r, 0.0), 0, EPS);
+  assert_double_equal(ratelimit_take(&r, 1.0), 0, EPS);
+  /* One slot left: the pair waits for a second (t=0 leaves at t=10). */
+  assert_double_equal(ratelimit_take_pair(&r, 2.0, 5.0, &held), 8.0, EPS);
+  assert_false(held);
+  assert_double_equal(ratelimit_take_pair(&r, 10.0, 5.0, &held), 0, EPS);
+  assert_true(held);
+  /* The window holds t=1 and t=10 plus the held room: full for others. */
+  assert_double_equal(ratelimit_take(&r, 10.5), 0.5, EPS);
+  assert_double_equal(ratelimit_peek(&r, 10.5), 0.5, EPS);
+  /* The write goes at once on the held room. */
+  assert_double_equal(ratelimit_take_held(&r, 10.5), 0, EPS);
+  assert_double_equal(ratelimit_take(&r, 10.6), 0.4, EPS);
+  /* A hold nobody uses expires and frees its room. */
+  assert_double_equal(ratelimit_take_pair(&r, 21.0, 5.0, &held), 0, EPS);
+  assert_true(held);
+  assert_double_equal(ratelimit_take(&r, 21.0), 0, EPS);
+  /* Two sends at t=21 and the held room: full until t=31, */
+  assert_double_equal(ratelimit_take(&r, 21.0), 10.0, EPS);
+  /* but the hold, unused, lapses at t=26. */
+  assert_double_equal(ratelimit_take(&r, 26.5), 0, EPS);
+  ratelimit_free(&r);
+}
+
 static void test_ratelimit_off(void **state) {
   struct ratelimit r;
   assert_int_equal(ratelimit_init(&r, 0, 10.0), 0);
@@ -185,6 +215,7 @@ int main(void) {
       cmocka_unit_test(test_ratelimit_sliding_window),
       cmocka_unit_test(test_ratelimit_peek_counts_nothing),
       cmocka_unit_test(test_ratelimit_off),
+      cmocka_unit_test(test_ratelimit_pair_holds_the_writes_room),
       cmocka_unit_test(test_ratelimit_observe_zero_blocks_for_the_interval),
       cmocka_unit_test(test_ratelimit_observe_remaining_steers),
   };
