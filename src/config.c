@@ -294,6 +294,17 @@ static void add_url_secret(void *ud, const char *p, size_t n) {
   free(pw);
 }
 
+/* The password of scheme://user:password@host... */
+static void add_userinfo_secret(const char *url) {
+  const char *auth = url ? strstr(url, "://") : NULL;
+  const char *at = auth ? strchr(auth + 3, '@') : NULL;
+  const char *slash = auth ? strchr(auth + 3, '/') : NULL;
+  if (!at || (slash && slash < at))
+    return;
+  const char *colon = memchr(auth + 3, ':', (size_t)(at - auth - 3));
+  if (colon && at - colon > 1)
+    add_url_secret(NULL, colon + 1, (size_t)(at - colon - 1));
+}
 
 /* The variables one agency may set in its tenant file: its accounts, its
  * limits, its mappings. Everything else is shared by the process (one
@@ -604,6 +615,11 @@ static int load(struct config *c, const struct loader *ld0, const char *env_file
   for (size_t i = 0; i < sizeof secrets / sizeof *secrets; i++)
     log_add_secret(secrets[i]);
   store_url_secrets(c->store_url, add_url_secret, NULL);
+  /* A base URL may carry user:password@ too (a proxy's, a gateway's): every
+   * request's log line names the URL. */
+  const char *bases[] = {c->nowcerts_base_url, c->ghl_base_url, c->public_url};
+  for (size_t i = 0; i < sizeof bases / sizeof *bases; i++)
+    add_userinfo_secret(bases[i]);
   if (ld.failed) {
     config_free(c);
     return -1;

@@ -144,7 +144,23 @@ static void lua_lines(struct doctor *d, const char *fn, const char *body, size_t
 
 /* ---- upstream checks ---------------------------------------------------- */
 
+/* A base URL as a fix may show it: a password in its user-info masked
+ * (doctor's lines go to a terminal and, from serve, to the log). */
+static const char *shown_url(const char *url, char *out, size_t n) {
+  const char *auth = url ? strstr(url, "://") : NULL;
+  const char *at = auth ? strchr(auth + 3, '@') : NULL;
+  const char *slash = auth ? strchr(auth + 3, '/') : NULL;
+  const char *colon = at && (!slash || at < slash) ? memchr(auth + 3, ':', (size_t)(at - auth - 3))
+                                                  : NULL;
+  if (!colon)
+    snprintf(out, n, "%s", url ? url : "");
+  else
+    snprintf(out, n, "%.*s:***%s", (int)(colon - url), url, at);
+  return out;
+}
+
 static void ghl_fix(const struct doctor *d, int status, const char *error, char *out, size_t n) {
+  char url[512];
   /* The token endpoint's refusals (tokens.c words them) have their own fix:
    * the location is not what is wrong. */
   if (error && strstr(error, "refused the refresh token"))
@@ -158,9 +174,17 @@ static void ghl_fix(const struct doctor *d, int status, const char *error, char 
     snprintf(out, n,
              "GHL OAuth has no tokens yet: install the Marketplace app on the sub-account "
              "(open /oauth/install on this service; docs/install.md)");
+  else if (status == 0 && error && strstr(error, "not configured"))
+    snprintf(out, n,
+             "set GHL_API_KEY to a Private Integration token of this sub-account (GHL Settings >"
+             " Private Integrations)");
   else if (status == 0)
     snprintf(out, n, "GHL did not answer at GHL_BASE_URL (%s): check the address and the network",
-             d->cfg->ghl_base_url);
+             shown_url(d->cfg->ghl_base_url, url, sizeof url));
+  else if (status == 404 && error && strstr(error, "Cannot "))
+    snprintf(out, n,
+             "GHL_BASE_URL (%s) has no such API: it is https://services.leadconnectorhq.com,"
+             " without a path", shown_url(d->cfg->ghl_base_url, url, sizeof url));
   else if (status == 401)
     snprintf(out, n,
              "GHL refused GHL_API_KEY: create a Private Integration token for this sub-account "
@@ -180,11 +204,16 @@ static void on_nowcerts(void *ud, const struct up_result *r) {
              d->cfg->nowcerts_username, uid && *uid ? uid : "not in the token answer");
   } else {
     bool login = r->error && strncmp(r->error, "token request", 13) == 0;
-    char fix[512];
+    char fix[512], url[512];
     if (r->status == 0)
       snprintf(fix, sizeof fix,
                "NowCerts did not answer at NOWCERTS_BASE_URL (%s): check the address and the network",
-               d->cfg->nowcerts_base_url);
+               shown_url(d->cfg->nowcerts_base_url, url, sizeof url));
+    else if (login && r->status == 404)
+      snprintf(fix, sizeof fix,
+               "NOWCERTS_BASE_URL (%s) has no token endpoint: it ends in /api"
+               " (https://api.nowcerts.com/api)",
+               shown_url(d->cfg->nowcerts_base_url, url, sizeof url));
     else if (login)
       snprintf(fix, sizeof fix,
                "check NOWCERTS_USERNAME and NOWCERTS_PASSWORD (log in to NowCerts with them once)");
