@@ -123,12 +123,14 @@ double ratelimit_take(struct ratelimit *r, double now) {
   return w;
 }
 
-double ratelimit_peek(const struct ratelimit *r, double now) {
+double ratelimit_peek_n(const struct ratelimit *r, double now, int k) {
   int holds = 0;
   for (int i = 0; i < r->nholds; i++)
     holds += r->holds[i] > now;
-  return wait_for(r, now, holds, 1);
+  return wait_for(r, now, holds, k);
 }
+
+double ratelimit_peek(const struct ratelimit *r, double now) { return ratelimit_peek_n(r, now, 1); }
 
 double ratelimit_take_pair(struct ratelimit *r, double now, double hold_s, bool *held) {
   *held = false;

@@ -49,6 +49,8 @@ double ratelimit_take(struct ratelimit *r, double now);
 /* The same answer without counting anything: for a caller that must ask
  * another limiter (the store's, shared by the nodes) before it sends. */
 double ratelimit_peek(const struct ratelimit *r, double now);
+/* The same for k sends at once. */
+double ratelimit_peek_n(const struct ratelimit *r, double now, int k);
 /* A read that a write of the same record follows: 0 when both fit in the
  * window now (the read is counted, and room for the write is held for
  * hold_s seconds: *held true), else seconds to wait. With a limit below 2,

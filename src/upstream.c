@@ -685,22 +685,30 @@ static void send_with(struct ucall *c, const char *token) {
      * node's own window full of sends that never happened). When the
      * store cannot be asked (the database is away), the node's own window
      * still holds. */
-    double wait = 0;
-    if (u->shared_rl) {
-      wait = ratelimit_peek(&u->ghl_rl, clock_mono());
-      if (wait <= 0 && store_rate_take(u->shared_rl, u->shared_rl_key, u->cfg->ghl_rate_limit,
-                                       GHL_RATE_WINDOW, clock_wall(), &wait) != 0)
-        wait = 0;
+    double wait = 0, now = clock_mono();
+    bool pair = c->then_write && !c->held; /* a read that holds room for its write */
+    bool held = c->use_held;               /* a write on the room held for it */
+    if (u->shared_rl && !held) {
+      /* A pair's write is counted in the store at its read: room held
+       * across the nodes too. A second take refused after the first took
+       * leaves one send counted that never happens: the safe side. */
+      int want = pair ? 2 : 1;
+      wait = ratelimit_peek_n(&u->ghl_rl, now, want);
+      for (int i = 0; i < want && wait <= 0; i++)
+        if (store_rate_take(u->shared_rl, u->shared_rl_key, u->cfg->ghl_rate_limit,
+                            GHL_RATE_WINDOW, clock_wall(), &wait) != 0) {
+          wait = 0;
+          break;
+        }
     }
     if (wait <= 0) {
-      double now = clock_mono();
-      if (u->shared_rl || (!c->use_held && !(c->then_write && !c->held))) {
-        wait = ratelimit_take(&u->ghl_rl, now);
-      } else if (c->use_held) {
+      if (held) {
         wait = ratelimit_take_held(&u->ghl_rl, now);
         c->use_held = false; /* a retry waits as any send does */
-      } else {
+      } else if (pair) {
         wait = ratelimit_take_pair(&u->ghl_rl, now, GHL_HOLD_SECONDS, &c->held);
+      } else {
+        wait = ratelimit_take(&u->ghl_rl, now);
       }
     }
     if (wait > 0) {

@@ -33,13 +33,12 @@ struct up_call {
    * usual (SPEC 6). curl never re-sends it by itself when a reused
    * connection turns out closed (httpc's no_resend). */
   bool once;
-  /* GHL only, with the node's own limiter (not the nodes' shared one): a
-   * read that a write of the same record follows (then_write) is sent only
-   * when the rate limit has room for both, and room for the write is held
-   * a few seconds; that write (use_held) goes on the held room without
-   * waiting. So the record is read right before its write, not before a
-   * wait for the limit, and an agent's edit made during that wait is seen
-   * (SPEC 10). */
+  /* GHL only: a read that a write of the same record follows (then_write)
+   * is sent only when the rate limit (the node's, and the nodes' shared
+   * one) has room for both, and room for the write is held a few seconds;
+   * that write (use_held) goes on the held room without waiting. So the
+   * record is read right before its write, not before a wait for the
+   * limit, and an agent's edit made during that wait is seen (SPEC 10). */
   bool then_write;
   bool use_held;
 };
