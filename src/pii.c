@@ -272,6 +272,9 @@ static const struct {
     KEY("workphone", K_PHONE),     KEY("businessphone", K_PHONE),  KEY("fax", K_PHONE),
     KEY("sms", K_PHONE),           KEY("email", K_EMAIL),          KEY("emailaddress", K_EMAIL),
     KEY("email2", K_EMAIL),        KEY("email3", K_EMAIL),
+    /* GHL's lower-case copies, in every contact it answers. */
+    KEY("firstnamelowercase", K_NAME), KEY("lastnamelowercase", K_NAME),
+    KEY("fullnamelowercase", K_NAME),
 #undef KEY
 };
 /* Longer than any name above, so a name added there is never cut. Most

@@ -31,7 +31,8 @@ static void assert_masked_as(const char *key, const char *value, const char *wan
 static void test_every_named_field_is_masked(void **state) {
   (void)state;
   static const char *const names[] = {"firstname", "lastname", "middlename", "fullname",
-                                      "contactname", "insuredname"};
+                                      "contactname", "insuredname", "firstNameLowerCase",
+                                      "lastNameLowerCase", "fullNameLowerCase"};
   static const char *const phones[] = {"phone", "phonenumber", "cellphone", "mobile",
                                        "mobilephone", "homephone", "workphone",
                                        "businessphone", "fax", "sms"};
