@@ -1114,6 +1114,21 @@ function sync.contact(from, rec, opts)
       snap = load_snapshot(ids.nowcerts)
       holder = nil
     end
+    if holder and holder ~= ids[from] and from == "nowcerts" and not A.read(holder) then
+      -- The contact's insured is gone from NowCerts: deleted, and this
+      -- person entered again. The old link goes (a tombstone stays, as for
+      -- any deleted insured) and this insured takes the contact; the tags
+      -- ncghl gave the contact (its "deleted in NowCerts" among them) carry
+      -- over, so the ones this insured does not want come off.
+      local old = load_snapshot(holder)
+      stored(ncghl.link_del, KIND, holder)
+      ncghl.link_put("contact_deleted", holder, ids.ghl)
+      old.deleted_nowcerts_id = holder
+      save_snapshot(holder, nil, old)
+      note({ nowcerts = holder, ghl = ids.ghl }, "insured", "nowcerts", holder, "", "deleted")
+      snap.tags, snap.tags_owned = old.tags, old.tags_owned
+      holder = nil
+    end
     if holder and holder ~= ids[from] then
       local mine, theirs = from == "ghl" and "GHL contact" or "NowCerts insured",
         to == "ghl" and "GHL contact" or "NowCerts insured"

@@ -619,6 +619,30 @@ class Lifecycle(SyncCase):
         self.assertEqual(len(deletes), 1, deletes)
         self.assertEqual(deletes[0]["status"], "done")
 
+    def test_an_insured_deleted_and_entered_again_takes_its_contact_back(self):
+        # The same person entered again in NowCerts after a delete: the
+        # contact, linked to the deleted insured, follows the new one (it
+        # was skipped for good as "not taken over" while nothing was left
+        # to merge).
+        s = self.start()
+        ins_id, cid = self.linked_pair(s)
+        old = self.nc(ins_id)
+        self.fakes.agent_delete("nowcerts", "insureds", ins_id)
+        wait_until(lambda: "deleted in NowCerts" in (self.contact(cid) or {}).get("tags", []), SETTLE,
+                   0.2, "the deleted tag")
+        self.settle(s)
+        again = self.insured(eMail=old["eMail"], phone=old["phone"], firstName=old["firstName"],
+                             lastName=old["lastName"], city="Reentered")
+        new_id = self.seed_id("nowcerts", "insureds", again, "eMail")
+        wait_until(lambda: (self.contact(cid) or {}).get("city") == "Reentered", SETTLE, 0.2,
+                   "the contact to follow the insured entered again")
+        self.settle(s)
+        self.assertNotIn("deleted in NowCerts", self.contact(cid)["tags"])
+        self.assertEqual(len(self.contacts_with_email(old["eMail"])), 1)
+        self.agent_nc(new_id, city="Later")
+        wait_until(lambda: self.contact(cid).get("city") == "Later", SETTLE, 0.2,
+                   "a later edit of the new insured to reach the contact")
+
     def test_an_inactive_insured_tags_its_contact_and_active_again_removes_it(self):
         s = self.start()
         ins_id, cid = self.linked_pair(s)
