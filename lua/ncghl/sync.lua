@@ -862,6 +862,13 @@ function sync.contact(from, rec, opts)
       tomb.deleted_nowcerts_id = ids.nowcerts
       save_snapshot(ids.nowcerts, nil, tomb)
       note(ids, "insured", "nowcerts", ids.nowcerts, "", "deleted")
+      -- What a deleted insured does to its contact (lifecycle), here too:
+      -- the deleted-list poll acts only on linked contacts, and this link
+      -- is gone now, so a GHL edit that came first left the contact as it
+      -- was.
+      if tomb.retired ~= "deleted" then
+        retire(maps, "deleted", ids.nowcerts, ids.ghl, tomb)
+      end
     end
     if side == to then
       return sync.contact(from, rec, opts)

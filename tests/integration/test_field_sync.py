@@ -619,6 +619,18 @@ class Lifecycle(SyncCase):
         self.assertEqual(len(deletes), 1, deletes)
         self.assertEqual(deletes[0]["status"], "done")
 
+    def test_a_deleted_insureds_contact_edited_before_the_deleted_poll_is_tagged_too(self):
+        # The GHL edit finds the insured gone first and ends the link; the
+        # deleted-list poll then had no linked contact to tag.
+        s = self.start(NOWCERTS_DELETED_POLL_INTERVAL=3600)
+        ins_id, cid = self.linked_pair(s)
+        self.fakes.agent_delete("nowcerts", "insureds", ins_id)
+        self.agent_ghl(cid, city="EditedAfterDelete")
+        wait_until(lambda: "deleted in NowCerts" in (self.contact(cid) or {}).get("tags", []), SETTLE,
+                   0.2, "the deleted tag")
+        self.settle(s)
+        self.assertEqual(self.insureds_with_email(self.contact(cid)["email"]), [], "made again")
+
     def test_an_insured_deleted_and_entered_again_takes_its_contact_back(self):
         # The same person entered again in NowCerts after a delete: the
         # contact, linked to the deleted insured, follows the new one (it
