@@ -336,6 +336,60 @@ static bool listed(const char *const *list, const char *name) {
 
 bool config_is_per_tenant(const char *name) { return listed(per_tenant, name); }
 
+/* Read, but neither list's: the Marketplace app's settings. */
+static const char *const app_settings[] = {"GHL_REDIRECT_URI", "GHL_OAUTH_SCOPES",
+                                           "GHL_MARKETPLACE_URL", NULL};
+
+/* Levenshtein distance, given up above 2: enough to tell a typo. */
+static int near(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 40 || lb > 40 || (la > lb ? la - lb : lb - la) > 2)
+    return 3;
+  int row[41];
+  for (size_t j = 0; j <= lb; j++)
+    row[j] = (int)j;
+  for (size_t i = 1; i <= la; i++) {
+    int diag = row[0], best = row[0] = (int)i;
+    for (size_t j = 1; j <= lb; j++) {
+      int up = row[j];
+      int v = diag + (a[i - 1] != b[j - 1]);
+      if (row[j - 1] + 1 < v)
+        v = row[j - 1] + 1;
+      if (up + 1 < v)
+        v = up + 1;
+      row[j] = v;
+      diag = up;
+      if (v < best)
+        best = v;
+    }
+    if (best > 2)
+      return 3;
+  }
+  return row[lb];
+}
+
+/* A name in an env file that ncghl does not read but is a typo away from
+ * one it does: said, since the setting meant is otherwise silently unset
+ * (names far from every setting are someone else's and left alone). */
+static void warn_misspelt(const char *path, const struct envfile *f) {
+  const char *const *lists[] = {per_tenant, per_process, app_settings};
+  for (size_t i = 0; i < f->n; i++) {
+    const char *k = f->keys[i], *best = NULL;
+    if (listed(per_tenant, k) || listed(per_process, k) || listed(app_settings, k))
+      continue;
+    int d = 3;
+    for (size_t l = 0; l < sizeof lists / sizeof *lists; l++)
+      for (size_t j = 0; lists[l][j]; j++) {
+        int n = near(k, lists[l][j]);
+        if (n < d)
+          d = n, best = lists[l][j];
+      }
+    if (best && strlen(k) > 5)
+      log_warn("%s: %s is not a setting ncghl reads (did you mean %s?); it is ignored", path, k,
+               best);
+  }
+}
+
 static int load(struct config *c, const struct loader *ld0, const char *env_file, bool sandbox);
 
 int config_load(struct config *c, const char *env_file, bool sandbox, char *err, size_t errlen) {
@@ -414,6 +468,7 @@ int config_load_tenant(struct config *c, const char *env_file, bool sandbox, con
     snprintf(err, errlen, "%s", why);
     return -1;
   }
+  warn_misspelt(tenant_file, &ld.over);
   /* A process variable in a tenant file would silently do nothing (or,
    * worse, half of something): say so, with the file and the name. */
   const char *bad = NULL, *what = NULL, *loc = NULL;
@@ -480,6 +535,7 @@ static int load(struct config *c, const struct loader *ld0, const char *env_file
   }
   if (env_file || access(".env", R_OK) == 0)
     c->env_file = strdup(env_file ? env_file : ".env");
+  warn_misspelt(env_file ? env_file : ".env", &ld.file);
   const double BIG = 1e18;
   c->sandbox = sandbox;
   c->host = get_str(&ld, "HOST", "127.0.0.1");

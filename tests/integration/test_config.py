@@ -113,6 +113,21 @@ class EnvFiles(IntegTest):
         self.assertEqual(s.get("/health").status, 200)
 
 
+class MisspeltNames(IntegTest):
+    def test_a_name_a_typo_away_from_a_setting_is_said_with_the_setting(self):
+        # GHL_LOCATON_ID in a .env left GHL_LOCATION_ID unset without a word;
+        # a name far from every setting (another tool's) is left alone.
+        wd = self.tmp / "typos"
+        wd.mkdir()
+        (wd / ".env").write_text("GHL_LOCATON_ID=abc\nWEBHOOK_WAIT_MSS=100\nMY_OTHER_APP=1\n")
+        s = self.server(workdir=wd)
+        text = s.log_text() + s.stderr_text()
+        self.assertIn(".env: GHL_LOCATON_ID is not a setting ncghl reads (did you mean "
+                      "GHL_LOCATION_ID?); it is ignored", text)
+        self.assertIn("did you mean WEBHOOK_WAIT_MS?", text)
+        self.assertNotIn("MY_OTHER_APP", text)
+
+
 class Lifecycle(IntegTest):
     def test_sigterm_exits_cleanly(self):
         s = self.server()
