@@ -158,10 +158,11 @@ static double get_num(struct loader *ld, const char *name, double def, double mi
   }
   if (d < min || d > max) {
     char why[96];
+    /* %.15g: whole bounds in full (1073741824, not 1.07374e+09). */
     if (max >= 1e15)
-      snprintf(why, sizeof why, "must be at least %g", min);
+      snprintf(why, sizeof why, "must be at least %.15g", min);
     else
-      snprintf(why, sizeof why, "must be between %g and %g", min, max);
+      snprintf(why, sizeof why, "must be between %.15g and %.15g", min, max);
     fail(ld, name, why, v);
     return def;
   }

@@ -84,6 +84,9 @@ static void add_line(struct doctor *d, bool ok, const char *fix, const char *fmt
   va_end(ap);
   if (!text)
     return;
+  /* "... is incorrect." then ". Fix:": one full stop, not two. */
+  for (size_t n = strlen(text); !ok && n > 0 && (text[n - 1] == '.' || text[n - 1] == ' '); n--)
+    text[n - 1] = '\0';
   struct doctor_line *l = &d->lines[d->n++];
   l->ok = ok;
   l->text = text;

@@ -67,6 +67,11 @@ int events_main(int argc, char **argv, const char *usage) {
         fprintf(stderr, "ncghl events: --limit wants a positive whole number\n");
         return 2;
       }
+    } else if (i + 1 == argc && (strcmp(argv[i], "--as-case") == 0 ||
+                                 strcmp(argv[i], "--status") == 0 ||
+                                 strcmp(argv[i], "--limit") == 0)) {
+      fprintf(stderr, "ncghl events: %s needs a value\n%s", argv[i], usage);
+      return 2;
     } else {
       fprintf(stderr, "ncghl events: unknown option '%s'\n%s", argv[i], usage);
       return 2;

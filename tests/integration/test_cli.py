@@ -94,6 +94,19 @@ class Events(IntegTest):
         self.assertNotEqual(p.returncode, 0, p)
 
 
+    def test_an_option_without_its_value_says_so(self):
+        s = self.server(start=False)
+        for opt in ("--limit", "--status", "--as-case"):
+            p = s.cli("events", opt)
+            self.assertEqual(p.returncode, 2, p)
+            self.assertIn("ncghl events: %s needs a value" % opt, p.stderr)
+
+    def test_a_setting_out_of_range_shows_its_bounds_in_full(self):
+        p = self.server({"MAX_BODY_BYTES": 1}, start=False).cli("check")
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("MAX_BODY_BYTES: must be between 64 and 1073741824", p.stdout + p.stderr)
+
+
 class Replay(IntegTest):
     def _dead(self, s):
         self.fakes.fault("ghl", status=400, count=1, path=CREATE_CONTACT, method="POST")

@@ -79,6 +79,7 @@ class Doctor(DoctorBase):
         self.assertEqual(len(bad), 1, p.stdout)
         self.assertIn("NowCerts login as it-user failed", bad[0])
         self.assertIn("Fix: check NOWCERTS_USERNAME and NOWCERTS_PASSWORD", bad[0])
+        self.assertNotIn(".. Fix", bad[0])
         self.assertNotIn("wrong-password", p.stdout + p.stderr)
         self.assertEqual(lines[-1], "1 check failed")
 
