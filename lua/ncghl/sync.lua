@@ -1121,9 +1121,11 @@ function sync.contact(from, rec, opts)
       snap = load_snapshot(ids.nowcerts)
       holder = nil
     end
-    if holder and holder ~= ids[from] and from == "nowcerts" and not A.read(holder) then
-      -- The contact's insured is gone from NowCerts: deleted, and this
-      -- person entered again. The old link goes (a tombstone stays, as for
+    if holder and holder ~= ids[from] and from == "nowcerts"
+        and load_snapshot(holder).retired == "deleted" and not A.read(holder) then
+      -- The contact's insured is gone from NowCerts (its deletion seen in
+      -- the deleted list, and a read no longer finds it), and this person
+      -- was entered again. The old link goes (a tombstone stays, as for
       -- any deleted insured) and this insured takes the contact; the tags
       -- ncghl gave the contact (its "deleted in NowCerts" among them) carry
       -- over, so the ones this insured does not want come off.

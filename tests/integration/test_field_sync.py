@@ -493,10 +493,14 @@ class FieldSync(SyncCase):
         ins_id, cid = pairs[1]
         self.agent_ghl(cid, city="GHLnewer")
         self.settle(s, quiet=3)
+        # The agent's edit, the newer, is on both sides (before the fix:
+        # NowCerts' value on both, and no conflict). Whether it met ncghl's
+        # update as a conflict depends on which reached ncghl first; one
+        # recorded was won by GHL's newer edit.
         self.assertEqual(self.contact(cid)["city"], "GHLnewer")
         self.assertEqual(self.nc(ins_id)["city"], "GHLnewer")
         cs = [c for c in self.conflicts(s) if c["ghl_id"] == cid]
-        self.assertEqual([(c["field"], c["winner"]) for c in cs], [("city", "ghl")], cs)
+        self.assertIn([(c["field"], c["winner"]) for c in cs], ([], [("city", "ghl")]), cs)
         # The first person's update met no wait and no edit.
         self.assertEqual(self.contact(pairs[0][1])["city"], "NC0")
 
