@@ -239,15 +239,27 @@ class Coverage(ToolTest):
 
 
 class AsCase(IntegTest):
-    def test_a_stored_event_becomes_a_case_that_passes(self):
-        s = self.server()
-        ev = harness.nowcerts_event("INSURED_INSERT", harness.insured_data(email="asc@example.com"))
-        r = s.nowcerts(ev)
-        eid = r.json()["event_id"]
+    def as_case(self, s, eid):
+        """The case `events --as-case` prints for a stored event."""
         s.wait_event(eid)
         p = s.cli("events", "--as-case", eid)
         self.assertEqual(p.returncode, 0, p.stderr)
-        text = p.stdout
+        return p.stdout
+
+    def assertPassesAsCase(self, s, text, name):
+        """Saved under a mappings directory's tests, it runs as a case and passes."""
+        d = self.tmp / "mappings"
+        shutil.copytree(ROOT / "mappings", d)
+        case = d / "tests" / name
+        case.write_text(text)
+        p = s.cli("test", case)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(p.stdout.splitlines()[-1], "1 passed, 0 failed")
+
+    def test_a_stored_event_becomes_a_case_that_passes(self):
+        s = self.server()
+        ev = harness.nowcerts_event("INSURED_INSERT", harness.insured_data(email="asc@example.com"))
+        text = self.as_case(s, s.nowcerts(ev).json()["event_id"])
         self.assertIn('source = "nowcerts"', text)
         self.assertIn('email = "asc@example.com"', text)
         self.assertIn('outcome = "done"', text)
@@ -256,14 +268,7 @@ class AsCase(IntegTest):
         self.assertRegex(text, r'(?s)path = "/contacts/search" \}.*path = "/contacts/search" \}'
                                r'.*path = "/contacts/" \}')
         self.assertEqual(text.count('path = "/contacts/search" }'), 2, text)
-        # Saved under a mappings directory's tests, it runs as a case and passes.
-        d = self.tmp / "mappings"
-        shutil.copytree(ROOT / "mappings", d)
-        case = d / "tests" / "from_event.lua"
-        case.write_text(text)
-        p = s.cli("test", case)
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        self.assertEqual(p.stdout.splitlines()[-1], "1 passed, 0 failed")
+        self.assertPassesAsCase(s, text, "from_event.lua")
 
     def test_a_ghl_event_becomes_a_case_that_passes_for_its_location(self):
         # The case must run as the event's location's service: with the
@@ -271,22 +276,12 @@ class AsCase(IntegTest):
         # case failed straight out of the tool.
         s = self.server()
         ev = harness.ghl_event("ContactCreate", harness.ghl_contact(email="ascg@example.com"))
-        eid = s.ghl(ev).json()["event_id"]
-        s.wait_event(eid)
-        p = s.cli("events", "--as-case", eid)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        text = p.stdout
+        text = self.as_case(s, s.ghl(ev).json()["event_id"])
         self.assertIn('config = { GHL_LOCATION_ID = "it-location-1" }', text)
         self.assertIn('outcome = "done"', text)
         self.assertIn('service = "nowcerts"', text)
         self.assertNotIn('-- { service = "ghl"', text)  # the example answer is NowCerts'
-        d = self.tmp / "mappings"
-        shutil.copytree(ROOT / "mappings", d)
-        case = d / "tests" / "from_ghl_event.lua"
-        case.write_text(text)
-        p = s.cli("test", case)
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        self.assertEqual(p.stdout.splitlines()[-1], "1 passed, 0 failed")
+        self.assertPassesAsCase(s, text, "from_ghl_event.lua")
 
     def test_unknown_event(self):
         s = self.server()

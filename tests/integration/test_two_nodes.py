@@ -26,7 +26,20 @@ STATUS_RUNNING = 1
 SLOP = 0.25
 
 
-class TwoNodes(IntegTest):
+class NodeCase(IntegTest):
+    def assertDeliveredOnce(self, node, acked, timeout):
+        """Every acknowledged event (id -> e-mail) ends done, as `node`'s
+        store says, and made one contact in GHL."""
+        def all_done():
+            rows = dict(node.db_query("SELECT id, status FROM events"))
+            return all(rows.get(i) == STATUS_DONE for i in acked)
+        harness.wait_until(all_done, timeout, 0.5, "every acknowledged event to be done")
+        for eid, email in acked.items():
+            self.assertEqual(len(self.contacts_with_email(email)), 1,
+                             "event %s: contacts for %s" % (eid, email))
+
+
+class TwoNodes(NodeCase):
     def _nodes(self, env=None):
         a = self.server(dict(env or {}), workdir=self.tmp / "a")
         b = self.server(dict(env or {}, STORE_URL=a.store_url), workdir=self.tmp / "b")
@@ -66,16 +79,9 @@ class TwoNodes(IntegTest):
         # events; without any the take-over below would not be tested.
         self.assertTrue(left, "the killed node had no running event")
 
-        def all_done():
-            rows = dict(b.db_query("SELECT id, status FROM events"))
-            return all(rows.get(i) == STATUS_DONE for i in acked)
-
         # The lease lapses after 30 s and the survivor sweeps every 10 s;
         # the bound only decides when to give up.
-        harness.wait_until(all_done, 120, 0.5, "every acknowledged event to be done")
-        for eid, email in acked.items():
-            self.assertEqual(len(self.contacts_with_email(email)), 1,
-                             "event %s: contacts for %s" % (eid, email))
+        self.assertDeliveredOnce(b, acked, 120)
         # The dead node's running rows were taken over and finished by b.
         for eid in left:
             rows = b.db_query("SELECT status, owner, attempts FROM events WHERE id = ?", (eid,))
@@ -205,7 +211,7 @@ class TwoNodes(IntegTest):
         harness.wait_until(lambda: cycles(other) >= 1, 90, 0.5, "the other node to take over")
 
 
-class ServerGoesAway(IntegTest):
+class ServerGoesAway(NodeCase):
     def test_a_database_restart_refuses_then_accepts_and_loses_nothing(self):
         a = self.server({"WEBHOOK_WAIT_MS": 0})
         cluster = harness.pg_cluster()
@@ -243,16 +249,10 @@ class ServerGoesAway(IntegTest):
             self.assertEqual(post(nowcerts_event("INSURED_INSERT", insured_data())).status, 202)
         self.assertEqual(len(acked), 9)
 
-        def all_done():
-            rows = dict(a.db_query("SELECT id, status FROM events"))
-            return all(rows.get(i) == STATUS_DONE for i in acked)
         # Within the bound only if no event waits for retry_wait's minutes
         # because of the restart (the node's key session, ended by it, is
         # opened again when next used).
-        harness.wait_until(all_done, 60, 0.5, "every acknowledged event to be done")
-        for eid, email in acked.items():
-            self.assertEqual(len(self.contacts_with_email(email)), 1,
-                             "event %s: contacts for %s" % (eid, email))
+        self.assertDeliveredOnce(a, acked, 60)
         self.assertEqual(a.db_query("SELECT count(*) FROM events"), [(9,)])
         # The outage is said once per connection (the node's own, and the
         # shared rate limit's when a run was using it), with what happens
