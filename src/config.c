@@ -20,6 +20,7 @@
 #include "log.h"
 #include "tenant.h"
 #include "store.h"
+#include "url.h"
 
 struct envfile {
   char **keys, **vals;
@@ -295,16 +296,12 @@ static void add_url_secret(void *ud, const char *p, size_t n) {
   free(pw);
 }
 
-/* The password of scheme://user:password@host... */
+/* A base URL's user-info password (a proxy's, a gateway's). */
 static void add_userinfo_secret(const char *url) {
-  const char *auth = url ? strstr(url, "://") : NULL;
-  const char *at = auth ? strchr(auth + 3, '@') : NULL;
-  const char *slash = auth ? strchr(auth + 3, '/') : NULL;
-  if (!at || (slash && slash < at))
-    return;
-  const char *colon = memchr(auth + 3, ':', (size_t)(at - auth - 3));
-  if (colon && at - colon > 1)
-    add_url_secret(NULL, colon + 1, (size_t)(at - colon - 1));
+  const char *p;
+  size_t n;
+  if (url_password(url, &p, &n))
+    add_url_secret(NULL, p, n);
 }
 
 /* The variables one agency may set in its tenant file: its accounts, its

@@ -29,6 +29,7 @@
 #include "store.h"
 #include "tokens.h"
 #include "upstream.h"
+#include "url.h"
 
 enum step {
   S_LINT,
@@ -150,20 +151,12 @@ static void lua_lines(struct doctor *d, const char *fn, const char *body, size_t
 /* A base URL as a fix may show it: a password in its user-info masked
  * (doctor's lines go to a terminal and, from serve, to the log). */
 static const char *shown_url(const char *url, char *out, size_t n) {
-  const char *auth = url ? strstr(url, "://") : NULL;
-  const char *at = auth ? strchr(auth + 3, '@') : NULL;
-  const char *slash = auth ? strchr(auth + 3, '/') : NULL;
-  const char *colon = at && (!slash || at < slash) ? memchr(auth + 3, ':', (size_t)(at - auth - 3))
-                                                  : NULL;
-  if (!colon)
-    snprintf(out, n, "%s", url ? url : "");
-  else
-    snprintf(out, n, "%.*s:***%s", (int)(colon - url), url, at);
+  url_display(url, out, n);
   return out;
 }
 
 static void ghl_fix(const struct doctor *d, int status, const char *error, char *out, size_t n) {
-  char url[512];
+  char url[256];
   /* The token endpoint's refusals (tokens.c words them) have their own fix:
    * the location is not what is wrong. */
   if (error && strstr(error, "refused the refresh token"))
@@ -207,7 +200,7 @@ static void on_nowcerts(void *ud, const struct up_result *r) {
              d->cfg->nowcerts_username, uid && *uid ? uid : "not in the token answer");
   } else {
     bool login = r->error && strncmp(r->error, "token request", 13) == 0;
-    char fix[512], url[512];
+    char fix[512], url[256];
     if (r->status == 0)
       snprintf(fix, sizeof fix,
                "NowCerts did not answer at NOWCERTS_BASE_URL (%s): check the address and the network",

@@ -4,6 +4,7 @@
  * backend lives here: status names, the JSON shapes the CLI and the admin
  * API share, the owner of running rows and the in-memory counts. */
 #include "store.h"
+#include "url.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -137,15 +138,10 @@ void store_url_secrets(const char *target, void (*each)(void *ud, const char *p,
   const char *auth = target && store_is_url(target) ? strstr(target, "://") : NULL;
   if (!auth)
     return;
-  /* scheme://user:password@host...: everything between the first ':' after
-   * the scheme and the '@' is the password. */
-  const char *at = strchr(auth + 3, '@');
-  const char *slash = strchr(auth + 3, '/');
-  if (at && slash && slash < at)
-    at = NULL; /* an '@' in the path or query, not in the authority */
-  const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - (auth + 3))) : NULL;
-  if (colon && at - colon > 1)
-    each(ud, colon + 1, (size_t)(at - colon - 1));
+  const char *pw;
+  size_t pn;
+  if (url_password(target, &pw, &pn))
+    each(ud, pw, pn);
   /* And libpq's other form, a parameter: ...?password=...&... */
   for (const char *q = strchr(auth, '?'); q && *q; q = strchr(q + 1, '&')) {
     if (strncmp(q + 1, "password=", 9) != 0)
