@@ -2186,7 +2186,6 @@ void lrt_set_check(struct lrt *rt, lrt_check_fn check) {
     rt->check = check;
 }
 
-
 /* The runner's twin: a runtime on the offline host, from the same bytes. */
 static struct lrt *build_twin(void *ud, const struct lrt_host *host, char *err, size_t errlen) {
   return rt_create(host, ud, err, errlen);

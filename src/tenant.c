@@ -146,14 +146,14 @@ char *tenant_store_location(const char *db_path, const char *store_url, const ch
 
 static void start_doctor(struct tenant *t);
 
-/* The preflight's ✗ lines become warnings and /health's "degraded", after
- * a failing test case of the scripts in force. */
-static void on_doctor_done(void *ud, struct doctor *d) {
-  struct tenant *t = ud;
+/* /health's "degraded": a failing test case of the scripts in force, then
+ * the ✗ lines of the preflight `d` (NULL: none run), which are also logged
+ * as warnings. */
+static void set_degraded(struct tenant *t, const struct doctor *d) {
   size_t n = 0;
   const struct doctor_line *lines = d ? doctor_lines(d, &n) : NULL;
   const char **reasons = calloc(n + 1, sizeof *reasons);
-  size_t nr = 0;
+  size_t nr = 0, failed = 0;
   if (reasons && t->cases_failed)
     reasons[nr++] = t->cases_failed;
   const char *who = t->name ? t->name : "";
@@ -161,17 +161,21 @@ static void on_doctor_done(void *ud, struct doctor *d) {
   for (size_t i = 0; i < n; i++) {
     if (lines[i].ok)
       continue;
+    failed++;
     log_warn("%s%sdoctor: ✗ %s. Fix: %s", who, sep, lines[i].text,
              lines[i].fix ? lines[i].fix : "see ncghl doctor");
     if (reasons)
       reasons[nr++] = lines[i].text;
   }
-  if (d && nr == (t->cases_failed ? 1u : 0u))
+  if (d && failed == 0)
     log_info("%s%sdoctor: all %zu checks passed", who, sep, n);
   server_site_set_degraded(t->site, reasons, nr);
   free(reasons);
-  if (!d)
-    return;
+}
+
+static void on_doctor_done(void *ud, struct doctor *d) {
+  struct tenant *t = ud;
+  set_degraded(t, d);
   t->doctor_running = false;
   if (t->doctor_again) {
     t->doctor_again = false;
@@ -184,7 +188,7 @@ static void on_doctor_done(void *ud, struct doctor *d) {
  * kept until the next one: it may be in its own callback. */
 static void start_doctor(struct tenant *t) {
   if (!t->cfg.doctor_at_start) {
-    on_doctor_done(t, NULL); /* /health still hears of a failing case */
+    set_degraded(t, NULL); /* /health still hears of a failing case */
     return;
   }
   if (t->doctor_running) {
@@ -426,7 +430,7 @@ static struct tenant *tenant_start(struct tenants *ts, const char *name, const c
       !(t->poller = poller_new(base, name, &t->cfg, t->store, t->queue, t->engine, t->up)))
     goto fail;
   if (t->cases_failed)
-    on_doctor_done(t, NULL); /* degraded at once, not after the preflight */
+    set_degraded(t, NULL); /* degraded at once, not after the preflight */
   start_doctor(t);
   if (name)
     lrt_release(t->rt);
